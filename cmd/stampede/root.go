@@ -1,0 +1,76 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+)
+
+// exitError carries a specific exit code (for example 2 for unusable input
+// to the gate) through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+// globals are the flags every subcommand shares.
+type globals struct {
+	logLevel  string
+	logFormat string
+}
+
+// logger builds the process's one logger and bridges klog (client-go) to it.
+func (g *globals) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	switch strings.ToLower(g.logFormat) {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, opts)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	default:
+		return nil, fmt.Errorf("--log-format: want text or json, got %q", g.logFormat)
+	}
+	log := slog.New(h)
+	klog.SetSlogLogger(log.With("source", "klog"))
+	return log, nil
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "stampede",
+		Short: "Measure what churn costs Kubernetes network control planes",
+		Long: `Stampede reproduces and measures how Kubernetes network control planes
+(Cilium's CRD mode, CiliumEndpointSlices, an etcd kvstore, operator-managed
+identities and a central xDS control plane) behave under churn at scale.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(
+		newScenariosCmd(g),
+	)
+	return root
+}

@@ -1,0 +1,112 @@
+package scenarios
+
+import "time"
+
+// Cilium's defaults, as found in its sources (pkg/defaults, operator/option,
+// pkg/allocator). Scenarios may override each.
+const (
+	DefaultClusterName               = "default"
+	DefaultPodCIDR                   = "10.0.0.0/8"
+	DefaultMaxPodsPerNode            = 110
+	DefaultClientQPS                 = 10.0
+	DefaultClientBurst               = 20
+	DefaultIdentityChangeGracePeriod = 5 * time.Second
+	DefaultLeaseTTL                  = 15 * time.Minute
+	DefaultAllocationAttempts        = 16
+	DefaultAllocationBackoff         = 20 * time.Millisecond
+	DefaultDatapath                  = "auto"
+	DefaultOperatorClientQPS         = 100.0
+	DefaultOperatorClientBurst       = 200
+	DefaultCESMaxEndpointsPerSlice   = 100
+	DefaultCESWriteQPS               = 10.0
+	DefaultCESWriteBurst             = 20
+	DefaultCESBatchInterval          = 500 * time.Millisecond
+	DefaultIdentityGCInterval        = 15 * time.Minute
+	DefaultIdentityHeartbeatTimeout  = 30 * time.Minute
+	DefaultProbeRate                 = 10.0
+	DefaultSampleInterval            = time.Second
+	DefaultWaitTimeout               = 10 * time.Minute
+	DefaultMutatingP99               = time.Second
+	DefaultReadP99                   = time.Second
+	DefaultListP99                   = 30 * time.Second
+)
+
+// Default fills every unset field with its default. It is idempotent and
+// leaves set fields alone.
+func (s *Scenario) Default() {
+	c := &s.Cluster
+	setStr(&c.Name, DefaultClusterName)
+	setStr(&c.PodCIDR, DefaultPodCIDR)
+	setStr(&c.Placement.Strategy, PlacementSpread)
+	setInt(&c.Placement.MaxPodsPerNode, DefaultMaxPodsPerNode)
+	setInt(&c.Workloads.ServiceAccounts, 1)
+
+	a := &s.Agent
+	setFloat(&a.ClientQPS, DefaultClientQPS)
+	setInt(&a.ClientBurst, DefaultClientBurst)
+	setDur(&a.IdentityChangeGracePeriod, DefaultIdentityChangeGracePeriod)
+	setDur(&a.LeaseTTL, DefaultLeaseTTL)
+	setInt(&a.AllocationAttempts, DefaultAllocationAttempts)
+	setDur(&a.AllocationBackoff, DefaultAllocationBackoff)
+	setStr(&a.Datapath, DefaultDatapath)
+
+	cp := &s.ControlPlane
+	setFloat(&cp.ClientQPS, DefaultOperatorClientQPS)
+	setInt(&cp.ClientBurst, DefaultOperatorClientBurst)
+	setInt(&cp.CES.MaxEndpointsPerSlice, DefaultCESMaxEndpointsPerSlice)
+	setFloat(&cp.CES.WriteQPS, DefaultCESWriteQPS)
+	setInt(&cp.CES.WriteBurst, DefaultCESWriteBurst)
+	setDur(&cp.CES.BatchInterval, DefaultCESBatchInterval)
+	setDur(&cp.IdentityGC.Interval, DefaultIdentityGCInterval)
+	setDur(&cp.IdentityGC.HeartbeatTimeout, DefaultIdentityHeartbeatTimeout)
+	if cp.XDS.Delta == nil {
+		t := true
+		cp.XDS.Delta = &t
+	}
+
+	if len(s.Modes) == 0 {
+		s.Modes = append([]Mode(nil), AllModes...)
+	}
+	if s.API.Backend == "" {
+		s.API.Backend = BackendFake
+	}
+	if s.API.Backend == BackendKind && s.API.Kind.Nodes == 0 {
+		s.API.Kind.Nodes = 1
+	}
+
+	for i := range s.Steps {
+		if w := s.Steps[i].WaitConverged; w != nil {
+			setDur(&w.Timeout, DefaultWaitTimeout)
+		}
+	}
+
+	setFloat(&s.Measure.ProbeRate, DefaultProbeRate)
+	setDur(&s.Measure.SampleInterval, DefaultSampleInterval)
+	setDur(&s.SLO.MutatingP99, DefaultMutatingP99)
+	setDur(&s.SLO.ReadP99, DefaultReadP99)
+	setDur(&s.SLO.ListP99, DefaultListP99)
+}
+
+func setStr(p *string, v string) {
+	if *p == "" {
+		*p = v
+	}
+}
+
+func setInt(p *int, v int) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func setFloat(p *float64, v float64) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func setDur(p *Duration, v time.Duration) {
+	if p.Duration == 0 {
+		p.Duration = v
+	}
+}

@@ -1,0 +1,351 @@
+package scenarios
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Mode is a control-plane architecture under test.
+type Mode string
+
+// The modes Stampede knows. DESIGN.md describes what an agent does in each.
+const (
+	ModeCRD      Mode = "crd"
+	ModeCES      Mode = "ces"
+	ModeKVStore  Mode = "kvstore"
+	ModeOperator Mode = "operator"
+	ModeXDS      Mode = "xds"
+)
+
+// AllModes lists every mode in the order runs execute them.
+var AllModes = []Mode{ModeCRD, ModeCES, ModeKVStore, ModeOperator, ModeXDS}
+
+// Valid reports whether m is a known mode.
+func (m Mode) Valid() bool {
+	for _, k := range AllModes {
+		if m == k {
+			return true
+		}
+	}
+	return false
+}
+
+// BackendType selects which API server a run talks to.
+type BackendType string
+
+// The API server backends.
+const (
+	BackendFake       BackendType = "fake"
+	BackendLocal      BackendType = "local"
+	BackendKind       BackendType = "kind"
+	BackendKubeconfig BackendType = "kubeconfig"
+)
+
+// Scenario is one benchmark: a cluster shape, the policies on it, the knobs
+// of the agents and the control plane, the modes and backend to run, and a
+// timeline of steps. It is loaded from YAML with Load and completed with
+// Default; Validate reports every problem with its field path.
+type Scenario struct {
+	// Name identifies the scenario in results and reports.
+	Name string `json:"name"`
+	// Description is free text shown in reports.
+	Description string `json:"description,omitempty"`
+	// Seed makes object generation (names, placement, IPs) reproducible.
+	Seed int64 `json:"seed"`
+
+	Cluster      Cluster      `json:"cluster"`
+	Policies     []Policy     `json:"policies,omitempty"`
+	Agent        AgentKnobs   `json:"agent"`
+	ControlPlane ControlPlane `json:"controlPlane"`
+	Modes        []Mode       `json:"modes"`
+	API          API          `json:"api"`
+	Steps        []Step       `json:"steps"`
+	Measure      Measure      `json:"measure"`
+	SLO          SLO          `json:"slo"`
+}
+
+// Cluster is the shape of the simulated cluster.
+type Cluster struct {
+	// Name is the Cilium cluster name (label io.cilium.k8s.policy.cluster).
+	Name string `json:"name"`
+	// Nodes is the number of nodes, and so of simulated agents.
+	Nodes int `json:"nodes"`
+	// PodCIDR is the range pod IPs come from; each node gets a /24 of it.
+	PodCIDR string `json:"podCIDR"`
+	// Namespaces lists the namespaces with their labels.
+	Namespaces []Namespace `json:"namespaces"`
+	// Workloads describes the deployments in every namespace.
+	Workloads Workloads `json:"workloads"`
+	// Placement decides which node each pod runs on.
+	Placement Placement `json:"placement"`
+}
+
+// Namespace is one namespace and the labels it starts with.
+type Namespace struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Workloads describes the deployments created in every namespace.
+type Workloads struct {
+	// DeploymentsPerNamespace is the number of deployments in each namespace.
+	DeploymentsPerNamespace int `json:"deploymentsPerNamespace"`
+	// Replicas is the number of pods of each deployment.
+	Replicas int `json:"replicas"`
+	// PodLabels are added to every pod. Every pod also carries
+	// app=<deployment> and pod-template-hash=<hash>.
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+	// ServiceAccounts is the number of service accounts per namespace;
+	// deployment i uses sa-<i mod ServiceAccounts>.
+	ServiceAccounts int `json:"serviceAccounts"`
+}
+
+// Placement strategies.
+const (
+	PlacementSpread = "spread" // round robin over nodes
+	PlacementRandom = "random" // uniform random from the seed, respecting MaxPodsPerNode
+)
+
+// Placement decides which node runs each pod.
+type Placement struct {
+	// Strategy is "spread" or "random".
+	Strategy string `json:"strategy"`
+	// MaxPodsPerNode is the kubelet's max-pods (110 by default).
+	MaxPodsPerNode int `json:"maxPodsPerNode"`
+}
+
+// Policy is a CiliumNetworkPolicy template. One CiliumNetworkPolicy named
+// Name is created in each of Namespaces (every namespace when empty).
+type Policy struct {
+	Name string `json:"name"`
+	// Namespaces the policy is created in; empty means all.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// EndpointSelector selects the protected pods by pod labels; empty
+	// selects every pod of the namespace.
+	EndpointSelector map[string]string `json:"endpointSelector,omitempty"`
+	// Ingress lists the allowed peers.
+	Ingress []IngressRule `json:"ingress"`
+}
+
+// IngressRule allows traffic from peers that match every given label to the
+// listed ports.
+type IngressRule struct {
+	// FromNamespaceLabels matches peers whose namespace carries these labels
+	// (io.cilium.k8s.namespace.labels.<key> in Cilium's identity labels), in
+	// any namespace.
+	FromNamespaceLabels map[string]string `json:"fromNamespaceLabels,omitempty"`
+	// FromPodLabels matches peers by their own pod labels.
+	FromPodLabels map[string]string `json:"fromPodLabels,omitempty"`
+	// Ports the rule allows; at least one.
+	Ports []PortProtocol `json:"ports"`
+}
+
+// PortProtocol is an L4 port and protocol ("TCP" or "UDP").
+type PortProtocol struct {
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// AgentKnobs are the settings of every simulated agent. Defaults are
+// Cilium's.
+type AgentKnobs struct {
+	// ClientQPS and ClientBurst are the agent's Kubernetes client rate
+	// limits (Cilium --k8s-client-qps / --k8s-client-burst).
+	ClientQPS   float64 `json:"clientQPS"`
+	ClientBurst int     `json:"clientBurst"`
+	// IdentityChangeGracePeriod delays applying a pod's new identity
+	// (Cilium --identity-change-grace-period).
+	IdentityChangeGracePeriod Duration `json:"identityChangeGracePeriod"`
+	// LabelFilter lists identity-relevant label patterns in Cilium's
+	// --labels syntax; empty means Cilium's default filter.
+	LabelFilter []string `json:"labelFilter,omitempty"`
+	// LeaseTTL is the kvstore lease TTL (Cilium --kvstore-lease-ttl).
+	LeaseTTL Duration `json:"leaseTTL"`
+	// AllocationAttempts bounds identity allocation retries on conflict.
+	AllocationAttempts int `json:"allocationAttempts"`
+	// AllocationBackoff is the first retry delay; it doubles each attempt.
+	AllocationBackoff Duration `json:"allocationBackoff"`
+	// Datapath is "auto", "bpf" or "mem".
+	Datapath string `json:"datapath"`
+}
+
+// ControlPlane holds the knobs of the operator and the xDS server.
+type ControlPlane struct {
+	CES        CESKnobs        `json:"ces"`
+	IdentityGC IdentityGCKnobs `json:"identityGC"`
+	XDS        XDSKnobs        `json:"xds"`
+	// ClientQPS and ClientBurst are the operator's client rate limits.
+	ClientQPS   float64 `json:"clientQPS"`
+	ClientBurst int     `json:"clientBurst"`
+}
+
+// CESKnobs configure the CiliumEndpointSlice controller.
+type CESKnobs struct {
+	MaxEndpointsPerSlice int      `json:"maxEndpointsPerSlice"`
+	WriteQPS             float64  `json:"writeQPS"`
+	WriteBurst           int      `json:"writeBurst"`
+	BatchInterval        Duration `json:"batchInterval"`
+}
+
+// IdentityGCKnobs configure identity garbage collection.
+type IdentityGCKnobs struct {
+	Interval         Duration `json:"interval"`
+	HeartbeatTimeout Duration `json:"heartbeatTimeout"`
+}
+
+// XDSKnobs configure the central xDS control plane.
+type XDSKnobs struct {
+	// Delta selects incremental (delta) xDS; false is state of the world.
+	Delta *bool `json:"delta,omitempty"`
+	// PersistIdentities makes the control plane also write CiliumIdentities.
+	PersistIdentities bool `json:"persistIdentities,omitempty"`
+}
+
+// API selects the API server backend.
+type API struct {
+	// Backend is fake, local, kind or kubeconfig.
+	Backend BackendType `json:"backend"`
+	// Kubeconfig is the path for the kubeconfig backend.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// Kind configures the kind backend.
+	Kind KindKnobs `json:"kind,omitempty"`
+}
+
+// KindKnobs configure the kind backend.
+type KindKnobs struct {
+	NodeImage string `json:"nodeImage,omitempty"`
+	Nodes     int    `json:"nodes,omitempty"`
+}
+
+// Step is one entry of the timeline. Exactly one field is set.
+type Step struct {
+	Setup         *SetupStep         `json:"setup,omitempty"`
+	WaitConverged *WaitConvergedStep `json:"waitConverged,omitempty"`
+	Observe       *ObserveStep       `json:"observe,omitempty"`
+	Relabel       *RelabelStep       `json:"relabel,omitempty"`
+	Scale         *ScaleStep         `json:"scale,omitempty"`
+	DeletePods    *DeletePodsStep    `json:"deletePods,omitempty"`
+}
+
+// Kind names the step's type, as written in YAML.
+func (s Step) Kind() string {
+	switch {
+	case s.Setup != nil:
+		return "setup"
+	case s.WaitConverged != nil:
+		return "waitConverged"
+	case s.Observe != nil:
+		return "observe"
+	case s.Relabel != nil:
+		return "relabel"
+	case s.Scale != nil:
+		return "scale"
+	case s.DeletePods != nil:
+		return "deletePods"
+	}
+	return ""
+}
+
+// SetupStep creates nodes, namespaces, policies and pods.
+type SetupStep struct {
+	// CreateQPS bounds the harness's object creation rate (0: unlimited).
+	CreateQPS float64 `json:"createQPS,omitempty"`
+}
+
+// WaitConvergedStep waits until every agent agrees with the ground truth.
+type WaitConvergedStep struct {
+	Timeout Duration `json:"timeout"`
+}
+
+// ObserveStep keeps measuring without changing anything.
+type ObserveStep struct {
+	Duration Duration `json:"duration"`
+}
+
+// RelabelStep changes the labels of namespaces.
+type RelabelStep struct {
+	// Namespaces to relabel; empty means all.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// Set adds or overwrites labels.
+	Set map[string]string `json:"set,omitempty"`
+	// Remove deletes labels.
+	Remove []string `json:"remove,omitempty"`
+}
+
+// ScaleStep changes the replica count of one deployment.
+type ScaleStep struct {
+	Namespace  string `json:"namespace"`
+	Deployment string `json:"deployment"`
+	Replicas   int    `json:"replicas"`
+}
+
+// DeletePodsStep deletes a fraction of the pods (they are recreated with new
+// names and IPs, as a ReplicaSet would).
+type DeletePodsStep struct {
+	// Namespaces to delete from; empty means all.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// Fraction of the pods to delete, in (0, 1].
+	Fraction float64 `json:"fraction"`
+	// Rate in pods per second (0: as fast as possible).
+	Rate float64 `json:"rate,omitempty"`
+}
+
+// Measure configures the harness's measurements.
+type Measure struct {
+	// ProbeRate is the API probe's request rate per second.
+	ProbeRate float64 `json:"probeRate"`
+	// SampleInterval is the interval of /proc and /metrics sampling.
+	SampleInterval Duration `json:"sampleInterval"`
+}
+
+// SLO holds the thresholds results are judged against. Defaults are the
+// Kubernetes scalability SLOs.
+type SLO struct {
+	// MutatingP99 bounds the p99 latency of mutating API calls.
+	MutatingP99 Duration `json:"mutatingP99"`
+	// ReadP99 bounds the p99 latency of single-object reads.
+	ReadP99 Duration `json:"readP99"`
+	// ListP99 bounds the p99 latency of list calls.
+	ListP99 Duration `json:"listP99"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("5s").
+type Duration struct{ time.Duration }
+
+// D makes a Duration.
+func D(d time.Duration) Duration { return Duration{d} }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string such as "500ms" or "5m".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"5s\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: %w", s, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// PodCount is the number of pods setup creates.
+func (s *Scenario) PodCount() int {
+	w := s.Cluster.Workloads
+	return len(s.Cluster.Namespaces) * w.DeploymentsPerNamespace * w.Replicas
+}
+
+// Summary is the first line of the description.
+func (s *Scenario) Summary() string {
+	d := s.Description
+	for i, r := range d {
+		if r == '\n' {
+			return d[:i]
+		}
+	}
+	return d
+}
