@@ -1,0 +1,78 @@
+package harness
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// Backend is an API server the run talks to: the in-memory fakeapi, a local
+// kube-apiserver with etcd built from source, a kind cluster, or an existing
+// cluster. A Backend is started once per mode (fresh state) and stopped at
+// the end of it.
+type Backend interface {
+	// Name is the backend's name as given on the command line.
+	Name() string
+	// Start brings the API server up for one mode and returns where it is.
+	// It must not return before the server answers requests.
+	Start(ctx context.Context, env BackendEnv) (*APIServer, error)
+	// Stop stops everything Start started (or deletes what it created on a
+	// cluster it does not own) and waits for it.
+	Stop(ctx context.Context) error
+}
+
+// BackendEnv is what a Backend is told at Start.
+type BackendEnv struct {
+	// Dir is a directory of the run for this mode's backend files.
+	Dir string
+	// Mode decides the agents' permissions (RBAC or the fake's table).
+	Mode scenarios.Mode
+	// Scenario is the scenario being run.
+	Scenario *scenarios.Scenario
+	// Users are the identities the run needs: admin (the harness and its
+	// probe), operator (the control plane), and one user per simulated node
+	// named "node:<node name>" (none in xds mode).
+	Users []User
+	// Executable is the stampede binary, for backends that run
+	// `stampede fakeapi` or `stampede etcd` as child processes.
+	Executable string
+	Log        *slog.Logger
+}
+
+// User roles.
+const (
+	RoleAdmin    = "admin"
+	RoleOperator = "operator"
+	RoleAgent    = "agent"
+)
+
+// User is one identity and its bearer token.
+type User struct {
+	Name  string
+	Role  string
+	Token string
+}
+
+// APIServer is a started backend.
+type APIServer struct {
+	// URL is the API server's base URL.
+	URL string
+	// CAFile is the PEM file that verifies the server's certificate
+	// (empty for plain HTTP).
+	CAFile string
+	// TokenFile is a kube-apiserver static token CSV (token,user,uid,groups)
+	// holding every user's token; agents pick their own row from it.
+	TokenFile string
+	// Kubeconfig is an admin kubeconfig for kubectl and for users.
+	Kubeconfig string
+	// Processes are the processes to measure (name -> PID), for example
+	// "apiserver" and "etcd".
+	Processes map[string]int
+	// MetricsURLs are /metrics endpoints to scrape by component name
+	// ("apiserver", "etcd"); they accept the admin token.
+	MetricsURLs map[string]string
+	// Facts are recorded in results: for example "etcd.fsync": "true",
+	// "apf": "enabled", "kubernetes.version": "v1.36.3".
+	Facts map[string]string
+}
