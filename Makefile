@@ -30,6 +30,7 @@ bench: build ## run a scenario in every mode: make bench scenario=relabel [api=.
 	$(STAMPEDE) run --scenario $(scenario) --api $(api) $(if $(modes),--modes $(modes)) $(if $(out),--out $(out))
 
 generate: ## regenerate committed generated code (BPF objects, protobuf)
+	@command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; } # protobuf (controlplane/xdsapi)
 	$(GO) generate ./...
 
 lint: ## run golangci-lint (pinned)
