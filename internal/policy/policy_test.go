@@ -1,0 +1,128 @@
+package policy
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+func podLabels(ns, app string, nsLabels map[string]string) identity.Labels {
+	return identity.PodLabels(identity.DefaultFilter(), identity.PodInfo{
+		Cluster: "default", Namespace: ns, ServiceAccount: "sa-0",
+		PodLabels: map[string]string{"app": app}, NamespaceLabels: nsLabels,
+	}, nil)
+}
+
+// compileRendered renders, encodes, decodes and compiles, as the harness
+// and an agent do.
+func compileRendered(t *testing.T, pols []scenarios.Policy, nss []string) []Rule {
+	t.Helper()
+	var rules []Rule
+	for _, cnp := range RenderAll(pols, nss) {
+		data, err := json.Marshal(cnp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got CiliumNetworkPolicy
+		if err := json.Unmarshal(data, &got); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Compile(&got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules = append(rules, r...)
+	}
+	return rules
+}
+
+func TestRelabelChangesVerdicts(t *testing.T) {
+	s, err := scenarios.Builtin("relabel-small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := compileRendered(t, s.Policies, []string{"ns-0", "ns-1"})
+	prod := map[string]string{"env": "prod"}
+	staging := map[string]string{"env": "staging"}
+	ep := podLabels("ns-0", "deploy-0", prod)
+	tests := []struct {
+		name       string
+		candidates []Candidate
+		want       []datapath.PolicyKey
+	}{
+		{
+			name: "before relabel: prod peers on 8080, from any namespace",
+			candidates: []Candidate{
+				{ID: 300, Labels: podLabels("ns-0", "deploy-0", prod)},
+				{ID: 301, Labels: podLabels("ns-1", "deploy-0", prod)},
+				{ID: 302, Labels: podLabels("ns-1", "deploy-1", staging)},
+			},
+			want: []datapath.PolicyKey{{Identity: 300, Port: 8080, Proto: 6}, {Identity: 301, Port: 8080, Proto: 6}, {Identity: 302, Port: 9090, Proto: 6}},
+		},
+		{
+			name: "duplicates with equal labels are all allowed",
+			candidates: []Candidate{
+				{ID: 400, Labels: podLabels("ns-1", "deploy-0", staging)},
+				{ID: 401, Labels: podLabels("ns-1", "deploy-0", staging)},
+			},
+			want: []datapath.PolicyKey{{Identity: 400, Port: 9090, Proto: 6}, {Identity: 401, Port: 9090, Proto: 6}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Resolve(rules, tt.candidates, ep)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestNamespaceDefaulting(t *testing.T) {
+	cnp := CiliumNetworkPolicy{
+		Metadata: ObjectMeta{Name: "p", Namespace: "ns-0"},
+		Spec: &RuleSpec{Ingress: []IngressSpec{{
+			FromEndpoints: []LabelSelector{{MatchLabels: map[string]string{"k8s:app": "a"}}},
+		}}},
+	}
+	rules, err := Compile(&cnp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := podLabels("ns-0", "x", nil)
+	got := Resolve(rules, []Candidate{
+		{ID: 1000, Labels: podLabels("ns-0", "a", nil)},
+		{ID: 1001, Labels: podLabels("ns-1", "a", nil)},
+	}, ep)
+	want := []datapath.PolicyKey{{Identity: 1000}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("peers limited to the policy namespace, all ports (-want +got):\n%s", diff)
+	}
+	if got := Resolve(rules, nil, podLabels("ns-1", "x", nil)); !cmp.Equal(got, []datapath.PolicyKey{AllowAll}) {
+		t.Errorf("endpoint of another namespace: got %v, want AllowAll", got)
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cnp  CiliumNetworkPolicy
+	}{
+		{"no spec", CiliumNetworkPolicy{Metadata: ObjectMeta{Name: "p", Namespace: "n"}}},
+		{"bad port", CiliumNetworkPolicy{Metadata: ObjectMeta{Name: "p", Namespace: "n"}, Spec: &RuleSpec{Ingress: []IngressSpec{{ToPorts: []PortRule{{Ports: []PortProtocol{{Port: "http"}}}}}}}}},
+		{"bad protocol", CiliumNetworkPolicy{Metadata: ObjectMeta{Name: "p", Namespace: "n"}, Spec: &RuleSpec{Ingress: []IngressSpec{{ToPorts: []PortRule{{Ports: []PortProtocol{{Port: "80", Protocol: "ICMP"}}}}}}}}},
+		{"bad operator", CiliumNetworkPolicy{Metadata: ObjectMeta{Name: "p", Namespace: "n"}, Spec: &RuleSpec{EndpointSelector: LabelSelector{MatchExpressions: []SelectorRequirement{{Key: "k8s:a", Operator: "Near"}}}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Compile(&tt.cnp); err == nil {
+				t.Error("want error")
+			}
+		})
+	}
+}
