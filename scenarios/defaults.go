@@ -70,8 +70,11 @@ func (s *Scenario) Default() {
 	if s.API.Backend == "" {
 		s.API.Backend = BackendFake
 	}
-	if s.API.Backend == BackendKind && s.API.Kind.Nodes == 0 {
-		s.API.Kind.Nodes = 1
+	if s.API.Backend == BackendKind {
+		if s.API.Kind == nil {
+			s.API.Kind = &KindKnobs{}
+		}
+		setInt(&s.API.Kind.Nodes, 1)
 	}
 
 	for i := range s.Steps {

@@ -33,6 +33,13 @@ func Parse(source string, data []byte) (*Scenario, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("%s: empty scenario", source)
 	}
+	shape, err := checkShape(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not valid YAML: %w", source, err)
+	}
+	if len(shape) > 0 {
+		return nil, &ValidationError{Source: source, Errors: shape}
+	}
 	var s Scenario
 	if err := yaml.UnmarshalStrict(data, &s); err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)

@@ -209,7 +209,7 @@ type API struct {
 	// Kubeconfig is the path for the kubeconfig backend.
 	Kubeconfig string `json:"kubeconfig,omitempty"`
 	// Kind configures the kind backend.
-	Kind KindKnobs `json:"kind,omitempty"`
+	Kind *KindKnobs `json:"kind,omitempty"`
 }
 
 // KindKnobs configure the kind backend.

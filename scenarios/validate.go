@@ -8,6 +8,9 @@ import (
 	"strings"
 )
 
+// MaxPods bounds the pods of a scenario.
+const MaxPods = 2_000_000
+
 // FieldError is one problem in a scenario, located by its field path
 // (for example "steps[3].relabel.namespaces[0]").
 type FieldError struct {
@@ -137,14 +140,17 @@ func (s *Scenario) validateCluster(l *errs) {
 		validateLabels(l, p+".labels", ns.Labels)
 	}
 	w := c.Workloads
-	if w.DeploymentsPerNamespace < 1 {
-		l.add("cluster.workloads.deploymentsPerNamespace", "must be >= 1, got %d", w.DeploymentsPerNamespace)
+	if w.DeploymentsPerNamespace < 1 || w.DeploymentsPerNamespace > 10000 {
+		l.add("cluster.workloads.deploymentsPerNamespace", "must be in [1, 10000], got %d", w.DeploymentsPerNamespace)
 	}
-	if w.Replicas < 0 {
-		l.add("cluster.workloads.replicas", "must be >= 0, got %d", w.Replicas)
+	if w.Replicas < 0 || w.Replicas > 10000 {
+		l.add("cluster.workloads.replicas", "must be in [0, 10000], got %d", w.Replicas)
 	}
-	if w.ServiceAccounts < 1 {
-		l.add("cluster.workloads.serviceAccounts", "must be >= 1, got %d", w.ServiceAccounts)
+	if w.ServiceAccounts < 1 || w.ServiceAccounts > 1000 {
+		l.add("cluster.workloads.serviceAccounts", "must be in [1, 1000], got %d", w.ServiceAccounts)
+	}
+	if len(c.Namespaces) > 10000 {
+		l.add("cluster.namespaces", "must list at most 10000 namespaces, got %d", len(c.Namespaces))
 	}
 	validateLabels(l, "cluster.workloads.podLabels", w.PodLabels)
 	for _, k := range []string{"app", "pod-template-hash"} {
@@ -160,8 +166,11 @@ func (s *Scenario) validateCluster(l *errs) {
 	if c.Placement.MaxPodsPerNode < 1 || c.Placement.MaxPodsPerNode > 254 {
 		l.add("cluster.placement.maxPodsPerNode", "must be in [1, 254] (a node's /24), got %d", c.Placement.MaxPodsPerNode)
 	}
-	pods := len(c.Namespaces) * w.DeploymentsPerNamespace * w.Replicas
-	if c.Nodes > 0 && c.Placement.MaxPodsPerNode > 0 && pods > c.Nodes*c.Placement.MaxPodsPerNode {
+	// int64: the product of three user-given numbers must not overflow.
+	pods := int64(len(c.Namespaces)) * int64(w.DeploymentsPerNamespace) * int64(w.Replicas)
+	if pods > MaxPods {
+		l.add("cluster", "%d pods is more than the %d Stampede simulates", pods, MaxPods)
+	} else if c.Nodes > 0 && c.Placement.MaxPodsPerNode > 0 && pods > int64(c.Nodes)*int64(c.Placement.MaxPodsPerNode) {
 		l.add("cluster", "%d pods do not fit on %d nodes of at most %d pods", pods, c.Nodes, c.Placement.MaxPodsPerNode)
 	}
 }
@@ -328,8 +337,13 @@ func (s *Scenario) validateAPI(l *errs) {
 	default:
 		l.add("api.backend", "must be fake, local, kind or kubeconfig, got %q", s.API.Backend)
 	}
-	if s.API.Kind.Nodes < 0 {
-		l.add("api.kind.nodes", "must be >= 0, got %d", s.API.Kind.Nodes)
+	if k := s.API.Kind; k != nil {
+		if s.API.Backend != BackendKind {
+			l.add("api.kind", "is only used with backend kind")
+		}
+		if k.Nodes < 0 {
+			l.add("api.kind.nodes", "must be >= 0, got %d", k.Nodes)
+		}
 	}
 }
 

@@ -1,0 +1,219 @@
+package scenarios
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// base is a small valid scenario that table tests mutate.
+const base = `
+name: t
+cluster:
+  nodes: 4
+  namespaces:
+    - {name: a, labels: {env: prod}}
+    - {name: b, labels: {env: prod}}
+  workloads: {deploymentsPerNamespace: 2, replicas: 3}
+policies:
+  - name: p
+    ingress:
+      - fromNamespaceLabels: {env: prod}
+        ports: [{port: 80, protocol: TCP}]
+steps:
+  - setup: {}
+  - waitConverged: {}
+  - relabel: {namespaces: [a], set: {env: staging}}
+  - observe: {duration: 1s}
+`
+
+func TestParseValid(t *testing.T) {
+	s, err := Parse("base", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.PodCount(), 12; got != want {
+		t.Errorf("PodCount() = %d, want %d", got, want)
+	}
+	if s.Agent.ClientQPS != DefaultClientQPS || s.ControlPlane.CES.MaxEndpointsPerSlice != 100 {
+		t.Errorf("defaults not applied: %+v", s.Agent)
+	}
+	if got := s.Steps[1].WaitConverged.Timeout.Duration; got != DefaultWaitTimeout {
+		t.Errorf("waitConverged.timeout = %s, want default %s", got, DefaultWaitTimeout)
+	}
+	if len(s.Modes) != len(AllModes) {
+		t.Errorf("modes = %v, want all", s.Modes)
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(string) string
+		want []string // each must appear as a line "path: message-prefix"
+	}{
+		{"zero nodes", repl("nodes: 4", "nodes: 0"), []string{"cluster.nodes: must be >= 1"}},
+		{"unknown field", repl("nodes: 4", "nodes: 4\n  nodez: 1"), []string{`cluster.nodez: unknown field (did you mean "nodes"?)`}},
+		{"wrong type", repl("nodes: 4", "nodes: four"), []string{`cluster.nodes: must be an integer, got string "four"`}},
+		{"relabel unknown namespace", repl("namespaces: [a]", "namespaces: [a, ns-9]"), []string{`steps[2].relabel.namespaces[1]: no namespace "ns-9"`}},
+		{"unknown mode", repl("steps:", "modes: [crd, bogus]\nsteps:"), []string{`modes[1]: unknown mode "bogus"`}},
+		{"duplicate mode", repl("steps:", "modes: [crd, crd]\nsteps:"), []string{`modes[1]: duplicate mode "crd"`}},
+		{"bad duration", repl("duration: 1s", "duration: soon"), []string{`steps[3].observe.duration: invalid duration "soon"`}},
+		{"negative duration", repl("duration: 1s", "duration: -1s"), []string{"steps[3].observe.duration: must be > 0"}},
+		{"two kinds in one step", repl("  - setup: {}", "  - setup: {}\n    observe: {duration: 1s}"), []string{"steps[0]: must set exactly one of"}},
+		{"first step not setup", repl("  - setup: {}\n", ""), []string{"steps[0]: waitConverged before setup"}},
+		{"bad port", repl("port: 80", "port: 70000"), []string{"policies[0].ingress[0].ports[0].port: must be in [1, 65535]"}},
+		{"bad protocol", repl("protocol: TCP", "protocol: ICMP"), []string{`policies[0].ingress[0].ports[0].protocol: must be TCP or UDP, got "ICMP"`}},
+		{"bad label value", repl("{env: prod}}\n    - {name: b", "{env: 'no spaces'}}\n    - {name: b"), []string{`cluster.namespaces[0].labels[env]: invalid label value "no spaces"`}},
+		{"duplicate namespace", repl("name: b,", "name: a,"), []string{`cluster.namespaces[1].name: duplicate namespace "a"`}},
+		{"too many pods", repl("replicas: 3", "replicas: 300"), []string{"cluster: 1200 pods do not fit on 4 nodes of at most 110 pods"}},
+		{"podCIDR too small", repl("nodes: 4", "nodes: 4\n  podCIDR: 10.0.0.0/23"), []string{`cluster.podCIDR: "10.0.0.0/23" holds 2 node /24s, fewer than cluster.nodes (4)`}},
+		{"kubeconfig without path", repl("steps:", "api: {backend: kubeconfig}\nsteps:"), []string{"api.kubeconfig: must name a kubeconfig file"}},
+		{"bad backend", repl("steps:", "api: {backend: docker}\nsteps:"), []string{`api.backend: must be fake, local, kind or kubeconfig, got "docker"`}},
+		{"scale unknown deployment", repl("  - observe", "  - scale: {namespace: a, deployment: deploy-7, replicas: 2}\n  - observe"), []string{`steps[3].scale.deployment: no deployment "deploy-7"`}},
+		{"delete fraction", repl("  - observe", "  - deletePods: {fraction: 2}\n  - observe"), []string{"steps[3].deletePods.fraction: must be in (0, 1]"}},
+		{"label filter regexp", repl("steps:", "agent: {labelFilter: ['k8s:app[']}\nsteps:"), []string{"agent.labelFilter[0]: label pattern"}},
+		{"several errors at once", func(s string) string {
+			return repl("nodes: 4", "nodes: 0")(repl("protocol: TCP", "protocol: SCTP")(s))
+		}, []string{"cluster.nodes: must be >= 1", "policies[0].ingress[0].ports[0].protocol: must be TCP or UDP"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("case", []byte(tt.edit(base)))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				if !containsLine(msg, w) {
+					t.Errorf("error does not name %q:\n%s", w, msg)
+				}
+			}
+		})
+	}
+}
+
+// TestDecodeErrorsAreValidationErrors checks that every error of a file
+// comes back together, as a *ValidationError a caller can inspect.
+func TestDecodeErrorsAreValidationErrors(t *testing.T) {
+	_, err := Parse("f.yaml", []byte(repl("nodes: 4", "nodes: x\n  bogus: 1")(base)))
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("error %v is not a *ValidationError", err)
+	}
+	if ve.Source != "f.yaml" || len(ve.Errors) != 2 {
+		t.Errorf("got source %q and %d errors, want f.yaml and 2: %v", ve.Source, len(ve.Errors), ve)
+	}
+}
+
+func TestParseRejectsNonYAML(t *testing.T) {
+	for _, in := range []string{"", "   \n", "[1, 2", "just a string", "- a\n- b", "name: [unclosed"} {
+		if _, err := Parse("x", []byte(in)); err == nil {
+			t.Errorf("Parse(%q) succeeded, want an error", in)
+		}
+	}
+}
+
+func TestBuiltinsGolden(t *testing.T) {
+	names := BuiltinNames()
+	if diff := cmp.Diff([]string{"relabel", "relabel-1k", "relabel-small"}, names); diff != "" {
+		t.Fatalf("built-ins (-want +got):\n%s", diff)
+	}
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			s, err := Builtin(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.YAML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./scenarios -update)", err)
+			}
+			if diff := cmp.Diff(string(want), string(got)); diff != "" {
+				t.Errorf("effective %s (-want +got):\n%s", name, diff)
+			}
+			// The effective YAML is itself a valid scenario that defaults to
+			// the same thing.
+			again, err := Parse("effective", got)
+			if err != nil {
+				t.Fatalf("effective YAML does not parse: %v", err)
+			}
+			if diff := cmp.Diff(s, again); diff != "" {
+				t.Errorf("round trip (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestBuiltinShapes(t *testing.T) {
+	for name, want := range map[string][2]int{"relabel": {200, 20000}, "relabel-1k": {1000, 20000}, "relabel-small": {20, 2000}} {
+		s, err := Builtin(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Cluster.Nodes != want[0] || s.PodCount() != want[1] {
+			t.Errorf("%s: %d nodes, %d pods; want %d, %d", name, s.Cluster.Nodes, s.PodCount(), want[0], want[1])
+		}
+		var relabeled bool
+		for _, st := range s.Steps {
+			if st.Relabel != nil && len(st.Relabel.Namespaces) == 0 {
+				relabeled = true
+			}
+		}
+		if !relabeled {
+			t.Errorf("%s: no relabel of all namespaces", name)
+		}
+	}
+	if _, err := Builtin("nope"); !errors.Is(err, ErrUnknownScenario) {
+		t.Errorf("Builtin(nope) = %v, want ErrUnknownScenario", err)
+	}
+}
+
+func TestResolveFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "s.yaml")
+	if err := os.WriteFile(p, []byte(base), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Resolve(p)
+	if err != nil || s.Name != "t" {
+		t.Fatalf("Resolve(%s) = %v, %v", p, s, err)
+	}
+	if _, err := Resolve(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Error("Resolve of a missing file succeeded")
+	}
+}
+
+func repl(old, new string) func(string) string {
+	return func(s string) string {
+		if !strings.Contains(s, old) {
+			panic("test edit does not apply: " + old)
+		}
+		return strings.Replace(s, old, new, 1)
+	}
+}
+
+func containsLine(msg, prefix string) bool {
+	for _, line := range strings.Split(msg, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), prefix) {
+			return true
+		}
+	}
+	return false
+}
