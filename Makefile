@@ -10,7 +10,7 @@ api ?= fake
 modes ?=
 out ?=
 
-GOLANGCI_LINT_VERSION := v2.6.2
+GOLANGCI_LINT_VERSION := v2.15.0
 
 .PHONY: help build test bench generate lint tools clean
 
