@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -8,13 +9,23 @@ import (
 // Identity is a numeric security identity.
 type Identity uint32
 
+// Reserved identities, as in Cilium.
+const (
+	// IdentityAny is the wildcard identity of a policy key (any peer). It
+	// is not a valid ipcache identity.
+	IdentityAny Identity = 0
+	// IdentityWorld is the identity of a source the ipcache does not know.
+	IdentityWorld Identity = 2
+)
+
 // Protocol numbers used in policy keys.
 const (
 	ProtoTCP uint8 = 6
 	ProtoUDP uint8 = 17
 )
 
-// IPCacheEntry maps a prefix (a pod's /32) to its identity.
+// IPCacheEntry maps a prefix (a pod's /32) to its identity. Only IPv4
+// prefixes are supported; host bits beyond the prefix length are ignored.
 type IPCacheEntry struct {
 	Prefix   netip.Prefix
 	Identity Identity
@@ -22,6 +33,8 @@ type IPCacheEntry struct {
 
 // PolicyKey is one allowed (remote identity, destination port, protocol)
 // of a local endpoint's ingress policy. Everything not listed is dropped.
+// Zero fields are wildcards: Identity 0 allows any peer, Port 0 any port,
+// Proto 0 any protocol; PolicyKey{} allows everything.
 type PolicyKey struct {
 	Identity Identity
 	Port     uint16
@@ -30,29 +43,87 @@ type PolicyKey struct {
 
 // Stats is what a datapath counts.
 type Stats struct {
-	// Updates counts map element writes and deletes.
+	// Updates counts map element writes and deletes. Both implementations
+	// count the same operations: one per ipcache entry written or deleted,
+	// one per policy key added or removed, one per endpoint added or
+	// removed. Writes that would not change anything are skipped and not
+	// counted.
 	Updates uint64
 	// UpdateTime is the time spent in map updates.
 	UpdateTime time.Duration
-	// MapBytes is the memory of the maps (the kernel's own figure for bpf).
+	// MapBytes is the memory of the maps: for bpf the kernel's own figure
+	// (the memlock of each map's fdinfo), for mem an estimate of the Go
+	// maps' size.
 	MapBytes uint64
-	// IPCacheEntries and Endpoints are the current sizes.
+	// IPCacheEntries, Endpoints and PolicyEntries are the current sizes.
 	IPCacheEntries int
 	Endpoints      int
+	PolicyEntries  int
+	// Allowed, Dropped and NotLocal count verdicts (for bpf, every packet
+	// the program saw, including Check's test packets).
+	Allowed, Dropped, NotLocal uint64
+}
+
+// Packet describes a packet for Check: an IPv4 packet from Src to Dst
+// with the given destination port and protocol.
+type Packet struct {
+	Src, Dst netip.Addr
+	DstPort  uint16
+	Proto    uint8
+}
+
+func (p Packet) String() string {
+	return fmt.Sprintf("%s -> %s:%d/%d", p.Src, p.Dst, p.DstPort, p.Proto)
+}
+
+// Verdict is what the datapath does with a packet.
+type Verdict uint8
+
+// Verdicts.
+const (
+	// VerdictNotLocal: the destination is not a local endpoint, so this
+	// datapath does not enforce anything on the packet.
+	VerdictNotLocal Verdict = iota
+	// VerdictAllow: the destination endpoint's policy allows the packet.
+	VerdictAllow
+	// VerdictDrop: the destination endpoint's policy does not allow it.
+	VerdictDrop
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case VerdictNotLocal:
+		return "not-local"
+	case VerdictAllow:
+		return "allow"
+	case VerdictDrop:
+		return "drop"
+	}
+	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
 
 // Datapath is one agent's datapath state. Implementations are safe for
 // use by one goroutine at a time; the agent serialises its calls.
 type Datapath interface {
 	// UpsertIPCache inserts or replaces entries (batched where possible).
+	// If a prefix appears twice, the last entry wins.
 	UpsertIPCache(entries []IPCacheEntry) error
 	// DeleteIPCache removes prefixes; absent ones are ignored.
 	DeleteIPCache(prefixes []netip.Prefix) error
 	// ReplacePolicy sets the full allowed set of the local endpoint with
-	// the given IP, creating the endpoint if needed.
+	// the given IP, creating the endpoint if needed. An empty set drops
+	// every packet to the endpoint.
 	ReplacePolicy(endpoint netip.Addr, allowed []PolicyKey) error
-	// DeleteEndpoint removes a local endpoint and its policy.
+	// DeleteEndpoint removes a local endpoint and its policy; an absent
+	// endpoint is ignored.
 	DeleteEndpoint(endpoint netip.Addr) error
+	// Digest summarises the current state; equal states have equal
+	// digests in every implementation (see ComputeDigest).
+	Digest() Digest
+	// Check returns the verdict for a packet: bpf runs the real program
+	// on a crafted packet (BPF_PROG_TEST_RUN), mem does the same lookups
+	// in Go.
+	Check(p Packet) (Verdict, error)
 	// Stats returns the counters.
 	Stats() Stats
 	// Close releases every resource (maps, programs, file descriptors).

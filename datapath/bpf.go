@@ -1,0 +1,380 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/stampede-sim/stampede/bpf"
+)
+
+// bpfDatapath keeps one agent's state in the maps of its own instance of
+// bpf/policy.c: an LPM trie ipcache, an endpoints hash (IP -> endpoint id)
+// and one policy hash keyed by (endpoint id, identity, port, protocol).
+type bpfDatapath struct {
+	st      *state
+	objs    bpf.PolicyObjects
+	noBatch bool // the kernel refused a batch operation; go element by element
+	closed  bool
+}
+
+// Return codes of the program (linux/pkt_cls.h).
+const (
+	tcActOK     = 0
+	tcActShot   = 2
+	tcActUnspec = ^uint32(0) // -1
+)
+
+// Indexes of the program's verdicts array.
+const (
+	verdictIndexAllow = iota
+	verdictIndexDrop
+	verdictIndexNotLocal
+	verdictIndexNotIPv4
+)
+
+func openBPF(cfg Config) (*bpfDatapath, error) {
+	if err := probeBPF(); err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadPolicy()
+	if err != nil {
+		return nil, fmt.Errorf("load policy program spec: %w", err)
+	}
+	for name, n := range map[string]int{
+		"ipcache":   cfg.MaxIPCacheEntries,
+		"endpoints": cfg.MaxEndpoints,
+		"policy":    cfg.MaxPolicyEntries,
+	} {
+		m, ok := spec.Maps[name]
+		if !ok {
+			return nil, fmt.Errorf("policy program spec: no map %q", name)
+		}
+		m.MaxEntries = uint32(n)
+	}
+	d := &bpfDatapath{st: newState(cfg.limits())}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load policy program: %w (verifier log: %+v)", err, verr)
+		}
+		return nil, fmt.Errorf("load policy program: %w", err)
+	}
+	return d, nil
+}
+
+func ipcacheKey(p netip.Prefix) bpf.PolicyIpcacheKey {
+	return bpf.PolicyIpcacheKey{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As4()}
+}
+
+func policyKey(id uint32, k PolicyKey) bpf.PolicyPolicyKey {
+	return bpf.PolicyPolicyKey{Endpoint: id, Identity: uint32(k.Identity), Dport: k.Port, Proto: k.Proto}
+}
+
+// put writes keys[i] = vals[i], in one batch where the kernel allows it,
+// and returns how many were written (a prefix of keys).
+func put[K, V any](d *bpfDatapath, m *ebpf.Map, keys []K, vals []V) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	if len(keys) > 1 && !d.noBatch {
+		n, err := m.BatchUpdate(keys, vals, nil)
+		if err == nil || !errors.Is(err, ebpf.ErrNotSupported) {
+			return n, err
+		}
+		d.noBatch = true
+	}
+	for i := range keys {
+		if err := m.Put(&keys[i], &vals[i]); err != nil {
+			return i, err
+		}
+	}
+	return len(keys), nil
+}
+
+// del deletes keys, in one batch where the kernel allows it, and returns
+// how many were deleted (a prefix of keys).
+func del[K any](d *bpfDatapath, m *ebpf.Map, keys []K) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	if len(keys) > 1 && !d.noBatch {
+		n, err := m.BatchDelete(keys, nil)
+		if err == nil || !errors.Is(err, ebpf.ErrNotSupported) {
+			return n, err
+		}
+		d.noBatch = true
+	}
+	for i := range keys {
+		if err := m.Delete(&keys[i]); err != nil {
+			return i, err
+		}
+	}
+	return len(keys), nil
+}
+
+func (d *bpfDatapath) UpsertIPCache(entries []IPCacheEntry) error {
+	if d.closed {
+		return ErrClosed
+	}
+	plan, err := d.st.planUpsert(entries)
+	if err != nil {
+		return err
+	}
+	keys := make([]bpf.PolicyIpcacheKey, len(plan))
+	vals := make([]bpf.PolicyIpcacheValue, len(plan))
+	for i, e := range plan {
+		keys[i] = ipcacheKey(e.Prefix)
+		vals[i] = bpf.PolicyIpcacheValue{Identity: uint32(e.Identity)}
+	}
+	start := time.Now()
+	n, err := put(d, d.objs.Ipcache, keys, vals)
+	d.st.timed(start, n)
+	for _, e := range plan[:n] {
+		d.st.commitUpsert(e)
+	}
+	if err != nil {
+		return fmt.Errorf("ipcache upsert %s (%d of %d written): %w", plan[n].Prefix, n, len(plan), err)
+	}
+	return nil
+}
+
+func (d *bpfDatapath) DeleteIPCache(prefixes []netip.Prefix) error {
+	if d.closed {
+		return ErrClosed
+	}
+	plan, err := d.st.planDelete(prefixes)
+	if err != nil {
+		return err
+	}
+	keys := make([]bpf.PolicyIpcacheKey, len(plan))
+	for i, p := range plan {
+		keys[i] = ipcacheKey(p)
+	}
+	start := time.Now()
+	n, err := del(d, d.objs.Ipcache, keys)
+	d.st.timed(start, n)
+	for _, p := range plan[:n] {
+		d.st.commitDelete(p)
+	}
+	if err != nil {
+		return fmt.Errorf("ipcache delete %s (%d of %d deleted): %w", plan[n], n, len(plan), err)
+	}
+	return nil
+}
+
+func (d *bpfDatapath) ReplacePolicy(ep netip.Addr, allowed []PolicyKey) error {
+	if d.closed {
+		return ErrClosed
+	}
+	p, err := d.st.planReplace(ep, allowed)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if p.create {
+		k := bpf.PolicyEndpointKey{Addr: ep.As4()}
+		v := bpf.PolicyEndpointValue{Id: p.id}
+		if err := d.objs.Endpoints.Update(&k, &v, ebpf.UpdateNoExist); err != nil {
+			d.st.timed(start, 0)
+			return fmt.Errorf("create endpoint %s (id %d): %w", ep, p.id, err)
+		}
+		d.st.commitCreate(p)
+		d.st.timed(start, 1)
+		start = time.Now()
+	}
+	dk := make([]bpf.PolicyPolicyKey, len(p.del))
+	for i, k := range p.del {
+		dk[i] = policyKey(p.id, k)
+	}
+	deleted, err := del(d, d.objs.Policy, dk)
+	if err != nil {
+		d.st.timed(start, deleted)
+		d.st.commitPolicy(p, deleted, 0)
+		return fmt.Errorf("policy of endpoint %s: delete %d of %d keys: %w", ep, deleted, len(dk), err)
+	}
+	ak := make([]bpf.PolicyPolicyKey, len(p.add))
+	av := make([]bpf.PolicyPolicyValue, len(p.add))
+	for i, k := range p.add {
+		ak[i] = policyKey(p.id, k)
+	}
+	added, err := put(d, d.objs.Policy, ak, av)
+	d.st.timed(start, deleted+added)
+	d.st.commitPolicy(p, deleted, added)
+	if err != nil {
+		return fmt.Errorf("policy of endpoint %s: add %d of %d keys: %w", ep, added, len(ak), err)
+	}
+	return nil
+}
+
+func (d *bpfDatapath) DeleteEndpoint(ep netip.Addr) error {
+	if d.closed {
+		return ErrClosed
+	}
+	if err := checkEndpoint(ep); err != nil {
+		return fmt.Errorf("delete endpoint: %w", err)
+	}
+	cur := d.st.endpoints[ep]
+	if cur == nil {
+		return nil
+	}
+	start := time.Now()
+	// Stop enforcing first, then drop the keys; the endpoint's id is only
+	// reused once its keys are gone.
+	k := bpf.PolicyEndpointKey{Addr: ep.As4()}
+	if err := d.objs.Endpoints.Delete(&k); err != nil {
+		d.st.timed(start, 0)
+		return fmt.Errorf("delete endpoint %s: %w", ep, err)
+	}
+	keys := make([]PolicyKey, 0, len(cur.allowed))
+	for pk := range cur.allowed {
+		keys = append(keys, pk)
+	}
+	dk := make([]bpf.PolicyPolicyKey, len(keys))
+	for i, pk := range keys {
+		dk[i] = policyKey(cur.id, pk)
+	}
+	n, err := del(d, d.objs.Policy, dk)
+	d.st.timed(start, 1+n)
+	if err != nil {
+		// The endpoint is gone from the kernel but some of its keys are
+		// not: keep them in the shadow under the endpoint so that a
+		// later ReplacePolicy or DeleteEndpoint removes them.
+		d.st.commitPolicy(policyPlan{addr: ep, id: cur.id, del: keys}, n, 0)
+		return fmt.Errorf("delete endpoint %s: delete %d of %d keys: %w", ep, n, len(dk), err)
+	}
+	d.st.commitEndpointDelete(ep)
+	return nil
+}
+
+func (d *bpfDatapath) Digest() Digest { return d.st.digest }
+
+func (d *bpfDatapath) Check(p Packet) (Verdict, error) {
+	if d.closed {
+		return 0, ErrClosed
+	}
+	if err := checkPacket(p); err != nil {
+		return 0, err
+	}
+	ret, err := d.objs.StampedeIngress.Run(&ebpf.RunOptions{Data: craftPacket(p), Repeat: 1})
+	if err != nil {
+		return 0, fmt.Errorf("check %s: %w", p, err)
+	}
+	switch ret {
+	case tcActOK:
+		return VerdictAllow, nil
+	case tcActShot:
+		return VerdictDrop, nil
+	case tcActUnspec:
+		return VerdictNotLocal, nil
+	}
+	return 0, fmt.Errorf("check %s: unexpected program return %d", p, int32(ret))
+}
+
+func (d *bpfDatapath) Stats() Stats {
+	st := d.st
+	dg := st.digest
+	s := Stats{
+		Updates:        st.updates,
+		UpdateTime:     st.updateTime,
+		IPCacheEntries: dg.IPCacheEntries,
+		Endpoints:      dg.Endpoints,
+		PolicyEntries:  dg.PolicyEntries,
+	}
+	if d.closed {
+		return s
+	}
+	s.MapBytes, _ = d.mapBytes()
+	var per []uint64
+	for i, dst := range map[uint32]*uint64{
+		verdictIndexAllow:    &s.Allowed,
+		verdictIndexDrop:     &s.Dropped,
+		verdictIndexNotLocal: &s.NotLocal,
+	} {
+		if err := d.objs.Verdicts.Lookup(i, &per); err != nil {
+			continue
+		}
+		for _, n := range per {
+			*dst += n
+		}
+	}
+	return s
+}
+
+// mapBytes sums the kernel's memlock figure of every map.
+func (d *bpfDatapath) mapBytes() (uint64, error) {
+	var total uint64
+	for _, m := range []*ebpf.Map{d.objs.Ipcache, d.objs.Endpoints, d.objs.Policy, d.objs.Verdicts} {
+		info, err := m.Info()
+		if err != nil {
+			return total, fmt.Errorf("map info: %w", err)
+		}
+		n, _ := info.Memlock()
+		total += n
+	}
+	return total, nil
+}
+
+func (d *bpfDatapath) Close() error {
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	if err := d.objs.Close(); err != nil {
+		return fmt.Errorf("close bpf datapath: %w", err)
+	}
+	return nil
+}
+
+// readBack computes the digest of what the kernel maps hold (not the
+// shadow), to prove that they agree.
+func (d *bpfDatapath) readBack() (Digest, error) {
+	var (
+		ik bpf.PolicyIpcacheKey
+		iv bpf.PolicyIpcacheValue
+	)
+	it := d.objs.Ipcache.Iterate()
+	var entries []IPCacheEntry
+	for it.Next(&ik, &iv) {
+		p := netip.PrefixFrom(netip.AddrFrom4(ik.Addr), int(ik.Prefixlen))
+		entries = append(entries, IPCacheEntry{Prefix: p, Identity: Identity(iv.Identity)})
+	}
+	if err := it.Err(); err != nil {
+		return Digest{}, fmt.Errorf("iterate ipcache: %w", err)
+	}
+	byID := map[uint32]netip.Addr{}
+	var (
+		ek bpf.PolicyEndpointKey
+		ev bpf.PolicyEndpointValue
+	)
+	eit := d.objs.Endpoints.Iterate()
+	for eit.Next(&ek, &ev) {
+		byID[ev.Id] = netip.AddrFrom4(ek.Addr)
+	}
+	if err := eit.Err(); err != nil {
+		return Digest{}, fmt.Errorf("iterate endpoints: %w", err)
+	}
+	policies := map[netip.Addr][]PolicyKey{}
+	for _, a := range byID {
+		policies[a] = nil
+	}
+	var (
+		pk bpf.PolicyPolicyKey
+		pv bpf.PolicyPolicyValue
+	)
+	pit := d.objs.Policy.Iterate()
+	for pit.Next(&pk, &pv) {
+		a, ok := byID[pk.Endpoint]
+		if !ok {
+			return Digest{}, fmt.Errorf("policy key %+v: no endpoint with id %d", pk, pk.Endpoint)
+		}
+		policies[a] = append(policies[a], PolicyKey{Identity: Identity(pk.Identity), Port: pk.Dport, Proto: pk.Proto})
+	}
+	if err := pit.Err(); err != nil {
+		return Digest{}, fmt.Errorf("iterate policy: %w", err)
+	}
+	return ComputeDigest(entries, policies)
+}

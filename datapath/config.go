@@ -1,0 +1,174 @@
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Kind names a datapath implementation.
+type Kind string
+
+// Kinds.
+const (
+	// KindAuto picks KindBPF when this process may create BPF maps and
+	// load the program, and KindMem otherwise.
+	KindAuto Kind = "auto"
+	// KindBPF keeps the state in real BPF maps enforced by bpf/policy.c.
+	KindBPF Kind = "bpf"
+	// KindMem keeps it in Go maps with the same semantics.
+	KindMem Kind = "mem"
+)
+
+// Default map sizes, used for zero Config fields.
+const (
+	DefaultMaxIPCacheEntries = 65536
+	DefaultMaxEndpoints      = 1024
+	DefaultMaxPolicyEntries  = 65536
+)
+
+// Config sizes one agent's datapath. Callers derive it from the scenario
+// (see SizeFor); zero fields get the defaults above.
+type Config struct {
+	// Kind is auto (the default), bpf or mem.
+	Kind Kind
+	// MaxIPCacheEntries bounds the ipcache (one entry per pod IP).
+	MaxIPCacheEntries int
+	// MaxEndpoints bounds the local endpoints (pods on this node).
+	MaxEndpoints int
+	// MaxPolicyEntries bounds the policy keys of all local endpoints
+	// together (one policy map per agent, keyed by endpoint).
+	MaxPolicyEntries int
+}
+
+// SizeFor returns a Config for an agent in a cluster of pods pods, with
+// localEndpoints pods on its node and at most keysPerEndpoint policy keys
+// per endpoint. It leaves headroom for churn: during a relabel an
+// endpoint's policy briefly holds old and new identities.
+func SizeFor(kind Kind, pods, localEndpoints, keysPerEndpoint int) Config {
+	return Config{
+		Kind:              kind,
+		MaxIPCacheEntries: pods + pods/4 + 256,
+		MaxEndpoints:      2*localEndpoints + 16,
+		MaxPolicyEntries:  2*localEndpoints*keysPerEndpoint + 1024,
+	}
+}
+
+func (c *Config) setDefaults() {
+	if c.Kind == "" {
+		c.Kind = KindAuto
+	}
+	if c.MaxIPCacheEntries == 0 {
+		c.MaxIPCacheEntries = DefaultMaxIPCacheEntries
+	}
+	if c.MaxEndpoints == 0 {
+		c.MaxEndpoints = DefaultMaxEndpoints
+	}
+	if c.MaxPolicyEntries == 0 {
+		c.MaxPolicyEntries = DefaultMaxPolicyEntries
+	}
+}
+
+// maxMapEntries is a sanity bound on any one map's size.
+const maxMapEntries = 1 << 26
+
+func (c *Config) validate() error {
+	switch c.Kind {
+	case KindAuto, KindBPF, KindMem:
+	default:
+		return fmt.Errorf("datapath config: kind: unknown %q (want auto, bpf or mem)", c.Kind)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"MaxIPCacheEntries", c.MaxIPCacheEntries},
+		{"MaxEndpoints", c.MaxEndpoints},
+		{"MaxPolicyEntries", c.MaxPolicyEntries},
+	} {
+		if f.v < 0 || f.v > maxMapEntries {
+			return fmt.Errorf("datapath config: %s: %d out of range [0, %d]", f.name, f.v, maxMapEntries)
+		}
+	}
+	return nil
+}
+
+func (c Config) limits() limits {
+	return limits{ipcache: c.MaxIPCacheEntries, endpoints: c.MaxEndpoints, policy: c.MaxPolicyEntries}
+}
+
+// Open creates an agent's datapath. For KindAuto it probes once per
+// process whether BPF is usable (by creating a tiny map) and logs one line
+// saying which kind it chose and why; later calls reuse the answer. The
+// returned Kind is the one in use (never KindAuto). The caller closes the
+// Datapath.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (Datapath, Kind, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, "", err
+	}
+	switch cfg.Kind {
+	case KindMem:
+		return newMem(cfg), KindMem, nil
+	case KindBPF:
+		d, err := openBPF(cfg)
+		if err != nil {
+			return nil, "", err
+		}
+		return d, KindBPF, nil
+	}
+
+	perr := probeBPF()
+	if perr == nil {
+		d, err := openBPF(cfg)
+		if err == nil {
+			autoLog.Do(func() {
+				log.Info("datapath: using bpf", "kind", KindBPF, "reason", "this process can create BPF maps and load the policy program")
+			})
+			return d, KindBPF, nil
+		}
+		perr = err
+	}
+	autoLog.Do(func() {
+		log.Info("datapath: using mem", "kind", KindMem, "reason", perr.Error())
+	})
+	return newMem(cfg), KindMem, nil
+}
+
+var (
+	autoLog   sync.Once
+	probeOnce sync.Once
+	probeErr  error
+)
+
+// ErrNoBPF is wrapped by the error saying why BPF is not usable.
+var ErrNoBPF = errors.New("bpf not usable")
+
+// probeBPF reports whether this process may create BPF maps, by creating
+// and closing a one-element array. It runs once per process.
+func probeBPF() error {
+	probeOnce.Do(func() {
+		if err := rlimit.RemoveMemlock(); err != nil {
+			probeErr = fmt.Errorf("%w: raise RLIMIT_MEMLOCK: %w", ErrNoBPF, err)
+			return
+		}
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+		if err != nil {
+			probeErr = fmt.Errorf("%w: create probe map: %w", ErrNoBPF, err)
+			return
+		}
+		probeErr = m.Close()
+	})
+	return probeErr
+}
