@@ -126,3 +126,38 @@ func TestCompileErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestCacheMatchesResolve(t *testing.T) {
+	s, err := scenarios.Builtin("relabel-small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := compileRendered(t, s.Policies, []string{"ns-0", "ns-1", "ns-2"})
+	envs := []map[string]string{{"env": "prod"}, {"env": "staging"}, {"env": "dev"}}
+	var cands []Candidate
+	c := NewCache()
+	id := datapath.Identity(256)
+	for _, ns := range []string{"ns-0", "ns-1", "ns-2"} {
+		for _, env := range envs {
+			for _, app := range []string{"a", "b"} {
+				l := podLabels(ns, app, env)
+				cands = append(cands, Candidate{ID: id, Labels: l})
+				c.UpsertIdentity(id, l)
+				id++
+			}
+		}
+	}
+	c.SetRules(rules)
+	// Delete one, re-add another with other labels, then set rules again.
+	c.DeleteIdentity(cands[0].ID)
+	cands = cands[1:]
+	c.UpsertIdentity(cands[0].ID, podLabels("ns-2", "z", envs[0]))
+	cands[0].Labels = podLabels("ns-2", "z", envs[0])
+	c.SetRules(rules)
+	for _, ep := range cands {
+		want := Resolve(rules, cands, ep.Labels)
+		if diff := cmp.Diff(want, c.Resolve(ep.Labels)); diff != "" {
+			t.Fatalf("endpoint %v (-Resolve +Cache):\n%s", ep.Labels, diff)
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package policy
+
+import (
+	"strings"
+
+	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/identity"
+)
+
+// Cache is an incremental resolver, like Cilium's SelectorCache: every
+// distinct peer selector keeps the set of identities it matches, updated
+// as identities come and go, so resolving an endpoint does not test every
+// identity against every selector again. Its results equal Resolve's over
+// the same rules and identities. Not safe for concurrent use.
+type Cache struct {
+	ids   map[datapath.Identity]identity.Labels
+	sels  map[string]*selEntry
+	rules []cachedRule
+}
+
+type selEntry struct {
+	sel   Selector
+	match map[datapath.Identity]struct{}
+}
+
+type cachedRule struct {
+	subject Selector
+	ingress []cachedIngress
+}
+
+type cachedIngress struct {
+	from  []*selEntry
+	ports []Port
+}
+
+// NewCache returns an empty cache.
+func NewCache() *Cache {
+	return &Cache{ids: map[datapath.Identity]identity.Labels{}, sels: map[string]*selEntry{}}
+}
+
+// Identities is the number of cached identities.
+func (c *Cache) Identities() int { return len(c.ids) }
+
+// UpsertIdentity adds or replaces an identity.
+func (c *Cache) UpsertIdentity(id datapath.Identity, l identity.Labels) {
+	c.ids[id] = l
+	for _, e := range c.sels {
+		if e.sel.Matches(l) {
+			e.match[id] = struct{}{}
+		} else {
+			delete(e.match, id)
+		}
+	}
+}
+
+// DeleteIdentity removes an identity.
+func (c *Cache) DeleteIdentity(id datapath.Identity) {
+	delete(c.ids, id)
+	for _, e := range c.sels {
+		delete(e.match, id)
+	}
+}
+
+// SetRules replaces the rules; selectors shared with the previous rules
+// keep their match sets.
+func (c *Cache) SetRules(rules []Rule) {
+	old := c.sels
+	c.sels = make(map[string]*selEntry, len(old))
+	c.rules = c.rules[:0]
+	for _, r := range rules {
+		cr := cachedRule{subject: r.Subject}
+		for _, in := range r.Ingress {
+			ci := cachedIngress{ports: in.Ports}
+			for _, s := range in.From {
+				ci.from = append(ci.from, c.selector(s, old))
+			}
+			cr.ingress = append(cr.ingress, ci)
+		}
+		c.rules = append(c.rules, cr)
+	}
+}
+
+func (c *Cache) selector(s Selector, old map[string]*selEntry) *selEntry {
+	k := s.String()
+	if e, ok := c.sels[k]; ok {
+		return e
+	}
+	e, ok := old[k]
+	if !ok {
+		e = &selEntry{sel: s, match: map[datapath.Identity]struct{}{}}
+		for id, l := range c.ids {
+			if s.Matches(l) {
+				e.match[id] = struct{}{}
+			}
+		}
+	}
+	c.sels[k] = e
+	return e
+}
+
+// Resolve returns what Resolve returns for the cached rules and
+// identities.
+func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
+	selected := false
+	set := map[datapath.PolicyKey]struct{}{}
+	for i := range c.rules {
+		r := &c.rules[i]
+		if !r.subject.Matches(ep) {
+			continue
+		}
+		selected = true
+		for _, in := range r.ingress {
+			for _, e := range in.from {
+				for id := range e.match {
+					for _, p := range in.ports {
+						set[datapath.PolicyKey{Identity: id, Port: p.Port, Proto: p.Proto}] = struct{}{}
+					}
+				}
+			}
+		}
+	}
+	if !selected {
+		return []datapath.PolicyKey{AllowAll}
+	}
+	out := make([]datapath.PolicyKey, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	SortKeys(out)
+	return out
+}
+
+// String is a canonical form of the selector.
+func (s Selector) String() string {
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteString(r.Source)
+		b.WriteByte(':')
+		b.WriteString(r.Key)
+		b.WriteByte(' ')
+		b.WriteString(r.Op)
+		for _, v := range r.Values {
+			b.WriteByte(' ')
+			b.WriteString(v)
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
+}
