@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stampede-sim/stampede/fakeapi"
+)
+
+func newFakeapiCmd(g *globals) *cobra.Command {
+	var (
+		cfg           fakeapi.Config
+		useTLS        bool
+		tokenFile     string
+		authzFile     string
+		kubeconfigOut string
+		readyFile     string
+	)
+	cmd := &cobra.Command{
+		Use:   "fakeapi",
+		Short: "Serve an in-memory Kubernetes API server until SIGTERM",
+		Long: `Serve an in-memory Kubernetes API server (core/v1 namespaces, pods, nodes,
+configmaps, serviceaccounts; coordination.k8s.io leases; Cilium's CRDs) that
+unmodified client-go and kubectl talk to. Once it serves it announces its
+endpoints ("api", "metrics"; extra "ca", "token") on stdout and in
+--ready-file, and writes an admin kubeconfig to --kubeconfig-out.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			cfg.PlainHTTP = !useTLS
+			if tokenFile != "" {
+				if cfg.Tokens, err = fakeapi.LoadTokenFile(tokenFile); err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+			}
+			if authzFile != "" {
+				if cfg.Rules, err = fakeapi.LoadAuthzFile(authzFile); err != nil {
+					return fmt.Errorf("--authz-file: %w", err)
+				}
+			}
+			return fakeapi.Run(cmd.Context(), cfg, fakeapi.RunOptions{
+				KubeconfigOut: kubeconfigOut,
+				ReadyFile:     readyFile,
+				Stdout:        cmd.OutOrStdout(),
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", fakeapi.DefaultListen, "address to listen on")
+	f.BoolVar(&useTLS, "tls", true, "serve HTTPS (HTTP/2 and HTTP/1.1) with a self-signed certificate; false serves plain HTTP/1.1 and h2c")
+	f.StringVar(&cfg.CertDir, "cert-dir", "", "directory to write the self-signed certificate to (ca.crt); default: a temporary directory removed on exit")
+	f.StringVar(&tokenFile, "token-file", "", `static tokens, CSV lines token,user,uid,"group1,group2" (kube-apiserver format)`)
+	f.StringVar(&authzFile, "authz-file", "", "YAML list of rules {users, groups, verbs, apiGroups, resources} (\"*\" wildcards); absent: any authenticated user may do anything")
+	f.BoolVar(&cfg.AllowAnonymous, "anonymous-auth", false, "let requests without a token through as system:anonymous")
+	f.IntVar(&cfg.MaxRequestsInflight, "max-requests-inflight", fakeapi.DefaultMaxRequestsInflight, "concurrent read-only requests before 429 (watches excluded; negative: unlimited)")
+	f.IntVar(&cfg.MaxMutatingRequestsInflight, "max-mutating-requests-inflight", fakeapi.DefaultMaxMutatingRequestsInflight, "concurrent writes before 429 (negative: unlimited)")
+	f.IntVar(&cfg.WatchHistory, "watch-history", fakeapi.DefaultWatchHistory, "events kept per resource for watch resumption (older resourceVersions get 410 Gone)")
+	f.IntVar(&cfg.WatchBuffer, "watch-buffer", fakeapi.DefaultWatchBuffer, "events a watcher may fall behind before it is closed")
+	f.DurationVar(&cfg.BookmarkInterval, "bookmark-interval", fakeapi.DefaultBookmarkInterval, "interval of watch bookmarks")
+	f.StringVar(&kubeconfigOut, "kubeconfig-out", "", "write an admin kubeconfig to this path")
+	f.StringVar(&readyFile, "ready-file", "", "write the ready announcement (JSON) to this path once serving")
+	return cmd
+}

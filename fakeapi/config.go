@@ -1,0 +1,241 @@
+package fakeapi
+
+import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/yaml"
+)
+
+// Defaults applied by New to zero fields of Config.
+const (
+	DefaultListen                      = "127.0.0.1:0"
+	DefaultMaxRequestsInflight         = 400
+	DefaultMaxMutatingRequestsInflight = 200
+	DefaultWatchHistory                = 10000
+	DefaultWatchBuffer                 = 1000
+	DefaultBookmarkInterval            = time.Minute
+	DefaultMaxBodyBytes                = 3 << 20
+	DefaultWatchTimeout                = 30 * time.Minute
+)
+
+// Config configures a Server. Zero fields take the defaults above.
+type Config struct {
+	// Listen is the TCP address to listen on (default 127.0.0.1:0).
+	Listen string
+	// PlainHTTP serves plain HTTP (HTTP/1.1, and HTTP/2 with prior
+	// knowledge) instead of TLS with a self-signed certificate.
+	PlainHTTP bool
+	// CertDir, if set with TLS, is where the self-signed certificate is
+	// written as ca.crt so that other processes can trust it.
+	CertDir string
+	// Tokens are accepted bearer tokens in addition to the admin token the
+	// server always generates for RESTConfig.
+	Tokens []Token
+	// AllowAnonymous lets requests without a bearer token through as
+	// user "system:anonymous" (group "system:unauthenticated").
+	AllowAnonymous bool
+	// Rules authorize requests. Nil means any authenticated user may do
+	// anything. Members of group "system:masters" (the admin token) are
+	// always allowed.
+	Rules []Rule
+	// MaxRequestsInflight bounds concurrent read-only requests
+	// (default 400); watches are not counted. Negative means unlimited.
+	MaxRequestsInflight int
+	// MaxMutatingRequestsInflight bounds concurrent writes (default 200).
+	// Negative means unlimited.
+	MaxMutatingRequestsInflight int
+	// WatchHistory is how many events per resource are kept for watch
+	// resumption; older resourceVersions get 410 Gone (default 10000).
+	WatchHistory int
+	// WatchBuffer is how many events a watcher may fall behind before
+	// it is closed and counted in apiserver_terminated_watchers_total
+	// (default 1000, at most WatchHistory).
+	WatchBuffer int
+	// BookmarkInterval is how often watches that allow bookmarks get one
+	// (default 1m).
+	BookmarkInterval time.Duration
+	// MaxBodyBytes bounds request bodies; larger ones get 413 (default 3 MiB).
+	MaxBodyBytes int64
+	// Registry receives the server's metrics and is served on /metrics.
+	// Nil means a new registry of the server's own.
+	Registry *prometheus.Registry
+	// Logger receives the server's logs (default: discard).
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Token is one static bearer token and the identity it stands for.
+type Token struct {
+	Token  string
+	User   string
+	UID    string
+	Groups []string
+}
+
+// Rule allows the listed users and groups the listed verbs on the listed
+// resources of the listed API groups. "*" matches anything. Resources of a
+// subresource are written "pods/status". Verbs are Kubernetes verbs: get,
+// list, watch, create, update, patch, delete, deletecollection.
+type Rule struct {
+	Users     []string `json:"users,omitempty"`
+	Groups    []string `json:"groups,omitempty"`
+	Verbs     []string `json:"verbs"`
+	APIGroups []string `json:"apiGroups"`
+	Resources []string `json:"resources"`
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.MaxRequestsInflight == 0 {
+		c.MaxRequestsInflight = DefaultMaxRequestsInflight
+	}
+	if c.MaxMutatingRequestsInflight == 0 {
+		c.MaxMutatingRequestsInflight = DefaultMaxMutatingRequestsInflight
+	}
+	if c.WatchHistory == 0 {
+		c.WatchHistory = DefaultWatchHistory
+	}
+	if c.WatchBuffer == 0 {
+		c.WatchBuffer = min(DefaultWatchBuffer, c.WatchHistory)
+	}
+	if c.BookmarkInterval == 0 {
+		c.BookmarkInterval = DefaultBookmarkInterval
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.WatchHistory < 1 {
+		errs = append(errs, fmt.Errorf("WatchHistory: must be positive, got %d", c.WatchHistory))
+	}
+	if c.WatchBuffer < 1 || c.WatchBuffer > c.WatchHistory {
+		errs = append(errs, fmt.Errorf("WatchBuffer: must be in [1, WatchHistory=%d], got %d", c.WatchHistory, c.WatchBuffer))
+	}
+	if c.BookmarkInterval < 0 {
+		errs = append(errs, fmt.Errorf("BookmarkInterval: must not be negative, got %s", c.BookmarkInterval))
+	}
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxBodyBytes: must not be negative, got %d", c.MaxBodyBytes))
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Tokens {
+		switch {
+		case t.Token == "":
+			errs = append(errs, fmt.Errorf("Tokens[%d]: empty token", i))
+		case t.User == "":
+			errs = append(errs, fmt.Errorf("Tokens[%d]: empty user", i))
+		case seen[t.Token]:
+			errs = append(errs, fmt.Errorf("Tokens[%d]: duplicate token for user %q", i, t.User))
+		}
+		seen[t.Token] = true
+	}
+	for i, r := range c.Rules {
+		if len(r.Users) == 0 && len(r.Groups) == 0 {
+			errs = append(errs, fmt.Errorf("Rules[%d]: needs users or groups", i))
+		}
+		if len(r.Verbs) == 0 {
+			errs = append(errs, fmt.Errorf("Rules[%d].verbs: empty", i))
+		}
+		for j, v := range r.Verbs {
+			if v != "*" && !knownVerbs[v] {
+				errs = append(errs, fmt.Errorf("Rules[%d].verbs[%d]: unknown verb %q", i, j, v))
+			}
+		}
+		if len(r.APIGroups) == 0 {
+			errs = append(errs, fmt.Errorf("Rules[%d].apiGroups: empty (use \"\" for core, \"*\" for all)", i))
+		}
+		if len(r.Resources) == 0 {
+			errs = append(errs, fmt.Errorf("Rules[%d].resources: empty", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var knownVerbs = map[string]bool{
+	"get": true, "list": true, "watch": true, "create": true, "update": true,
+	"patch": true, "delete": true, "deletecollection": true,
+}
+
+// LoadTokenFile reads a kube-apiserver static token file: CSV lines of
+// token,user,uid[,"group1,group2"]. Blank lines and lines starting with #
+// are skipped.
+func LoadTokenFile(path string) ([]Token, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("token file: %w", err)
+	}
+	defer f.Close()
+	return parseTokens(f, path)
+}
+
+func parseTokens(r io.Reader, name string) ([]Token, error) {
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = -1
+	cr.TrimLeadingSpace = true
+	cr.Comment = '#'
+	var out []Token
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return out, nil
+		}
+		line, _ := cr.FieldPos(0)
+		if err != nil {
+			return nil, fmt.Errorf("token file %s: %w", name, err)
+		}
+		if len(rec) < 3 {
+			return nil, fmt.Errorf("token file %s:%d: want token,user,uid[,groups], got %d fields", name, line, len(rec))
+		}
+		t := Token{Token: strings.TrimSpace(rec[0]), User: strings.TrimSpace(rec[1]), UID: strings.TrimSpace(rec[2])}
+		if t.Token == "" || t.User == "" {
+			return nil, fmt.Errorf("token file %s:%d: empty token or user", name, line)
+		}
+		if len(rec) > 3 {
+			for _, g := range strings.Split(rec[3], ",") {
+				if g = strings.TrimSpace(g); g != "" {
+					t.Groups = append(t.Groups, g)
+				}
+			}
+		}
+		out = append(out, t)
+	}
+}
+
+// LoadAuthzFile reads a YAML list of Rules. Unknown fields are errors.
+func LoadAuthzFile(path string) ([]Rule, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("authz file: %w", err)
+	}
+	var rules []Rule
+	if err := yaml.UnmarshalStrict(data, &rules); err != nil {
+		return nil, fmt.Errorf("authz file %s: %w", path, err)
+	}
+	if rules == nil {
+		rules = []Rule{}
+	}
+	return rules, nil
+}

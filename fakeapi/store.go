@@ -1,0 +1,422 @@
+package fakeapi
+
+import (
+	"crypto/rand"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// object is one stored object version. It is immutable once stored: a
+// write replaces the pointer, so readers and watch events share it.
+type object struct {
+	raw       []byte // the object as served, JSON
+	key       string // namespace/name or name
+	namespace string // a substring of key
+	name      string // a substring of key
+	labels    map[string]string
+	nodeName  string
+	rv        uint64
+}
+
+func newObject(raw []byte, namespace, name string, labels map[string]string, nodeName string, rv uint64) *object {
+	o := &object{raw: raw, labels: labels, nodeName: nodeName, rv: rv}
+	if namespace == "" {
+		o.key, o.name = name, name
+	} else {
+		o.key = namespace + "/" + name
+		o.namespace, o.name = o.key[:len(namespace)], o.key[len(namespace)+1:]
+	}
+	if len(o.labels) == 0 {
+		o.labels = nil
+	}
+	return o
+}
+
+func objectKey(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}
+
+type eventType uint8
+
+const (
+	eventAdded eventType = iota
+	eventModified
+	eventDeleted
+)
+
+// event is one change in a store. obj is the new version (for deletions,
+// the last version with the deletion's resourceVersion); prev the one
+// before (nil for additions).
+type event struct {
+	typ   eventType
+	obj   *object
+	prev  *object
+	frame []byte // the watch frame; obj.raw lies inside it
+}
+
+// newEvent makes an event and the object it carries: the object's JSON
+// is stored inside the event's watch frame.
+func newEvent(typ eventType, raw []byte, namespace, name string, labels map[string]string, nodeName string, rv uint64, prev *object) *event {
+	full, objRaw := frame(typ, raw)
+	return &event{typ: typ, obj: newObject(objRaw, namespace, name, labels, nodeName, rv), prev: prev, frame: full}
+}
+
+// store holds the objects of one resource and its recent events.
+type store struct {
+	res  *resource
+	rv   *atomic.Uint64 // the server's global resourceVersion
+	now  func() time.Time
+	mu   sync.RWMutex
+	objs map[string]*object
+	// ring holds the last len(ring) events; event number i (counting
+	// from 0 since start) is ring[i%len(ring)]; head events were appended.
+	ring []*event
+	head uint64
+	// floor is the resourceVersion of the newest evicted event: a watch
+	// from an older resourceVersion cannot be served.
+	floor  uint64
+	notify chan struct{}
+}
+
+func newStore(res *resource, rv *atomic.Uint64, history int, now func() time.Time) *store {
+	return &store{res: res, rv: rv, now: now, objs: map[string]*object{}, ring: make([]*event, history), notify: make(chan struct{})}
+}
+
+// appendLocked records an event and wakes watchers. s.mu must be held.
+func (s *store) appendLocked(e *event) {
+	n := uint64(len(s.ring))
+	if s.head >= n {
+		s.floor = s.ring[s.head%n].obj.rv
+	}
+	s.ring[s.head%n] = e
+	s.head++
+	close(s.notify)
+	s.notify = make(chan struct{})
+}
+
+func (s *store) get(namespace, name string) (*object, error) {
+	s.mu.RLock()
+	o := s.objs[objectKey(namespace, name)]
+	s.mu.RUnlock()
+	if o == nil {
+		return nil, apierrors.NewNotFound(s.res.groupResource(), name)
+	}
+	return o, nil
+}
+
+const generateNameChars = "bcdfghjklmnpqrstvwxz2456789"
+
+func randomSuffix() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = generateNameChars[int(b[i])%len(generateNameChars)]
+	}
+	return string(b[:])
+}
+
+// nameFunc is the name validation of the resource.
+func (s *store) nameFunc() validation.ValidateNameFunc {
+	if s.res.name == "namespaces" {
+		return validation.NameIsDNSLabel
+	}
+	return validation.NameIsDNSSubdomain
+}
+
+// prepareMeta applies the URL's namespace and name to d and validates
+// them. name is "" for a create.
+func (s *store) prepareMeta(d *document, namespace, name string) error {
+	if err := d.checkType(s.res); err != nil {
+		return err
+	}
+	if s.res.namespaced {
+		if d.meta.Namespace != "" && d.meta.Namespace != namespace {
+			return apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
+		}
+		d.meta.Namespace = namespace
+	} else {
+		d.meta.Namespace = ""
+	}
+	if name != "" && d.meta.Name != name {
+		if d.meta.Name == "" {
+			d.meta.Name = name
+		} else {
+			return apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", d.meta.Name, name))
+		}
+	}
+	return nil
+}
+
+func (s *store) validateMeta(d *document) error {
+	errs := validation.ValidateObjectMeta(&d.meta, s.res.namespaced, s.nameFunc(), field.NewPath("metadata"))
+	if len(errs) > 0 {
+		return apierrors.NewInvalid(s.res.groupKind(), d.meta.Name, errs)
+	}
+	return nil
+}
+
+// create stores a new object from d, which prepareMeta has checked.
+func (s *store) create(d *document) (*object, error) {
+	if d.meta.Name == "" && d.meta.GenerateName != "" {
+		d.meta.Name = d.meta.GenerateName + randomSuffix()
+	}
+	if d.meta.Name == "" {
+		return nil, apierrors.NewInvalid(s.res.groupKind(), "", field.ErrorList{field.Required(field.NewPath("metadata", "name"), "name or generateName is required")})
+	}
+	if err := s.validateMeta(d); err != nil {
+		return nil, err
+	}
+	d.meta.UID = types.UID(uuid.NewString())
+	d.meta.CreationTimestamp = metav1.NewTime(s.now().UTC().Truncate(time.Second))
+	d.meta.Generation = 1
+	d.meta.DeletionTimestamp = nil
+	d.meta.DeletionGracePeriodSeconds = nil
+	d.meta.SelfLink = ""
+	if s.res.status {
+		delete(d.fields, "status")
+		if s.res.pendingStatus != "" {
+			d.fields["status"] = []byte(s.res.pendingStatus)
+		}
+	}
+	nodeName := ""
+	if s.res.nodeNameField {
+		nodeName = d.nodeName()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := objectKey(d.meta.Namespace, d.meta.Name)
+	if _, ok := s.objs[key]; ok {
+		return nil, apierrors.NewAlreadyExists(s.res.groupResource(), d.meta.Name)
+	}
+	rv := s.rv.Add(1)
+	d.meta.ResourceVersion = strconv.FormatUint(rv, 10)
+	raw, err := d.encode()
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	e := newEvent(eventAdded, raw, d.meta.Namespace, d.meta.Name, d.meta.Labels, nodeName, rv, nil)
+	s.objs[key] = e.obj
+	s.appendLocked(e)
+	return e.obj, nil
+}
+
+// mutation turns the current document into the new one, or fails.
+type mutation func(cur *document, curRaw []byte) (*document, error)
+
+// update replaces the object namespace/name with what mutate returns.
+// subresource is "" or "status". If the object is missing and create is
+// not nil, create is called instead (PUT on createOnUpdate resources).
+func (s *store) update(namespace, name, subresource string, mutate mutation, create func() (*object, error)) (*object, error) {
+	key := objectKey(namespace, name)
+	s.mu.Lock()
+	cur := s.objs[key]
+	if cur == nil {
+		s.mu.Unlock()
+		if create != nil {
+			return create()
+		}
+		return nil, apierrors.NewNotFound(s.res.groupResource(), name)
+	}
+	defer s.mu.Unlock()
+	curDoc, err := decodeDocument(cur.raw)
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("stored %s %s: %w", s.res.name, key, err))
+	}
+	nd, err := mutate(curDoc, cur.raw)
+	if err != nil {
+		return nil, err
+	}
+	if nd.meta.ResourceVersion != "" && nd.meta.ResourceVersion != curDoc.meta.ResourceVersion {
+		return nil, apierrors.NewConflict(s.res.groupResource(), name, fmt.Errorf("the object has been modified; please apply your changes to the latest version and try again"))
+	}
+	if nd.meta.UID != "" && nd.meta.UID != curDoc.meta.UID {
+		return nil, apierrors.NewConflict(s.res.groupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %s, UID in object meta: %s", nd.meta.UID, curDoc.meta.UID))
+	}
+	// Cur (a fresh decode) now becomes the base of the new version.
+	if subresource == "status" {
+		if st, ok := nd.fields["status"]; ok {
+			curDoc.fields["status"] = st
+		} else {
+			delete(curDoc.fields, "status")
+		}
+		nd = curDoc
+	} else {
+		if s.res.status {
+			if st, ok := curDoc.fields["status"]; ok {
+				nd.fields["status"] = st
+			} else {
+				delete(nd.fields, "status")
+			}
+		}
+		// Server-owned metadata stays as stored.
+		nd.meta.UID = curDoc.meta.UID
+		nd.meta.CreationTimestamp = curDoc.meta.CreationTimestamp
+		nd.meta.Generation = curDoc.meta.Generation
+		nd.meta.DeletionTimestamp = curDoc.meta.DeletionTimestamp
+		nd.meta.DeletionGracePeriodSeconds = curDoc.meta.DeletionGracePeriodSeconds
+		nd.meta.Namespace = curDoc.meta.Namespace
+		nd.meta.Name = curDoc.meta.Name
+		nd.meta.SelfLink = ""
+		if nd.meta.GenerateName == "" {
+			nd.meta.GenerateName = curDoc.meta.GenerateName
+		}
+		if err := s.validateMeta(nd); err != nil {
+			return nil, err
+		}
+		skip := []string{"metadata", "apiVersion", "kind"}
+		if s.res.status {
+			skip = append(skip, "status")
+		}
+		if !sameContent(nd, curDoc, skip...) {
+			nd.meta.Generation++
+		}
+	}
+	rv := s.rv.Add(1)
+	nd.meta.ResourceVersion = strconv.FormatUint(rv, 10)
+	if nd.meta.DeletionTimestamp != nil && len(nd.meta.Finalizers) == 0 {
+		// The last finalizer is gone: the object goes.
+		raw, err := nd.encode()
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+		e := newEvent(eventDeleted, raw, cur.namespace, cur.name, nd.meta.Labels, cur.nodeName, rv, cur)
+		delete(s.objs, key)
+		s.appendLocked(e)
+		return e.obj, nil
+	}
+	raw, err := nd.encode()
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	nodeName := cur.nodeName
+	if s.res.nodeNameField {
+		nodeName = nd.nodeName()
+	}
+	e := newEvent(eventModified, raw, cur.namespace, cur.name, nd.meta.Labels, nodeName, rv, cur)
+	s.objs[key] = e.obj
+	s.appendLocked(e)
+	return e.obj, nil
+}
+
+// deleteOptions are the parts of metav1.DeleteOptions the server honours.
+type preconditions struct {
+	uid string
+	rv  string
+}
+
+// remove deletes namespace/name. It returns the deleted object, or the
+// object marked for deletion if it still has finalizers.
+func (s *store) remove(namespace, name string, pre preconditions) (*object, error) {
+	key := objectKey(namespace, name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.objs[key]
+	if cur == nil {
+		return nil, apierrors.NewNotFound(s.res.groupResource(), name)
+	}
+	d, err := decodeDocument(cur.raw)
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("stored %s %s: %w", s.res.name, key, err))
+	}
+	if pre.uid != "" && pre.uid != string(d.meta.UID) {
+		return nil, apierrors.NewConflict(s.res.groupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %s, UID in object meta: %s", pre.uid, d.meta.UID))
+	}
+	if pre.rv != "" && pre.rv != d.meta.ResourceVersion {
+		return nil, apierrors.NewConflict(s.res.groupResource(), name, fmt.Errorf("Precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %s", pre.rv, d.meta.ResourceVersion))
+	}
+	if len(d.meta.Finalizers) > 0 && d.meta.DeletionTimestamp != nil {
+		return cur, nil
+	}
+	rv := s.rv.Add(1)
+	d.meta.ResourceVersion = strconv.FormatUint(rv, 10)
+	typ := eventDeleted
+	if len(d.meta.Finalizers) > 0 {
+		ts := metav1.NewTime(s.now().UTC().Truncate(time.Second))
+		var zero int64
+		d.meta.DeletionTimestamp, d.meta.DeletionGracePeriodSeconds = &ts, &zero
+		typ = eventModified
+	}
+	raw, err := d.encode()
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	e := newEvent(typ, raw, cur.namespace, cur.name, cur.labels, cur.nodeName, rv, cur)
+	if typ == eventDeleted {
+		delete(s.objs, key)
+	} else {
+		s.objs[key] = e.obj
+	}
+	s.appendLocked(e)
+	return e.obj, nil
+}
+
+// snapshot returns the objects that match f and the event position and
+// resourceVersion they are current at.
+func (s *store) snapshot(f *filter) ([]*object, uint64, uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*object
+	if f.exactKey != "" {
+		if o := s.objs[f.exactKey]; o != nil && f.matches(o) {
+			out = append(out, o)
+		}
+	} else {
+		for _, o := range s.objs {
+			if f.matches(o) {
+				out = append(out, o)
+			}
+		}
+	}
+	return out, s.head, s.rv.Load()
+}
+
+// lastRV is the resourceVersion of the store's newest event (0 if none).
+func (s *store) lastRV() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.head == 0 {
+		return 0
+	}
+	return s.ring[(s.head-1)%uint64(len(s.ring))].obj.rv
+}
+
+// count returns how many objects the store holds.
+func (s *store) count() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.objs)
+}
+
+// keys returns every key with the given namespace prefix.
+func (s *store) keysIn(namespace string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for k, o := range s.objs {
+		if o.namespace == namespace {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func splitKey(k string) (string, string) {
+	if i := strings.IndexByte(k, '/'); i >= 0 {
+		return k[:i], k[i+1:]
+	}
+	return "", k
+}
