@@ -103,15 +103,24 @@ func BenchmarkAgentMaps(b *testing.B) {
 		b.Run(string(kind), func(b *testing.B) {
 			var s Stats
 			var fill time.Duration
+			var heap float64
 			for b.Loop() {
 				d := open(b, kind, benchConfig(kind))
+				var m0, m1 runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&m0)
 				start := time.Now()
 				fillAgent(b, d)
 				fill += time.Since(start)
+				runtime.GC()
+				runtime.ReadMemStats(&m1)
+				heap = float64(m1.HeapAlloc) - float64(m0.HeapAlloc)
 				s = d.Stats()
 				must(b, d.Close())
 			}
 			b.ReportMetric(float64(s.MapBytes), "map-bytes")
+			// The Go heap the state holds: all of mem, bpf's shadow.
+			b.ReportMetric(heap, "go-heap-bytes")
 			b.ReportMetric(float64(s.Updates), "updates")
 			b.ReportMetric(fill.Seconds()/float64(b.N), "fill-s")
 			b.ReportMetric(0, "ns/op")

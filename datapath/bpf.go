@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -15,6 +16,7 @@ import (
 // bpf/policy.c: an LPM trie ipcache, an endpoints hash (IP -> endpoint id)
 // and one policy hash keyed by (endpoint id, identity, port, protocol).
 type bpfDatapath struct {
+	mu      sync.Mutex
 	st      *state
 	objs    bpf.PolicyObjects
 	noBatch bool // the kernel refused a batch operation; go element by element
@@ -117,6 +119,8 @@ func del[K any](d *bpfDatapath, m *ebpf.Map, keys []K) (int, error) {
 }
 
 func (d *bpfDatapath) UpsertIPCache(entries []IPCacheEntry) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.closed {
 		return ErrClosed
 	}
@@ -143,6 +147,8 @@ func (d *bpfDatapath) UpsertIPCache(entries []IPCacheEntry) error {
 }
 
 func (d *bpfDatapath) DeleteIPCache(prefixes []netip.Prefix) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.closed {
 		return ErrClosed
 	}
@@ -167,6 +173,8 @@ func (d *bpfDatapath) DeleteIPCache(prefixes []netip.Prefix) error {
 }
 
 func (d *bpfDatapath) ReplacePolicy(ep netip.Addr, allowed []PolicyKey) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.closed {
 		return ErrClosed
 	}
@@ -211,6 +219,8 @@ func (d *bpfDatapath) ReplacePolicy(ep netip.Addr, allowed []PolicyKey) error {
 }
 
 func (d *bpfDatapath) DeleteEndpoint(ep netip.Addr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.closed {
 		return ErrClosed
 	}
@@ -250,9 +260,15 @@ func (d *bpfDatapath) DeleteEndpoint(ep netip.Addr) error {
 	return nil
 }
 
-func (d *bpfDatapath) Digest() Digest { return d.st.digest }
+func (d *bpfDatapath) Digest() Digest {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.st.digest
+}
 
 func (d *bpfDatapath) Check(p Packet) (Verdict, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.closed {
 		return 0, ErrClosed
 	}
@@ -275,6 +291,8 @@ func (d *bpfDatapath) Check(p Packet) (Verdict, error) {
 }
 
 func (d *bpfDatapath) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	st := d.st
 	dg := st.digest
 	s := Stats{
@@ -319,6 +337,8 @@ func (d *bpfDatapath) mapBytes() (uint64, error) {
 }
 
 func (d *bpfDatapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.closed {
 		return nil
 	}
@@ -329,9 +349,16 @@ func (d *bpfDatapath) Close() error {
 	return nil
 }
 
-// readBack computes the digest of what the kernel maps hold (not the
-// shadow), to prove that they agree.
-func (d *bpfDatapath) readBack() (Digest, error) {
+// KernelDigest computes the digest of what the kernel maps hold, read
+// back element by element (not from the Go shadow that Digest uses), to
+// prove that the kernel enforces what the agent believes. It costs one
+// syscall per element.
+func (d *bpfDatapath) KernelDigest() (Digest, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return Digest{}, ErrClosed
+	}
 	var (
 		ik bpf.PolicyIpcacheKey
 		iv bpf.PolicyIpcacheValue

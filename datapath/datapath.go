@@ -103,7 +103,8 @@ func (v Verdict) String() string {
 }
 
 // Datapath is one agent's datapath state. Implementations are safe for
-// use by one goroutine at a time; the agent serialises its calls.
+// concurrent use (a mutex serialises the calls), so a metrics sampler may
+// call Stats and Digest while the agent updates.
 type Datapath interface {
 	// UpsertIPCache inserts or replaces entries (batched where possible).
 	// If a prefix appears twice, the last entry wins.

@@ -253,7 +253,7 @@ func TestSameState(t *testing.T) {
 			t.Fatalf("op %d: digests differ: mem %s, bpf %s", i, mem.Digest(), bpfd.Digest())
 		}
 		if i%25 == 0 || i == len(ops)-1 {
-			kd, err := bpfd.(*bpfDatapath).readBack()
+			kd, err := bpfd.(*bpfDatapath).KernelDigest()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,8 +273,8 @@ func TestSameState(t *testing.T) {
 	// The digest of the final state computed from scratch agrees too.
 	md := mem.(*memDatapath).st
 	var es []IPCacheEntry
-	for p, id := range md.ipcache {
-		es = append(es, IPCacheEntry{p, id})
+	for k, id := range md.ipcache {
+		es = append(es, IPCacheEntry{k.prefix(), id})
 	}
 	pol := map[netip.Addr][]PolicyKey{}
 	for a, ep := range md.endpoints {
@@ -475,4 +475,38 @@ func ExampleComputeDigest() {
 	)
 	fmt.Println(d.IPCacheEntries, d.Endpoints, d.PolicyEntries)
 	// Output: 1 1 1
+}
+
+// TestConcurrentStats reads Stats and Digest while another goroutine
+// updates (run with -race).
+func TestConcurrentStats(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			d := open(t, kind, Config{})
+			done := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-done:
+						return
+					default:
+						_ = d.Stats()
+						_ = d.Digest()
+					}
+				}
+			}()
+			for i := range 50 {
+				must(t, d.UpsertIPCache(podEntries(200, Identity(1000+i))))
+				must(t, d.ReplacePolicy(serverIP, []PolicyKey{{Identity(1000 + i), 80, ProtoTCP}}))
+			}
+			close(done)
+			wg.Wait()
+			if s := d.Stats(); s.IPCacheEntries != 200 || s.PolicyEntries != 1 {
+				t.Errorf("final stats %+v", s)
+			}
+		})
+	}
 }

@@ -19,6 +19,20 @@ type limits struct {
 	ipcache, endpoints, policy int
 }
 
+// prefixKey packs a masked IPv4 prefix (address << 8 | bits) into a
+// compact map key: a netip.Prefix key costs about three times as much in
+// every agent's shadow ipcache.
+type prefixKey uint64
+
+func keyOf(p netip.Prefix) prefixKey {
+	return prefixKey(uint64(addr32(p.Addr()))<<8 | uint64(p.Bits()))
+}
+
+func (k prefixKey) prefix() netip.Prefix {
+	a := uint32(k >> 8)
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), int(k&0xff))
+}
+
 type endpointState struct {
 	id      uint32
 	allowed map[PolicyKey]struct{}
@@ -31,7 +45,7 @@ type endpointState struct {
 // counts agree by construction.
 type state struct {
 	lim        limits
-	ipcache    map[netip.Prefix]Identity
+	ipcache    map[prefixKey]Identity
 	prefixLens [33]int // ipcache entries per prefix length, for LPM in Go
 	endpoints  map[netip.Addr]*endpointState
 	freeIDs    []uint32
@@ -48,7 +62,7 @@ type state struct {
 func newState(lim limits) *state {
 	return &state{
 		lim:       lim,
-		ipcache:   make(map[netip.Prefix]Identity),
+		ipcache:   make(map[prefixKey]Identity),
 		endpoints: make(map[netip.Addr]*endpointState),
 		nextID:    1,
 	}
@@ -103,7 +117,7 @@ func (s *state) planUpsert(entries []IPCacheEntry) ([]IPCacheEntry, error) {
 	added := 0
 	changed := out[:0]
 	for _, e := range out {
-		cur, ok := s.ipcache[e.Prefix]
+		cur, ok := s.ipcache[keyOf(e.Prefix)]
 		if ok && cur == e.Identity {
 			continue
 		}
@@ -119,13 +133,14 @@ func (s *state) planUpsert(entries []IPCacheEntry) ([]IPCacheEntry, error) {
 }
 
 func (s *state) commitUpsert(e IPCacheEntry) {
-	if old, ok := s.ipcache[e.Prefix]; ok {
+	k := keyOf(e.Prefix)
+	if old, ok := s.ipcache[k]; ok {
 		s.digest.IPCache -= ipcacheHash(e.Prefix, old)
 	} else {
 		s.prefixLens[e.Prefix.Bits()]++
 		s.digest.IPCacheEntries++
 	}
-	s.ipcache[e.Prefix] = e.Identity
+	s.ipcache[k] = e.Identity
 	s.digest.IPCache += ipcacheHash(e.Prefix, e.Identity)
 }
 
@@ -142,7 +157,7 @@ func (s *state) planDelete(prefixes []netip.Prefix) ([]netip.Prefix, error) {
 			continue
 		}
 		seen[p] = struct{}{}
-		if _, ok := s.ipcache[p]; ok {
+		if _, ok := s.ipcache[keyOf(p)]; ok {
 			out = append(out, p)
 		}
 	}
@@ -150,11 +165,12 @@ func (s *state) planDelete(prefixes []netip.Prefix) ([]netip.Prefix, error) {
 }
 
 func (s *state) commitDelete(p netip.Prefix) {
-	old, ok := s.ipcache[p]
+	k := keyOf(p)
+	old, ok := s.ipcache[k]
 	if !ok {
 		return
 	}
-	delete(s.ipcache, p)
+	delete(s.ipcache, k)
 	s.prefixLens[p.Bits()]--
 	s.digest.IPCacheEntries--
 	s.digest.IPCache -= ipcacheHash(p, old)
@@ -273,7 +289,7 @@ func (s *state) lookupIdentity(src netip.Addr) Identity {
 			continue
 		}
 		p, _ := src.Prefix(bits)
-		if id, ok := s.ipcache[p]; ok {
+		if id, ok := s.ipcache[keyOf(p)]; ok {
 			return id
 		}
 	}
