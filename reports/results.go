@@ -1,0 +1,382 @@
+package reports
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// SchemaVersion identifies the layout of results.json. A change that old
+// readers cannot ignore gets a new version; adding an optional field does
+// not.
+const SchemaVersion = "stampede.results/v1"
+
+// Results is the content of results.json: what one `stampede run` measured,
+// for every mode it ran. SCHEMA.md documents every field; schema.json is the
+// same as a JSON Schema. Units: durations and latencies in seconds, memory in
+// bytes, CPU in CPU-seconds (totals) or cores (rates, 1.0 = one core busy).
+//
+// Results are written incrementally, so every field past SchemaVersion and
+// Run may be missing: a run that was interrupted still yields a valid file
+// with Run.Complete false and the modes it reached.
+type Results struct {
+	// SchemaVersion is always SchemaVersion.
+	SchemaVersion string `json:"schemaVersion"`
+	// Run describes the run as a whole.
+	Run Run `json:"run"`
+	// Modes holds one entry per mode of the run, in the order they ran
+	// (a mode not yet started may be listed with status "pending").
+	Modes []ModeResult `json:"modes"`
+}
+
+// MarshalJSON writes Modes as [] rather than null when there are none.
+func (r Results) MarshalJSON() ([]byte, error) {
+	type plain Results
+	if r.Modes == nil {
+		r.Modes = []ModeResult{}
+	}
+	return json.Marshal(plain(r))
+}
+
+// Run is the run's metadata.
+type Run struct {
+	// Scenario is the scenario's name.
+	Scenario string `json:"scenario"`
+	// EffectiveScenario is the scenario with every default filled in, as
+	// the run used it.
+	EffectiveScenario *scenarios.Scenario `json:"effectiveScenario,omitempty"`
+	// Seed is the seed objects were generated from.
+	Seed int64 `json:"seed"`
+	// Nodes and Pods are the cluster's size at setup (for capacity fits).
+	Nodes int `json:"nodes"`
+	Pods  int `json:"pods"`
+	// StampedeVersion is the version of the stampede binary (module
+	// version or VCS revision).
+	StampedeVersion string `json:"stampedeVersion"`
+	// GoVersion is runtime.Version() of the binary.
+	GoVersion string `json:"goVersion"`
+	// Command is the command line of the run, for the record.
+	Command []string `json:"command,omitempty"`
+	// Started is when the run began; Finished when it ended (absent while
+	// it runs or when it was killed before it could say).
+	Started  time.Time  `json:"started"`
+	Finished *time.Time `json:"finished,omitempty"`
+	// Complete is true only when every mode ran its whole timeline (or was
+	// skipped for a stated reason). IncompleteReason says why not.
+	Complete         bool   `json:"complete"`
+	IncompleteReason string `json:"incompleteReason,omitempty"`
+	// Backend is the API server backend.
+	Backend Backend `json:"backend"`
+	// Machine is the host the run ran on.
+	Machine Machine `json:"machine"`
+	// Datapath is the datapath the agents used.
+	Datapath Datapath `json:"datapath"`
+}
+
+// Backend describes the API server backend of a run.
+type Backend struct {
+	// Name is fake, local, kind or kubeconfig.
+	Name string `json:"name"`
+	// Flags are the flags the API server (and its etcd) ran with, if known.
+	Flags []string `json:"flags,omitempty"`
+	// Facts are what matters when comparing runs, by key: for example
+	// "etcd.fsync": "true", "apf": "enabled", "kubernetes.version":
+	// "v1.36.3".
+	Facts map[string]string `json:"facts,omitempty"`
+}
+
+// Machine describes the host.
+type Machine struct {
+	// Cores is the number of CPUs the run could use.
+	Cores int `json:"cores"`
+	// MemoryBytes is the host's total memory.
+	MemoryBytes int64 `json:"memoryBytes"`
+	// Kernel is the kernel release (uname -r).
+	Kernel string `json:"kernel"`
+	// OS and Arch are GOOS and GOARCH.
+	OS   string `json:"os,omitempty"`
+	Arch string `json:"arch,omitempty"`
+	// Hostname is informational only.
+	Hostname string `json:"hostname,omitempty"`
+}
+
+// Datapath records which datapath the agents used and why.
+type Datapath struct {
+	// Requested is the scenario's choice: auto, bpf or mem.
+	Requested string `json:"requested"`
+	// Effective is what ran: bpf or mem.
+	Effective string `json:"effective"`
+	// Reason explains a fallback (for example "no CAP_BPF").
+	Reason string `json:"reason,omitempty"`
+}
+
+// Status is a mode's outcome.
+type Status string
+
+// Mode statuses.
+const (
+	// StatusPending: the run has not reached this mode yet.
+	StatusPending Status = "pending"
+	// StatusRunning: the mode is running now.
+	StatusRunning Status = "running"
+	// StatusOK: the whole timeline ran and converged.
+	StatusOK Status = "ok"
+	// StatusSkipped: the mode could not run here; Reason says why.
+	StatusSkipped Status = "skipped"
+	// StatusFailed: a component or step failed; Reason holds the error.
+	StatusFailed Status = "failed"
+	// StatusIncomplete: the run was interrupted during this mode; what was
+	// measured until then is kept.
+	StatusIncomplete Status = "incomplete"
+)
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusPending, StatusRunning, StatusOK, StatusSkipped, StatusFailed, StatusIncomplete:
+		return true
+	}
+	return false
+}
+
+// ModeResult is what one mode measured.
+type ModeResult struct {
+	// Mode is crd, ces, kvstore, operator or xds.
+	Mode scenarios.Mode `json:"mode"`
+	// Status is the mode's outcome; Reason explains skipped, failed and
+	// incomplete.
+	Status Status `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	// Started and Finished bound the mode (Finished absent while running).
+	Started  *time.Time `json:"started,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
+	// Shards is the number of agent processes; Agents the number of
+	// simulated agents across them.
+	Shards int `json:"shards,omitempty"`
+	Agents int `json:"agents,omitempty"`
+	// Steps is the timeline as executed.
+	Steps []StepResult `json:"steps,omitempty"`
+	// Series are the time series at the sampling resolution (1 s).
+	Series *Series `json:"series,omitempty"`
+	// Summary condenses the mode's measurements.
+	Summary *Summary `json:"summary,omitempty"`
+}
+
+// StepResult is one executed step of the timeline.
+type StepResult struct {
+	// Index is the step's position in the scenario's steps.
+	Index int `json:"index"`
+	// Kind is the step's type as written in the scenario (setup,
+	// waitConverged, observe, relabel, scale, deletePods).
+	Kind string `json:"kind"`
+	// Start and End bound the step; End is absent while it runs.
+	Start time.Time  `json:"start"`
+	End   *time.Time `json:"end,omitempty"`
+	// Outcome is ok, timeout, failed, interrupted or running.
+	Outcome string `json:"outcome"`
+	// Detail is free text (an error, "converged 200/200").
+	Detail string `json:"detail,omitempty"`
+}
+
+// Step outcomes.
+const (
+	OutcomeOK          = "ok"
+	OutcomeTimeout     = "timeout"
+	OutcomeFailed      = "failed"
+	OutcomeInterrupted = "interrupted"
+	OutcomeRunning     = "running"
+)
+
+// Summary condenses a mode's measurements. Every field is optional: nil (or
+// empty) means not measured in this mode or on this backend, which a report
+// shows as "-", never as zero.
+type Summary struct {
+	// APILatency is the latency the harness's constant-rate probe saw, by
+	// verb and resource, plus one entry with Verb and Resource "*" for all
+	// probe requests together.
+	APILatency []LatencySummary `json:"apiLatency,omitempty"`
+	// ServerLatency is the API server's own apiserver_request_duration_seconds
+	// over the mode, by verb and resource (where the backend exposes it).
+	ServerLatency []LatencySummary `json:"serverLatency,omitempty"`
+	// KVStoreLatency is the kvstore's latency by operation (get, put, ...)
+	// as the agents saw it (kvstore mode).
+	KVStoreLatency []LatencySummary `json:"kvstoreLatency,omitempty"`
+	// XDSPushLatency is the time from a change in the control plane to the
+	// agents' ACK (xds mode). Verb is "push", Resource the type URL's short
+	// name or "*".
+	XDSPushLatency []LatencySummary `json:"xdsPushLatency,omitempty"`
+	// Processes are CPU and memory per measured process: apiserver, etcd
+	// (the backend's), kvstore, controlplane, agents-<i>, harness.
+	Processes []ProcessSummary `json:"processes,omitempty"`
+	// Agents is the cost per simulated agent across the shards.
+	Agents *AgentSummary `json:"agents,omitempty"`
+	// Watch is what watches delivered to agents and the control plane.
+	Watch *WatchSummary `json:"watch,omitempty"`
+	// Writes counts API writes by type, keyed "<verb> <resource>" (for
+	// example "create ciliumidentities", "patch ciliumendpoints").
+	Writes map[string]int64 `json:"writes,omitempty"`
+	// Throttling counts server rejections and client-side rate limiting.
+	Throttling *ThrottlingSummary `json:"throttling,omitempty"`
+	// Identities counts security identities.
+	Identities *IdentitySummary `json:"identities,omitempty"`
+	// Datapath counts datapath map updates across all agents.
+	Datapath *DatapathSummary `json:"datapath,omitempty"`
+	// Convergence has one entry per step that waited for convergence.
+	Convergence []ConvergenceSummary `json:"convergence,omitempty"`
+	// Harness is the harness's own cost.
+	Harness *HarnessSummary `json:"harness,omitempty"`
+	// Probe says whether the API probe held its rate.
+	Probe *ProbeSummary `json:"probe,omitempty"`
+	// SLO are the verdicts against the scenario's SLOs.
+	SLO []SLOVerdict `json:"slo,omitempty"`
+}
+
+// LatencySummary is a latency distribution in seconds.
+type LatencySummary struct {
+	// Verb is the request verb (GET, LIST, PATCH, ... or get/put for the
+	// kvstore); "*" aggregates all.
+	Verb string `json:"verb"`
+	// Resource is the resource (pods, ciliumendpoints, ...); "*"
+	// aggregates all; empty where it does not apply.
+	Resource string `json:"resource,omitempty"`
+	// Quantiles and maximum, seconds.
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+	// Count is the number of requests, Errors how many of them failed
+	// (non-2xx, timeouts).
+	Count  int64 `json:"count"`
+	Errors int64 `json:"errors"`
+}
+
+// ProcessSummary is one process's CPU and memory over the mode.
+type ProcessSummary struct {
+	// Name is apiserver, etcd, kvstore, controlplane, agents-<i> or harness.
+	Name string `json:"name"`
+	// CPUSeconds is user+system CPU time used during the mode.
+	CPUSeconds float64 `json:"cpuSeconds"`
+	// PeakCPU is the highest one-second CPU rate, in cores.
+	PeakCPU float64 `json:"peakCPU"`
+	// PeakRSS and MeanRSS are resident memory, bytes.
+	PeakRSS int64 `json:"peakRSSBytes"`
+	MeanRSS int64 `json:"meanRSSBytes"`
+}
+
+// Spread is a value's mean, minimum and maximum across shards.
+type Spread struct {
+	Mean float64 `json:"mean"`
+	Min  float64 `json:"min"`
+	Max  float64 `json:"max"`
+}
+
+// AgentSummary is the cost per simulated agent: a shard's figure divided by
+// the agents it hosts, then spread across shards.
+type AgentSummary struct {
+	// Count is the number of agents, Shards the number of processes.
+	Count  int `json:"count"`
+	Shards int `json:"shards"`
+	// CPUSeconds per agent over the mode.
+	CPUSeconds Spread `json:"cpuSeconds"`
+	// MeanCPU and PeakCPU per agent, cores (0.5 = 50 % of a core).
+	MeanCPU Spread `json:"meanCPU"`
+	PeakCPU Spread `json:"peakCPU"`
+	// PeakRSS and MeanRSS per agent, bytes.
+	PeakRSS Spread `json:"peakRSSBytes"`
+	MeanRSS Spread `json:"meanRSSBytes"`
+}
+
+// WatchSummary is what watches delivered.
+type WatchSummary struct {
+	// Events and Bytes delivered over the mode, all watchers together.
+	Events int64 `json:"events"`
+	Bytes  int64 `json:"bytes"`
+	// PeakEventsPerSecond and PeakBytesPerSecond are the highest one-second
+	// rates.
+	PeakEventsPerSecond float64 `json:"peakEventsPerSecond"`
+	PeakBytesPerSecond  float64 `json:"peakBytesPerSecond"`
+	// EventsByResource splits Events by resource (pods, ciliumendpoints,
+	// ciliumendpointslices, ciliumidentities, kvstore, xds, ...).
+	EventsByResource map[string]int64 `json:"eventsByResource,omitempty"`
+}
+
+// ThrottlingSummary counts rate limiting.
+type ThrottlingSummary struct {
+	// HTTP429 is the number of 429 Too Many Requests responses clients got.
+	HTTP429 int64 `json:"http429"`
+	// ClientThrottledRequests is how many requests waited in a client-side
+	// rate limiter; ClientThrottledSeconds the total time they waited.
+	ClientThrottledRequests int64   `json:"clientThrottledRequests"`
+	ClientThrottledSeconds  float64 `json:"clientThrottledSeconds"`
+}
+
+// IdentitySummary counts security identities.
+type IdentitySummary struct {
+	// Created is the number of identities created during the mode.
+	Created int64 `json:"created"`
+	// Duplicates is the number of identities created for a label set that
+	// already had one (agents racing in crd/ces mode).
+	Duplicates int64 `json:"duplicates"`
+	// Final is the number of identities that exist at the end.
+	Final int64 `json:"final"`
+}
+
+// DatapathSummary counts datapath updates across all agents.
+type DatapathSummary struct {
+	// Updates is the total of map writes and deletes.
+	Updates int64 `json:"updates"`
+	// ByMap splits Updates by map (ipcache, identity, policy).
+	ByMap map[string]int64 `json:"byMap,omitempty"`
+}
+
+// ConvergenceSummary is how long agents took to agree with the ground truth
+// after one step (setup or a relabel).
+type ConvergenceSummary struct {
+	// Step is the index of the step that changed the cluster; Trigger its
+	// kind (setup, relabel, scale, deletePods).
+	Step    int    `json:"step"`
+	Trigger string `json:"trigger"`
+	// Agents is the number of agents, Converged how many converged before
+	// the timeout.
+	Agents    int `json:"agents"`
+	Converged int `json:"converged"`
+	// P50, P99 and Max of the agents' time to converge, seconds from the
+	// start of the triggering step (over converged agents).
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// HarnessSummary is the harness's own cost.
+type HarnessSummary struct {
+	// CPUSeconds the harness process used during the mode.
+	CPUSeconds float64 `json:"cpuSeconds"`
+	// FractionOfTotal is CPUSeconds over the CPU-seconds of every measured
+	// process together (target: under 0.10).
+	FractionOfTotal float64 `json:"fractionOfTotal"`
+}
+
+// ProbeSummary says whether the API probe held its rate.
+type ProbeSummary struct {
+	// TargetRate and AchievedRate are requests per second.
+	TargetRate   float64 `json:"targetRate"`
+	AchievedRate float64 `json:"achievedRate"`
+	// HeldRate is false when the probe fell behind (its latency figures
+	// then understate the server's).
+	HeldRate bool   `json:"heldRate"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// SLOVerdict is one SLO judged.
+type SLOVerdict struct {
+	// Name is the SLO ("mutating p99", "read p99", "list p99", ...).
+	Name string `json:"name"`
+	// Limit and Value are in Unit (seconds for latency SLOs).
+	Limit float64 `json:"limit"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+	// Pass is Value <= Limit.
+	Pass   bool   `json:"pass"`
+	Detail string `json:"detail,omitempty"`
+}

@@ -1,0 +1,260 @@
+package reports
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+//go:embed schema.json
+var schemaJSON []byte
+
+// SchemaJSON returns the JSON Schema of results.json (a copy).
+func SchemaJSON() []byte { return bytes.Clone(schemaJSON) }
+
+const schemaURL = "https://stampede-sim.github.io/schemas/stampede.results/v1.json"
+
+var compiledSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schemaJSON))
+	if err != nil {
+		return nil, fmt.Errorf("embedded schema: %w", err)
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource(schemaURL, doc); err != nil {
+		return nil, fmt.Errorf("embedded schema: %w", err)
+	}
+	s, err := c.Compile(schemaURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedded schema: %w", err)
+	}
+	return s, nil
+})
+
+// ErrUnsupportedVersion is returned for a results file of another schema
+// version.
+var ErrUnsupportedVersion = errors.New("unsupported results schema version")
+
+// InvalidError is a results file that does not conform to the schema. Each
+// problem names where it is (a JSON pointer such as /modes/0/status).
+type InvalidError struct {
+	Problems []string
+}
+
+func (e *InvalidError) Error() string {
+	return "results do not match " + SchemaVersion + ":\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// Validate checks that data is a results.json of SchemaVersion: the JSON
+// Schema (schema.json) and the rules it cannot express (every series column
+// as long as the time axis, times ascending, converged <= agents). Partial
+// results of an interrupted run are valid.
+func Validate(data []byte) error {
+	var head struct {
+		SchemaVersion *string `json:"schemaVersion"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return fmt.Errorf("results: not a JSON object: %w", err)
+	}
+	if head.SchemaVersion == nil {
+		return &InvalidError{Problems: []string{"/schemaVersion: missing"}}
+	}
+	if *head.SchemaVersion != SchemaVersion {
+		return fmt.Errorf("%w %q (this stampede reads %q)", ErrUnsupportedVersion, *head.SchemaVersion, SchemaVersion)
+	}
+	sch, err := compiledSchema()
+	if err != nil {
+		return err
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	if err := sch.Validate(inst); err != nil {
+		var ve *jsonschema.ValidationError
+		if errors.As(err, &ve) {
+			return &InvalidError{Problems: flattenSchemaErrors(ve)}
+		}
+		return fmt.Errorf("results: %w", err)
+	}
+	var r Results
+	if err := json.Unmarshal(data, &r); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	if p := r.check(); len(p) > 0 {
+		return &InvalidError{Problems: p}
+	}
+	return nil
+}
+
+func flattenSchemaErrors(ve *jsonschema.ValidationError) []string {
+	out := ve.BasicOutput()
+	var problems []string
+	for _, u := range out.Errors {
+		if u.Error == nil {
+			continue
+		}
+		msg := u.Error.String()
+		// Skip the wrappers that only say "validation failed" at a parent.
+		if strings.HasPrefix(msg, "validation failed") || strings.Contains(msg, "failed to validate") {
+			continue
+		}
+		loc := u.InstanceLocation
+		if loc == "" {
+			loc = "/"
+		}
+		problems = append(problems, loc+": "+msg)
+	}
+	if len(problems) == 0 {
+		problems = []string{strings.TrimSpace(ve.Error())}
+	}
+	return problems
+}
+
+// check applies the rules the JSON Schema cannot express.
+func (r *Results) check() []string {
+	var p []string
+	for i, m := range r.Modes {
+		at := fmt.Sprintf("/modes/%d", i)
+		if s := m.Series; s != nil {
+			for j := 1; j < len(s.T); j++ {
+				if !(s.T[j] >= s.T[j-1]) {
+					p = append(p, fmt.Sprintf("%s/series/t/%d: %g is before the previous sample %g", at, j, s.T[j], s.T[j-1]))
+					break
+				}
+			}
+			for _, name := range s.Names() {
+				if len(s.Values[name]) != len(s.T) {
+					p = append(p, fmt.Sprintf("%s/series/values/%s: %d values for %d timestamps", at, name, len(s.Values[name]), len(s.T)))
+				}
+			}
+		}
+		if m.Summary != nil {
+			for j, c := range m.Summary.Convergence {
+				if c.Converged > c.Agents {
+					p = append(p, fmt.Sprintf("%s/summary/convergence/%d: converged %d > agents %d", at, j, c.Converged, c.Agents))
+				}
+			}
+			for j, v := range m.Summary.SLO {
+				if math.IsNaN(v.Value) {
+					p = append(p, fmt.Sprintf("%s/summary/slo/%d/value: NaN", at, j))
+				}
+			}
+		}
+		for j, st := range m.Steps {
+			if st.End != nil && st.End.Before(st.Start) {
+				p = append(p, fmt.Sprintf("%s/steps/%d/end: before start", at, j))
+			}
+		}
+	}
+	return p
+}
+
+// Decode validates data (see Validate) and decodes it.
+func Decode(data []byte) (*Results, error) {
+	if err := Validate(data); err != nil {
+		return nil, err
+	}
+	var r Results
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	return &r, nil
+}
+
+// ReadFile reads and validates a results.json.
+func ReadFile(path string) (*Results, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
+
+// Encode writes r as indented JSON, with arrays of numbers (the series
+// columns) kept on one line each.
+func Encode(r *Results) ([]byte, error) {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode results: %w", err)
+	}
+	data = compactNumberArrays(data)
+	return append(data, '\n'), nil
+}
+
+// compactNumberArrays rewrites every array of only numbers and nulls in
+// indented JSON onto one line. Strings cannot hold raw newlines, so a '['
+// followed by a newline always opens an array.
+func compactNumberArrays(in []byte) []byte {
+	out := make([]byte, 0, len(in))
+	for i := 0; i < len(in); {
+		if in[i] != '[' || i+1 >= len(in) || in[i+1] != '\n' {
+			out = append(out, in[i])
+			i++
+			continue
+		}
+		elems, end, ok := scanNumberArray(in, i+1)
+		if !ok {
+			out = append(out, in[i])
+			i++
+			continue
+		}
+		out = append(out, '[')
+		for n, e := range elems {
+			if n > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, e...)
+		}
+		out = append(out, ']')
+		i = end
+	}
+	return out
+}
+
+// scanNumberArray reads "\n ws scalar,\n ws scalar\n ws ]" from in[j:] and
+// returns the scalars and the index after ']'.
+func scanNumberArray(in []byte, j int) ([][]byte, int, bool) {
+	var elems [][]byte
+	for {
+		for j < len(in) && (in[j] == '\n' || in[j] == ' ') {
+			j++
+		}
+		if j < len(in) && in[j] == ']' && len(elems) > 0 {
+			return elems, j + 1, true
+		}
+		k := j
+		for k < len(in) && isScalarByte(in[k]) {
+			k++
+		}
+		if k == j || k >= len(in) || (in[k] != ',' && in[k] != '\n') {
+			return nil, 0, false
+		}
+		elems = append(elems, in[j:k])
+		if in[k] == ',' {
+			k++
+		}
+		j = k
+	}
+}
+
+func isScalarByte(b byte) bool {
+	switch {
+	case b >= '0' && b <= '9', b == '-', b == '+', b == '.', b == 'e', b == 'E',
+		b == 'n', b == 'u', b == 'l':
+		return true
+	}
+	return false
+}
