@@ -129,7 +129,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (Datapath, Kind, er
 		return d, KindBPF, nil
 	}
 
-	perr := probeBPF()
+	perr := autoProbe()
 	if perr == nil {
 		d, err := openBPF(cfg)
 		if err == nil {
@@ -147,6 +147,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (Datapath, Kind, er
 }
 
 var (
+	// autoProbe is probeBPF; tests replace it to exercise the fallback.
+	autoProbe = probeBPF
 	autoLog   sync.Once
 	probeOnce sync.Once
 	probeErr  error

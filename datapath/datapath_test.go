@@ -438,6 +438,29 @@ func TestAuto(t *testing.T) {
 	}
 }
 
+// TestAutoFallback checks that auto falls back to mem, saying why, when
+// the probe fails (as it does for an unprivileged process).
+func TestAutoFallback(t *testing.T) {
+	defer func(p func() error) { autoProbe = p }(autoProbe)
+	autoProbe = func() error { return fmt.Errorf("%w: create probe map: operation not permitted", ErrNoBPF) }
+	autoLog = sync.Once{}
+	var buf bytes.Buffer
+	d, kind, err := Open(context.Background(), Config{Kind: KindAuto}, slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if kind != KindMem {
+		t.Errorf("auto chose %s, want mem", kind)
+	}
+	if _, ok := d.(*memDatapath); !ok {
+		t.Errorf("auto returned %T", d)
+	}
+	if !strings.Contains(buf.String(), "kind=mem") || !strings.Contains(buf.String(), "operation not permitted") {
+		t.Errorf("log %q: want kind=mem and the probe's error", buf.String())
+	}
+}
+
 // TestNoLeakedFDs opens and closes several bpf datapaths and checks that
 // every map and program file descriptor is released.
 func TestNoLeakedFDs(t *testing.T) {
