@@ -1,0 +1,988 @@
+package agentsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/truth"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// API paths an agent lists and watches.
+const (
+	pathPods       = "/api/v1/pods"
+	pathNamespaces = "/api/v1/namespaces"
+	pathNodes      = "/api/v1/nodes"
+	pathCIDs       = "/apis/cilium.io/v2/ciliumidentities"
+	pathCEPs       = "/apis/cilium.io/v2/ciliumendpoints"
+	pathCESs       = "/apis/cilium.io/v2alpha1/ciliumendpointslices"
+	pathCNPs       = "/apis/cilium.io/v2/ciliumnetworkpolicies"
+)
+
+// AgentConfig configures one Agent. Fleet fills it for each node.
+type AgentConfig struct {
+	// Node is the node's name; NodeIP its InternalIP.
+	Node   string
+	NodeIP netip.Addr
+	// Mode is crd, ces, kvstore or operator (xds agents are built by
+	// NewXDSAgent).
+	Mode scenarios.Mode
+	// Cluster is the Cilium cluster name.
+	Cluster string
+	// Knobs are the scenario's agent settings (defaulted).
+	Knobs scenarios.AgentKnobs
+	// Filter is the identity label filter.
+	Filter *identity.Filter
+	// REST is the API server configuration (without the agent's token);
+	// Token, if set, replaces its credentials.
+	REST  *rest.Config
+	Token string
+	// KVStore lists the etcd endpoints (kvstore mode).
+	KVStore []string
+	// Datapath receives the agent's state; the agent closes it.
+	Datapath datapath.Datapath
+	// Interner shares immutable strings between the agents of a process.
+	Interner *identity.Interner
+	// Metrics are the shard's metrics.
+	Metrics *Metrics
+	// Log receives the agent's logs.
+	Log *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// RegenInterval is the minimum time between two policy
+	// recomputations (default 100ms).
+	RegenInterval time.Duration
+	// Workers is the number of endpoint workers (default 2).
+	Workers int
+}
+
+func (c *AgentConfig) setDefaults() {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.RegenInterval == 0 {
+		c.RegenInterval = 100 * time.Millisecond
+	}
+	if c.Workers == 0 {
+		c.Workers = 2
+	}
+	if c.Filter == nil {
+		c.Filter = identity.DefaultFilter()
+	}
+	if c.Cluster == "" {
+		c.Cluster = scenarios.DefaultClusterName
+	}
+	if c.Knobs.AllocationAttempts == 0 {
+		c.Knobs.AllocationAttempts = scenarios.DefaultAllocationAttempts
+	}
+	if c.Knobs.AllocationBackoff.Duration == 0 {
+		c.Knobs.AllocationBackoff.Duration = scenarios.DefaultAllocationBackoff
+	}
+	if c.Knobs.ClientQPS == 0 {
+		c.Knobs.ClientQPS = scenarios.DefaultClientQPS
+	}
+	if c.Knobs.ClientBurst == 0 {
+		c.Knobs.ClientBurst = scenarios.DefaultClientBurst
+	}
+	if c.Knobs.LeaseTTL.Duration == 0 {
+		c.Knobs.LeaseTTL.Duration = scenarios.DefaultLeaseTTL
+	}
+}
+
+func (c *AgentConfig) validate() error {
+	if c.Node == "" {
+		return errors.New("agent: Node must be set")
+	}
+	switch c.Mode {
+	case scenarios.ModeCRD, scenarios.ModeCES, scenarios.ModeOperator:
+	case scenarios.ModeKVStore:
+		if len(c.KVStore) == 0 {
+			return fmt.Errorf("agent %s: kvstore mode needs kvstore endpoints", c.Node)
+		}
+	case scenarios.ModeXDS:
+		return fmt.Errorf("agent %s: xds agents have no API client; use NewXDSAgent", c.Node)
+	default:
+		return fmt.Errorf("agent %s: unknown mode %q", c.Node, c.Mode)
+	}
+	if c.REST == nil {
+		return fmt.Errorf("agent %s: REST config must be set in mode %s", c.Node, c.Mode)
+	}
+	if c.Datapath == nil {
+		return fmt.Errorf("agent %s: Datapath must be set", c.Node)
+	}
+	if c.Metrics == nil {
+		return fmt.Errorf("agent %s: Metrics must be set", c.Node)
+	}
+	return nil
+}
+
+// Agent is one simulated cilium-agent. Create it with NewAgent, run it
+// with Run; it stops when the context ends.
+type Agent struct {
+	cfg AgentConfig
+	kc  *kubeClient
+	kv  *kvClient
+	m   *Metrics
+	log *slog.Logger
+
+	mu         sync.Mutex
+	namespaces map[string]map[string]string
+	nodes      map[string]netip.Addr
+	pods       map[string]*localPod
+	ids        map[identity.ID]*idEntry
+	idsByKey   map[string][]identity.ID
+	idRefs     map[identity.ID]int32
+	ipcache    map[uint32]ipEntry
+	ipDigest   truth.Digest
+	ipDirty    bool
+	used       map[truth.LabelsHash]int32
+	polDigest  truth.Digest
+	polDirty   bool
+	rules      map[string][]policy.Rule
+	slices     map[string][]sliceEntry
+	createdIDs map[identity.ID]bool
+	dupCounted map[identity.ID]bool
+	lastChange time.Time
+	nextEPID   int64
+	pcache     *policy.Cache
+	rulesDirty bool
+
+	queue    *workQueue
+	regenSig chan struct{}
+	synced   atomic.Bool
+
+	created      atomic.Uint64
+	duplicates   atomic.Uint64
+	allocRetries atomic.Uint64
+	events       atomic.Uint64
+}
+
+// idEntry is one cached identity. labels are shared (interned).
+type idEntry struct {
+	labels identity.Labels
+	key    string
+	lh     truth.LabelsHash
+}
+
+// ipEntry is one ipcache entry: identity and the endpoint that owns it.
+type ipEntry struct {
+	id    identity.ID
+	owner uint64
+}
+
+// sliceEntry is one endpoint carried by a CiliumEndpointSlice.
+type sliceEntry struct {
+	ip    uint32
+	id    identity.ID
+	owner uint64
+}
+
+// localPod is a pod on the agent's node and its endpoint.
+type localPod struct {
+	ns, name, uid string
+	ip            netip.Addr
+	sa            string
+	labels        map[string]string
+	epID          int64
+
+	want    identity.Labels
+	wantKey string
+	// id is the identity the endpoint uses; pendingID one allocated for
+	// new labels that awaits the identity-change grace period.
+	id        identity.ID
+	pendingID identity.ID
+	grace     *time.Timer
+	// cepID is the identity the CiliumEndpoint carries; cepCreated says
+	// whether it was created.
+	cepID      identity.ID
+	cepCreated bool
+	// allowed is the policy pushed to the datapath (nil: none yet).
+	allowed []datapath.PolicyKey
+	deleted bool
+}
+
+// NewAgent validates cfg and builds an agent with its own API client.
+func NewAgent(cfg AgentConfig) (*Agent, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	a := newAgentState(cfg)
+	kc, err := newKubeClient(cfg.REST, cfg.Token, cfg.Node, float32(cfg.Knobs.ClientQPS), cfg.Knobs.ClientBurst, cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w", cfg.Node, err)
+	}
+	a.kc = kc
+	return a, nil
+}
+
+func newAgentState(cfg AgentConfig) *Agent {
+	return &Agent{
+		cfg:        cfg,
+		m:          cfg.Metrics,
+		log:        cfg.Log.With("node", cfg.Node),
+		namespaces: map[string]map[string]string{},
+		nodes:      map[string]netip.Addr{},
+		pods:       map[string]*localPod{},
+		ids:        map[identity.ID]*idEntry{},
+		idsByKey:   map[string][]identity.ID{},
+		idRefs:     map[identity.ID]int32{},
+		ipcache:    map[uint32]ipEntry{},
+		used:       map[truth.LabelsHash]int32{},
+		rules:      map[string][]policy.Rule{},
+		slices:     map[string][]sliceEntry{},
+		createdIDs: map[identity.ID]bool{},
+		dupCounted: map[identity.ID]bool{},
+		pcache:     policy.NewCache(),
+		queue:      newWorkQueue(),
+		regenSig:   make(chan struct{}, 1),
+	}
+}
+
+// Node is the agent's node name.
+func (a *Agent) Node() string { return a.cfg.Node }
+
+// Run runs the agent until ctx ends, then releases its resources.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		a.queue.shutdown()
+		wg.Wait()
+		if a.kv != nil {
+			a.kv.close()
+		}
+		if a.kc != nil {
+			a.kc.close()
+		}
+		a.mu.Lock()
+		if err := a.cfg.Datapath.Close(); err != nil {
+			a.log.Warn("close datapath", "err", err)
+		}
+		a.mu.Unlock()
+	}()
+	if a.cfg.Mode == scenarios.ModeKVStore {
+		kv, err := newKVClient(ctx, a)
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", a.cfg.Node, err)
+		}
+		a.kv = kv
+	}
+	goRun := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	var syncs []chan struct{}
+	watch := func(r interface {
+		run(context.Context)
+	}, synced chan struct{}) {
+		syncs = append(syncs, synced)
+		goRun(r.run)
+	}
+	nodeSel := map[string]string{"fieldSelector": "spec.nodeName=" + a.cfg.Node}
+	{
+		r := &reflector[slimNamespace, *slimNamespace]{c: a.kc, spec: resourceSpec{name: "namespaces", path: pathNamespaces}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r.h = handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}
+		watch(r, r.synced)
+	}
+	{
+		r := &reflector[slimPod, *slimPod]{c: a.kc, spec: resourceSpec{name: "pods", path: pathPods, params: nodeSel}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r.h = handler[slimPod]{replace: a.replacePods, event: a.onPod}
+		watch(r, r.synced)
+	}
+	{
+		r := &reflector[slimNode, *slimNode]{c: a.kc, spec: resourceSpec{name: "nodes", path: pathNodes}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r.h = handler[slimNode]{replace: a.replaceNodes, event: a.onNode}
+		watch(r, r.synced)
+	}
+	{
+		r := &reflector[slimCNP, *slimCNP]{c: a.kc, spec: resourceSpec{name: "ciliumnetworkpolicies", path: pathCNPs}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r.h = handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}
+		watch(r, r.synced)
+	}
+	switch a.cfg.Mode {
+	case scenarios.ModeCRD, scenarios.ModeOperator, scenarios.ModeCES:
+		r := &reflector[slimCID, *slimCID]{c: a.kc, spec: resourceSpec{name: "ciliumidentities", path: pathCIDs}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r.h = handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}
+		watch(r, r.synced)
+	case scenarios.ModeKVStore:
+		syncs = append(syncs, a.kv.identitiesSynced, a.kv.ipcacheSynced)
+		goRun(a.kv.watchIdentities)
+		goRun(a.kv.watchIPCache)
+		goRun(a.kv.keepAlive)
+	}
+	switch a.cfg.Mode {
+	case scenarios.ModeCRD, scenarios.ModeOperator:
+		r := &reflector[slimCEP, *slimCEP]{c: a.kc, spec: resourceSpec{name: "ciliumendpoints", path: pathCEPs}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r.h = handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}
+		watch(r, r.synced)
+	case scenarios.ModeCES:
+		r := &reflector[slimCES, *slimCES]{c: a.kc, spec: resourceSpec{name: "ciliumendpointslices", path: pathCESs}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r.h = handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}
+		watch(r, r.synced)
+	}
+	goRun(a.regenLoop)
+	// Endpoint workers start once every cache synced, as cilium-agent
+	// waits for its caches before restoring and creating endpoints.
+	for _, s := range syncs {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s:
+		}
+	}
+	a.synced.Store(true)
+	a.log.Debug("caches synced")
+	for i := 0; i < a.cfg.Workers; i++ {
+		goRun(a.worker)
+	}
+	a.mu.Lock()
+	for k := range a.pods {
+		a.queue.add(k)
+	}
+	a.mu.Unlock()
+	a.triggerRegen()
+	<-ctx.Done()
+	return nil
+}
+
+func (a *Agent) now() time.Time { return a.cfg.Now() }
+
+// changed records a state change (caller holds mu).
+func (a *Agent) changed() { a.lastChange = a.now() }
+
+// LastChange is when the agent's ipcache or policy state last changed.
+func (a *Agent) LastChange() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastChange
+}
+
+func (a *Agent) datapathStats() (datapath.Stats, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cfg.Datapath == nil {
+		return datapath.Stats{}, false
+	}
+	return a.cfg.Datapath.Stats(), true
+}
+
+// --- namespaces ---
+
+func (a *Agent) internLabels(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[a.cfg.Interner.String(k)] = a.cfg.Interner.String(v)
+	}
+	return out
+}
+
+func (a *Agent) replaceNamespaces(items []slimNamespace) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen := make(map[string]bool, len(items))
+	for i := range items {
+		seen[items[i].Metadata.Name] = true
+		a.upsertNamespace(&items[i])
+	}
+	for n := range a.namespaces {
+		if !seen[n] {
+			delete(a.namespaces, n)
+		}
+	}
+}
+
+func (a *Agent) onNamespace(typ string, ns *slimNamespace) {
+	a.events.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if typ == evDeleted {
+		delete(a.namespaces, ns.Metadata.Name)
+		return
+	}
+	a.upsertNamespace(ns)
+}
+
+func (a *Agent) upsertNamespace(ns *slimNamespace) {
+	name := ns.Metadata.Name
+	old, ok := a.namespaces[name]
+	if ok && mapsEqual(old, ns.Metadata.Labels) {
+		return
+	}
+	a.namespaces[a.cfg.Interner.String(name)] = a.internLabels(ns.Metadata.Labels)
+	for k, p := range a.pods {
+		if p.ns == name {
+			a.computeWant(p)
+			a.queue.add(k)
+		}
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// --- nodes ---
+
+func nodeAddr(n *slimNode) netip.Addr {
+	for _, ad := range n.Status.Addresses {
+		if ad.Type == "InternalIP" {
+			if ip, err := netip.ParseAddr(ad.Address); err == nil {
+				return ip
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+func (a *Agent) replaceNodes(items []slimNode) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.nodes)
+	for i := range items {
+		a.nodes[a.cfg.Interner.String(items[i].Metadata.Name)] = nodeAddr(&items[i])
+	}
+}
+
+func (a *Agent) onNode(typ string, n *slimNode) {
+	a.events.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if typ == evDeleted {
+		delete(a.nodes, n.Metadata.Name)
+		return
+	}
+	a.nodes[a.cfg.Interner.String(n.Metadata.Name)] = nodeAddr(n)
+}
+
+// --- local pods ---
+
+func podKey(ns, name string) string { return ns + "/" + name }
+
+func (a *Agent) replacePods(items []slimPod) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen := make(map[string]bool, len(items))
+	for i := range items {
+		seen[podKey(items[i].Metadata.Namespace, items[i].Metadata.Name)] = true
+		a.upsertPod(&items[i])
+	}
+	for k, p := range a.pods {
+		if !seen[k] {
+			a.removePod(k, p)
+		}
+	}
+}
+
+func (a *Agent) onPod(typ string, p *slimPod) {
+	a.events.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := podKey(p.Metadata.Namespace, p.Metadata.Name)
+	if typ == evDeleted {
+		if lp, ok := a.pods[k]; ok {
+			a.removePod(k, lp)
+		}
+		return
+	}
+	a.upsertPod(p)
+}
+
+func (a *Agent) upsertPod(p *slimPod) {
+	if p.Spec.NodeName != a.cfg.Node {
+		return
+	}
+	ip, err := netip.ParseAddr(p.Status.PodIP)
+	if err != nil {
+		// No IP yet: the CNI has not run; nothing to do.
+		return
+	}
+	k := podKey(p.Metadata.Namespace, p.Metadata.Name)
+	lp, ok := a.pods[k]
+	if ok && lp.ip == ip && lp.sa == p.Spec.ServiceAccountName && mapsEqual(lp.labels, p.Metadata.Labels) {
+		return
+	}
+	if !ok {
+		a.nextEPID++
+		lp = &localPod{
+			ns:   a.cfg.Interner.String(p.Metadata.Namespace),
+			name: p.Metadata.Name,
+			uid:  p.Metadata.UID,
+			epID: a.nextEPID,
+		}
+		a.pods[k] = lp
+	}
+	lp.ip = ip
+	lp.sa = a.cfg.Interner.String(p.Spec.ServiceAccountName)
+	lp.labels = a.internLabels(p.Metadata.Labels)
+	a.computeWant(lp)
+	a.queue.add(k)
+}
+
+func (a *Agent) computeWant(p *localPod) {
+	l := identity.PodLabels(a.cfg.Filter, identity.PodInfo{
+		Cluster: a.cfg.Cluster, Namespace: p.ns, ServiceAccount: p.sa,
+		PodLabels: p.labels, NamespaceLabels: a.namespaces[p.ns],
+	}, a.cfg.Interner)
+	key := l.Key()
+	if key == p.wantKey {
+		return
+	}
+	p.want = a.cfg.Interner.Labels(l, key)
+	p.wantKey = a.cfg.Interner.String(key)
+}
+
+func (a *Agent) removePod(k string, p *localPod) {
+	delete(a.pods, k)
+	p.deleted = true
+	if p.grace != nil {
+		p.grace.Stop()
+	}
+	if p.allowed != nil {
+		if err := a.cfg.Datapath.DeleteEndpoint(p.ip); err != nil {
+			a.log.Warn("delete endpoint from datapath", "pod", k, "err", err)
+		}
+		a.polDirty = true
+		a.changed()
+	}
+	if p.cepCreated {
+		a.queue.addDelete(k, p)
+	}
+}
+
+// --- identities ---
+
+func (a *Agent) replaceCIDs(items []slimCID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen := make(map[identity.ID]bool, len(items))
+	for i := range items {
+		id, err := identity.ParseID(items[i].Metadata.Name)
+		if err != nil {
+			continue
+		}
+		seen[id] = true
+		a.upsertIdentityMap(id, items[i].SecurityLabels)
+	}
+	for id := range a.ids {
+		if !seen[id] && !a.createdIDs[id] {
+			a.deleteIdentity(id)
+		}
+	}
+}
+
+func (a *Agent) onCID(typ string, c *slimCID) {
+	a.events.Add(1)
+	id, err := identity.ParseID(c.Metadata.Name)
+	if err != nil {
+		a.log.Debug("ignoring CiliumIdentity with a non-numeric name", "name", c.Metadata.Name)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if typ == evDeleted {
+		a.deleteIdentity(id)
+		return
+	}
+	a.upsertIdentityMap(id, c.SecurityLabels)
+}
+
+func (a *Agent) upsertIdentityMap(id identity.ID, sec map[string]string) {
+	if e, ok := a.ids[id]; ok && len(e.labels) == len(sec) {
+		same := true
+		for _, l := range e.labels {
+			if sec[l.Source+":"+l.Key] != l.Value {
+				same = false
+				break
+			}
+		}
+		if same {
+			return
+		}
+	}
+	l, err := identity.FromSecurityLabels(sec)
+	if err != nil {
+		a.log.Debug("ignoring CiliumIdentity with bad labels", "id", id, "err", err)
+		return
+	}
+	a.upsertIdentity(id, l, l.Key())
+}
+
+// upsertIdentity adds an identity to the cache (caller holds mu).
+func (a *Agent) upsertIdentity(id identity.ID, l identity.Labels, key string) {
+	if e, ok := a.ids[id]; ok {
+		if e.key == key {
+			return
+		}
+		a.deleteIdentity(id)
+	}
+	key = a.cfg.Interner.String(key)
+	e := &idEntry{labels: a.cfg.Interner.Labels(l, key), key: key, lh: truth.HashLabelKey(key)}
+	a.ids[id] = e
+	a.pcache.UpsertIdentity(datapath.Identity(id), e.labels)
+	ids := append(a.idsByKey[key], id)
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	a.idsByKey[key] = ids
+	a.countDuplicates(ids)
+	if a.idRefs[id] > 0 {
+		a.ipDirty = true
+		a.changed()
+	}
+	a.polDirty = true
+	a.triggerRegen()
+	// Local endpoints waiting for this label set (operator mode, or a
+	// lost allocation race) can proceed.
+	for k, p := range a.pods {
+		if p.wantKey == key && p.id != id && p.pendingID == 0 {
+			a.queue.add(k)
+		}
+	}
+}
+
+// countDuplicates counts identities this agent created for a label set
+// that also has a lower (older) identity.
+func (a *Agent) countDuplicates(ids []identity.ID) {
+	if len(ids) < 2 {
+		return
+	}
+	for _, id := range ids[1:] {
+		if a.createdIDs[id] && !a.dupCounted[id] {
+			a.dupCounted[id] = true
+			a.duplicates.Add(1)
+			a.m.duplicates.Inc()
+		}
+	}
+}
+
+func (a *Agent) deleteIdentity(id identity.ID) {
+	e, ok := a.ids[id]
+	if !ok {
+		return
+	}
+	delete(a.ids, id)
+	a.pcache.DeleteIdentity(datapath.Identity(id))
+	ids := a.idsByKey[e.key]
+	for i, x := range ids {
+		if x == id {
+			ids = append(ids[:i:i], ids[i+1:]...)
+			break
+		}
+	}
+	if len(ids) == 0 {
+		delete(a.idsByKey, e.key)
+	} else {
+		a.idsByKey[e.key] = ids
+	}
+	if a.idRefs[id] > 0 {
+		a.ipDirty = true
+		a.changed()
+	}
+	a.polDirty = true
+	a.triggerRegen()
+	for k, p := range a.pods {
+		if p.id == id || p.pendingID == id {
+			a.queue.add(k)
+		}
+	}
+}
+
+// --- ipcache ---
+
+func addrKey(ip netip.Addr) (uint32, bool) {
+	if !ip.Is4() {
+		return 0, false
+	}
+	b := ip.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]), true
+}
+
+func keyAddr(k uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)})
+}
+
+func ownerHash(ns, name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(ns))
+	h.Write([]byte{'/'})
+	h.Write([]byte(name))
+	return h.Sum64()
+}
+
+// contribute adds (sign 1) or removes (-1) an ipcache entry's share of
+// the digest (caller holds mu).
+func (a *Agent) contribute(ip uint32, id identity.ID, sign int32) {
+	a.idRefs[id] += sign
+	if a.idRefs[id] == 0 {
+		delete(a.idRefs, id)
+	}
+	e, ok := a.ids[id]
+	if !ok {
+		return
+	}
+	h := truth.IPCacheEntry(keyAddr(ip), e.lh)
+	if sign > 0 {
+		a.ipDigest.Add(h)
+	} else {
+		a.ipDigest.Remove(h)
+	}
+	before := a.used[e.lh]
+	a.used[e.lh] = before + sign
+	if a.used[e.lh] == 0 {
+		delete(a.used, e.lh)
+	}
+	if (before == 0) != (a.used[e.lh] == 0) {
+		a.polDirty = true
+	}
+}
+
+// setIP maps ip to id for owner (caller holds mu).
+func (a *Agent) setIP(ip uint32, id identity.ID, owner uint64) {
+	old, ok := a.ipcache[ip]
+	if ok && old.id == id && old.owner == owner {
+		return
+	}
+	if ok {
+		a.contribute(ip, old.id, -1)
+	}
+	a.ipcache[ip] = ipEntry{id: id, owner: owner}
+	a.contribute(ip, id, 1)
+	a.changed()
+	if !ok || old.id != id {
+		pfx := netip.PrefixFrom(keyAddr(ip), 32)
+		if err := a.cfg.Datapath.UpsertIPCache([]datapath.IPCacheEntry{{Prefix: pfx, Identity: datapath.Identity(id)}}); err != nil {
+			a.log.Warn("datapath ipcache upsert", "ip", pfx, "err", err)
+		}
+	}
+}
+
+// deleteIP removes ip if owner still owns it (caller holds mu).
+func (a *Agent) deleteIP(ip uint32, owner uint64) {
+	old, ok := a.ipcache[ip]
+	if !ok || old.owner != owner {
+		return
+	}
+	a.contribute(ip, old.id, -1)
+	delete(a.ipcache, ip)
+	a.changed()
+	if err := a.cfg.Datapath.DeleteIPCache([]netip.Prefix{netip.PrefixFrom(keyAddr(ip), 32)}); err != nil {
+		a.log.Warn("datapath ipcache delete", "err", err)
+	}
+}
+
+// recomputeIPDigest rebuilds the ipcache digest and the used label sets
+// after identities that ipcache entries refer to came or went.
+func (a *Agent) recomputeIPDigest() {
+	a.ipDigest = truth.Digest{}
+	clear(a.used)
+	for ip, e := range a.ipcache {
+		if ie, ok := a.ids[e.id]; ok {
+			a.ipDigest.Add(truth.IPCacheEntry(keyAddr(ip), ie.lh))
+			a.used[ie.lh]++
+		}
+	}
+	a.ipDirty = false
+	a.polDirty = true
+}
+
+// --- CiliumEndpoints ---
+
+func cepIP(c *slimCEP) (uint32, bool) {
+	for _, ad := range c.Status.Networking.Addressing {
+		if ip, err := netip.ParseAddr(ad.IPv4); err == nil {
+			return addrKey(ip)
+		}
+	}
+	return 0, false
+}
+
+func (a *Agent) replaceCEPs(items []slimCEP) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen := make(map[uint32]bool, len(items))
+	for i := range items {
+		c := &items[i]
+		ip, ok := cepIP(c)
+		if !ok || c.Status.Identity.ID <= 0 {
+			continue
+		}
+		seen[ip] = true
+		a.setIP(ip, identity.ID(c.Status.Identity.ID), ownerHash(c.Metadata.Namespace, c.Metadata.Name))
+	}
+	for ip, e := range a.ipcache {
+		if !seen[ip] {
+			a.deleteIP(ip, e.owner)
+		}
+	}
+}
+
+func (a *Agent) onCEP(typ string, c *slimCEP) {
+	a.events.Add(1)
+	ip, ok := cepIP(c)
+	if !ok {
+		return
+	}
+	owner := ownerHash(c.Metadata.Namespace, c.Metadata.Name)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if typ == evDeleted {
+		a.deleteIP(ip, owner)
+		return
+	}
+	if c.Status.Identity.ID <= 0 {
+		return
+	}
+	a.setIP(ip, identity.ID(c.Status.Identity.ID), owner)
+}
+
+// --- CiliumEndpointSlices ---
+
+func sliceEntries(s *slimCES) []sliceEntry {
+	out := make([]sliceEntry, 0, len(s.Endpoints))
+	for _, ep := range s.Endpoints {
+		if ep.ID <= 0 {
+			continue
+		}
+		for _, ad := range ep.Networking.Addressing {
+			ip, err := netip.ParseAddr(ad.IPv4)
+			if err != nil {
+				continue
+			}
+			k, ok := addrKey(ip)
+			if !ok {
+				continue
+			}
+			out = append(out, sliceEntry{ip: k, id: identity.ID(ep.ID), owner: ownerHash(s.Namespace, ep.Name)})
+			break
+		}
+	}
+	return out
+}
+
+func (a *Agent) replaceSlices(items []slimCES) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen := make(map[string]bool, len(items))
+	for i := range items {
+		seen[items[i].Metadata.Name] = true
+		a.applySlice(items[i].Metadata.Name, sliceEntries(&items[i]))
+	}
+	for name := range a.slices {
+		if !seen[name] {
+			a.applySlice(name, nil)
+		}
+	}
+}
+
+func (a *Agent) onSlice(typ string, s *slimCES) {
+	a.events.Add(1)
+	entries := sliceEntries(s)
+	if typ == evDeleted {
+		entries = nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.applySlice(s.Metadata.Name, entries)
+}
+
+// applySlice replaces what a slice carries: endpoints no longer in it are
+// deleted, the others set.
+func (a *Agent) applySlice(name string, entries []sliceEntry) {
+	old := a.slices[name]
+	keep := make(map[uint64]bool, len(entries))
+	for _, e := range entries {
+		keep[e.owner] = true
+	}
+	for _, e := range old {
+		if !keep[e.owner] {
+			a.deleteIP(e.ip, e.owner)
+		}
+	}
+	for _, e := range entries {
+		a.setIP(e.ip, e.id, e.owner)
+	}
+	if len(entries) == 0 {
+		delete(a.slices, name)
+	} else {
+		a.slices[name] = entries
+	}
+}
+
+// --- policies ---
+
+// slimCNP is a CiliumNetworkPolicy as received.
+type slimCNP struct {
+	watchStatus
+	policy.CiliumNetworkPolicy
+}
+
+func (o *slimCNP) resourceVersion() string { return o.Metadata.ResourceVersion }
+
+func (a *Agent) compilePolicy(c *slimCNP) ([]policy.Rule, bool) {
+	rules, err := policy.Compile(&c.CiliumNetworkPolicy)
+	if err != nil {
+		a.log.Warn("ignoring invalid CiliumNetworkPolicy", "err", err)
+		return nil, false
+	}
+	return rules, true
+}
+
+func (a *Agent) replacePolicies(items []slimCNP) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.rules)
+	for i := range items {
+		if r, ok := a.compilePolicy(&items[i]); ok {
+			a.rules[podKey(items[i].Metadata.Namespace, items[i].Metadata.Name)] = r
+		}
+	}
+	a.rulesDirty = true
+	a.triggerRegen()
+}
+
+func (a *Agent) onPolicy(typ string, c *slimCNP) {
+	a.events.Add(1)
+	k := podKey(c.Metadata.Namespace, c.Metadata.Name)
+	var rules []policy.Rule
+	ok := false
+	if typ != evDeleted {
+		rules, ok = a.compilePolicy(c)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ok {
+		a.rules[k] = rules
+	} else {
+		delete(a.rules, k)
+	}
+	a.rulesDirty = true
+	a.triggerRegen()
+}

@@ -1,0 +1,469 @@
+package agentsim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+
+	"github.com/stampede-sim/stampede/internal/identity"
+)
+
+// kvstore key layout of Cilium's kvstore identity allocator
+// (pkg/kvstore/allocator: <base>/id/<ID> master keys, <base>/value/<key>/<node>
+// per-node references, <base>/locks/<key> allocation locks) and of the
+// kvstore ipcache (pkg/ipcache kvstore: cilium/state/ip/v1/<cluster-scope>/<IP>).
+const (
+	KVIdentitiesBase = "cilium/state/identities/v1/"
+	KVIDPrefix       = KVIdentitiesBase + "id/"
+	KVValuePrefix    = KVIdentitiesBase + "value/"
+	KVLockPrefix     = KVIdentitiesBase + "locks/"
+	KVIPPrefix       = "cilium/state/ip/v1/default/"
+)
+
+// IPIdentityPair is the JSON value of an ipcache key, as Cilium's
+// identity.IPIdentityPair marshals it.
+type IPIdentityPair struct {
+	IP           net.IP     `json:"IP"`
+	Mask         net.IPMask `json:"Mask"`
+	HostIP       net.IP     `json:"HostIP"`
+	ID           uint32     `json:"ID"`
+	Key          uint8      `json:"Key"`
+	Metadata     string     `json:"Metadata"`
+	K8sNamespace string     `json:"K8sNamespace,omitempty"`
+	K8sPodName   string     `json:"K8sPodName,omitempty"`
+}
+
+// kvClient is one agent's etcd client and session (whose lease holds the
+// agent's value keys, ipcache entries and locks, kept alive by the session).
+type kvClient struct {
+	a    *Agent
+	cli  *clientv3.Client
+	sess *concurrency.Session
+
+	identitiesSynced chan struct{}
+	ipcacheSynced    chan struct{}
+
+	mu       sync.Mutex
+	acquired map[string]identity.ID // label key -> ID referenced by this node
+	written  map[netip.Addr]identity.ID
+}
+
+func newKVClient(ctx context.Context, a *Agent) (*kvClient, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   a.cfg.KVStore,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		Context:     ctx,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kvstore client: %w", err)
+	}
+	ttl := int(a.cfg.Knobs.LeaseTTL.Seconds())
+	if ttl < 1 {
+		ttl = 1
+	}
+	var sess *concurrency.Session
+	start := time.Now()
+	for b := newBackoff(200*time.Millisecond, 10*time.Second); ; {
+		sess, err = concurrency.NewSession(cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		if err == nil {
+			break
+		}
+		a.m.kvOps.WithLabelValues("lease", "error").Inc()
+		d := b.next()
+		a.log.Warn("kvstore session failed, retrying", "endpoints", a.cfg.KVStore, "retryIn", d, "err", err)
+		select {
+		case <-ctx.Done():
+			cli.Close()
+			return nil, ctx.Err()
+		case <-time.After(d):
+		}
+	}
+	a.m.kvOps.WithLabelValues("lease", "ok").Inc()
+	a.m.kvLatency.WithLabelValues("lease").Observe(time.Since(start).Seconds())
+	return &kvClient{
+		a: a, cli: cli, sess: sess,
+		identitiesSynced: make(chan struct{}),
+		ipcacheSynced:    make(chan struct{}),
+		acquired:         map[string]identity.ID{},
+		written:          map[netip.Addr]identity.ID{},
+	}, nil
+}
+
+func (k *kvClient) close() {
+	// Closing the session revokes the lease: the node's keys go away, as
+	// when a cilium-agent stops.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(k.sess.Ctx()), 2*time.Second)
+	defer cancel()
+	_, _ = k.cli.Revoke(ctx, k.sess.Lease())
+	k.sess.Orphan()
+	k.cli.Close()
+}
+
+// observe records one kvstore operation.
+func (k *kvClient) observe(op string, start time.Time, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	k.a.m.kvOps.WithLabelValues(op, outcome).Inc()
+	k.a.m.kvLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+// allocate finds or creates the identity of a label set under the
+// per-key lock: an existing value key names the ID; otherwise a random
+// free ID's master key is created only if absent (a transaction on
+// CreateRevision == 0), retrying conflicts with backoff.
+func (k *kvClient) allocate(ctx context.Context, l identity.Labels, key string) (identity.ID, error) {
+	a := k.a
+	delay := a.cfg.Knobs.AllocationBackoff.Duration
+	var lastErr error
+	for attempt := 0; attempt < a.cfg.Knobs.AllocationAttempts; attempt++ {
+		if attempt > 0 {
+			a.allocRetries.Add(1)
+			a.m.allocRetries.Inc()
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(delay):
+			}
+			delay *= 2
+		}
+		id, err := k.allocateOnce(ctx, l, key)
+		if err == nil {
+			return id, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+	}
+	a.m.allocFail.Inc()
+	return 0, fmt.Errorf("%w after %d attempts for %s: %w", errAllocation, a.cfg.Knobs.AllocationAttempts, key, lastErr)
+}
+
+var errIDTaken = errors.New("identity ID already taken")
+
+func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key string) (identity.ID, error) {
+	a := k.a
+	mu := concurrency.NewMutex(k.sess, KVLockPrefix+key)
+	start := time.Now()
+	err := mu.Lock(ctx)
+	k.observe("lock", start, err)
+	if err != nil {
+		return 0, fmt.Errorf("lock %s: %w", key, err)
+	}
+	defer func() {
+		start := time.Now()
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := mu.Unlock(uctx)
+		cancel()
+		k.observe("unlock", start, err)
+	}()
+	start = time.Now()
+	resp, err := k.cli.Get(ctx, KVValuePrefix+key+"/", clientv3.WithPrefix(), clientv3.WithLimit(1))
+	k.observe("get", start, err)
+	if err != nil {
+		return 0, fmt.Errorf("get value keys of %s: %w", key, err)
+	}
+	if len(resp.Kvs) > 0 {
+		id, err := identity.ParseID(string(resp.Kvs[0].Value))
+		if err == nil {
+			if err := k.acquire(ctx, id, key); err != nil {
+				return 0, err
+			}
+			return id, nil
+		}
+	}
+	a.mu.Lock()
+	if ids := a.idsByKey[key]; len(ids) > 0 {
+		a.mu.Unlock()
+		return ids[0], k.acquire(ctx, ids[0], key)
+	}
+	id, ok := a.randomFreeID()
+	a.mu.Unlock()
+	if !ok {
+		return 0, errors.New("no free identity in range")
+	}
+	master := KVIDPrefix + id.String()
+	start = time.Now()
+	tx, err := k.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(master), "=", 0)).
+		Then(clientv3.OpPut(master, key)).
+		Commit()
+	k.observe("create", start, err)
+	if err != nil {
+		return 0, fmt.Errorf("create %s: %w", master, err)
+	}
+	if !tx.Succeeded {
+		return 0, fmt.Errorf("create %s: %w", master, errIDTaken)
+	}
+	a.created.Add(1)
+	a.m.created.Inc()
+	a.mu.Lock()
+	a.createdIDs[id] = true
+	a.upsertIdentity(id, l, key)
+	a.mu.Unlock()
+	if err := k.acquire(ctx, id, key); err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+// acquire writes this node's value key for the identity (with the lease),
+// once per label key.
+func (k *kvClient) acquire(ctx context.Context, id identity.ID, key string) error {
+	k.mu.Lock()
+	if k.acquired[key] == id {
+		k.mu.Unlock()
+		return nil
+	}
+	k.mu.Unlock()
+	start := time.Now()
+	_, err := k.cli.Put(ctx, KVValuePrefix+key+"/"+k.a.cfg.Node, id.String(), clientv3.WithLease(k.sess.Lease()))
+	k.observe("put", start, err)
+	if err != nil {
+		return fmt.Errorf("reference identity %d: %w", id, err)
+	}
+	k.mu.Lock()
+	k.acquired[key] = id
+	k.mu.Unlock()
+	return nil
+}
+
+// putIP writes the ipcache entry of a local endpoint with the lease.
+func (k *kvClient) putIP(ctx context.Context, ip netip.Addr, id identity.ID, ns, pod string) error {
+	k.mu.Lock()
+	if k.written[ip] == id {
+		k.mu.Unlock()
+		return nil
+	}
+	k.mu.Unlock()
+	pair := IPIdentityPair{
+		IP: net.IP(ip.AsSlice()), ID: uint32(id),
+		Metadata:     "cilium-global:default:" + k.a.cfg.Node,
+		K8sNamespace: ns, K8sPodName: pod,
+	}
+	if k.a.cfg.NodeIP.IsValid() {
+		pair.HostIP = net.IP(k.a.cfg.NodeIP.AsSlice())
+	}
+	val, err := json.Marshal(pair)
+	if err != nil {
+		return fmt.Errorf("encode ipcache entry %s: %w", ip, err)
+	}
+	start := time.Now()
+	_, err = k.cli.Put(ctx, KVIPPrefix+ip.String(), string(val), clientv3.WithLease(k.sess.Lease()))
+	k.observe("put", start, err)
+	if err != nil {
+		return fmt.Errorf("write ipcache entry %s: %w", ip, err)
+	}
+	k.mu.Lock()
+	k.written[ip] = id
+	k.mu.Unlock()
+	return nil
+}
+
+// deleteIP removes a local endpoint's ipcache entry.
+func (k *kvClient) deleteIP(ctx context.Context, ip netip.Addr) {
+	start := time.Now()
+	_, err := k.cli.Delete(ctx, KVIPPrefix+ip.String())
+	k.observe("delete", start, err)
+	k.mu.Lock()
+	delete(k.written, ip)
+	k.mu.Unlock()
+}
+
+// keepAlive watches the session: if the lease is lost, the node's keys
+// are gone; the agent logs it (a real agent would restart its session).
+func (k *kvClient) keepAlive(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-k.sess.Done():
+		if ctx.Err() == nil {
+			k.a.log.Warn("kvstore session lost; this node's keys expired")
+		}
+	}
+}
+
+// watchPrefix lists a prefix, hands the result to replace, then watches
+// from the next revision, listing again after compaction or errors.
+func (k *kvClient) watchPrefix(ctx context.Context, name, prefix string, synced chan struct{},
+	replace func(kvs []kvPair), event func(put bool, key string, value []byte)) {
+	b := newBackoff(800*time.Millisecond, 30*time.Second)
+	lists := 0
+	for ctx.Err() == nil {
+		if lists > 0 {
+			k.a.m.relists.WithLabelValues(name).Inc()
+		}
+		lists++
+		start := time.Now()
+		resp, err := k.cli.Get(ctx, prefix, clientv3.WithPrefix())
+		k.observe("list", start, err)
+		if err != nil {
+			k.a.m.watchErrors.WithLabelValues(name).Inc()
+			d := b.next()
+			k.a.log.Warn("kvstore list failed, retrying", "prefix", prefix, "retryIn", d, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+			continue
+		}
+		kvs := make([]kvPair, len(resp.Kvs))
+		for i, kv := range resp.Kvs {
+			kvs[i] = kvPair{key: string(kv.Key), value: kv.Value}
+			k.a.m.bytes.WithLabelValues(name).Add(float64(len(kv.Key) + len(kv.Value)))
+		}
+		replace(kvs)
+		select {
+		case <-synced:
+		default:
+			close(synced)
+		}
+		b.reset()
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wch := k.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				k.a.m.watchErrors.WithLabelValues(name).Inc()
+				k.a.log.Debug("kvstore watch ended, listing again", "prefix", prefix, "err", err)
+				break
+			}
+			for _, ev := range wr.Events {
+				k.a.m.events.WithLabelValues(name, ev.Type.String()).Inc()
+				k.a.m.bytes.WithLabelValues(name).Add(float64(len(ev.Kv.Key) + len(ev.Kv.Value)))
+				start := time.Now()
+				event(ev.Type == clientv3.EventTypePut, string(ev.Kv.Key), ev.Kv.Value)
+				k.a.m.eventLatency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+			}
+		}
+		cancel()
+	}
+}
+
+type kvPair struct {
+	key   string
+	value []byte
+}
+
+func (k *kvClient) watchIdentities(ctx context.Context) {
+	a := k.a
+	parse := func(key string, value []byte) (identity.ID, identity.Labels, string, bool) {
+		id, err := identity.ParseID(strings.TrimPrefix(key, KVIDPrefix))
+		if err != nil {
+			return 0, nil, "", false
+		}
+		l, err := identity.ParseKey(string(value))
+		if err != nil {
+			a.log.Debug("ignoring kvstore identity with a bad key", "key", key, "err", err)
+			return 0, nil, "", false
+		}
+		return id, l, string(value), true
+	}
+	k.watchPrefix(ctx, "kvstore-identities", KVIDPrefix, k.identitiesSynced,
+		func(kvs []kvPair) {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			seen := map[identity.ID]bool{}
+			for _, kv := range kvs {
+				if id, l, key, ok := parse(kv.key, kv.value); ok {
+					seen[id] = true
+					a.upsertIdentity(id, l, key)
+				}
+			}
+			for id := range a.ids {
+				if !seen[id] && !a.createdIDs[id] {
+					a.deleteIdentity(id)
+				}
+			}
+		},
+		func(put bool, key string, value []byte) {
+			a.events.Add(1)
+			if !put {
+				id, err := identity.ParseID(strings.TrimPrefix(key, KVIDPrefix))
+				if err == nil {
+					a.mu.Lock()
+					a.deleteIdentity(id)
+					a.mu.Unlock()
+				}
+				return
+			}
+			if id, l, lk, ok := parse(key, value); ok {
+				a.mu.Lock()
+				a.upsertIdentity(id, l, lk)
+				a.mu.Unlock()
+			}
+		})
+}
+
+// kvOwner is the owner of every kvstore ipcache entry: the key is the IP.
+const kvOwner = 1
+
+func (k *kvClient) watchIPCache(ctx context.Context) {
+	a := k.a
+	parse := func(key string, value []byte) (uint32, identity.ID, bool) {
+		ip, err := netip.ParseAddr(strings.TrimPrefix(key, KVIPPrefix))
+		if err != nil {
+			return 0, 0, false
+		}
+		ipk, ok := addrKey(ip)
+		if !ok {
+			return 0, 0, false
+		}
+		if value == nil {
+			return ipk, 0, true
+		}
+		var pair struct {
+			ID uint32 `json:"ID"`
+		}
+		if err := json.Unmarshal(value, &pair); err != nil || pair.ID == 0 {
+			return 0, 0, false
+		}
+		return ipk, identity.ID(pair.ID), true
+	}
+	k.watchPrefix(ctx, "kvstore-ipcache", KVIPPrefix, k.ipcacheSynced,
+		func(kvs []kvPair) {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			seen := map[uint32]bool{}
+			for _, kv := range kvs {
+				if ip, id, ok := parse(kv.key, kv.value); ok && id != 0 {
+					seen[ip] = true
+					a.setIP(ip, id, kvOwner)
+				}
+			}
+			for ip := range a.ipcache {
+				if !seen[ip] {
+					a.deleteIP(ip, kvOwner)
+				}
+			}
+		},
+		func(put bool, key string, value []byte) {
+			a.events.Add(1)
+			if !put {
+				value = nil
+			}
+			ip, id, ok := parse(key, value)
+			if !ok {
+				return
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if !put {
+				a.deleteIP(ip, kvOwner)
+				return
+			}
+			a.setIP(ip, id, kvOwner)
+		})
+}

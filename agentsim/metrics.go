@@ -1,0 +1,175 @@
+package agentsim
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the shard's metrics, shared by every agent of a Fleet. Labels
+// never include the agent: per-agent figures are aggregated or, at scrape
+// time, turned into histograms over agents.
+type Metrics struct {
+	events       *prometheus.CounterVec
+	bytes        *prometheus.CounterVec
+	requests     *prometheus.CounterVec
+	throttleWait prometheus.Histogram
+	tooMany      prometheus.Counter
+	relists      *prometheus.CounterVec
+	watchErrors  *prometheus.CounterVec
+	created      prometheus.Counter
+	duplicates   prometheus.Counter
+	allocRetries prometheus.Counter
+	allocFail    prometheus.Counter
+	kvOps        *prometheus.CounterVec
+	kvLatency    *prometheus.HistogramVec
+	cepWrites    *prometheus.CounterVec
+	eventLatency *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
+	m := &Metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stampede_agent_watch_events_total",
+			Help: "Watch events received by the shard's agents, by resource and event type.",
+		}, []string{"resource", "type"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stampede_agent_received_bytes_total",
+			Help: "Response bytes (lists and watch streams) received by the shard's agents, by resource.",
+		}, []string{"resource"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stampede_agent_api_requests_total",
+			Help: "API server requests by verb, resource and HTTP code (error: no response).",
+		}, []string{"verb", "resource", "code"}),
+		throttleWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "stampede_agent_client_throttle_wait_seconds",
+			Help:    "Time requests waited for the agent's client-side rate limiter (waits over 1ms).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		tooMany: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stampede_agent_api_429_total",
+			Help: "429 Too Many Requests answers received.",
+		}),
+		relists: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stampede_agent_relists_total",
+			Help: "Lists after the initial one (410 Gone, errors), by resource.",
+		}, []string{"resource"}),
+		watchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stampede_agent_watch_errors_total",
+			Help: "Failed lists and watches, and watches closed by errors, by resource.",
+		}, []string{"resource"}),
+		created: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stampede_agent_identities_created_total",
+			Help: "Identities created by the shard's agents (CiliumIdentities or kvstore master keys).",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stampede_agent_identity_duplicates_total",
+			Help: "Identities an agent created for a label set that already had another identity.",
+		}),
+		allocRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stampede_agent_identity_allocation_retries_total",
+			Help: "Identity allocation attempts after the first (ID conflicts, errors).",
+		}),
+		allocFail: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stampede_agent_identity_allocation_failures_total",
+			Help: "Identity allocations that gave up after every attempt.",
+		}),
+		kvOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stampede_agent_kvstore_operations_total",
+			Help: "kvstore operations by operation and outcome.",
+		}, []string{"op", "outcome"}),
+		kvLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stampede_agent_kvstore_operation_duration_seconds",
+			Help:    "kvstore operation latency by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+		}, []string{"op"}),
+		cepWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stampede_agent_endpoint_writes_total",
+			Help: "CiliumEndpoint writes by operation (create, patch) and outcome.",
+		}, []string{"op", "outcome"}),
+		eventLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stampede_agent_event_handling_seconds",
+			Help:    "Time an agent spent decoding and applying one watch event, by resource.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20),
+		}, []string{"resource"}),
+	}
+	reg.MustRegister(m.events, m.bytes, m.requests, m.throttleWait, m.tooMany, m.relists,
+		m.watchErrors, m.created, m.duplicates, m.allocRetries, m.allocFail, m.kvOps,
+		m.kvLatency, m.cepWrites, m.eventLatency)
+	if fleet != nil {
+		reg.MustRegister(&fleetCollector{f: fleet})
+	}
+	return m
+}
+
+// fleetCollector turns per-agent state into shard-level metrics at scrape
+// time: datapath counters summed, last-change times as a histogram over
+// agents.
+type fleetCollector struct{ f *Fleet }
+
+var (
+	descAgents = prometheus.NewDesc("stampede_agents", "Agents running in this shard.", nil, nil)
+	descDPUpd  = prometheus.NewDesc("stampede_agent_datapath_updates_total",
+		"Datapath map element writes and deletes, summed over agents.", nil, nil)
+	descDPTime = prometheus.NewDesc("stampede_agent_datapath_update_seconds_total",
+		"Time spent in datapath updates, summed over agents.", nil, nil)
+	descIPC = prometheus.NewDesc("stampede_agent_ipcache_entries",
+		"ipcache entries, summed over agents.", nil, nil)
+	descLastChange = prometheus.NewDesc("stampede_agent_last_change_age_seconds",
+		"Per agent, seconds since its ipcache or policy state last changed (histogram over agents).", nil, nil)
+	descLastChangeMax = prometheus.NewDesc("stampede_agent_last_change_timestamp_seconds",
+		"Latest state change of any agent, as Unix time.", nil, nil)
+)
+
+func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descAgents
+	ch <- descDPUpd
+	ch <- descDPTime
+	ch <- descIPC
+	ch <- descLastChange
+	ch <- descLastChangeMax
+}
+
+var lastChangeBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
+
+func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	agents := c.f.Agents()
+	now := c.f.now()
+	var upd, ipc uint64
+	var dpTime time.Duration
+	var latest time.Time
+	counts := make(map[float64]uint64, len(lastChangeBuckets))
+	var sum float64
+	var n uint64
+	for _, a := range agents {
+		st, ok := a.datapathStats()
+		if ok {
+			upd += st.Updates
+			dpTime += st.UpdateTime
+			ipc += uint64(st.IPCacheEntries)
+		}
+		lc := a.LastChange()
+		if lc.IsZero() {
+			continue
+		}
+		if lc.After(latest) {
+			latest = lc
+		}
+		age := now.Sub(lc).Seconds()
+		sum += age
+		n++
+		for _, b := range lastChangeBuckets {
+			if age <= b {
+				counts[b]++
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descAgents, prometheus.GaugeValue, float64(len(agents)))
+	ch <- prometheus.MustNewConstMetric(descDPUpd, prometheus.CounterValue, float64(upd))
+	ch <- prometheus.MustNewConstMetric(descDPTime, prometheus.CounterValue, dpTime.Seconds())
+	ch <- prometheus.MustNewConstMetric(descIPC, prometheus.GaugeValue, float64(ipc))
+	ch <- prometheus.MustNewConstHistogram(descLastChange, n, sum, counts)
+	if !latest.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descLastChangeMax, prometheus.GaugeValue, float64(latest.UnixNano())/1e9)
+	}
+}

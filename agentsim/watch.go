@@ -1,0 +1,223 @@
+package agentsim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Watch event types.
+const (
+	evAdded    = "ADDED"
+	evModified = "MODIFIED"
+	evDeleted  = "DELETED"
+	evBookmark = "BOOKMARK"
+	evError    = "ERROR"
+)
+
+// resourceSpec names what one watch lists and watches.
+type resourceSpec struct {
+	// name is the resource's metric label ("pods").
+	name string
+	// path is the collection URL path.
+	path string
+	// params are extra query parameters (fieldSelector).
+	params map[string]string
+}
+
+// handler receives what a watch decodes. replace gets the full set after
+// every list (the handler reconciles: items absent from it are gone);
+// event gets ADDED, MODIFIED and DELETED objects. Both are called from the
+// watch's goroutine only.
+type handler[T any] struct {
+	replace func(items []T)
+	event   func(typ string, obj *T)
+}
+
+// watchFrame is one frame of a watch stream, decoded in one pass.
+type watchFrame[T any] struct {
+	Type   string `json:"type"`
+	Object T      `json:"object"`
+}
+
+type listBody[T any] struct {
+	Metadata listMeta `json:"metadata"`
+	Items    []T      `json:"items"`
+}
+
+// errGone means the resourceVersion is too old: list again.
+var errGone = errors.New("resource version gone")
+
+// reflector lists and watches one resource for one agent, resuming from the
+// last resourceVersion, listing again on 410 Gone, and backing off on
+// errors like client-go's reflector (800ms doubling to 30s, jittered).
+type reflector[T any, PT interface {
+	*T
+	slimObject
+}] struct {
+	c    *kubeClient
+	spec resourceSpec
+	h    handler[T]
+	log  *slog.Logger
+	m    *Metrics
+	// synced is closed after the first successful list.
+	synced chan struct{}
+	lists  int
+}
+
+func (r *reflector[T, PT]) run(ctx context.Context) {
+	rv := ""
+	backoff := newBackoff(800*time.Millisecond, 30*time.Second)
+	failing := false
+	for ctx.Err() == nil {
+		var err error
+		if rv == "" {
+			rv, err = r.list(ctx)
+		}
+		if err == nil {
+			rv, err = r.watch(ctx, rv)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err == nil:
+			// The server ended the watch (timeout): resume.
+			backoff.reset()
+			if failing {
+				r.log.Info("watch recovered", "resource", r.spec.name)
+				failing = false
+			}
+			continue
+		case errors.Is(err, errGone):
+			r.log.Debug("resource version expired, listing again", "resource", r.spec.name)
+			rv = ""
+			continue
+		}
+		r.m.watchErrors.WithLabelValues(r.spec.name).Inc()
+		d := backoff.next()
+		lvl := slog.LevelDebug
+		if !failing {
+			lvl = slog.LevelWarn
+			failing = true
+		}
+		r.log.Log(ctx, lvl, "list/watch failed, retrying", "resource", r.spec.name, "retryIn", d, "err", err)
+		if httpCode(err) == http.StatusForbidden || httpCode(err) == http.StatusUnauthorized {
+			rv = ""
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+func (r *reflector[T, PT]) list(ctx context.Context) (string, error) {
+	params := map[string]string{"resourceVersion": "0"}
+	for k, v := range r.spec.params {
+		params[k] = v
+	}
+	if r.lists > 0 {
+		r.m.relists.WithLabelValues(r.spec.name).Inc()
+	}
+	r.lists++
+	raw, err := r.c.do(ctx, http.MethodGet, r.spec.path, "", nil, params)
+	if err != nil {
+		return "", fmt.Errorf("list %s: %w", r.spec.name, err)
+	}
+	var lb listBody[T]
+	if err := json.Unmarshal(raw, &lb); err != nil {
+		return "", fmt.Errorf("list %s: decode: %w", r.spec.name, err)
+	}
+	r.h.replace(lb.Items)
+	select {
+	case <-r.synced:
+	default:
+		close(r.synced)
+	}
+	return lb.Metadata.ResourceVersion, nil
+}
+
+// watch streams events until the server ends the stream (nil error and
+// the last resourceVersion) or an error.
+func (r *reflector[T, PT]) watch(ctx context.Context, rv string) (string, error) {
+	params := map[string]string{
+		"watch":               "true",
+		"resourceVersion":     rv,
+		"allowWatchBookmarks": "true",
+		// client-go's reflector picks 5 to 10 minutes.
+		"timeoutSeconds": strconv.Itoa(300 + rand.IntN(300)),
+	}
+	for k, v := range r.spec.params {
+		params[k] = v
+	}
+	body, err := r.c.stream(ctx, r.spec.path, params)
+	if err != nil {
+		if httpCode(err) == http.StatusGone {
+			return rv, errGone
+		}
+		return rv, err
+	}
+	defer body.Close()
+	dec := json.NewDecoder(body)
+	for {
+		var f watchFrame[T]
+		err := dec.Decode(&f)
+		if f.Type == evError {
+			st := PT(&f.Object).apiStatus()
+			if st.Code == http.StatusGone {
+				return rv, errGone
+			}
+			return rv, fmt.Errorf("watch %s: error event: %d %s: %s", r.spec.name, st.Code, st.Reason, st.Message)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return rv, nil
+			}
+			return rv, fmt.Errorf("watch %s: %w", r.spec.name, err)
+		}
+		if v := PT(&f.Object).resourceVersion(); v != "" {
+			rv = v
+		}
+		switch f.Type {
+		case evBookmark:
+			continue
+		case evAdded, evModified, evDeleted:
+			r.m.events.WithLabelValues(r.spec.name, f.Type).Inc()
+			start := time.Now()
+			r.h.event(f.Type, &f.Object)
+			r.m.eventLatency.WithLabelValues(r.spec.name).Observe(time.Since(start).Seconds())
+		default:
+			return rv, fmt.Errorf("watch %s: unknown event type %q", r.spec.name, f.Type)
+		}
+	}
+}
+
+// backoff is an exponential backoff with jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur *= 2
+		if b.cur > b.max {
+			b.cur = b.max
+		}
+	}
+	return b.cur/2 + time.Duration(rand.Int64N(int64(b.cur/2)+1))
+}
+
+func (b *backoff) reset() { b.cur = 0 }

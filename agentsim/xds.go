@@ -1,0 +1,205 @@
+package agentsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// XDSAgent is an agent of the xds mode: it has no API server connection
+// and no credentials; the central control plane pushes identities,
+// identity -> IPs, policies and the node's own endpoints, which it applies
+// to the same caches, policy resolution and datapath as the other modes.
+type XDSAgent struct {
+	a      *Agent
+	server string
+	hosts  map[identity.ID][]uint32
+	hmu    sync.Mutex
+}
+
+// errXDSUnavailable is returned until the xDS client is wired in.
+var errXDSUnavailable = errors.New("xds mode: the agent's xDS client (controlplane/xdsclient) is not available in this build")
+
+// NewXDSAgent builds an xds-mode agent that will connect to server.
+func NewXDSAgent(cfg AgentConfig, server string) (*XDSAgent, error) {
+	cfg.Mode = scenarios.ModeXDS
+	cfg.setDefaults()
+	if cfg.Node == "" || cfg.Datapath == nil || cfg.Metrics == nil {
+		return nil, errors.New("xds agent: Node, Datapath and Metrics must be set")
+	}
+	if server == "" {
+		return nil, fmt.Errorf("xds agent %s: control plane address must be set", cfg.Node)
+	}
+	a := newAgentState(cfg)
+	return &XDSAgent{a: a, server: server, hosts: map[identity.ID][]uint32{}}, nil
+}
+
+// Node is the agent's node name.
+func (x *XDSAgent) Node() string { return x.a.cfg.Node }
+
+// Status reports the agent.
+func (x *XDSAgent) Status() Status { return x.a.Status() }
+
+// LastChange is when the agent's state last changed.
+func (x *XDSAgent) LastChange() time.Time { return x.a.LastChange() }
+
+func (x *XDSAgent) datapathStats() (datapath.Stats, bool) { return x.a.datapathStats() }
+
+// Run connects to the control plane and applies what it pushes until ctx
+// ends.
+func (x *XDSAgent) Run(ctx context.Context) error {
+	defer func() {
+		x.a.mu.Lock()
+		x.a.cfg.Datapath.Close()
+		x.a.mu.Unlock()
+	}()
+	return errXDSUnavailable
+}
+
+// --- the xdsclient Sink ---
+
+// UpsertIdentity sets the labels ("source:key=value", sorted) of id.
+func (x *XDSAgent) UpsertIdentity(id uint32, labels []string) error {
+	l, err := identity.ParseKey(strings.Join(labels, ";") + ";")
+	if len(labels) == 0 {
+		l, err = identity.Labels{}, nil
+	}
+	if err != nil {
+		return fmt.Errorf("identity %d: %w", id, err)
+	}
+	a := x.a
+	a.events.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.upsertIdentity(identity.ID(id), l, l.Key())
+	return nil
+}
+
+// DeleteIdentity forgets id.
+func (x *XDSAgent) DeleteIdentity(id uint32) error {
+	a := x.a
+	a.events.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.deleteIdentity(identity.ID(id))
+	return nil
+}
+
+// SetIdentityHosts replaces the addresses of id in the ipcache. Entries
+// are owned by their identity, so an address that moved to another
+// identity is not removed by the old identity's update.
+func (x *XDSAgent) SetIdentityHosts(id uint32, addrs []netip.Addr) error {
+	a := x.a
+	a.events.Add(1)
+	keys := make([]uint32, 0, len(addrs))
+	for _, ad := range addrs {
+		if k, ok := addrKey(ad); ok {
+			keys = append(keys, k)
+		}
+	}
+	x.hmu.Lock()
+	old := x.hosts[identity.ID(id)]
+	x.hosts[identity.ID(id)] = keys
+	x.hmu.Unlock()
+	keep := make(map[uint32]bool, len(keys))
+	for _, k := range keys {
+		keep[k] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, k := range old {
+		if !keep[k] {
+			a.deleteIP(k, uint64(id))
+		}
+	}
+	for _, k := range keys {
+		a.setIP(k, identity.ID(id), uint64(id))
+	}
+	return nil
+}
+
+// DeleteIdentityHosts removes every address of id.
+func (x *XDSAgent) DeleteIdentityHosts(id uint32) error {
+	return x.SetIdentityHosts(id, nil)
+}
+
+// UpsertPolicy adds or replaces a policy's rules.
+func (x *XDSAgent) UpsertPolicy(namespace, name string, rules []policy.Rule) error {
+	a := x.a
+	a.events.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rules[podKey(namespace, name)] = rules
+	a.rulesDirty = true
+	a.triggerRegen()
+	return nil
+}
+
+// DeletePolicy removes a policy.
+func (x *XDSAgent) DeletePolicy(namespace, name string) error {
+	a := x.a
+	a.events.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.rules, podKey(namespace, name))
+	a.rulesDirty = true
+	a.triggerRegen()
+	return nil
+}
+
+// setEndpoint adds or replaces a local endpoint with the identity the
+// control plane allocated.
+func (x *XDSAgent) setEndpoint(namespace, name string, ip netip.Addr, id uint32) error {
+	if !ip.Is4() {
+		return fmt.Errorf("endpoint %s/%s: want an IPv4 address, got %s", namespace, name, ip)
+	}
+	a := x.a
+	a.events.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := podKey(namespace, name)
+	p, ok := a.pods[k]
+	if !ok {
+		a.nextEPID++
+		p = &localPod{ns: a.cfg.Interner.String(namespace), name: name, epID: a.nextEPID}
+		a.pods[k] = p
+	}
+	if p.ip.IsValid() && p.ip != ip && p.allowed != nil {
+		if err := a.cfg.Datapath.DeleteEndpoint(p.ip); err != nil {
+			a.log.Warn("delete endpoint from datapath", "pod", k, "err", err)
+		}
+		p.allowed = nil
+	}
+	p.ip = ip
+	p.id = identity.ID(id)
+	p.cepCreated, p.cepID = true, p.id // no CiliumEndpoint in xds mode
+	a.triggerRegen()
+	return nil
+}
+
+// DeleteEndpoint removes a local endpoint.
+func (x *XDSAgent) DeleteEndpoint(namespace, name string) error {
+	a := x.a
+	a.events.Add(1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := podKey(namespace, name)
+	if p, ok := a.pods[k]; ok {
+		p.cepCreated = false
+		a.removePod(k, p)
+	}
+	return nil
+}
+
+// Applied is called after each response; policy recomputation is
+// already triggered by the changes.
+func (x *XDSAgent) Applied(typeURL, version string) {}
