@@ -71,8 +71,9 @@ identities and a central xDS control plane) behave under churn at scale.`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(
 		newScenariosCmd(g),
-		newEtcdCmd(g),
 		newFakeapiCmd(g),
+		newEtcdCmd(g),
+		newRunCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,129 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/stampede-sim/stampede/internal/proc"
+)
+
+// FakeBackend runs `stampede fakeapi` (the in-memory API server) as a child
+// process, fresh for every mode.
+type FakeBackend struct {
+	// ExtraArgs are added to the fakeapi command line.
+	ExtraArgs []string
+
+	mu sync.Mutex
+	p  *proc.Process
+}
+
+// Name implements Backend.
+func (b *FakeBackend) Name() string { return "fake" }
+
+// WriteTokenFile writes users as a kube-apiserver static token CSV
+// (token,user,uid,"group1,group2"); the admin is in system:masters.
+func WriteTokenFile(path string, users []User) error {
+	var sb strings.Builder
+	for i, u := range users {
+		group := "stampede:" + u.Role
+		if u.Role == RoleAdmin {
+			group = "system:masters"
+		}
+		if u.Role == RoleAgent {
+			group = "system:nodes"
+		}
+		fmt.Fprintf(&sb, "%s,%s,%d,\"%s\"\n", u.Token, u.Name, i+1, group)
+	}
+	if err := os.WriteFile(path, []byte(sb.String()), 0o600); err != nil {
+		return fmt.Errorf("write token file: %w", err)
+	}
+	return nil
+}
+
+// Start implements Backend.
+func (b *FakeBackend) Start(ctx context.Context, env BackendEnv) (*APIServer, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.p != nil {
+		return nil, errors.New("fake backend: already started")
+	}
+	if env.Executable == "" {
+		return nil, errors.New("fake backend: no stampede executable")
+	}
+	tokens := filepath.Join(env.Dir, "tokens.csv")
+	if err := WriteTokenFile(tokens, env.Users); err != nil {
+		return nil, err
+	}
+	kubeconfig := filepath.Join(env.Dir, "kubeconfig")
+	readyFile := filepath.Join(env.Dir, "fakeapi.ready")
+	args := []string{"fakeapi", "--listen", "127.0.0.1:0", "--tls",
+		"--token-file", tokens, "--ready-file", readyFile, "--kubeconfig-out", kubeconfig, "--cert-dir", env.Dir}
+	args = append(args, b.ExtraArgs...)
+	p, err := proc.Start(ctx, proc.Spec{
+		Name:      "apiserver",
+		Path:      env.Executable,
+		Args:      args,
+		LogFile:   filepath.Join(env.Dir, "fakeapi.log"),
+		ReadyFile: readyFile,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fake backend: %w", err)
+	}
+	a, err := p.WaitReady(ctx)
+	if err != nil {
+		_ = p.Stop(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("fake backend: %w", err)
+	}
+	b.p = p
+	api := &APIServer{
+		URL:         a.Endpoints["api"],
+		CAFile:      a.Extra["ca"],
+		TokenFile:   tokens,
+		Kubeconfig:  kubeconfig,
+		Processes:   map[string]int{"apiserver": p.PID()},
+		MetricsURLs: map[string]string{},
+		Facts:       map[string]string{"apiserver": "stampede fakeapi", "apf": "disabled (max-inflight limits)"},
+	}
+	if m := a.Endpoints["metrics"]; m != "" {
+		api.MetricsURLs["apiserver"] = metricsURL(m)
+	} else {
+		api.MetricsURLs["apiserver"] = strings.TrimSuffix(api.URL, "/") + "/metrics"
+	}
+	if api.URL == "" {
+		_ = b.stopLocked(ctx)
+		return nil, fmt.Errorf("fake backend: announcement has no \"api\" endpoint (see %s)", p.LogFile())
+	}
+	return api, nil
+}
+
+// Stop implements Backend.
+func (b *FakeBackend) Stop(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stopLocked(ctx)
+}
+
+func (b *FakeBackend) stopLocked(ctx context.Context) error {
+	if b.p == nil {
+		return nil
+	}
+	p := b.p
+	b.p = nil
+	if err := p.Stop(ctx); err != nil {
+		return fmt.Errorf("fake backend: %w", err)
+	}
+	return nil
+}
+
+// Process returns the running fakeapi (nil when stopped), for failure
+// watching.
+func (b *FakeBackend) Process() *proc.Process {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.p
+}

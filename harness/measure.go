@@ -1,0 +1,629 @@
+package harness
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stampede-sim/stampede/internal/proc"
+	"github.com/stampede-sim/stampede/reports"
+)
+
+// Well-known metric families the measurer reads.
+const (
+	mAPIRequests     = "apiserver_request_total"
+	mAPIDuration     = "apiserver_request_duration_seconds"
+	mAPIWatchEvents  = "apiserver_watch_events_total"
+	mAPIWatchSizes   = "apiserver_watch_events_sizes"
+	mAPIObjects      = "apiserver_storage_objects"
+	mAgentEvents     = "stampede_agent_watch_events_total"
+	mAgentBytes      = "stampede_agent_received_bytes_total"
+	mAgent429        = "stampede_agent_api_429_total"
+	mAgentThrottle   = "stampede_agent_client_throttle_wait_seconds"
+	mAgentCreated    = "stampede_agent_identities_created_total"
+	mAgentDuplicates = "stampede_agent_identity_duplicates_total"
+	mAgentKV         = "stampede_agent_kvstore_operation_duration_seconds"
+	mAgentDatapath   = "stampede_agent_datapath_updates_total"
+	mAgentRequests   = "stampede_agent_api_requests_total"
+	mXDSPush         = "stampede_xds_push_latency_seconds"
+)
+
+// measuredProcess is a process whose CPU and RSS are sampled.
+type measuredProcess struct {
+	name   string
+	pid    int
+	agents int  // simulated agents it hosts (agent shards)
+	self   bool // the harness itself: its own CPU, not its children's
+
+	have             bool
+	firstCPU, cpu    time.Duration
+	firstAt          time.Time
+	lastAt           time.Time
+	peakCPU          float64
+	peakRSS, sumRSS  float64
+	nRSS             int
+	lastRate, lastRS float64
+}
+
+type scrapeTarget struct {
+	component string
+	url       string
+	token     string
+}
+
+// Measurer samples processes, scrapes /metrics and drains the probe once
+// per interval, producing one row of series per tick and the summaries at
+// the end of a mode.
+type Measurer struct {
+	http *http.Client
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	procs   []*measuredProcess
+	targets []scrapeTarget
+	probe   *Probe
+	first   map[string]Metrics
+	prev    map[string]Metrics
+	last    map[string]Metrics
+	lastAt  time.Time
+	peakEv  float64
+	peakBy  float64
+
+	converged atomic.Int64
+}
+
+// NewMeasurer makes a Measurer that scrapes with client.
+func NewMeasurer(client *http.Client, log *slog.Logger) *Measurer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Measurer{http: client, log: log, first: map[string]Metrics{}, prev: map[string]Metrics{}, last: map[string]Metrics{}}
+	m.procs = append(m.procs, &measuredProcess{name: "harness", pid: os.Getpid(), self: true})
+	return m
+}
+
+// AddProcess starts sampling a process tree; agents > 0 marks an agent
+// shard hosting that many agents.
+func (m *Measurer) AddProcess(name string, pid, agents int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.procs = append(m.procs, &measuredProcess{name: name, pid: pid, agents: agents})
+}
+
+// AddScrape starts scraping a /metrics URL as component.
+func (m *Measurer) AddScrape(component, url, token string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.targets = append(m.targets, scrapeTarget{component: component, url: url, token: token})
+}
+
+// SetProbe sets the probe whose intervals each tick drains.
+func (m *Measurer) SetProbe(p *Probe) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.probe = p
+}
+
+// SetConverged records the agents converged at the last poll.
+func (m *Measurer) SetConverged(n int) { m.converged.Store(int64(n)) }
+
+// Tick takes one sample at now and returns the row of series values.
+func (m *Measurer) Tick(ctx context.Context, now time.Time) map[string]float64 {
+	row := map[string]float64{}
+	m.mu.Lock()
+	targets := append([]scrapeTarget(nil), m.targets...)
+	m.mu.Unlock()
+
+	// Scrape concurrently; a failed scrape leaves that component's series
+	// empty for this tick.
+	scraped := make([]Metrics, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			ms, err := Scrape(sctx, m.http, t.url, t.token)
+			if err != nil {
+				m.log.Debug("scrape", "component", t.component, "err", err)
+				return
+			}
+			scraped[i] = ms
+		}()
+	}
+	snap, snapErr := proc.TakeSnapshot()
+	wg.Wait()
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	dt := now.Sub(m.lastAt)
+	if m.lastAt.IsZero() {
+		dt = 0
+	}
+	m.lastAt = now
+
+	// Processes.
+	if snapErr == nil {
+		var shardCPU, shardRSS []float64
+		for _, p := range m.procs {
+			var u proc.Usage
+			var ok bool
+			if p.self {
+				var st proc.Stat
+				st, ok = snap[p.pid]
+				u = proc.Usage{CPU: st.CPU, RSS: st.RSS}
+			} else {
+				u, ok = snap.Tree(p.pid)
+			}
+			if !ok {
+				continue
+			}
+			rss := float64(u.RSS)
+			if p.have && now.After(p.lastAt) {
+				rate := (u.CPU - p.cpu).Seconds() / now.Sub(p.lastAt).Seconds()
+				if rate < 0 {
+					rate = 0
+				}
+				p.lastRate = rate
+				p.peakCPU = math.Max(p.peakCPU, rate)
+				row[reports.SeriesName("cpu", "process", p.name)] = rate
+				if p.agents > 0 {
+					shardCPU = append(shardCPU, rate/float64(p.agents))
+				}
+			}
+			if !p.have {
+				p.have, p.firstCPU, p.firstAt = true, u.CPU, now
+			}
+			p.cpu, p.lastAt = u.CPU, now
+			p.peakRSS = math.Max(p.peakRSS, rss)
+			p.sumRSS += rss
+			p.nRSS++
+			row[reports.SeriesName("rss", "process", p.name)] = rss
+			if p.agents > 0 {
+				shardRSS = append(shardRSS, rss/float64(p.agents))
+			}
+		}
+		spreadRow(row, "agents.cpu", shardCPU)
+		spreadRow(row, "agents.rss", shardRSS)
+	}
+
+	// Metrics.
+	cur := map[string]Metrics{}
+	for i, t := range targets {
+		if scraped[i] == nil {
+			continue
+		}
+		cur[t.component] = scraped[i]
+		if _, ok := m.first[t.component]; !ok {
+			m.first[t.component] = scraped[i]
+		}
+	}
+	if dt > 0 {
+		m.metricRows(row, m.last, cur, dt.Seconds())
+	}
+	for k, v := range cur {
+		m.prev[k] = m.last[k]
+		m.last[k] = v
+	}
+
+	if m.probe != nil {
+		for k, v := range m.probe.TakeInterval(dt) {
+			row[k] = v
+		}
+	}
+	row["agents.converged"] = float64(m.converged.Load())
+	return row
+}
+
+func spreadRow(row map[string]float64, base string, v []float64) {
+	if len(v) == 0 {
+		return
+	}
+	s := spreadOf(v)
+	row[base+".mean"], row[base+".min"], row[base+".max"] = s.Mean, s.Min, s.Max
+}
+
+func spreadOf(v []float64) reports.Spread {
+	if len(v) == 0 {
+		return reports.Spread{}
+	}
+	s := reports.Spread{Min: v[0], Max: v[0]}
+	var sum float64
+	for _, x := range v {
+		sum += x
+		s.Min, s.Max = math.Min(s.Min, x), math.Max(s.Max, x)
+	}
+	s.Mean = sum / float64(len(v))
+	return s
+}
+
+// agentsSum sums family name over every agent shard in ms.
+func agentsSum(ms map[string]Metrics, name string, match map[string]string) (float64, bool) {
+	var s float64
+	found := false
+	for comp, m := range ms {
+		if !strings.HasPrefix(comp, "agents-") {
+			continue
+		}
+		if v, ok := m.Sum(name, match); ok {
+			s += v
+			found = true
+		}
+	}
+	return s, found
+}
+
+func agentsSumBy(ms map[string]Metrics, name string, by ...string) map[string]float64 {
+	out := map[string]float64{}
+	for comp, m := range ms {
+		if !strings.HasPrefix(comp, "agents-") {
+			continue
+		}
+		for k, v := range m.SumBy(name, nil, by...) {
+			out[k] += v
+		}
+	}
+	return out
+}
+
+func agentsHistograms(ms map[string]Metrics, name string, by ...string) map[string]*Histogram {
+	out := map[string]*Histogram{}
+	for comp, m := range ms {
+		if !strings.HasPrefix(comp, "agents-") {
+			continue
+		}
+		for k, h := range m.Histograms(name, nil, by...) {
+			if out[k] == nil {
+				out[k] = &Histogram{}
+			}
+			out[k].Merge(h)
+		}
+	}
+	return out
+}
+
+func deltaHists(cur, prev map[string]*Histogram) map[string]*Histogram {
+	out := map[string]*Histogram{}
+	for k, h := range cur {
+		out[k] = h.Sub(prev[k])
+	}
+	return out
+}
+
+func isWrite(verb string) bool {
+	switch strings.ToLower(verb) {
+	case "create", "post", "update", "put", "patch", "apply", "delete", "deletecollection":
+		return true
+	}
+	return false
+}
+
+func writeVerb(v string) string {
+	switch v = strings.ToLower(v); v {
+	case "post":
+		return "create"
+	case "put":
+		return "update"
+	}
+	return v
+}
+
+// metricRows adds the rates and interval quantiles between two scrapes.
+func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metrics, dt float64) {
+	rate := func(c, p float64) float64 { return math.Max(0, c-p) / dt }
+	if a, p := cur["apiserver"], prev["apiserver"]; a != nil && p != nil {
+		// Server-side latency (watches excluded: their duration is their
+		// lifetime).
+		ch := a.Histograms(mAPIDuration, nil, "verb", "resource")
+		ph := p.Histograms(mAPIDuration, nil, "verb", "resource")
+		all := &Histogram{}
+		for k, h := range deltaHists(ch, ph) {
+			verb, res := splitKey(k)
+			if strings.EqualFold(verb, "WATCH") || strings.EqualFold(verb, "CONNECT") || h.Count == 0 {
+				continue
+			}
+			all.Merge(h)
+			row[reports.SeriesName("apiserver.server.latency.p99", "verb", verb, "resource", res)] = h.Quantile(0.99)
+		}
+		if all.Count > 0 {
+			row["apiserver.server.latency.p99"] = all.Quantile(0.99)
+		}
+		cw := a.SumBy(mAPIRequests, nil, "verb", "resource")
+		pw := p.SumBy(mAPIRequests, nil, "verb", "resource")
+		for k, v := range cw {
+			verb, res := splitKey(k)
+			if isWrite(verb) {
+				if r := rate(v, pw[k]); r > 0 {
+					row[reports.SeriesName("api.writes.rate", "type", writeVerb(verb)+" "+res)] = r
+				}
+			}
+		}
+		c429, _ := a.Sum(mAPIRequests, map[string]string{"code": "429"})
+		p429, _ := p.Sum(mAPIRequests, map[string]string{"code": "429"})
+		row["api.429.rate"] = rate(c429, p429)
+		ce, _ := a.Sum(mAPIWatchEvents, nil)
+		pe, _ := p.Sum(mAPIWatchEvents, nil)
+		row["apiserver.watch.events.rate"] = rate(ce, pe)
+		cb, _ := a.HistogramSum(mAPIWatchSizes, nil)
+		pb, _ := p.HistogramSum(mAPIWatchSizes, nil)
+		row["apiserver.watch.bytes.rate"] = rate(cb, pb)
+		if n, ok := a.Sum(mAPIObjects, map[string]string{"resource": "ciliumidentities"}); ok {
+			row["identities.count"] = n
+		}
+	}
+	// Agents' own counters, summed over shards.
+	if ce, ok := agentsSum(cur, mAgentEvents, nil); ok {
+		pe, _ := agentsSum(prev, mAgentEvents, nil)
+		r := rate(ce, pe)
+		row["watch.events.rate"] = r
+		m.peakEv = math.Max(m.peakEv, r)
+		pby := agentsSumBy(prev, mAgentEvents, "resource")
+		for k, v := range agentsSumBy(cur, mAgentEvents, "resource") {
+			row[reports.SeriesName("watch.events.rate", "resource", k)] = rate(v, pby[k])
+		}
+	}
+	if cb, ok := agentsSum(cur, mAgentBytes, nil); ok {
+		pb, _ := agentsSum(prev, mAgentBytes, nil)
+		r := rate(cb, pb)
+		row["watch.bytes.rate"] = r
+		m.peakBy = math.Max(m.peakBy, r)
+	}
+	if c, ok := agentsSum(cur, mAgentThrottle, nil); ok {
+		p, _ := agentsSum(prev, mAgentThrottle, nil)
+		row["client.throttled.rate"] = rate(c, p)
+	}
+	if c, ok := agentsSum(cur, mAgentCreated, nil); ok {
+		p, _ := agentsSum(prev, mAgentCreated, nil)
+		row["identities.created.rate"] = rate(c, p)
+	}
+	if c, ok := agentsSum(cur, mAgentDatapath, nil); ok {
+		p, _ := agentsSum(prev, mAgentDatapath, nil)
+		row["datapath.updates.rate"] = rate(c, p)
+	}
+	if c, ok := agentsSum(cur, mAgent429, nil); ok {
+		p, _ := agentsSum(prev, mAgent429, nil)
+		if _, have := row["api.429.rate"]; !have {
+			row["api.429.rate"] = rate(c, p)
+		}
+	}
+	for op, h := range deltaHists(agentsHistograms(cur, mAgentKV, "op"), agentsHistograms(prev, mAgentKV, "op")) {
+		if h.Count > 0 {
+			row[reports.SeriesName("kvstore.latency.p50", "op", op)] = h.Quantile(0.5)
+			row[reports.SeriesName("kvstore.latency.p99", "op", op)] = h.Quantile(0.99)
+		}
+	}
+	if c, p := cur["controlplane"], prev["controlplane"]; c != nil && p != nil {
+		h := deltaHists(c.Histograms(mXDSPush, nil), p.Histograms(mXDSPush, nil))[""]
+		if h != nil && h.Count > 0 {
+			row["xds.push.latency.p50"] = h.Quantile(0.5)
+			row["xds.push.latency.p99"] = h.Quantile(0.99)
+		}
+	}
+}
+
+// histSummary condenses a histogram delta into a LatencySummary; Max is
+// the upper bound of the highest non-empty bucket.
+func histSummary(verb, res string, h *Histogram) reports.LatencySummary {
+	s := reports.LatencySummary{Verb: verb, Resource: res, Count: int64(h.Count)}
+	if h.Count == 0 {
+		return s
+	}
+	s.P50, s.P90, s.P99 = finite(h.Quantile(0.5)), finite(h.Quantile(0.9)), finite(h.Quantile(0.99))
+	prev := 0.0
+	for i, c := range h.Counts {
+		if c > prev {
+			s.Max = h.Bounds[i]
+		}
+		prev = c
+	}
+	if h.Count > prev && len(h.Bounds) > 0 {
+		s.Max = h.Bounds[len(h.Bounds)-1] // beyond the last bound
+	}
+	return s
+}
+
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}
+
+// IdentityCensus is the result of listing identities at the end of a mode.
+type IdentityCensus struct {
+	Final      int64
+	Duplicates int64 // identities beyond the first for each label set
+}
+
+// Summary condenses the mode from the first and last scrapes and the
+// process samples.
+func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := &reports.Summary{}
+	if m.probe != nil {
+		s.APILatency, s.Probe = m.probe.Summary()
+	}
+	first, last := m.first, m.last
+
+	if a, f := last["apiserver"], first["apiserver"]; a != nil && f != nil {
+		d := deltaHists(a.Histograms(mAPIDuration, nil, "verb", "resource"), f.Histograms(mAPIDuration, nil, "verb", "resource"))
+		keys := sortedKeys(d)
+		all := &Histogram{}
+		for _, k := range keys {
+			verb, res := splitKey(k)
+			if strings.EqualFold(verb, "WATCH") || strings.EqualFold(verb, "CONNECT") || d[k].Count == 0 {
+				continue
+			}
+			all.Merge(d[k])
+			s.ServerLatency = append(s.ServerLatency, histSummary(verb, res, d[k]))
+		}
+		if all.Count > 0 {
+			s.ServerLatency = append(s.ServerLatency, histSummary("*", "*", all))
+		}
+		cw := a.SumBy(mAPIRequests, nil, "verb", "resource")
+		fw := f.SumBy(mAPIRequests, nil, "verb", "resource")
+		for k, v := range cw {
+			verb, res := splitKey(k)
+			if n := int64(v - fw[k]); isWrite(verb) && n > 0 {
+				if s.Writes == nil {
+					s.Writes = map[string]int64{}
+				}
+				s.Writes[writeVerb(verb)+" "+res] += n
+			}
+		}
+		c429, _ := a.Sum(mAPIRequests, map[string]string{"code": "429"})
+		f429, _ := f.Sum(mAPIRequests, map[string]string{"code": "429"})
+		s.Throttling = &reports.ThrottlingSummary{HTTP429: int64(c429 - f429)}
+	}
+	if len(s.Writes) == 0 {
+		// No server metrics: count the agents' own writes.
+		cw, fw := agentsSumBy(last, mAgentRequests, "verb", "resource"), agentsSumBy(first, mAgentRequests, "verb", "resource")
+		for k, v := range cw {
+			verb, res := splitKey(k)
+			if n := int64(v - fw[k]); isWrite(verb) && n > 0 {
+				if s.Writes == nil {
+					s.Writes = map[string]int64{}
+				}
+				s.Writes[writeVerb(verb)+" "+res] += n
+			}
+		}
+	}
+	if c, ok := agentsSum(last, mAgentThrottle, nil); ok {
+		f, _ := agentsSum(first, mAgentThrottle, nil)
+		if s.Throttling == nil {
+			s.Throttling = &reports.ThrottlingSummary{}
+		}
+		s.Throttling.ClientThrottledRequests = int64(c - f)
+		cs, _ := agentsHistSum(last, mAgentThrottle)
+		fs, _ := agentsHistSum(first, mAgentThrottle)
+		s.Throttling.ClientThrottledSeconds = math.Max(0, cs-fs)
+		if c4, ok := agentsSum(last, mAgent429, nil); ok && s.Throttling.HTTP429 == 0 {
+			f4, _ := agentsSum(first, mAgent429, nil)
+			s.Throttling.HTTP429 = int64(c4 - f4)
+		}
+	}
+
+	// kvstore and xDS latency.
+	kv := deltaHists(agentsHistograms(last, mAgentKV, "op"), agentsHistograms(first, mAgentKV, "op"))
+	for _, op := range sortedKeys(kv) {
+		if kv[op].Count > 0 {
+			s.KVStoreLatency = append(s.KVStoreLatency, histSummary(op, "", kv[op]))
+		}
+	}
+	if c, f := last["controlplane"], first["controlplane"]; c != nil {
+		var fh map[string]*Histogram
+		if f != nil {
+			fh = f.Histograms(mXDSPush, nil)
+		}
+		if h := deltaHists(c.Histograms(mXDSPush, nil), fh)[""]; h != nil && h.Count > 0 {
+			s.XDSPushLatency = append(s.XDSPushLatency, histSummary("push", "*", h))
+		}
+	}
+
+	// Watch.
+	if ce, ok := agentsSum(last, mAgentEvents, nil); ok {
+		fe, _ := agentsSum(first, mAgentEvents, nil)
+		cb, _ := agentsSum(last, mAgentBytes, nil)
+		fb, _ := agentsSum(first, mAgentBytes, nil)
+		w := &reports.WatchSummary{Events: int64(ce - fe), Bytes: int64(cb - fb), PeakEventsPerSecond: m.peakEv, PeakBytesPerSecond: m.peakBy, EventsByResource: map[string]int64{}}
+		fby := agentsSumBy(first, mAgentEvents, "resource")
+		for k, v := range agentsSumBy(last, mAgentEvents, "resource") {
+			if n := int64(v - fby[k]); n > 0 {
+				w.EventsByResource[k] = n
+			}
+		}
+		s.Watch = w
+	}
+
+	// Identities.
+	if c, ok := agentsSum(last, mAgentCreated, nil); ok || census != nil {
+		f, _ := agentsSum(first, mAgentCreated, nil)
+		id := &reports.IdentitySummary{Created: int64(c - f)}
+		if cd, ok := agentsSum(last, mAgentDuplicates, nil); ok {
+			fd, _ := agentsSum(first, mAgentDuplicates, nil)
+			id.Duplicates = int64(cd - fd)
+		}
+		if census != nil {
+			id.Final = census.Final
+			id.Duplicates = max(id.Duplicates, census.Duplicates)
+		}
+		s.Identities = id
+	}
+	if c, ok := agentsSum(last, mAgentDatapath, nil); ok {
+		f, _ := agentsSum(first, mAgentDatapath, nil)
+		s.Datapath = &reports.DatapathSummary{Updates: int64(c - f)}
+	}
+
+	// Processes, agents and the harness.
+	var total, harness float64
+	var perAgentCPU, perAgentMean, perAgentPeak, perAgentPeakRSS, perAgentMeanRSS []float64
+	shards, agents := 0, 0
+	for _, p := range m.procs {
+		if !p.have {
+			continue
+		}
+		cpu := (p.cpu - p.firstCPU).Seconds()
+		mean := 0.0
+		if p.nRSS > 0 {
+			mean = p.sumRSS / float64(p.nRSS)
+		}
+		s.Processes = append(s.Processes, reports.ProcessSummary{Name: p.name, CPUSeconds: cpu, PeakCPU: p.peakCPU, PeakRSS: int64(p.peakRSS), MeanRSS: int64(mean)})
+		total += cpu
+		if p.self {
+			harness = cpu
+		}
+		if p.agents > 0 {
+			shards++
+			agents += p.agents
+			n := float64(p.agents)
+			perAgentCPU = append(perAgentCPU, cpu/n)
+			if d := p.lastAt.Sub(p.firstAt); d > 0 {
+				perAgentMean = append(perAgentMean, cpu/d.Seconds()/n)
+			}
+			perAgentPeak = append(perAgentPeak, p.peakCPU/n)
+			perAgentPeakRSS = append(perAgentPeakRSS, p.peakRSS/n)
+			perAgentMeanRSS = append(perAgentMeanRSS, mean/n)
+		}
+	}
+	if shards > 0 {
+		s.Agents = &reports.AgentSummary{Count: agents, Shards: shards, CPUSeconds: spreadOf(perAgentCPU), MeanCPU: spreadOf(perAgentMean),
+			PeakCPU: spreadOf(perAgentPeak), PeakRSS: spreadOf(perAgentPeakRSS), MeanRSS: spreadOf(perAgentMeanRSS)}
+	}
+	if total > 0 {
+		s.Harness = &reports.HarnessSummary{CPUSeconds: harness, FractionOfTotal: harness / total}
+	}
+	return s
+}
+
+func agentsHistSum(ms map[string]Metrics, name string) (float64, bool) {
+	var s float64
+	found := false
+	for comp, m := range ms {
+		if !strings.HasPrefix(comp, "agents-") {
+			continue
+		}
+		if v, ok := m.HistogramSum(name, nil); ok {
+			s += v
+			found = true
+		}
+	}
+	return s, found
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

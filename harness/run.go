@@ -1,0 +1,847 @@
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/stampede-sim/stampede/internal/proc"
+	"github.com/stampede-sim/stampede/internal/ready"
+	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// Config configures a run.
+type Config struct {
+	// Scenario is the defaulted, validated scenario.
+	Scenario *scenarios.Scenario
+	// Backend is the API server backend; it is started fresh per mode.
+	Backend Backend
+	// Modes to run (default: the scenario's).
+	Modes []scenarios.Mode
+	// Out is the run's output directory (created).
+	Out string
+	// Shards is the number of agent processes (0: from the machine).
+	Shards int
+	// Executable is the stampede binary for child processes (default:
+	// this process's executable).
+	Executable string
+	// Command is the command line, recorded in results.
+	Command []string
+	// Log receives the harness's log.
+	Log *slog.Logger
+	// Progress receives progress lines; Live makes them one rewritten line
+	// (a terminal).
+	Progress io.Writer
+	Live     bool
+	// Grace is how long children get between SIGTERM and SIGKILL.
+	Grace time.Duration
+	// ChildLogLevel is the --log-level of child processes (default info).
+	ChildLogLevel string
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// DefaultShards is the shard count for a number of agents on this machine:
+// about 250 agents per shard, at least 1, at most twice the cores and never
+// more than the agents.
+func DefaultShards(agents int) int {
+	n := (agents + 249) / 250
+	n = min(n, 2*runtime.NumCPU())
+	n = min(n, agents)
+	return max(n, 1)
+}
+
+func (c *Config) defaults() error {
+	if c.Scenario == nil {
+		return errors.New("run: no scenario")
+	}
+	if c.Backend == nil {
+		return errors.New("run: no backend")
+	}
+	if len(c.Modes) == 0 {
+		c.Modes = c.Scenario.Modes
+	}
+	for i, m := range c.Modes {
+		if !m.Valid() {
+			return fmt.Errorf("run: modes[%d]: unknown mode %q (known: %v)", i, m, scenarios.AllModes)
+		}
+	}
+	if c.Out == "" {
+		return errors.New("run: no output directory")
+	}
+	if c.Shards < 0 {
+		return fmt.Errorf("run: shards must be >= 0, got %d", c.Shards)
+	}
+	if c.Shards == 0 {
+		c.Shards = DefaultShards(c.Scenario.Cluster.Nodes)
+	}
+	if c.Shards > c.Scenario.Cluster.Nodes {
+		c.Shards = c.Scenario.Cluster.Nodes
+	}
+	if c.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("run: find stampede executable: %w", err)
+		}
+		c.Executable = exe
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	if c.Grace <= 0 {
+		c.Grace = 10 * time.Second
+	}
+	if c.ChildLogLevel == "" {
+		c.ChildLogLevel = "info"
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Run executes the scenario in every mode and writes results.json (and the
+// report) under cfg.Out. It returns the results, also when a mode failed or
+// the run was interrupted; the error says what went wrong with the run as
+// a whole (interruption, a failed mode).
+func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("run: create output directory: %w", err)
+	}
+	sc := cfg.Scenario
+	yml, err := sc.YAML()
+	if err != nil {
+		return nil, fmt.Errorf("run: render scenario: %w", err)
+	}
+	scenarioFile := filepath.Join(cfg.Out, "scenario.yaml")
+	if err := os.WriteFile(scenarioFile, yml, 0o644); err != nil {
+		return nil, fmt.Errorf("run: write scenario: %w", err)
+	}
+	run := reports.Run{
+		Scenario:          sc.Name,
+		EffectiveScenario: sc,
+		Seed:              sc.Seed,
+		Nodes:             sc.Cluster.Nodes,
+		Pods:              sc.PodCount(),
+		StampedeVersion:   version(),
+		GoVersion:         runtime.Version(),
+		Command:           cfg.Command,
+		Started:           cfg.Now(),
+		Backend:           reports.Backend{Name: cfg.Backend.Name(), Facts: map[string]string{}},
+		Machine:           machine(),
+		Datapath:          reports.Datapath{Requested: sc.Agent.Datapath, Effective: effectiveDatapath(sc.Agent.Datapath)},
+	}
+	w, err := reports.NewWriter(reports.WriterConfig{Path: filepath.Join(cfg.Out, "results.json"), MinInterval: 2 * time.Second, Now: cfg.Now}, &reports.Results{Run: run})
+	if err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	if err := w.Update(func(r *reports.Results) {
+		for _, m := range cfg.Modes {
+			r.Mode(m).Status = reports.StatusPending
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	r := &runner{cfg: cfg, w: w, scenarioFile: scenarioFile}
+	var failed []string
+	var runErr error
+	for _, mode := range cfg.Modes {
+		if ctx.Err() != nil {
+			break
+		}
+		status, err := r.runMode(ctx, mode)
+		if err != nil {
+			cfg.Log.Warn("mode ended with an error", "mode", mode, "status", status, "err", err)
+			if status == reports.StatusFailed {
+				failed = append(failed, fmt.Sprintf("%s: %v", mode, err))
+			}
+		}
+	}
+	fin := cfg.Now()
+	complete := true
+	reason := ""
+	if ctx.Err() != nil {
+		complete = false
+		reason = "interrupted: " + context.Cause(ctx).Error()
+		runErr = fmt.Errorf("run interrupted: %w", context.Cause(ctx))
+	} else if len(failed) > 0 {
+		complete = false
+		reason = "modes failed: " + strings.Join(failed, "; ")
+		runErr = fmt.Errorf("%d of %d modes failed: %s", len(failed), len(cfg.Modes), strings.Join(failed, "; "))
+	}
+	if err := w.Update(func(res *reports.Results) {
+		res.Run.Finished = &fin
+		res.Run.Complete = complete
+		res.Run.IncompleteReason = reason
+		for i := range res.Modes {
+			if res.Modes[i].Status == reports.StatusPending {
+				res.Modes[i].Status = reports.StatusIncomplete
+				res.Modes[i].Reason = "not reached: " + reason
+			}
+		}
+	}); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	if err := w.Flush(); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	snap, err := w.Snapshot()
+	if err != nil {
+		return nil, errors.Join(runErr, err)
+	}
+	return snap, runErr
+}
+
+// runner runs the modes of one run.
+type runner struct {
+	cfg          Config
+	w            *reports.Writer
+	scenarioFile string
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// component is a started child process of a mode.
+type component struct {
+	p      *proc.Process
+	agents int
+}
+
+// modeRun is the state of one mode while it runs.
+type modeRun struct {
+	mode    scenarios.Mode
+	dir     string
+	started time.Time
+	comps   []*component
+	backend bool
+}
+
+func (r *runner) update(fn func(m *reports.ModeResult), mode scenarios.Mode) {
+	if err := r.w.Update(func(res *reports.Results) { fn(res.Mode(mode)) }); err != nil {
+		r.cfg.Log.Warn("write results", "err", err)
+	}
+}
+
+// runMode runs one mode on fresh processes and returns its status.
+func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st reports.Status, err error) {
+	cfg := r.cfg
+	sc := cfg.Scenario
+	log := cfg.Log.With("mode", mode)
+	mr := &modeRun{mode: mode, dir: filepath.Join(cfg.Out, string(mode)), started: cfg.Now()}
+	if err := os.MkdirAll(mr.dir, 0o755); err != nil {
+		return reports.StatusFailed, fmt.Errorf("create mode directory: %w", err)
+	}
+	started := mr.started
+	r.update(func(m *reports.ModeResult) {
+		m.Status = reports.StatusRunning
+		m.Started = &started
+		m.Shards = cfg.Shards
+		m.Agents = sc.Cluster.Nodes
+	}, mode)
+
+	// The mode's context ends on interruption or when a component dies.
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+
+	pr := newProgress(cfg.Progress, cfg.Live, mode, len(sc.Steps), sc.Cluster.Nodes, cfg.Now)
+	defer pr.finish()
+
+	topo, err := sc.Generate()
+	if err != nil {
+		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("generate topology: %w", err), nil, nil)
+	}
+
+	// Users and tokens.
+	admin := User{Name: "stampede-admin", Role: RoleAdmin, Token: randomToken()}
+	operator := User{Name: "system:serviceaccount:kube-system:cilium-operator", Role: RoleOperator, Token: randomToken()}
+	users := []User{admin, operator}
+	if mode != scenarios.ModeXDS {
+		for _, n := range topo.Nodes {
+			users = append(users, User{Name: "node:" + n.Name, Role: RoleAgent, Token: randomToken()})
+		}
+	}
+
+	// Backend.
+	pr.set("start backend", -1)
+	api, err := cfg.Backend.Start(ctx, BackendEnv{Dir: mr.dir, Mode: mode, Scenario: sc, Users: users, Executable: cfg.Executable, Log: log})
+	if err != nil {
+		var se *SkipError
+		if errors.As(err, &se) {
+			return r.endMode(mr, reports.StatusSkipped, err, nil, nil)
+		}
+		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), fmt.Errorf("start backend %s: %w", cfg.Backend.Name(), err), nil, nil)
+	}
+	mr.backend = true
+	if err := r.w.Update(func(res *reports.Results) {
+		for k, v := range api.Facts {
+			res.Run.Backend.Facts[k] = v
+		}
+	}); err != nil {
+		log.Warn("write results", "err", err)
+	}
+	tokenFile := api.TokenFile
+	if tokenFile == "" {
+		tokenFile = filepath.Join(mr.dir, "tokens.csv")
+		if err := WriteTokenFile(tokenFile, users); err != nil {
+			return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+		}
+	}
+
+	meas := NewMeasurer(&http.Client{Timeout: 10 * time.Second, Transport: scrapeTransport(api.CAFile)}, log)
+	for name, pid := range api.Processes {
+		meas.AddProcess(name, pid, 0)
+	}
+	for name, u := range api.MetricsURLs {
+		meas.AddScrape(name, u, admin.Token)
+	}
+
+	// kvstore.
+	kvURL := ""
+	if mode == scenarios.ModeKVStore {
+		pr.set("start kvstore", -1)
+		c, a, err := r.startChild(ctx, mr, "kvstore", 0, "etcd", "--data-dir", filepath.Join(mr.dir, "kvstore-data"))
+		if err != nil {
+			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
+		}
+		kvURL = a.Endpoints["client"]
+		meas.AddProcess("kvstore", c.p.PID(), 0)
+		if m := a.Endpoints["metrics"]; m != "" {
+			meas.AddScrape("kvstore", metricsURL(m), "")
+		}
+		r.fact("kvstore.fsync", a.Extra["fsync"])
+	}
+
+	// Control plane.
+	pr.set("start controlplane", -1)
+	cpArgs := []string{"controlplane", "--mode", string(mode), "--scenario", r.scenarioFile,
+		"--api", api.URL, "--token", operator.Token, "--xds-listen", "127.0.0.1:0"}
+	if api.CAFile != "" {
+		cpArgs = append(cpArgs, "--ca-file", api.CAFile)
+	}
+	if kvURL != "" {
+		cpArgs = append(cpArgs, "--kvstore", kvURL)
+	}
+	cpc, cpa, err := r.startChild(ctx, mr, "controlplane", 0, cpArgs...)
+	if err != nil {
+		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
+	}
+	meas.AddProcess("controlplane", cpc.p.PID(), 0)
+	if m := cpa.Endpoints["metrics"]; m != "" {
+		meas.AddScrape("controlplane", metricsURL(m), "")
+	}
+	xdsAddr := cpa.Endpoints["xds"]
+
+	// Agent shards, started concurrently.
+	pr.set(fmt.Sprintf("start %d agent shards", cfg.Shards), -1)
+	var agentURLs []string
+	type shardRes struct {
+		c   *component
+		url string
+		err error
+	}
+	res := make([]shardRes, cfg.Shards)
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.Shards; i++ {
+		args := []string{"agents", "--shard", fmt.Sprintf("%d/%d", i, cfg.Shards), "--mode", string(mode),
+			"--scenario", r.scenarioFile, "--api", api.URL}
+		if api.CAFile != "" {
+			args = append(args, "--ca-file", api.CAFile)
+		}
+		if mode != scenarios.ModeXDS {
+			args = append(args, "--agent-tokens", tokenFile)
+		}
+		if kvURL != "" {
+			args = append(args, "--kvstore", kvURL)
+		}
+		if mode == scenarios.ModeXDS && xdsAddr != "" {
+			args = append(args, "--xds", xdsAddr)
+		}
+		n := shardSize(sc.Cluster.Nodes, cfg.Shards, i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, a, err := r.startChild(ctx, mr, fmt.Sprintf("agents-%d", i), n, args...)
+			res[i] = shardRes{c: c, err: err}
+			if err == nil {
+				res[i].url = a.Endpoints["metrics"]
+			}
+		}()
+	}
+	wg.Wait()
+	for i, s := range res {
+		if s.err != nil {
+			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), s.err, nil, nil)
+		}
+		meas.AddProcess(fmt.Sprintf("agents-%d", i), s.c.p.PID(), s.c.agents)
+		if s.url == "" {
+			return r.endMode(mr, reports.StatusFailed, fmt.Errorf("agents-%d announced no \"metrics\" endpoint (see %s)", i, s.c.p.LogFile()), nil, nil)
+		}
+		meas.AddScrape(fmt.Sprintf("agents-%d", i), metricsURL(s.url), "")
+		agentURLs = append(agentURLs, strings.TrimSuffix(strings.TrimSuffix(s.url, "/"), "/metrics"))
+	}
+
+	// Watch every component: one that exits ends the mode.
+	watchDone := make(chan struct{})
+	var watchWG sync.WaitGroup
+	for _, c := range mr.comps {
+		watchWG.Add(1)
+		go func() {
+			defer watchWG.Done()
+			select {
+			case <-c.p.Done():
+				cancel(fmt.Errorf("%w: %s exited (%v); see %s", errComponent, c.p.Name(), c.p.Err(), c.p.LogFile()))
+			case <-watchDone:
+			}
+		}()
+	}
+	defer func() { close(watchDone); watchWG.Wait() }()
+
+	// Admin clients: one pool for the timeline, its own for the probe.
+	setupClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 8)
+	if err != nil {
+		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+	}
+	defer setupClient.close()
+	probeClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 4)
+	if err != nil {
+		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+	}
+	defer probeClient.close()
+	target := kubeProbeTarget{c: probeClient}
+	if err := retry(ctx, func() error { return target.Prepare(ctx) }); err != nil {
+		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
+	}
+	probe, err := NewProbe(ProbeConfig{Target: target, Rate: sc.Measure.ProbeRate})
+	if err != nil {
+		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+	}
+	meas.SetProbe(probe)
+
+	// Sampling and probing run until the timeline ends.
+	measCtx, stopMeas := context.WithCancel(ctx)
+	var measWG sync.WaitGroup
+	measWG.Add(2)
+	go func() { defer measWG.Done(); probe.Run(measCtx) }()
+	go func() { defer measWG.Done(); r.sample(measCtx, mode, meas, pr) }()
+
+	agentsSrc := &shardAgents{client: &http.Client{Timeout: 30 * time.Second}, urls: agentURLs}
+	var conv []reports.ConvergenceSummary
+	tl, err := NewTimeline(TimelineConfig{
+		Scenario: sc, Topology: topo, Cluster: kubeCluster{c: setupClient}, Agents: agentsSrc,
+		Now: cfg.Now, Log: log,
+		OnStep: func(s reports.StepResult) {
+			pr.set(s.Kind, s.Index)
+			r.update(func(m *reports.ModeResult) { upsertStep(m, s) }, mode)
+		},
+		OnConverged: func(c reports.ConvergenceSummary) { conv = append(conv, c) },
+		OnProgress: func(_ string, n, total int) {
+			meas.SetConverged(n)
+			pr.converged(n, total)
+		},
+	})
+	var tlErr error
+	if err != nil {
+		tlErr = err
+	} else {
+		tlErr = tl.Run(ctx)
+	}
+	// One last sample, then stop measuring.
+	stopMeas()
+	measWG.Wait()
+	final := meas.Tick(context.WithoutCancel(ctx), cfg.Now())
+	r.update(func(m *reports.ModeResult) { m.AppendSample(cfg.Now(), final) }, mode)
+
+	var census *IdentityCensus
+	if ctx.Err() == nil {
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Minute)
+		census, err = identityCensus(cctx, setupClient)
+		ccancel()
+		if err != nil {
+			log.Warn("identity census", "err", err)
+		}
+	}
+	summary := meas.Summary(census)
+	summary.Convergence = conv
+	summary.SLO = sloVerdicts(sc, summary)
+
+	status := reports.StatusOK
+	var nc *ErrNotConverged
+	switch {
+	case tlErr == nil:
+	case errors.Is(context.Cause(ctx), errComponent):
+		status, tlErr = reports.StatusFailed, context.Cause(ctx)
+	case parent.Err() != nil:
+		status = reports.StatusIncomplete
+	case errors.As(tlErr, &nc):
+		status = reports.StatusFailed
+	default:
+		status = reports.StatusFailed
+	}
+	return r.endMode(mr, status, tlErr, summary, nil)
+}
+
+var errComponent = errors.New("component failed")
+
+func statusFor(ctx context.Context, def reports.Status) reports.Status {
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errComponent) {
+		return reports.StatusIncomplete
+	}
+	return def
+}
+
+// SkipError says a backend or mode cannot run on this machine.
+type SkipError struct{ Reason string }
+
+func (e *SkipError) Error() string { return e.Reason }
+
+func shardSize(agents, shards, i int) int {
+	n := agents / shards
+	if i < agents%shards {
+		n++
+	}
+	return n
+}
+
+// startChild starts `stampede args...` as component name and waits until
+// it is ready.
+func (r *runner) startChild(ctx context.Context, mr *modeRun, name string, agents int, args ...string) (*component, ready.Announcement, error) {
+	readyFile := filepath.Join(mr.dir, name+".ready")
+	full := append([]string{"--log-level", r.cfg.ChildLogLevel}, args...)
+	full = append(full, "--ready-file", readyFile)
+	p, err := proc.Start(ctx, proc.Spec{
+		Name:      name,
+		Path:      r.cfg.Executable,
+		Args:      full,
+		LogFile:   filepath.Join(mr.dir, name+".log"),
+		ReadyFile: readyFile,
+		Grace:     r.cfg.Grace,
+	})
+	if err != nil {
+		return nil, ready.Announcement{}, err
+	}
+	c := &component{p: p, agents: agents}
+	mr.comps = append(mr.comps, c)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	a, err := p.WaitReady(wctx)
+	if err != nil {
+		return nil, a, fmt.Errorf("start %s: %w: %s", name, err, lastLine(p.Tail(2048)))
+	}
+	return c, a, nil
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// endMode stops every process of the mode (agents first, the backend
+// last), verifies none is left, and records the mode's outcome.
+func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summary *reports.Summary, _ any) (reports.Status, error) {
+	stopCtx, cancel := context.WithTimeout(context.Background(), r.cfg.Grace+30*time.Second)
+	defer cancel()
+	var stopErrs []error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	// Agents concurrently, then control plane, then kvstore.
+	var rest []*component
+	for _, c := range mr.comps {
+		if strings.HasPrefix(c.p.Name(), "agents-") {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := c.p.Stop(stopCtx); err != nil {
+					mu.Lock()
+					stopErrs = append(stopErrs, err)
+					mu.Unlock()
+				}
+			}()
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	wg.Wait()
+	for i := len(rest) - 1; i >= 0; i-- {
+		if err := rest[i].p.Stop(stopCtx); err != nil {
+			stopErrs = append(stopErrs, err)
+		}
+	}
+	if mr.backend {
+		if err := r.cfg.Backend.Stop(stopCtx); err != nil {
+			stopErrs = append(stopErrs, fmt.Errorf("stop backend: %w", err))
+		}
+	}
+	// Verify: no child of this harness is left.
+	if left := liveChildren(); len(left) > 0 {
+		stopErrs = append(stopErrs, fmt.Errorf("processes still running after the mode: %v", left))
+	}
+	err := cause
+	if len(stopErrs) > 0 {
+		err = errors.Join(append([]error{cause}, stopErrs...)...)
+		if status == reports.StatusOK {
+			status = reports.StatusFailed
+		}
+	}
+	fin := r.cfg.Now()
+	reason := ""
+	if err != nil {
+		reason = err.Error()
+	}
+	if status != reports.StatusOK && reason == "" {
+		reason = string(status)
+	}
+	r.update(func(m *reports.ModeResult) {
+		m.Status = status
+		m.Reason = reason
+		m.Finished = &fin
+		if summary != nil {
+			m.Summary = summary
+		}
+		for i := range m.Steps {
+			if m.Steps[i].Outcome == reports.OutcomeRunning {
+				m.Steps[i].Outcome = reports.OutcomeInterrupted
+				m.Steps[i].End = &fin
+			}
+		}
+	}, mr.mode)
+	if status == reports.StatusOK {
+		return status, nil
+	}
+	return status, err
+}
+
+// liveChildren lists processes whose parent is this process and that are
+// not zombies.
+func liveChildren() []int {
+	snap, err := proc.TakeSnapshot()
+	if err != nil {
+		return nil
+	}
+	me := os.Getpid()
+	var out []int
+	for pid, st := range snap {
+		if st.PPID == me && st.State != "Z" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func upsertStep(m *reports.ModeResult, s reports.StepResult) {
+	for i := range m.Steps {
+		if m.Steps[i].Index == s.Index {
+			m.Steps[i] = s
+			return
+		}
+	}
+	m.Steps = append(m.Steps, s)
+}
+
+func (r *runner) fact(k, v string) {
+	if v == "" {
+		return
+	}
+	_ = r.w.Update(func(res *reports.Results) { res.Run.Backend.Facts[k] = v })
+}
+
+// sample ticks the measurer at the scenario's interval and appends rows to
+// the results, flushing to disk at most every flushEvery.
+func (r *runner) sample(ctx context.Context, mode scenarios.Mode, meas *Measurer, pr *progress) {
+	const flushEvery = 5 * time.Second
+	interval := r.cfg.Scenario.Measure.SampleInterval.Duration
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	type row struct {
+		t time.Time
+		v map[string]float64
+	}
+	var pending []row
+	lastFlush := r.cfg.Now()
+	flush := func() {
+		if len(pending) == 0 {
+			return
+		}
+		rows := pending
+		pending = nil
+		r.update(func(m *reports.ModeResult) {
+			for _, x := range rows {
+				m.AppendSample(x.t, x.v)
+			}
+		}, mode)
+		lastFlush = r.cfg.Now()
+	}
+	defer flush()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := r.cfg.Now()
+		v := meas.Tick(ctx, now)
+		pending = append(pending, row{now, v})
+		pr.events(v["watch.events.rate"], v["apiserver.watch.events.rate"])
+		if now.Sub(lastFlush) >= flushEvery {
+			flush()
+		}
+	}
+}
+
+func scrapeTransport(caFile string) http.RoundTripper {
+	c, err := newAPIClient("http://unused", caFile, "", 16)
+	if err != nil {
+		return http.DefaultTransport
+	}
+	return c.http.Transport
+}
+
+// identityCensus lists CiliumIdentities and counts label sets with more
+// than one identity.
+func identityCensus(ctx context.Context, c *apiClient) (*IdentityCensus, error) {
+	var list struct {
+		Items []struct {
+			SecurityLabels map[string]string `json:"security-labels"`
+		} `json:"items"`
+	}
+	if err := c.do(ctx, "GET", "/apis/cilium.io/v2/ciliumidentities", "", nil, &list); err != nil {
+		return nil, err
+	}
+	seen := map[string]int{}
+	for _, it := range list.Items {
+		keys := sortedKeys(it.SecurityLabels)
+		var sb strings.Builder
+		for _, k := range keys {
+			sb.WriteString(k + "=" + it.SecurityLabels[k] + ";")
+		}
+		seen[sb.String()]++
+	}
+	ic := &IdentityCensus{Final: int64(len(list.Items))}
+	for _, n := range seen {
+		if n > 1 {
+			ic.Duplicates += int64(n - 1)
+		}
+	}
+	return ic, nil
+}
+
+// sloVerdicts judges the probe's latency against the scenario's SLOs.
+func sloVerdicts(sc *scenarios.Scenario, s *reports.Summary) []reports.SLOVerdict {
+	var mut, read, list float64
+	var have [3]bool
+	for _, l := range s.APILatency {
+		if l.Verb == "*" || l.Count == 0 {
+			continue
+		}
+		switch l.Verb {
+		case "PATCH", "POST", "PUT", "DELETE":
+			mut, have[0] = max(mut, l.P99), true
+		case "GET":
+			read, have[1] = max(read, l.P99), true
+		case "LIST":
+			list, have[2] = max(list, l.P99), true
+		}
+	}
+	var out []reports.SLOVerdict
+	add := func(name string, ok bool, v float64, lim time.Duration) {
+		if ok {
+			out = append(out, reports.SLOVerdict{Name: name, Limit: lim.Seconds(), Value: v, Unit: "s", Pass: v <= lim.Seconds(), Detail: "probe p99"})
+		}
+	}
+	add("mutating p99", have[0], mut, sc.SLO.MutatingP99.Duration)
+	add("read p99", have[1], read, sc.SLO.ReadP99.Duration)
+	add("list p99", have[2], list, sc.SLO.ListP99.Duration)
+	return out
+}
+
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			return s.Value
+		}
+	}
+	if bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+func machine() reports.Machine {
+	m := reports.Machine{Cores: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+	m.Hostname, _ = os.Hostname()
+	var u syscall.Utsname
+	if syscall.Uname(&u) == nil {
+		var b []byte
+		for _, c := range u.Release {
+			if c == 0 {
+				break
+			}
+			b = append(b, byte(c))
+		}
+		m.Kernel = string(b)
+	}
+	var si syscall.Sysinfo_t
+	if syscall.Sysinfo(&si) == nil {
+		m.MemoryBytes = int64(si.Totalram) * int64(si.Unit)
+	}
+	if m.Kernel == "" {
+		m.Kernel = "unknown"
+	}
+	return m
+}
+
+// effectiveDatapath guesses what the agents use; the agents decide, and
+// "auto" picks bpf only when this process may load BPF programs (root).
+func effectiveDatapath(requested string) string {
+	switch requested {
+	case "bpf", "mem":
+		return requested
+	}
+	if os.Geteuid() == 0 {
+		return "bpf"
+	}
+	return "mem"
+}
+
+var _ = strconv.Itoa
+
+// metricsURL is the /metrics URL of an announced "metrics" endpoint, which
+// is either a base URL or already the /metrics URL.
+func metricsURL(ep string) string {
+	ep = strings.TrimSuffix(ep, "/")
+	if strings.HasSuffix(ep, "/metrics") {
+		return ep
+	}
+	return ep + "/metrics"
+}

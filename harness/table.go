@@ -1,0 +1,111 @@
+package harness
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/stampede-sim/stampede/reports"
+)
+
+// WriteSummaryTable prints one row per mode: status, API latency (peak of
+// the per-second p99 and p99 over the mode), kvstore latency, agent CPU and
+// memory (mean and max across shards), watch events, writes, duplicate
+// identities and time to converge after the last change.
+func WriteSummaryTable(w io.Writer, r *reports.Results) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "mode\tstatus\tAPI p99\tAPI peak p99\tkvstore p99\tagent CPU mean/max\tagent RSS mean/max\tevents\twrites\tduplicates\tconverge p50/p99/max")
+	for i := range r.Modes {
+		m := &r.Modes[i]
+		row := []string{string(m.Mode), string(m.Status)}
+		s := m.Summary
+		if s == nil {
+			s = &reports.Summary{}
+		}
+		api, peak := "-", "-"
+		for _, l := range s.APILatency {
+			if l.Verb == "*" && l.Count > 0 {
+				api = secs(l.P99)
+			}
+		}
+		if m.Series != nil {
+			if col, ok := m.Series.Values["apiserver.latency.p99"]; ok {
+				mx, have := 0.0, false
+				for _, v := range col {
+					if v == v { // not NaN
+						mx, have = max(mx, v), true
+					}
+				}
+				if have {
+					peak = secs(mx)
+				}
+			}
+		}
+		kv := "-"
+		for _, l := range s.KVStoreLatency {
+			if kv == "-" || l.Verb == "put" {
+				kv = l.Verb + " " + secs(l.P99)
+			}
+		}
+		cpu, rss := "-", "-"
+		if a := s.Agents; a != nil {
+			cpu = fmt.Sprintf("%.1f%%/%.1f%%", 100*a.MeanCPU.Mean, 100*a.PeakCPU.Max)
+			rss = bytesStr(a.MeanRSS.Mean) + "/" + bytesStr(a.PeakRSS.Max)
+		}
+		events := "-"
+		if s.Watch != nil {
+			events = fmt.Sprint(s.Watch.Events)
+		}
+		writes := "-"
+		if s.Writes != nil {
+			var n int64
+			for _, v := range s.Writes {
+				n += v
+			}
+			writes = fmt.Sprint(n)
+		}
+		dups := "-"
+		if s.Identities != nil {
+			dups = fmt.Sprint(s.Identities.Duplicates)
+		}
+		conv := "-"
+		if n := len(s.Convergence); n > 0 {
+			c := s.Convergence[n-1]
+			conv = fmt.Sprintf("%s/%s/%s (%d/%d)", secs(c.P50), secs(c.P99), secs(c.Max), c.Converged, c.Agents)
+		}
+		row = append(row, api, peak, kv, cpu, rss, events, writes, dups, conv)
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+		if m.Reason != "" && m.Status != reports.StatusOK {
+			fmt.Fprintf(tw, "  %s\t%s\n", m.Mode, truncate(m.Reason, 200))
+		}
+	}
+	return tw.Flush()
+}
+
+func secs(v float64) string {
+	switch {
+	case v >= 1:
+		return fmt.Sprintf("%.2fs", v)
+	default:
+		return fmt.Sprintf("%.1fms", v*1000)
+	}
+}
+
+func bytesStr(v float64) string {
+	switch {
+	case v >= 1<<30:
+		return fmt.Sprintf("%.1fGiB", v/(1<<30))
+	case v >= 1<<20:
+		return fmt.Sprintf("%.1fMiB", v/(1<<20))
+	default:
+		return fmt.Sprintf("%.0fKiB", v/(1<<10))
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

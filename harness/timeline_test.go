@@ -1,0 +1,364 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/truth"
+	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// fakeCluster records what the timeline writes, as an API server would
+// store it.
+type fakeCluster struct {
+	mu       sync.Mutex
+	nodes    map[string]bool
+	ns       map[string]map[string]string
+	sas      map[string]bool
+	cnps     []policy.CiliumNetworkPolicy
+	pods     map[string]*scenarios.Pod
+	failPods int // fail this many pod creates with a 500 first
+	writes   int
+}
+
+func newFakeCluster() *fakeCluster {
+	return &fakeCluster{nodes: map[string]bool{}, ns: map[string]map[string]string{}, sas: map[string]bool{}, pods: map[string]*scenarios.Pod{}}
+}
+
+func (f *fakeCluster) CreateNode(_ context.Context, n scenarios.Node) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nodes[n.Name] = true
+	f.writes++
+	return nil
+}
+
+func (f *fakeCluster) CreateNamespace(_ context.Context, ns scenarios.Namespace) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l := map[string]string{}
+	for k, v := range ns.Labels {
+		l[k] = v
+	}
+	f.ns[ns.Name] = l
+	f.writes++
+	return nil
+}
+
+func (f *fakeCluster) CreateServiceAccount(_ context.Context, ns, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sas[ns+"/"+name] = true
+	f.writes++
+	return nil
+}
+
+func (f *fakeCluster) CreatePolicy(_ context.Context, cnp policy.CiliumNetworkPolicy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cnps = append(f.cnps, cnp)
+	f.writes++
+	return nil
+}
+
+func (f *fakeCluster) CreatePod(_ context.Context, p *scenarios.Pod, hostIP string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failPods > 0 {
+		f.failPods--
+		return &APIError{Method: "POST", Path: "/pods", Status: 500, Body: "try again"}
+	}
+	if hostIP == "" {
+		return errors.New("no host IP")
+	}
+	cp := *p
+	f.pods[p.Namespace+"/"+p.Name] = &cp
+	f.writes += 2
+	return nil
+}
+
+func (f *fakeCluster) SetNamespaceLabels(_ context.Context, ns string, set map[string]string, removed []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.ns[ns]
+	if !ok {
+		return &APIError{Method: "PATCH", Path: ns, Status: 404}
+	}
+	for k, v := range set {
+		l[k] = v
+	}
+	for _, k := range removed {
+		delete(l, k)
+	}
+	f.writes++
+	return nil
+}
+
+func (f *fakeCluster) DeletePod(_ context.Context, ns, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.pods, ns+"/"+name)
+	f.writes++
+	return nil
+}
+
+// state is the truth as the fake cluster stores it: what agents that saw
+// every write would compute.
+func (f *fakeCluster) state(sc *scenarios.Scenario) (map[string]truth.Expected, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	filter, err := identity.NewFilter(sc.Agent.LabelFilter)
+	if err != nil {
+		return nil, err
+	}
+	st := &truth.State{Cluster: sc.Cluster.Name, Filter: filter}
+	for name, l := range f.ns {
+		if name == ProbeNamespace {
+			continue
+		}
+		st.Namespaces = append(st.Namespaces, scenarios.Namespace{Name: name, Labels: l})
+	}
+	for _, p := range f.pods {
+		st.Pods = append(st.Pods, p)
+	}
+	for _, c := range f.cnps {
+		r, err := policy.Compile(&c)
+		if err != nil {
+			return nil, err
+		}
+		st.Rules = append(st.Rules, r...)
+	}
+	for n := range f.nodes {
+		st.Nodes = append(st.Nodes, n)
+	}
+	return st.Compute()
+}
+
+// lagAgents report the cluster's state only after lag polls since the last
+// change they noticed; before that, they report what they had.
+type lagAgents struct {
+	sc      *scenarios.Scenario
+	cluster *fakeCluster
+	lag     int
+	now     func() time.Time
+	broken  bool // never converge
+
+	mu      sync.Mutex
+	polls   int
+	shown   map[string]truth.Expected
+	pending map[string]truth.Expected
+	since   int
+	changed time.Time
+}
+
+func (a *lagAgents) Agents(context.Context) ([]AgentStatus, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.polls++
+	cur, err := a.cluster.state(a.sc)
+	if err != nil {
+		return nil, err
+	}
+	if fmt.Sprint(cur) != fmt.Sprint(a.pending) {
+		a.pending, a.since = cur, a.polls
+	}
+	if a.polls-a.since >= a.lag && !a.broken && fmt.Sprint(a.shown) != fmt.Sprint(a.pending) {
+		a.shown = a.pending
+		a.changed = a.now()
+	}
+	var out []AgentStatus
+	for n, e := range a.shown {
+		out = append(out, AgentStatus{Node: n, IPCache: e.IPCache, Policy: e.Policy, LastChange: a.changed})
+	}
+	return out, nil
+}
+
+func smallScenario(t *testing.T, steps string) *scenarios.Scenario {
+	t.Helper()
+	sc, err := scenarios.Parse("test", []byte(`
+name: t
+seed: 7
+cluster:
+  nodes: 3
+  namespaces:
+    - {name: a, labels: {env: prod}}
+    - {name: b, labels: {env: prod}}
+  workloads: {deploymentsPerNamespace: 2, replicas: 3}
+policies:
+  - name: from-prod
+    ingress:
+      - fromNamespaceLabels: {env: prod}
+        ports: [{port: 80, protocol: TCP}]
+`+steps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+func TestTimelineRunsEveryStepAndConverges(t *testing.T) {
+	sc := smallScenario(t, `
+steps:
+  - setup: {}
+  - waitConverged: {timeout: 1m}
+  - relabel: {set: {env: staging}}
+  - waitConverged: {timeout: 1m}
+  - scale: {namespace: a, deployment: deploy-0, replicas: 5}
+  - deletePods: {fraction: 0.5}
+  - scale: {namespace: b, deployment: deploy-1, replicas: 1}
+  - waitConverged: {timeout: 1m}
+`)
+	topo, err := sc.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := newFakeCluster()
+	fc.failPods = 2 // retried
+	agents := &lagAgents{sc: sc, cluster: fc, lag: 2, now: time.Now}
+	var steps []reports.StepResult
+	var conv []reports.ConvergenceSummary
+	tl, err := NewTimeline(TimelineConfig{
+		Scenario: sc, Topology: topo, Cluster: fc, Agents: agents,
+		PollInterval: time.Millisecond,
+		OnStep:       func(s reports.StepResult) { steps = append(steps, s) },
+		OnConverged:  func(c reports.ConvergenceSummary) { conv = append(conv, c) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tl.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) != 2*len(sc.Steps) {
+		t.Fatalf("got %d step events, want %d", len(steps), 2*len(sc.Steps))
+	}
+	for i := 1; i < len(steps); i += 2 {
+		if steps[i].Outcome != reports.OutcomeOK || steps[i].End == nil {
+			t.Errorf("step %d: %+v, want ok with an end", steps[i].Index, steps[i])
+		}
+	}
+	if len(conv) != 3 {
+		t.Fatalf("convergence summaries = %d, want 3", len(conv))
+	}
+	wantTriggers := []string{"setup", "relabel", "scale"}
+	for i, c := range conv {
+		if c.Trigger != wantTriggers[i] || c.Agents != 3 || c.Converged != 3 || c.Max < c.P50 {
+			t.Errorf("convergence %d = %+v, want trigger %s and 3/3", i, c, wantTriggers[i])
+		}
+	}
+	// The cluster holds what the topology says: 12 pods, +2 by scale, -2.
+	if got := len(fc.pods); got != len(topo.Pods) || got != 12 {
+		t.Errorf("cluster has %d pods, topology %d; want 12", got, len(topo.Pods))
+	}
+	for _, l := range fc.ns {
+		if l["env"] != "staging" {
+			t.Errorf("namespace labels %v, want env=staging", l)
+		}
+	}
+	if len(fc.cnps) != 2 || len(fc.sas) != 2 || len(fc.nodes) != 3 {
+		t.Errorf("cnps %d sas %d nodes %d, want 2 2 3", len(fc.cnps), len(fc.sas), len(fc.nodes))
+	}
+}
+
+func TestTimelineTimeout(t *testing.T) {
+	sc := smallScenario(t, `
+steps:
+  - setup: {}
+  - waitConverged: {timeout: 50ms}
+`)
+	topo, _ := sc.Generate()
+	fc := newFakeCluster()
+	var steps []reports.StepResult
+	tl, err := NewTimeline(TimelineConfig{
+		Scenario: sc, Topology: topo, Cluster: fc,
+		Agents:       &lagAgents{sc: sc, cluster: fc, broken: true, now: time.Now},
+		PollInterval: time.Millisecond,
+		OnStep:       func(s reports.StepResult) { steps = append(steps, s) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tl.Run(context.Background())
+	var nc *ErrNotConverged
+	if !errors.As(err, &nc) || nc.Converged != 0 || nc.Agents != 3 || nc.Step != 1 {
+		t.Fatalf("err = %v, want ErrNotConverged 0/3 at step 1", err)
+	}
+	if last := steps[len(steps)-1]; last.Outcome != reports.OutcomeTimeout || !strings.Contains(last.Detail, "0/3") {
+		t.Errorf("last step = %+v, want a timeout naming 0/3", last)
+	}
+}
+
+func TestTimelineInterrupted(t *testing.T) {
+	sc := smallScenario(t, `
+steps:
+  - setup: {}
+  - observe: {duration: 1h}
+`)
+	topo, _ := sc.Generate()
+	ctx, cancel := context.WithCancel(context.Background())
+	var steps []reports.StepResult
+	tl, err := NewTimeline(TimelineConfig{
+		Scenario: sc, Topology: topo, Cluster: newFakeCluster(), Agents: &lagAgents{},
+		OnStep: func(s reports.StepResult) {
+			steps = append(steps, s)
+			if s.Kind == "observe" && s.Outcome == reports.OutcomeRunning {
+				cancel()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tl.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want canceled", err)
+	}
+	if last := steps[len(steps)-1]; last.Outcome != reports.OutcomeInterrupted {
+		t.Errorf("last step outcome %q, want interrupted", last.Outcome)
+	}
+}
+
+func TestTimelineConfigErrors(t *testing.T) {
+	sc := smallScenario(t, "steps: [{setup: {}}]")
+	topo, _ := sc.Generate()
+	tests := []struct {
+		name string
+		cfg  TimelineConfig
+		want string
+	}{
+		{"no scenario", TimelineConfig{Topology: topo, Cluster: newFakeCluster(), Agents: &lagAgents{}}, "Scenario is nil"},
+		{"no topology", TimelineConfig{Scenario: sc, Cluster: newFakeCluster(), Agents: &lagAgents{}}, "Topology is nil"},
+		{"no cluster", TimelineConfig{Scenario: sc, Topology: topo, Agents: &lagAgents{}}, "Cluster is nil"},
+		{"no agents", TimelineConfig{Scenario: sc, Topology: topo, Cluster: newFakeCluster()}, "Agents is nil"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := NewTimeline(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSetupStopsAtFirstHardError(t *testing.T) {
+	sc := smallScenario(t, "steps: [{setup: {}}]")
+	topo, _ := sc.Generate()
+	tl, _ := NewTimeline(TimelineConfig{Scenario: sc, Topology: topo, Cluster: failingCluster{newFakeCluster()}, Agents: &lagAgents{}})
+	err := tl.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "create namespaces") || !strings.Contains(err.Error(), "HTTP 403") {
+		t.Errorf("err = %v, want the namespace failure", err)
+	}
+}
+
+type failingCluster struct{ *fakeCluster }
+
+func (failingCluster) CreateNamespace(context.Context, scenarios.Namespace) error {
+	return &APIError{Method: "POST", Path: "/api/v1/namespaces", Status: 403, Body: "forbidden"}
+}
