@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,6 +152,7 @@ func BenchmarkFleetMaps(b *testing.B) {
 		runtime.GC()
 		var m0, m1 runtime.MemStats
 		runtime.ReadMemStats(&m0)
+		k0 := kernelMemory(b)
 		fds0 := openFDs(b)
 		ds := make([]Datapath, 0, benchAgents)
 		start := time.Now()
@@ -156,9 +160,24 @@ func BenchmarkFleetMaps(b *testing.B) {
 			d, _, err := Open(context.Background(), benchConfig(KindBPF), nil)
 			must(b, err)
 			ds = append(ds, d)
-			fillAgent(b, d)
+		}
+		kOpen := kernelMemory(b)
+		entries := podEntries(benchPods, 1000)
+		for _, d := range ds {
+			must(b, d.UpsertIPCache(entries))
+		}
+		kIPCache := kernelMemory(b)
+		keys := endpointKeys(benchKeysPerEndpoint)
+		for _, d := range ds {
+			for e := range benchLocalEndpoints {
+				must(b, d.ReplacePolicy(podAddr(100000+e), keys))
+			}
 		}
 		fill := time.Since(start)
+		k1 := kernelMemory(b)
+		b.ReportMetric(float64(kOpen-k0), "meminfo-open-bytes")
+		b.ReportMetric(float64(kIPCache-kOpen), "meminfo-ipcache-bytes")
+		b.ReportMetric(float64(k1-kIPCache), "meminfo-policy-bytes")
 		runtime.GC()
 		runtime.ReadMemStats(&m1)
 		var total uint64
@@ -167,6 +186,10 @@ func BenchmarkFleetMaps(b *testing.B) {
 		}
 		b.ReportMetric(float64(total), "kernel-map-bytes")
 		b.ReportMetric(float64(total)/benchAgents, "kernel-map-bytes/agent")
+		// What the kernel allocated meanwhile (slab, percpu, vmalloc from
+		// /proc/meminfo; machine-wide, so other processes add noise):
+		// memlock leaves out LPM intermediate nodes and allocator rounding.
+		b.ReportMetric(float64(k1-k0), "meminfo-kernel-delta-bytes")
 		b.ReportMetric(float64(m1.HeapAlloc)-float64(m0.HeapAlloc), "go-shadow-bytes")
 		b.ReportMetric(float64(openFDs(b)-fds0), "fds")
 		b.ReportMetric(fill.Seconds(), "fill-s")
@@ -175,6 +198,31 @@ func BenchmarkFleetMaps(b *testing.B) {
 			must(b, d.Close())
 		}
 	}
+}
+
+// kernelMemory sums Slab, Percpu and VmallocUsed of /proc/meminfo.
+func kernelMemory(tb testing.TB) int64 {
+	tb.Helper()
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		tb.Fatalf("read meminfo: %v", err)
+	}
+	var total int64
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "Slab:", "Percpu:", "VmallocUsed:":
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				tb.Fatalf("meminfo %q: %v", line, err)
+			}
+			total += kb * 1024
+		}
+	}
+	return total
 }
 
 // BenchmarkPolicyLayout compares, for one agent's 100 endpoints x 500
