@@ -138,12 +138,14 @@ func (c *typeCache) respondLocked(req *discovery.DiscoveryRequest, full *discove
 }
 
 // createWatch is the state-of-the-world watch: answer now with the full
-// state if the client's version is not the current one, else when the next
-// change happens.
+// state if the client's version is not the current one (and the request is
+// not a NACK), else when the next change happens.
 func (c *typeCache) createWatch(req *discovery.DiscoveryRequest, out chan cache.Response) func() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if req.GetVersionInfo() != c.versionString() {
+	// A NACK names the last good version; answering it with the full state
+	// again would resend what was just rejected, so wait for a change.
+	if req.GetErrorDetail() == nil && req.GetVersionInfo() != c.versionString() {
 		out <- c.respondLocked(req, c.fullStateLocked())
 		return func() {}
 	}

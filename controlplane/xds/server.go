@@ -1,11 +1,14 @@
 package xds
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -146,7 +149,15 @@ func (s *Server) Apply(c *Changes) (int, error) {
 	at := s.cfg.Now()
 	need := map[cacheKey]uint64{}
 	total := 0
-	for k := range keys {
+	// Identities first, then hosts, policies and endpoints, so that an
+	// agent rarely sees a reference before what it refers to.
+	ordered := slices.SortedFunc(maps.Keys(keys), func(a, b cacheKey) int {
+		if c := cmp.Compare(slices.Index(xdsapi.Types, a.typeURL), slices.Index(xdsapi.Types, b.typeURL)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.node, b.node)
+	})
+	for _, k := range ordered {
 		tc, _ := s.router.lookup(k)
 		v, n, err := tc.apply(c.set[k], c.del[k])
 		if err != nil {

@@ -140,19 +140,16 @@ func (x *IdentityHosts) GetHostAddresses() []string {
 	return nil
 }
 
-// Policy is one CiliumNetworkPolicy in slim form: which endpoints of the
-// namespace it selects and which peers may reach them on which ports.
+// Policy is one CiliumNetworkPolicy compiled to rules (the form of
+// internal/policy.Rule): the agent resolves them against identities itself.
 // Resource name: "namespace/name".
 type Policy struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// endpoint_selector selects the local endpoints the rule applies to; empty
-	// selects every endpoint of the namespace.
-	EndpointSelector *LabelSelector `protobuf:"bytes,3,opt,name=endpoint_selector,json=endpointSelector,proto3" json:"endpoint_selector,omitempty"`
-	Ingress          []*IngressRule `protobuf:"bytes,4,rep,name=ingress,proto3" json:"ingress,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Rules         []*Rule                `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -199,91 +196,89 @@ func (x *Policy) GetName() string {
 	return ""
 }
 
-func (x *Policy) GetEndpointSelector() *LabelSelector {
+func (x *Policy) GetRules() []*Rule {
 	if x != nil {
-		return x.EndpointSelector
+		return x.Rules
 	}
 	return nil
 }
 
-func (x *Policy) GetIngress() []*IngressRule {
+// Rule applies its ingress to the local endpoints subject selects.
+type Rule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subject       *Selector              `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Ingress       []*Ingress             `protobuf:"bytes,2,rep,name=ingress,proto3" json:"ingress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rule) Reset() {
+	*x = Rule{}
+	mi := &file_stampede_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rule) ProtoMessage() {}
+
+func (x *Rule) ProtoReflect() protoreflect.Message {
+	mi := &file_stampede_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rule.ProtoReflect.Descriptor instead.
+func (*Rule) Descriptor() ([]byte, []int) {
+	return file_stampede_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Rule) GetSubject() *Selector {
+	if x != nil {
+		return x.Subject
+	}
+	return nil
+}
+
+func (x *Rule) GetIngress() []*Ingress {
 	if x != nil {
 		return x.Ingress
 	}
 	return nil
 }
 
-// LabelSelector matches identity labels: every (key, value) of match_labels
-// must be present. Keys are identity label keys with their source prefix,
-// for example "k8s:io.cilium.k8s.namespace.labels.env".
-type LabelSelector struct {
+// Ingress allows peers matched by any of from on any of ports.
+type Ingress struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	MatchLabels   map[string]string      `protobuf:"bytes,1,rep,name=match_labels,json=matchLabels,proto3" json:"match_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	From          []*Selector            `protobuf:"bytes,1,rep,name=from,proto3" json:"from,omitempty"`
+	Ports         []*Port                `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *LabelSelector) Reset() {
-	*x = LabelSelector{}
-	mi := &file_stampede_proto_msgTypes[3]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *LabelSelector) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*LabelSelector) ProtoMessage() {}
-
-func (x *LabelSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_stampede_proto_msgTypes[3]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use LabelSelector.ProtoReflect.Descriptor instead.
-func (*LabelSelector) Descriptor() ([]byte, []int) {
-	return file_stampede_proto_rawDescGZIP(), []int{3}
-}
-
-func (x *LabelSelector) GetMatchLabels() map[string]string {
-	if x != nil {
-		return x.MatchLabels
-	}
-	return nil
-}
-
-// IngressRule allows traffic from any identity matched by one of
-// from_endpoints to any of ports.
-type IngressRule struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FromEndpoints []*LabelSelector       `protobuf:"bytes,1,rep,name=from_endpoints,json=fromEndpoints,proto3" json:"from_endpoints,omitempty"`
-	Ports         []*PortProtocol        `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *IngressRule) Reset() {
-	*x = IngressRule{}
+func (x *Ingress) Reset() {
+	*x = Ingress{}
 	mi := &file_stampede_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *IngressRule) String() string {
+func (x *Ingress) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*IngressRule) ProtoMessage() {}
+func (*Ingress) ProtoMessage() {}
 
-func (x *IngressRule) ProtoReflect() protoreflect.Message {
+func (x *Ingress) ProtoReflect() protoreflect.Message {
 	mi := &file_stampede_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -295,49 +290,47 @@ func (x *IngressRule) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use IngressRule.ProtoReflect.Descriptor instead.
-func (*IngressRule) Descriptor() ([]byte, []int) {
+// Deprecated: Use Ingress.ProtoReflect.Descriptor instead.
+func (*Ingress) Descriptor() ([]byte, []int) {
 	return file_stampede_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *IngressRule) GetFromEndpoints() []*LabelSelector {
+func (x *Ingress) GetFrom() []*Selector {
 	if x != nil {
-		return x.FromEndpoints
+		return x.From
 	}
 	return nil
 }
 
-func (x *IngressRule) GetPorts() []*PortProtocol {
+func (x *Ingress) GetPorts() []*Port {
 	if x != nil {
 		return x.Ports
 	}
 	return nil
 }
 
-// PortProtocol is one destination port.
-type PortProtocol struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Port  uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
-	// protocol is "TCP", "UDP" or "ANY".
-	Protocol      string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+// Selector is a conjunction of requirements over identity labels.
+type Selector struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requirements  []*Requirement         `protobuf:"bytes,1,rep,name=requirements,proto3" json:"requirements,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PortProtocol) Reset() {
-	*x = PortProtocol{}
+func (x *Selector) Reset() {
+	*x = Selector{}
 	mi := &file_stampede_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PortProtocol) String() string {
+func (x *Selector) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PortProtocol) ProtoMessage() {}
+func (*Selector) ProtoMessage() {}
 
-func (x *PortProtocol) ProtoReflect() protoreflect.Message {
+func (x *Selector) ProtoReflect() protoreflect.Message {
 	mi := &file_stampede_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -349,23 +342,139 @@ func (x *PortProtocol) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PortProtocol.ProtoReflect.Descriptor instead.
-func (*PortProtocol) Descriptor() ([]byte, []int) {
+// Deprecated: Use Selector.ProtoReflect.Descriptor instead.
+func (*Selector) Descriptor() ([]byte, []int) {
 	return file_stampede_proto_rawDescGZIP(), []int{5}
 }
 
-func (x *PortProtocol) GetPort() uint32 {
+func (x *Selector) GetRequirements() []*Requirement {
+	if x != nil {
+		return x.Requirements
+	}
+	return nil
+}
+
+// Requirement is one label requirement: source "" matches any source; op is
+// "In", "NotIn", "Exists" or "DoesNotExist".
+type Requirement struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Source        string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Op            string                 `protobuf:"bytes,3,opt,name=op,proto3" json:"op,omitempty"`
+	Values        []string               `protobuf:"bytes,4,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Requirement) Reset() {
+	*x = Requirement{}
+	mi := &file_stampede_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Requirement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Requirement) ProtoMessage() {}
+
+func (x *Requirement) ProtoReflect() protoreflect.Message {
+	mi := &file_stampede_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Requirement.ProtoReflect.Descriptor instead.
+func (*Requirement) Descriptor() ([]byte, []int) {
+	return file_stampede_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Requirement) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Requirement) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Requirement) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *Requirement) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// Port is an L4 port and IP protocol number; 0 means any.
+type Port struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	Proto         uint32                 `protobuf:"varint,2,opt,name=proto,proto3" json:"proto,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Port) Reset() {
+	*x = Port{}
+	mi := &file_stampede_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Port) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Port) ProtoMessage() {}
+
+func (x *Port) ProtoReflect() protoreflect.Message {
+	mi := &file_stampede_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Port.ProtoReflect.Descriptor instead.
+func (*Port) Descriptor() ([]byte, []int) {
+	return file_stampede_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Port) GetPort() uint32 {
 	if x != nil {
 		return x.Port
 	}
 	return 0
 }
 
-func (x *PortProtocol) GetProtocol() string {
+func (x *Port) GetProto() uint32 {
 	if x != nil {
-		return x.Protocol
+		return x.Proto
 	}
-	return ""
+	return 0
 }
 
 // Endpoint is one pod running on the node that receives it: each agent gets
@@ -387,7 +496,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_stampede_proto_msgTypes[6]
+	mi := &file_stampede_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +508,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_stampede_proto_msgTypes[6]
+	mi := &file_stampede_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +521,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_stampede_proto_rawDescGZIP(), []int{6}
+	return file_stampede_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Endpoint) GetNamespace() string {
@@ -460,23 +569,27 @@ const file_stampede_proto_rawDesc = "" +
 	"\x06labels\x18\x02 \x03(\tR\x06labels\"N\n" +
 	"\rIdentityHosts\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\x04R\x06policy\x12%\n" +
-	"\x0ehost_addresses\x18\x02 \x03(\tR\rhostAddresses\"\xbf\x01\n" +
+	"\x0ehost_addresses\x18\x02 \x03(\tR\rhostAddresses\"g\n" +
 	"\x06Policy\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12K\n" +
-	"\x11endpoint_selector\x18\x03 \x01(\v2\x1e.stampede.xds.v1.LabelSelectorR\x10endpointSelector\x126\n" +
-	"\aingress\x18\x04 \x03(\v2\x1c.stampede.xds.v1.IngressRuleR\aingress\"\xa3\x01\n" +
-	"\rLabelSelector\x12R\n" +
-	"\fmatch_labels\x18\x01 \x03(\v2/.stampede.xds.v1.LabelSelector.MatchLabelsEntryR\vmatchLabels\x1a>\n" +
-	"\x10MatchLabelsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x89\x01\n" +
-	"\vIngressRule\x12E\n" +
-	"\x0efrom_endpoints\x18\x01 \x03(\v2\x1e.stampede.xds.v1.LabelSelectorR\rfromEndpoints\x123\n" +
-	"\x05ports\x18\x02 \x03(\v2\x1d.stampede.xds.v1.PortProtocolR\x05ports\">\n" +
-	"\fPortProtocol\x12\x12\n" +
-	"\x04port\x18\x01 \x01(\rR\x04port\x12\x1a\n" +
-	"\bprotocol\x18\x02 \x01(\tR\bprotocol\"|\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
+	"\x05rules\x18\x03 \x03(\v2\x15.stampede.xds.v1.RuleR\x05rules\"o\n" +
+	"\x04Rule\x123\n" +
+	"\asubject\x18\x01 \x01(\v2\x19.stampede.xds.v1.SelectorR\asubject\x122\n" +
+	"\aingress\x18\x02 \x03(\v2\x18.stampede.xds.v1.IngressR\aingress\"e\n" +
+	"\aIngress\x12-\n" +
+	"\x04from\x18\x01 \x03(\v2\x19.stampede.xds.v1.SelectorR\x04from\x12+\n" +
+	"\x05ports\x18\x02 \x03(\v2\x15.stampede.xds.v1.PortR\x05ports\"L\n" +
+	"\bSelector\x12@\n" +
+	"\frequirements\x18\x01 \x03(\v2\x1c.stampede.xds.v1.RequirementR\frequirements\"_\n" +
+	"\vRequirement\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x0e\n" +
+	"\x02op\x18\x03 \x01(\tR\x02op\x12\x16\n" +
+	"\x06values\x18\x04 \x03(\tR\x06values\"0\n" +
+	"\x04Port\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x12\x14\n" +
+	"\x05proto\x18\x02 \x01(\rR\x05proto\"|\n" +
 	"\bEndpoint\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n" +
@@ -496,28 +609,30 @@ func file_stampede_proto_rawDescGZIP() []byte {
 	return file_stampede_proto_rawDescData
 }
 
-var file_stampede_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_stampede_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_stampede_proto_goTypes = []any{
 	(*Identity)(nil),      // 0: stampede.xds.v1.Identity
 	(*IdentityHosts)(nil), // 1: stampede.xds.v1.IdentityHosts
 	(*Policy)(nil),        // 2: stampede.xds.v1.Policy
-	(*LabelSelector)(nil), // 3: stampede.xds.v1.LabelSelector
-	(*IngressRule)(nil),   // 4: stampede.xds.v1.IngressRule
-	(*PortProtocol)(nil),  // 5: stampede.xds.v1.PortProtocol
-	(*Endpoint)(nil),      // 6: stampede.xds.v1.Endpoint
-	nil,                   // 7: stampede.xds.v1.LabelSelector.MatchLabelsEntry
+	(*Rule)(nil),          // 3: stampede.xds.v1.Rule
+	(*Ingress)(nil),       // 4: stampede.xds.v1.Ingress
+	(*Selector)(nil),      // 5: stampede.xds.v1.Selector
+	(*Requirement)(nil),   // 6: stampede.xds.v1.Requirement
+	(*Port)(nil),          // 7: stampede.xds.v1.Port
+	(*Endpoint)(nil),      // 8: stampede.xds.v1.Endpoint
 }
 var file_stampede_proto_depIdxs = []int32{
-	3, // 0: stampede.xds.v1.Policy.endpoint_selector:type_name -> stampede.xds.v1.LabelSelector
-	4, // 1: stampede.xds.v1.Policy.ingress:type_name -> stampede.xds.v1.IngressRule
-	7, // 2: stampede.xds.v1.LabelSelector.match_labels:type_name -> stampede.xds.v1.LabelSelector.MatchLabelsEntry
-	3, // 3: stampede.xds.v1.IngressRule.from_endpoints:type_name -> stampede.xds.v1.LabelSelector
-	5, // 4: stampede.xds.v1.IngressRule.ports:type_name -> stampede.xds.v1.PortProtocol
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	3, // 0: stampede.xds.v1.Policy.rules:type_name -> stampede.xds.v1.Rule
+	5, // 1: stampede.xds.v1.Rule.subject:type_name -> stampede.xds.v1.Selector
+	4, // 2: stampede.xds.v1.Rule.ingress:type_name -> stampede.xds.v1.Ingress
+	5, // 3: stampede.xds.v1.Ingress.from:type_name -> stampede.xds.v1.Selector
+	7, // 4: stampede.xds.v1.Ingress.ports:type_name -> stampede.xds.v1.Port
+	6, // 5: stampede.xds.v1.Selector.requirements:type_name -> stampede.xds.v1.Requirement
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_stampede_proto_init() }
@@ -531,7 +646,7 @@ func file_stampede_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stampede_proto_rawDesc), len(file_stampede_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
