@@ -1,0 +1,606 @@
+package reports
+
+import (
+	"fmt"
+	"image/color"
+	"math"
+	"sort"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+)
+
+// Figures builds every figure of a report: per mode (API latency, CPU and
+// memory per process, per-agent cost with its spread, watch traffic,
+// kvstore and xDS latency where measured) and across modes (the same
+// series overlaid, and bar charts of the summaries). Modes without samples
+// get no per-mode figures; the report says why.
+func Figures(r *Results) []*Figure {
+	var out []*Figure
+	for i := range r.Modes {
+		out = append(out, modeFigures(r, &r.Modes[i])...)
+	}
+	out = append(out, compareFigures(r)...)
+	return out
+}
+
+// Caption is the line that says what a figure measured.
+func Caption(r *Results) string {
+	parts := []string{"scenario " + r.Run.Scenario}
+	if r.Run.Nodes > 0 {
+		parts = append(parts, fmt.Sprintf("%d nodes", r.Run.Nodes))
+	}
+	if r.Run.Pods > 0 {
+		parts = append(parts, fmt.Sprintf("%d pods", r.Run.Pods))
+	}
+	if r.Run.Backend.Name != "" {
+		parts = append(parts, r.Run.Backend.Name+" API server")
+	}
+	if r.Run.Datapath.Effective != "" {
+		parts = append(parts, r.Run.Datapath.Effective+" datapath")
+	}
+	if !r.Run.Started.IsZero() {
+		parts = append(parts, r.Run.Started.UTC().Format("2006-01-02 15:04 UTC"))
+	}
+	if !r.Run.Complete {
+		parts = append(parts, "INCOMPLETE RUN")
+	}
+	return strings.Join(parts, " · ")
+}
+
+// column returns a series' values, or nil.
+func column(m *ModeResult, name string) []float64 {
+	if m.Series == nil {
+		return nil
+	}
+	return m.Series.Values[name]
+}
+
+// markers are the steps that changed the cluster, as offsets into the
+// mode's series.
+func markers(m *ModeResult, offset float64) []eventMarker {
+	if m.Series == nil {
+		return nil
+	}
+	var out []eventMarker
+	for _, s := range m.Steps {
+		switch s.Kind {
+		case "relabel", "scale", "deletePods":
+			out = append(out, eventMarker{
+				X:     s.Start.Sub(m.Series.Start).Seconds() - offset,
+				Label: s.Kind,
+				Color: color.RGBA{200, 30, 30, 255},
+			})
+		}
+	}
+	return out
+}
+
+func addMarkers(p *plot.Plot, ms []eventMarker) {
+	for _, m := range ms {
+		p.Add(m)
+	}
+}
+
+// relabelOffset is the time of the mode's first relabel in its series (0
+// when it has none).
+func relabelOffset(m *ModeResult) (float64, bool) {
+	if m.Series == nil {
+		return 0, false
+	}
+	for _, s := range m.Steps {
+		if s.Kind == "relabel" {
+			return s.Start.Sub(m.Series.Start).Seconds(), true
+		}
+	}
+	return 0, false
+}
+
+const xSinceStart = "time since the mode started (s)"
+
+// processOrder sorts process names the way reports list them.
+func processOrder(names []string) {
+	rank := map[string]int{"apiserver": 0, "etcd": 1, "kvstore": 2, "controlplane": 3, "agents": 4, "harness": 5}
+	sort.Slice(names, func(i, j int) bool {
+		ri, oki := rank[names[i]]
+		rj, okj := rank[names[j]]
+		switch {
+		case oki && okj:
+			return ri < rj
+		case oki != okj:
+			return oki
+		}
+		return names[i] < names[j]
+	})
+}
+
+// processSeries groups base{process=...} columns by process, summing the
+// agent shards (agents-<i>) into "agents" (a gap if any shard is missing).
+func processSeries(m *ModeResult, base string) (map[string][]float64, []string) {
+	out := map[string][]float64{}
+	if m.Series == nil {
+		return out, nil
+	}
+	for _, name := range m.Series.Names() {
+		b, labels, err := ParseSeriesName(name)
+		if err != nil || b != base || len(labels) != 1 || labels[0].Name != "process" {
+			continue
+		}
+		proc := labels[0].Value
+		col := m.Series.Values[name]
+		if strings.HasPrefix(proc, "agents-") {
+			acc, ok := out["agents"]
+			if !ok {
+				acc = make([]float64, len(col))
+			}
+			for i := range acc {
+				acc[i] += col[i] // NaN propagates: a gap
+			}
+			out["agents"] = acc
+			continue
+		}
+		out[proc] = col
+	}
+	names := make([]string, 0, len(out))
+	for n := range out {
+		names = append(names, n)
+	}
+	processOrder(names)
+	return out, names
+}
+
+func processLabel(p string) string {
+	if p == "agents" {
+		return "agents (all shards)"
+	}
+	return p
+}
+
+func processColor(p string, i int) color.Color {
+	if c, ok := processColors[p]; ok {
+		return c
+	}
+	return colorAt(i + 5)
+}
+
+func modeFigures(r *Results, m *ModeResult) []*Figure {
+	if m.Series.Len() == 0 {
+		return nil
+	}
+	mode := string(m.Mode)
+	caption := Caption(r)
+	x := m.Series.T
+	ms := markers(m, 0)
+	var figs []*Figure
+
+	// API latency, log scale.
+	{
+		p := newPlot(mode+": API server latency per second (probe)", xSinceStart, "latency (log scale)")
+		drawn := false
+		drawn = addLine(p, "max", x, column(m, SeriesAPILatencyMax), true, color.Gray{Y: 150}, vg.Points(1), []vg.Length{vg.Points(3), vg.Points(2)}) || drawn
+		drawn = addLine(p, "p99", x, column(m, SeriesAPILatencyP99), true, palette[3], vg.Points(1.8), nil) || drawn
+		drawn = addLine(p, "p50", x, column(m, SeriesAPILatencyP50), true, palette[0], vg.Points(1.5), nil) || drawn
+		drawn = addLine(p, "p99 (server's own histogram)", x, column(m, SeriesServerLatencyP99), true, palette[2], vg.Points(1.2), []vg.Length{vg.Points(1), vg.Points(2)}) || drawn
+		if drawn {
+			addMarkers(p, ms)
+			setLogY(p, formatSeconds)
+			figs = append(figs, &Figure{Caption: caption, Name: mode + "-api-latency", Title: mode + ": API server latency (p50/p99/max per second, log scale)", Mode: mode, rows: [][]*plot.Plot{{p}}})
+		}
+	}
+
+	// CPU and memory per process.
+	{
+		cpu, cpuNames := processSeries(m, SeriesCPU)
+		rss, rssNames := processSeries(m, SeriesRSS)
+		if len(cpuNames) > 0 || len(rssNames) > 0 {
+			pc := newPlot(mode+": CPU per process", xSinceStart, "CPU (cores)")
+			for i, n := range cpuNames {
+				addLine(pc, processLabel(n), x, cpu[n], false, processColor(n, i), vg.Points(1.5), nil)
+			}
+			linearY(pc)
+			addMarkers(pc, ms)
+			var maxRSS float64
+			for _, n := range rssNames {
+				maxRSS = math.Max(maxRSS, nanZero(colMax(rss[n])))
+			}
+			unit, div := byteUnit(maxRSS)
+			pm := newPlot(mode+": resident memory per process", xSinceStart, "RSS ("+unit+")")
+			for i, n := range rssNames {
+				addLine(pm, processLabel(n), x, scaled(rss[n], div), false, processColor(n, i), vg.Points(1.5), nil)
+			}
+			linearY(pm)
+			addMarkers(pm, ms)
+			figs = append(figs, &Figure{Caption: caption, Name: mode + "-cpu-memory", Title: mode + ": CPU and memory per process", Mode: mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch})
+		}
+	}
+
+	// Per-agent cost: mean with a min-max band across shards.
+	{
+		mean, lo, hi := column(m, SeriesAgentsCPUMean), column(m, SeriesAgentsCPUMin), column(m, SeriesAgentsCPUMax)
+		rmean, rlo, rhi := column(m, SeriesAgentsRSSMean), column(m, SeriesAgentsRSSMin), column(m, SeriesAgentsRSSMax)
+		if mean != nil || rmean != nil {
+			c := processColors["agents"]
+			pc := newPlot(mode+": CPU per agent", xSinceStart, "CPU per agent (% of one core)")
+			if lo != nil && hi != nil {
+				addBand(pc, "min-max across shards", x, scaled(lo, 0.01), scaled(hi, 0.01), c)
+			}
+			addLine(pc, "mean", x, scaled(mean, 0.01), false, c, vg.Points(1.5), nil)
+			linearY(pc)
+			addMarkers(pc, ms)
+			unit, div := byteUnit(nanZero(colMax(rhi, rmean)))
+			pm := newPlot(mode+": memory per agent", xSinceStart, "RSS per agent ("+unit+")")
+			if rlo != nil && rhi != nil {
+				addBand(pm, "min-max across shards", x, scaled(rlo, div), scaled(rhi, div), c)
+			}
+			addLine(pm, "mean", x, scaled(rmean, div), false, c, vg.Points(1.5), nil)
+			linearY(pm)
+			addMarkers(pm, ms)
+			figs = append(figs, &Figure{Caption: caption, Name: mode + "-agents", Title: mode + ": CPU and memory per agent (mean, min-max band across shards)", Mode: mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch})
+		}
+	}
+
+	// Watch traffic.
+	{
+		ev, by := column(m, SeriesWatchEventsRate), column(m, SeriesWatchBytesRate)
+		if ev != nil || by != nil {
+			pe := newPlot(mode+": watch events delivered", xSinceStart, "events/s")
+			addLine(pe, "", x, ev, false, palette[0], vg.Points(1.5), nil)
+			linearY(pe)
+			addMarkers(pe, ms)
+			unit, div := byteUnit(nanZero(colMax(by)))
+			pb := newPlot(mode+": watch bytes delivered", xSinceStart, unit+"/s")
+			addLine(pb, "", x, scaled(by, div), false, palette[1], vg.Points(1.5), nil)
+			linearY(pb)
+			addMarkers(pb, ms)
+			figs = append(figs, &Figure{Caption: caption, Name: mode + "-watch", Title: mode + ": watch events/s and bytes/s delivered", Mode: mode, rows: [][]*plot.Plot{{pe, pb}}, width: 12 * vg.Inch})
+		}
+	}
+
+	// kvstore and xDS latency.
+	for _, lat := range []struct {
+		name, title, p50, p99 string
+	}{
+		{"kvstore-latency", "kvstore latency per second", SeriesKVStoreLatencyP50, SeriesKVStoreLatencyP99},
+		{"xds-latency", "xDS push latency (change to ACK)", SeriesXDSPushLatencyP50, SeriesXDSPushLatencyP99},
+	} {
+		p := newPlot(mode+": "+lat.title, xSinceStart, "latency (log scale)")
+		drawn := false
+		i := 0
+		for _, name := range m.Series.Names() {
+			b, labels, err := ParseSeriesName(name)
+			if err != nil || (b != lat.p50 && b != lat.p99) {
+				continue
+			}
+			legend := strings.TrimPrefix(b, strings.TrimSuffix(lat.p50, "p50"))
+			for _, l := range labels {
+				legend += " " + l.Value
+			}
+			var dashes []vg.Length
+			if b == lat.p50 {
+				dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+			}
+			// p50 and p99 of one op share a colour.
+			key := ""
+			for _, l := range labels {
+				key += l.Value
+			}
+			ci := opColor(key, &i)
+			drawn = addLine(p, legend, x, m.Series.Values[name], true, ci, vg.Points(1.5), dashes) || drawn
+		}
+		if drawn {
+			addMarkers(p, ms)
+			setLogY(p, formatSeconds)
+			figs = append(figs, &Figure{Caption: caption, Name: mode + "-" + lat.name, Title: mode + ": " + lat.title + " (log scale)", Mode: mode, rows: [][]*plot.Plot{{p}}})
+		}
+	}
+	return figs
+}
+
+var opColors = map[string]color.RGBA{"get": palette[0], "put": palette[3], "txn": palette[2], "lock": palette[4], "": palette[0]}
+
+func opColor(key string, i *int) color.Color {
+	if c, ok := opColors[key]; ok {
+		return c
+	}
+	*i++
+	return colorAt(*i + 4)
+}
+
+func nanZero(v float64) float64 {
+	if math.IsNaN(v) {
+		return 0
+	}
+	return v
+}
+
+// comparedModes are the modes that have samples.
+func comparedModes(r *Results) []*ModeResult {
+	var out []*ModeResult
+	for i := range r.Modes {
+		if r.Modes[i].Series.Len() > 0 {
+			out = append(out, &r.Modes[i])
+		}
+	}
+	return out
+}
+
+func compareFigures(r *Results) []*Figure {
+	modes := comparedModes(r)
+	var figs []*Figure
+	caption := Caption(r)
+	if len(modes) >= 2 {
+		// Align every mode at its relabel so the storms line up.
+		aligned := true
+		for _, m := range modes {
+			if _, ok := relabelOffset(m); !ok {
+				aligned = false
+			}
+		}
+		xLabel := "time since the relabel started (s)"
+		if !aligned {
+			xLabel = xSinceStart
+		}
+		xOf := func(m *ModeResult) []float64 {
+			off := 0.0
+			if aligned {
+				off, _ = relabelOffset(m)
+			}
+			return shift(m.Series.T, off)
+		}
+		overlay := func(title, yLabel string, logY bool, yOf func(m *ModeResult) []float64) *plot.Plot {
+			p := newPlot(title, xLabel, yLabel)
+			for _, m := range modes {
+				addLine(p, string(m.Mode), xOf(m), yOf(m), logY, modeColor(string(m.Mode)), vg.Points(1.6), nil)
+			}
+			if aligned {
+				p.Add(eventMarker{X: 0, Label: "relabel", Color: color.RGBA{200, 30, 30, 255}})
+			}
+			if logY {
+				setLogY(p, formatSeconds)
+			} else {
+				linearY(p)
+			}
+			return p
+		}
+		lat := overlay("API server latency p99 per second (probe), all modes", "p99 latency (log scale)", true,
+			func(m *ModeResult) []float64 { return column(m, SeriesAPILatencyP99) })
+		figs = append(figs, &Figure{Caption: caption, Name: "compare-api-latency", Title: "API server latency p99 per second, all modes (log scale)", rows: [][]*plot.Plot{{lat}}})
+
+		apiCPU := overlay("API server CPU, all modes", "CPU (cores)", false,
+			func(m *ModeResult) []float64 { return column(m, SeriesName(SeriesCPU, "process", "apiserver")) })
+		var maxAPIRSS, maxAgentRSS float64
+		for _, m := range modes {
+			maxAPIRSS = math.Max(maxAPIRSS, nanZero(colMax(column(m, SeriesName(SeriesRSS, "process", "apiserver")))))
+			maxAgentRSS = math.Max(maxAgentRSS, nanZero(colMax(column(m, SeriesAgentsRSSMean))))
+		}
+		apiUnit, apiDiv := byteUnit(maxAPIRSS)
+		apiRSS := overlay("API server memory, all modes", "RSS ("+apiUnit+")", false,
+			func(m *ModeResult) []float64 {
+				return scaled(column(m, SeriesName(SeriesRSS, "process", "apiserver")), apiDiv)
+			})
+		agentCPU := overlay("CPU per agent (mean across shards), all modes", "CPU per agent (% of one core)", false,
+			func(m *ModeResult) []float64 { return scaled(column(m, SeriesAgentsCPUMean), 0.01) })
+		agUnit, agDiv := byteUnit(maxAgentRSS)
+		agentRSS := overlay("memory per agent (mean across shards), all modes", "RSS per agent ("+agUnit+")", false,
+			func(m *ModeResult) []float64 { return scaled(column(m, SeriesAgentsRSSMean), agDiv) })
+		figs = append(figs, &Figure{Caption: caption, Name: "compare-resources", Title: "CPU and memory of the API server and per agent, all modes",
+			rows: [][]*plot.Plot{{apiCPU, apiRSS}, {agentCPU, agentRSS}}, width: 12 * vg.Inch, panelRow: 4 * vg.Inch})
+
+		ev := overlay("watch events delivered, all modes", "events/s", false,
+			func(m *ModeResult) []float64 { return column(m, SeriesWatchEventsRate) })
+		var maxBytes float64
+		for _, m := range modes {
+			maxBytes = math.Max(maxBytes, nanZero(colMax(column(m, SeriesWatchBytesRate))))
+		}
+		bu, bd := byteUnit(maxBytes)
+		by := overlay("watch bytes delivered, all modes", bu+"/s", false,
+			func(m *ModeResult) []float64 { return scaled(column(m, SeriesWatchBytesRate), bd) })
+		figs = append(figs, &Figure{Caption: caption, Name: "compare-watch", Title: "watch events/s and bytes/s, all modes", rows: [][]*plot.Plot{{ev, by}}, width: 12 * vg.Inch})
+	}
+	if bars := summaryBars(r); bars != nil {
+		figs = append(figs, bars)
+	}
+	return figs
+}
+
+// linearY starts a linear Y axis at 0 and leaves room for the legend.
+func linearY(p *plot.Plot) {
+	p.Y.Min = 0
+	if p.Y.Max > 0 && !math.IsInf(p.Y.Max, 0) {
+		p.Y.Max *= 1.2
+	}
+}
+
+func shift(v []float64, off float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = x - off
+	}
+	return out
+}
+
+// summaryMetric is one bar panel of the across-modes summary.
+type summaryMetric struct {
+	title, unit string
+	format      func(float64) string
+	value       func(*ModeResult) float64 // NaN: not measured
+}
+
+func summaryMetrics() []summaryMetric {
+	return []summaryMetric{
+		{"API latency p99 (probe, whole mode)", "seconds", formatSeconds, func(m *ModeResult) float64 { return apiP99(m.Summary) }},
+		{"API server CPU", "CPU-seconds", formatCount, func(m *ModeResult) float64 { return processCPU(m.Summary, "apiserver") }},
+		{"peak CPU per agent (mean across shards)", "% of one core", formatCount, func(m *ModeResult) float64 {
+			if m.Summary == nil || m.Summary.Agents == nil {
+				return math.NaN()
+			}
+			return m.Summary.Agents.PeakCPU.Mean * 100
+		}},
+		{"peak memory per agent (mean across shards)", "MiB", formatCount, func(m *ModeResult) float64 {
+			if m.Summary == nil || m.Summary.Agents == nil {
+				return math.NaN()
+			}
+			return m.Summary.Agents.PeakRSS.Mean / (1 << 20)
+		}},
+		{"watch events delivered", "events", formatCount, func(m *ModeResult) float64 {
+			if m.Summary == nil || m.Summary.Watch == nil {
+				return math.NaN()
+			}
+			return float64(m.Summary.Watch.Events)
+		}},
+		{"watch bytes delivered", "MiB", formatCount, func(m *ModeResult) float64 {
+			if m.Summary == nil || m.Summary.Watch == nil {
+				return math.NaN()
+			}
+			return float64(m.Summary.Watch.Bytes) / (1 << 20)
+		}},
+		{"time to converge after relabel (max over agents)", "seconds", formatSeconds, func(m *ModeResult) float64 {
+			c := relabelConvergence(m.Summary)
+			if c == nil {
+				return math.NaN()
+			}
+			return c.Max
+		}},
+		{"duplicate identities", "identities", formatCount, func(m *ModeResult) float64 {
+			if m.Summary == nil || m.Summary.Identities == nil {
+				return math.NaN()
+			}
+			return float64(m.Summary.Identities.Duplicates)
+		}},
+	}
+}
+
+// summaryBars is a grid of bar charts, one per summary metric, one bar per
+// mode that has a summary.
+func summaryBars(r *Results) *Figure {
+	var modes []*ModeResult
+	for i := range r.Modes {
+		if r.Modes[i].Summary != nil {
+			modes = append(modes, &r.Modes[i])
+		}
+	}
+	if len(modes) == 0 {
+		return nil
+	}
+	names := make([]string, len(modes))
+	for i, m := range modes {
+		names[i] = string(m.Mode)
+	}
+	metrics := summaryMetrics()
+	const cols = 4
+	var rows [][]*plot.Plot
+	for i, sm := range metrics {
+		if i%cols == 0 {
+			rows = append(rows, nil)
+		}
+		p := newPlot(sm.title, "", sm.unit)
+		p.Title.TextStyle.Font.Size = vg.Points(10)
+		p.Legend.Top = true
+		var lx plotter.XYs
+		var ll []string
+		maxV := 0.0
+		for j, m := range modes {
+			v := sm.value(m)
+			label := "n/a"
+			h := 0.0
+			if !math.IsNaN(v) {
+				h = v
+				label = sm.format(v)
+				maxV = math.Max(maxV, v)
+			}
+			bc, err := plotter.NewBarChart(plotter.Values{h}, vg.Points(22))
+			if err != nil {
+				continue
+			}
+			bc.XMin = float64(j)
+			bc.Color = modeColor(string(m.Mode))
+			bc.LineStyle.Width = 0
+			p.Add(bc)
+			lx = append(lx, plotter.XY{X: float64(j), Y: h})
+			ll = append(ll, label)
+		}
+		if maxV == 0 {
+			maxV = 1
+		}
+		p.Y.Min = 0
+		p.Y.Max = maxV * 1.18 // room for the value labels
+		if lbl, err := plotter.NewLabels(plotter.XYLabels{XYs: lx, Labels: ll}); err == nil {
+			for k := range lbl.TextStyle {
+				lbl.TextStyle[k].XAlign = draw.XCenter
+				lbl.TextStyle[k].Font.Size = vg.Points(8)
+			}
+			lbl.Offset = vg.Point{Y: vg.Points(2)}
+			p.Add(lbl)
+		}
+		p.NominalX(names...)
+		rows[len(rows)-1] = append(rows[len(rows)-1], p)
+	}
+	return &Figure{Caption: Caption(r), Name: "compare-summary", Title: "summary per mode (bar charts)", rows: rows, width: 14 * vg.Inch, panelRow: 3.6 * vg.Inch}
+}
+
+// formatCount writes a count or amount compactly (12.3k, 4.5M).
+func formatCount(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case a >= 1e9:
+		return trimFloat(v/1e9) + "G"
+	case a >= 1e6:
+		return trimFloat(v/1e6) + "M"
+	case a >= 1e4:
+		return trimFloat(v/1e3) + "k"
+	}
+	return trimFloat(v)
+}
+
+// apiP99 is the p99 over all probe requests ("*"), NaN if unknown.
+func apiP99(s *Summary) float64 {
+	if l := findLatency(s.apiLatency(), "*", "*"); l != nil {
+		return l.P99
+	}
+	return math.NaN()
+}
+
+func (s *Summary) apiLatency() []LatencySummary {
+	if s == nil {
+		return nil
+	}
+	return s.APILatency
+}
+
+func findLatency(ls []LatencySummary, verb, resource string) *LatencySummary {
+	for i := range ls {
+		if ls[i].Verb == verb && ls[i].Resource == resource {
+			return &ls[i]
+		}
+	}
+	return nil
+}
+
+func processCPU(s *Summary, name string) float64 {
+	if s == nil {
+		return math.NaN()
+	}
+	for _, p := range s.Processes {
+		if p.Name == name {
+			return p.CPUSeconds
+		}
+	}
+	return math.NaN()
+}
+
+// relabelConvergence is the convergence entry of the first relabel (or the
+// last entry when there is no relabel).
+func relabelConvergence(s *Summary) *ConvergenceSummary {
+	if s == nil || len(s.Convergence) == 0 {
+		return nil
+	}
+	for i := range s.Convergence {
+		if s.Convergence[i].Trigger == "relabel" {
+			return &s.Convergence[i]
+		}
+	}
+	return &s.Convergence[len(s.Convergence)-1]
+}
