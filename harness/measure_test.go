@@ -1,0 +1,155 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// metricsServer serves a /metrics page whose text the test sets.
+type metricsServer struct {
+	mu   sync.Mutex
+	page string
+}
+
+func (m *metricsServer) set(s string) { m.mu.Lock(); m.page = s; m.mu.Unlock() }
+
+func (m *metricsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer admin" {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fmt.Fprint(w, m.page)
+}
+
+func apiPage(creates, patches, events int, fast, slow int) string {
+	return fmt.Sprintf(`# TYPE apiserver_request_total counter
+apiserver_request_total{code="201",resource="pods",verb="CREATE"} %d
+apiserver_request_total{code="200",resource="ciliumendpoints",verb="PATCH"} %d
+apiserver_request_total{code="429",resource="ciliumendpoints",verb="PATCH"} 1
+# TYPE apiserver_request_duration_seconds histogram
+apiserver_request_duration_seconds_bucket{resource="pods",verb="CREATE",le="0.1"} %d
+apiserver_request_duration_seconds_bucket{resource="pods",verb="CREATE",le="1"} %d
+apiserver_request_duration_seconds_bucket{resource="pods",verb="CREATE",le="+Inf"} %d
+apiserver_request_duration_seconds_sum{resource="pods",verb="CREATE"} 1
+apiserver_request_duration_seconds_count{resource="pods",verb="CREATE"} %d
+# TYPE apiserver_watch_events_total counter
+apiserver_watch_events_total{group="",resource="pods",version="v1"} %d
+`, creates, patches, fast, fast+slow, fast+slow, fast+slow, events)
+}
+
+func agentPage(events, created, dups int) string {
+	return fmt.Sprintf(`# TYPE stampede_agent_watch_events_total counter
+stampede_agent_watch_events_total{resource="pods",type="ADDED"} %d
+stampede_agent_watch_events_total{resource="ciliumidentities",type="ADDED"} %d
+# TYPE stampede_agent_identities_created_total counter
+stampede_agent_identities_created_total %d
+# TYPE stampede_agent_identity_duplicates_total counter
+stampede_agent_identity_duplicates_total %d
+# TYPE stampede_agent_kvstore_operation_duration_seconds histogram
+stampede_agent_kvstore_operation_duration_seconds_bucket{op="get",le="0.01"} %d
+stampede_agent_kvstore_operation_duration_seconds_bucket{op="get",le="+Inf"} %d
+stampede_agent_kvstore_operation_duration_seconds_sum{op="get"} 0.1
+stampede_agent_kvstore_operation_duration_seconds_count{op="get"} %d
+`, events, events, created, dups, events, events, events)
+}
+
+func TestMeasurerRatesAndSummary(t *testing.T) {
+	api := &metricsServer{}
+	agents := &metricsServer{}
+	as := httptest.NewServer(api)
+	defer as.Close()
+	gs := httptest.NewServer(agents)
+	defer gs.Close()
+
+	m := NewMeasurer(as.Client(), nil)
+	m.AddScrape("apiserver", as.URL+"/metrics", "admin")
+	m.AddScrape("agents-0", gs.URL+"/metrics", "admin")
+	m.AddProcess("agents-0", os.Getpid(), 10) // this test process stands in for a shard
+
+	t0 := time.Unix(1000, 0)
+	api.set(apiPage(100, 10, 1000, 100, 0))
+	agents.set(agentPage(500, 5, 0))
+	ctx := context.Background()
+	if row := m.Tick(ctx, t0); row["agents.converged"] != 0 {
+		t.Errorf("first tick row = %v", row)
+	}
+	// One interval later: 50 creates (40 fast, 10 slow), 20 patches, 2000
+	// server events, 300 agent events of each resource, 3 identities.
+	api.set(apiPage(150, 30, 3000, 140, 10))
+	agents.set(agentPage(800, 8, 1))
+	m.SetConverged(7)
+	row := m.Tick(ctx, t0.Add(2*time.Second))
+	want := map[string]float64{
+		"api.writes.rate{type=create pods}":           25,
+		"api.writes.rate{type=patch ciliumendpoints}": 10,
+		"apiserver.watch.events.rate":                 1000,
+		"watch.events.rate":                           300,
+		"watch.events.rate{resource=pods}":            150,
+		"identities.created.rate":                     1.5,
+		"agents.converged":                            7,
+		"api.429.rate":                                0,
+	}
+	for k, v := range want {
+		if got, ok := row[k]; !ok || math.Abs(got-v) > 1e-9 {
+			t.Errorf("row[%s] = %v (present %v), want %v", k, got, ok, v)
+		}
+	}
+	if p99 := row["apiserver.server.latency.p99"]; p99 <= 0.1 || p99 > 1 {
+		t.Errorf("server p99 = %v, want in (0.1, 1] (10 of 50 slow)", p99)
+	}
+	if _, ok := row["cpu{process=agents-0}"]; !ok {
+		t.Errorf("no cpu sample for agents-0 in %v", row)
+	}
+	if _, ok := row["agents.rss.mean"]; !ok {
+		t.Errorf("no per-agent rss in %v", row)
+	}
+
+	s := m.Summary(&IdentityCensus{Final: 9, Duplicates: 2})
+	if s.Writes["create pods"] != 50 || s.Writes["patch ciliumendpoints"] != 20 {
+		t.Errorf("writes = %v", s.Writes)
+	}
+	if s.Watch == nil || s.Watch.Events != 600 || s.Watch.EventsByResource["ciliumidentities"] != 300 || s.Watch.PeakEventsPerSecond != 300 {
+		t.Errorf("watch = %+v", s.Watch)
+	}
+	if s.Identities == nil || s.Identities.Created != 3 || s.Identities.Duplicates != 2 || s.Identities.Final != 9 {
+		t.Errorf("identities = %+v, want created 3, duplicates max(1, 2) = 2, final 9", s.Identities)
+	}
+	if len(s.ServerLatency) != 2 || s.ServerLatency[0].Count != 50 {
+		t.Errorf("server latency = %+v", s.ServerLatency)
+	}
+	if len(s.KVStoreLatency) != 1 || s.KVStoreLatency[0].Verb != "get" || s.KVStoreLatency[0].Count != 300 {
+		t.Errorf("kvstore latency = %+v", s.KVStoreLatency)
+	}
+	if s.Agents == nil || s.Agents.Count != 10 || s.Agents.Shards != 1 {
+		t.Errorf("agents = %+v", s.Agents)
+	}
+	if s.Harness == nil || s.Harness.FractionOfTotal < 0 || s.Harness.FractionOfTotal > 1 {
+		t.Errorf("harness = %+v", s.Harness)
+	}
+}
+
+func TestMeasurerSurvivesFailedScrape(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	m := NewMeasurer(srv.Client(), nil)
+	m.AddScrape("apiserver", srv.URL+"/metrics", "")
+	row := m.Tick(context.Background(), time.Unix(1, 0))
+	row = m.Tick(context.Background(), time.Unix(2, 0))
+	if _, ok := row["api.429.rate"]; ok {
+		t.Errorf("row has apiserver series although every scrape failed: %v", row)
+	}
+	if _, ok := row["cpu{process=harness}"]; !ok {
+		t.Errorf("harness CPU should still be sampled: %v", row)
+	}
+}
