@@ -1,0 +1,59 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+
+	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// ScaleScenario returns a copy of s resized to nodes, keeping the pods per
+// node (so replicas per deployment scale with the node count, at least 1)
+// and every other setting. The name gets a "@<nodes>" suffix.
+func ScaleScenario(s *scenarios.Scenario, nodes int) (*scenarios.Scenario, error) {
+	if nodes <= 0 {
+		return nil, fmt.Errorf("scale scenario %s: nodes must be positive, got %d", s.Name, nodes)
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("scale scenario %s: %w", s.Name, err)
+	}
+	var c scenarios.Scenario
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("scale scenario %s: %w", s.Name, err)
+	}
+	w := &c.Cluster.Workloads
+	if s.Cluster.Nodes > 0 {
+		r := int(float64(w.Replicas)*float64(nodes)/float64(s.Cluster.Nodes) + 0.5)
+		w.Replicas = max(r, 1)
+	}
+	c.Cluster.Nodes = nodes
+	c.Name = fmt.Sprintf("%s@%d", s.Name, nodes)
+	c.Default()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("scale scenario %s to %d nodes: %w", s.Name, nodes, err)
+	}
+	return &c, nil
+}
+
+// RunAtNodes runs cfg.Scenario resized to nodes (see ScaleScenario) in
+// cfg.Modes, writing under cfg.Out/nodes-<n>, and returns its results. It
+// is the building block of capacity sweeps.
+func RunAtNodes(ctx context.Context, cfg Config, nodes int) (*reports.Results, error) {
+	if cfg.Scenario == nil {
+		return nil, fmt.Errorf("run at %d nodes: no scenario", nodes)
+	}
+	sc, err := ScaleScenario(cfg.Scenario, nodes)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Scenario = sc
+	cfg.Out = filepath.Join(cfg.Out, fmt.Sprintf("nodes-%d", nodes))
+	if cfg.Shards > 0 {
+		cfg.Shards = min(cfg.Shards, nodes)
+	}
+	return Run(ctx, cfg)
+}
