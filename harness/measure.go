@@ -33,6 +33,7 @@ const (
 	mAgentDatapath   = "stampede_agent_datapath_updates_total"
 	mAgentRequests   = "stampede_agent_api_requests_total"
 	mXDSPush         = "stampede_xds_push_latency_seconds"
+	mEtcdFsync       = "etcd_disk_wal_fsync_duration_seconds"
 )
 
 // measuredProcess is a process whose CPU and RSS are sampled.
@@ -69,6 +70,7 @@ type Measurer struct {
 	procs   []*measuredProcess
 	targets []scrapeTarget
 	probe   *Probe
+	kv      *KVProbe
 	first   map[string]Metrics
 	prev    map[string]Metrics
 	last    map[string]Metrics
@@ -109,6 +111,13 @@ func (m *Measurer) SetProbe(p *Probe) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.probe = p
+}
+
+// SetKVProbe sets the kvstore probe whose intervals each tick drains.
+func (m *Measurer) SetKVProbe(k *KVProbe) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.kv = k
 }
 
 // SetConverged records the agents converged at the last poll.
@@ -216,6 +225,11 @@ func (m *Measurer) Tick(ctx context.Context, now time.Time) map[string]float64 {
 
 	if m.probe != nil {
 		for k, v := range m.probe.TakeInterval(dt) {
+			row[k] = v
+		}
+	}
+	if m.kv != nil {
+		for k, v := range m.kv.TakeInterval() {
 			row[k] = v
 		}
 	}
@@ -400,6 +414,12 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 			row[reports.SeriesName("kvstore.latency.p99", "op", op)] = h.Quantile(0.99)
 		}
 	}
+	if c, p := cur["kvstore"], prev["kvstore"]; c != nil && p != nil {
+		h := deltaHists(c.Histograms(mEtcdFsync, nil), p.Histograms(mEtcdFsync, nil))[""]
+		if h != nil && h.Count > 0 {
+			row["kvstore.fsync.p99"] = h.Quantile(0.99)
+		}
+	}
 	if c, p := cur["controlplane"], prev["controlplane"]; c != nil && p != nil {
 		h := deltaHists(c.Histograms(mXDSPush, nil), p.Histograms(mXDSPush, nil))[""]
 		if h != nil && h.Count > 0 {
@@ -516,8 +536,11 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 	kv := deltaHists(agentsHistograms(last, mAgentKV, "op"), agentsHistograms(first, mAgentKV, "op"))
 	for _, op := range sortedKeys(kv) {
 		if kv[op].Count > 0 {
-			s.KVStoreLatency = append(s.KVStoreLatency, histSummary(op, "", kv[op]))
+			s.KVStoreLatency = append(s.KVStoreLatency, histSummary(op, "agents", kv[op]))
 		}
+	}
+	if m.kv != nil {
+		s.KVStoreLatency = append(s.KVStoreLatency, m.kv.Summary()...)
 	}
 	if c, f := last["controlplane"], first["controlplane"]; c != nil {
 		var fh map[string]*Histogram

@@ -126,7 +126,7 @@ func TestMeasurerRatesAndSummary(t *testing.T) {
 	if len(s.ServerLatency) != 2 || s.ServerLatency[0].Count != 50 {
 		t.Errorf("server latency = %+v", s.ServerLatency)
 	}
-	if len(s.KVStoreLatency) != 1 || s.KVStoreLatency[0].Verb != "get" || s.KVStoreLatency[0].Count != 300 {
+	if len(s.KVStoreLatency) != 1 || s.KVStoreLatency[0].Verb != "get" || s.KVStoreLatency[0].Resource != "agents" || s.KVStoreLatency[0].Count != 300 {
 		t.Errorf("kvstore latency = %+v", s.KVStoreLatency)
 	}
 	if s.Agents == nil || s.Agents.Count != 10 || s.Agents.Shards != 1 {

@@ -99,7 +99,7 @@ func TestProbeReportsMissedRate(t *testing.T) {
 		if missed >= 10 {
 			break
 		}
-		time.Sleep(time.Millisecond) // polling a condition
+		runtimeYield()
 	}
 	cancel()
 	close(block)
@@ -127,3 +127,6 @@ func TestNewProbeErrors(t *testing.T) {
 		})
 	}
 }
+
+// runtimeYield lets other goroutines run while a test polls a condition.
+func runtimeYield() { time.Sleep(time.Millisecond) }

@@ -322,6 +322,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 
 	// kvstore.
 	kvURL := ""
+	var kvProbe *KVProbe
 	if mode == scenarios.ModeKVStore {
 		pr.set("start kvstore", -1)
 		c, a, err := r.startChild(ctx, mr, "kvstore", 0, "etcd", "--data-dir", filepath.Join(mr.dir, "kvstore-data"))
@@ -334,6 +335,13 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 			meas.AddScrape("kvstore", metricsURL(m), "")
 		}
 		r.fact("kvstore.fsync", a.Extra["fsync"])
+		kvp, err := NewKVProbe(kvURL, 5)
+		if err != nil {
+			return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+		}
+		defer kvp.Close()
+		meas.SetKVProbe(kvp)
+		kvProbe = kvp
 	}
 
 	// Control plane.
@@ -447,6 +455,10 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	var measWG sync.WaitGroup
 	measWG.Add(2)
 	go func() { defer measWG.Done(); probe.Run(measCtx) }()
+	if kvProbe != nil {
+		measWG.Add(1)
+		go func() { defer measWG.Done(); kvProbe.Run(measCtx) }()
+	}
 	go func() { defer measWG.Done(); r.sample(measCtx, mode, meas, pr) }()
 
 	agentsSrc := &shardAgents{client: &http.Client{Timeout: 30 * time.Second}, urls: agentURLs}

@@ -1,0 +1,53 @@
+package harness
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stampede-sim/stampede/internal/etcdserver"
+)
+
+func TestKVProbeAgainstRealEtcd(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := etcdserver.Start(ctx, etcdserver.Config{Dir: t.TempDir(), UnsafeNoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	k, err := NewKVProbe(srv.ClientURL(), 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	// Stop once both operations have been measured a few times.
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { k.Run(runCtx); close(done) }()
+	for {
+		k.mu.Lock()
+		n := len(k.all["put"]) + len(k.all["get"])
+		k.mu.Unlock()
+		if n >= 20 {
+			break
+		}
+		select {
+		case <-done:
+			t.Fatal("probe stopped early")
+		default:
+		}
+		runtimeYield()
+	}
+	stop()
+	<-done
+	row := k.TakeInterval()
+	for _, key := range []string{"kvstore.probe.latency.p99{op=put}", "kvstore.probe.latency.p50{op=get}"} {
+		if v, ok := row[key]; !ok || v <= 0 {
+			t.Errorf("%s = %v, %v", key, v, ok)
+		}
+	}
+	s := k.Summary()
+	if len(s) != 2 || s[0].Verb != "get" || s[1].Verb != "put" || s[0].Resource != "probe" || s[0].Errors != 0 {
+		t.Errorf("summary = %+v", s)
+	}
+}
