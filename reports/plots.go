@@ -591,10 +591,10 @@ func processCPU(s *Summary, name string) float64 {
 	return math.NaN()
 }
 
-// relabelConvergence is the convergence entry of the first relabel (or the
-// last entry when there is no relabel).
+// relabelConvergence is the convergence entry of the first relabel (nil
+// when there is none).
 func relabelConvergence(s *Summary) *ConvergenceSummary {
-	if s == nil || len(s.Convergence) == 0 {
+	if s == nil {
 		return nil
 	}
 	for i := range s.Convergence {
@@ -602,5 +602,5 @@ func relabelConvergence(s *Summary) *ConvergenceSummary {
 			return &s.Convergence[i]
 		}
 	}
-	return &s.Convergence[len(s.Convergence)-1]
+	return nil
 }

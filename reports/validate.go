@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
 )
 
 //go:embed schema.json
@@ -96,26 +98,19 @@ func Validate(data []byte) error {
 }
 
 func flattenSchemaErrors(ve *jsonschema.ValidationError) []string {
-	out := ve.BasicOutput()
+	pr := message.NewPrinter(language.English)
 	var problems []string
-	for _, u := range out.Errors {
-		if u.Error == nil {
-			continue
+	var walk func(e *jsonschema.ValidationError)
+	walk = func(e *jsonschema.ValidationError) {
+		if len(e.Causes) == 0 {
+			problems = append(problems, "/"+strings.Join(e.InstanceLocation, "/")+": "+e.ErrorKind.LocalizedString(pr))
+			return
 		}
-		msg := u.Error.String()
-		// Skip the wrappers that only say "validation failed" at a parent.
-		if strings.HasPrefix(msg, "validation failed") || strings.Contains(msg, "failed to validate") {
-			continue
+		for _, c := range e.Causes {
+			walk(c)
 		}
-		loc := u.InstanceLocation
-		if loc == "" {
-			loc = "/"
-		}
-		problems = append(problems, loc+": "+msg)
 	}
-	if len(problems) == 0 {
-		problems = []string{strings.TrimSpace(ve.Error())}
-	}
+	walk(ve)
 	return problems
 }
 

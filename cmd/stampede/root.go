@@ -74,6 +74,7 @@ identities and a central xDS control plane) behave under churn at scale.`,
 		newFakeapiCmd(g),
 		newEtcdCmd(g),
 		newRunCmd(g),
+		newReportCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,585 @@
+package reports
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// RenderConfig configures Render.
+type RenderConfig struct {
+	// Dir receives report.md, report.html and plots/ (created). Required.
+	Dir string
+	// Formats of the plot files: "png" and/or "svg" (default both). The
+	// HTML report always embeds PNGs.
+	Formats []string
+	// Log receives progress and the figures that could not be drawn.
+	Log *slog.Logger
+}
+
+func (c *RenderConfig) defaults() error {
+	if c.Dir == "" {
+		return errors.New("render: no output directory")
+	}
+	if len(c.Formats) == 0 {
+		c.Formats = []string{"png", "svg"}
+	}
+	for i, f := range c.Formats {
+		if f != "png" && f != "svg" {
+			return fmt.Errorf("render: formats[%d]: want png or svg, got %q", i, f)
+		}
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Rendered lists what Render wrote.
+type Rendered struct {
+	Markdown string
+	HTML     string
+	Plots    []string
+	// FigureErrors are figures that could not be drawn (the reports say so
+	// where the figure would be).
+	FigureErrors []error
+}
+
+// Render draws every figure of r and writes report.md, report.html (one
+// self-contained file with the images embedded) and plots/<name>.png|svg
+// into cfg.Dir. Partial results render too: what was not measured is
+// reported as missing. A figure that cannot be drawn does not stop the
+// report; it is listed in Rendered.FigureErrors.
+func Render(ctx context.Context, cfg RenderConfig, r *Results) (*Rendered, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, errors.New("render: no results")
+	}
+	plotDir := filepath.Join(cfg.Dir, "plots")
+	if err := os.MkdirAll(plotDir, 0o755); err != nil {
+		return nil, fmt.Errorf("render: %w", err)
+	}
+	out := &Rendered{}
+	pngs := map[string][]byte{}
+	var drawn []*Figure
+	failed := map[string]error{}
+	for _, f := range Figures(r) {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("render: %w", err)
+		}
+		png, err := f.Encode("png")
+		if err != nil {
+			failed[f.Name] = err
+			out.FigureErrors = append(out.FigureErrors, err)
+			cfg.Log.Warn("figure not drawn", "figure", f.Name, "err", err)
+			continue
+		}
+		pngs[f.Name] = png
+		drawn = append(drawn, f)
+		for _, format := range cfg.Formats {
+			data := png
+			if format != "png" {
+				if data, err = f.Encode(format); err != nil {
+					out.FigureErrors = append(out.FigureErrors, err)
+					continue
+				}
+			}
+			path := filepath.Join(plotDir, f.Name+"."+format)
+			if err := writeFileAtomic(path, data); err != nil {
+				return nil, fmt.Errorf("render: %w", err)
+			}
+			out.Plots = append(out.Plots, path)
+		}
+	}
+	doc := buildDocument(r, drawn, failed)
+	out.Markdown = filepath.Join(cfg.Dir, "report.md")
+	if err := writeFileAtomic(out.Markdown, []byte(doc.markdown())); err != nil {
+		return nil, fmt.Errorf("render: %w", err)
+	}
+	out.HTML = filepath.Join(cfg.Dir, "report.html")
+	if err := writeFileAtomic(out.HTML, []byte(doc.htmlPage(pngs))); err != nil {
+		return nil, fmt.Errorf("render: %w", err)
+	}
+	cfg.Log.Info("report written", "markdown", out.Markdown, "html", out.HTML, "plots", len(out.Plots))
+	return out, nil
+}
+
+// buildDocument is the report's content.
+func buildDocument(r *Results, figs []*Figure, failed map[string]error) *document {
+	d := &document{title: "Stampede report: " + r.Run.Scenario}
+	d.p("%s", Caption(r))
+	if r.Run.Complete {
+		d.p("The run is **complete**.")
+	} else {
+		reason := r.Run.IncompleteReason
+		if reason == "" {
+			reason = "the run has not finished (or was killed before it could say why)"
+		}
+		d.p("**INCOMPLETE RUN**: %s. Figures and tables show what was measured until then.", reason)
+	}
+
+	environment(d, r)
+
+	d.h(2, "Summary")
+	d.p("Latencies are from the harness's constant-rate probe unless marked server-side; convergence is measured from the start of the relabel; \"-\" means not measured in that mode or on that backend.")
+	latencyTable(d, r)
+	costTable(d, r)
+
+	d.h(2, "What did not run")
+	var notRun []string
+	for _, m := range r.Modes {
+		switch m.Status {
+		case StatusOK, StatusRunning:
+			continue
+		}
+		reason := m.Reason
+		switch {
+		case reason != "":
+		case m.Status == StatusPending:
+			reason = "not reached"
+		default:
+			reason = "no reason recorded"
+		}
+		notRun = append(notRun, fmt.Sprintf("`%s`: %s: %s", m.Mode, m.Status, reason))
+	}
+	if len(notRun) == 0 {
+		d.p("Every mode ran to the end of its timeline.")
+	} else {
+		d.list(notRun...)
+	}
+
+	d.h(2, "SLO verdicts")
+	sloTable(d, r)
+
+	d.h(2, "Probe and harness")
+	probeTable(d, r)
+
+	byMode := map[string][]*Figure{}
+	var across []*Figure
+	for _, f := range figs {
+		if f.Mode == "" {
+			across = append(across, f)
+		} else {
+			byMode[f.Mode] = append(byMode[f.Mode], f)
+		}
+	}
+	failedNames := make([]string, 0, len(failed))
+	for n := range failed {
+		failedNames = append(failedNames, n)
+	}
+	sort.Strings(failedNames)
+
+	if len(across) > 0 {
+		d.h(2, "Across modes")
+		for _, f := range across {
+			d.img(f.Name, f.Title)
+		}
+	}
+	for i := range r.Modes {
+		modeSection(d, r, &r.Modes[i], byMode[string(r.Modes[i].Mode)])
+	}
+	if len(failedNames) > 0 {
+		d.h(2, "Figures that could not be drawn")
+		var items []string
+		for _, n := range failedNames {
+			items = append(items, fmt.Sprintf("`%s`: %v", n, failed[n]))
+		}
+		d.list(items...)
+	}
+	return d
+}
+
+func environment(d *document, r *Results) {
+	d.h(2, "Scenario and environment")
+	run := r.Run
+	rows := [][]string{{"scenario", run.Scenario}}
+	if sc := run.EffectiveScenario; sc != nil {
+		if s := sc.Summary(); s != "" {
+			rows[0][1] += ": " + s
+		}
+		rows = append(rows, []string{"cluster", fmt.Sprintf("%d nodes, %d namespaces, %d pods (%d deployments x %d replicas per namespace), placement %s",
+			sc.Cluster.Nodes, len(sc.Cluster.Namespaces), sc.PodCount(), sc.Cluster.Workloads.DeploymentsPerNamespace, sc.Cluster.Workloads.Replicas, sc.Cluster.Placement.Strategy)})
+		var steps []string
+		for _, st := range sc.Steps {
+			steps = append(steps, st.Kind())
+		}
+		rows = append(rows, []string{"timeline", strings.Join(steps, " → ")})
+		var modes []string
+		for _, m := range sc.Modes {
+			modes = append(modes, string(m))
+		}
+		rows = append(rows, []string{"modes in the scenario", strings.Join(modes, ", ")})
+		rows = append(rows, []string{"SLO limits", fmt.Sprintf("mutating p99 ≤ %s, read p99 ≤ %s, list p99 ≤ %s",
+			fmtSec(sc.SLO.MutatingP99.Seconds()), fmtSec(sc.SLO.ReadP99.Seconds()), fmtSec(sc.SLO.ListP99.Seconds()))})
+		rows = append(rows, []string{"probe", fmt.Sprintf("%s req/s, sampling every %s", sig3(sc.Measure.ProbeRate), sc.Measure.SampleInterval.Duration)})
+	} else {
+		rows = append(rows, []string{"cluster", fmt.Sprintf("%d nodes, %d pods", run.Nodes, run.Pods)})
+	}
+	rows = append(rows, []string{"seed", fmt.Sprint(run.Seed)})
+	backend := run.Backend.Name
+	if len(run.Backend.Facts) > 0 {
+		keys := make([]string, 0, len(run.Backend.Facts))
+		for k := range run.Backend.Facts {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var facts []string
+		for _, k := range keys {
+			facts = append(facts, k+"="+run.Backend.Facts[k])
+		}
+		backend += " (" + strings.Join(facts, ", ") + ")"
+	}
+	rows = append(rows, []string{"API server backend", backend})
+	if len(run.Backend.Flags) > 0 {
+		rows = append(rows, []string{"backend flags", "`" + strings.Join(run.Backend.Flags, " ") + "`"})
+	}
+	mach := run.Machine
+	machine := fmt.Sprintf("%d cores, %s memory, kernel %s", mach.Cores, fmtBytes(float64(mach.MemoryBytes)), mach.Kernel)
+	if mach.OS != "" {
+		machine += ", " + mach.OS + "/" + mach.Arch
+	}
+	rows = append(rows, []string{"machine", machine})
+	dp := fmt.Sprintf("%s (requested %s)", run.Datapath.Effective, run.Datapath.Requested)
+	if run.Datapath.Reason != "" {
+		dp += ": " + run.Datapath.Reason
+	}
+	rows = append(rows, []string{"datapath", dp})
+	rows = append(rows, []string{"stampede", strings.TrimSpace(run.StampedeVersion + " " + run.GoVersion)})
+	if len(run.Command) > 0 {
+		rows = append(rows, []string{"command", "`" + strings.Join(run.Command, " ") + "`"})
+	}
+	when := run.Started.UTC().Format(time.RFC3339)
+	if run.Finished != nil {
+		when += " → " + run.Finished.UTC().Format(time.RFC3339) + " (" + fmtDuration(run.Finished.Sub(run.Started)) + ")"
+	} else {
+		when += " → (not finished)"
+	}
+	rows = append(rows, []string{"run", when})
+	d.table([]string{"what", "value"}, rows)
+}
+
+// statusCell is a mode's status for the summary tables.
+func statusCell(m *ModeResult) string {
+	if m.Status == StatusOK {
+		return "ok"
+	}
+	return "**" + string(m.Status) + "**"
+}
+
+func latencyTable(d *document, r *Results) {
+	var rows [][]string
+	for i := range r.Modes {
+		m := &r.Modes[i]
+		s := m.Summary
+		row := []string{string(m.Mode), statusCell(m)}
+		if s == nil {
+			rows = append(rows, append(row, missing, missing, missing, missing, missing, missing, missing, missing))
+			continue
+		}
+		all := findLatency(s.APILatency, "*", "*")
+		p99, maxL := math.NaN(), math.NaN()
+		if all != nil {
+			p99, maxL = all.P99, all.Max
+		}
+		server := math.NaN()
+		if l := worstP99(s.ServerLatency); l != nil {
+			server = l.P99
+		}
+		kv := missing
+		if l := worstP99(s.KVStoreLatency); l != nil {
+			kv = fmtSec(l.P99) + " (" + l.Verb + ")"
+		}
+		xds := missing
+		if l := worstP99(s.XDSPushLatency); l != nil {
+			xds = fmtSec(l.P99)
+		}
+		conv, convN := missing, missing
+		if c := relabelConvergence(s); c != nil {
+			conv = fmtSec(c.P50) + " / " + fmtSec(c.P99) + " / " + fmtSec(c.Max)
+			convN = fmt.Sprintf("%d/%d", c.Converged, c.Agents)
+		}
+		rows = append(rows, append(row, fmtSec(p99), fmtSec(maxL), fmtSec(server), kv, xds, conv, convN, sloCell(s)))
+	}
+	d.table([]string{"mode", "status", "API p99", "API max", "server-side p99 (worst)", "kvstore p99 (worst op)", "xDS push p99", "converge after relabel p50 / p99 / max", "agents converged", "SLO"}, rows)
+}
+
+func worstP99(ls []LatencySummary) *LatencySummary {
+	var w *LatencySummary
+	for i := range ls {
+		if w == nil || ls[i].P99 > w.P99 {
+			w = &ls[i]
+		}
+	}
+	return w
+}
+
+func sloCell(s *Summary) string {
+	if len(s.SLO) == 0 {
+		return missing
+	}
+	var failed []string
+	for _, v := range s.SLO {
+		if !v.Pass {
+			failed = append(failed, v.Name)
+		}
+	}
+	if len(failed) == 0 {
+		return fmt.Sprintf("pass (%d/%d)", len(s.SLO), len(s.SLO))
+	}
+	return "**FAIL**: " + strings.Join(failed, ", ")
+}
+
+func costTable(d *document, r *Results) {
+	var rows [][]string
+	for i := range r.Modes {
+		m := &r.Modes[i]
+		s := m.Summary
+		row := []string{string(m.Mode)}
+		if s == nil {
+			rows = append(rows, append(row, missing, missing, missing, missing, missing, missing, missing, missing, missing))
+			continue
+		}
+		api := missing
+		if p := findProcess(s, "apiserver"); p != nil {
+			api = fmtFloat(p.CPUSeconds) + " CPU-s, peak " + fmtBytes(float64(p.PeakRSS))
+		}
+		agCPU, agRSS := missing, missing
+		if a := s.Agents; a != nil {
+			agCPU = fmtCorePct(a.PeakCPU.Mean) + " / " + fmtCorePct(a.PeakCPU.Max)
+			agRSS = fmtBytes(a.PeakRSS.Mean) + " / " + fmtBytes(a.PeakRSS.Max)
+		}
+		events, bytes := missing, missing
+		if w := s.Watch; w != nil {
+			events = fmtInt(w.Events)
+			bytes = fmtBytes(float64(w.Bytes))
+		}
+		writes := missing
+		if s.Writes != nil {
+			var n int64
+			for _, v := range s.Writes {
+				n += v
+			}
+			writes = fmtInt(n)
+		}
+		throttle := missing
+		if t := s.Throttling; t != nil {
+			throttle = fmt.Sprintf("%s / %s (%s)", fmtInt(t.HTTP429), fmtInt(t.ClientThrottledRequests), fmtSec(t.ClientThrottledSeconds))
+		}
+		ids := missing
+		if id := s.Identities; id != nil {
+			ids = fmtInt(id.Created) + " / " + fmtInt(id.Duplicates)
+		}
+		dp := missing
+		if s.Datapath != nil {
+			dp = fmtInt(s.Datapath.Updates)
+		}
+		rows = append(rows, append(row, api, agCPU, agRSS, events, bytes, writes, throttle, ids, dp))
+	}
+	d.table([]string{"mode", "API server", "peak CPU per agent (mean / max shard)", "peak RSS per agent (mean / max shard)", "watch events", "watch bytes", "API writes", "429s / client-throttled (wait)", "identities created / duplicates", "datapath updates"}, rows)
+}
+
+func findProcess(s *Summary, name string) *ProcessSummary {
+	for i := range s.Processes {
+		if s.Processes[i].Name == name {
+			return &s.Processes[i]
+		}
+	}
+	return nil
+}
+
+func sloTable(d *document, r *Results) {
+	var rows [][]string
+	for _, m := range r.Modes {
+		if m.Summary == nil {
+			continue
+		}
+		for _, v := range m.Summary.SLO {
+			verdict := "pass"
+			if !v.Pass {
+				verdict = "**FAIL**"
+			}
+			val, lim := fmtFloat(v.Value)+" "+v.Unit, fmtFloat(v.Limit)+" "+v.Unit
+			if v.Unit == "s" {
+				val, lim = fmtSec(v.Value), fmtSec(v.Limit)
+			}
+			rows = append(rows, []string{string(m.Mode), v.Name, val, lim, verdict, v.Detail})
+		}
+	}
+	if len(rows) == 0 {
+		d.p("No SLO was judged.")
+		return
+	}
+	d.table([]string{"mode", "SLO", "value", "limit", "verdict", "detail"}, rows)
+}
+
+func probeTable(d *document, r *Results) {
+	var rows [][]string
+	var warn []string
+	for _, m := range r.Modes {
+		s := m.Summary
+		if s == nil || (s.Probe == nil && s.Harness == nil) {
+			continue
+		}
+		target, achieved, held := missing, missing, missing
+		if p := s.Probe; p != nil {
+			target = fmtRate(p.TargetRate, "req/s")
+			achieved = fmtRate(p.AchievedRate, "req/s")
+			held = "yes"
+			if !p.HeldRate {
+				held = "**no**"
+				warn = append(warn, fmt.Sprintf("`%s`: the probe did not hold its rate (%s); its latencies understate the server's. %s", m.Mode, achieved, p.Detail))
+			}
+		}
+		hcpu, hfrac := missing, missing
+		if h := s.Harness; h != nil {
+			hcpu = fmtFloat(h.CPUSeconds) + " CPU-s"
+			hfrac = sig3(h.FractionOfTotal*100) + " %"
+		}
+		rows = append(rows, []string{string(m.Mode), target, achieved, held, hcpu, hfrac})
+	}
+	if len(rows) == 0 {
+		d.p("Not measured.")
+		return
+	}
+	d.table([]string{"mode", "probe target", "probe achieved", "held its rate", "harness CPU", "harness share of all CPU"}, rows)
+	d.list(warn...)
+}
+
+func modeSection(d *document, r *Results, m *ModeResult, figs []*Figure) {
+	d.h(2, "Mode "+string(m.Mode))
+	line := "Status: " + statusCell(m)
+	if m.Reason != "" {
+		line += ": " + m.Reason
+	}
+	d.p("%s.", line)
+	if m.Started != nil {
+		info := "Started " + m.Started.UTC().Format(time.RFC3339)
+		if m.Finished != nil {
+			info += ", took " + fmtDuration(m.Finished.Sub(*m.Started))
+		}
+		if m.Agents > 0 {
+			info += fmt.Sprintf("; %d agents in %d shard processes", m.Agents, m.Shards)
+		}
+		d.p("%s.", info)
+	}
+	if len(m.Steps) > 0 {
+		var rows [][]string
+		for _, st := range m.Steps {
+			start := missing
+			if m.Started != nil {
+				start = "+" + fmtDuration(st.Start.Sub(*m.Started))
+			}
+			dur := "(running)"
+			if st.End != nil {
+				dur = fmtDuration(st.End.Sub(st.Start))
+			}
+			out := st.Outcome
+			if out != OutcomeOK {
+				out = "**" + out + "**"
+			}
+			rows = append(rows, []string{fmt.Sprint(st.Index), st.Kind, start, dur, out, st.Detail})
+		}
+		d.h(3, "Timeline")
+		d.table([]string{"step", "kind", "start", "duration", "outcome", "detail"}, rows)
+	}
+	s := m.Summary
+	if s != nil {
+		latencySection(d, "API latency (probe)", s.APILatency)
+		latencySection(d, "API latency (server-side, apiserver_request_duration_seconds)", s.ServerLatency)
+		latencySection(d, "kvstore latency", s.KVStoreLatency)
+		latencySection(d, "xDS push latency", s.XDSPushLatency)
+		if len(s.Processes) > 0 {
+			var rows [][]string
+			for _, p := range s.Processes {
+				rows = append(rows, []string{p.Name, fmtFloat(p.CPUSeconds), fmtCorePct(p.PeakCPU), fmtBytes(float64(p.PeakRSS)), fmtBytes(float64(p.MeanRSS))})
+			}
+			d.h(3, "Processes")
+			d.table([]string{"process", "CPU-seconds", "peak CPU", "peak RSS", "mean RSS"}, rows)
+		}
+		if a := s.Agents; a != nil {
+			d.h(3, "Per agent")
+			d.p("%d agents in %d shards; per agent = shard figure / agents in the shard; mean, min and max across shards.", a.Count, a.Shards)
+			sp := func(v Spread, f func(float64) string) []string { return []string{f(v.Mean), f(v.Min), f(v.Max)} }
+			d.table([]string{"figure", "mean", "min", "max"}, [][]string{
+				append([]string{"CPU-seconds"}, sp(a.CPUSeconds, fmtFloat)...),
+				append([]string{"mean CPU"}, sp(a.MeanCPU, fmtCorePct)...),
+				append([]string{"peak CPU"}, sp(a.PeakCPU, fmtCorePct)...),
+				append([]string{"peak RSS"}, sp(a.PeakRSS, fmtBytes)...),
+				append([]string{"mean RSS"}, sp(a.MeanRSS, fmtBytes)...),
+			})
+		}
+		var facts []string
+		if w := s.Watch; w != nil {
+			facts = append(facts, fmt.Sprintf("watch: %s events, %s delivered; peak %s events/s, %s/s%s", fmtInt(w.Events), fmtBytes(float64(w.Bytes)),
+				sig3(w.PeakEventsPerSecond), fmtBytes(w.PeakBytesPerSecond), countMapSuffix(w.EventsByResource)))
+		}
+		if len(s.Writes) > 0 {
+			facts = append(facts, "API writes:"+countMapSuffix(s.Writes))
+		}
+		if t := s.Throttling; t != nil {
+			facts = append(facts, fmt.Sprintf("throttling: %s responses 429, %s requests waited in client rate limiters for %s in total", fmtInt(t.HTTP429), fmtInt(t.ClientThrottledRequests), fmtSec(t.ClientThrottledSeconds)))
+		}
+		if id := s.Identities; id != nil {
+			facts = append(facts, fmt.Sprintf("identities: %s created, %s duplicates, %s at the end", fmtInt(id.Created), fmtInt(id.Duplicates), fmtInt(id.Final)))
+		}
+		if dp := s.Datapath; dp != nil {
+			facts = append(facts, "datapath updates: "+fmtInt(dp.Updates)+countMapSuffix(dp.ByMap))
+		}
+		for _, c := range s.Convergence {
+			facts = append(facts, fmt.Sprintf("convergence after step %d (%s): %d/%d agents, p50 %s, p99 %s, max %s", c.Step, c.Trigger, c.Converged, c.Agents, fmtSec(c.P50), fmtSec(c.P99), fmtSec(c.Max)))
+		}
+		if len(facts) > 0 {
+			d.h(3, "Counts")
+			d.list(facts...)
+		}
+	}
+	if len(figs) > 0 {
+		d.h(3, "Plots")
+		for _, f := range figs {
+			d.img(f.Name, f.Title)
+		}
+	} else if m.Series.Len() == 0 {
+		d.p("No time series were recorded for this mode.")
+	}
+}
+
+func countMapSuffix(m map[string]int64) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, k+" "+fmtInt(m[k]))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+func latencySection(d *document, title string, ls []LatencySummary) {
+	if len(ls) == 0 {
+		return
+	}
+	var rows [][]string
+	for _, l := range ls {
+		res := l.Resource
+		if res == "" {
+			res = missing
+		}
+		rows = append(rows, []string{l.Verb, res, fmtSec(l.P50), fmtSec(l.P90), fmtSec(l.P99), fmtSec(l.Max), fmtInt(l.Count), fmtInt(l.Errors)})
+	}
+	d.h(3, title)
+	d.table([]string{"verb", "resource", "p50", "p90", "p99", "max", "count", "errors"}, rows)
+}
