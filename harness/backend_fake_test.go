@@ -1,0 +1,122 @@
+package harness
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// TestFakeBackendSetupAndProbe starts `stampede fakeapi` through the fake
+// backend, writes a small cluster with the timeline's setup, probes it and
+// scrapes its metrics: the harness's writes and reads against the real
+// fake API server.
+func TestFakeBackendSetupAndProbe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs stampede; -short")
+	}
+	bin := stampedeBinary(t)
+	requireSubcommands(t, bin, "fakeapi")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sc := smallScenario(t, `
+steps:
+  - setup: {}
+  - relabel: {set: {env: staging}, remove: [nope]}
+  - scale: {namespace: a, deployment: deploy-0, replicas: 1}
+  - deletePods: {fraction: 0.5}
+`)
+	admin := User{Name: "admin", Role: RoleAdmin, Token: randomToken()}
+	b := &FakeBackend{}
+	dir := t.TempDir()
+	api, err := b.Start(ctx, BackendEnv{Dir: dir, Mode: scenarios.ModeCRD, Scenario: sc, Users: []User{admin, {Name: "node:node-0000", Role: RoleAgent, Token: "n0"}}, Executable: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	if api.CAFile == "" || api.URL == "" || api.Processes["apiserver"] == 0 {
+		t.Fatalf("api = %+v", api)
+	}
+	c, err := newAPIClient(api.URL, api.CAFile, admin.Token, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	topo, _ := sc.Generate()
+	tl, err := NewTimeline(TimelineConfig{Scenario: sc, Topology: topo, Cluster: kubeCluster{c: c}, Agents: &lagAgents{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tl.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The server holds what the topology says, with status written.
+	var pods struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Spec     struct{ NodeName string }
+			Status   struct{ PodIP, Phase string }
+		}
+	}
+	if err := c.do(ctx, "GET", "/api/v1/pods", "", nil, &pods); err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != len(topo.Pods) {
+		t.Errorf("server has %d pods, topology %d", len(pods.Items), len(topo.Pods))
+	}
+	for _, p := range pods.Items {
+		if p.Status.PodIP == "" || p.Status.Phase != "Running" || p.Spec.NodeName == "" {
+			t.Errorf("pod %s: node %q ip %q phase %q", p.Metadata.Name, p.Spec.NodeName, p.Status.PodIP, p.Status.Phase)
+		}
+	}
+	var ns struct {
+		Metadata struct{ Labels map[string]string }
+	}
+	if err := c.do(ctx, "GET", "/api/v1/namespaces/a", "", nil, &ns); err != nil {
+		t.Fatal(err)
+	}
+	if ns.Metadata.Labels["env"] != "staging" {
+		t.Errorf("namespace a labels %v, want env=staging", ns.Metadata.Labels)
+	}
+
+	// Probe every operation once.
+	target := kubeProbeTarget{c: c}
+	if err := target.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := target.Prepare(ctx); err != nil {
+		t.Fatalf("second Prepare (objects exist): %v", err)
+	}
+	for i, op := range target.Ops() {
+		if err := op.Do(ctx, i); err != nil {
+			t.Errorf("probe %s %s: %v", op.Verb, op.Resource, err)
+		}
+	}
+	census, err := identityCensus(ctx, c)
+	if err != nil || census.Final != 0 {
+		t.Errorf("identity census = %+v, %v; want 0 identities", census, err)
+	}
+
+	// Metrics with the admin token.
+	hc := &http.Client{Transport: scrapeTransport(api.CAFile), Timeout: 10 * time.Second}
+	ms, err := Scrape(ctx, hc, api.MetricsURLs["apiserver"], admin.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := ms.Sum(mAPIRequests, map[string]string{"resource": "pods"}); !ok || n < float64(len(topo.Pods)) {
+		t.Errorf("apiserver_request_total for pods = %v (present %v)", n, ok)
+	}
+	if h := ms.Histograms(mAPIDuration, nil, "verb"); len(h) == 0 {
+		t.Error("no apiserver_request_duration_seconds")
+	}
+	if _, err := filepath.Glob(filepath.Join(dir, "*.log")); err != nil {
+		t.Error(err)
+	}
+}
