@@ -50,6 +50,8 @@ type Config struct {
 	Live     bool
 	// Grace is how long children get between SIGTERM and SIGKILL.
 	Grace time.Duration
+	// NoReport skips rendering report.md, report.html and plots/.
+	NoReport bool
 	// ChildLogLevel is the --log-level of child processes (default info).
 	ChildLogLevel string
 	// Now is the clock (default time.Now).
@@ -209,6 +211,18 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 	snap, err := w.Snapshot()
 	if err != nil {
 		return nil, errors.Join(runErr, err)
+	}
+	if !cfg.NoReport {
+		// Render also after an interruption: what was measured is kept.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		rendered, err := reports.Render(rctx, reports.RenderConfig{Dir: cfg.Out, Formats: []string{"png"}, Log: cfg.Log}, snap)
+		cancel()
+		switch {
+		case err != nil:
+			runErr = errors.Join(runErr, fmt.Errorf("render report: %w", err))
+		case len(rendered.FigureErrors) > 0:
+			cfg.Log.Warn("some figures could not be drawn", "errors", errors.Join(rendered.FigureErrors...))
+		}
 	}
 	return snap, runErr
 }

@@ -19,6 +19,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		scenario, api, modes, out string
 		shards                    int
 		grace                     time.Duration
+		noReport                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -59,12 +60,12 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 			}
 			res, runErr := harness.Run(cmd.Context(), harness.Config{
 				Scenario: sc, Backend: backend, Modes: ms, Out: out, Shards: shards,
-				Command: os.Args, Log: log, Progress: stderr, Live: live, Grace: grace,
+				Command: os.Args, Log: log, Progress: stderr, Live: live, Grace: grace, NoReport: noReport,
 			})
 			if res != nil {
 				fmt.Fprintln(cmd.OutOrStdout())
 				_ = harness.WriteSummaryTable(cmd.OutOrStdout(), res)
-				fmt.Fprintf(cmd.OutOrStdout(), "\nresults: %s\n", filepath.Join(out, "results.json"))
+				fmt.Fprintf(cmd.OutOrStdout(), "\nresults: %s\nreport:  %s\n", filepath.Join(out, "results.json"), filepath.Join(out, "report.html"))
 			}
 			return runErr
 		},
@@ -75,6 +76,7 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 	f.StringVar(&modes, "modes", "", "comma-separated modes to run (default: the scenario's)")
 	f.StringVar(&out, "out", "", "output directory (default out/<scenario>-<timestamp>)")
 	f.IntVar(&shards, "shards", 0, "agent processes (default: about 250 agents each, at most 2x the cores)")
+	f.BoolVar(&noReport, "no-report", false, "do not render report.md, report.html and plots at the end")
 	f.DurationVar(&grace, "grace", 10*time.Second, "time children get between SIGTERM and SIGKILL")
 	return cmd
 }
