@@ -12,6 +12,14 @@ out ?=
 
 GOLANGCI_LINT_VERSION := v2.15.0
 
+# kube-apiserver for the local backend, built from tools/kube-apiserver (a
+# separate Go module) into the user's cache dir; the harness and the tests
+# look for it there (or at $$STAMPEDE_KUBE_APISERVER).
+KUBE_VERSION := v1.36.3
+KUBE_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stampede
+KUBE_APISERVER := $(or $(STAMPEDE_KUBE_APISERVER),$(KUBE_CACHE)/kube-apiserver-$(KUBE_VERSION))
+KUBE_LDFLAGS := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/component-base/version.gitTreeState=clean
+
 .PHONY: help build test bench generate lint tools clean
 
 help: ## list the targets
@@ -20,7 +28,7 @@ help: ## list the targets
 build: ## build bin/stampede
 	$(GO) build -o $(STAMPEDE) ./cmd/stampede
 
-test: ## run every test with the race detector
+test: tools ## run every test with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 40m ./...
 
@@ -40,8 +48,12 @@ lint: ## run golangci-lint (pinned)
 	@test -x $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION) || mv $(BIN)/.lint/golangci-lint $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 	$(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION) run ./...
 
-tools: ## build the tools the tests and the local backend need (kube-apiserver)
-	@echo "make tools: nothing to build yet"
+tools: ## build the tools the tests and the local backend need (kube-apiserver, cached by version)
+	@if [ -x "$(KUBE_APISERVER)" ]; then echo "make tools: $(KUBE_APISERVER) is present"; else \
+		echo "make tools: building kube-apiserver $(KUBE_VERSION) into $(KUBE_APISERVER) (takes minutes the first time)"; \
+		mkdir -p "$(dir $(KUBE_APISERVER))" && \
+		(cd tools/kube-apiserver && $(GO) build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o "$(KUBE_APISERVER).tmp" k8s.io/kubernetes/cmd/kube-apiserver) && \
+		mv "$(KUBE_APISERVER).tmp" "$(KUBE_APISERVER)" && echo "make tools: built $(KUBE_APISERVER)"; fi
 
 clean: ## remove build output
 	rm -rf $(BIN)
