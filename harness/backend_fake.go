@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/stampede-sim/stampede/internal/access"
 	"github.com/stampede-sim/stampede/internal/proc"
 )
 
@@ -26,16 +27,13 @@ type FakeBackend struct {
 func (b *FakeBackend) Name() string { return "fake" }
 
 // WriteTokenFile writes users as a kube-apiserver static token CSV
-// (token,user,uid,"group1,group2"); the admin is in system:masters.
+// (token,user,uid,"group"), each user in its role's group (internal/access).
 func WriteTokenFile(path string, users []User) error {
 	var sb strings.Builder
 	for i, u := range users {
-		group := "stampede:" + u.Role
-		if u.Role == RoleAdmin {
-			group = "system:masters"
-		}
-		if u.Role == RoleAgent {
-			group = "system:nodes"
+		group, err := access.Group(u.Role)
+		if err != nil {
+			return fmt.Errorf("write token file: user %s: %w", u.Name, err)
 		}
 		fmt.Fprintf(&sb, "%s,%s,%d,\"%s\"\n", u.Token, u.Name, i+1, group)
 	}
@@ -59,10 +57,18 @@ func (b *FakeBackend) Start(ctx context.Context, env BackendEnv) (*APIServer, er
 	if err := WriteTokenFile(tokens, env.Users); err != nil {
 		return nil, err
 	}
+	authz, err := access.AuthzYAML(env.Mode)
+	if err != nil {
+		return nil, fmt.Errorf("fake backend: %w", err)
+	}
+	authzFile := filepath.Join(env.Dir, "authz.yaml")
+	if err := os.WriteFile(authzFile, authz, 0o644); err != nil {
+		return nil, fmt.Errorf("fake backend: write authz table: %w", err)
+	}
 	kubeconfig := filepath.Join(env.Dir, "kubeconfig")
 	readyFile := filepath.Join(env.Dir, "fakeapi.ready")
 	args := []string{"fakeapi", "--listen", "127.0.0.1:0", "--tls",
-		"--token-file", tokens, "--ready-file", readyFile, "--kubeconfig-out", kubeconfig, "--cert-dir", env.Dir}
+		"--token-file", tokens, "--authz-file", authzFile, "--ready-file", readyFile, "--kubeconfig-out", kubeconfig, "--cert-dir", env.Dir}
 	args = append(args, b.ExtraArgs...)
 	p, err := proc.Start(ctx, proc.Spec{
 		Name:      "apiserver",

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/stampede-sim/stampede/internal/access"
 	"github.com/stampede-sim/stampede/internal/proc"
 	"github.com/stampede-sim/stampede/internal/ready"
 	"github.com/stampede-sim/stampede/reports"
@@ -296,7 +297,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	users := []User{admin, operator}
 	if mode != scenarios.ModeXDS {
 		for _, n := range topo.Nodes {
-			users = append(users, User{Name: "node:" + n.Name, Role: RoleAgent, Token: randomToken()})
+			users = append(users, User{Name: access.AgentUser(n.Name), Role: RoleAgent, Token: randomToken()})
 		}
 	}
 
