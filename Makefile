@@ -4,11 +4,12 @@ GO ?= go
 BIN := bin
 STAMPEDE := $(BIN)/stampede
 
-# make bench scenario=NAME [api=fake|local|kind|kubeconfig=PATH] [modes=a,b] [out=DIR]
+# make bench scenario=NAME [api=fake|local|kind|kubeconfig=PATH] [modes=a,b] [out=DIR] [shards=N]
 scenario ?= relabel
 api ?= fake
 modes ?=
 out ?=
+shards ?=
 
 GOLANGCI_LINT_VERSION := v2.15.0
 
@@ -35,7 +36,7 @@ test: tools ## run every test with the race detector
 bench: build ## run a scenario in every mode: make bench scenario=relabel [api=..] [modes=..]
 	@if ! $(STAMPEDE) help run >/dev/null 2>&1; then \
 		echo "make bench: 'stampede run' does not exist yet (the harness is not built); see the README's status section" >&2; exit 1; fi
-	$(STAMPEDE) run --scenario $(scenario) --api $(api) $(if $(modes),--modes $(modes)) $(if $(out),--out $(out))
+	$(STAMPEDE) run --scenario $(scenario) --api $(api) $(if $(modes),--modes $(modes)) $(if $(out),--out $(out)) $(if $(shards),--shards $(shards))
 
 generate: ## regenerate committed generated code (BPF objects, protobuf)
 	@command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; } # protobuf (controlplane/xdsapi)
