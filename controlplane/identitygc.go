@@ -1,0 +1,222 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+)
+
+// HeartbeatAnnotation marks a CiliumIdentity for deletion (Cilium's
+// identitybackend.HeartBeatAnnotation).
+const HeartbeatAnnotation = "io.cilium.heartbeat"
+
+// Cilium operator defaults for the deletion rate limit
+// (--identity-gc-rate-interval 1m, --identity-gc-rate-limit 2500).
+const (
+	gcRateInterval = time.Minute
+	gcRateLimit    = 2500
+)
+
+type identityGCConfig struct {
+	kube     *kube
+	interval time.Duration
+	timeout  time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+	reg      prometheus.Registerer
+}
+
+// identityGC garbage-collects CiliumIdentities as Cilium's operator does in
+// CRD mode (cilium/cilium operator/identitygc/crd_gc.go, heartbeat.go):
+// every interval, an identity that some CiliumEndpoint uses is marked
+// alive; one not marked alive for the heartbeat timeout is first annotated
+// with io.cilium.heartbeat (marked for deletion) and, if it is still unused
+// and expired at a later run, deleted with UID and resourceVersion
+// preconditions, rate limited. New and updated identities count as alive
+// when seen.
+type identityGC struct {
+	cfg identityGCConfig
+
+	mu        sync.Mutex
+	lastAlive map[string]time.Time
+
+	limiter *rate.Limiter
+	runs    prometheus.Counter
+	deleted prometheus.Counter
+	marked  prometheus.Counter
+	alive   prometheus.Gauge
+	errs    prometheus.Counter
+}
+
+func newIdentityGC(cfg identityGCConfig) (*identityGC, error) {
+	if cfg.interval <= 0 || cfg.timeout <= 0 {
+		return nil, fmt.Errorf("controlPlane.identityGC: interval (%v) and heartbeatTimeout (%v) must be positive", cfg.interval, cfg.timeout)
+	}
+	g := &identityGC{
+		cfg:       cfg,
+		lastAlive: map[string]time.Time{},
+		limiter:   rate.NewLimiter(rate.Every(gcRateInterval/gcRateLimit), gcRateLimit),
+		runs:      prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_identity_gc_runs_total", Help: "Identity GC runs."}),
+		deleted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_identity_gc_deleted_total", Help: "Identities deleted by the GC."}),
+		marked:    prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_identity_gc_marked_total", Help: "Identities annotated for deletion."}),
+		alive:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "stampede_identity_gc_alive", Help: "Identities alive at the last GC run."}),
+		errs:      prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_identity_gc_errors_total", Help: "GC API errors."}),
+	}
+	for _, c := range []prometheus.Collector{g.runs, g.deleted, g.marked, g.alive, g.errs} {
+		if err := cfg.reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+func (g *identityGC) markAlive(name string, t time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lastAlive[name] = t
+}
+
+func (g *identityGC) run(ctx context.Context) error {
+	f := dynamicinformer.NewDynamicSharedInformerFactory(g.cfg.kube.dyn, 0)
+	cids := f.ForResource(gvrIdentity).Informer()
+	ceps := f.ForResource(gvrEndpoint).Informer()
+	if _, err := cids.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { g.markAlive(nameOf(o), g.cfg.now()) },
+		UpdateFunc: func(_, o any) { g.markAlive(nameOf(o), g.cfg.now()) },
+		DeleteFunc: func(o any) {
+			g.mu.Lock()
+			delete(g.lastAlive, nameOf(o))
+			g.mu.Unlock()
+		},
+	}); err != nil {
+		return err
+	}
+	if err := ceps.AddIndexers(cache.Indexers{"identity": cepIdentityIndex}); err != nil {
+		return err
+	}
+	f.Start(ctx.Done())
+	defer f.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), cids.HasSynced, ceps.HasSynced) {
+		return nil
+	}
+	t := time.NewTicker(g.cfg.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := g.gc(ctx, cids.GetStore(), ceps.GetIndexer()); err != nil && ctx.Err() == nil {
+			g.errs.Inc()
+			g.cfg.log.Warn("identity gc", "error", err)
+		}
+	}
+}
+
+func nameOf(o any) string {
+	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = t.Obj
+	}
+	if u, ok := o.(*unstructured.Unstructured); ok {
+		return u.GetName()
+	}
+	return ""
+}
+
+// cepIdentityIndex indexes CiliumEndpoints by status.identity.id.
+func cepIdentityIndex(o any) ([]string, error) {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return nil, nil
+	}
+	id, found, err := unstructured.NestedInt64(u.Object, "status", "identity", "id")
+	if err != nil || !found {
+		return nil, nil
+	}
+	return []string{fmt.Sprint(id)}, nil
+}
+
+// gc is one run over every identity.
+func (g *identityGC) gc(ctx context.Context, cids cache.Store, ceps cache.Indexer) error {
+	g.runs.Inc()
+	now := g.cfg.now()
+	alive := 0
+	var errs []error
+	for _, o := range cids.List() {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		name := u.GetName()
+		used, err := ceps.ByIndex("identity", name)
+		if err != nil {
+			return fmt.Errorf("look up endpoints of identity %s: %w", name, err)
+		}
+		if len(used) > 0 {
+			g.markAlive(name, now)
+			alive++
+			continue
+		}
+		g.mu.Lock()
+		last, seen := g.lastAlive[name]
+		g.mu.Unlock()
+		if seen && now.Sub(last) < g.cfg.timeout {
+			alive++
+			continue
+		}
+		if _, marked := u.GetAnnotations()[HeartbeatAnnotation]; !marked {
+			cp := u.DeepCopy()
+			ann := cp.GetAnnotations()
+			if ann == nil {
+				ann = map[string]string{}
+			}
+			ann[HeartbeatAnnotation] = now.UTC().Format(time.RFC3339Nano)
+			cp.SetAnnotations(ann)
+			if _, err := g.cfg.kube.dyn.Resource(gvrIdentity).Update(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				errs = append(errs, fmt.Errorf("mark identity %s for deletion: %w", name, err))
+			} else if err == nil {
+				g.marked.Inc()
+			}
+			continue
+		}
+		if err := g.limiter.Wait(ctx); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		uid, rv := types.UID(u.GetUID()), u.GetResourceVersion()
+		pre := &metav1.Preconditions{ResourceVersion: &rv}
+		if uid != "" {
+			pre.UID = &uid
+		}
+		err = g.cfg.kube.dyn.Resource(gvrIdentity).Delete(ctx, name, metav1.DeleteOptions{Preconditions: pre})
+		switch {
+		case err == nil:
+			g.deleted.Inc()
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		default:
+			errs = append(errs, fmt.Errorf("delete identity %s: %w", name, err))
+		}
+	}
+	g.alive.Set(float64(alive))
+	// Forget heartbeats of identities gone from the store (heartbeat.go gc).
+	g.mu.Lock()
+	for name := range g.lastAlive {
+		if _, ok, _ := cids.GetByKey(name); !ok {
+			delete(g.lastAlive, name)
+		}
+	}
+	g.mu.Unlock()
+	return errors.Join(errs...)
+}

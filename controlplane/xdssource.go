@@ -1,0 +1,186 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/stampede-sim/stampede/controlplane/xds"
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// flushInterval batches API events into one xDS change.
+const flushInterval = 100 * time.Millisecond
+
+type xdsSourceConfig struct {
+	kube     *kube
+	server   *xds.Server
+	scenario *scenarios.Scenario
+	log      *slog.Logger
+	reg      prometheus.Registerer
+}
+
+// xdsSource watches Pods, Namespaces and CiliumNetworkPolicies, allocates
+// identities centrally (xds.Model) and publishes the resulting resources
+// to the xDS server in batches.
+type xdsSource struct {
+	cfg xdsSourceConfig
+
+	mu    sync.Mutex
+	model *xds.Model
+	dirty bool
+
+	events    *prometheus.CounterVec
+	applyErrs prometheus.Counter
+	ids       prometheus.Gauge
+}
+
+func newXDSSource(cfg xdsSourceConfig) (*xdsSource, error) {
+	f, err := identity.NewFilter(cfg.scenario.Agent.LabelFilter)
+	if err != nil {
+		return nil, fmt.Errorf("agent.labelFilter: %w", err)
+	}
+	s := &xdsSource{
+		cfg:       cfg,
+		model:     xds.NewModel(cfg.scenario.Cluster.Name, f),
+		events:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stampede_controlplane_watch_events_total", Help: "Watch events received, by resource."}, []string{"resource"}),
+		applyErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_xds_source_errors_total", Help: "Objects that could not be turned into xDS resources."}),
+		ids:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "stampede_controlplane_identities", Help: "Identities allocated by the control plane."}),
+	}
+	for _, c := range []prometheus.Collector{s.events, s.applyErrs, s.ids} {
+		if err := cfg.reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *xdsSource) update(resource string, f func(m *xds.Model) error) {
+	s.events.WithLabelValues(resource).Inc()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := f(s.model); err != nil {
+		s.applyErrs.Inc()
+		s.cfg.log.Warn("xds source", "resource", resource, "error", err)
+		return
+	}
+	s.dirty = true
+}
+
+func handler[T any](s *xdsSource, resource string, decode func(any) (T, bool), set func(*xds.Model, T) error, del func(*xds.Model, T)) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if v, ok := decode(obj); ok {
+				s.update(resource, func(m *xds.Model) error { return set(m, v) })
+			}
+		},
+		UpdateFunc: func(_, obj any) {
+			if v, ok := decode(obj); ok {
+				s.update(resource, func(m *xds.Model) error { return set(m, v) })
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if v, ok := decode(obj); ok {
+				s.update(resource, func(m *xds.Model) error { del(m, v); return nil })
+			}
+		},
+	}
+}
+
+func (s *xdsSource) run(ctx context.Context) error {
+	core := informers.NewSharedInformerFactory(s.cfg.kube.core, 0)
+	dyn := dynamicinformer.NewDynamicSharedInformerFactory(s.cfg.kube.dyn, 0)
+	pods := core.Core().V1().Pods().Informer()
+	nss := core.Core().V1().Namespaces().Informer()
+	cnps := dyn.ForResource(gvrPolicy).Informer()
+	if _, err := pods.AddEventHandler(handler(s, "pods",
+		func(o any) (*corev1.Pod, bool) { p, ok := o.(*corev1.Pod); return p, ok },
+		func(m *xds.Model, p *corev1.Pod) error {
+			ip, _ := netip.ParseAddr(p.Status.PodIP)
+			return m.SetPod(xds.Pod{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName, IP: ip, ServiceAccount: p.Spec.ServiceAccountName, Labels: p.Labels})
+		},
+		func(m *xds.Model, p *corev1.Pod) { m.DeletePod(p.Namespace, p.Name) })); err != nil {
+		return err
+	}
+	if _, err := nss.AddEventHandler(handler(s, "namespaces",
+		func(o any) (*corev1.Namespace, bool) { n, ok := o.(*corev1.Namespace); return n, ok },
+		func(m *xds.Model, n *corev1.Namespace) error { m.SetNamespace(n.Name, n.Labels); return nil },
+		func(m *xds.Model, n *corev1.Namespace) { m.DeleteNamespace(n.Name) })); err != nil {
+		return err
+	}
+	if _, err := cnps.AddEventHandler(handler(s, "ciliumnetworkpolicies",
+		func(o any) (*policy.CiliumNetworkPolicy, bool) {
+			var cnp policy.CiliumNetworkPolicy
+			if err := fromUnstructured(o, &cnp); err != nil {
+				s.applyErrs.Inc()
+				s.cfg.log.Warn("decode CiliumNetworkPolicy", "error", err)
+				return nil, false
+			}
+			return &cnp, true
+		},
+		func(m *xds.Model, cnp *policy.CiliumNetworkPolicy) error {
+			rules, err := policy.Compile(cnp)
+			if err != nil {
+				return fmt.Errorf("CiliumNetworkPolicy %s/%s: %w", cnp.Metadata.Namespace, cnp.Metadata.Name, err)
+			}
+			m.SetPolicy(cnp.Metadata.Namespace, cnp.Metadata.Name, rules)
+			return nil
+		},
+		func(m *xds.Model, cnp *policy.CiliumNetworkPolicy) {
+			m.DeletePolicy(cnp.Metadata.Namespace, cnp.Metadata.Name)
+		})); err != nil {
+		return err
+	}
+	core.Start(ctx.Done())
+	dyn.Start(ctx.Done())
+	defer core.Shutdown()
+	defer dyn.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nss.HasSynced, cnps.HasSynced) {
+		return nil // ctx ended
+	}
+	s.cfg.log.Info("xds source synced")
+	t := time.NewTicker(flushInterval)
+	defer t.Stop()
+	for {
+		s.flush()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (s *xdsSource) flush() {
+	s.mu.Lock()
+	if !s.dirty {
+		s.mu.Unlock()
+		return
+	}
+	s.dirty = false
+	c, err := s.model.Flush()
+	s.ids.Set(float64(s.model.Identities()))
+	s.mu.Unlock()
+	if err != nil {
+		s.applyErrs.Inc()
+		s.cfg.log.Warn("xds model", "error", err)
+	}
+	if _, err := s.cfg.server.Apply(c); err != nil {
+		s.applyErrs.Inc()
+		s.cfg.log.Error("xds apply", "error", err)
+	}
+}
