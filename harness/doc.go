@@ -3,4 +3,32 @@
 // executes the scenario timeline, probes and samples everything, and writes
 // results incrementally. It owns every process it starts and stops them all,
 // also on Ctrl-C or when a component fails.
+//
+// Run is the entry point (`stampede run`). For each mode it:
+//
+//  1. starts the Backend (FakeBackend runs `stampede fakeapi`) with one
+//     token per user: admin (the harness), operator (the control plane) and
+//     one agent user per node (none in xds mode);
+//  2. in kvstore mode starts `stampede etcd`, then `stampede controlplane`
+//     and the agent shards (`stampede agents --shard i/n`), each through
+//     internal/proc (own process group, log file under <out>/<mode>/, ready
+//     announcement), and watches them: one that exits fails the mode;
+//  3. runs the Timeline (setup, waitConverged, observe, relabel, scale,
+//     deletePods) against the API server as admin, comparing the agents'
+//     digests (GET /agents of every shard) with internal/truth;
+//  4. meanwhile a Probe sends GET/LIST/PATCH requests at a constant rate on
+//     its own connection, a KVProbe does put/get on the kvstore, and the
+//     Measurer samples /proc and scrapes every /metrics endpoint once per
+//     interval into the mode's series (reports.Series);
+//  5. lists CiliumIdentities (duplicates), summarises the mode, stops every
+//     process (agents, control plane, kvstore, backend), checks that no
+//     child is left, and records the mode's status.
+//
+// results.json (reports schema) is rewritten as the run goes, so an
+// interrupted run keeps what it measured, marked incomplete; report.md,
+// report.html and plots/ are rendered at the end. RunAtNodes runs a
+// scenario resized to a node count, for capacity sweeps.
+//
+// Goroutines: Run owns the probes, the sampler and the component watchers
+// of a mode and waits for them before the mode ends.
 package harness
