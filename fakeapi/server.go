@@ -247,7 +247,7 @@ func (s *Server) WriteKubeconfig(path string) error {
 func (s *Server) RequestsByUser() map[string]int64 {
 	out := map[string]int64{}
 	s.byUser.Range(func(k, v any) bool {
-		out[k.(string)] = v.(*atomic.Int64).Load()
+		out[k.(string)] = v.(*userCount).n.Load()
 		return true
 	})
 	return out
