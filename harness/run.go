@@ -361,8 +361,12 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 
 	// Control plane.
 	pr.set("start controlplane", -1)
+	opTokenFile := filepath.Join(mr.dir, "operator.token")
+	if err := os.WriteFile(opTokenFile, []byte(operator.Token+"\n"), 0o600); err != nil {
+		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("write operator token: %w", err), nil, nil)
+	}
 	cpArgs := []string{"controlplane", "--mode", string(mode), "--scenario", r.scenarioFile,
-		"--api", api.URL, "--token", operator.Token, "--xds-listen", "127.0.0.1:0"}
+		"--api", api.URL, "--token-file", opTokenFile, "--xds-listen", "127.0.0.1:0"}
 	if api.CAFile != "" {
 		cpArgs = append(cpArgs, "--ca-file", api.CAFile)
 	}
