@@ -20,6 +20,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		shards                    int
 		grace                     time.Duration
 		noReport                  bool
+		executable                string
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -60,7 +61,7 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 			}
 			res, runErr := harness.Run(cmd.Context(), harness.Config{
 				Scenario: sc, Backend: backend, Modes: ms, Out: out, Shards: shards,
-				Command: os.Args, Log: log, Progress: stderr, Live: live, Grace: grace, NoReport: noReport,
+				Command: os.Args, Log: log, Progress: stderr, Live: live, Grace: grace, NoReport: noReport, Executable: executable,
 			})
 			if res != nil {
 				fmt.Fprintln(cmd.OutOrStdout())
@@ -77,6 +78,8 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 	f.StringVar(&out, "out", "", "output directory (default out/<scenario>-<timestamp>)")
 	f.IntVar(&shards, "shards", 0, "agent processes (default: about 250 agents each, at most 2x the cores)")
 	f.BoolVar(&noReport, "no-report", false, "do not render report.md, report.html and plots at the end")
+	f.StringVar(&executable, "executable", "", "stampede binary to run the components with (default: this one)")
+	_ = f.MarkHidden("executable")
 	f.DurationVar(&grace, "grace", 10*time.Second, "time children get between SIGTERM and SIGKILL")
 	return cmd
 }
