@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,7 +62,7 @@ func openBPF(cfg Config) (*bpfDatapath, error) {
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load policy program: %w (verifier log: %+v)", err, verr)
+			return nil, fmt.Errorf("load policy program: %w\nverifier log:\n%s", err, strings.Join(verr.Log, "\n"))
 		}
 		return nil, fmt.Errorf("load policy program: %w", err)
 	}

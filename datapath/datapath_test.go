@@ -449,7 +449,7 @@ func TestAutoFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	defer func() { must(t, d.Close()) }()
 	if kind != KindMem {
 		t.Errorf("auto chose %s, want mem", kind)
 	}
