@@ -75,6 +75,7 @@ identities and a central xDS control plane) behave under churn at scale.`,
 		newEtcdCmd(g),
 		newRunCmd(g),
 		newReportCmd(g),
+		newGateCmd(g),
 		newControlplaneCmd(g),
 	)
 	return root

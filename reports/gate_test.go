@@ -1,0 +1,236 @@
+package reports
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// jitter scales the fixture's summary figures by f, as run-to-run noise.
+func jitter(r *Results, f float64) *Results {
+	for i := range r.Modes {
+		s := r.Modes[i].Summary
+		if s == nil {
+			continue
+		}
+		for j := range s.APILatency {
+			s.APILatency[j].P99 *= f
+			s.APILatency[j].Max *= f
+		}
+		for j := range s.KVStoreLatency {
+			s.KVStoreLatency[j].P99 *= f
+		}
+		for j := range s.Processes {
+			s.Processes[j].CPUSeconds *= f
+		}
+		if s.Agents != nil {
+			s.Agents.PeakCPU.Mean *= f
+			s.Agents.PeakRSS.Mean *= f
+		}
+		if s.Watch != nil {
+			s.Watch.Events = int64(float64(s.Watch.Events) * f)
+		}
+		for j := range s.Convergence {
+			s.Convergence[j].P99 *= f
+			s.Convergence[j].Max *= f
+		}
+	}
+	return r
+}
+
+func runs(t *testing.T, factors ...float64) []*Results {
+	var out []*Results
+	for _, f := range factors {
+		out = append(out, jitter(fixtureResults(t), f))
+	}
+	return out
+}
+
+// relaxSLO raises every SLO limit so that the fixture meets them.
+func relaxSLO(rs []*Results) []*Results {
+	for _, r := range rs {
+		for i := range r.Modes {
+			if s := r.Modes[i].Summary; s != nil {
+				for j := range s.SLO {
+					s.SLO[j].Limit = 60
+					s.SLO[j].Pass = true
+				}
+			}
+		}
+	}
+	return rs
+}
+
+func TestGateGolden(t *testing.T) {
+	tests := []struct {
+		name     string
+		baseline []*Results
+		current  []*Results
+		rules    string
+		failed   bool
+	}{
+		{name: "pass", baseline: runs(t, 1.0, 0.98, 1.02), current: relaxSLO(runs(t, 1.01, 0.99, 1.03))},
+		{name: "single-run-pass", baseline: runs(t, 1.0), current: runs(t, 1.05), rules: "sloModes: [kvstore, xds]\n"},
+		{
+			name:     "regression",
+			baseline: runs(t, 1.0, 0.98, 1.02),
+			current: func() []*Results {
+				rs := runs(t, 1.0, 1.01, 0.99)
+				for i, r := range rs {
+					// crd: API p99 up 40 %, a regression.
+					r.Modes[0].Summary.APILatency[0].P99 *= 1.4
+					// ces: watch events all over the place, can't judge.
+					r.Modes[1].Summary.Watch.Events = []int64{100000, 240000, 400000}[i]
+					// kvstore: one agent never converged (hard limit).
+					r.Modes[2].Summary.Convergence[1].Converged--
+				}
+				return rs
+			}(),
+			failed: true,
+		},
+		{
+			name:     "rules-file",
+			baseline: runs(t, 1.0),
+			current:  runs(t, 1.1),
+			rules: `
+spreadLimit: 0.3
+rules:
+- metric: apiserver.cpu
+  maxIncrease: 0.05
+  maxIncreaseAbs: 0.5
+- metric: api.p99
+  modes: [crd]
+  limit: 5
+- metric: watch.events
+  disabled: true
+ignoreSLO: true
+`,
+			failed: true,
+		},
+		{
+			name:     "mode-failed",
+			baseline: runs(t, 1.0),
+			current: func() []*Results {
+				r := fixtureResults(t)
+				r.Modes[4] = ModeResult{Mode: scenarios.ModeXDS, Status: StatusFailed, Reason: "controlplane exited: exit status 1"}
+				r.Modes[3] = ModeResult{Mode: scenarios.ModeOperator, Status: StatusSkipped, Reason: "no operator in this test"}
+				r.Run.Complete = false
+				return []*Results{r}
+			}(),
+			failed: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rules *GateRules
+			if tt.rules != "" {
+				var err error
+				if rules, err = ParseGateRules("rules.yaml", []byte(tt.rules)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rep, err := Gate(tt.baseline, tt.current, rules)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, "gate-"+tt.name+".txt", []byte(rep.Table()))
+			if rep.Failed() != tt.failed {
+				t.Errorf("Failed() = %v, want %v", rep.Failed(), tt.failed)
+			}
+			var re *RegressionError
+			if got := errors.As(rep.Err(), &re); got != tt.failed {
+				t.Errorf("Err() = %v", rep.Err())
+			}
+		})
+	}
+}
+
+func TestGateUnusable(t *testing.T) {
+	other := fixtureResults(t)
+	other.Run.Scenario = "relabel"
+	partial := partialResults(t)
+	tests := []struct {
+		name              string
+		baseline, current []*Results
+		want              string
+	}{
+		{name: "no baseline", current: runs(t, 1), want: "no baseline results"},
+		{name: "no current", baseline: runs(t, 1), want: "no current results"},
+		{name: "different scenario", baseline: runs(t, 1), current: []*Results{other}, want: `current[0] ran scenario "relabel"`},
+		{name: "partial", baseline: runs(t, 1), current: []*Results{partial}, want: "current[0] mode ces is incomplete"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Gate(tt.baseline, tt.current, nil)
+			var ue *UnusableInputError
+			if !errors.As(err, &ue) {
+				t.Fatalf("got %v, want *UnusableInputError", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not say %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseGateRules(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     []string // substrings of the error; none: valid
+	}{
+		{name: "empty", in: ""},
+		{name: "valid", in: "rules:\n- metric: api.p99\n  maxIncrease: 0.1\n"},
+		{name: "unknown top field", in: "spredLimit: 1\n", want: []string{"spredLimit: unknown field"}},
+		{name: "unknown rule field", in: "rules:\n- metric: api.p99\n- metric: api.max\n  maxIncrese: 0.1\n", want: []string{"rules[1].maxIncrese: unknown field"}},
+		{name: "wrong type", in: "rules:\n- metric: api.p99\n  maxIncrease: lots\n", want: []string{`rules[0].maxIncrease: want a number, got the string "lots"`}},
+		{name: "unknown metric", in: "rules:\n- metric: api.p100\n  limit: 1\n", want: []string{`rules[0].metric: unknown metric "api.p100"`}},
+		{name: "unknown mode", in: "rules:\n- metric: api.p99\n  modes: [crd, cni]\n  limit: 1\n", want: []string{`rules[0].modes[1]: unknown mode "cni"`}},
+		{name: "negative", in: "rules:\n- metric: api.p99\n  maxIncrease: -1\n", want: []string{"rules[0].maxIncrease: must be >= 0"}},
+		{name: "no threshold", in: "rules:\n- metric: api.p99\n", want: []string{"rules[0]: sets no threshold"}},
+		{name: "bad spread", in: "spreadLimit: 0\n", want: []string{"spreadLimit: must be > 0"}},
+		{name: "bad slo mode", in: "sloModes: [crd, nope]\n", want: []string{`sloModes[1]: unknown mode "nope"`}},
+		{name: "not a mapping", in: "- a\n- b\n", want: []string{"top level: want a mapping"}},
+		{name: "bad yaml", in: "rules: [\n", want: []string{"rules.yaml"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseGateRules("rules.yaml", []byte(tt.in))
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestMedianSpread(t *testing.T) {
+	tests := []struct {
+		in          []float64
+		med, spread float64
+	}{
+		{[]float64{3}, 3, 0},
+		{[]float64{1, 3}, 2, 1},
+		{[]float64{10, 9, 11}, 10, 0.2},
+		{[]float64{0, 0}, 0, 0},
+	}
+	for _, tt := range tests {
+		if got := median(tt.in); got != tt.med {
+			t.Errorf("median(%v) = %g, want %g", tt.in, got, tt.med)
+		}
+		if got := spread(tt.in); got < tt.spread-1e-12 || got > tt.spread+1e-12 {
+			t.Errorf("spread(%v) = %g, want %g", tt.in, got, tt.spread)
+		}
+	}
+}
