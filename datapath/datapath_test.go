@@ -246,21 +246,31 @@ func TestSameState(t *testing.T) {
 	ops := randomOps(r, 300)
 	mem := open(t, KindMem, Config{})
 	bpfd := open(t, KindBPF, Config{})
+	// A second bpf datapath goes element by element, as on a kernel
+	// without batch operations.
+	single := open(t, KindBPF, Config{})
+	single.(*bpfDatapath).noBatch = true
 	for i, o := range ops {
 		apply(t, mem, o)
 		apply(t, bpfd, o)
-		if mem.Digest() != bpfd.Digest() {
-			t.Fatalf("op %d: digests differ: mem %s, bpf %s", i, mem.Digest(), bpfd.Digest())
+		apply(t, single, o)
+		if mem.Digest() != bpfd.Digest() || mem.Digest() != single.Digest() {
+			t.Fatalf("op %d: digests differ: mem %s, bpf %s, bpf without batches %s", i, mem.Digest(), bpfd.Digest(), single.Digest())
 		}
 		if i%25 == 0 || i == len(ops)-1 {
-			kd, err := bpfd.(*bpfDatapath).KernelDigest()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if kd != bpfd.Digest() {
-				t.Fatalf("op %d: kernel maps %s, shadow %s", i, kd, bpfd.Digest())
+			for _, d := range []Datapath{bpfd, single} {
+				kd, err := d.(*bpfDatapath).KernelDigest()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if kd != d.Digest() {
+					t.Fatalf("op %d: kernel maps %s, shadow %s", i, kd, d.Digest())
+				}
 			}
 		}
+	}
+	if u1, u2 := bpfd.Stats().Updates, single.Stats().Updates; u1 != u2 {
+		t.Errorf("updates: batched %d, element by element %d", u1, u2)
 	}
 	ms, bs := mem.Stats(), bpfd.Stats()
 	if ms.Updates != bs.Updates || ms.Updates == 0 {
