@@ -48,14 +48,21 @@ type Config struct {
 
 // SizeFor returns a Config for an agent in a cluster of pods pods, with
 // localEndpoints pods on its node and at most keysPerEndpoint policy keys
-// per endpoint. It leaves headroom for churn: during a relabel an
-// endpoint's policy briefly holds old and new identities.
+// in one endpoint's policy at the busiest moment (during a relabel, old and
+// new identities, and any duplicates, are in the policy together: count
+// them in keysPerEndpoint). It adds a quarter as headroom.
+//
+// What the size costs: the ipcache (LPM trie) and the policy hash grow
+// with their entries, but the policy hash's bucket array (16 bytes per
+// bucket, MaxPolicyEntries rounded up to a power of two) is allocated when
+// the datapath is opened: 100 endpoints x 500 keys cost 1 MiB of buckets
+// per agent, 100 x 4,000 keys 8 MiB.
 func SizeFor(kind Kind, pods, localEndpoints, keysPerEndpoint int) Config {
 	return Config{
 		Kind:              kind,
 		MaxIPCacheEntries: pods + pods/4 + 256,
-		MaxEndpoints:      2*localEndpoints + 16,
-		MaxPolicyEntries:  2*localEndpoints*keysPerEndpoint + 1024,
+		MaxEndpoints:      localEndpoints + localEndpoints/4 + 16,
+		MaxPolicyEntries:  localEndpoints*keysPerEndpoint + localEndpoints*keysPerEndpoint/4 + 1024,
 	}
 }
 
