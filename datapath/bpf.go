@@ -22,6 +22,12 @@ type bpfDatapath struct {
 	objs    bpf.PolicyObjects
 	noBatch bool // the kernel refused a batch operation; go element by element
 	closed  bool
+
+	// mapBytes as of bytesAt updates: reading it costs a syscall and an
+	// fdinfo read per map, and it only changes with updates.
+	bytes   uint64
+	bytesAt uint64
+	bytesOK bool
 }
 
 // Return codes of the program (linux/pkt_cls.h).
@@ -306,7 +312,12 @@ func (d *bpfDatapath) Stats() Stats {
 	if d.closed {
 		return s
 	}
-	s.MapBytes, _ = d.mapBytes()
+	if !d.bytesOK || d.bytesAt != st.updates {
+		if n, err := d.mapBytes(); err == nil {
+			d.bytes, d.bytesAt, d.bytesOK = n, st.updates, true
+		}
+	}
+	s.MapBytes = d.bytes
 	var per []uint64
 	for i, dst := range map[uint32]*uint64{
 		verdictIndexAllow:    &s.Allowed,
