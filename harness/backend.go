@@ -75,4 +75,14 @@ type APIServer struct {
 	// Facts are recorded in results: for example "etcd.fsync": "true",
 	// "apf": "enabled", "kubernetes.version": "v1.36.3".
 	Facts map[string]string
+	// Tokens, when not nil, are the bearer tokens the backend issued in
+	// place of those in BackendEnv.Users, by user name (the kubeconfig and
+	// kind backends get them from the TokenRequest API for ServiceAccounts;
+	// TokenFile holds the same). Nil means BackendEnv.Users' tokens are
+	// valid as given.
+	Tokens map[string]string
+	// ObjectLabels, when not empty, must be put on every object the run
+	// creates on this server (the kubeconfig backend's clean-up deletes
+	// exactly the objects carrying them).
+	ObjectLabels map[string]string
 }
