@@ -198,11 +198,15 @@ func (c *cluster) wantLabels(t *testing.T, p *scenarios.Pod) string {
 	return strings.Join(ss, ",")
 }
 
+func restConfig(c *cluster) *rest.Config {
+	return &rest.Config{Host: c.api.URL(), BearerToken: cpToken, TLSClientConfig: rest.TLSClientConfig{CAData: c.api.CAData()}}
+}
+
 // runControlplane runs controlplane.Run until the returned stop is called.
 func runControlplane(t *testing.T, c *cluster, mode scenarios.Mode, xdsListen string) (ready.Announcement, func()) {
 	t.Helper()
 	rf := filepath.Join(t.TempDir(), "ready.json")
-	rc := &rest.Config{Host: c.api.URL(), BearerToken: cpToken, TLSClientConfig: rest.TLSClientConfig{CAData: c.api.CAData()}}
+	rc := restConfig(c)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	exited := make(chan struct{})
@@ -304,8 +308,12 @@ func (s *sink) converged(t *testing.T, c *cluster, node string, labelsOf map[*sc
 	}
 	own := 0
 	hostCount := 0
-	for _, h := range s.hosts {
+	idOfIP := map[netip.Addr]uint32{}
+	for id, h := range s.hosts {
 		hostCount += len(h)
+		for _, a := range h {
+			idOfIP[a] = id
+		}
 	}
 	if hostCount != len(c.topo.Pods) {
 		return fmt.Errorf("%d host addresses, want %d", hostCount, len(c.topo.Pods))
@@ -315,7 +323,7 @@ func (s *sink) converged(t *testing.T, c *cluster, node string, labelsOf map[*sc
 		if !ok {
 			return fmt.Errorf("no identity for pod %s/%s labels", p.Namespace, p.Name)
 		}
-		if !slices.Contains(s.hosts[id], p.IP) {
+		if idOfIP[p.IP] != id {
 			return fmt.Errorf("pod %s/%s address %s not under identity %d", p.Namespace, p.Name, p.IP, id)
 		}
 		if p.Node != node {
@@ -336,7 +344,7 @@ func (s *sink) converged(t *testing.T, c *cluster, node string, labelsOf map[*sc
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		err := cond()
