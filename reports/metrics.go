@@ -35,8 +35,8 @@ func (m Metric) Format(v float64) string {
 		if math.IsNaN(v) {
 			return missing
 		}
-		if v == math.Trunc(v) && math.Abs(v) < 1e15 {
-			return fmtInt(int64(v))
+		if (v == math.Trunc(v) || math.Abs(v) >= 100) && math.Abs(v) < 1e15 {
+			return fmtInt(int64(math.Round(v)))
 		}
 		return sig3(v)
 	}

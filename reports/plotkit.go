@@ -363,6 +363,7 @@ func setLogY(p *plot.Plot, format func(float64) string) bool {
 		p.Y.Min, p.Y.Max = mid/2, mid*2
 	}
 	p.Y.Max *= 2.5 // room for the legend above the data
+	p.Y.Min /= 1.5
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = logTicks{format: format}
 	return true

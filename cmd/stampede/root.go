@@ -76,6 +76,7 @@ identities and a central xDS control plane) behave under churn at scale.`,
 		newRunCmd(g),
 		newReportCmd(g),
 		newGateCmd(g),
+		newCapacityCmd(g),
 		newControlplaneCmd(g),
 	)
 	return root
