@@ -109,9 +109,11 @@ func (c Config) limits() limits {
 	return limits{ipcache: c.MaxIPCacheEntries, endpoints: c.MaxEndpoints, policy: c.MaxPolicyEntries}
 }
 
-// Open creates an agent's datapath. For KindAuto it probes once per
-// process whether BPF is usable (by creating a tiny map) and logs one line
-// saying which kind it chose and why; later calls reuse the answer. The
+// Open creates an agent's datapath. For KindAuto it decides once per
+// process whether BPF is usable (by creating a tiny map, then loading the
+// program with tiny maps) and logs one line saying which kind it chose and
+// why; later calls reuse the decision, so all of a process's agents get
+// the same kind, and once bpf is chosen a failure to open is an error. The
 // returned Kind is the one in use (never KindAuto). The caller closes the
 // Datapath.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (Datapath, Kind, error) {
@@ -136,27 +138,48 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (Datapath, Kind, er
 		return d, KindBPF, nil
 	}
 
-	perr := autoProbe()
-	if perr == nil {
-		d, err := openBPF(cfg)
-		if err == nil {
-			autoLog.Do(func() {
-				log.Info("datapath: using bpf", "kind", KindBPF, "reason", "this process can create BPF maps and load the policy program")
-			})
-			return d, KindBPF, nil
-		}
-		perr = err
-	}
-	autoLog.Do(func() {
-		log.Info("datapath: using mem", "kind", KindMem, "reason", perr.Error())
+	auto.Do(func() {
+		auto.kind, auto.reason = decideAuto()
+		log.Info("datapath: auto chose "+string(auto.kind), "kind", auto.kind, "reason", auto.reason)
 	})
-	return newMem(cfg), KindMem, nil
+	if auto.kind == KindMem {
+		return newMem(cfg), KindMem, nil
+	}
+	// BPF worked for this process once: a failure now (say, out of
+	// memory) is an error, not a reason to mix kinds within one run.
+	d, err := openBPF(cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	return d, KindBPF, nil
+}
+
+// auto is the process's one decision for KindAuto.
+var auto struct {
+	sync.Once
+	kind   Kind
+	reason string
+}
+
+// decideAuto probes whether this process may create a BPF map and load
+// the policy program (with tiny maps).
+func decideAuto() (Kind, string) {
+	if err := autoProbe(); err != nil {
+		return KindMem, err.Error()
+	}
+	d, err := openBPF(Config{MaxIPCacheEntries: 1, MaxEndpoints: 1, MaxPolicyEntries: 1})
+	if err != nil {
+		return KindMem, fmt.Errorf("%w: %w", ErrNoBPF, err).Error()
+	}
+	if err := d.Close(); err != nil {
+		return KindMem, err.Error()
+	}
+	return KindBPF, "this process can create BPF maps and load the policy program"
 }
 
 var (
 	// autoProbe is probeBPF; tests replace it to exercise the fallback.
 	autoProbe = probeBPF
-	autoLog   sync.Once
 	probeOnce sync.Once
 	probeErr  error
 )

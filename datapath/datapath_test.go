@@ -426,7 +426,7 @@ func TestConfig(t *testing.T) {
 // so in exactly one log line per process.
 func TestAuto(t *testing.T) {
 	requireBPF(t)
-	autoLog = sync.Once{}
+	resetAuto()
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	for range 3 {
@@ -448,12 +448,18 @@ func TestAuto(t *testing.T) {
 	}
 }
 
+func resetAuto() {
+	auto.Once = sync.Once{}
+	auto.kind, auto.reason = "", ""
+}
+
 // TestAutoFallback checks that auto falls back to mem, saying why, when
 // the probe fails (as it does for an unprivileged process).
 func TestAutoFallback(t *testing.T) {
 	defer func(p func() error) { autoProbe = p }(autoProbe)
 	autoProbe = func() error { return fmt.Errorf("%w: create probe map: operation not permitted", ErrNoBPF) }
-	autoLog = sync.Once{}
+	resetAuto()
+	defer resetAuto()
 	var buf bytes.Buffer
 	d, kind, err := Open(context.Background(), Config{Kind: KindAuto}, slog.New(slog.NewTextHandler(&buf, nil)))
 	if err != nil {
