@@ -3,9 +3,11 @@ package xds_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -23,7 +25,16 @@ import (
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if name := os.Getenv(benchChildEnv); name != "" {
+		if err := runBenchChild(name); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
 
