@@ -15,8 +15,10 @@
 //   - mem keeps it in Go maps and does the program's lookups in Go. It needs
 //     no privileges.
 //
-// Open picks one from Config.Kind; "auto" probes once per process whether
-// it may create a BPF map and logs one line saying which it chose and why.
+// Open picks one from Config.Kind; "auto" decides once per process, by
+// creating a tiny map and then loading the program with tiny maps, and logs
+// one line saying which it chose and why; every later auto Open in the
+// process gets the same kind.
 // Size the maps with SizeFor from the scenario (pods, local endpoints,
 // keys per endpoint); an update beyond them fails with ErrFull and changes
 // nothing.
