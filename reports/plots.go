@@ -259,36 +259,51 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 		}
 	}
 
-	// kvstore and xDS latency.
+	// kvstore and xDS latency: p99 solid, p50 dashed, the harness's own
+	// kvstore probe dotted.
+	type latSeries struct {
+		base, legend string
+		dashes       []vg.Length
+	}
+	dashed := []vg.Length{vg.Points(4), vg.Points(2)}
+	dotted := []vg.Length{vg.Points(1), vg.Points(2)}
 	for _, lat := range []struct {
-		name, title, p50, p99 string
+		name, title string
+		series      []latSeries
 	}{
-		{"kvstore-latency", "kvstore latency per second", SeriesKVStoreLatencyP50, SeriesKVStoreLatencyP99},
-		{"xds-latency", "xDS push latency (change to ACK)", SeriesXDSPushLatencyP50, SeriesXDSPushLatencyP99},
+		{"kvstore-latency", "kvstore latency per second", []latSeries{
+			{SeriesKVStoreLatencyP99, "agents p99", nil},
+			{SeriesKVStoreLatencyP50, "agents p50", dashed},
+			{"kvstore.probe.latency.p99", "probe p99", dotted},
+		}},
+		{"xds-latency", "xDS push latency (change to ACK)", []latSeries{
+			{SeriesXDSPushLatencyP99, "p99", nil},
+			{SeriesXDSPushLatencyP50, "p50", dashed},
+		}},
 	} {
 		p := newPlot(mode+": "+lat.title, xSinceStart, "latency (log scale)")
 		drawn := false
-		i := 0
-		for _, name := range m.Series.Names() {
-			b, labels, err := ParseSeriesName(name)
-			if err != nil || (b != lat.p50 && b != lat.p99) {
-				continue
+		colors := map[string]color.Color{}
+		for _, ls := range lat.series {
+			for _, name := range m.Series.Names() {
+				b, labels, err := ParseSeriesName(name)
+				if err != nil || b != ls.base {
+					continue
+				}
+				legend := ls.legend
+				key := ""
+				for _, l := range labels {
+					legend += " " + l.Value
+					key += l.Value
+				}
+				// One colour per operation across p50, p99 and probe.
+				c, ok := colors[key]
+				if !ok {
+					c = opColor(key, len(colors))
+					colors[key] = c
+				}
+				drawn = addLine(p, legend, x, m.Series.Values[name], true, c, vg.Points(1.5), ls.dashes) || drawn
 			}
-			legend := strings.TrimPrefix(b, strings.TrimSuffix(lat.p50, "p50"))
-			for _, l := range labels {
-				legend += " " + l.Value
-			}
-			var dashes []vg.Length
-			if b == lat.p50 {
-				dashes = []vg.Length{vg.Points(4), vg.Points(2)}
-			}
-			// p50 and p99 of one op share a colour.
-			key := ""
-			for _, l := range labels {
-				key += l.Value
-			}
-			ci := opColor(key, &i)
-			drawn = addLine(p, legend, x, m.Series.Values[name], true, ci, vg.Points(1.5), dashes) || drawn
 		}
 		if drawn {
 			addMarkers(p, ms)
@@ -301,12 +316,11 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 
 var opColors = map[string]color.RGBA{"get": palette[0], "put": palette[3], "txn": palette[2], "lock": palette[4], "": palette[0]}
 
-func opColor(key string, i *int) color.Color {
+func opColor(key string, i int) color.Color {
 	if c, ok := opColors[key]; ok {
 		return c
 	}
-	*i++
-	return colorAt(*i + 4)
+	return colorAt(i + 5)
 }
 
 func nanZero(v float64) float64 {
