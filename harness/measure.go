@@ -34,6 +34,9 @@ const (
 	mAgentRequests   = "stampede_agent_api_requests_total"
 	mXDSPush         = "stampede_xds_push_latency_seconds"
 	mEtcdFsync       = "etcd_disk_wal_fsync_duration_seconds"
+	mCPEvents        = "stampede_controlplane_watch_events_total"
+	mCPIdentities    = "stampede_controlplane_identities"
+	mOpCreated       = "stampede_operator_identities_created_total"
 )
 
 // measuredProcess is a process whose CPU and RSS are sampled.
@@ -259,12 +262,19 @@ func spreadOf(v []float64) reports.Spread {
 	return s
 }
 
-// agentsSum sums family name over every agent shard in ms.
+// consumer reports whether a component is a client of the API server
+// whose own counters are summed: the agent shards and the control plane.
+func consumer(comp string) bool {
+	return strings.HasPrefix(comp, "agents-") || comp == "controlplane"
+}
+
+// agentsSum sums family name over every agent shard and the control plane
+// in ms (each family is exposed by one of them only).
 func agentsSum(ms map[string]Metrics, name string, match map[string]string) (float64, bool) {
 	var s float64
 	found := false
 	for comp, m := range ms {
-		if !strings.HasPrefix(comp, "agents-") {
+		if !consumer(comp) {
 			continue
 		}
 		if v, ok := m.Sum(name, match); ok {
@@ -278,7 +288,7 @@ func agentsSum(ms map[string]Metrics, name string, match map[string]string) (flo
 func agentsSumBy(ms map[string]Metrics, name string, by ...string) map[string]float64 {
 	out := map[string]float64{}
 	for comp, m := range ms {
-		if !strings.HasPrefix(comp, "agents-") {
+		if !consumer(comp) {
 			continue
 		}
 		for k, v := range m.SumBy(name, nil, by...) {
@@ -286,6 +296,28 @@ func agentsSumBy(ms map[string]Metrics, name string, by ...string) map[string]fl
 		}
 	}
 	return out
+}
+
+// eventsSum is the watch events received by agents and the control plane.
+func eventsSum(ms map[string]Metrics) (float64, bool) {
+	a, ok1 := agentsSum(ms, mAgentEvents, nil)
+	c, ok2 := agentsSum(ms, mCPEvents, nil)
+	return a + c, ok1 || ok2
+}
+
+func eventsSumBy(ms map[string]Metrics) map[string]float64 {
+	out := agentsSumBy(ms, mAgentEvents, "resource")
+	for k, v := range agentsSumBy(ms, mCPEvents, "resource") {
+		out[k] += v
+	}
+	return out
+}
+
+// createdSum is the identities created by agents and the operator.
+func createdSum(ms map[string]Metrics) (float64, bool) {
+	a, ok1 := agentsSum(ms, mAgentCreated, nil)
+	c, ok2 := agentsSum(ms, mOpCreated, nil)
+	return a + c, ok1 || ok2
 }
 
 func agentsHistograms(ms map[string]Metrics, name string, by ...string) map[string]*Histogram {
@@ -374,13 +406,13 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 		}
 	}
 	// Agents' own counters, summed over shards.
-	if ce, ok := agentsSum(cur, mAgentEvents, nil); ok {
-		pe, _ := agentsSum(prev, mAgentEvents, nil)
+	if ce, ok := eventsSum(cur); ok {
+		pe, _ := eventsSum(prev)
 		r := rate(ce, pe)
 		row["watch.events.rate"] = r
 		m.peakEv = math.Max(m.peakEv, r)
-		pby := agentsSumBy(prev, mAgentEvents, "resource")
-		for k, v := range agentsSumBy(cur, mAgentEvents, "resource") {
+		pby := eventsSumBy(prev)
+		for k, v := range eventsSumBy(cur) {
 			row[reports.SeriesName("watch.events.rate", "resource", k)] = rate(v, pby[k])
 		}
 	}
@@ -394,9 +426,12 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 		p, _ := agentsSum(prev, mAgentThrottle, nil)
 		row["client.throttled.rate"] = rate(c, p)
 	}
-	if c, ok := agentsSum(cur, mAgentCreated, nil); ok {
-		p, _ := agentsSum(prev, mAgentCreated, nil)
+	if c, ok := createdSum(cur); ok {
+		p, _ := createdSum(prev)
 		row["identities.created.rate"] = rate(c, p)
+	}
+	if n, ok := agentsSum(cur, mCPIdentities, nil); ok && n > row["identities.count"] {
+		row["identities.count"] = n
 	}
 	if c, ok := agentsSum(cur, mAgentDatapath, nil); ok {
 		p, _ := agentsSum(prev, mAgentDatapath, nil)
@@ -553,13 +588,13 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 	}
 
 	// Watch.
-	if ce, ok := agentsSum(last, mAgentEvents, nil); ok {
-		fe, _ := agentsSum(first, mAgentEvents, nil)
+	if ce, ok := eventsSum(last); ok {
+		fe, _ := eventsSum(first)
 		cb, _ := agentsSum(last, mAgentBytes, nil)
 		fb, _ := agentsSum(first, mAgentBytes, nil)
 		w := &reports.WatchSummary{Events: int64(ce - fe), Bytes: int64(cb - fb), PeakEventsPerSecond: m.peakEv, PeakBytesPerSecond: m.peakBy, EventsByResource: map[string]int64{}}
-		fby := agentsSumBy(first, mAgentEvents, "resource")
-		for k, v := range agentsSumBy(last, mAgentEvents, "resource") {
+		fby := eventsSumBy(first)
+		for k, v := range eventsSumBy(last) {
 			if n := int64(v - fby[k]); n > 0 {
 				w.EventsByResource[k] = n
 			}
@@ -568,14 +603,17 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 	}
 
 	// Identities.
-	if c, ok := agentsSum(last, mAgentCreated, nil); ok || census != nil {
-		f, _ := agentsSum(first, mAgentCreated, nil)
+	if c, ok := createdSum(last); ok || census != nil {
+		f, _ := createdSum(first)
 		id := &reports.IdentitySummary{Created: int64(c - f)}
 		if cd, ok := agentsSum(last, mAgentDuplicates, nil); ok {
 			fd, _ := agentsSum(first, mAgentDuplicates, nil)
 			id.Duplicates = int64(cd - fd)
 		}
-		if census != nil {
+		if n, ok := agentsSum(last, mCPIdentities, nil); ok {
+			id.Final = int64(n)
+		}
+		if census != nil && census.Final > id.Final {
 			id.Final = census.Final
 			id.Duplicates = max(id.Duplicates, census.Duplicates)
 		}
