@@ -377,6 +377,7 @@ func (c *cluster) waitAgents(t *testing.T, sinks map[string]*sink) {
 // agent) made API requests.
 func TestXDSRelabelSmallConverges(t *testing.T) {
 	c := startCluster(t, "relabel-small", true)
+	c.sc.ControlPlane.XDS.PersistIdentities = true
 	a, stop := runControlplane(t, c, scenarios.ModeXDS, "127.0.0.1:0")
 	addr := a.Endpoints["xds"]
 	if addr == "" || a.Endpoints["metrics"] == "" {
@@ -399,6 +400,17 @@ func TestXDSRelabelSmallConverges(t *testing.T) {
 	defer func() { cancelAgents(); wg.Wait() }()
 
 	c.waitAgents(t, sinks)
+	// persistIdentities: the control plane wrote one CiliumIdentity per
+	// label set, with the IDs the agents hold.
+	eventually(t, time.Minute, "persisted identities", func() error {
+		got := c.cidsByLabels(t)
+		for _, p := range c.topo.Pods {
+			if n := len(got[c.wantLabels(t, p)]); n != 1 {
+				return fmt.Errorf("%d CiliumIdentities for pod %s/%s's labels, want 1", n, p.Namespace, p.Name)
+			}
+		}
+		return nil
+	})
 	c.relabel(t)
 	c.waitAgents(t, sinks)
 

@@ -5,11 +5,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
@@ -41,6 +46,10 @@ type xdsSource struct {
 	model *xds.Model
 	dirty bool
 
+	// persist receives identity changes to write as CiliumIdentities
+	// (controlPlane.xds.persistIdentities); nil when off.
+	persist chan *xds.Changes
+
 	events    *prometheus.CounterVec
 	applyErrs prometheus.Counter
 	ids       prometheus.Gauge
@@ -57,6 +66,9 @@ func newXDSSource(cfg xdsSourceConfig) (*xdsSource, error) {
 		events:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stampede_controlplane_watch_events_total", Help: "Watch events received, by resource."}, []string{"resource"}),
 		applyErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_xds_source_errors_total", Help: "Objects that could not be turned into xDS resources."}),
 		ids:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "stampede_controlplane_identities", Help: "Identities allocated by the control plane."}),
+	}
+	if cfg.scenario.ControlPlane.XDS.PersistIdentities {
+		s.persist = make(chan *xds.Changes, 1024)
 	}
 	for _, c := range []prometheus.Collector{s.events, s.applyErrs, s.ids} {
 		if err := cfg.reg.Register(c); err != nil {
@@ -153,10 +165,16 @@ func (s *xdsSource) run(ctx context.Context) error {
 		return nil // ctx ended
 	}
 	s.cfg.log.Info("xds source synced")
+	if s.persist != nil {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); s.persistLoop(ctx) }()
+		defer wg.Wait()
+	}
 	t := time.NewTicker(flushInterval)
 	defer t.Stop()
 	for {
-		s.flush()
+		s.flush(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -165,7 +183,7 @@ func (s *xdsSource) run(ctx context.Context) error {
 	}
 }
 
-func (s *xdsSource) flush() {
+func (s *xdsSource) flush(ctx context.Context) {
 	s.mu.Lock()
 	if !s.dirty {
 		s.mu.Unlock()
@@ -182,5 +200,59 @@ func (s *xdsSource) flush() {
 	if _, err := s.cfg.server.Apply(c); err != nil {
 		s.applyErrs.Inc()
 		s.cfg.log.Error("xds apply", "error", err)
+	}
+	if s.persist != nil {
+		select {
+		case s.persist <- c:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// persistLoop writes the identities the control plane allocated as
+// CiliumIdentities (and deletes withdrawn ones); it is the only writer.
+func (s *xdsSource) persistLoop(ctx context.Context) {
+	res := s.cfg.kube.dyn.Resource(gvrIdentity)
+	for {
+		var c *xds.Changes
+		select {
+		case <-ctx.Done():
+			return
+		case c = <-s.persist:
+		}
+		set, del := c.Identities()
+		for _, name := range del {
+			if err := res.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+				s.applyErrs.Inc()
+				s.cfg.log.Warn("delete CiliumIdentity", "id", name, "error", err)
+			}
+		}
+		for _, id := range set {
+			l, err := identity.ParseKey(strings.Join(id.GetLabels(), ";") + ";")
+			if err != nil {
+				s.applyErrs.Inc()
+				continue
+			}
+			cid := identity.NewCiliumIdentity(identity.ID(id.GetId()), l)
+			m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&cid)
+			if err != nil {
+				s.applyErrs.Inc()
+				continue
+			}
+			u := &unstructured.Unstructured{Object: m}
+			_, err = res.Create(ctx, u, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				// A CiliumIdentity left by an earlier run: ours now.
+				var cur *unstructured.Unstructured
+				if cur, err = res.Get(ctx, cid.Metadata.Name, metav1.GetOptions{}); err == nil {
+					u.SetResourceVersion(cur.GetResourceVersion())
+					_, err = res.Update(ctx, u, metav1.UpdateOptions{})
+				}
+			}
+			if err != nil && ctx.Err() == nil {
+				s.applyErrs.Inc()
+				s.cfg.log.Warn("create CiliumIdentity", "id", id.GetId(), "error", err)
+			}
+		}
 	}
 }

@@ -257,3 +257,15 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 	}
 }
+
+// Identities returns the identities the batch sets and the names of those
+// it deletes (for a caller that also persists them).
+func (c *Changes) Identities() (set []*xdsapi.Identity, deleted []string) {
+	k := cacheKey{typeURL: xdsapi.TypeIdentity}
+	for _, m := range c.set[k] {
+		if id, ok := m.(*xdsapi.Identity); ok {
+			set = append(set, id)
+		}
+	}
+	return set, append(deleted, c.del[k]...)
+}
