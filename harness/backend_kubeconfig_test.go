@@ -1,0 +1,182 @@
+package harness
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/stampede-sim/stampede/harness/manifests"
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+func TestServiceAccountName(t *testing.T) {
+	tests := []struct {
+		u    User
+		want string
+	}{
+		{User{Name: "stampede-admin", Role: RoleAdmin}, "admin"},
+		{User{Name: "system:serviceaccount:kube-system:cilium-operator", Role: RoleOperator}, "operator"},
+		{User{Name: "node:Node_7", Role: RoleAgent}, "node-node-7"},
+		{User{Name: "node:" + strings.Repeat("a", 80), Role: RoleAgent}, "node-" + strings.Repeat("a", 58)},
+	}
+	for _, tt := range tests {
+		if got := serviceAccountName(tt.u); got != tt.want {
+			t.Errorf("serviceAccountName(%q) = %q, want %q", tt.u.Name, got, tt.want)
+		}
+	}
+}
+
+func TestKubeconfigBackendConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  KubeconfigConfig
+		want string
+	}{
+		{"no path", KubeconfigConfig{}, "no kubeconfig path"},
+		{"bad run id", KubeconfigConfig{Path: "x", RunID: "Bad_ID"}, `run ID "Bad_ID"`},
+		{"missing file", KubeconfigConfig{Path: "/nonexistent/kubeconfig", RunID: "r"}, "load /nonexistent/kubeconfig"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewKubeconfigBackend(tt.cfg).Start(t.Context(), BackendEnv{Dir: t.TempDir(), Mode: scenarios.ModeCRD, Users: localUsers(scenarios.ModeCRD)})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Start error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestKubeconfigBackendOnLocal uses a local kube-apiserver as "an existing
+// cluster": CRDs are installed only with the flag, users get TokenRequest
+// tokens with the mode's RBAC, and clean-up deletes exactly the run's
+// objects.
+func TestKubeconfigBackendOnLocal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real kube-apiserver; -short")
+	}
+	bin := requireKubeAPIServer(t)
+	exe := stampedeBinary(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	local := NewLocalBackend(LocalConfig{KubeAPIServer: bin, Progress: io.Discard, EtcdUnsafeNoFsync: true})
+	cluster, err := local.Start(ctx, BackendEnv{Dir: t.TempDir(), Mode: scenarios.ModeCRD, Users: localUsers(scenarios.ModeCRD), Executable: exe})
+	if err != nil {
+		t.Fatalf("start local: %v", err)
+	}
+	defer func() {
+		if err := local.Stop(context.WithoutCancel(ctx)); err != nil {
+			t.Errorf("stop local: %v", err)
+		}
+	}()
+	owner := restConfig(cluster, localUsers(scenarios.ModeCRD)[0].Token)
+	cs := kubernetes.NewForConfigOrDie(owner)
+	dyn := dynamic.NewForConfigOrDie(owner)
+
+	// The cluster lacks one CRD, and has things that are not ours.
+	crds := dyn.Resource(manifests.CRDResource)
+	if err := crds.Delete(ctx, "ciliumnodes.cilium.io", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(ctx, t, crds, "ciliumnodes.cilium.io")
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bystander"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "bystander"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cidGVR := gvrOf("ciliumidentities")
+	bystanderCID := toUnstructured(t, identity.NewCiliumIdentity(90001, identity.Labels{{Source: identity.SourceK8s, Key: "app", Value: "bystander"}}))
+	if _, err := dyn.Resource(cidGVR).Create(ctx, bystanderCID, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	users := localUsers(scenarios.ModeCRD)
+	env := func() BackendEnv {
+		return BackendEnv{Dir: t.TempDir(), Mode: scenarios.ModeCRD, Users: users}
+	}
+
+	// Without the flag: a clear error naming it.
+	_, err = NewKubeconfigBackend(KubeconfigConfig{Path: cluster.Kubeconfig, RunID: "noflag"}).Start(ctx, env())
+	if err == nil || !strings.Contains(err.Error(), InstallCRDsFlag) || !strings.Contains(err.Error(), "ciliumnodes.cilium.io") {
+		t.Fatalf("Start without %s: %v, want an error naming the flag and the missing CRD", InstallCRDsFlag, err)
+	}
+
+	kb := NewKubeconfigBackend(KubeconfigConfig{Path: cluster.Kubeconfig, RunID: "t2", InstallCRDs: true})
+	api, err := kb.Start(ctx, env())
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if len(api.Tokens) != len(users) || api.ObjectLabels[RunLabel] != "t2" {
+		t.Fatalf("Tokens %d (want %d), ObjectLabels %v", len(api.Tokens), len(users), api.ObjectLabels)
+	}
+	ns := kb.Namespace()
+
+	// The issued tokens carry the mode's permissions.
+	agent := dynamic.NewForConfigOrDie(restConfig(api, api.Tokens[users[2].Name]))
+	if _, err := agent.Resource(gvrOf("ciliumendpoints")).Namespace(ns).Create(ctx, cepObject(t, ns, "pod-a", 70001), metav1.CreateOptions{}); err != nil {
+		t.Errorf("agent create CiliumEndpoint: %v, want allowed", err)
+	}
+	wantForbidden(t, "agent create CiliumEndpointSlice", func() error {
+		_, err := agent.Resource(gvrOf("ciliumendpointslices")).Create(ctx, cesObject(t, "ces-t2", ns), metav1.CreateOptions{})
+		return err
+	})
+	runAdmin := dynamic.NewForConfigOrDie(restConfig(api, api.Tokens[users[0].Name]))
+	labelled := toUnstructured(t, identity.NewCiliumIdentity(90002, identity.Labels{{Source: identity.SourceK8s, Key: "app", Value: "run"}}))
+	labelled.SetLabels(map[string]string{RunLabel: "t2", "app": "run"})
+	if _, err := runAdmin.Resource(cidGVR).Create(ctx, labelled, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("admin create CiliumIdentity: %v", err)
+	}
+	node := toUnstructured(t, map[string]any{"apiVersion": "cilium.io/v2", "kind": "CiliumNode",
+		"metadata": map[string]any{"name": "cn-t2", "labels": map[string]any{RunLabel: "t2"}}})
+	if _, err := runAdmin.Resource(gvrOf("ciliumnodes")).Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("admin create CiliumNode (installed CRD): %v", err)
+	}
+
+	if err := kb.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+
+	// The run's objects are gone (the namespace at least terminating: this
+	// server runs no namespace controller)...
+	gone := func(what string, err error) {
+		t.Helper()
+		if !apierrors.IsNotFound(err) {
+			t.Errorf("%s still exists after Stop: %v", what, err)
+		}
+	}
+	_, err = dyn.Resource(cidGVR).Get(ctx, "90002", metav1.GetOptions{})
+	gone("labelled CiliumIdentity", err)
+	for _, suffix := range []string{"agent", "operator", "admin"} {
+		_, err = cs.RbacV1().ClusterRoleBindings().Get(ctx, "stampede-t2:"+suffix, metav1.GetOptions{})
+		gone("ClusterRoleBinding stampede-t2:"+suffix, err)
+	}
+	_, err = cs.RbacV1().ClusterRoles().Get(ctx, "stampede-t2:agent", metav1.GetOptions{})
+	gone("ClusterRole stampede-t2:agent", err)
+	waitGone(ctx, t, crds, "ciliumnodes.cilium.io")
+	if n, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil && n.DeletionTimestamp == nil {
+		t.Errorf("namespace %s not being deleted after Stop", ns)
+	}
+	// ... and nothing else is.
+	if _, err := dyn.Resource(cidGVR).Get(ctx, "90001", metav1.GetOptions{}); err != nil {
+		t.Errorf("unlabelled CiliumIdentity deleted: %v", err)
+	}
+	if n, err := cs.CoreV1().Namespaces().Get(ctx, "bystander", metav1.GetOptions{}); err != nil || n.DeletionTimestamp != nil {
+		t.Errorf("namespace bystander touched: %v", err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Get(ctx, "bystander", metav1.GetOptions{}); err != nil {
+		t.Errorf("ClusterRole bystander deleted: %v", err)
+	}
+	if _, err := crds.Get(ctx, "ciliumendpoints.cilium.io", metav1.GetOptions{}); err != nil {
+		t.Errorf("CRD ciliumendpoints (not installed by the run) deleted: %v", err)
+	}
+}
