@@ -77,10 +77,11 @@ type cesMeta struct {
 }
 
 type cesConfig struct {
-	kube  *kube
-	knobs scenarios.CESKnobs
-	log   *slog.Logger
-	reg   prometheus.Registerer
+	events *prometheus.CounterVec
+	kube   *kube
+	knobs  scenarios.CESKnobs
+	log    *slog.Logger
+	reg    prometheus.Registerer
 }
 
 // cesController packs CiliumEndpoints into CiliumEndpointSlices as
@@ -236,6 +237,9 @@ func equalCore(a, b coreCEP) bool {
 func (c *cesController) run(ctx context.Context) error {
 	f := dynamicinformer.NewDynamicSharedInformerFactory(c.cfg.kube.dyn, 0)
 	ceps := f.ForResource(gvrEndpoint).Informer()
+	if err := countEvents(ceps, c.cfg.events, "ciliumendpoints"); err != nil {
+		return err
+	}
 	if _, err := ceps.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { c.upsert(o, time.Now()) },
 		UpdateFunc: func(_, o any) { c.upsert(o, time.Now()) },

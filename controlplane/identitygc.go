@@ -30,6 +30,7 @@ const (
 )
 
 type identityGCConfig struct {
+	events   *prometheus.CounterVec
 	kube     *kube
 	interval time.Duration
 	timeout  time.Duration
@@ -101,6 +102,9 @@ func (g *identityGC) run(ctx context.Context) error {
 			g.mu.Unlock()
 		},
 	}); err != nil {
+		return err
+	}
+	if err := errors.Join(countEvents(cids, g.cfg.events, "ciliumidentities"), countEvents(ceps, g.cfg.events, "ciliumendpoints")); err != nil {
 		return err
 	}
 	if err := ceps.AddIndexers(cache.Indexers{"identity": cepIdentityIndex}); err != nil {

@@ -3,6 +3,9 @@ package controlplane
 import (
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/tools/cache"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -47,6 +50,24 @@ func newKube(rc *rest.Config, s *scenarios.Scenario) (*kube, error) {
 		return nil, fmt.Errorf("controlplane: API client: %w", err)
 	}
 	return &kube{core: core, dyn: dyn}, nil
+}
+
+// newWatchEvents is the counter of watch events every informer of the
+// process feeds, by resource.
+func newWatchEvents(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stampede_controlplane_watch_events_total", Help: "Watch events received by the control plane, by resource."}, []string{"resource"})
+	return c, reg.Register(c)
+}
+
+// countEvents counts an informer's events in events.
+func countEvents(inf cache.SharedIndexInformer, events *prometheus.CounterVec, resource string) error {
+	c := events.WithLabelValues(resource)
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.Inc() },
+		UpdateFunc: func(any, any) { c.Inc() },
+		DeleteFunc: func(any) { c.Inc() },
+	})
+	return err
 }
 
 // fromUnstructured decodes an unstructured object into a slim typed one.

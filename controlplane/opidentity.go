@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -22,6 +23,7 @@ import (
 )
 
 type operatorIdentitiesConfig struct {
+	events   *prometheus.CounterVec
 	kube     *kube
 	scenario *scenarios.Scenario
 	log      *slog.Logger
@@ -145,6 +147,9 @@ func (o *operatorIdentities) run(ctx context.Context) error {
 	pods := core.Core().V1().Pods().Informer()
 	nss := core.Core().V1().Namespaces().Informer()
 	cids := dyn.ForResource(gvrIdentity).Informer()
+	if err := errors.Join(countEvents(pods, o.cfg.events, "pods"), countEvents(nss, o.cfg.events, "namespaces"), countEvents(cids, o.cfg.events, "ciliumidentities")); err != nil {
+		return err
+	}
 	if _, err := cids.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: o.sawCID, UpdateFunc: func(_, n any) { o.sawCID(n) }, DeleteFunc: o.goneCID,
 	}); err != nil {

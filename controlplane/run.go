@@ -126,6 +126,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	knobs := cfg.Scenario.ControlPlane
+	events, err := newWatchEvents(reg)
+	if err != nil {
+		return err
+	}
 	switch cfg.Mode {
 	case scenarios.ModeXDS:
 		srv, err := xds.New(xds.Config{Registerer: reg, Logger: log, Now: cfg.Now})
@@ -138,7 +142,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		endpoints["xds"] = lis.Addr().String()
 		mux.Handle("/debug/xds/push-latency", srv.PushLatencyHandler())
-		src, err := newXDSSource(xdsSourceConfig{kube: k, server: srv, scenario: cfg.Scenario, log: log, reg: reg})
+		src, err := newXDSSource(xdsSourceConfig{events: events, kube: k, server: srv, scenario: cfg.Scenario, log: log, reg: reg})
 		if err != nil {
 			lis.Close()
 			return err
@@ -152,20 +156,20 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		start("kvstore identity gc", gc.run)
 	default:
-		gc, err := newIdentityGC(identityGCConfig{kube: k, interval: knobs.IdentityGC.Interval.Duration, timeout: knobs.IdentityGC.HeartbeatTimeout.Duration, now: cfg.Now, log: log, reg: reg})
+		gc, err := newIdentityGC(identityGCConfig{events: events, kube: k, interval: knobs.IdentityGC.Interval.Duration, timeout: knobs.IdentityGC.HeartbeatTimeout.Duration, now: cfg.Now, log: log, reg: reg})
 		if err != nil {
 			return err
 		}
 		start("identity gc", gc.run)
 		if cfg.Mode == scenarios.ModeCES {
-			ces, err := newCESController(cesConfig{kube: k, knobs: knobs.CES, log: log, reg: reg})
+			ces, err := newCESController(cesConfig{events: events, kube: k, knobs: knobs.CES, log: log, reg: reg})
 			if err != nil {
 				return err
 			}
 			start("ces controller", ces.run)
 		}
 		if cfg.Mode == scenarios.ModeOperator {
-			oi, err := newOperatorIdentities(operatorIdentitiesConfig{kube: k, scenario: cfg.Scenario, log: log, reg: reg})
+			oi, err := newOperatorIdentities(operatorIdentitiesConfig{events: events, kube: k, scenario: cfg.Scenario, log: log, reg: reg})
 			if err != nil {
 				return err
 			}

@@ -29,6 +29,7 @@ import (
 const flushInterval = 100 * time.Millisecond
 
 type xdsSourceConfig struct {
+	events   *prometheus.CounterVec
 	kube     *kube
 	server   *xds.Server
 	scenario *scenarios.Scenario
@@ -63,14 +64,14 @@ func newXDSSource(cfg xdsSourceConfig) (*xdsSource, error) {
 	s := &xdsSource{
 		cfg:       cfg,
 		model:     xds.NewModel(cfg.scenario.Cluster.Name, f),
-		events:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stampede_controlplane_watch_events_total", Help: "Watch events received, by resource."}, []string{"resource"}),
+		events:    cfg.events,
 		applyErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_xds_source_errors_total", Help: "Objects that could not be turned into xDS resources."}),
 		ids:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "stampede_controlplane_identities", Help: "Identities allocated by the control plane."}),
 	}
 	if cfg.scenario.ControlPlane.XDS.PersistIdentities {
 		s.persist = make(chan *xds.Changes, 1024)
 	}
-	for _, c := range []prometheus.Collector{s.events, s.applyErrs, s.ids} {
+	for _, c := range []prometheus.Collector{s.applyErrs, s.ids} {
 		if err := cfg.reg.Register(c); err != nil {
 			return nil, err
 		}
