@@ -147,7 +147,16 @@ func Run(ctx context.Context, cfg Config) error {
 			lis.Close()
 			return err
 		}
-		start("xds server", func(ctx context.Context) error { return srv.Serve(ctx, lis) })
+		start("xds server", func(ctx context.Context) error {
+			// Agents are served once the cluster state has been read.
+			select {
+			case <-src.synced:
+			case <-ctx.Done():
+				lis.Close()
+				return nil
+			}
+			return srv.Serve(ctx, lis)
+		})
 		start("xds source", src.run)
 	case scenarios.ModeKVStore:
 		gc, err := newKVStoreGC(kvstoreGCConfig{endpoint: cfg.KVStore, interval: knobs.IdentityGC.Interval.Duration, log: log, reg: reg})

@@ -387,6 +387,7 @@ func TestXDSRelabelSmallConverges(t *testing.T) {
 	ctx, cancelAgents := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	sinks := map[string]*sink{}
+	clients := map[string]*xdsclient.Client{}
 	for _, n := range c.topo.Nodes {
 		s := newSink()
 		sinks[n.Name] = s
@@ -394,6 +395,7 @@ func TestXDSRelabelSmallConverges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		clients[n.Name] = cl
 		wg.Add(1)
 		go func() { defer wg.Done(); cl.Run(ctx) }()
 	}
@@ -417,6 +419,10 @@ func TestXDSRelabelSmallConverges(t *testing.T) {
 	// Restart the control plane on the same address with a change made
 	// while it is down: a pod is deleted.
 	stop()
+	upserts := map[string]uint64{}
+	for n, cl := range clients {
+		upserts[n] = cl.Stats().Upserts
+	}
 	victim := c.topo.Pods[0]
 	if err := c.core.CoreV1().Pods(victim.Namespace).Delete(t.Context(), victim.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -425,6 +431,14 @@ func TestXDSRelabelSmallConverges(t *testing.T) {
 	_, stop2 := runControlplane(t, c, scenarios.ModeXDS, addr)
 	defer stop2()
 	c.waitAgents(t, sinks)
+	// The new control plane kept every identity (persisted) and the agents
+	// resumed with their resource versions: only what changed while it was
+	// down (one identity's addresses) was sent again.
+	for n, cl := range clients {
+		if got := cl.Stats().Upserts - upserts[n]; got > 2 {
+			t.Errorf("agent %s: %d resources sent again after the restart, want at most 2", n, got)
+		}
+	}
 
 	for user, n := range c.api.RequestsByUser() {
 		if user != "controlplane" && !strings.Contains(user, "admin") {

@@ -47,6 +47,11 @@ type xdsSource struct {
 	model *xds.Model
 	dirty bool
 
+	// synced is closed after the first flush following the informers'
+	// sync: serving agents before would make resuming agents delete what
+	// the new control plane has not read yet.
+	synced chan struct{}
+
 	// persist receives identity changes to write as CiliumIdentities
 	// (controlPlane.xds.persistIdentities); nil when off.
 	persist chan *xds.Changes
@@ -64,6 +69,7 @@ func newXDSSource(cfg xdsSourceConfig) (*xdsSource, error) {
 	s := &xdsSource{
 		cfg:       cfg,
 		model:     xds.NewModel(cfg.scenario.Cluster.Name, f),
+		synced:    make(chan struct{}),
 		events:    cfg.events,
 		applyErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_xds_source_errors_total", Help: "Objects that could not be turned into xDS resources."}),
 		ids:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "stampede_controlplane_identities", Help: "Identities allocated by the control plane."}),
@@ -158,6 +164,11 @@ func (s *xdsSource) run(ctx context.Context) error {
 		})); err != nil {
 		return err
 	}
+	if s.persist != nil {
+		if err := s.reserve(ctx); err != nil {
+			return err
+		}
+	}
 	core.Start(ctx.Done())
 	dyn.Start(ctx.Done())
 	defer core.Shutdown()
@@ -172,6 +183,11 @@ func (s *xdsSource) run(ctx context.Context) error {
 		go func() { defer wg.Done(); s.persistLoop(ctx) }()
 		defer wg.Wait()
 	}
+	s.mu.Lock()
+	s.dirty = true
+	s.mu.Unlock()
+	s.flush(ctx)
+	close(s.synced)
 	t := time.NewTicker(flushInterval)
 	defer t.Stop()
 	for {
@@ -208,6 +224,34 @@ func (s *xdsSource) flush(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
+}
+
+// reserve loads the CiliumIdentities persisted by an earlier run into the
+// model, so that label sets keep their IDs across a restart.
+func (s *xdsSource) reserve(ctx context.Context) error {
+	list, err := s.cfg.kube.dyn.Resource(gvrIdentity).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list persisted identities: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, it := range list.Items {
+		id, err := identity.ParseID(it.GetName())
+		if err != nil || id < identity.MinID || id > identity.MaxID {
+			continue
+		}
+		sl, _, _ := unstructured.NestedStringMap(it.Object, "security-labels")
+		l, err := identity.FromSecurityLabels(sl)
+		if err != nil {
+			s.cfg.log.Warn("persisted identity", "id", it.GetName(), "error", err)
+			continue
+		}
+		if err := s.model.Reserve(id, l); err != nil {
+			s.cfg.log.Warn("persisted identity", "error", err)
+		}
+	}
+	s.dirty = true
+	return nil
 }
 
 // persistLoop writes the identities the control plane allocated as

@@ -162,11 +162,31 @@ func (m *Model) IdentityOf(namespace, name string) (identity.ID, bool) {
 	return st.id, true
 }
 
+// Reserve records an identity allocated earlier (a persisted
+// CiliumIdentity) before the first Flush, so that a restarted control
+// plane gives label sets their old IDs and resuming agents receive nothing
+// new. A reserved identity no pod uses is withdrawn at the next Flush.
+func (m *Model) Reserve(id identity.ID, l identity.Labels) error {
+	key := l.Key()
+	if old, ok := m.ids[key]; ok {
+		return fmt.Errorf("reserve identity %d: labels %s already have identity %d", id, key, old)
+	}
+	if _, ok := m.labels[id]; ok {
+		return fmt.Errorf("reserve identity %d: already in use", id)
+	}
+	m.ids[key] = id
+	m.labels[id] = l
+	m.refs[id] = 0
+	m.goneIDs[id] = true
+	return nil
+}
+
 func (m *Model) allocate(l identity.Labels) (identity.ID, error) {
 	key := l.Key()
 	if id, ok := m.ids[key]; ok {
 		if m.refs[id] == 0 {
 			delete(m.goneIDs, id)
+			m.newIDs[id] = true // (re)published; unchanged resources are skipped by Apply
 		}
 		m.refs[id]++
 		return id, nil
@@ -175,11 +195,16 @@ func (m *Model) allocate(l identity.Labels) (identity.ID, error) {
 	if n := len(m.free); n > 0 {
 		id, m.free = m.free[n-1], m.free[:n-1]
 	} else {
-		if m.nextID > identity.MaxID {
-			return 0, fmt.Errorf("allocate identity for %s: all %d identities in use", key, identity.MaxID-identity.MinID+1)
+		for {
+			if m.nextID > identity.MaxID {
+				return 0, fmt.Errorf("allocate identity for %s: all %d identities in use", key, identity.MaxID-identity.MinID+1)
+			}
+			id = m.nextID
+			m.nextID++
+			if _, taken := m.labels[id]; !taken {
+				break
+			}
 		}
-		id = m.nextID
-		m.nextID++
 	}
 	m.ids[key] = id
 	m.labels[id] = l
