@@ -63,9 +63,12 @@ type AgentConfig struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// RegenInterval is the minimum time between two policy
-	// recomputations (default 100ms).
+	// recomputations of the agent's endpoints (default 250ms): identity
+	// and policy events arriving meanwhile are handled together.
 	RegenInterval time.Duration
-	// Workers is the number of endpoint workers (default 2).
+	// Workers is the number of endpoints synchronised concurrently
+	// (default 8; cilium-agent regenerates endpoints in parallel, bounded
+	// by its client rate limiter).
 	Workers int
 }
 
@@ -77,10 +80,10 @@ func (c *AgentConfig) setDefaults() {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 	if c.RegenInterval == 0 {
-		c.RegenInterval = 100 * time.Millisecond
+		c.RegenInterval = 250 * time.Millisecond
 	}
 	if c.Workers == 0 {
-		c.Workers = 2
+		c.Workers = 8
 	}
 	if c.Filter == nil {
 		c.Filter = identity.DefaultFilter()
@@ -165,6 +168,9 @@ type Agent struct {
 
 	queue    *workQueue
 	regenSig chan struct{}
+	dpOps    []dpOp
+	dpSig    chan struct{}
+	dpMu     sync.Mutex
 	synced   atomic.Bool
 
 	created      atomic.Uint64
@@ -252,6 +258,7 @@ func newAgentState(cfg AgentConfig) *Agent {
 		pcache:     policy.NewCache(),
 		queue:      newWorkQueue(),
 		regenSig:   make(chan struct{}, 1),
+		dpSig:      make(chan struct{}, 1),
 	}
 }
 
@@ -273,11 +280,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if a.kc != nil {
 			a.kc.close()
 		}
-		a.mu.Lock()
-		if err := a.cfg.Datapath.Close(); err != nil {
-			a.log.Warn("close datapath", "err", err)
-		}
-		a.mu.Unlock()
+		a.closeDatapath()
 	}()
 	if a.cfg.Mode == scenarios.ModeKVStore {
 		kv, err := newKVClient(ctx, a)
@@ -340,6 +343,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		watch(r, r.synced)
 	}
 	goRun(a.regenLoop)
+	goRun(a.dpWriter)
 	// Endpoint workers start once every cache synced, as cilium-agent
 	// waits for its caches before restoring and creating endpoints.
 	for _, s := range syncs {
@@ -377,8 +381,8 @@ func (a *Agent) LastChange() time.Time {
 }
 
 func (a *Agent) datapathStats() (datapath.Stats, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
 	if a.cfg.Datapath == nil {
 		return datapath.Stats{}, false
 	}
@@ -568,9 +572,7 @@ func (a *Agent) removePod(k string, p *localPod) {
 		p.grace.Stop()
 	}
 	if p.allowed != nil {
-		if err := a.cfg.Datapath.DeleteEndpoint(p.ip); err != nil {
-			a.log.Warn("delete endpoint from datapath", "pod", k, "err", err)
-		}
+		a.queueDP(dpOp{kind: dpDeleteEndpoint, ep: p.ip})
 		a.polDirty = true
 		a.changed()
 	}
@@ -777,10 +779,7 @@ func (a *Agent) setIP(ip uint32, id identity.ID, owner uint64) {
 	a.contribute(ip, id, 1)
 	a.changed()
 	if !ok || old.id != id {
-		pfx := netip.PrefixFrom(keyAddr(ip), 32)
-		if err := a.cfg.Datapath.UpsertIPCache([]datapath.IPCacheEntry{{Prefix: pfx, Identity: datapath.Identity(id)}}); err != nil {
-			a.log.Warn("datapath ipcache upsert", "ip", pfx, "err", err)
-		}
+		a.queueDP(dpOp{kind: dpUpsertIP, ip: ip, id: datapath.Identity(id)})
 	}
 }
 
@@ -793,9 +792,7 @@ func (a *Agent) deleteIP(ip uint32, owner uint64) {
 	a.contribute(ip, old.id, -1)
 	delete(a.ipcache, ip)
 	a.changed()
-	if err := a.cfg.Datapath.DeleteIPCache([]netip.Prefix{netip.PrefixFrom(keyAddr(ip), 32)}); err != nil {
-		a.log.Warn("datapath ipcache delete", "err", err)
-	}
+	a.queueDP(dpOp{kind: dpDeleteIP, ip: ip})
 }
 
 // recomputeIPDigest rebuilds the ipcache digest and the used label sets

@@ -278,6 +278,8 @@ func (a *Agent) allocateCRD(ctx context.Context, l identity.Labels, key string) 
 			a.mu.Lock()
 			a.createdIDs[id] = true
 			a.upsertIdentity(id, l, key)
+			// The watch may have delivered the new identity first.
+			a.countDuplicates(a.idsByKey[key])
 			a.mu.Unlock()
 			return id, nil
 		}
@@ -408,6 +410,7 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 		if err := a.kv.putIP(ctx, ip, id, ns, name); err != nil {
 			return err
 		}
+		a.kv.releaseUnused(ctx, a.keysInUse())
 	}
 	path := "/apis/cilium.io/v2/namespaces/" + ns + "/ciliumendpoints"
 	var err error
@@ -459,6 +462,24 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 	}
 	a.mu.Unlock()
 	return nil
+}
+
+// keysInUse lists the label keys of the identities local endpoints use or
+// wait for.
+func (a *Agent) keysInUse() map[string]bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]bool, len(a.pods))
+	for _, p := range a.pods {
+		out[p.wantKey] = true
+		if e := a.ids[p.id]; e != nil {
+			out[e.key] = true
+		}
+		if e := a.ids[p.pendingID]; e != nil {
+			out[e.key] = true
+		}
+	}
+	return out
 }
 
 type jsonPatchOp struct {
@@ -537,7 +558,7 @@ func (a *Agent) regenerate() {
 		a.rulesDirty = false
 	}
 	byKey := map[string][]datapath.PolicyKey{}
-	for k, p := range a.pods {
+	for _, p := range a.pods {
 		e := a.ids[p.id]
 		if p.id == 0 || e == nil {
 			continue
@@ -550,10 +571,7 @@ func (a *Agent) regenerate() {
 		if p.allowed != nil && keysEqual(p.allowed, keys) {
 			continue
 		}
-		if err := a.cfg.Datapath.ReplacePolicy(p.ip, keys); err != nil {
-			a.log.Warn("datapath policy update", "pod", k, "err", err)
-			continue
-		}
+		a.queueDP(dpOp{kind: dpReplacePolicy, ep: p.ip, keys: keys})
 		p.allowed = keys
 		a.polDirty = true
 		a.changed()

@@ -213,6 +213,8 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 	a.mu.Lock()
 	a.createdIDs[id] = true
 	a.upsertIdentity(id, l, key)
+	// The watch may have delivered the new identity first.
+	a.countDuplicates(a.idsByKey[key])
 	a.mu.Unlock()
 	if err := k.acquire(ctx, id, key); err != nil {
 		return 0, err
@@ -271,6 +273,32 @@ func (k *kvClient) putIP(ctx context.Context, ip netip.Addr, id identity.ID, ns,
 	k.written[ip] = id
 	k.mu.Unlock()
 	return nil
+}
+
+// releaseUnused deletes this node's value keys of label sets that no
+// local endpoint uses any more (the allocator's Release), so that the
+// operator's garbage collection can remove the master key.
+func (k *kvClient) releaseUnused(ctx context.Context, inUse map[string]bool) {
+	k.mu.Lock()
+	var drop []string
+	for key := range k.acquired {
+		if !inUse[key] {
+			drop = append(drop, key)
+		}
+	}
+	k.mu.Unlock()
+	for _, key := range drop {
+		start := time.Now()
+		_, err := k.cli.Delete(ctx, KVValuePrefix+key+"/"+k.a.cfg.Node)
+		k.observe("delete", start, err)
+		if err != nil {
+			k.a.log.Debug("release identity reference", "key", key, "err", err)
+			continue
+		}
+		k.mu.Lock()
+		delete(k.acquired, key)
+		k.mu.Unlock()
+	}
 }
 
 // deleteIP removes a local endpoint's ipcache entry.

@@ -57,11 +57,7 @@ func (x *XDSAgent) datapathStats() (datapath.Stats, bool) { return x.a.datapathS
 // Run connects to the control plane and applies what it pushes until ctx
 // ends.
 func (x *XDSAgent) Run(ctx context.Context) error {
-	defer func() {
-		x.a.mu.Lock()
-		x.a.cfg.Datapath.Close()
-		x.a.mu.Unlock()
-	}()
+	defer x.a.closeDatapath()
 	return errXDSUnavailable
 }
 
@@ -174,9 +170,7 @@ func (x *XDSAgent) setEndpoint(namespace, name string, ip netip.Addr, id uint32)
 		a.pods[k] = p
 	}
 	if p.ip.IsValid() && p.ip != ip && p.allowed != nil {
-		if err := a.cfg.Datapath.DeleteEndpoint(p.ip); err != nil {
-			a.log.Warn("delete endpoint from datapath", "pod", k, "err", err)
-		}
+		a.queueDP(dpOp{kind: dpDeleteEndpoint, ep: p.ip})
 		p.allowed = nil
 	}
 	p.ip = ip

@@ -1,0 +1,117 @@
+package agentsim
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/stampede-sim/stampede/datapath"
+)
+
+// Datapath writes are queued under the agent's lock and applied, in order
+// and batched, by the agent's datapath writer goroutine under dpMu, so that
+// event handlers never wait for map updates.
+
+type dpOpKind uint8
+
+const (
+	dpUpsertIP dpOpKind = iota
+	dpDeleteIP
+	dpReplacePolicy
+	dpDeleteEndpoint
+)
+
+type dpOp struct {
+	kind dpOpKind
+	ip   uint32
+	id   datapath.Identity
+	ep   netip.Addr
+	keys []datapath.PolicyKey
+}
+
+// queueDP queues a datapath write (caller holds mu).
+func (a *Agent) queueDP(op dpOp) {
+	a.dpOps = append(a.dpOps, op)
+	select {
+	case a.dpSig <- struct{}{}:
+	default:
+	}
+}
+
+// dpWriter applies queued writes until ctx ends, then applies what is left.
+func (a *Agent) dpWriter(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			a.flushDP()
+			return
+		case <-a.dpSig:
+		}
+		a.flushDP()
+	}
+}
+
+// flushDP applies every queued write: runs of ipcache upserts and deletes
+// become one batched call each.
+func (a *Agent) flushDP() {
+	a.mu.Lock()
+	ops := a.dpOps
+	a.dpOps = nil
+	a.mu.Unlock()
+	if len(ops) == 0 {
+		return
+	}
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	dp := a.cfg.Datapath
+	var ups []datapath.IPCacheEntry
+	var dels []netip.Prefix
+	flush := func() {
+		if len(ups) > 0 {
+			if err := dp.UpsertIPCache(ups); err != nil {
+				a.log.Warn("datapath ipcache upsert", "entries", len(ups), "err", err)
+			}
+			ups = ups[:0]
+		}
+		if len(dels) > 0 {
+			if err := dp.DeleteIPCache(dels); err != nil {
+				a.log.Warn("datapath ipcache delete", "entries", len(dels), "err", err)
+			}
+			dels = dels[:0]
+		}
+	}
+	for _, op := range ops {
+		switch op.kind {
+		case dpUpsertIP:
+			if len(dels) > 0 {
+				flush()
+			}
+			ups = append(ups, datapath.IPCacheEntry{Prefix: netip.PrefixFrom(keyAddr(op.ip), 32), Identity: op.id})
+		case dpDeleteIP:
+			if len(ups) > 0 {
+				flush()
+			}
+			dels = append(dels, netip.PrefixFrom(keyAddr(op.ip), 32))
+		case dpReplacePolicy:
+			flush()
+			if err := dp.ReplacePolicy(op.ep, op.keys); err != nil {
+				a.log.Warn("datapath policy update", "endpoint", op.ep, "err", err)
+			}
+		case dpDeleteEndpoint:
+			flush()
+			if err := dp.DeleteEndpoint(op.ep); err != nil {
+				a.log.Warn("datapath endpoint delete", "endpoint", op.ep, "err", err)
+			}
+		}
+	}
+	flush()
+}
+
+// closeDatapath applies what is queued and closes the datapath.
+func (a *Agent) closeDatapath() {
+	a.flushDP()
+	a.dpMu.Lock()
+	defer a.dpMu.Unlock()
+	if err := a.cfg.Datapath.Close(); err != nil {
+		a.log.Warn("close datapath", "err", err)
+	}
+}
