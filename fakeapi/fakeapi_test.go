@@ -33,6 +33,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if f := os.Getenv(benchServerEnv); f != "" {
+		os.Exit(runBenchServer(f))
+	}
 	goleak.VerifyTestMain(m,
 		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*loggingT).flushDaemon"),
 		goleak.IgnoreAnyFunction("k8s.io/client-go/util/workqueue.(*Typed[...]).updateUnfinishedWorkLoop"),

@@ -1,11 +1,13 @@
 package fakeapi
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,6 +25,8 @@ var framePrefix = [...][]byte{
 }
 
 var frameSuffix = []byte("}\n")
+
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
 
 // frame builds the watch frame of an event of type t carrying raw, and
 // returns it with raw's position inside it, so an object's raw JSON and
@@ -121,11 +125,18 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 	events := s.metrics.watchEvents.WithLabelValues(res.group, res.version, res.name)
 	sizes := s.metrics.watchEventSizes.WithLabelValues(res.group, res.version, res.name)
 
+	// Writes of one batch go through a pooled buffer, so the connection
+	// sees a few large writes per batch rather than one per event.
+	var bw *bufio.Writer
 	sent := 0
 	write := func(b ...[]byte) error {
+		if bw == nil {
+			bw = writerPool.Get().(*bufio.Writer)
+			bw.Reset(w)
+		}
 		size := 0
 		for _, p := range b {
-			if _, err := w.Write(p); err != nil {
+			if _, err := bw.Write(p); err != nil {
 				return err
 			}
 			size += len(p)
@@ -134,6 +145,23 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		sizes.Observe(float64(size))
 		return nil
 	}
+	flush := func() error {
+		if bw == nil {
+			return nil
+		}
+		err := bw.Flush()
+		bw.Reset(nil)
+		writerPool.Put(bw)
+		bw = nil
+		if err != nil {
+			return err
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	}
+	defer flush()
 	if initial {
 		sort.Slice(snap, func(i, j int) bool { return snap[i].key < snap[j].key })
 		for _, o := range snap {
@@ -147,6 +175,9 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 			}
 		}
 		snap = nil
+	}
+	if err := flush(); err != nil {
+		return
 	}
 	if flusher != nil {
 		flusher.Flush()
@@ -164,6 +195,10 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		tick = t.C
 	}
 	wantBookmark := false
+	window := s.cfg.WatchBatchWindow
+	coalesce := time.NewTimer(time.Hour)
+	coalesce.Stop()
+	defer coalesce.Stop()
 	everything := f.namespace == "" && f.labels == nil && len(f.fields) == 0
 	var batch []*event
 	lag := uint64(s.cfg.WatchBuffer)
@@ -202,8 +237,8 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 			}
 		}
 		if sent > 0 {
-			if flusher != nil {
-				flusher.Flush()
+			if err := flush(); err != nil {
+				return
 			}
 			events.Add(float64(sent))
 			sent = 0
@@ -216,6 +251,15 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 			return
 		case <-ctx.Done():
 			return
+		}
+		if window > 0 {
+			// Let a burst accumulate: one batch per window per watcher.
+			coalesce.Reset(window)
+			select {
+			case <-coalesce.C:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
 }
