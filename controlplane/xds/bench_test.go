@@ -309,7 +309,8 @@ func waitAll(b *testing.B, sinks []*countSink, want func(i int) (int, int, int),
 }
 
 // BenchmarkServeAgents serves the relabel scenario (200 nodes, 20,000
-// pods, 250 identities) to 200 and 1,000 delta ADS agents, then pushes one
+// pods, 250 identities) to 200 and 1,000 delta ADS agents (and 200
+// state-of-the-world agents, for comparison), then pushes one
 // namespace relabel (250 new identities, every address and endpoint
 // moved). Agents beyond 200 reuse node names, as extra agents per node.
 // Reported: the control plane's CPU seconds and memory for the initial
@@ -329,16 +330,19 @@ func BenchmarkServeAgents(b *testing.B) {
 	for _, p := range topo.Pods {
 		perNode[p.NodeIndex]++
 	}
-	for _, agents := range []int{200, 1000} {
-		b.Run(fmt.Sprintf("agents=%d", agents), func(b *testing.B) {
+	for _, tc := range []struct {
+		protocol string
+		agents   int
+	}{{"delta", 200}, {"delta", 1000}, {"sotw", 200}} {
+		b.Run(fmt.Sprintf("%s/agents=%d", tc.protocol, tc.agents), func(b *testing.B) {
 			for b.Loop() {
-				benchServe(b, topo, perNode, agents)
+				benchServe(b, topo, perNode, tc.agents, tc.protocol == "sotw")
 			}
 		})
 	}
 }
 
-func benchServe(b *testing.B, topo *scenarios.Topology, perNode []int, agents int) {
+func benchServe(b *testing.B, topo *scenarios.Topology, perNode []int, agents int, sotw bool) {
 	ch := startChild(b, "relabel")
 	defer ch.stop(b)
 	ctx, cancel := context.WithCancel(b.Context())
@@ -348,7 +352,7 @@ func benchServe(b *testing.B, topo *scenarios.Topology, perNode []int, agents in
 	var startErr atomic.Value
 	for i := range agents {
 		sinks[i] = newCountSink()
-		c, err := xdsclient.New(xdsclient.Config{Server: ch.addr, Node: topo.Nodes[i%len(topo.Nodes)].Name, Sink: sinks[i]})
+		c, err := xdsclient.New(xdsclient.Config{Server: ch.addr, Node: topo.Nodes[i%len(topo.Nodes)].Name, Sink: sinks[i], StateOfTheWorld: sotw})
 		if err != nil {
 			b.Fatal(err)
 		}
