@@ -1,7 +1,6 @@
 package reports
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/stampede-sim/stampede/scenarios"
@@ -28,15 +27,6 @@ type Results struct {
 	// Modes holds one entry per mode of the run, in the order they ran
 	// (a mode not yet started may be listed with status "pending").
 	Modes []ModeResult `json:"modes"`
-}
-
-// MarshalJSON writes Modes as [] rather than null when there are none.
-func (r Results) MarshalJSON() ([]byte, error) {
-	type plain Results
-	if r.Modes == nil {
-		r.Modes = []ModeResult{}
-	}
-	return json.Marshal(plain(r))
 }
 
 // Run is the run's metadata.

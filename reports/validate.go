@@ -181,6 +181,12 @@ func ReadFile(path string) (*Results, error) {
 // Encode writes r as indented JSON, with arrays of numbers (the series
 // columns) kept on one line each.
 func Encode(r *Results) ([]byte, error) {
+	if r.Modes == nil {
+		// Write [] rather than null; the schema wants an array.
+		c := *r
+		c.Modes = []ModeResult{}
+		r = &c
+	}
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode results: %w", err)

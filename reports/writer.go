@@ -12,9 +12,11 @@ import (
 )
 
 // Writer keeps a run's Results and rewrites results.json atomically (write
-// a temporary file in the same directory, fsync, rename) after every
-// update, so a run killed at any moment leaves the last complete version.
-// It is safe for concurrent use.
+// a temporary file in the same directory, rename it over the old one)
+// after updates, so a run killed at any moment (Ctrl-C, a crash, the OOM
+// killer) leaves the last complete version. It does not fsync: surviving
+// a power cut is not worth blocking the sampling loop on the disk. It is
+// safe for concurrent use.
 type Writer struct {
 	cfg WriterConfig
 
@@ -145,9 +147,8 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	tmp := f.Name()
 	_, werr := f.Write(data)
-	serr := f.Sync()
 	cerr := f.Close()
-	for _, e := range []error{werr, serr, cerr} {
+	for _, e := range []error{werr, cerr} {
 		if e != nil {
 			os.Remove(tmp)
 			return fmt.Errorf("write %s: %w", path, e)
