@@ -102,6 +102,19 @@ func runBenchChild(name string) error {
 				return err
 			}
 			fmt.Printf("relabeled %d %d\n", minID, n)
+		case "delete-pod":
+			p := topo.Pods[0]
+			m.DeletePod(p.Namespace, p.Name)
+			topo.RemovePod(p)
+			c, err := m.Flush()
+			if err != nil {
+				return err
+			}
+			n, err := srv.Apply(c)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("deleted %d\n", n)
 		case "stats":
 			mfs, _ := reg.Gather()
 			var bytes float64
@@ -402,6 +415,25 @@ func benchServe(b *testing.B, topo *scenarios.Topology, perNode []int, agents in
 	for _, c := range clients {
 		bytes1 += c.Stats().Bytes
 	}
+	// One pod deleted: the smallest change (one identity's addresses, one
+	// node's endpoint), where delta and state of the world differ most.
+	t2 := time.Now()
+	if reply := ch.say(b, "delete-pod"); !strings.HasPrefix(reply, "deleted ") {
+		b.Fatalf("child said %q", reply)
+	}
+	gone := topo.Pods[0].NodeIndex
+	waitAll(b, sinks, func(i int) (int, int, int) {
+		eps := perNode[i%len(topo.Nodes)]
+		if i%len(topo.Nodes) == gone {
+			eps--
+		}
+		return ids, len(topo.Pods) - 1, eps
+	}, minID)
+	onePodSecs := time.Since(t2).Seconds()
+	var bytes2 uint64
+	for _, c := range clients {
+		bytes2 += c.Stats().Bytes
+	}
 	var st struct {
 		xds.PushLatency
 		ResponseBytes float64 `json:"responseBytes"`
@@ -430,4 +462,6 @@ func benchServe(b *testing.B, topo *scenarios.Topology, perNode []int, agents in
 	b.ReportMetric(float64(bytes1-bytes0)/float64(agents), "relabel-payload-B/agent")
 	b.ReportMetric(st.Max, "push-max-s")
 	b.ReportMetric(float64(changed), "relabel-resources")
+	b.ReportMetric(onePodSecs, "delete-pod-s")
+	b.ReportMetric(float64(bytes2-bytes1)/float64(agents), "delete-pod-payload-B/agent")
 }
