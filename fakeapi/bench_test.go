@@ -48,6 +48,7 @@ func runBenchServer(readyFile string) int {
 		WatchBuffer:                 50000,
 		MaxRequestsInflight:         -1,
 		MaxMutatingRequestsInflight: -1,
+		WatchBatchWindow:            time.Duration(benchEnv("WINDOW_MS", 0)) * time.Millisecond,
 	}
 	if err := Run(ctx, cfg, RunOptions{ReadyFile: readyFile}); err != nil {
 		fmt.Fprintln(os.Stderr, "bench server:", err)
@@ -162,7 +163,7 @@ func BenchmarkWatchFanout(b *testing.B) {
 
 func benchFanout(b *testing.B, decode bool, watchers, objects, updates int) {
 	b.StopTimer()
-	srv := startChildServer(b, false)
+	srv := startChildServer(b, benchEnv("PLAIN", 0) == 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	admin, err := dynamic.NewForConfig(srv.cfg)

@@ -947,3 +947,39 @@ func TestConfigValidation(t *testing.T) {
 		t.Errorf("authz file with unknown field: %v", err)
 	}
 }
+
+func TestNodeIndexedWatch(t *testing.T) {
+	s := start(t, Config{WatchHistory: 100, WatchBuffer: 10})
+	cs, _ := clients(t, s)
+	ctx := t.Context()
+	w, err := cs.CoreV1().Pods("").Watch(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=n1", ResourceVersion: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	// Far more events of other nodes than the watcher's buffer: an idle
+	// node watcher is not woken for them and is not closed.
+	for i := range 150 {
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, pod("default", fmt.Sprintf("other-%d", i), "n2", nil), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, pod("default", "mine", "n1", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextEvent(t, w)
+	if p, ok := ev.Object.(*corev1.Pod); ev.Type != watch.Added || !ok || p.Name != "mine" {
+		t.Fatalf("node watcher got %v %v, want ADDED mine", ev.Type, ev.Object)
+	}
+	// Moving a pod onto the node is an ADDED for the node's watcher.
+	if _, err := cs.CoreV1().Pods("default").Patch(ctx, "other-3", types.MergePatchType, []byte(`{"spec":{"nodeName":"n1"}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ev = nextEvent(t, w)
+	if p, ok := ev.Object.(*corev1.Pod); ev.Type != watch.Added || !ok || p.Name != "other-3" {
+		t.Fatalf("node watcher got %v, want ADDED other-3", ev.Type)
+	}
+	if got := metricValue(t, s, "apiserver_terminated_watchers_total", ""); got != 0 {
+		t.Errorf("%v watchers terminated", got)
+	}
+}

@@ -81,3 +81,14 @@ func (f *filter) matches(o *object) bool {
 	}
 	return true
 }
+
+// nodeIndex returns the node of a spec.nodeName=X requirement, the index
+// watchers of pods are woken by.
+func (f *filter) nodeIndex() (string, bool) {
+	for _, req := range f.fields {
+		if req.Field == "spec.nodeName" && (req.Operator == selection.Equals || req.Operator == selection.DoubleEquals) {
+			return req.Value, true
+		}
+	}
+	return "", false
+}

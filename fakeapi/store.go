@@ -90,10 +90,14 @@ type store struct {
 	// from an older resourceVersion cannot be served.
 	floor  uint64
 	notify chan struct{}
+	// nodeWaiters wake the watchers of one spec.nodeName (the agents'
+	// pod watches) only on events of their node, as kube-apiserver's
+	// indexed watch triggers do.
+	nodeWaiters map[string]chan struct{}
 }
 
 func newStore(res *resource, rv *atomic.Uint64, history int, now func() time.Time) *store {
-	return &store{res: res, rv: rv, now: now, objs: map[string]*object{}, ring: make([]*event, history), notify: make(chan struct{})}
+	return &store{res: res, rv: rv, now: now, objs: map[string]*object{}, ring: make([]*event, history), notify: make(chan struct{}), nodeWaiters: map[string]chan struct{}{}}
 }
 
 // appendLocked records an event and wakes watchers. s.mu must be held.
@@ -106,6 +110,38 @@ func (s *store) appendLocked(e *event) {
 	s.head++
 	close(s.notify)
 	s.notify = make(chan struct{})
+	if len(s.nodeWaiters) > 0 {
+		s.wakeNodeLocked(e.obj.nodeName)
+		if e.prev != nil && e.prev.nodeName != e.obj.nodeName {
+			s.wakeNodeLocked(e.prev.nodeName)
+		}
+		// Now and then every node watcher scans the ring, so that an
+		// idle one never falls out of the retained history.
+		if s.head%max(1, n/2) == 0 {
+			for node, ch := range s.nodeWaiters {
+				close(ch)
+				delete(s.nodeWaiters, node)
+			}
+		}
+	}
+}
+
+func (s *store) wakeNodeLocked(node string) {
+	if ch, ok := s.nodeWaiters[node]; ok {
+		close(ch)
+		delete(s.nodeWaiters, node)
+	}
+}
+
+// nodeWaiterLocked returns the channel closed on the next event of an
+// object on node (or on a periodic sweep). s.mu must be held for writing.
+func (s *store) nodeWaiterLocked(node string) chan struct{} {
+	ch := s.nodeWaiters[node]
+	if ch == nil {
+		ch = make(chan struct{})
+		s.nodeWaiters[node] = ch
+	}
+	return ch
 }
 
 func (s *store) get(namespace, name string) (*object, error) {

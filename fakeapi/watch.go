@@ -202,11 +202,18 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 	everything := f.namespace == "" && f.labels == nil && len(f.fields) == 0
 	var batch []*event
 	lag := uint64(s.cfg.WatchBuffer)
+	indexNode, indexed := f.nodeIndex()
+	lock, unlock := st.mu.RLock, st.mu.RUnlock
+	if indexed {
+		lock, unlock = st.mu.Lock, st.mu.Unlock
+	}
 	for {
-		st.mu.RLock()
+		lock()
 		head, n := st.head, uint64(len(st.ring))
-		if head-pos > lag || (head > n && pos < head-n) {
-			st.mu.RUnlock()
+		// An indexed watcher is only woken for its node's events, so only
+		// losing events to the ring's eviction makes it too slow.
+		if (!indexed && head-pos > lag) || (head > n && pos < head-n) {
+			unlock()
 			s.metrics.terminatedWatchers.WithLabelValues(res.group, res.name).Inc()
 			s.log.Debug("fakeapi watcher too slow, closing", "resource", res.name, "behind", head-pos, "user", rq.user.name)
 			return
@@ -216,8 +223,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 			batch = append(batch, st.ring[i%n])
 		}
 		notify := st.notify
+		if indexed {
+			notify = st.nodeWaiterLocked(indexNode)
+		}
 		curRV := st.rv.Load()
-		st.mu.RUnlock()
+		unlock()
 		pos = head
 		for _, e := range batch {
 			var err error
