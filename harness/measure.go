@@ -16,6 +16,9 @@ import (
 	"github.com/stampede-sim/stampede/reports"
 )
 
+// scrapeTimeout bounds one scrape.
+const scrapeTimeout = 30 * time.Second
+
 // Well-known metric families the measurer reads.
 const (
 	mAPIRequests     = "apiserver_request_total"
@@ -141,7 +144,9 @@ func (m *Measurer) Tick(ctx context.Context, now time.Time) map[string]float64 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			// An overloaded component answers late rather than never: wait
+			// for it (the row is then late, with the real elapsed time).
+			sctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
 			defer cancel()
 			ms, err := Scrape(sctx, m.http, t.url, t.token)
 			if err != nil {

@@ -327,7 +327,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		}
 	}
 
-	meas := NewMeasurer(&http.Client{Timeout: 10 * time.Second, Transport: scrapeTransport(api.CAFile)}, log)
+	meas := NewMeasurer(&http.Client{Timeout: scrapeTimeout, Transport: scrapeTransport(api.CAFile)}, log)
 	for name, pid := range api.Processes {
 		meas.AddProcess(name, pid, 0)
 	}
@@ -480,7 +480,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	}
 	go func() { defer measWG.Done(); r.sample(measCtx, mode, meas, pr) }()
 
-	agentsSrc := &shardAgents{client: &http.Client{Timeout: 30 * time.Second}, urls: agentURLs}
+	agentsSrc := &shardAgents{client: &http.Client{Timeout: 2 * time.Minute}, urls: agentURLs}
 	var conv []reports.ConvergenceSummary
 	tl, err := NewTimeline(TimelineConfig{
 		Scenario: sc, Topology: topo, Cluster: kubeCluster{c: setupClient}, Agents: agentsSrc,
