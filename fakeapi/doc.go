@@ -3,6 +3,115 @@
 // (JSON) with server-set metadata, serves list/watch with resourceVersion
 // semantics, and fans out watch events the way the watch cache does.
 //
-// Lifecycle: New validates a Config; Start listens and serves until Close
-// or the context ends; Close waits for every goroutine it started.
+// # Lifecycle
+//
+// New validates a Config (zero fields take the Default* values) and builds
+// a Server; nothing listens yet. Start listens and serves in the background
+// until Close is called or Start's context ends. Close ends every watch,
+// closes every connection and waits for every goroutine and request the
+// server started; call it once Start succeeded (it is safe to call twice).
+// Addr, URL, RESTConfig, CAData and WriteKubeconfig are valid after Start.
+// Run is the whole life of the `stampede fakeapi` process.
+//
+//	s, err := fakeapi.New(fakeapi.Config{Tokens: tokens})
+//	if err := s.Start(ctx); err != nil { ... }
+//	defer s.Close()
+//	cs, err := kubernetes.NewForConfig(s.RESTConfig())
+//
+// # What is served
+//
+// core/v1 namespaces, pods, nodes, configmaps and serviceaccounts;
+// coordination.k8s.io/v1 leases; cilium.io/v2 ciliumidentities,
+// ciliumendpoints, ciliumnetworkpolicies and ciliumnodes; cilium.io/v2alpha1
+// ciliumendpointslices. Namespaces, pods, nodes, ciliumidentities,
+// ciliumnetworkpolicies and ciliumnodes have a /status subresource (create
+// and update of the main resource then ignore status; pods start Pending);
+// ciliumendpoints do not, so agents JSON-patch /status on the object.
+// Namespaces default, kube-system, kube-public and kube-node-lease exist
+// from the start; namespaced objects need their namespace; deleting a
+// namespace deletes what it holds at once.
+//
+// Verbs: get; list with label selectors, field selectors (metadata.name,
+// metadata.namespace and, for pods, spec.nodeName), limit/continue and
+// resourceVersion/resourceVersionMatch; watch (also /watch/ paths) with
+// resourceVersion resume, sendInitialEvents (client-go's watch-list, on by
+// default since 1.35), bookmarks, timeoutSeconds, and 410 Expired (as an
+// ERROR event) for a resourceVersion older than the retained history;
+// create with generateName; update with optimistic concurrency (409 on a
+// stale resourceVersion; leases may be created by PUT); JSON patch, merge
+// patch, and strategic merge patch for built-in types (415 for custom
+// resources, as kube-apiserver answers); delete with uid/resourceVersion
+// preconditions and finalizers (deletionTimestamp until the last finalizer
+// goes); deletecollection. kubectl get is answered with a meta.k8s.io Table
+// (columns Name and Age). Discovery is served in its legacy form with
+// Content-Type application/json, which clients asking for aggregated
+// discovery take as the fallback; /openapi/v2 is an empty document so that
+// kubectl's client-side validation and apply work. Errors are metav1.Status
+// with kube-apiserver's codes and reasons (400, 401, 403, 404, 405, 409
+// AlreadyExists/Conflict, 410 Expired, 413, 415, 422 Invalid with field
+// causes, 429 with Retry-After, 504 for a too large resourceVersion).
+//
+// Bodies are JSON (also YAML, and protobuf for built-in types because
+// kubectl sends it); responses are always JSON, also to clients that ask
+// for protobuf, as kube-apiserver answers for custom resources. RESTConfig
+// sets ContentType application/json.
+//
+// # Authentication, authorization, limits
+//
+// Bearer tokens only: the admin token (user AdminUser, group
+// system:masters) that RESTConfig and WriteKubeconfig carry, plus
+// Config.Tokens (LoadTokenFile reads kube-apiserver's token CSV). Without a
+// valid token a request is 401, unless AllowAnonymous. Config.Rules
+// (LoadAuthzFile) allow users/groups verbs on apiGroups/resources with "*"
+// wildcards and answer 403 with RBAC's message otherwise; nil Rules allow
+// any authenticated user everything. /healthz, /livez, /readyz, /version,
+// /metrics and /debug/pprof/ need no token. RequestsByUser and
+// stampede_fakeapi_requests_by_user_total{user} count requests per user.
+// MaxRequestsInflight and MaxMutatingRequestsInflight bound concurrent
+// requests (watches excluded) and answer 429 with Retry-After: 1 beyond.
+// Bodies over MaxBodyBytes (3 MiB) are 413. A panicking handler answers 500
+// and is counted in stampede_fakeapi_handler_panics_total.
+//
+// # Watch fan-out
+//
+// Each resource keeps a ring of its last WatchHistory events. A write
+// encodes the object once, into a buffer that is at the same time the
+// stored object's JSON and the event's watch frame
+// ({"type":...,"object":...}); every watcher writes those shared bytes, and
+// no watcher encodes anything per event (a watcher whose selector an object
+// starts or stops matching writes the same object bytes behind an ADDED or
+// DELETED prefix). Watchers read the ring at their own position; a watcher
+// more than WatchBuffer events behind is closed (the client re-watches or
+// re-lists, as against kube-apiserver) and counted in
+// apiserver_terminated_watchers_total. Watchers of pods by spec.nodeName are
+// woken only by their node's events, like kube-apiserver's indexed
+// triggers. A woken watcher waits WatchBatchWindow (5 ms) for more events
+// and writes them in one batch through a pooled buffer.
+//
+// # Metrics
+//
+// On the server's own registry (Config.Registry), named and labelled as
+// kube-apiserver's: apiserver_request_total{verb, dry_run, group, version,
+// resource, subresource, scope, component, code},
+// apiserver_request_duration_seconds{verb, dry_run, group, version,
+// resource, subresource, scope, component} (WATCH observed when the watch
+// ends), apiserver_current_inflight_requests{request_kind},
+// apiserver_registered_watchers{group, version, kind},
+// apiserver_watch_events_total and apiserver_watch_events_sizes{group,
+// version, resource} (per delivered event), apiserver_terminated_watchers_total{group,
+// resource}, apiserver_storage_objects{resource}.
+//
+// # Differences from kube-apiserver
+//
+// No admission, defaulting, schema validation or pruning beyond metadata;
+// no managedFields or server-side apply (415); dryRun writes are refused
+// (400); no graceful pod deletion (pods go at once); a continue token lists
+// the current state after its key rather than a snapshot at its
+// resourceVersion; resourceVersionMatch=Exact is served only if the
+// resource did not change since; no PartialObjectMetadata or Table watches.
+//
+// # Performance
+//
+// Measured with the benchmarks in bench_test.go; see README.md in this
+// directory for the figures and how to reproduce them.
 package fakeapi

@@ -177,6 +177,10 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if r.URL.Query().Has("dryRun") && rq.verb != "get" && rq.verb != "list" && rq.verb != "watch" {
+		writeError(w, apierrors.NewBadRequest("dryRun is not supported by fakeapi"))
+		return
+	}
 	s.serveResource(w, r, rq)
 }
 
