@@ -78,6 +78,7 @@ identities and a central xDS control plane) behave under churn at scale.`,
 		newGateCmd(g),
 		newCapacityCmd(g),
 		newControlplaneCmd(g),
+		newAgentsCmd(g),
 	)
 	return root
 }

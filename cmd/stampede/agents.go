@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+
+	"github.com/stampede-sim/stampede/agentsim"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+func newAgentsCmd(g *globals) *cobra.Command {
+	var (
+		shard, mode, scenario, apiURL, caFile, tokenFile, token string
+		kvstore, xds, readyFile, listen                         string
+	)
+	cmd := &cobra.Command{
+		Use:   "agents",
+		Short: "Run one shard of simulated Cilium agents until SIGTERM",
+		Long: `Run the simulated agents of one shard: nodes whose index % n == i for
+--shard i/n. Each agent has its own API client, connection, rate limiter and
+watches (crd, ces, kvstore, operator) or its own xDS stream (xds). Once it
+serves it announces the endpoint "metrics" (http://127.0.0.1:PORT serving
+/metrics, /debug/pprof/ and GET /agents, the per-agent status with the
+convergence digests) on stdout and in --ready-file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			s, err := scenarios.Resolve(scenario)
+			if err != nil {
+				return err
+			}
+			i, n, err := parseShard(shard)
+			if err != nil {
+				return err
+			}
+			cfg := agentsim.Config{
+				Scenario: s, Mode: scenarios.Mode(mode), Shard: i, Shards: n,
+				XDS: xds, Log: log,
+			}
+			if kvstore != "" {
+				cfg.KVStore = strings.Split(kvstore, ",")
+			}
+			if cfg.Mode != scenarios.ModeXDS {
+				if apiURL == "" {
+					return fmt.Errorf("--api: required in mode %s", mode)
+				}
+				cfg.REST = &rest.Config{
+					Host:          apiURL,
+					BearerToken:   token,
+					ContentConfig: rest.ContentConfig{ContentType: "application/json", AcceptContentTypes: "application/json"},
+				}
+				if caFile != "" {
+					if _, err := os.Stat(caFile); err != nil {
+						return fmt.Errorf("--ca-file: %w", err)
+					}
+					cfg.REST.TLSClientConfig.CAFile = caFile
+				}
+				if cfg.Tokens, err = agentsim.LoadAgentTokens(tokenFile); err != nil {
+					return fmt.Errorf("--agent-tokens: %w", err)
+				}
+			}
+			return agentsim.Serve(cmd.Context(), agentsim.ServeConfig{
+				Fleet: cfg, Listen: listen, ReadyFile: readyFile, Stdout: cmd.OutOrStdout(),
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&shard, "shard", "0/1", "this shard as i/n: runs the nodes with index % n == i")
+	f.StringVar(&mode, "mode", string(scenarios.ModeCRD), "control-plane mode: crd, ces, kvstore, operator or xds")
+	f.StringVar(&scenario, "scenario", "relabel-small", "built-in scenario name or scenario file")
+	f.StringVar(&apiURL, "api", "", "Kubernetes API server URL (all modes but xds)")
+	f.StringVar(&caFile, "ca-file", "", "PEM file of the CA that signed the API server's certificate")
+	f.StringVar(&tokenFile, "agent-tokens", "", `static token file (token,user,uid,"groups"); the agent of node X uses the row of user "node:X"; a missing file means no per-agent tokens`)
+	f.StringVar(&token, "token", "", "bearer token of agents without a row in --agent-tokens")
+	f.StringVar(&kvstore, "kvstore", "", "etcd client URLs, comma separated (kvstore mode)")
+	f.StringVar(&xds, "xds", "", "control plane gRPC address host:port (xds mode)")
+	f.StringVar(&readyFile, "ready-file", "", "write the ready announcement (JSON) to this path once serving")
+	f.StringVar(&listen, "listen", "127.0.0.1:0", "address of the metrics endpoint")
+	return cmd
+}
+
+// parseShard parses "i/n".
+func parseShard(s string) (int, int, error) {
+	a, b, ok := strings.Cut(s, "/")
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || n < 1 || i < 0 || i >= n {
+		return 0, 0, fmt.Errorf("--shard: want i/n with 0 <= i < n, got %q", s)
+	}
+	return i, n, nil
+}
