@@ -179,6 +179,13 @@ type LocalBackend struct {
 	etcd    *proc.Process
 	api     *proc.Process
 	dataDir string
+	// etcd outlives kube-apiserver when the caller's context ends: it is
+	// started under its own context, which the ordering goroutine cancels
+	// once kube-apiserver has exited (a kube-apiserver that loses etcd
+	// first hangs in its graceful shutdown).
+	etcdCancel context.CancelFunc
+	stopOrder  chan struct{}
+	orderDone  chan struct{}
 }
 
 // NewLocalBackend returns a local backend.
@@ -270,7 +277,9 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 	if b.cfg.EtcdUnsafeNoFsync {
 		etcdArgs = append(etcdArgs, "--unsafe-no-fsync")
 	}
-	b.etcd, err = proc.Start(procCtx, proc.Spec{Name: "etcd", Path: env.Executable, Args: etcdArgs,
+	etcdCtx, etcdCancel := context.WithCancel(context.WithoutCancel(procCtx))
+	b.etcdCancel = etcdCancel
+	b.etcd, err = proc.Start(etcdCtx, proc.Spec{Name: "etcd", Path: env.Executable, Args: etcdArgs,
 		LogFile: filepath.Join(env.Dir, "etcd.log"), ReadyFile: etcdReady})
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)
@@ -318,6 +327,16 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 		return nil, fmt.Errorf("local backend: kube-apiserver: %w\n%s", err, tail)
 	}
 	log.Info("local backend: kube-apiserver ready", "url", url)
+	b.stopOrder, b.orderDone = make(chan struct{}), make(chan struct{})
+	go func(api *proc.Process, stop <-chan struct{}, done chan<- struct{}) {
+		defer close(done)
+		select {
+		case <-procCtx.Done():
+			<-api.Done() // proc stops it because procCtx ended
+			etcdCancel()
+		case <-stop:
+		}
+	}(b.api, b.stopOrder, b.orderDone)
 
 	cfg := &rest.Config{Host: url, BearerToken: admin.Token, TLSClientConfig: rest.TLSClientConfig{CAFile: certs.caFile},
 		QPS: 100, Burst: 200, UserAgent: "stampede-harness"}
@@ -364,6 +383,11 @@ func (b *LocalBackend) Stop(ctx context.Context) error {
 
 func (b *LocalBackend) stopLocked(ctx context.Context) error {
 	var errs []error
+	if b.stopOrder != nil {
+		close(b.stopOrder)
+		<-b.orderDone
+		b.stopOrder, b.orderDone = nil, nil
+	}
 	if b.api != nil {
 		if err := b.api.Stop(ctx); err != nil {
 			errs = append(errs, err)
@@ -375,6 +399,10 @@ func (b *LocalBackend) stopLocked(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 		b.etcd = nil
+	}
+	if b.etcdCancel != nil {
+		b.etcdCancel()
+		b.etcdCancel = nil
 	}
 	if b.dataDir != "" && !b.cfg.KeepData && len(errs) == 0 {
 		if err := os.RemoveAll(b.dataDir); err != nil {

@@ -324,6 +324,8 @@ func TestLocalBackendContextCancelKillsChildren(t *testing.T) {
 		t.Errorf("Facts[etcd.fsync] = %q with EtcdUnsafeNoFsync, want false", api.Facts["etcd.fsync"])
 	}
 	cancel()
+	cancelled := time.Now()
+	defer func() { t.Logf("children gone %v after the context ended", time.Since(cancelled).Round(time.Millisecond)) }()
 	for name, p := range b.Processes() {
 		select {
 		case <-p.Done():
