@@ -167,6 +167,12 @@ func (r *reflector[T, PT]) watch(ctx context.Context, rv string) (string, error)
 		return rv, err
 	}
 	defer body.Close()
+	return r.consume(body, rv)
+}
+
+// consume decodes and handles the frames of one watch stream until it
+// ends (nil error at EOF) or fails; it returns the last resourceVersion.
+func (r *reflector[T, PT]) consume(body io.Reader, rv string) (string, error) {
 	dec := json.NewDecoder(body)
 	for {
 		var f watchFrame[T]
@@ -179,7 +185,7 @@ func (r *reflector[T, PT]) watch(ctx context.Context, rv string) (string, error)
 			return rv, fmt.Errorf("watch %s: error event: %d %s: %s", r.spec.name, st.Code, st.Reason, st.Message)
 		}
 		if err != nil {
-			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+			if errors.Is(err, io.EOF) {
 				return rv, nil
 			}
 			return rv, fmt.Errorf("watch %s: %w", r.spec.name, err)
