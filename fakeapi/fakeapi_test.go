@@ -28,7 +28,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/stampede-sim/stampede/internal/ready"
 	"github.com/stampede-sim/stampede/internal/testenv"
 )
 
@@ -981,5 +983,37 @@ func TestNodeIndexedWatch(t *testing.T) {
 	}
 	if got := metricValue(t, s, "apiserver_terminated_watchers_total", ""); got != 0 {
 		t.Errorf("%v watchers terminated", got)
+	}
+}
+
+func TestRunAnnouncesAndStops(t *testing.T) {
+	dir := t.TempDir()
+	readyFile, kc := filepath.Join(dir, "ready.json"), filepath.Join(dir, "kubeconfig")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{CertDir: dir}, RunOptions{ReadyFile: readyFile, KubeconfigOut: kc, Stdout: io.Discard})
+	}()
+	a, err := ready.Wait(ctx, readyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(a.Endpoints["api"], "https://127.0.0.1:") || a.Endpoints["metrics"] != a.Endpoints["api"]+"/metrics" || a.Extra["ca"] != filepath.Join(dir, "ca.crt") {
+		t.Errorf("announcement %+v", a)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{}); err != nil {
+		t.Errorf("client from the written kubeconfig: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
 	}
 }
