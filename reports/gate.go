@@ -447,7 +447,7 @@ func Gate(baseline, current []*Results, rules *GateRules) (*GateReport, error) {
 		if r.Run.Nodes != ref.Nodes || r.Run.Pods != ref.Pods {
 			problems = append(problems, fmt.Sprintf("%s[%d] has %d nodes/%d pods, baseline[0] %d/%d", side, idx, r.Run.Nodes, r.Run.Pods, ref.Nodes, ref.Pods))
 		}
-		backends[r.Run.Backend.Name+"/"+r.Run.Datapath.Effective] = true
+		backends[fmt.Sprintf("%s API server, %s datapath, %d cores", r.Run.Backend.Name, r.Run.Datapath.Effective, r.Run.Machine.Cores)] = true
 		for _, m := range r.Modes {
 			switch m.Status {
 			case StatusIncomplete, StatusPending, StatusRunning:
@@ -464,7 +464,7 @@ func Gate(baseline, current []*Results, rules *GateRules) (*GateReport, error) {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		report.Notes = append(report.Notes, "runs used different backends/datapaths ("+strings.Join(keys, ", ")+"); differences may come from that")
+		report.Notes = append(report.Notes, "runs used different environments ("+strings.Join(keys, "; ")+"); differences may come from that")
 	}
 
 	effRules, spreadLimit := rules.effective()
