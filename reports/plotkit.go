@@ -291,9 +291,15 @@ func (m eventMarker) Plot(c draw.Canvas, plt *plot.Plot) {
 		sty := plt.Legend.TextStyle
 		sty.Color = m.Color
 		sty.Font.Size = vg.Points(9)
-		sty.XAlign = draw.XLeft
 		sty.YAlign = draw.YTop
-		c.FillText(sty, vg.Point{X: x + vg.Points(3), Y: c.Max.Y - vg.Points(3)}, m.Label)
+		sty.XAlign = draw.XLeft
+		at := x + vg.Points(3)
+		if x > c.Min.X+(c.Max.X-c.Min.X)*0.85 {
+			// Near the right edge: write the label to the left.
+			sty.XAlign = draw.XRight
+			at = x - vg.Points(3)
+		}
+		c.FillText(sty, vg.Point{X: at, Y: c.Max.Y - vg.Points(3)}, m.Label)
 	}
 }
 

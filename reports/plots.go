@@ -197,8 +197,9 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 		rss, rssNames := processSeries(m, SeriesRSS)
 		if len(cpuNames) > 0 || len(rssNames) > 0 {
 			pc := newPlot(mode+": CPU per process", xSinceStart, "CPU (cores)")
+			drawnC, drawnM := false, false
 			for i, n := range cpuNames {
-				addLine(pc, processLabel(n), x, cpu[n], false, processColor(n, i), vg.Points(1.5), nil)
+				drawnC = addLine(pc, processLabel(n), x, cpu[n], false, processColor(n, i), vg.Points(1.5), nil) || drawnC
 			}
 			linearY(pc)
 			addMarkers(pc, ms)
@@ -209,11 +210,15 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 			unit, div := byteUnit(maxRSS)
 			pm := newPlot(mode+": resident memory per process", xSinceStart, "RSS ("+unit+")")
 			for i, n := range rssNames {
-				addLine(pm, processLabel(n), x, scaled(rss[n], div), false, processColor(n, i), vg.Points(1.5), nil)
+				drawnM = addLine(pm, processLabel(n), x, scaled(rss[n], div), false, processColor(n, i), vg.Points(1.5), nil) || drawnM
 			}
 			linearY(pm)
 			addMarkers(pm, ms)
-			figs = append(figs, &Figure{Caption: caption, Name: mode + "-cpu-memory", Title: mode + ": CPU and memory per process", Mode: mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch})
+			noSamples(pc, x, drawnC)
+			noSamples(pm, x, drawnM)
+			if drawnC || drawnM {
+				figs = append(figs, &Figure{Caption: caption, Name: mode + "-cpu-memory", Title: mode + ": CPU and memory per process", Mode: mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch})
+			}
 		}
 	}
 
@@ -227,7 +232,7 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 			if lo != nil && hi != nil {
 				addBand(pc, "min-max across shards", x, scaled(lo, 0.01), scaled(hi, 0.01), c)
 			}
-			addLine(pc, "mean", x, scaled(mean, 0.01), false, c, vg.Points(1.5), nil)
+			drawnC := addLine(pc, "mean", x, scaled(mean, 0.01), false, c, vg.Points(1.5), nil)
 			linearY(pc)
 			addMarkers(pc, ms)
 			unit, div := byteUnit(nanZero(colMax(rhi, rmean)))
@@ -235,10 +240,14 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 			if rlo != nil && rhi != nil {
 				addBand(pm, "min-max across shards", x, scaled(rlo, div), scaled(rhi, div), c)
 			}
-			addLine(pm, "mean", x, scaled(rmean, div), false, c, vg.Points(1.5), nil)
+			drawnM := addLine(pm, "mean", x, scaled(rmean, div), false, c, vg.Points(1.5), nil)
 			linearY(pm)
 			addMarkers(pm, ms)
-			figs = append(figs, &Figure{Caption: caption, Name: mode + "-agents", Title: mode + ": CPU and memory per agent (mean, min-max band across shards)", Mode: mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch})
+			noSamples(pc, x, drawnC)
+			noSamples(pm, x, drawnM)
+			if drawnC || drawnM {
+				figs = append(figs, &Figure{Caption: caption, Name: mode + "-agents", Title: mode + ": CPU and memory per agent (mean, min-max band across shards)", Mode: mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch})
+			}
 		}
 	}
 
@@ -247,15 +256,19 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 		ev, by := column(m, SeriesWatchEventsRate), column(m, SeriesWatchBytesRate)
 		if ev != nil || by != nil {
 			pe := newPlot(mode+": watch events delivered", xSinceStart, "events/s")
-			addLine(pe, "", x, ev, false, palette[0], vg.Points(1.5), nil)
+			drawnE := addLine(pe, "", x, ev, false, palette[0], vg.Points(1.5), nil)
 			linearY(pe)
 			addMarkers(pe, ms)
 			unit, div := byteUnit(nanZero(colMax(by)))
 			pb := newPlot(mode+": watch bytes delivered", xSinceStart, unit+"/s")
-			addLine(pb, "", x, scaled(by, div), false, palette[1], vg.Points(1.5), nil)
+			drawnB := addLine(pb, "", x, scaled(by, div), false, palette[1], vg.Points(1.5), nil)
 			linearY(pb)
 			addMarkers(pb, ms)
-			figs = append(figs, &Figure{Caption: caption, Name: mode + "-watch", Title: mode + ": watch events/s and bytes/s delivered", Mode: mode, rows: [][]*plot.Plot{{pe, pb}}, width: 12 * vg.Inch})
+			noSamples(pe, x, drawnE)
+			noSamples(pb, x, drawnB)
+			if drawnE || drawnB {
+				figs = append(figs, &Figure{Caption: caption, Name: mode + "-watch", Title: mode + ": watch events/s and bytes/s delivered", Mode: mode, rows: [][]*plot.Plot{{pe, pb}}, width: 12 * vg.Inch})
+			}
 		}
 	}
 
@@ -420,6 +433,32 @@ func compareFigures(r *Results) []*Figure {
 	return figs
 }
 
+// noSamples marks a panel that has nothing to show, keeping the time axis
+// of its neighbour.
+func noSamples(p *plot.Plot, x []float64, drawn bool) {
+	if drawn {
+		return
+	}
+	if len(x) > 0 {
+		p.X.Min, p.X.Max = x[0], x[len(x)-1]
+	}
+	p.Y.Min, p.Y.Max = 0, 1
+	p.Add(centeredNote{Text: "no samples"})
+}
+
+// centeredNote writes a line of text in the middle of the data area.
+type centeredNote struct{ Text string }
+
+// Plot implements plot.Plotter.
+func (n centeredNote) Plot(c draw.Canvas, plt *plot.Plot) {
+	sty := plt.Legend.TextStyle
+	sty.Font.Size = vg.Points(12)
+	sty.Color = color.Gray{Y: 110}
+	sty.XAlign = draw.XCenter
+	sty.YAlign = draw.YCenter
+	c.FillText(sty, vg.Point{X: (c.Min.X + c.Max.X) / 2, Y: (c.Min.Y + c.Max.Y) / 2}, n.Text)
+}
+
 // linearY starts a linear Y axis at 0 and leaves room for the legend.
 func linearY(p *plot.Plot) {
 	p.Y.Min = 0
@@ -502,6 +541,9 @@ func summaryBars(r *Results) *Figure {
 	names := make([]string, len(modes))
 	for i, m := range modes {
 		names[i] = string(m.Mode)
+		if m.Status != StatusOK {
+			names[i] += " (" + string(m.Status) + ")"
+		}
 	}
 	metrics := summaryMetrics()
 	const cols = 4
@@ -550,6 +592,7 @@ func summaryBars(r *Results) *Figure {
 			p.Add(lbl)
 		}
 		p.NominalX(names...)
+		p.X.Min, p.X.Max = -0.6, float64(len(modes))-0.4
 		rows[len(rows)-1] = append(rows[len(rows)-1], p)
 	}
 	return &Figure{Caption: Caption(r), Name: "compare-summary", Title: "summary per mode (bar charts)", rows: rows, width: 14 * vg.Inch, panelRow: 3.6 * vg.Inch}
