@@ -142,6 +142,19 @@ func TestKubeconfigBackendOnLocal(t *testing.T) {
 		t.Fatalf("admin create CiliumNode (installed CRD): %v", err)
 	}
 
+	// The API server's metrics are scraped with the run's admin token.
+	if u := api.MetricsURLs["apiserver"]; u == "" {
+		t.Error("no apiserver metrics URL")
+	} else {
+		hc, err := fanoutHTTPClient(api.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := getWithToken(ctx, t, hc(), u, api.Tokens[users[0].Name]); !strings.Contains(body, "apiserver_request_duration_seconds_bucket") {
+			t.Errorf("metrics at %s lack apiserver_request_duration_seconds_bucket", u)
+		}
+	}
+
 	if err := kb.Stop(ctx); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}

@@ -325,7 +325,9 @@ func TestLocalBackendContextCancelKillsChildren(t *testing.T) {
 	}
 	cancel()
 	cancelled := time.Now()
-	defer func() { t.Logf("children gone %v after the context ended", time.Since(cancelled).Round(time.Millisecond)) }()
+	defer func() {
+		t.Logf("children gone %v after the context ended", time.Since(cancelled).Round(time.Millisecond))
+	}()
 	for name, p := range b.Processes() {
 		select {
 		case <-p.Done():
@@ -657,5 +659,23 @@ func waitGone(ctx context.Context, t *testing.T, client dynamic.ResourceInterfac
 			t.Fatalf("%s not deleted: %v", name, ctx.Err())
 		case <-tick.C:
 		}
+	}
+}
+
+func TestKubeAPIServerPath(t *testing.T) {
+	t.Setenv(KubeAPIServerEnv, "")
+	t.Setenv("XDG_CACHE_HOME", "/cache-root")
+	got, err := KubeAPIServerPath("v1.36.3")
+	if err != nil || got != "/cache-root/stampede/kube-apiserver-v1.36.3" {
+		t.Errorf("KubeAPIServerPath = %q, %v; want /cache-root/stampede/kube-apiserver-v1.36.3", got, err)
+	}
+	t.Setenv(KubeAPIServerEnv, "/elsewhere/kube-apiserver")
+	if got, _ := KubeAPIServerPath("v1.36.3"); got != "/elsewhere/kube-apiserver" {
+		t.Errorf("with %s set: %q", KubeAPIServerEnv, got)
+	}
+	// A missing binary named by the variable is an error, not a build.
+	_, err = EnsureKubeAPIServer(t.Context(), "v1.36.3", io.Discard)
+	if err == nil || !strings.Contains(err.Error(), KubeAPIServerEnv+"=/elsewhere/kube-apiserver does not exist") {
+		t.Errorf("EnsureKubeAPIServer error = %v", err)
 	}
 }
