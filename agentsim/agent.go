@@ -189,14 +189,14 @@ type idEntry struct {
 // ipEntry is one ipcache entry: identity and the endpoint that owns it.
 type ipEntry struct {
 	id    identity.ID
-	owner uint64
+	owner uint32
 }
 
 // sliceEntry is one endpoint carried by a CiliumEndpointSlice.
 type sliceEntry struct {
 	ip    uint32
 	id    identity.ID
-	owner uint64
+	owner uint32
 }
 
 // localPod is a pod on the agent's node and its endpoint.
@@ -731,12 +731,15 @@ func keyAddr(k uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)})
 }
 
-func ownerHash(ns, name string) uint64 {
-	h := fnv.New64a()
+// ownerHash identifies the endpoint that wrote an ipcache entry (32 bits:
+// a collision only matters if two endpoints hash alike and one's delete
+// arrives after the other took the IP over).
+func ownerHash(ns, name string) uint32 {
+	h := fnv.New32a()
 	h.Write([]byte(ns))
 	h.Write([]byte{'/'})
 	h.Write([]byte(name))
-	return h.Sum64()
+	return h.Sum32()
 }
 
 // contribute adds (sign 1) or removes (-1) an ipcache entry's share of
@@ -767,7 +770,7 @@ func (a *Agent) contribute(ip uint32, id identity.ID, sign int32) {
 }
 
 // setIP maps ip to id for owner (caller holds mu).
-func (a *Agent) setIP(ip uint32, id identity.ID, owner uint64) {
+func (a *Agent) setIP(ip uint32, id identity.ID, owner uint32) {
 	old, ok := a.ipcache[ip]
 	if ok && old.id == id && old.owner == owner {
 		return
@@ -784,7 +787,7 @@ func (a *Agent) setIP(ip uint32, id identity.ID, owner uint64) {
 }
 
 // deleteIP removes ip if owner still owns it (caller holds mu).
-func (a *Agent) deleteIP(ip uint32, owner uint64) {
+func (a *Agent) deleteIP(ip uint32, owner uint32) {
 	old, ok := a.ipcache[ip]
 	if !ok || old.owner != owner {
 		return
@@ -914,7 +917,7 @@ func (a *Agent) onSlice(typ string, s *slimCES) {
 // deleted, the others set.
 func (a *Agent) applySlice(name string, entries []sliceEntry) {
 	old := a.slices[name]
-	keep := make(map[uint64]bool, len(entries))
+	keep := make(map[uint32]bool, len(entries))
 	for _, e := range entries {
 		keep[e.owner] = true
 	}

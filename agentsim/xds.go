@@ -114,11 +114,11 @@ func (x *XDSAgent) SetIdentityHosts(id uint32, addrs []netip.Addr) error {
 	defer a.mu.Unlock()
 	for _, k := range old {
 		if !keep[k] {
-			a.deleteIP(k, uint64(id))
+			a.deleteIP(k, uint32(id))
 		}
 	}
 	for _, k := range keys {
-		a.setIP(k, identity.ID(id), uint64(id))
+		a.setIP(k, identity.ID(id), uint32(id))
 	}
 	return nil
 }
