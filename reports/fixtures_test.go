@@ -137,6 +137,9 @@ func fixtureMode(m scenarios.Mode, start time.Time, secs, agents int, s modeShap
 			SeriesWatchBytesRate:  (50 + s.events*x) * 1100,
 			SeriesAgentsConverged: float64(agents) * (1 - x*0.9),
 			SeriesProbeRate:       20,
+			SeriesIdentities:      10 + float64(s.duplicates)*math.Min(1, math.Max(0, float64(sec-60)/s.converge)),
+			SeriesName(SeriesAPIWritesRate, "type", "patch ciliumendpoints"):   400 * bump(sec, 60, 8) / 8,
+			SeriesName(SeriesAPIWritesRate, "type", "create ciliumidentities"): float64(s.duplicates) * bump(sec, 60, 4) / 4 / 2.718,
 		}
 		for sh := 0; sh < 2; sh++ {
 			v[SeriesName(SeriesCPU, "process", fmt.Sprintf("agents-%d", sh))] = float64(agents/2) * s.agentCPU * (0.1 + x)

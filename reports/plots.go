@@ -272,6 +272,32 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 		}
 	}
 
+	// API writes by type and the identities that exist.
+	{
+		pw := newPlot(mode+": API writes by type", xSinceStart, "writes/s")
+		drawnW := false
+		i := 0
+		for _, name := range m.Series.Names() {
+			b, labels, err := ParseSeriesName(name)
+			if err != nil || b != SeriesAPIWritesRate || len(labels) == 0 {
+				continue
+			}
+			drawnW = addLine(pw, labels[0].Value, x, m.Series.Values[name], false, colorAt(i), vg.Points(1.4), nil) || drawnW
+			i++
+		}
+		linearY(pw)
+		addMarkers(pw, ms)
+		pi := newPlot(mode+": identities", xSinceStart, "identities")
+		drawnI := addLine(pi, "existing", x, column(m, SeriesIdentities), false, palette[4], vg.Points(1.5), nil)
+		linearY(pi)
+		addMarkers(pi, ms)
+		noSamples(pw, x, drawnW)
+		noSamples(pi, x, drawnI)
+		if drawnW || drawnI {
+			figs = append(figs, &Figure{Caption: caption, Name: mode + "-writes", Title: mode + ": API writes per second by type, and identities", Mode: mode, rows: [][]*plot.Plot{{pw, pi}}, width: 12 * vg.Inch})
+		}
+	}
+
 	// kvstore and xDS latency: p99 solid, p50 dashed, the harness's own
 	// kvstore probe dotted.
 	type latSeries struct {

@@ -48,7 +48,7 @@ func TestFiguresRender(t *testing.T) {
 		want []string
 	}{
 		{name: "full", r: fixtureResults(t), want: []string{
-			"crd-api-latency", "crd-cpu-memory", "crd-agents", "crd-watch",
+			"crd-api-latency", "crd-cpu-memory", "crd-agents", "crd-watch", "crd-writes",
 			"kvstore-kvstore-latency", "xds-xds-latency",
 			"compare-api-latency", "compare-resources", "compare-watch", "compare-summary",
 		}},
