@@ -77,8 +77,8 @@ func (c *testCluster) seedCluster(ctx context.Context, localNodes map[string]boo
 			Metadata: cepMeta{Name: p.Name, Namespace: p.Namespace},
 			Status: EndpointStatus{
 				ID: int64(i%4000 + 1), Identity: EndpointIdentity{ID: int64(id), Labels: labels},
-				Networking: EndpointNetworking{Addressing: []AddressPair{{IPv4: p.IP.String()}}, Node: c.topo.Nodes[p.NodeIndex].IP.String()},
-				State:      "ready",
+				Networking:          EndpointNetworking{Addressing: []AddressPair{{IPv4: p.IP.String()}}, Node: c.topo.Nodes[p.NodeIndex].IP.String()},
+				State:               "ready",
 				ExternalIdentifiers: ExternalIdentifiers{K8sNamespace: p.Namespace, K8sPodName: p.Name, PodName: p.Namespace + "/" + p.Name},
 			},
 		})
