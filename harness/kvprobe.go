@@ -9,6 +9,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/stampede-sim/stampede/reports"
 )
@@ -34,7 +35,7 @@ func NewKVProbe(endpoint string, rate float64) (*KVProbe, error) {
 	if !(rate > 0) {
 		return nil, fmt.Errorf("kvstore probe: rate must be positive, got %v", rate)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 10 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, fmt.Errorf("kvstore probe: connect %s: %w", endpoint, err)
 	}
