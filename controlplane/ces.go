@@ -240,16 +240,17 @@ func (c *cesController) run(ctx context.Context) error {
 	if err := countEvents(ceps, c.cfg.events, "ciliumendpoints"); err != nil {
 		return err
 	}
-	if _, err := ceps.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := ceps.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { c.upsert(o, time.Now()) },
 		UpdateFunc: func(_, o any) { c.upsert(o, time.Now()) },
 		DeleteFunc: func(o any) { c.remove(o, time.Now()) },
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	f.Start(ctx.Done())
 	defer f.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), ceps.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
 		return nil
 	}
 	if err := c.adoptExisting(ctx); err != nil {

@@ -93,7 +93,7 @@ func (g *identityGC) run(ctx context.Context) error {
 	f := dynamicinformer.NewDynamicSharedInformerFactory(g.cfg.kube.dyn, 0)
 	cids := f.ForResource(gvrIdentity).Informer()
 	ceps := f.ForResource(gvrEndpoint).Informer()
-	if _, err := cids.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	cidsReg, err := cids.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { g.markAlive(nameOf(o), g.cfg.now()) },
 		UpdateFunc: func(_, o any) { g.markAlive(nameOf(o), g.cfg.now()) },
 		DeleteFunc: func(o any) {
@@ -101,7 +101,8 @@ func (g *identityGC) run(ctx context.Context) error {
 			delete(g.lastAlive, nameOf(o))
 			g.mu.Unlock()
 		},
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	if err := errors.Join(countEvents(cids, g.cfg.events, "ciliumidentities"), countEvents(ceps, g.cfg.events, "ciliumendpoints")); err != nil {
@@ -112,7 +113,7 @@ func (g *identityGC) run(ctx context.Context) error {
 	}
 	f.Start(ctx.Done())
 	defer f.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), cids.HasSynced, ceps.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), cidsReg.HasSynced, ceps.HasSynced) {
 		return nil
 	}
 	t := time.NewTicker(g.cfg.interval)

@@ -54,11 +54,15 @@ func TestOperatorIdentitiesRelabelSmall(t *testing.T) {
 	c.sc.ControlPlane.IdentityGC.Interval = scenarios.Duration{Duration: time.Hour}
 	_, stop := runControlplane(t, c, scenarios.ModeOperator, "")
 	defer stop()
-	check := func() error {
+	wantSets := func() map[string]bool {
 		want := map[string]bool{}
 		for _, p := range c.topo.Pods {
 			want[c.wantLabels(t, p)] = true
 		}
+		return want
+	}
+	var want map[string]bool
+	check := func() error {
 		got := c.cidsByLabels(t)
 		for l := range want {
 			switch n := len(got[l]); {
@@ -70,10 +74,12 @@ func TestOperatorIdentitiesRelabelSmall(t *testing.T) {
 		}
 		return nil
 	}
-	eventually(t, time.Minute, "identities before relabel", check)
+	want = wantSets()
+	eventually(t, 2*time.Minute, "identities before relabel", check)
 	before := len(c.cidsByLabels(t))
 	c.relabel(t)
-	eventually(t, time.Minute, "identities after relabel", check)
+	want = wantSets()
+	eventually(t, 2*time.Minute, "identities after relabel", check)
 	for l, names := range c.cidsByLabels(t) {
 		if len(names) > 1 {
 			t.Errorf("duplicate identities %v for %s", names, l)

@@ -150,9 +150,10 @@ func (o *operatorIdentities) run(ctx context.Context) error {
 	if err := errors.Join(countEvents(pods, o.cfg.events, "pods"), countEvents(nss, o.cfg.events, "namespaces"), countEvents(cids, o.cfg.events, "ciliumidentities")); err != nil {
 		return err
 	}
-	if _, err := cids.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	cidsReg, err := cids.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: o.sawCID, UpdateFunc: func(_, n any) { o.sawCID(n) }, DeleteFunc: o.goneCID,
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	nsOf := func(name string) *corev1.Namespace {
@@ -191,7 +192,7 @@ func (o *operatorIdentities) run(ctx context.Context) error {
 	dyn.Start(ctx.Done())
 	defer core.Shutdown()
 	defer dyn.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), cids.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), cidsReg.HasSynced) {
 		return nil
 	}
 	// Pods seen before the identities synced may be pending for label sets

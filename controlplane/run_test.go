@@ -54,6 +54,8 @@ type cluster struct {
 	dyn  dynamic.Interface
 	sc   *scenarios.Scenario
 	topo *scenarios.Topology
+
+	filter *identity.Filter
 }
 
 func startCluster(t *testing.T, name string, seedPods bool) *cluster {
@@ -185,11 +187,14 @@ func (c *cluster) relabel(t *testing.T) {
 func (c *cluster) wantLabels(t *testing.T, p *scenarios.Pod) string {
 	t.Helper()
 	ns, _ := c.topo.Namespace(p.Namespace)
-	f, err := identity.NewFilter(c.sc.Agent.LabelFilter)
-	if err != nil {
-		t.Fatal(err)
+	if c.filter == nil {
+		f, err := identity.NewFilter(c.sc.Agent.LabelFilter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.filter = f
 	}
-	l := identity.PodLabels(f, identity.PodInfo{Cluster: c.sc.Cluster.Name, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, PodLabels: p.Labels, NamespaceLabels: ns.Labels}, nil)
+	l := identity.PodLabels(c.filter, identity.PodInfo{Cluster: c.sc.Cluster.Name, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, PodLabels: p.Labels, NamespaceLabels: ns.Labels}, nil)
 	ss := make([]string, len(l))
 	for i, x := range l {
 		ss[i] = x.String()
@@ -341,6 +346,28 @@ func (s *sink) converged(t *testing.T, c *cluster, node string, labelsOf map[*sc
 	return nil
 }
 
+// waitPersisted waits until the CiliumIdentities are exactly one per label
+// set of the pods (persistIdentities).
+func (c *cluster) waitPersisted(t *testing.T) {
+	t.Helper()
+	podLabels := map[string]*scenarios.Pod{}
+	for _, p := range c.topo.Pods {
+		podLabels[c.wantLabels(t, p)] = p
+	}
+	eventually(t, 2*time.Minute, "persisted identities", func() error {
+		got := c.cidsByLabels(t)
+		for l, p := range podLabels {
+			if n := len(got[l]); n != 1 {
+				return fmt.Errorf("%d CiliumIdentities for pod %s/%s's labels, want 1", n, p.Namespace, p.Name)
+			}
+		}
+		if len(got) != len(podLabels) {
+			return fmt.Errorf("%d label sets have CiliumIdentities, want %d", len(got), len(podLabels))
+		}
+		return nil
+	})
+}
+
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -404,17 +431,10 @@ func TestXDSRelabelSmallConverges(t *testing.T) {
 	c.waitAgents(t, sinks)
 	// persistIdentities: the control plane wrote one CiliumIdentity per
 	// label set, with the IDs the agents hold.
-	eventually(t, time.Minute, "persisted identities", func() error {
-		got := c.cidsByLabels(t)
-		for _, p := range c.topo.Pods {
-			if n := len(got[c.wantLabels(t, p)]); n != 1 {
-				return fmt.Errorf("%d CiliumIdentities for pod %s/%s's labels, want 1", n, p.Namespace, p.Name)
-			}
-		}
-		return nil
-	})
+	c.waitPersisted(t)
 	c.relabel(t)
 	c.waitAgents(t, sinks)
+	c.waitPersisted(t)
 
 	// Restart the control plane on the same address with a change made
 	// while it is down: a pod is deleted.

@@ -126,22 +126,24 @@ func (s *xdsSource) run(ctx context.Context) error {
 	pods := core.Core().V1().Pods().Informer()
 	nss := core.Core().V1().Namespaces().Informer()
 	cnps := dyn.ForResource(gvrPolicy).Informer()
-	if _, err := pods.AddEventHandler(handler(s, "pods",
+	podsReg, err := pods.AddEventHandler(handler(s, "pods",
 		func(o any) (*corev1.Pod, bool) { p, ok := o.(*corev1.Pod); return p, ok },
 		func(m *xds.Model, p *corev1.Pod) error {
 			ip, _ := netip.ParseAddr(p.Status.PodIP)
 			return m.SetPod(xds.Pod{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName, IP: ip, ServiceAccount: p.Spec.ServiceAccountName, Labels: p.Labels})
 		},
-		func(m *xds.Model, p *corev1.Pod) { m.DeletePod(p.Namespace, p.Name) })); err != nil {
+		func(m *xds.Model, p *corev1.Pod) { m.DeletePod(p.Namespace, p.Name) }))
+	if err != nil {
 		return err
 	}
-	if _, err := nss.AddEventHandler(handler(s, "namespaces",
+	nssReg, err := nss.AddEventHandler(handler(s, "namespaces",
 		func(o any) (*corev1.Namespace, bool) { n, ok := o.(*corev1.Namespace); return n, ok },
 		func(m *xds.Model, n *corev1.Namespace) error { m.SetNamespace(n.Name, n.Labels); return nil },
-		func(m *xds.Model, n *corev1.Namespace) { m.DeleteNamespace(n.Name) })); err != nil {
+		func(m *xds.Model, n *corev1.Namespace) { m.DeleteNamespace(n.Name) }))
+	if err != nil {
 		return err
 	}
-	if _, err := cnps.AddEventHandler(handler(s, "ciliumnetworkpolicies",
+	cnpsReg, err := cnps.AddEventHandler(handler(s, "ciliumnetworkpolicies",
 		func(o any) (*policy.CiliumNetworkPolicy, bool) {
 			var cnp policy.CiliumNetworkPolicy
 			if err := fromUnstructured(o, &cnp); err != nil {
@@ -161,7 +163,8 @@ func (s *xdsSource) run(ctx context.Context) error {
 		},
 		func(m *xds.Model, cnp *policy.CiliumNetworkPolicy) {
 			m.DeletePolicy(cnp.Metadata.Namespace, cnp.Metadata.Name)
-		})); err != nil {
+		}))
+	if err != nil {
 		return err
 	}
 	if s.persist != nil {
@@ -173,7 +176,9 @@ func (s *xdsSource) run(ctx context.Context) error {
 	dyn.Start(ctx.Done())
 	defer core.Shutdown()
 	defer dyn.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nss.HasSynced, cnps.HasSynced) {
+	// The handlers' HasSynced, not the informers': every initial object
+	// must be in the model before the first flush.
+	if !cache.WaitForCacheSync(ctx.Done(), podsReg.HasSynced, nssReg.HasSynced, cnpsReg.HasSynced) {
 		return nil // ctx ended
 	}
 	s.cfg.log.Info("xds source synced")
