@@ -66,6 +66,9 @@ type AgentConfig struct {
 	// recomputations of the agent's endpoints (default 250ms): identity
 	// and policy events arriving meanwhile are handled together.
 	RegenInterval time.Duration
+	// XDSStateOfTheWorld selects state-of-the-world ADS instead of delta
+	// (xds mode).
+	XDSStateOfTheWorld bool
 	// Workers is the number of endpoints synchronised concurrently
 	// (default 8; cilium-agent regenerates endpoints in parallel, bounded
 	// by its client rate limiter).

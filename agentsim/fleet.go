@@ -163,6 +163,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 			Knobs: s.Agent, Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
 			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, Metrics: f.m,
 			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers,
+			XDSStateOfTheWorld: s.ControlPlane.XDS.Delta != nil && !*s.ControlPlane.XDS.Delta,
 		}
 		var r runner
 		if cfg.Mode == scenarios.ModeXDS {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stampede-sim/stampede/controlplane/xdsapi"
+	"github.com/stampede-sim/stampede/controlplane/xdsclient"
 	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
@@ -24,10 +26,11 @@ type XDSAgent struct {
 	server string
 	hosts  map[identity.ID][]uint32
 	hmu    sync.Mutex
+	client *xdsclient.Client
+	types  sync.Map // typeURL -> true once applied
 }
 
-// errXDSUnavailable is returned until the xDS client is wired in.
-var errXDSUnavailable = errors.New("xds mode: the agent's xDS client (controlplane/xdsclient) is not available in this build")
+var _ xdsclient.Sink = (*XDSAgent)(nil)
 
 // NewXDSAgent builds an xds-mode agent that will connect to server.
 func NewXDSAgent(cfg AgentConfig, server string) (*XDSAgent, error) {
@@ -54,11 +57,30 @@ func (x *XDSAgent) LastChange() time.Time { return x.a.LastChange() }
 
 func (x *XDSAgent) datapathStats() (datapath.Stats, bool) { return x.a.datapathStats() }
 
-// Run connects to the control plane and applies what it pushes until ctx
-// ends.
+// Run connects to the control plane with its own ADS stream
+// (controlplane/xdsclient) and applies what it pushes until ctx ends.
 func (x *XDSAgent) Run(ctx context.Context) error {
-	defer x.a.closeDatapath()
-	return errXDSUnavailable
+	a := x.a
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		a.closeDatapath()
+	}()
+	cl, err := xdsclient.New(xdsclient.Config{
+		Server: x.server, Node: a.cfg.Node, Sink: x,
+		StateOfTheWorld: a.cfg.XDSStateOfTheWorld, Logger: a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("xds agent %s: %w", a.cfg.Node, err)
+	}
+	x.client = cl
+	for _, f := range []func(context.Context){a.regenLoop, a.dpWriter} {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	return cl.Run(ctx)
 }
 
 // --- the xdsclient Sink ---
@@ -152,6 +174,11 @@ func (x *XDSAgent) DeletePolicy(namespace, name string) error {
 	return nil
 }
 
+// SetEndpoint adds or replaces a local endpoint.
+func (x *XDSAgent) SetEndpoint(ep xdsclient.Endpoint) error {
+	return x.setEndpoint(ep.Namespace, ep.Name, ep.IP, ep.Identity)
+}
+
 // setEndpoint adds or replaces a local endpoint with the identity the
 // control plane allocated.
 func (x *XDSAgent) setEndpoint(namespace, name string, ip netip.Addr, id uint32) error {
@@ -194,6 +221,14 @@ func (x *XDSAgent) DeleteEndpoint(namespace, name string) error {
 	return nil
 }
 
-// Applied is called after each response; policy recomputation is
-// already triggered by the changes.
-func (x *XDSAgent) Applied(typeURL, version string) {}
+// Applied is called after each response; policy recomputation is already
+// triggered by the changes. The agent counts as synced once a response of
+// every type has been applied.
+func (x *XDSAgent) Applied(typeURL, version string) {
+	x.types.Store(typeURL, true)
+	n := 0
+	x.types.Range(func(any, any) bool { n++; return true })
+	if n >= len(xdsapi.Types) {
+		x.a.synced.Store(true)
+	}
+}
