@@ -76,9 +76,9 @@ func startChildServer(b *testing.B, plain bool) *childServer {
 		b.Fatal(err)
 	}
 	c := &childServer{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(c.done) }()
+	go func() { _ = cmd.Wait(); close(c.done) }()
 	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
 		<-c.done
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -224,9 +224,9 @@ func benchFanout(b *testing.B, decode bool, watchers, objects, updates int) {
 			if err != nil {
 				return
 			}
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			data, _ := io.ReadAll(resp.Body)
-			os.WriteFile(path, data, 0o644)
+			_ = os.WriteFile(path, data, 0o644)
 		}()
 	}
 	writers := benchEnv("WRITERS", 16)
@@ -310,7 +310,7 @@ func readingWatcher(ctx context.Context, cfg *rest.Config, rv string, want int, 
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	got := 0
@@ -321,7 +321,7 @@ func readingWatcher(ctx context.Context, cfg *rest.Config, rv string, want int, 
 			return nil
 		}
 	}
-	return fmt.Errorf("watch ended after %d events: %v", got, sc.Err())
+	return fmt.Errorf("watch ended after %d events: %w", got, sc.Err())
 }
 
 func scrapeSizes(b *testing.B, cfg *rest.Config) (sum, count float64) {
@@ -333,7 +333,7 @@ func scrapeSizes(b *testing.B, cfg *rest.Config) (sum, count float64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()

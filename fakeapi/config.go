@@ -139,46 +139,46 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	var errs []error
 	if c.WatchHistory < 1 {
-		errs = append(errs, fmt.Errorf("WatchHistory: must be positive, got %d", c.WatchHistory))
+		errs = append(errs, fmt.Errorf("watchHistory: must be positive, got %d", c.WatchHistory))
 	}
 	if c.WatchBuffer < 1 || c.WatchBuffer > c.WatchHistory {
-		errs = append(errs, fmt.Errorf("WatchBuffer: must be in [1, WatchHistory=%d], got %d", c.WatchHistory, c.WatchBuffer))
+		errs = append(errs, fmt.Errorf("watchBuffer: must be in [1, watchHistory=%d], got %d", c.WatchHistory, c.WatchBuffer))
 	}
 	if c.BookmarkInterval < 0 {
-		errs = append(errs, fmt.Errorf("BookmarkInterval: must not be negative, got %s", c.BookmarkInterval))
+		errs = append(errs, fmt.Errorf("bookmarkInterval: must not be negative, got %s", c.BookmarkInterval))
 	}
 	if c.MaxBodyBytes < 0 {
-		errs = append(errs, fmt.Errorf("MaxBodyBytes: must not be negative, got %d", c.MaxBodyBytes))
+		errs = append(errs, fmt.Errorf("maxBodyBytes: must not be negative, got %d", c.MaxBodyBytes))
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Tokens {
 		switch {
 		case t.Token == "":
-			errs = append(errs, fmt.Errorf("Tokens[%d]: empty token", i))
+			errs = append(errs, fmt.Errorf("tokens[%d]: empty token", i))
 		case t.User == "":
-			errs = append(errs, fmt.Errorf("Tokens[%d]: empty user", i))
+			errs = append(errs, fmt.Errorf("tokens[%d]: empty user", i))
 		case seen[t.Token]:
-			errs = append(errs, fmt.Errorf("Tokens[%d]: duplicate token for user %q", i, t.User))
+			errs = append(errs, fmt.Errorf("tokens[%d]: duplicate token for user %q", i, t.User))
 		}
 		seen[t.Token] = true
 	}
 	for i, r := range c.Rules {
 		if len(r.Users) == 0 && len(r.Groups) == 0 {
-			errs = append(errs, fmt.Errorf("Rules[%d]: needs users or groups", i))
+			errs = append(errs, fmt.Errorf("rules[%d]: needs users or groups", i))
 		}
 		if len(r.Verbs) == 0 {
-			errs = append(errs, fmt.Errorf("Rules[%d].verbs: empty", i))
+			errs = append(errs, fmt.Errorf("rules[%d].verbs: empty", i))
 		}
 		for j, v := range r.Verbs {
 			if v != "*" && !knownVerbs[v] {
-				errs = append(errs, fmt.Errorf("Rules[%d].verbs[%d]: unknown verb %q", i, j, v))
+				errs = append(errs, fmt.Errorf("rules[%d].verbs[%d]: unknown verb %q", i, j, v))
 			}
 		}
 		if len(r.APIGroups) == 0 {
-			errs = append(errs, fmt.Errorf("Rules[%d].apiGroups: empty (use \"\" for core, \"*\" for all)", i))
+			errs = append(errs, fmt.Errorf("rules[%d].apiGroups: empty (use \"\" for core, \"*\" for all)", i))
 		}
 		if len(r.Resources) == 0 {
-			errs = append(errs, fmt.Errorf("Rules[%d].resources: empty", i))
+			errs = append(errs, fmt.Errorf("rules[%d].resources: empty", i))
 		}
 	}
 	return errors.Join(errs...)
@@ -197,7 +197,7 @@ func LoadTokenFile(path string) ([]Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("token file: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	return parseTokens(f, path)
 }
 
@@ -209,7 +209,7 @@ func parseTokens(r io.Reader, name string) ([]Token, error) {
 	var out []Token
 	for {
 		rec, err := cr.Read()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return out, nil
 		}
 		line, _ := cr.FieldPos(0)

@@ -3,7 +3,6 @@ package fakeapi
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"runtime"
 	"sort"
@@ -139,12 +138,12 @@ func wantsTable(r *http.Request) bool {
 func (s *Server) writeTable(w http.ResponseWriter, objs []*object, rv uint64, next string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, `{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"%d"`, rv)
+	bw := &stickyWriter{w: bufio.NewWriter(w)}
+	bw.printf(`{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"%d"`, rv)
 	if next != "" {
-		fmt.Fprintf(bw, `,"continue":%q`, next)
+		bw.printf(`,"continue":%q`, next)
 	}
-	bw.WriteString(`},"columnDefinitions":[{"name":"Name","type":"string","format":"name","description":"Name must be unique within a namespace.","priority":0},{"name":"Age","type":"date","format":"","description":"CreationTimestamp is the time the object was created.","priority":0}],"rows":[`)
+	bw.write([]byte(`},"columnDefinitions":[{"name":"Name","type":"string","format":"name","description":"Name must be unique within a namespace.","priority":0},{"name":"Age","type":"date","format":"","description":"CreationTimestamp is the time the object was created.","priority":0}],"rows":[`))
 	for i, o := range objs {
 		var top struct {
 			Metadata json.RawMessage `json:"metadata"`
@@ -158,7 +157,7 @@ func (s *Server) writeTable(w http.ResponseWriter, objs []*object, rv uint64, ne
 			top.Metadata = json.RawMessage("{}")
 		}
 		if i > 0 {
-			bw.WriteByte(',')
+			bw.write([]byte{','})
 		}
 		name, _ := json.Marshal(o.name)
 		age := "<unknown>"
@@ -166,8 +165,8 @@ func (s *Server) writeTable(w http.ResponseWriter, objs []*object, rv uint64, ne
 			age = duration.HumanDuration(s.cfg.Now().Sub(t))
 		}
 		ts, _ := json.Marshal(age)
-		fmt.Fprintf(bw, `{"cells":[%s,%s],"object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":%s}}`, name, ts, top.Metadata)
+		bw.printf(`{"cells":[%s,%s],"object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":%s}}`, name, ts, top.Metadata)
 	}
-	bw.WriteString("]}\n")
-	bw.Flush()
+	bw.write([]byte("]}\n"))
+	bw.flush()
 }

@@ -563,7 +563,10 @@ func TestConcurrentWritersLoseNoUpdate(t *testing.T) {
 						return
 					}
 					var n int
-					fmt.Sscan(cur.Data["n"], &n)
+					if _, err := fmt.Sscan(cur.Data["n"], &n); err != nil {
+						t.Error(err)
+						return
+					}
 					cur.Data["n"] = fmt.Sprint(n + 1)
 					_, err = cs.CoreV1().ConfigMaps("default").Update(ctx, cur, metav1.UpdateOptions{})
 					if apierrors.IsConflict(err) {
@@ -655,7 +658,7 @@ func rawRequestAs(t *testing.T, s *Server, token, method, path, contentType stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
@@ -754,10 +757,12 @@ func TestTooManyRequests(t *testing.T) {
 			done <- 0
 			return
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		done <- resp.StatusCode
 	}()
-	pw.Write([]byte(`{"apiVersion":"v1","kind":"ConfigMap",`))
+	if _, err := pw.Write([]byte(`{"apiVersion":"v1","kind":"ConfigMap",`)); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, func() bool {
 		return metricValue(t, s, "apiserver_current_inflight_requests", `request_kind="mutating"`) == 1
 	})
@@ -769,8 +774,12 @@ func TestTooManyRequests(t *testing.T) {
 	if code, _, _ := rawRequest(t, s, "GET", "/api/v1/namespaces/default/configmaps", "", nil); code != 200 {
 		t.Errorf("read while writes are saturated: %d", code)
 	}
-	pw.Write([]byte(`"metadata":{"name":"a"}}`))
-	pw.Close()
+	if _, err := pw.Write([]byte(`"metadata":{"name":"a"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if c := <-done; c != 201 {
 		t.Errorf("held write: %d", c)
 	}
@@ -927,10 +936,10 @@ func TestConfigValidation(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"buffer above history", Config{WatchHistory: 5, WatchBuffer: 6}, "WatchBuffer"},
-		{"empty token", Config{Tokens: []Token{{User: "u"}}}, "Tokens[0]"},
-		{"unknown verb", Config{Rules: []Rule{{Users: []string{"u"}, Verbs: []string{"fly"}, APIGroups: []string{""}, Resources: []string{"pods"}}}}, "Rules[0].verbs[0]"},
-		{"rule without subject", Config{Rules: []Rule{{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"pods"}}}}, "Rules[0]: needs users or groups"},
+		{"buffer above history", Config{WatchHistory: 5, WatchBuffer: 6}, "watchBuffer"},
+		{"empty token", Config{Tokens: []Token{{User: "u"}}}, "tokens[0]"},
+		{"unknown verb", Config{Rules: []Rule{{Users: []string{"u"}, Verbs: []string{"fly"}, APIGroups: []string{""}, Resources: []string{"pods"}}}}, "rules[0].verbs[0]"},
+		{"rule without subject", Config{Rules: []Rule{{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"pods"}}}}, "rules[0]: needs users or groups"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -944,7 +953,9 @@ func TestConfigValidation(t *testing.T) {
 		t.Errorf("short token line: %v", err)
 	}
 	p := filepath.Join(t.TempDir(), "authz.yaml")
-	os.WriteFile(p, []byte("- users: [a]\n  verbz: [get]\n"), 0o644)
+	if err := os.WriteFile(p, []byte("- users: [a]\n  verbz: [get]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := LoadAuthzFile(p); err == nil || !strings.Contains(err.Error(), "verbz") {
 		t.Errorf("authz file with unknown field: %v", err)
 	}

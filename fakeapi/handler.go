@@ -103,7 +103,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	var rq *request
 	defer func() {
 		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
+			if err, ok := p.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 				panic(p)
 			}
 			s.metrics.panics.Inc()
@@ -119,7 +119,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	switch {
 	case path == "/healthz" || path == "/livez" || path == "/readyz" || strings.HasPrefix(path, "/healthz/") || strings.HasPrefix(path, "/livez/") || strings.HasPrefix(path, "/readyz/"):
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok")
+		_, _ = io.WriteString(w, "ok")
 		return
 	case path == "/metrics":
 		promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
@@ -279,7 +279,7 @@ func (s *Server) authorize(rq *request) error {
 	if rq.namespace != "" {
 		where = fmt.Sprintf("in the namespace %q", rq.namespace)
 	}
-	return apierrors.NewForbidden(rq.res.groupResource(), rq.name, fmt.Errorf("User %q cannot %s resource %q in API group %q %s", rq.user.name, rq.verb, resource, rq.res.group, where))
+	return apierrors.NewForbidden(rq.res.groupResource(), rq.name, statusMessage(fmt.Sprintf("User %q cannot %s resource %q in API group %q %s", rq.user.name, rq.verb, resource, rq.res.group, where)))
 }
 
 func matchesAny(list []string, v string) bool {
@@ -309,13 +309,13 @@ var errNotFound = &apierrors.StatusError{ErrStatus: metav1.Status{
 func (s *Server) parse(r *http.Request) (*request, http.HandlerFunc, error) {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	var group, version string
-	switch {
-	case parts[0] == "api":
+	switch parts[0] {
+	case "api":
 		if len(parts) == 1 {
 			return nil, s.serveAPIVersions, nil
 		}
 		group, version, parts = "", parts[1], parts[2:]
-	case parts[0] == "apis":
+	case "apis":
 		if len(parts) == 1 {
 			return nil, s.serveAPIGroupList, nil
 		}
@@ -536,20 +536,20 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, rq *request) 
 func writeList(w http.ResponseWriter, res *resource, objs []*object, rv uint64, next string, remaining int64) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(w, 32<<10)
-	fmt.Fprintf(bw, `{"kind":%q,"apiVersion":%q,"metadata":{"resourceVersion":"%d"`, res.kind+"List", res.apiVersion(), rv)
+	bw := &stickyWriter{w: bufio.NewWriterSize(w, 32<<10)}
+	bw.printf(`{"kind":%q,"apiVersion":%q,"metadata":{"resourceVersion":"%d"`, res.kind+"List", res.apiVersion(), rv)
 	if next != "" {
-		fmt.Fprintf(bw, `,"continue":%q,"remainingItemCount":%d`, next, remaining)
+		bw.printf(`,"continue":%q,"remainingItemCount":%d`, next, remaining)
 	}
-	bw.WriteString(`},"items":[`)
+	bw.write([]byte(`},"items":[`))
 	for i, o := range objs {
 		if i > 0 {
-			bw.WriteByte(',')
+			bw.write([]byte{','})
 		}
-		bw.Write(o.raw)
+		bw.write(o.raw)
 	}
-	bw.WriteString("]}\n")
-	bw.Flush()
+	bw.write([]byte("]}\n"))
+	bw.flush()
 }
 
 func invalidListOptions(fieldName, value, detail string) error {
@@ -819,8 +819,8 @@ func writeJSON(w http.ResponseWriter, code int, raw []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(raw)+1))
 	w.WriteHeader(code)
-	w.Write(raw)
-	w.Write([]byte{'\n'})
+	_, _ = w.Write(raw)
+	_, _ = w.Write([]byte{'\n'})
 }
 
 func writeJSONValue(w http.ResponseWriter, code int, v any) {
@@ -860,4 +860,29 @@ func schema2(r *resource, sub string) schema.GroupResource {
 	gr := r.groupResource()
 	gr.Resource += "/" + sub
 	return gr
+}
+
+// stickyWriter writes a streamed response; after the first error (the
+// client went away) it writes nothing more.
+type stickyWriter struct {
+	w   *bufio.Writer
+	err error
+}
+
+func (s *stickyWriter) write(b []byte) {
+	if s.err == nil {
+		_, s.err = s.w.Write(b)
+	}
+}
+
+func (s *stickyWriter) printf(format string, args ...any) {
+	if s.err == nil {
+		_, s.err = fmt.Fprintf(s.w, format, args...)
+	}
+}
+
+func (s *stickyWriter) flush() {
+	if s.err == nil {
+		s.err = s.w.Flush()
+	}
 }

@@ -25,10 +25,10 @@ func serveOpenAPIV2(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
 		w.WriteHeader(http.StatusOK)
-		w.Write(b)
+		_, _ = w.Write(b)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	w.Write([]byte(`{"swagger":"2.0","info":{"title":"stampede fakeapi","version":"` + Version + `"},"paths":{}}` + "\n"))
+	_, _ = w.Write([]byte(`{"swagger":"2.0","info":{"title":"stampede fakeapi","version":"` + Version + `"},"paths":{}}` + "\n"))
 }

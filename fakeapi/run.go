@@ -30,7 +30,7 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) (err error) {
 		if err != nil {
 			return fmt.Errorf("cert dir: %w", err)
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 		cfg.CertDir = dir
 	}
 	s, err := New(cfg)

@@ -164,7 +164,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.srv.Protocols = &p
 	} else {
 		if err := s.makeCert(); err != nil {
-			ln.Close()
+			_ = ln.Close()
 			return err
 		}
 		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{s.cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
@@ -274,7 +274,7 @@ func (s *Server) Close() error {
 	s.active.Wait()
 	s.wg.Wait()
 	if s.caFile != "" {
-		os.Remove(s.caFile)
+		_ = os.Remove(s.caFile)
 	}
 	return s.closeErr
 }

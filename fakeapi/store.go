@@ -221,7 +221,6 @@ func (s *store) create(d *document) (*object, error) {
 	d.meta.Generation = 1
 	d.meta.DeletionTimestamp = nil
 	d.meta.DeletionGracePeriodSeconds = nil
-	d.meta.SelfLink = ""
 	if s.res.status {
 		delete(d.fields, "status")
 		if s.res.pendingStatus != "" {
@@ -280,7 +279,7 @@ func (s *store) update(namespace, name, subresource string, mutate mutation, cre
 		return nil, apierrors.NewConflict(s.res.groupResource(), name, fmt.Errorf("the object has been modified; please apply your changes to the latest version and try again"))
 	}
 	if nd.meta.UID != "" && nd.meta.UID != curDoc.meta.UID {
-		return nil, apierrors.NewConflict(s.res.groupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %s, UID in object meta: %s", nd.meta.UID, curDoc.meta.UID))
+		return nil, apierrors.NewConflict(s.res.groupResource(), name, statusMessage(fmt.Sprintf("Precondition failed: UID in precondition: %s, UID in object meta: %s", nd.meta.UID, curDoc.meta.UID)))
 	}
 	// Cur (a fresh decode) now becomes the base of the new version.
 	if subresource == "status" {
@@ -306,7 +305,6 @@ func (s *store) update(namespace, name, subresource string, mutate mutation, cre
 		nd.meta.DeletionGracePeriodSeconds = curDoc.meta.DeletionGracePeriodSeconds
 		nd.meta.Namespace = curDoc.meta.Namespace
 		nd.meta.Name = curDoc.meta.Name
-		nd.meta.SelfLink = ""
 		if nd.meta.GenerateName == "" {
 			nd.meta.GenerateName = curDoc.meta.GenerateName
 		}
@@ -369,10 +367,10 @@ func (s *store) remove(namespace, name string, pre preconditions) (*object, erro
 		return nil, apierrors.NewInternalError(fmt.Errorf("stored %s %s: %w", s.res.name, key, err))
 	}
 	if pre.uid != "" && pre.uid != string(d.meta.UID) {
-		return nil, apierrors.NewConflict(s.res.groupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %s, UID in object meta: %s", pre.uid, d.meta.UID))
+		return nil, apierrors.NewConflict(s.res.groupResource(), name, statusMessage(fmt.Sprintf("Precondition failed: UID in precondition: %s, UID in object meta: %s", pre.uid, d.meta.UID)))
 	}
 	if pre.rv != "" && pre.rv != d.meta.ResourceVersion {
-		return nil, apierrors.NewConflict(s.res.groupResource(), name, fmt.Errorf("Precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %s", pre.rv, d.meta.ResourceVersion))
+		return nil, apierrors.NewConflict(s.res.groupResource(), name, statusMessage(fmt.Sprintf("Precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %s", pre.rv, d.meta.ResourceVersion)))
 	}
 	if len(d.meta.Finalizers) > 0 && d.meta.DeletionTimestamp != nil {
 		return cur, nil
@@ -456,3 +454,9 @@ func splitKey(k string) (string, string) {
 	}
 	return "", k
 }
+
+// statusMessage is an error whose text is a kube-apiserver message, kept
+// word for word (capitalized) because clients and people match on it.
+type statusMessage string
+
+func (m statusMessage) Error() string { return string(m) }

@@ -3,6 +3,7 @@ package fakeapi
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -161,7 +162,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		}
 		return nil
 	}
-	defer flush()
+	defer func() { _ = flush() }()
 	if initial {
 		sort.Slice(snap, func(i, j int) bool { return snap[i].key < snap[j].key })
 		for _, o := range snap {
@@ -310,16 +311,16 @@ func bookmarkFrame(res *resource, rv uint64, initialEnd bool) []byte {
 }
 
 func writeErrorEvent(w http.ResponseWriter, err error) {
-	se, ok := err.(*apierrors.StatusError)
-	if !ok {
+	var se *apierrors.StatusError
+	if !errors.As(err, &se) {
 		se = apierrors.NewInternalError(err)
 	}
 	st := se.ErrStatus
 	st.Kind, st.APIVersion = "Status", "v1"
 	b, _ := json.Marshal(&st)
-	w.Write([]byte(`{"type":"ERROR","object":`))
-	w.Write(b)
-	w.Write(frameSuffix)
+	_, _ = w.Write([]byte(`{"type":"ERROR","object":`))
+	_, _ = w.Write(b)
+	_, _ = w.Write(frameSuffix)
 }
 
 var _ = field.NewPath
