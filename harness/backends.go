@@ -8,28 +8,40 @@ import (
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
+// BackendOptions are the command-line choices that configure backends.
+type BackendOptions struct {
+	// InstallCRDs lets the kubeconfig backend install Stampede's CRDs on a
+	// cluster that lacks them (deleted again at the end).
+	InstallCRDs bool
+}
+
 // ParseBackend turns a --api value (fake, local, kind, kubeconfig=PATH)
-// into a Backend. Backends this build cannot provide yet are returned as an
-// unavailableBackend, so that every mode is reported as skipped with the
-// reason and the rest of the run still happens.
+// into a Backend with default options.
 func ParseBackend(spec string) (Backend, error) {
-	name, arg, _ := strings.Cut(spec, "=")
+	return ParseBackendOptions(spec, BackendOptions{})
+}
+
+// ParseBackendOptions is ParseBackend with options.
+func ParseBackendOptions(spec string, opts BackendOptions) (Backend, error) {
+	name, arg, hasArg := strings.Cut(spec, "=")
 	switch scenarios.BackendType(name) {
-	case scenarios.BackendFake:
-		if arg != "" {
-			return nil, fmt.Errorf("--api fake takes no argument, got %q", spec)
-		}
-		return &FakeBackend{}, nil
-	case scenarios.BackendLocal, scenarios.BackendKind:
-		if arg != "" {
+	case scenarios.BackendFake, scenarios.BackendLocal, scenarios.BackendKind:
+		if hasArg {
 			return nil, fmt.Errorf("--api %s takes no argument, got %q", name, spec)
 		}
-		return unavailableBackend{name: name, reason: "backend " + name + " is not built into this stampede yet"}, nil
+	}
+	switch scenarios.BackendType(name) {
+	case scenarios.BackendFake:
+		return &FakeBackend{}, nil
+	case scenarios.BackendLocal:
+		return NewLocalBackend(LocalConfig{}), nil
+	case scenarios.BackendKind:
+		return NewKindBackend(KindConfig{}), nil
 	case scenarios.BackendKubeconfig:
 		if arg == "" {
 			return nil, fmt.Errorf("--api kubeconfig needs a path: kubeconfig=PATH")
 		}
-		return unavailableBackend{name: name, reason: "backend kubeconfig is not built into this stampede yet"}, nil
+		return NewKubeconfigBackend(KubeconfigConfig{Path: arg, InstallCRDs: opts.InstallCRDs}), nil
 	}
 	return nil, fmt.Errorf("--api: unknown backend %q (want fake, local, kind or kubeconfig=PATH)", spec)
 }

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 
@@ -24,10 +25,36 @@ type Cluster interface {
 	DeletePod(ctx context.Context, namespace, name string) error
 }
 
-// kubeCluster writes Kubernetes objects as JSON over HTTP.
-type kubeCluster struct{ c *apiClient }
+// kubeCluster writes Kubernetes objects as JSON over HTTP. labels, if
+// any, are put on every object it creates (the backend's clean-up finds
+// them by these labels).
+type kubeCluster struct {
+	c      *apiClient
+	labels map[string]string
+}
+
+// withLabels merges the cluster's object labels into l (which may be nil).
+func (k kubeCluster) withLabels(l map[string]string) map[string]string {
+	if len(k.labels) == 0 {
+		return l
+	}
+	out := make(map[string]string, len(l)+len(k.labels))
+	for key, v := range l {
+		out[key] = v
+	}
+	for key, v := range k.labels {
+		out[key] = v
+	}
+	return out
+}
 
 func (k kubeCluster) create(ctx context.Context, path string, obj any) error {
+	if m, ok := obj.(map[string]any); ok && len(k.labels) > 0 {
+		if meta, ok := m["metadata"].(map[string]any); ok {
+			l, _ := meta["labels"].(map[string]string)
+			meta["labels"] = k.withLabels(l)
+		}
+	}
 	err := k.c.do(ctx, "POST", path, "", obj, nil)
 	if IsConflict(err) {
 		return nil // already there (a retried create)
@@ -62,11 +89,28 @@ func (k kubeCluster) CreateServiceAccount(ctx context.Context, namespace, name s
 }
 
 func (k kubeCluster) CreatePolicy(ctx context.Context, cnp policy.CiliumNetworkPolicy) error {
-	return k.create(ctx, "/apis/cilium.io/v2/namespaces/"+url.PathEscape(cnp.Metadata.Namespace)+"/"+policy.Resource, cnp)
+	if len(k.labels) == 0 {
+		return k.create(ctx, "/apis/cilium.io/v2/namespaces/"+url.PathEscape(cnp.Metadata.Namespace)+"/"+policy.Resource, cnp)
+	}
+	// The slim policy type has no labels: add them on the JSON form.
+	b, err := json.Marshal(cnp)
+	if err != nil {
+		return fmt.Errorf("encode policy %s/%s: %w", cnp.Metadata.Namespace, cnp.Metadata.Name, err)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return fmt.Errorf("encode policy %s/%s: %w", cnp.Metadata.Namespace, cnp.Metadata.Name, err)
+	}
+	return k.create(ctx, "/apis/cilium.io/v2/namespaces/"+url.PathEscape(cnp.Metadata.Namespace)+"/"+policy.Resource, obj)
 }
 
 func (k kubeCluster) CreatePod(ctx context.Context, p *scenarios.Pod, hostIP string) error {
 	base := "/api/v1/namespaces/" + url.PathEscape(p.Namespace) + "/pods"
+	if len(k.labels) > 0 {
+		// Pod labels are identity labels: the ground truth (which reads
+		// the topology's pods) must see the backend's labels too.
+		p.Labels = k.withLabels(p.Labels)
+	}
 	err := k.create(ctx, base, map[string]any{
 		"apiVersion": "v1", "kind": "Pod",
 		"metadata": map[string]any{"name": p.Name, "namespace": p.Namespace, "labels": p.Labels},

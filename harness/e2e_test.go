@@ -117,13 +117,8 @@ func TestRelabelSmallLocal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run; -short")
 	}
-	b, err := ParseBackend("local")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u, ok := b.(unavailableBackend); ok {
-		testenv.Skip(t, "%s", u.reason)
-	}
+	kas := requireKubeAPIServer(t)
+	b := NewLocalBackend(LocalConfig{KubeAPIServer: kas})
 	res, _ := runE2E(t, b, []scenarios.Mode{scenarios.ModeCRD})
 	checkModes(t, res, []scenarios.Mode{scenarios.ModeCRD})
 }

@@ -237,13 +237,16 @@ func latencySummary(verb, res string, sorted []float64, errs int64) reports.Late
 // kubeProbeTarget probes a Kubernetes API server: GET, LIST and PATCH on a
 // built-in resource (ConfigMap, Namespace) and on cilium.io resources
 // (CiliumNode, CiliumIdentity).
-type kubeProbeTarget struct{ c *apiClient }
+type kubeProbeTarget struct {
+	c      *apiClient
+	labels map[string]string
+}
 
 const probeCM = "/api/v1/namespaces/" + ProbeNamespace + "/configmaps/" + ProbeObject
 const probeCN = "/apis/cilium.io/v2/ciliumnodes/" + ProbeObject
 
 func (k kubeProbeTarget) Prepare(ctx context.Context) error {
-	kc := kubeCluster{c: k.c}
+	kc := kubeCluster{c: k.c, labels: k.labels}
 	if err := kc.create(ctx, "/api/v1/namespaces", map[string]any{
 		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ProbeNamespace},
 	}); err != nil {

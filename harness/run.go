@@ -319,6 +319,27 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	}); err != nil {
 		log.Warn("write results", "err", err)
 	}
+	// Backends that issue their own tokens (TokenRequest) replace ours.
+	if api.Tokens != nil {
+		for i := range users {
+			if tok, ok := api.Tokens[users[i].Name]; ok {
+				users[i].Token = tok
+			}
+		}
+		admin, operator = users[0], users[1]
+	}
+	// Objects must carry the backend's labels; namespace and pod labels
+	// are part of identities, so the ground truth gets them too.
+	if len(api.ObjectLabels) > 0 {
+		for i := range topo.Namespaces {
+			if topo.Namespaces[i].Labels == nil {
+				topo.Namespaces[i].Labels = map[string]string{}
+			}
+			for k, v := range api.ObjectLabels {
+				topo.Namespaces[i].Labels[k] = v
+			}
+		}
+	}
 	tokenFile := api.TokenFile
 	if tokenFile == "" {
 		tokenFile = filepath.Join(mr.dir, "tokens.csv")
@@ -459,7 +480,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
 	}
 	defer probeClient.close()
-	target := kubeProbeTarget{c: probeClient}
+	target := kubeProbeTarget{c: probeClient, labels: api.ObjectLabels}
 	if err := retry(ctx, func() error { return target.Prepare(ctx) }); err != nil {
 		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
 	}
@@ -483,7 +504,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	agentsSrc := &shardAgents{client: &http.Client{Timeout: 2 * time.Minute}, urls: agentURLs}
 	var conv []reports.ConvergenceSummary
 	tl, err := NewTimeline(TimelineConfig{
-		Scenario: sc, Topology: topo, Cluster: kubeCluster{c: setupClient}, Agents: agentsSrc,
+		Scenario: sc, Topology: topo, Cluster: kubeCluster{c: setupClient, labels: api.ObjectLabels}, Agents: agentsSrc,
 		Now: cfg.Now, Log: log,
 		OnStep: func(s reports.StepResult) {
 			pr.set(s.Kind, s.Index)

@@ -56,6 +56,7 @@ func TestParseBackend(t *testing.T) {
 		{spec: "kubeconfig=/x", name: "kubeconfig"},
 		{spec: "kubeconfig", wantErr: "needs a path"},
 		{spec: "fake=1", wantErr: "takes no argument"},
+		{spec: "local=x", wantErr: "takes no argument"},
 		{spec: "minikube", wantErr: `unknown backend "minikube"`},
 	}
 	for _, tt := range tests {

@@ -21,6 +21,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		grace                     time.Duration
 		noReport                  bool
 		executable                string
+		installCRDs               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -41,7 +42,7 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 			if err != nil {
 				return err
 			}
-			backend, err := harness.ParseBackend(api)
+			backend, err := harness.ParseBackendOptions(api, harness.BackendOptions{InstallCRDs: installCRDs})
 			if err != nil {
 				return err
 			}
@@ -78,6 +79,7 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 	f.StringVar(&out, "out", "", "output directory (default out/<scenario>-<timestamp>)")
 	f.IntVar(&shards, "shards", 0, "agent processes (default: about 250 agents each, at most 2x the cores)")
 	f.BoolVar(&noReport, "no-report", false, "do not render report.md, report.html and plots at the end")
+	f.BoolVar(&installCRDs, strings.TrimPrefix(harness.InstallCRDsFlag, "--"), false, "kubeconfig backend: install Stampede's cilium.io CRDs if the cluster lacks them (removed at the end)")
 	f.StringVar(&executable, "executable", "", "stampede binary to run the components with (default: this one)")
 	_ = f.MarkHidden("executable")
 	f.DurationVar(&grace, "grace", 10*time.Second, "time children get between SIGTERM and SIGKILL")
