@@ -161,13 +161,20 @@ func newPlot(title, xLabel, yLabel string) *plot.Plot {
 }
 
 // segments splits (x, y) at NaN (and, for log axes, non-positive) values
-// into runs that can be drawn as lines.
+// and where samples are missing (a gap in x of more than three typical
+// steps) into runs that can be drawn as lines, so that a line never
+// pretends to know what happened where nothing was sampled.
 func segments(x []float64, y []float64, logY bool) []plotter.XYs {
 	var out []plotter.XYs
 	var cur plotter.XYs
 	n := min(len(x), len(y))
+	maxGap := 3 * typicalStep(x)
 	for i := 0; i < n; i++ {
 		v := y[i]
+		if len(cur) > 0 && x[i]-cur[len(cur)-1].X > maxGap {
+			out = append(out, cur)
+			cur = nil
+		}
 		if math.IsNaN(v) || math.IsInf(v, 0) || math.IsNaN(x[i]) || (logY && v <= 0) {
 			if len(cur) > 0 {
 				out = append(out, cur)
@@ -181,6 +188,21 @@ func segments(x []float64, y []float64, logY bool) []plotter.XYs {
 		out = append(out, cur)
 	}
 	return out
+}
+
+// typicalStep is the median step of x (+Inf when there is none, so that
+// nothing is split).
+func typicalStep(x []float64) float64 {
+	var d []float64
+	for i := 1; i < len(x); i++ {
+		if s := x[i] - x[i-1]; s > 0 {
+			d = append(d, s)
+		}
+	}
+	if len(d) == 0 {
+		return math.Inf(1)
+	}
+	return median(d)
 }
 
 // addLine draws y over x with gaps where values are missing; it adds a
@@ -256,8 +278,12 @@ func addBand(p *plot.Plot, name string, x, lo, hi []float64, c color.RGBA) bool 
 		}
 		start = -1
 	}
+	maxGap := 3 * typicalStep(x[:n])
 	for i := 0; i < n; i++ {
 		ok := !math.IsNaN(lo[i]) && !math.IsNaN(hi[i]) && !math.IsNaN(x[i]) && !math.IsInf(lo[i], 0) && !math.IsInf(hi[i], 0)
+		if start >= 0 && i > 0 && x[i]-x[i-1] > maxGap {
+			flush(i)
+		}
 		if ok && start < 0 {
 			start = i
 		}

@@ -163,7 +163,7 @@ func processColor(p string, i int) color.Color {
 	if c, ok := processColors[p]; ok {
 		return c
 	}
-	return colorAt(i + 5)
+	return colorAt(i + 8)
 }
 
 func modeFigures(r *Results, m *ModeResult) []*Figure {
@@ -310,10 +310,9 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 		name, title string
 		series      []latSeries
 	}{
-		{"kvstore-latency", "kvstore latency per second", []latSeries{
-			{SeriesKVStoreLatencyP99, "agents p99", nil},
-			{SeriesKVStoreLatencyP50, "agents p50", dashed},
-			{"kvstore.probe.latency.p99", "probe p99", dotted},
+		{"kvstore-latency", "kvstore latency p99 per second, by operation", []latSeries{
+			{SeriesKVStoreLatencyP99, "agents", nil},
+			{"kvstore.probe.latency.p99", "harness probe", dotted},
 		}},
 		{"xds-latency", "xDS push latency (change to ACK)", []latSeries{
 			{SeriesXDSPushLatencyP99, "p99", nil},
@@ -353,13 +352,16 @@ func modeFigures(r *Results, m *ModeResult) []*Figure {
 	return figs
 }
 
-var opColors = map[string]color.RGBA{"get": palette[0], "put": palette[3], "txn": palette[2], "lock": palette[4], "": palette[0]}
+var opColors = map[string]color.RGBA{
+	"get": palette[0], "put": palette[3], "txn": palette[2], "lock": palette[4], "unlock": palette[6],
+	"create": palette[5], "delete": palette[7], "": palette[0],
+}
 
 func opColor(key string, i int) color.Color {
 	if c, ok := opColors[key]; ok {
 		return c
 	}
-	return colorAt(i + 5)
+	return colorAt(i + 8)
 }
 
 func nanZero(v float64) float64 {
