@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 		Started:           cfg.Now(),
 		Backend:           reports.Backend{Name: cfg.Backend.Name(), Facts: map[string]string{}},
 		Machine:           machine(),
-		Datapath:          reports.Datapath{Requested: sc.Agent.Datapath, Effective: effectiveDatapath(sc.Agent.Datapath)},
+		Datapath:          effectiveDatapath(sc.Agent.Datapath),
 	}
 	w, err := reports.NewWriter(reports.WriterConfig{Path: filepath.Join(cfg.Out, "results.json"), MinInterval: 2 * time.Second, Now: cfg.Now}, &reports.Results{Run: run})
 	if err != nil {
@@ -873,17 +873,21 @@ func machine() reports.Machine {
 	return m
 }
 
-// effectiveDatapath guesses what the agents use; the agents decide, and
-// "auto" picks bpf only when this process may load BPF programs (root).
-func effectiveDatapath(requested string) string {
-	switch requested {
-	case "bpf", "mem":
-		return requested
+// effectiveDatapath records what the agents use. The agents decide
+// ("auto" picks bpf where BPF maps can be created, mem otherwise) and do not
+// announce it, so for "auto" this is the harness's expectation from its
+// own privileges, and Reason says so.
+func effectiveDatapath(requested string) reports.Datapath {
+	d := reports.Datapath{Requested: requested, Effective: requested}
+	if requested == "bpf" || requested == "mem" {
+		return d
 	}
 	if os.Geteuid() == 0 {
-		return "bpf"
+		d.Effective, d.Reason = "bpf", "auto: expected bpf (running as root); the agents choose and do not report it"
+	} else {
+		d.Effective, d.Reason = "mem", "auto: expected mem (not root, no BPF); the agents choose and do not report it"
 	}
-	return "mem"
+	return d
 }
 
 var _ = strconv.Itoa
