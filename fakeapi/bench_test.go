@@ -115,6 +115,9 @@ func (c *childServer) cpu(b *testing.B) time.Duration {
 func ownConnection(cfg *rest.Config) *rest.Config {
 	c := rest.CopyConfig(cfg)
 	c.Dial = (&net.Dialer{}).DialContext
+	if benchEnv("HTTP1", 0) == 1 {
+		c.NextProtos = []string{"http/1.1"}
+	}
 	return c
 }
 
