@@ -86,10 +86,11 @@ type cesConfig struct {
 
 // cesController packs CiliumEndpoints into CiliumEndpointSlices as
 // Cilium's operator does in its first-come-first-served mode
-// (cilium/cilium operator/pkg/ciliumendpointslice): every endpoint of a
-// namespace goes into the first slice of that namespace with room (at most
-// maxEndpointsPerSlice), a new slice when none has room; an endpoint stays
-// in its slice until deleted. Changes are batched every batchInterval and
+// (cilium/cilium operator/pkg/ciliumendpointslice, fcfsMode): a new
+// endpoint goes into the fullest slice of its namespace that has room (at
+// most maxEndpointsPerSlice), a new slice when none has; an endpoint stays
+// in its slice until deleted; changes are synced after DefaultCESSyncTime
+// (500 ms) so that consecutive ones are batched. Changes are batched every batchInterval and
 // written through a token bucket (writeQPS, writeBurst; Cilium's
 // --ces-write-qps-limit 10 and --ces-write-qps-burst 20).
 type cesController struct {
@@ -175,12 +176,14 @@ func (c *cesController) upsert(o any, now time.Time) {
 		}
 		return
 	}
-	// First come, first served: the first slice of the namespace with room.
+	// First come, first served: the fullest slice of the namespace that
+	// still has room (Cilium's fcfs mode: "inserted into the largest,
+	// non-empty CiliumEndpointSlice"), the oldest on ties.
 	var target *slice
 	for _, sn := range c.byNS[ns] {
-		if s := c.slices[sn]; len(s.members) < c.cfg.knobs.MaxEndpointsPerSlice {
+		s := c.slices[sn]
+		if len(s.members) < c.cfg.knobs.MaxEndpointsPerSlice && (target == nil || len(s.members) > len(target.members)) {
 			target = s
-			break
 		}
 	}
 	if target == nil {
