@@ -61,3 +61,46 @@ func TestXDSModeWithControlPlane(t *testing.T) {
 	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
 	c.waitConverged(ctx, f, "after relabel")
 }
+
+// TestOperatorModeWithControlPlane: the project's operator creates the
+// identities; agents only wait for them, so there are no duplicates.
+func TestOperatorModeWithControlPlane(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s := smallScenario(t, scenarios.ModeOperator, true)
+	c := startCluster(t, s)
+	c.setup(ctx)
+	c.startControlPlane(t, scenarios.ModeOperator)
+	f := runFleet(t, ctx, c.fleetConfig(scenarios.ModeOperator))
+	c.waitConverged(ctx, f, "after setup")
+	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
+	c.waitConverged(ctx, f, "after relabel")
+	for _, st := range f.Statuses() {
+		if st.IdentitiesMade != 0 {
+			t.Errorf("%s created %d identities; in operator mode agents create none", st.Node, st.IdentitiesMade)
+		}
+	}
+	for _, l := range c.labelSets() {
+		if n := c.cidsByKey(ctx)[l.Key()]; n != 1 {
+			t.Errorf("%d CiliumIdentities for %s, want 1", n, l.Key())
+		}
+	}
+}
+
+// TestCESModeWithControlPlane: agents learn remote endpoints only from the
+// slices the project's CES controller writes.
+func TestCESModeWithControlPlane(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s := smallScenario(t, scenarios.ModeCES, true)
+	c := startCluster(t, s)
+	c.setup(ctx)
+	c.startControlPlane(t, scenarios.ModeCES)
+	f := runFleet(t, ctx, c.fleetConfig(scenarios.ModeCES))
+	c.waitConverged(ctx, f, "after setup")
+	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
+	c.waitConverged(ctx, f, "after relabel")
+	if n := len(c.list(ctx, pathCESs)); n == 0 {
+		t.Error("no CiliumEndpointSlices")
+	}
+}

@@ -4,9 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/netip"
-	"sort"
+
 	"strings"
 	"testing"
 	"time"
@@ -17,137 +16,6 @@ import (
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
-
-// createOperatorCIDs stands in for the operator of identity-management-mode
-// operator: it creates one CiliumIdentity per current label set of the
-// ground truth that has none yet.
-func (c *testCluster) createOperatorCIDs(ctx context.Context, next *identity.ID) {
-	have := c.cidsByKey(ctx)
-	for _, l := range c.labelSets() {
-		if have[l.Key()] > 0 {
-			continue
-		}
-		c.post(ctx, pathCIDs, identity.NewCiliumIdentity(*next, l))
-		*next++
-	}
-}
-
-func TestOperatorModeNoDuplicates(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	s := smallScenario(t, scenarios.ModeOperator, true)
-	c := startCluster(t, s)
-	c.setup(ctx)
-	f := runFleet(t, ctx, c.fleetConfig(scenarios.ModeOperator))
-	next := identity.MinID
-	c.createOperatorCIDs(ctx, &next)
-	c.waitConverged(ctx, f, "after setup")
-	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
-	c.createOperatorCIDs(ctx, &next)
-	c.waitConverged(ctx, f, "after relabel")
-	for _, st := range f.Statuses() {
-		if st.IdentitiesMade != 0 || st.Duplicates != 0 {
-			t.Errorf("%s created %d identities (%d duplicates); in operator mode agents create none", st.Node, st.IdentitiesMade, st.Duplicates)
-		}
-	}
-	for k, n := range c.cidsByKey(ctx) {
-		if n != 1 {
-			t.Errorf("%d CiliumIdentities for %s, want 1", n, k)
-		}
-	}
-	c.checkObjects(ctx)
-}
-
-// runCESController stands in for the operator's CiliumEndpointSlice
-// controller: every 100ms it packs the CiliumEndpoints of each namespace
-// into slices of at most 100 endpoints and writes the slices that changed.
-func (c *testCluster) runCESController(ctx context.Context, t *testing.T) {
-	written := map[string]string{}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		raw, err := c.admin.do(ctx, http.MethodGet, pathCEPs, "", nil, nil)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.Errorf("list CEPs: %v", err)
-			}
-			return
-		}
-		var l struct {
-			Items []CiliumEndpoint `json:"items"`
-		}
-		if err := json.Unmarshal(raw, &l); err != nil {
-			t.Errorf("decode CEPs: %v", err)
-			return
-		}
-		byNS := map[string][]CiliumEndpoint{}
-		for _, cep := range l.Items {
-			byNS[cep.Metadata.Namespace] = append(byNS[cep.Metadata.Namespace], cep)
-		}
-		for ns, ceps := range byNS {
-			sort.Slice(ceps, func(i, j int) bool { return ceps[i].Metadata.Name < ceps[j].Metadata.Name })
-			for i := 0; i*100 < len(ceps); i++ {
-				name := fmt.Sprintf("ces-%s-%d", ns, i)
-				var eps []map[string]any
-				for _, cep := range ceps[i*100 : min(len(ceps), (i+1)*100)] {
-					eps = append(eps, map[string]any{
-						"name": cep.Metadata.Name, "id": cep.Status.Identity.ID,
-						"networking": cep.Status.Networking,
-					})
-				}
-				obj := map[string]any{
-					"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumEndpointSlice",
-					"metadata": map[string]any{"name": name}, "namespace": ns, "endpoints": eps,
-				}
-				body, _ := json.Marshal(obj)
-				if written[name] == string(body) {
-					continue
-				}
-				var err error
-				if _, ok := written[name]; ok {
-					_, err = c.admin.do(ctx, http.MethodPut, pathCESs+"/"+name, "application/json", body, nil)
-				} else {
-					_, err = c.admin.do(ctx, http.MethodPost, pathCESs, "application/json", body, nil)
-				}
-				if err != nil {
-					if ctx.Err() == nil {
-						t.Errorf("write %s: %v", name, err)
-					}
-					return
-				}
-				written[name] = string(body)
-			}
-		}
-	}
-}
-
-func TestCESModeConverges(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	s := smallScenario(t, scenarios.ModeCES, true)
-	c := startCluster(t, s)
-	c.setup(ctx)
-	cctx, ccancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.runCESController(cctx, t)
-	}()
-	t.Cleanup(func() {
-		ccancel()
-		<-done
-	})
-	f := runFleet(t, ctx, c.fleetConfig(scenarios.ModeCES))
-	c.waitConverged(ctx, f, "after setup")
-	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
-	c.waitConverged(ctx, f, "after relabel")
-	c.checkObjects(ctx)
-}
 
 func TestKVStoreModeConverges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
