@@ -540,6 +540,12 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	summary := meas.Summary(census)
 	summary.Convergence = conv
 	summary.SLO = sloVerdicts(sc, summary)
+	if p := summary.Probe; p != nil && !p.HeldRate {
+		fmt.Fprintf(cfg.Progress, "[%s] warning: %s\n", mode, p.Detail)
+	}
+	if h := summary.Harness; h != nil && h.FractionOfTotal > 0.10 {
+		fmt.Fprintf(cfg.Progress, "[%s] warning: the harness used %.0f%% of the measured CPU (target < 10%%)\n", mode, 100*h.FractionOfTotal)
+	}
 
 	status := reports.StatusOK
 	var nc *ErrNotConverged
