@@ -1028,3 +1028,37 @@ func TestRunAnnouncesAndStops(t *testing.T) {
 		t.Errorf("Run: %v", err)
 	}
 }
+
+// A client left at client-go's default protobuf content type still works:
+// built-in bodies are decoded from protobuf and answers are JSON.
+func TestProtobufClient(t *testing.T) {
+	s := start(t, Config{})
+	cfg := s.RESTConfig()
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	w, err := cs.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{ResourceVersion: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	p, err := cs.CoreV1().Pods("default").Create(ctx, pod("default", "pb", "n1", map[string]string{"a": "b"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Labels["a"] != "b" || p.Spec.NodeName != "n1" {
+		t.Errorf("created from protobuf: %+v", p.ObjectMeta)
+	}
+	ev := nextEvent(t, w)
+	if got, ok := ev.Object.(*corev1.Pod); !ok || got.Name != "pb" {
+		t.Errorf("watch event %v %T", ev.Type, ev.Object)
+	}
+	l, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+	if err != nil || len(l.Items) != 1 {
+		t.Errorf("list: %v", err)
+	}
+}
