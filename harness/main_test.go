@@ -43,7 +43,7 @@ func testMain(m *testing.M) int {
 }
 
 // stampedeBinary builds ./cmd/stampede once and returns its path.
-func stampedeBinary(t *testing.T) string {
+func stampedeBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		bin := filepath.Join(binDir, "stampede")
