@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 
 // runFleet starts a fleet in the background; the test's cleanup stops it
 // and waits.
-func runFleet(t *testing.T, ctx context.Context, cfg Config) *Fleet { //nolint:revive // ctx bounds New
+func runFleet(t testing.TB, ctx context.Context, cfg Config) *Fleet { //nolint:revive // ctx bounds New
 	t.Helper()
 	f, err := New(ctx, cfg)
 	if err != nil {

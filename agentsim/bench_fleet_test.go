@@ -192,3 +192,36 @@ func Benchmark1000Agents(b *testing.B) {
 	s.Modes = []scenarios.Mode{scenarios.ModeCRD}
 	benchShard(b, s, 1)
 }
+
+// BenchmarkRelabelSmall runs the relabel-small scenario at full size (20
+// nodes, 2,000 pods) in crd mode against an in-process fakeapi: setup,
+// convergence, the namespace relabel, convergence again. It reports the
+// convergence times and the identities and duplicates the agents created.
+func BenchmarkRelabelSmall(b *testing.B) {
+	for b.Loop() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		s := smallScenario(b, scenarios.ModeCRD, false)
+		s.Agent.ClientQPS = scenarios.DefaultClientQPS
+		s.Agent.ClientBurst = scenarios.DefaultClientBurst
+		c := startCluster(b, s)
+		c.setup(ctx)
+		start := time.Now()
+		f := runFleet(b, ctx, c.fleetConfig(scenarios.ModeCRD))
+		c.waitConverged(ctx, f, "after setup")
+		setup := time.Since(start)
+		start = time.Now()
+		c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
+		c.waitConverged(ctx, f, "after relabel")
+		relabel := time.Since(start)
+		var created, dups uint64
+		for _, st := range f.Statuses() {
+			created += st.IdentitiesMade
+			dups += st.Duplicates
+		}
+		b.ReportMetric(setup.Seconds(), "s-setup-converge")
+		b.ReportMetric(relabel.Seconds(), "s-relabel-converge")
+		b.ReportMetric(float64(created), "identities")
+		b.ReportMetric(float64(dups), "duplicates")
+		cancel()
+	}
+}

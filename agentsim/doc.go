@@ -1,9 +1,33 @@
 // Package agentsim simulates Cilium node agents: one Agent per simulated
-// node, each with its own client, connection, rate limiter and watches, and a
-// Fleet that runs many agents in one process. Agents put on the API server
-// and the kvstore the load a cilium-agent puts there and do the same work
-// with what they receive, feeding a datapath.
+// node, each with its own API client, TCP connection, client-side rate
+// limiter (Cilium's QPS/burst defaults from the scenario) and watches, and a
+// Fleet that runs the agents of one shard (nodes with index % n == i) in one
+// process. Agents put on the API server and the kvstore the load a
+// cilium-agent puts there and do the same work with what they receive:
 //
-// Lifecycle: a Fleet is started with Run(ctx) and stops when ctx ends,
-// waiting for every agent goroutine.
+//   - crd: list+watch Namespaces, own Pods (spec.nodeName field selector),
+//     Nodes, CiliumIdentities, CiliumEndpoints and CiliumNetworkPolicies;
+//     allocate identities by creating CiliumIdentities with a random free
+//     ID and no lock (agents race and create duplicates, which are
+//     counted); write a CiliumEndpoint per local pod (POST, then a JSON
+//     patch of /status after the identity-change grace period).
+//   - ces: as crd, with CiliumEndpointSlices instead of CiliumEndpoints.
+//   - kvstore: identities and ipcache in etcd (master key id/<ID>, per-node
+//     value keys with a lease, a lock per allocation, ipcache entries with
+//     a lease), watched by prefix; CiliumEndpoints are still written.
+//   - operator: as crd, but the operator creates identities; agents wait.
+//   - xds: no API server connection and no credentials; the agent is the
+//     Sink of a controlplane/xdsclient ADS stream.
+//
+// Received objects are decoded in one pass into slim types that keep only
+// what the agent uses. Each agent keeps an identity cache, an ipcache
+// (IP -> identity), a selector cache and per-endpoint policies, and writes
+// them to its datapath.Datapath through a queue applied by its own writer
+// goroutine. It reports convergence digests built with internal/truth.
+//
+// Lifecycle: New builds a Fleet (nothing connects); Run(ctx) runs every
+// agent until ctx ends and waits for all their goroutines; each agent
+// closes its own connections, kvstore session (revoking its lease) and
+// datapath. Serve wraps a Fleet in a process: /metrics, /debug/pprof/,
+// GET /agents and the ready announcement ("metrics" endpoint).
 package agentsim

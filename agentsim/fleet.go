@@ -205,8 +205,8 @@ func (f *Fleet) Metrics() *Metrics { return f.m }
 
 func (f *Fleet) now() time.Time { return f.cfg.Now() }
 
-// Agents returns the shard's agents.
-func (f *Fleet) Agents() []runner { return f.agents }
+// Len is the number of agents in the shard.
+func (f *Fleet) Len() int { return len(f.agents) }
 
 // Agent returns the agent of node, if this shard runs it.
 func (f *Fleet) Agent(node string) (*Agent, bool) {

@@ -133,7 +133,7 @@ func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 var lastChangeBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
 
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	agents := c.f.Agents()
+	agents := c.f.agents
 	now := c.f.now()
 	var upd, ipc uint64
 	var dpTime time.Duration
