@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -962,7 +963,7 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestNodeIndexedWatch(t *testing.T) {
-	s := start(t, Config{WatchHistory: 100, WatchBuffer: 10})
+	s := start(t, Config{WatchHistory: 1000, WatchBuffer: 10})
 	cs, _ := clients(t, s)
 	ctx := t.Context()
 	w, err := cs.CoreV1().Pods("").Watch(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=n1", ResourceVersion: "1"})
@@ -1060,5 +1061,40 @@ func TestProtobufClient(t *testing.T) {
 	l, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
 	if err != nil || len(l.Items) != 1 {
 		t.Errorf("list: %v", err)
+	}
+}
+
+func TestNodeWaiterSweep(t *testing.T) {
+	var rv atomic.Uint64
+	st := newStore(builtinResources()[1], &rv, 10, time.Now)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	appendPod := func(node string) {
+		r := rv.Add(1)
+		st.appendLocked(newEvent(eventAdded, []byte(`{}`), "default", fmt.Sprintf("p%d", r), nil, node, r, nil))
+	}
+	mine := st.nodeWaiterLocked("n1")
+	appendPod("n2")
+	select {
+	case <-mine:
+		t.Fatal("woken by another node's event")
+	default:
+	}
+	appendPod("n1")
+	select {
+	case <-mine:
+	default:
+		t.Fatal("not woken by its node's event")
+	}
+	// An idle node's watcher is woken every half ring so it never falls
+	// out of the history.
+	idle := st.nodeWaiterLocked("n9")
+	for range 5 {
+		appendPod("n2")
+	}
+	select {
+	case <-idle:
+	default:
+		t.Fatal("idle node watcher not swept after half the ring")
 	}
 }
