@@ -19,7 +19,7 @@ const (
 	DefaultListen                      = "127.0.0.1:0"
 	DefaultMaxRequestsInflight         = 400
 	DefaultMaxMutatingRequestsInflight = 200
-	DefaultWatchHistory                = 10000
+	DefaultWatchHistory                = 100000
 	DefaultWatchBuffer                 = 1000
 	DefaultBookmarkInterval            = time.Minute
 	DefaultMaxBodyBytes                = 3 << 20
@@ -54,7 +54,11 @@ type Config struct {
 	// Negative means unlimited.
 	MaxMutatingRequestsInflight int
 	// WatchHistory is how many events per resource are kept for watch
-	// resumption; older resourceVersions get 410 Gone (default 10000).
+	// resumption; older resourceVersions get 410 Gone (default 100000).
+	// kube-apiserver serves older watches from etcd until its 5-minute
+	// compaction, so a re-watch after a short break rarely gets 410; the
+	// large default keeps that true here for storms of tens of thousands
+	// of writes. Retained events keep old object versions in memory.
 	WatchHistory int
 	// WatchBuffer is how many events a watcher may fall behind before
 	// it is closed and counted in apiserver_terminated_watchers_total
