@@ -108,3 +108,20 @@ func TestUnreachableAPI(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func TestDecodeList(t *testing.T) {
+	in := `{"kind":"CiliumIdentityList","apiVersion":"cilium.io/v2","metadata":{"resourceVersion":"42"},"items":[` +
+		`{"metadata":{"name":"300"},"security-labels":{"k8s:a":"b"}},{"metadata":{"name":"301"},"security-labels":{}}]}`
+	lb, err := decodeList[slimCID](strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lb.Metadata.ResourceVersion != "42" || len(lb.Items) != 2 || lb.Items[0].SecurityLabels["k8s:a"] != "b" || lb.Items[1].Metadata.Name != "301" {
+		t.Errorf("got %+v", lb)
+	}
+	for _, bad := range []string{`[]`, `{"items":{}}`, `{"items":[1]}`, `{"metadata":{}`} {
+		if _, err := decodeList[slimCID](strings.NewReader(bad)); err == nil {
+			t.Errorf("decodeList(%s): want error", bad)
+		}
+	}
+}

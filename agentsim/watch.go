@@ -52,6 +52,59 @@ type listBody[T any] struct {
 	Items    []T      `json:"items"`
 }
 
+// decodeList decodes a list response item by item from the stream, so
+// that the raw body of a large list is never held in memory at once.
+func decodeList[T any](body io.Reader) (listBody[T], error) {
+	var lb listBody[T]
+	dec := json.NewDecoder(body)
+	if err := expectDelim(dec, '{'); err != nil {
+		return lb, err
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return lb, err
+		}
+		switch tok {
+		case "metadata":
+			if err := dec.Decode(&lb.Metadata); err != nil {
+				return lb, fmt.Errorf("metadata: %w", err)
+			}
+		case "items":
+			if err := expectDelim(dec, '['); err != nil {
+				return lb, fmt.Errorf("items: %w", err)
+			}
+			for dec.More() {
+				var it T
+				if err := dec.Decode(&it); err != nil {
+					return lb, fmt.Errorf("items[%d]: %w", len(lb.Items), err)
+				}
+				lb.Items = append(lb.Items, it)
+			}
+			if err := expectDelim(dec, ']'); err != nil {
+				return lb, fmt.Errorf("items: %w", err)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return lb, fmt.Errorf("%v: %w", tok, err)
+			}
+		}
+	}
+	return lb, expectDelim(dec, '}')
+}
+
+func expectDelim(dec *json.Decoder, d json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok != d {
+		return fmt.Errorf("want %v, got %v", d, tok)
+	}
+	return nil
+}
+
 // errGone means the resourceVersion is too old: list again.
 var errGone = errors.New("resource version gone")
 
@@ -129,12 +182,13 @@ func (r *reflector[T, PT]) list(ctx context.Context) (string, error) {
 		r.m.relists.WithLabelValues(r.spec.name).Inc()
 	}
 	r.lists++
-	raw, err := r.c.do(ctx, http.MethodGet, r.spec.path, "", nil, params)
+	body, err := r.c.stream(ctx, r.spec.path, params)
 	if err != nil {
 		return "", fmt.Errorf("list %s: %w", r.spec.name, err)
 	}
-	var lb listBody[T]
-	if err := json.Unmarshal(raw, &lb); err != nil {
+	lb, err := decodeList[T](body)
+	body.Close()
+	if err != nil {
 		return "", fmt.Errorf("list %s: decode: %w", r.spec.name, err)
 	}
 	r.h.replace(lb.Items)
