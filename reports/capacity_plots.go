@@ -43,6 +43,45 @@ func capacityFigures(rep *CapacityReport) []*Figure {
 		unit, div := metricAxis(metric, fits)
 		p := newPlot(name+": "+metric.Help, "nodes (log scale)", unit+" (log scale)")
 		drawn := false
+		inf := math.Inf(1)
+		// The axis covers the points, the fitted curves and the limit; a
+		// prediction band wider than that is clipped at the axis (the
+		// tables give the intervals in full).
+		yLo, yHi := inf, 0.0
+		widen := func(v float64) {
+			if v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) {
+				yLo, yHi = math.Min(yLo, v), math.Max(yHi, v)
+			}
+		}
+		xsIn := logSpace(minN, maxN, 40)
+		xsOut := logSpace(maxN, maxT, 60)
+		for _, f := range fits {
+			for _, pt := range f.Points {
+				widen(pt.Value / div)
+			}
+			if f.Err == "" {
+				for _, v := range apply(f.Fit.Predict, xsOut) {
+					widen(v / div)
+				}
+			}
+			if f.Limit != nil {
+				widen(*f.Limit / div)
+			}
+		}
+		if yHi == 0 {
+			continue
+		}
+		clip := func(v float64) float64 {
+			switch {
+			case math.IsNaN(v):
+				return v
+			case v < yLo/3:
+				return yLo / 3
+			case v > yHi*3:
+				return yHi * 3
+			}
+			return v
+		}
 		for _, f := range fits {
 			c := modeColor(string(f.Mode))
 			var px, py []float64
@@ -51,19 +90,14 @@ func capacityFigures(rep *CapacityReport) []*Figure {
 				py = append(py, pt.Value/div)
 			}
 			if f.Err == "" {
-				xsIn := logSpace(minN, maxN, 40)
-				xsOut := logSpace(maxN, maxT, 60)
 				lo, hi := make([]float64, len(xsOut)), make([]float64, len(xsOut))
 				for i, x := range xsOut {
 					l, h := f.Fit.Interval(x)
-					lo[i], hi[i] = math.Max(l/div, 0), h/div
-					if lo[i] <= 0 {
-						lo[i] = math.NaN()
-					}
+					lo[i], hi[i] = clip(l/div), clip(h/div)
 				}
-				addBand(p, "", xsOut, lo, hi, c)
-				addLine(p, "", xsIn, scaled(apply(f.Fit.Predict, xsIn), div), true, c, vg.Points(1.8), nil)
-				addLine(p, "", xsOut, scaled(apply(f.Fit.Predict, xsOut), div), true, c, vg.Points(1.4), []vg.Length{vg.Points(5), vg.Points(3)})
+				addBandGap(p, "", xsOut, lo, hi, c, inf)
+				addLineGap(p, "", xsIn, scaled(apply(f.Fit.Predict, xsIn), div), true, c, vg.Points(1.8), nil, inf)
+				addLineGap(p, "", xsOut, scaled(apply(f.Fit.Predict, xsOut), div), true, c, vg.Points(1.4), []vg.Length{vg.Points(5), vg.Points(3)}, inf)
 			}
 			if sc := scatter(px, py, c); sc != nil {
 				p.Add(sc)
@@ -80,6 +114,7 @@ func capacityFigures(rep *CapacityReport) []*Figure {
 				p.Add(hMarker{Y: *f.Limit / div, Label: "SLO limit " + metric.Format(*f.Limit), Color: color.RGBA{200, 30, 30, 255}})
 			}
 		}
+		p.Y.Min, p.Y.Max = yLo/3, yHi*3
 		if !drawn {
 			continue
 		}

@@ -35,7 +35,10 @@ func (m Metric) Format(v float64) string {
 		if math.IsNaN(v) {
 			return missing
 		}
-		if (v == math.Trunc(v) || math.Abs(v) >= 100) && math.Abs(v) < 1e15 {
+		if math.Abs(v) >= 1e7 {
+			return formatCount(v)
+		}
+		if v == math.Trunc(v) || math.Abs(v) >= 100 {
 			return fmtInt(int64(math.Round(v)))
 		}
 		return sig3(v)

@@ -165,10 +165,15 @@ func newPlot(title, xLabel, yLabel string) *plot.Plot {
 // steps) into runs that can be drawn as lines, so that a line never
 // pretends to know what happened where nothing was sampled.
 func segments(x []float64, y []float64, logY bool) []plotter.XYs {
+	return segmentsGap(x, y, logY, 3*typicalStep(x))
+}
+
+// segmentsGap is segments with an explicit largest gap (+Inf: never split
+// on gaps, for curves sampled on purpose at uneven steps).
+func segmentsGap(x []float64, y []float64, logY bool, maxGap float64) []plotter.XYs {
 	var out []plotter.XYs
 	var cur plotter.XYs
 	n := min(len(x), len(y))
-	maxGap := 3 * typicalStep(x)
 	for i := 0; i < n; i++ {
 		v := y[i]
 		if len(cur) > 0 && x[i]-cur[len(cur)-1].X > maxGap {
@@ -209,7 +214,12 @@ func typicalStep(x []float64) float64 {
 // legend entry when name is not empty and returns whether anything was
 // drawn.
 func addLine(p *plot.Plot, name string, x, y []float64, logY bool, c color.Color, width vg.Length, dashes []vg.Length) bool {
-	segs := segments(x, y, logY)
+	return addLineGap(p, name, x, y, logY, c, width, dashes, 3*typicalStep(x))
+}
+
+// addLineGap is addLine with an explicit largest gap (see segmentsGap).
+func addLineGap(p *plot.Plot, name string, x, y []float64, logY bool, c color.Color, width vg.Length, dashes []vg.Length, maxGap float64) bool {
+	segs := segmentsGap(x, y, logY, maxGap)
 	drawn := false
 	var first *plotter.Line
 	for _, s := range segs {
@@ -252,6 +262,11 @@ func addLine(p *plot.Plot, name string, x, y []float64, logY bool, c color.Color
 // addBand shades the area between lo and hi over x (gaps where either is
 // missing).
 func addBand(p *plot.Plot, name string, x, lo, hi []float64, c color.RGBA) bool {
+	return addBandGap(p, name, x, lo, hi, c, 3*typicalStep(x[:min(len(x), len(lo), len(hi))]))
+}
+
+// addBandGap is addBand with an explicit largest gap (see segmentsGap).
+func addBandGap(p *plot.Plot, name string, x, lo, hi []float64, c color.RGBA, maxGap float64) bool {
 	n := min(len(x), len(lo), len(hi))
 	drawn := false
 	var poly *plotter.Polygon
@@ -278,7 +293,6 @@ func addBand(p *plot.Plot, name string, x, lo, hi []float64, c color.RGBA) bool 
 		}
 		start = -1
 	}
-	maxGap := 3 * typicalStep(x[:n])
 	for i := 0; i < n; i++ {
 		ok := !math.IsNaN(lo[i]) && !math.IsNaN(hi[i]) && !math.IsNaN(x[i]) && !math.IsInf(lo[i], 0) && !math.IsInf(hi[i], 0)
 		if start >= 0 && i > 0 && x[i]-x[i-1] > maxGap {

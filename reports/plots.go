@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -630,6 +631,8 @@ func summaryBars(r *Results) *Figure {
 func formatCount(v float64) string {
 	a := math.Abs(v)
 	switch {
+	case a > 0 && a < 0.01:
+		return strconv.FormatFloat(v, 'g', 2, 64)
 	case a >= 1e9:
 		return trimFloat(v/1e9) + "G"
 	case a >= 1e6:

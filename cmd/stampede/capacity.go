@@ -104,11 +104,11 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 				if f.Limit == nil {
 					continue
 				}
-				at := "not within reach of the fit"
+				at := "does not break"
 				if !math.IsNaN(f.BreaksAt) {
-					at = fmt.Sprintf("%.0f nodes", f.BreaksAt)
+					at = fmt.Sprintf("breaks at %.0f nodes", f.BreaksAt)
 				}
-				fmt.Fprintf(w, "  %-8s %-28s breaks at %s (%s)\n", f.Mode, f.Metric.Name, at, f.BreakNote)
+				fmt.Fprintf(w, "  %-8s %-24s %s: %s\n", f.Mode, f.Metric.Name, at, f.BreakNote)
 			}
 			fmt.Fprintf(w, "wrote %s\nwrote %s\nwrote %d plot files\n", res.Markdown, res.HTML, len(res.Plots))
 			if len(res.FigureErrors) > 0 {
