@@ -151,12 +151,7 @@ func BuildCapacity(results []*Results, targets []int) (*CapacityReport, error) {
 	if len(targets) == 0 {
 		targets = DefaultCapacityTargets
 	}
-	base := func(name string) string {
-		if i := strings.IndexByte(name, '@'); i >= 0 {
-			return name[:i]
-		}
-		return name
-	}
+	base := baseScenario
 	rep := &CapacityReport{Scenario: base(results[0].Run.Scenario), Targets: targets,
 		Backend: results[0].Run.Backend.Name, Machine: results[0].Run.Machine}
 	var problems []string

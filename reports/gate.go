@@ -441,7 +441,9 @@ func Gate(baseline, current []*Results, rules *GateRules) (*GateReport, error) {
 		if i < len(baseline) {
 			side, idx = "baseline", i
 		}
-		if r.Run.Scenario != ref.Scenario {
+		// A sweep names a resized scenario "<name>@<nodes>"; nodes are
+		// compared below.
+		if baseScenario(r.Run.Scenario) != baseScenario(ref.Scenario) {
 			problems = append(problems, fmt.Sprintf("%s[%d] ran scenario %q, %s ran %q", side, idx, r.Run.Scenario, "baseline[0]", ref.Scenario))
 		}
 		if r.Run.Nodes != ref.Nodes || r.Run.Pods != ref.Pods {
@@ -513,6 +515,13 @@ func Gate(baseline, current []*Results, rules *GateRules) (*GateReport, error) {
 		return nil, &UnusableInputError{Problems: []string{"no mode has measurements on both sides"}}
 	}
 	return report, nil
+}
+
+func baseScenario(name string) string {
+	if i := strings.IndexByte(name, '@'); i >= 0 {
+		return name[:i]
+	}
+	return name
 }
 
 func modeOrder(rs []*Results) []scenarios.Mode {
