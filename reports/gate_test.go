@@ -234,3 +234,15 @@ func TestMedianSpread(t *testing.T) {
 		}
 	}
 }
+
+func TestGateSweepName(t *testing.T) {
+	cur := fixtureResults(t)
+	cur.Run.Scenario += "@20"
+	if _, err := Gate(runs(t, 1), []*Results{cur}, nil); err != nil {
+		t.Errorf("a sweep's resized scenario at the same size should compare: %v", err)
+	}
+	cur.Run.Nodes = 40
+	if _, err := Gate(runs(t, 1), []*Results{cur}, nil); err == nil {
+		t.Error("different node counts compared")
+	}
+}
