@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // DefaultFilterPatterns is Cilium's default identity label filter, in
@@ -46,6 +47,8 @@ type filterPrefix struct {
 // exclude pattern matches it, or if the longest matching include is longer
 // than the shortest matching exclude.
 type Filter struct {
+	// memo caches Keep's answers: label keys repeat across pods.
+	memo     sync.Map // "source:key" -> bool
 	prefixes []filterPrefix
 	// whitelist is set when the user gave an include pattern: then only
 	// labels matched by an include are kept.
@@ -127,6 +130,16 @@ func (p filterPrefix) match(source, key string) (bool, int) {
 
 // Keep reports whether a label with this source and key is identity-relevant.
 func (f *Filter) Keep(source, key string) bool {
+	mk := source + ":" + key
+	if v, ok := f.memo.Load(mk); ok {
+		return v.(bool)
+	}
+	keep := f.keep(source, key)
+	f.memo.Store(mk, keep)
+	return keep
+}
+
+func (f *Filter) keep(source, key string) bool {
 	included, ignored := 0, 0
 	for _, p := range f.prefixes {
 		ok, n := p.match(source, key)
