@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"cmp"
+	"slices"
 	"strings"
 
 	"github.com/stampede-sim/stampede/datapath"
@@ -102,7 +104,7 @@ func (c *Cache) selector(s Selector, old map[string]*selEntry) *selEntry {
 // identities.
 func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
 	selected := false
-	set := map[datapath.PolicyKey]struct{}{}
+	var out []datapath.PolicyKey
 	for i := range c.rules {
 		r := &c.rules[i]
 		if !r.subject.Matches(ep) {
@@ -111,9 +113,12 @@ func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
 		selected = true
 		for _, in := range r.ingress {
 			for _, e := range in.from {
+				if out == nil {
+					out = make([]datapath.PolicyKey, 0, len(e.match)*len(in.ports))
+				}
 				for id := range e.match {
 					for _, p := range in.ports {
-						set[datapath.PolicyKey{Identity: id, Port: p.Port, Proto: p.Proto}] = struct{}{}
+						out = append(out, datapath.PolicyKey{Identity: id, Port: p.Port, Proto: p.Proto})
 					}
 				}
 			}
@@ -122,12 +127,21 @@ func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
 	if !selected {
 		return []datapath.PolicyKey{AllowAll}
 	}
-	out := make([]datapath.PolicyKey, 0, len(set))
-	for k := range set {
-		out = append(out, k)
+	if out == nil {
+		return []datapath.PolicyKey{}
 	}
-	SortKeys(out)
-	return out
+	slices.SortFunc(out, compareKeys)
+	return slices.Compact(out)
+}
+
+func compareKeys(a, b datapath.PolicyKey) int {
+	switch {
+	case a.Identity != b.Identity:
+		return cmp.Compare(a.Identity, b.Identity)
+	case a.Port != b.Port:
+		return cmp.Compare(a.Port, b.Port)
+	}
+	return cmp.Compare(a.Proto, b.Proto)
 }
 
 // String is a canonical form of the selector.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/stampede-sim/stampede/datapath"
@@ -136,6 +137,8 @@ func Resolve(rules []Rule, candidates []Candidate, ep identity.Labels) []datapat
 	return out
 }
 
+// Resolve, Cache.Resolve and SortKeys order keys the same way.
+
 func anyMatches(sels []Selector, l identity.Labels) bool {
 	for _, s := range sels {
 		if s.Matches(l) {
@@ -146,14 +149,4 @@ func anyMatches(sels []Selector, l identity.Labels) bool {
 }
 
 // SortKeys sorts policy keys by identity, port, protocol.
-func SortKeys(k []datapath.PolicyKey) {
-	sort.Slice(k, func(i, j int) bool {
-		if k[i].Identity != k[j].Identity {
-			return k[i].Identity < k[j].Identity
-		}
-		if k[i].Port != k[j].Port {
-			return k[i].Port < k[j].Port
-		}
-		return k[i].Proto < k[j].Proto
-	})
-}
+func SortKeys(k []datapath.PolicyKey) { slices.SortFunc(k, compareKeys) }
