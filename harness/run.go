@@ -490,6 +490,11 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	}
 	meas.SetProbe(probe)
 
+	// A baseline sample before the timeline: the mode's counters (writes,
+	// events) count from here.
+	base := meas.Tick(ctx, cfg.Now())
+	r.update(func(m *reports.ModeResult) { m.AppendSample(cfg.Now(), base) }, mode)
+
 	// Sampling and probing run until the timeline ends.
 	measCtx, stopMeas := context.WithCancel(ctx)
 	var measWG sync.WaitGroup
