@@ -40,7 +40,7 @@ type ProbeConfig struct {
 	Target ProbeTarget
 	// Rate is requests per second (> 0).
 	Rate float64
-	// MaxInFlight bounds concurrent requests (default 4); a tick that finds
+	// MaxInFlight bounds concurrent requests (default 16); a tick that finds
 	// them all busy is missed, and missed ticks mean the probe did not hold
 	// its rate.
 	MaxInFlight int
@@ -73,7 +73,7 @@ func NewProbe(cfg ProbeConfig) (*Probe, error) {
 		return nil, fmt.Errorf("probe: rate must be positive, got %v", cfg.Rate)
 	}
 	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 4
+		cfg.MaxInFlight = 16
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

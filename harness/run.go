@@ -475,7 +475,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
 	}
 	defer setupClient.close()
-	probeClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 4)
+	probeClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 16)
 	if err != nil {
 		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
 	}
