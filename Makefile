@@ -13,7 +13,7 @@ shards ?=
 
 GOLANGCI_LINT_VERSION := v2.15.0
 
-# kube-apiserver for the local backend, built from tools/kube-apiserver (a
+# kube-apiserver for the local backend, built from internal/tools/kube-apiserver (a
 # separate Go module) into the user's cache dir; the harness and the tests
 # look for it there (or at $$STAMPEDE_KUBE_APISERVER).
 KUBE_VERSION := v1.36.3
@@ -34,8 +34,6 @@ test: tools ## run every test with the race detector
 	$(GO) test -race -count=1 -timeout 40m ./...
 
 bench: build ## run a scenario in every mode: make bench scenario=relabel [api=..] [modes=..]
-	@if ! $(STAMPEDE) help run >/dev/null 2>&1; then \
-		echo "make bench: 'stampede run' does not exist yet (the harness is not built); see the README's status section" >&2; exit 1; fi
 	$(STAMPEDE) run --scenario $(scenario) --api $(api) $(if $(modes),--modes $(modes)) $(if $(out),--out $(out)) $(if $(shards),--shards $(shards))
 
 generate: ## regenerate committed generated code (BPF objects, protobuf)
@@ -53,7 +51,7 @@ tools: ## build the tools the tests and the local backend need (kube-apiserver, 
 	@if [ -x "$(KUBE_APISERVER)" ]; then echo "make tools: $(KUBE_APISERVER) is present"; else \
 		echo "make tools: building kube-apiserver $(KUBE_VERSION) into $(KUBE_APISERVER) (takes minutes the first time)"; \
 		mkdir -p "$(dir $(KUBE_APISERVER))" && \
-		(cd tools/kube-apiserver && $(GO) build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o "$(KUBE_APISERVER).tmp" k8s.io/kubernetes/cmd/kube-apiserver) && \
+		(cd internal/tools/kube-apiserver && $(GO) build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o "$(KUBE_APISERVER).tmp" k8s.io/kubernetes/cmd/kube-apiserver) && \
 		mv "$(KUBE_APISERVER).tmp" "$(KUBE_APISERVER)" && echo "make tools: built $(KUBE_APISERVER)"; fi
 
 clean: ## remove build output

@@ -39,7 +39,7 @@ import (
 )
 
 // KubernetesVersion is the kube-apiserver the local backend runs: the
-// k8s.io/kubernetes version pinned in tools/kube-apiserver/go.mod, of the
+// k8s.io/kubernetes version pinned in internal/tools/kube-apiserver/go.mod, of the
 // same minor as the project's client-go.
 const KubernetesVersion = "v1.36.3"
 
@@ -77,7 +77,7 @@ func kubeLDFlags(version string) string {
 	}, " ")
 }
 
-// findToolsModule looks for tools/kube-apiserver/go.mod upwards from the
+// findToolsModule looks for internal/tools/kube-apiserver/go.mod upwards from the
 // working directory and from the executable's directory.
 func findToolsModule() (string, error) {
 	var starts []string
@@ -89,7 +89,7 @@ func findToolsModule() (string, error) {
 	}
 	for _, dir := range starts {
 		for d := dir; ; d = filepath.Dir(d) {
-			cand := filepath.Join(d, "tools", "kube-apiserver")
+			cand := filepath.Join(d, "internal", "tools", "kube-apiserver")
 			if _, err := os.Stat(filepath.Join(cand, "go.mod")); err == nil {
 				return cand, nil
 			}
@@ -98,11 +98,11 @@ func findToolsModule() (string, error) {
 			}
 		}
 	}
-	return "", errors.New("tools/kube-apiserver/go.mod not found above the working directory or the executable; run `make tools` in the stampede repository")
+	return "", errors.New("internal/tools/kube-apiserver/go.mod not found above the working directory or the executable; run `make tools` in the stampede repository")
 }
 
 // EnsureKubeAPIServer returns the kube-apiserver binary of version, building
-// it from tools/kube-apiserver with the go command if it is missing
+// it from internal/tools/kube-apiserver with the go command if it is missing
 // (several minutes the first time; progress goes to progress).
 func EnsureKubeAPIServer(ctx context.Context, version string, progress io.Writer) (string, error) {
 	path, err := KubeAPIServerPath(version)

@@ -103,12 +103,12 @@ func TestKubernetesVersionPinned(t *testing.T) {
 	if !strings.Contains(string(mk), "KUBE_VERSION := "+KubernetesVersion+"\n") {
 		t.Errorf("Makefile's KUBE_VERSION is not %s", KubernetesVersion)
 	}
-	mod, err := os.ReadFile("../tools/kube-apiserver/go.mod")
+	mod, err := os.ReadFile("../internal/tools/kube-apiserver/go.mod")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(mod), "k8s.io/kubernetes "+KubernetesVersion) {
-		t.Errorf("tools/kube-apiserver/go.mod does not require k8s.io/kubernetes %s", KubernetesVersion)
+		t.Errorf("internal/tools/kube-apiserver/go.mod does not require k8s.io/kubernetes %s", KubernetesVersion)
 	}
 	staging := "v0." + strings.TrimPrefix(KubernetesVersion, "v1.")
 	root, err := os.ReadFile("../go.mod")

@@ -9,7 +9,7 @@
 // replace directives into ./staging, which do not apply to a module that
 // depends on it, so every staging repository is replaced here with its
 // published version of the same minor (v0.36.3 for v1.36.3).
-module github.com/stampede-sim/stampede/tools/kube-apiserver
+module github.com/stampede-sim/stampede/internal/tools/kube-apiserver
 
 go 1.26.0
 
