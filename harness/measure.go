@@ -631,6 +631,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 
 	// Processes, agents and the harness.
 	var total, harness float64
+	haveHarness := false
 	var perAgentCPU, perAgentMean, perAgentPeak, perAgentPeakRSS, perAgentMeanRSS []float64
 	shards, agents := 0, 0
 	for _, p := range m.procs {
@@ -645,7 +646,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 		s.Processes = append(s.Processes, reports.ProcessSummary{Name: p.name, CPUSeconds: cpu, PeakCPU: p.peakCPU, PeakRSS: int64(p.peakRSS), MeanRSS: int64(mean)})
 		total += cpu
 		if p.self {
-			harness = cpu
+			harness, haveHarness = cpu, true
 		}
 		if p.agents > 0 {
 			shards++
@@ -664,8 +665,14 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 		s.Agents = &reports.AgentSummary{Count: agents, Shards: shards, CPUSeconds: spreadOf(perAgentCPU), MeanCPU: spreadOf(perAgentMean),
 			PeakCPU: spreadOf(perAgentPeak), PeakRSS: spreadOf(perAgentPeakRSS), MeanRSS: spreadOf(perAgentMeanRSS)}
 	}
-	if total > 0 {
-		s.Harness = &reports.HarnessSummary{CPUSeconds: harness, FractionOfTotal: harness / total}
+	if haveHarness {
+		// Over a short or idle stretch /proc's clock ticks may show no CPU
+		// at all; the harness then used none of none.
+		frac := 0.0
+		if total > 0 {
+			frac = harness / total
+		}
+		s.Harness = &reports.HarnessSummary{CPUSeconds: harness, FractionOfTotal: frac}
 	}
 	return s
 }
