@@ -164,7 +164,7 @@ type Agent struct {
 	slices     map[string][]sliceEntry
 	createdIDs map[identity.ID]bool
 	dupCounted map[identity.ID]bool
-	lastChange time.Time
+	lastChange atomic.Pointer[time.Time]
 	nextEPID   int64
 	pcache     *policy.Cache
 	rulesDirty bool
@@ -175,6 +175,11 @@ type Agent struct {
 	dpSig    chan struct{}
 	dpMu     sync.Mutex
 	synced   atomic.Bool
+
+	// status is the last computed Status: handlers serve it when the
+	// agent's lock is busy (statusRefreshing: a refresh is under way).
+	status           atomic.Pointer[Status]
+	statusRefreshing atomic.Bool
 
 	created      atomic.Uint64
 	duplicates   atomic.Uint64
@@ -374,13 +379,17 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) now() time.Time { return a.cfg.Now() }
 
 // changed records a state change (caller holds mu).
-func (a *Agent) changed() { a.lastChange = a.now() }
+func (a *Agent) changed() {
+	t := a.now()
+	a.lastChange.Store(&t)
+}
 
 // LastChange is when the agent's ipcache or policy state last changed.
 func (a *Agent) LastChange() time.Time {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.lastChange
+	if t := a.lastChange.Load(); t != nil {
+		return *t
+	}
+	return time.Time{}
 }
 
 func (a *Agent) datapathStats() (datapath.Stats, bool) {

@@ -582,6 +582,10 @@ func keysEqual(a, b []datapath.PolicyKey) bool {
 	if len(a) != len(b) {
 		return false
 	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		// The same (shared, immutable) resolution.
+		return true
+	}
 	for i := range a {
 		if a[i] != b[i] {
 			return false
@@ -616,12 +620,49 @@ type Status struct {
 	Duplicates        uint64 `json:"duplicates"`
 	AllocationRetries uint64 `json:"allocationRetries"`
 	Events            uint64 `json:"events"`
+
+	// at is when the report was computed.
+	at time.Time
 }
 
-// Status computes the agent's report.
+// statusMaxAge is how old a served Status may be while the agent is busy
+// before Status refreshes it in the background.
+const statusMaxAge = 250 * time.Millisecond
+
+// Status is the agent's report. It never waits for a busy agent: if the
+// agent's lock is held (a large policy regeneration, an identity storm),
+// it returns the last report computed and, if that is older than
+// statusMaxAge, refreshes it in the background, so that the /agents
+// handler answers at once under load; the report is then at most the
+// refresh's lock wait old (Status.LastChange and the digests are
+// consistent with each other, as they are computed together).
 func (a *Agent) Status() Status {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	if a.mu.TryLock() {
+		st := a.statusLocked()
+		a.mu.Unlock()
+		return st
+	}
+	last := a.status.Load()
+	if last == nil {
+		a.mu.Lock()
+		st := a.statusLocked()
+		a.mu.Unlock()
+		return st
+	}
+	if a.now().Sub(last.at) > statusMaxAge && a.statusRefreshing.CompareAndSwap(false, true) {
+		go func() {
+			defer a.statusRefreshing.Store(false)
+			a.mu.Lock()
+			a.statusLocked()
+			a.mu.Unlock()
+		}()
+	}
+	return *last
+}
+
+// statusLocked computes the report and keeps it for Status (caller holds
+// mu).
+func (a *Agent) statusLocked() Status {
 	if a.ipDirty {
 		a.recomputeIPDigest()
 	}
@@ -634,7 +675,7 @@ func (a *Agent) Status() Status {
 		Synced:            a.synced.Load(),
 		IPCacheDigest:     a.ipDigest.String(),
 		PolicyDigest:      a.polDigest.String(),
-		LastChange:        a.lastChange,
+		LastChange:        a.LastChange(),
 		IPCacheEntries:    len(a.ipcache),
 		Identities:        len(a.ids),
 		Namespaces:        len(a.namespaces),
@@ -655,6 +696,8 @@ func (a *Agent) Status() Status {
 			st.PendingIdentity++
 		}
 	}
+	st.at = a.now()
+	a.status.Store(&st)
 	return st
 }
 
@@ -669,11 +712,43 @@ func (a *Agent) recomputePolicyDigest() {
 		}
 		return e.lh, a.used[e.lh] > 0
 	}
+	// Endpoints selected by the same rules share one allowed slice (see
+	// policy.Cache.Resolve): convert and deduplicate it once. With
+	// duplicate identities it has one key per identity, but only one
+	// entry per label set.
+	type sliceID struct {
+		first *datapath.PolicyKey
+		n     int
+	}
+	entries := map[sliceID][]truth.PolicyEntry{}
 	for _, p := range a.pods {
 		if p.allowed == nil {
 			continue
 		}
-		a.polDigest.Merge(truth.EndpointPolicy(p.ip, truth.Entries(p.allowed, used)))
+		var sid sliceID
+		if len(p.allowed) > 0 {
+			sid = sliceID{&p.allowed[0], len(p.allowed)}
+		}
+		es, ok := entries[sid]
+		if !ok || sid.first == nil {
+			es = uniqueEntries(truth.Entries(p.allowed, used))
+			entries[sid] = es
+		}
+		a.polDigest.Merge(truth.EndpointPolicy(p.ip, es))
 	}
 	a.polDirty = false
+}
+
+// uniqueEntries drops repeated entries (in place).
+func uniqueEntries(es []truth.PolicyEntry) []truth.PolicyEntry {
+	seen := make(map[truth.PolicyEntry]struct{}, 16)
+	out := es[:0]
+	for _, e := range es {
+		if _, ok := seen[e]; ok {
+			continue
+		}
+		seen[e] = struct{}{}
+		out = append(out, e)
+	}
+	return out
 }

@@ -56,6 +56,68 @@ type kvClient struct {
 	mu       sync.Mutex
 	acquired map[string]identity.ID // label key -> ID referenced by this node
 	written  map[netip.Addr]identity.ID
+
+	// pathLocks serialises this node's goroutines on one lock path before
+	// they take the etcd lock: an etcd mutex is per session (its key is
+	// <prefix><lease>), so two workers of the same agent locking the same
+	// label key would both "hold" it, and the first unlock would let other
+	// nodes in while the second still allocates (duplicates). Cilium's
+	// kvstore.LockPath holds a process-local lock per path for the same
+	// reason.
+	pathLocks keyedMutex
+}
+
+// keyedMutex is a set of mutexes by key, created on demand and dropped
+// when nobody holds or waits for them.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedLock
+}
+
+type keyedLock struct {
+	ch   chan struct{} // one token: held when empty
+	refs int
+}
+
+// lock takes the mutex of key, or returns ctx's error.
+func (m *keyedMutex) lock(ctx context.Context, key string) error {
+	m.mu.Lock()
+	if m.locks == nil {
+		m.locks = map[string]*keyedLock{}
+	}
+	l := m.locks[key]
+	if l == nil {
+		l = &keyedLock{ch: make(chan struct{}, 1)}
+		l.ch <- struct{}{}
+		m.locks[key] = l
+	}
+	l.refs++
+	m.mu.Unlock()
+	select {
+	case <-l.ch:
+		return nil
+	case <-ctx.Done():
+		m.release(key, l)
+		return ctx.Err()
+	}
+}
+
+// unlock releases the mutex of key taken by lock.
+func (m *keyedMutex) unlock(key string) {
+	m.mu.Lock()
+	l := m.locks[key]
+	m.mu.Unlock()
+	l.ch <- struct{}{}
+	m.release(key, l)
+}
+
+func (m *keyedMutex) release(key string, l *keyedLock) {
+	m.mu.Lock()
+	l.refs--
+	if l.refs == 0 {
+		delete(m.locks, key)
+	}
+	m.mu.Unlock()
 }
 
 func newKVClient(ctx context.Context, a *Agent) (*kvClient, error) {
@@ -156,19 +218,42 @@ var errIDTaken = errors.New("identity ID already taken")
 
 func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key string) (identity.ID, error) {
 	a := k.a
-	mu := concurrency.NewMutex(k.sess, KVLockPrefix+key)
 	start := time.Now()
+	if err := k.pathLocks.lock(ctx, key); err != nil {
+		return 0, fmt.Errorf("lock %s: %w", key, err)
+	}
+	defer k.pathLocks.unlock(key)
+	// Another worker of this node may have allocated the label set while
+	// this one waited: no need for the kvstore lock then.
+	a.mu.Lock()
+	ids := a.idsByKey[key]
+	a.mu.Unlock()
+	if len(ids) > 0 {
+		return ids[0], k.acquire(ctx, ids[0], key)
+	}
+	mu := concurrency.NewMutex(k.sess, KVLockPrefix+key)
 	err := mu.Lock(ctx)
 	k.observe("lock", start, err)
 	if err != nil {
 		return 0, fmt.Errorf("lock %s: %w", key, err)
 	}
 	defer func() {
-		start := time.Now()
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err := mu.Unlock(uctx)
-		cancel()
-		k.observe("unlock", start, err)
+		// The lock must go even if this agent is busy or etcd slow: a
+		// lock key left behind is held until the session's lease ends,
+		// which for a live agent is never, and every other node waits
+		// for it. Retry with a fresh timeout each time.
+		for b := newBackoff(100*time.Millisecond, 5*time.Second); ; {
+			start := time.Now()
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			err := mu.Unlock(uctx)
+			cancel()
+			k.observe("unlock", start, err)
+			if err == nil || k.sess.Ctx().Err() != nil {
+				return
+			}
+			k.a.log.Warn("kvstore unlock failed, retrying", "key", key, "err", err)
+			time.Sleep(b.next())
+		}
 	}()
 	start = time.Now()
 	resp, err := k.cli.Get(ctx, KVValuePrefix+key+"/", clientv3.WithPrefix(), clientv3.WithLimit(1))

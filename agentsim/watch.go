@@ -123,6 +123,9 @@ type reflector[T any, PT interface {
 	// synced is closed after the first successful list.
 	synced chan struct{}
 	lists  int
+	// events counts the events the watches delivered (run's goroutine
+	// only).
+	events uint64
 }
 
 func (r *reflector[T, PT]) run(ctx context.Context) {
@@ -155,6 +158,11 @@ func (r *reflector[T, PT]) run(ctx context.Context) {
 			continue
 		}
 		r.m.watchErrors.WithLabelValues(r.spec.name).Inc()
+		if errors.Is(err, errShortWatch) {
+			// List again: resuming from the same resourceVersion would
+			// end the same way (client-go's reflector relists too).
+			rv = ""
+		}
 		d := backoff.next()
 		lvl := slog.LevelDebug
 		if !failing {
@@ -221,8 +229,24 @@ func (r *reflector[T, PT]) watch(ctx context.Context, rv string) (string, error)
 		return rv, err
 	}
 	defer body.Close()
-	return r.consume(body, rv)
+	start := time.Now()
+	events := r.events
+	rv2, err := r.consume(body, rv)
+	if err == nil && r.events == events && time.Since(start) < time.Second {
+		// The server closed the watch at once without an event: it may
+		// be closing this client as too slow, as a fake API server or a
+		// watch cache does to a watcher too far behind, and a watch from
+		// the same resourceVersion would be closed again (a loop that
+		// never delivers an event). client-go's reflector reports such
+		// a "very short watch" as an error and lists again.
+		return rv2, fmt.Errorf("watch %s: %w", r.spec.name, errShortWatch)
+	}
+	return rv2, err
 }
+
+// errShortWatch is a watch that the server ended within a second without
+// delivering an event.
+var errShortWatch = errors.New("very short watch: closed within a second without events")
 
 // consume decodes and handles the frames of one watch stream until it
 // ends (nil error at EOF) or fails; it returns the last resourceVersion.
@@ -251,6 +275,7 @@ func (r *reflector[T, PT]) consume(body io.Reader, rv string) (string, error) {
 		case evBookmark:
 			continue
 		case evAdded, evModified, evDeleted:
+			r.events++
 			r.m.events.WithLabelValues(r.spec.name, f.Type).Inc()
 			start := time.Now()
 			r.h.event(f.Type, &f.Object)
