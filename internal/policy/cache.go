@@ -18,6 +18,11 @@ type Cache struct {
 	ids   map[datapath.Identity]identity.Labels
 	sels  map[string]*selEntry
 	rules []cachedRule
+	// memo holds Resolve's results by the set of rules selecting the
+	// endpoint (endpoints selected by the same rules have the same allowed
+	// set, however many identities the peers have), until an identity or
+	// the rules change.
+	memo map[string][]datapath.PolicyKey
 }
 
 type selEntry struct {
@@ -45,6 +50,7 @@ func (c *Cache) Identities() int { return len(c.ids) }
 
 // UpsertIdentity adds or replaces an identity.
 func (c *Cache) UpsertIdentity(id datapath.Identity, l identity.Labels) {
+	clear(c.memo)
 	c.ids[id] = l
 	for _, e := range c.sels {
 		if e.sel.Matches(l) {
@@ -57,6 +63,7 @@ func (c *Cache) UpsertIdentity(id datapath.Identity, l identity.Labels) {
 
 // DeleteIdentity removes an identity.
 func (c *Cache) DeleteIdentity(id datapath.Identity) {
+	clear(c.memo)
 	delete(c.ids, id)
 	for _, e := range c.sels {
 		delete(e.match, id)
@@ -66,6 +73,7 @@ func (c *Cache) DeleteIdentity(id datapath.Identity) {
 // SetRules replaces the rules; selectors shared with the previous rules
 // keep their match sets.
 func (c *Cache) SetRules(rules []Rule) {
+	clear(c.memo)
 	old := c.sels
 	c.sels = make(map[string]*selEntry, len(old))
 	c.rules = c.rules[:0]
@@ -101,13 +109,34 @@ func (c *Cache) selector(s Selector, old map[string]*selEntry) *selEntry {
 }
 
 // Resolve returns what Resolve returns for the cached rules and
-// identities.
+// identities. Endpoints selected by the same rules share one result, so
+// callers must not modify it.
 func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
+	sig := make([]byte, (len(c.rules)+7)/8)
+	for i := range c.rules {
+		if c.rules[i].subject.Matches(ep) {
+			sig[i/8] |= 1 << (i % 8)
+		}
+	}
+	if out, ok := c.memo[string(sig)]; ok {
+		return out
+	}
+	out := c.resolve(sig)
+	if c.memo == nil {
+		c.memo = map[string][]datapath.PolicyKey{}
+	}
+	c.memo[string(sig)] = out
+	return out
+}
+
+// resolve computes the allowed set of an endpoint selected by the rules
+// whose bits are set in sig.
+func (c *Cache) resolve(sig []byte) []datapath.PolicyKey {
 	selected := false
 	var out []datapath.PolicyKey
 	for i := range c.rules {
 		r := &c.rules[i]
-		if !r.subject.Matches(ep) {
+		if sig[i/8]&(1<<(i%8)) == 0 {
 			continue
 		}
 		selected = true

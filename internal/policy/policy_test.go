@@ -161,3 +161,52 @@ func TestCacheMatchesResolve(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheMemoFollowsIdentities checks that a memoised resolution is
+// dropped when identities change: after each upsert and delete the cache
+// still equals Resolve.
+func TestCacheMemoFollowsIdentities(t *testing.T) {
+	s, err := scenarios.Builtin("relabel-small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := compileRendered(t, s.Policies, []string{"ns-0", "ns-1"})
+	c := NewCache()
+	c.SetRules(rules)
+	ep := podLabels("ns-0", "a", map[string]string{"env": "prod"})
+	var cands []Candidate
+	steps := []struct {
+		name string
+		do   func()
+	}{
+		{"first identity", func() {
+			cands = append(cands, Candidate{ID: 300, Labels: ep})
+			c.UpsertIdentity(300, ep)
+		}},
+		{"duplicate identity", func() {
+			cands = append(cands, Candidate{ID: 301, Labels: ep})
+			c.UpsertIdentity(301, ep)
+		}},
+		{"other namespace", func() {
+			l := podLabels("ns-1", "b", map[string]string{"env": "staging"})
+			cands = append(cands, Candidate{ID: 302, Labels: l})
+			c.UpsertIdentity(302, l)
+		}},
+		{"delete the first", func() {
+			cands = cands[1:]
+			c.DeleteIdentity(300)
+		}},
+		{"rules again", func() { c.SetRules(rules) }},
+	}
+	for _, st := range steps {
+		st.do()
+		want := Resolve(rules, cands, ep)
+		if diff := cmp.Diff(want, c.Resolve(ep)); diff != "" {
+			t.Fatalf("after %s (-Resolve +Cache):\n%s", st.name, diff)
+		}
+		// The second call is served from the memo and must be equal too.
+		if diff := cmp.Diff(want, c.Resolve(ep)); diff != "" {
+			t.Fatalf("after %s, memoised (-Resolve +Cache):\n%s", st.name, diff)
+		}
+	}
+}
