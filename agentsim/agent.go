@@ -179,6 +179,7 @@ type Agent struct {
 	// status is the last computed Status: handlers serve it when the
 	// agent's lock is busy (statusRefreshing: a refresh is under way).
 	status           atomic.Pointer[Status]
+	dpStats          atomic.Pointer[datapath.Stats]
 	statusRefreshing atomic.Bool
 
 	created      atomic.Uint64
@@ -247,7 +248,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 }
 
 func newAgentState(cfg AgentConfig) *Agent {
-	return &Agent{
+	a := &Agent{
 		cfg:        cfg,
 		m:          cfg.Metrics,
 		log:        cfg.Log.With("node", cfg.Node),
@@ -268,6 +269,10 @@ func newAgentState(cfg AgentConfig) *Agent {
 		regenSig:   make(chan struct{}, 1),
 		dpSig:      make(chan struct{}, 1),
 	}
+	// Until the first report is computed, a busy agent reports itself
+	// not synced rather than making Status wait.
+	a.status.Store(&Status{Node: cfg.Node, Mode: string(cfg.Mode)})
+	return a
 }
 
 // Node is the agent's node name.
@@ -392,13 +397,24 @@ func (a *Agent) LastChange() time.Time {
 	return time.Time{}
 }
 
+// datapathStats returns the datapath's counters. While the datapath
+// writer applies a batch (which can take seconds in a storm of large
+// policy updates), it returns the counters of the last call instead of
+// waiting, so that /metrics answers at once.
 func (a *Agent) datapathStats() (datapath.Stats, bool) {
-	a.dpMu.Lock()
+	if !a.dpMu.TryLock() {
+		if st := a.dpStats.Load(); st != nil {
+			return *st, true
+		}
+		a.dpMu.Lock()
+	}
 	defer a.dpMu.Unlock()
 	if a.cfg.Datapath == nil {
 		return datapath.Stats{}, false
 	}
-	return a.cfg.Datapath.Stats(), true
+	st := a.cfg.Datapath.Stats()
+	a.dpStats.Store(&st)
+	return st, true
 }
 
 // --- namespaces ---
