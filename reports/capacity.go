@@ -335,19 +335,8 @@ func RenderCapacity(ctx context.Context, cfg CapacityConfig, rep *CapacityReport
 		}
 		pngs[f.Name] = png
 		drawn = append(drawn, f)
-		for _, format := range rc.Formats {
-			data := png
-			if format != "png" {
-				if data, err = f.Encode(format); err != nil {
-					out.FigureErrors = append(out.FigureErrors, err)
-					continue
-				}
-			}
-			path := filepath.Join(plotDir, f.Name+"."+format)
-			if err := writeFileAtomic(path, data); err != nil {
-				return nil, fmt.Errorf("render capacity: %w", err)
-			}
-			out.Plots = append(out.Plots, path)
+		if err := out.writeFigure(f, png, rc.Formats, plotDir); err != nil {
+			return nil, fmt.Errorf("render capacity: %w", err)
 		}
 	}
 	doc := capacityDocument(rep, drawn)

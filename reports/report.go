@@ -85,19 +85,8 @@ func Render(ctx context.Context, cfg RenderConfig, r *Results) (*Rendered, error
 		}
 		pngs[f.Name] = png
 		drawn = append(drawn, f)
-		for _, format := range cfg.Formats {
-			data := png
-			if format != "png" {
-				if data, err = f.Encode(format); err != nil {
-					out.FigureErrors = append(out.FigureErrors, err)
-					continue
-				}
-			}
-			path := filepath.Join(plotDir, f.Name+"."+format)
-			if err := writeFileAtomic(path, data); err != nil {
-				return nil, fmt.Errorf("render: %w", err)
-			}
-			out.Plots = append(out.Plots, path)
+		if err := out.writeFigure(f, png, cfg.Formats, plotDir); err != nil {
+			return nil, fmt.Errorf("render: %w", err)
 		}
 	}
 	doc := buildDocument(r, drawn, failed)
@@ -582,4 +571,26 @@ func latencySection(d *document, title string, ls []LatencySummary) {
 	}
 	d.h(3, title)
 	d.table([]string{"verb", "resource", "p50", "p90", "p99", "max", "count", "errors"}, rows)
+}
+
+// writeFigure writes f into plotDir in each format, reusing the PNG already
+// encoded. A format that cannot be encoded is listed in FigureErrors; a file
+// that cannot be written is returned as an error.
+func (out *Rendered) writeFigure(f *Figure, png []byte, formats []string, plotDir string) error {
+	for _, format := range formats {
+		data := png
+		if format != "png" {
+			var err error
+			if data, err = f.Encode(format); err != nil {
+				out.FigureErrors = append(out.FigureErrors, err)
+				continue
+			}
+		}
+		path := filepath.Join(plotDir, f.Name+"."+format)
+		if err := writeFileAtomic(path, data); err != nil {
+			return err
+		}
+		out.Plots = append(out.Plots, path)
+	}
+	return nil
 }
