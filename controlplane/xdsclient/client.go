@@ -268,20 +268,7 @@ func (c *Client) applyDelta(resp *discovery.DeltaDiscoveryResponse) error {
 		}
 		removed = append(removed, d)
 	}
-	for _, d := range items {
-		if err := c.upsert(d); err != nil {
-			return err
-		}
-		known[d.name] = d.version
-	}
-	for _, d := range removed {
-		if err := c.remove(d); err != nil {
-			return err
-		}
-		delete(known, d.name)
-	}
-	c.cfg.Sink.Applied(t, resp.GetSystemVersionInfo())
-	return nil
+	return c.apply(t, known, items, removed, resp.GetSystemVersionInfo())
 }
 
 // runSotW runs one state-of-the-world stream until it breaks.
@@ -362,18 +349,24 @@ func (c *Client) applySotW(resp *discovery.DiscoveryResponse) error {
 			gone = append(gone, d)
 		}
 	}
-	for _, d := range changed {
+	return c.apply(t, known, changed, gone, resp.GetVersionInfo())
+}
+
+// apply hands a validated response to the sink: upserts, then removals,
+// keeping known (name -> version) in step, then reports the version applied.
+func (c *Client) apply(t string, known map[string]string, upserts, removes []decoded, version string) error {
+	for _, d := range upserts {
 		if err := c.upsert(d); err != nil {
 			return err
 		}
 		known[d.name] = d.version
 	}
-	for _, d := range gone {
+	for _, d := range removes {
 		if err := c.remove(d); err != nil {
 			return err
 		}
 		delete(known, d.name)
 	}
-	c.cfg.Sink.Applied(t, resp.GetVersionInfo())
+	c.cfg.Sink.Applied(t, version)
 	return nil
 }
