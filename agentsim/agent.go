@@ -160,6 +160,10 @@ type Agent struct {
 	used       map[truth.LabelsHash]int32
 	polDigest  truth.Digest
 	polDirty   bool
+	// overflow holds the endpoints whose current policy the datapath
+	// refused as larger than an endpoint's policy map: they still enforce
+	// an older policy, so the agent does not report their new one.
+	overflow   map[netip.Addr]struct{}
 	rules      map[string][]policy.Rule
 	slices     map[string][]sliceEntry
 	createdIDs map[identity.ID]bool
@@ -264,6 +268,7 @@ func newAgentState(cfg AgentConfig) *Agent {
 		slices:     map[string][]sliceEntry{},
 		createdIDs: map[identity.ID]bool{},
 		dupCounted: map[identity.ID]bool{},
+		overflow:   map[netip.Addr]struct{}{},
 		pcache:     policy.NewCache(),
 		queue:      newWorkQueue(),
 		regenSig:   make(chan struct{}, 1),
@@ -601,6 +606,7 @@ func (a *Agent) removePod(k string, p *localPod) {
 	}
 	if p.allowed != nil {
 		a.queueDP(dpOp{kind: dpDeleteEndpoint, ep: p.ip})
+		delete(a.overflow, p.ip)
 		a.polDirty = true
 		a.changed()
 	}

@@ -2,6 +2,7 @@ package agentsim
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 
 	"github.com/stampede-sim/stampede/datapath"
@@ -25,6 +26,7 @@ type dpOp struct {
 	ip   uint32
 	id   datapath.Identity
 	ep   netip.Addr
+	eps  []netip.Addr // dpReplacePolicy: every endpoint that gets keys
 	keys []datapath.PolicyKey
 }
 
@@ -51,7 +53,10 @@ func (a *Agent) dpWriter(ctx context.Context) {
 }
 
 // flushDP applies every queued write: runs of ipcache upserts and deletes
-// become one batched call each.
+// become one batched call each, and endpoints with the same new policy
+// one group update. Endpoints whose policy the datapath refused as too
+// large for its policy map are recorded (see Agent.overflow) once the
+// writes are done.
 func (a *Agent) flushDP() {
 	a.mu.Lock()
 	ops := a.dpOps
@@ -60,6 +65,29 @@ func (a *Agent) flushDP() {
 	if len(ops) == 0 {
 		return
 	}
+	over, fit := a.applyDP(ops)
+	if len(over)+len(fit) == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ep := range fit {
+		if _, ok := a.overflow[ep]; ok {
+			delete(a.overflow, ep)
+			a.polDirty = true
+		}
+	}
+	for _, ep := range over {
+		if _, ok := a.overflow[ep]; !ok {
+			a.overflow[ep] = struct{}{}
+			a.polDirty = true
+		}
+	}
+}
+
+// applyDP writes ops to the datapath and returns the endpoints whose new
+// policy overflowed the policy map and those whose policy was written.
+func (a *Agent) applyDP(ops []dpOp) (over, fit []netip.Addr) {
 	a.dpMu.Lock()
 	defer a.dpMu.Unlock()
 	dp := a.cfg.Datapath
@@ -93,8 +121,17 @@ func (a *Agent) flushDP() {
 			dels = append(dels, netip.PrefixFrom(keyAddr(op.ip), 32))
 		case dpReplacePolicy:
 			flush()
-			if err := dp.ReplacePolicy(op.ep, op.keys); err != nil {
-				a.log.Warn("datapath policy update", "endpoint", op.ep, "err", err)
+			err := dp.ReplacePolicyGroup(op.eps, op.keys)
+			switch {
+			case err == nil:
+				fit = append(fit, op.eps...)
+			case errors.Is(err, datapath.ErrPolicyOverflow):
+				// Cilium keeps the endpoint's old policy and fails the
+				// regeneration; so does the agent here.
+				over = append(over, op.eps...)
+				a.cfg.Metrics.policyOverflows.Add(float64(len(op.eps)))
+			default:
+				a.log.Warn("datapath policy update", "endpoints", len(op.eps), "first", op.eps[0], "err", err)
 			}
 		case dpDeleteEndpoint:
 			flush()
@@ -104,6 +141,7 @@ func (a *Agent) flushDP() {
 		}
 	}
 	flush()
+	return over, fit
 }
 
 // closeDatapath applies what is queued and closes the datapath.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -558,6 +559,14 @@ func (a *Agent) regenerate() {
 		a.rulesDirty = false
 	}
 	byKey := map[string][]datapath.PolicyKey{}
+	// Endpoints that get the same (shared) resolution are written as one
+	// group, in the order their first endpoint was met.
+	type sliceID struct {
+		first *datapath.PolicyKey
+		n     int
+	}
+	groups := map[sliceID]int{}
+	var ops []dpOp
 	for _, p := range a.pods {
 		e := a.ids[p.id]
 		if p.id == 0 || e == nil {
@@ -571,10 +580,22 @@ func (a *Agent) regenerate() {
 		if p.allowed != nil && keysEqual(p.allowed, keys) {
 			continue
 		}
-		a.queueDP(dpOp{kind: dpReplacePolicy, ep: p.ip, keys: keys})
+		sid := sliceID{n: len(keys)}
+		if len(keys) > 0 {
+			sid.first = &keys[0]
+		}
+		if i, ok := groups[sid]; ok && sid.first != nil {
+			ops[i].eps = append(ops[i].eps, p.ip)
+		} else {
+			groups[sid] = len(ops)
+			ops = append(ops, dpOp{kind: dpReplacePolicy, eps: []netip.Addr{p.ip}, keys: keys})
+		}
 		p.allowed = keys
 		a.polDirty = true
 		a.changed()
+	}
+	for _, op := range ops {
+		a.queueDP(op)
 	}
 }
 
@@ -607,14 +628,19 @@ type Status struct {
 	// LastChange is when the ipcache or policy state last changed.
 	LastChange time.Time `json:"lastChange"`
 
-	IPCacheEntries    int    `json:"ipcacheEntries"`
-	Identities        int    `json:"identities"`
-	Namespaces        int    `json:"namespaces"`
-	Nodes             int    `json:"nodes"`
-	Policies          int    `json:"policies"`
-	LocalEndpoints    int    `json:"localEndpoints"`
-	EndpointsReady    int    `json:"endpointsReady"`
-	PendingIdentity   int    `json:"pendingIdentity"`
+	IPCacheEntries  int `json:"ipcacheEntries"`
+	Identities      int `json:"identities"`
+	Namespaces      int `json:"namespaces"`
+	Nodes           int `json:"nodes"`
+	Policies        int `json:"policies"`
+	LocalEndpoints  int `json:"localEndpoints"`
+	EndpointsReady  int `json:"endpointsReady"`
+	PendingIdentity int `json:"pendingIdentity"`
+	// PolicyOverflow counts local endpoints whose policy is larger than
+	// an endpoint's policy map (agent.policyMapMax): the datapath refused
+	// it and they enforce an older one. While there are any, the agent's
+	// PolicyDigest carries a suffix that no ground truth has.
+	PolicyOverflow    int    `json:"policyOverflow,omitempty"`
 	QueuedEndpoints   int    `json:"queuedEndpoints"`
 	IdentitiesMade    uint64 `json:"identitiesCreated"`
 	Duplicates        uint64 `json:"duplicates"`
@@ -675,6 +701,7 @@ func (a *Agent) statusLocked() Status {
 		Synced:            a.synced.Load(),
 		IPCacheDigest:     a.ipDigest.String(),
 		PolicyDigest:      a.polDigest.String(),
+		PolicyOverflow:    len(a.overflow),
 		LastChange:        a.LastChange(),
 		IPCacheEntries:    len(a.ipcache),
 		Identities:        len(a.ids),
@@ -695,6 +722,9 @@ func (a *Agent) statusLocked() Status {
 		if p.pendingID != 0 || p.id == 0 {
 			st.PendingIdentity++
 		}
+	}
+	if st.PolicyOverflow > 0 {
+		st.PolicyDigest += fmt.Sprintf(" overflow:%d", st.PolicyOverflow)
 	}
 	st.at = a.now()
 	a.status.Store(&st)

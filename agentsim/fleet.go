@@ -130,15 +130,10 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		for i := range topo.Nodes {
 			local = max(local, len(topo.PodsOnNode(i)))
 		}
-		// Room for duplicate identities: in crd mode every agent may
-		// create its own identity for a label set during a relabel, and
-		// each lands in every endpoint's policy. mem maps grow lazily, so
-		// they get Cilium's per-endpoint policy map size (16384).
-		ids := len(s.Cluster.Namespaces) * s.Cluster.Workloads.DeploymentsPerNamespace
-		keys := 2*ids*min(s.Cluster.Nodes, 8) + 64
-		if datapath.Kind(s.Agent.Datapath) == datapath.KindMem {
-			keys = 16384
-		}
+		// Endpoints with the same policy share its keys in the policy
+		// map, so each agent's map is sized for a few distinct sets of
+		// up to agent.policyMapMax keys (see datapath.SizeFor).
+		keys := s.Agent.PolicyMapMax
 		dcfg := datapath.SizeFor(datapath.Kind(s.Agent.Datapath), s.PodCount(), local, keys)
 		log := cfg.Log
 		cfg.NewDatapath = func(ctx context.Context, node string) (datapath.Datapath, error) {

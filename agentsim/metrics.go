@@ -19,12 +19,15 @@ type Metrics struct {
 	watchErrors  *prometheus.CounterVec
 	created      prometheus.Counter
 	duplicates   prometheus.Counter
-	allocRetries prometheus.Counter
-	allocFail    prometheus.Counter
-	kvOps        *prometheus.CounterVec
-	kvLatency    *prometheus.HistogramVec
-	cepWrites    *prometheus.CounterVec
-	eventLatency *prometheus.HistogramVec
+	// policyOverflows counts endpoint policy updates the datapath refused
+	// as larger than an endpoint's policy map.
+	policyOverflows prometheus.Counter
+	allocRetries    prometheus.Counter
+	allocFail       prometheus.Counter
+	kvOps           *prometheus.CounterVec
+	kvLatency       *prometheus.HistogramVec
+	cepWrites       *prometheus.CounterVec
+	eventLatency    *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
@@ -66,6 +69,10 @@ func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
 			Name: "stampede_agent_identity_duplicates_total",
 			Help: "Identities an agent created for a label set that already had another identity.",
 		}),
+		policyOverflows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stampede_agent_policy_map_overflows_total",
+			Help: "Endpoint policy updates refused because the allowed set was larger than an endpoint's policy map (agent.policyMapMax); the endpoint keeps its old policy.",
+		}),
 		allocRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "stampede_agent_identity_allocation_retries_total",
 			Help: "Identity allocation attempts after the first (ID conflicts, errors).",
@@ -94,7 +101,7 @@ func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
 		}, []string{"resource"}),
 	}
 	reg.MustRegister(m.events, m.bytes, m.requests, m.throttleWait, m.tooMany, m.relists,
-		m.watchErrors, m.created, m.duplicates, m.allocRetries, m.allocFail, m.kvOps,
+		m.watchErrors, m.created, m.duplicates, m.policyOverflows, m.allocRetries, m.allocFail, m.kvOps,
 		m.kvLatency, m.cepWrites, m.eventLatency)
 	if fleet != nil {
 		reg.MustRegister(&fleetCollector{f: fleet})
@@ -110,7 +117,9 @@ type fleetCollector struct{ f *Fleet }
 var (
 	descAgents = prometheus.NewDesc("stampede_agents", "Agents running in this shard.", nil, nil)
 	descDPUpd  = prometheus.NewDesc("stampede_agent_datapath_updates_total",
-		"Datapath map element writes and deletes, summed over agents.", nil, nil)
+		"Datapath updates as Cilium's per-endpoint policy maps would need them (ipcache entries, policy keys per endpoint, endpoints), summed over agents.", nil, nil)
+	descDPWrites = prometheus.NewDesc("stampede_agent_datapath_map_writes_total",
+		"Map element writes and deletes the simulated datapath did (endpoints with the same policy share one set of keys), summed over agents.", nil, nil)
 	descDPTime = prometheus.NewDesc("stampede_agent_datapath_update_seconds_total",
 		"Time spent in datapath updates, summed over agents.", nil, nil)
 	descIPC = prometheus.NewDesc("stampede_agent_ipcache_entries",
@@ -124,6 +133,7 @@ var (
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descAgents
 	ch <- descDPUpd
+	ch <- descDPWrites
 	ch <- descDPTime
 	ch <- descIPC
 	ch <- descLastChange
@@ -135,7 +145,7 @@ var lastChangeBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 30
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	agents := c.f.agents
 	now := c.f.now()
-	var upd, ipc uint64
+	var upd, writes, ipc uint64
 	var dpTime time.Duration
 	var latest time.Time
 	counts := make(map[float64]uint64, len(lastChangeBuckets))
@@ -145,6 +155,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		st, ok := a.datapathStats()
 		if ok {
 			upd += st.Updates
+			writes += st.MapWrites
 			dpTime += st.UpdateTime
 			ipc += uint64(st.IPCacheEntries)
 		}
@@ -166,6 +177,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descAgents, prometheus.GaugeValue, float64(len(agents)))
 	ch <- prometheus.MustNewConstMetric(descDPUpd, prometheus.CounterValue, float64(upd))
+	ch <- prometheus.MustNewConstMetric(descDPWrites, prometheus.CounterValue, float64(writes))
 	ch <- prometheus.MustNewConstMetric(descDPTime, prometheus.CounterValue, dpTime.Seconds())
 	ch <- prometheus.MustNewConstMetric(descIPC, prometheus.GaugeValue, float64(ipc))
 	ch <- prometheus.MustNewConstHistogram(descLastChange, n, sum, counts)

@@ -14,8 +14,9 @@ import (
 )
 
 // bpfDatapath keeps one agent's state in the maps of its own instance of
-// bpf/policy.c: an LPM trie ipcache, an endpoints hash (IP -> endpoint id)
-// and one policy hash keyed by (endpoint id, identity, port, protocol).
+// bpf/policy.c: an LPM trie ipcache, an endpoints hash (IP -> policy set
+// id) and one policy hash keyed by (set id, identity, port, protocol);
+// endpoints with the same allowed set share one set.
 type bpfDatapath struct {
 	mu      sync.Mutex
 	st      *state
@@ -180,49 +181,20 @@ func (d *bpfDatapath) DeleteIPCache(prefixes []netip.Prefix) error {
 }
 
 func (d *bpfDatapath) ReplacePolicy(ep netip.Addr, allowed []PolicyKey) error {
+	return d.ReplacePolicyGroup([]netip.Addr{ep}, allowed)
+}
+
+func (d *bpfDatapath) ReplacePolicyGroup(eps []netip.Addr, allowed []PolicyKey) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return ErrClosed
 	}
-	p, err := d.st.planReplace(ep, allowed)
+	p, err := d.st.planGroup(eps, allowed)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	if p.create {
-		k := bpf.PolicyEndpointKey{Addr: ep.As4()}
-		v := bpf.PolicyEndpointValue{Id: p.id}
-		if err := d.objs.Endpoints.Update(&k, &v, ebpf.UpdateNoExist); err != nil {
-			d.st.timed(start, 0)
-			return fmt.Errorf("create endpoint %s (id %d): %w", ep, p.id, err)
-		}
-		d.st.commitCreate(p)
-		d.st.timed(start, 1)
-		start = time.Now()
-	}
-	dk := make([]bpf.PolicyPolicyKey, len(p.del))
-	for i, k := range p.del {
-		dk[i] = policyKey(p.id, k)
-	}
-	deleted, err := del(d, d.objs.Policy, dk)
-	if err != nil {
-		d.st.timed(start, deleted)
-		d.st.commitPolicy(p, deleted, 0)
-		return fmt.Errorf("policy of endpoint %s: delete %d of %d keys: %w", ep, deleted, len(dk), err)
-	}
-	ak := make([]bpf.PolicyPolicyKey, len(p.add))
-	av := make([]bpf.PolicyPolicyValue, len(p.add))
-	for i, k := range p.add {
-		ak[i] = policyKey(p.id, k)
-	}
-	added, err := put(d, d.objs.Policy, ak, av)
-	d.st.timed(start, deleted+added)
-	d.st.commitPolicy(p, deleted, added)
-	if err != nil {
-		return fmt.Errorf("policy of endpoint %s: add %d of %d keys: %w", ep, added, len(ak), err)
-	}
-	return nil
+	return d.st.applyGroup(bpfOps{d}, p)
 }
 
 func (d *bpfDatapath) DeleteEndpoint(ep netip.Addr) error {
@@ -234,37 +206,41 @@ func (d *bpfDatapath) DeleteEndpoint(ep netip.Addr) error {
 	if err := checkEndpoint(ep); err != nil {
 		return fmt.Errorf("delete endpoint: %w", err)
 	}
-	cur := d.st.endpoints[ep]
-	if cur == nil {
-		return nil
+	return d.st.deleteEndpoint(bpfOps{d}, ep)
+}
+
+// bpfOps writes policy sets and endpoints to the kernel maps.
+type bpfOps struct{ d *bpfDatapath }
+
+func (o bpfOps) putKeys(id uint32, keys []PolicyKey) (int, error) {
+	ks := make([]bpf.PolicyPolicyKey, len(keys))
+	for i, k := range keys {
+		ks[i] = policyKey(id, k)
 	}
-	start := time.Now()
-	// Stop enforcing first, then drop the keys; the endpoint's id is only
-	// reused once its keys are gone.
+	return put(o.d, o.d.objs.Policy, ks, make([]bpf.PolicyPolicyValue, len(keys)))
+}
+
+func (o bpfOps) delKeys(id uint32, keys []PolicyKey) (int, error) {
+	ks := make([]bpf.PolicyPolicyKey, len(keys))
+	for i, k := range keys {
+		ks[i] = policyKey(id, k)
+	}
+	return del(o.d, o.d.objs.Policy, ks)
+}
+
+func (o bpfOps) putEndpoint(ep netip.Addr, id uint32, create bool) error {
 	k := bpf.PolicyEndpointKey{Addr: ep.As4()}
-	if err := d.objs.Endpoints.Delete(&k); err != nil {
-		d.st.timed(start, 0)
-		return fmt.Errorf("delete endpoint %s: %w", ep, err)
+	v := bpf.PolicyEndpointValue{Id: id}
+	flag := ebpf.UpdateExist
+	if create {
+		flag = ebpf.UpdateNoExist
 	}
-	keys := make([]PolicyKey, 0, len(cur.allowed))
-	for pk := range cur.allowed {
-		keys = append(keys, pk)
-	}
-	dk := make([]bpf.PolicyPolicyKey, len(keys))
-	for i, pk := range keys {
-		dk[i] = policyKey(cur.id, pk)
-	}
-	n, err := del(d, d.objs.Policy, dk)
-	d.st.timed(start, 1+n)
-	if err != nil {
-		// The endpoint is gone from the kernel but some of its keys are
-		// not: keep them in the shadow under the endpoint so that a
-		// later ReplacePolicy or DeleteEndpoint removes them.
-		d.st.commitPolicy(policyPlan{addr: ep, id: cur.id, del: keys}, n, 0)
-		return fmt.Errorf("delete endpoint %s: delete %d of %d keys: %w", ep, n, len(dk), err)
-	}
-	d.st.commitEndpointDelete(ep)
-	return nil
+	return o.d.objs.Endpoints.Update(&k, &v, flag)
+}
+
+func (o bpfOps) delEndpoint(ep netip.Addr) error {
+	k := bpf.PolicyEndpointKey{Addr: ep.As4()}
+	return o.d.objs.Endpoints.Delete(&k)
 }
 
 func (d *bpfDatapath) Digest() Digest {
@@ -304,17 +280,20 @@ func (d *bpfDatapath) Stats() Stats {
 	dg := st.digest
 	s := Stats{
 		Updates:        st.updates,
+		MapWrites:      st.writes,
 		UpdateTime:     st.updateTime,
 		IPCacheEntries: dg.IPCacheEntries,
 		Endpoints:      dg.Endpoints,
 		PolicyEntries:  dg.PolicyEntries,
+		PolicySets:     len(st.sets),
+		PolicyMapKeys:  st.setKeys,
 	}
 	if d.closed {
 		return s
 	}
-	if !d.bytesOK || d.bytesAt != st.updates {
+	if !d.bytesOK || d.bytesAt != st.writes {
 		if n, err := d.mapBytes(); err == nil {
-			d.bytes, d.bytesAt, d.bytesOK = n, st.updates, true
+			d.bytes, d.bytesAt, d.bytesOK = n, st.writes, true
 		}
 	}
 	s.MapBytes = d.bytes
@@ -384,21 +363,21 @@ func (d *bpfDatapath) KernelDigest() (Digest, error) {
 	if err := it.Err(); err != nil {
 		return Digest{}, fmt.Errorf("iterate ipcache: %w", err)
 	}
-	byID := map[uint32]netip.Addr{}
+	setOf := map[netip.Addr]uint32{}
 	var (
 		ek bpf.PolicyEndpointKey
 		ev bpf.PolicyEndpointValue
 	)
 	eit := d.objs.Endpoints.Iterate()
 	for eit.Next(&ek, &ev) {
-		byID[ev.Id] = netip.AddrFrom4(ek.Addr)
+		setOf[netip.AddrFrom4(ek.Addr)] = ev.Id
 	}
 	if err := eit.Err(); err != nil {
 		return Digest{}, fmt.Errorf("iterate endpoints: %w", err)
 	}
-	policies := map[netip.Addr][]PolicyKey{}
-	for _, a := range byID {
-		policies[a] = nil
+	sets := map[uint32][]PolicyKey{}
+	for _, id := range setOf {
+		sets[id] = []PolicyKey{}
 	}
 	var (
 		pk bpf.PolicyPolicyKey
@@ -406,14 +385,17 @@ func (d *bpfDatapath) KernelDigest() (Digest, error) {
 	)
 	pit := d.objs.Policy.Iterate()
 	for pit.Next(&pk, &pv) {
-		a, ok := byID[pk.Endpoint]
-		if !ok {
-			return Digest{}, fmt.Errorf("policy key %+v: no endpoint with id %d", pk, pk.Endpoint)
+		if _, ok := sets[pk.Endpoint]; !ok {
+			return Digest{}, fmt.Errorf("policy key %+v: no endpoint uses policy set %d", pk, pk.Endpoint)
 		}
-		policies[a] = append(policies[a], PolicyKey{Identity: Identity(pk.Identity), Port: pk.Dport, Proto: pk.Proto})
+		sets[pk.Endpoint] = append(sets[pk.Endpoint], PolicyKey{Identity: Identity(pk.Identity), Port: pk.Dport, Proto: pk.Proto})
 	}
 	if err := pit.Err(); err != nil {
 		return Digest{}, fmt.Errorf("iterate policy: %w", err)
+	}
+	policies := make(map[netip.Addr][]PolicyKey, len(setOf))
+	for a, id := range setOf {
+		policies[a] = sets[id]
 	}
 	return ComputeDigest(entries, policies)
 }

@@ -30,6 +30,8 @@ const (
 	DefaultMaxIPCacheEntries = 65536
 	DefaultMaxEndpoints      = 1024
 	DefaultMaxPolicyEntries  = 65536
+	// DefaultMaxEndpointPolicy is Cilium's default --bpf-policy-map-max.
+	DefaultMaxEndpointPolicy = 16384
 )
 
 // Config sizes one agent's datapath. Callers derive it from the scenario
@@ -41,28 +43,34 @@ type Config struct {
 	MaxIPCacheEntries int
 	// MaxEndpoints bounds the local endpoints (pods on this node).
 	MaxEndpoints int
-	// MaxPolicyEntries bounds the policy keys of all local endpoints
-	// together (one policy map per agent, keyed by endpoint).
+	// MaxPolicyEntries bounds the keys of the policy map: of all distinct
+	// allowed sets together (endpoints with the same set share its keys).
 	MaxPolicyEntries int
+	// MaxEndpointPolicy bounds one endpoint's allowed set, like the size
+	// of a Cilium endpoint's policy map (--bpf-policy-map-max): a larger
+	// set is refused with ErrPolicyOverflow.
+	MaxEndpointPolicy int
 }
 
 // SizeFor returns a Config for an agent in a cluster of pods pods, with
-// localEndpoints pods on its node and at most keysPerEndpoint policy keys
-// in one endpoint's policy at the busiest moment (during a relabel, old and
-// new identities, and any duplicates, are in the policy together: count
-// them in keysPerEndpoint). It adds a quarter as headroom.
+// localEndpoints pods on its node and endpoint policies of at most
+// keysPerEndpoint keys (Cilium's policy map size). The ipcache and
+// endpoints get a quarter as headroom; the policy map has room for eight
+// distinct full-size sets at once (endpoints with the same policy share
+// one set; a change that is not common to all of a set's endpoints
+// writes a new set before the old one goes).
 //
 // What the size costs: the ipcache (LPM trie) and the policy hash grow
 // with their entries, but the policy hash's bucket array (16 bytes per
 // bucket, MaxPolicyEntries rounded up to a power of two) is allocated when
-// the datapath is opened: 100 endpoints x 500 keys cost 1 MiB of buckets
-// per agent, 100 x 4,000 keys 8 MiB.
+// the datapath is opened: 2 MiB per agent at 8 x 16,384 keys.
 func SizeFor(kind Kind, pods, localEndpoints, keysPerEndpoint int) Config {
 	return Config{
 		Kind:              kind,
 		MaxIPCacheEntries: pods + pods/4 + 256,
 		MaxEndpoints:      localEndpoints + localEndpoints/4 + 16,
-		MaxPolicyEntries:  localEndpoints*keysPerEndpoint + localEndpoints*keysPerEndpoint/4 + 1024,
+		MaxPolicyEntries:  min(localEndpoints+1, 8)*keysPerEndpoint + 1024,
+		MaxEndpointPolicy: keysPerEndpoint,
 	}
 }
 
@@ -78,6 +86,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPolicyEntries == 0 {
 		c.MaxPolicyEntries = DefaultMaxPolicyEntries
+	}
+	if c.MaxEndpointPolicy == 0 {
+		c.MaxEndpointPolicy = DefaultMaxEndpointPolicy
 	}
 }
 
@@ -97,6 +108,7 @@ func (c *Config) validate() error {
 		{"MaxIPCacheEntries", c.MaxIPCacheEntries},
 		{"MaxEndpoints", c.MaxEndpoints},
 		{"MaxPolicyEntries", c.MaxPolicyEntries},
+		{"MaxEndpointPolicy", c.MaxEndpointPolicy},
 	} {
 		if f.v < 0 || f.v > maxMapEntries {
 			return fmt.Errorf("datapath config: %s: %d out of range [0, %d]", f.name, f.v, maxMapEntries)
@@ -106,7 +118,7 @@ func (c *Config) validate() error {
 }
 
 func (c Config) limits() limits {
-	return limits{ipcache: c.MaxIPCacheEntries, endpoints: c.MaxEndpoints, policy: c.MaxPolicyEntries}
+	return limits{ipcache: c.MaxIPCacheEntries, endpoints: c.MaxEndpoints, policy: c.MaxPolicyEntries, endpointPolicy: c.MaxEndpointPolicy}
 }
 
 // Open creates an agent's datapath. For KindAuto it decides once per

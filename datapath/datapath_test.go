@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -191,13 +192,27 @@ type op struct {
 	endpoint netip.Addr
 	policy   []PolicyKey
 	deleteEP bool
+	group    []netip.Addr
 }
 
 func randomOps(r *rand.Rand, n int) []op {
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}) }
+	// A few shared policies, changed a little now and then, so that
+	// groups of endpoints share sets and update them in place.
+	pool := make([][]PolicyKey, 3)
+	randomKeys := func() []PolicyKey {
+		var ks []PolicyKey
+		for range r.IntN(60) {
+			ks = append(ks, PolicyKey{Identity(r.IntN(20)), uint16(r.IntN(3) * 80), []uint8{0, ProtoTCP, ProtoUDP}[r.IntN(3)]})
+		}
+		return ks
+	}
+	for i := range pool {
+		pool[i] = randomKeys()
+	}
 	var ops []op
 	for range n {
-		switch r.IntN(5) {
+		switch r.IntN(6) {
 		case 0, 1:
 			var es []IPCacheEntry
 			for range 1 + r.IntN(300) {
@@ -218,6 +233,19 @@ func randomOps(r *rand.Rand, n int) []op {
 			ops = append(ops, op{endpoint: addr(2000 + r.IntN(12)), policy: ks})
 		case 4:
 			ops = append(ops, op{endpoint: addr(2000 + r.IntN(12)), deleteEP: true})
+		case 5:
+			i := r.IntN(len(pool))
+			if r.IntN(2) == 0 {
+				pool[i] = append(slices.Clone(pool[i]), PolicyKey{Identity(r.IntN(20)), 443, ProtoTCP})
+				if len(pool[i]) > 2 && r.IntN(2) == 0 {
+					pool[i] = pool[i][1:]
+				}
+			}
+			var group []netip.Addr
+			for range 1 + r.IntN(6) {
+				group = append(group, addr(2000+r.IntN(12)))
+			}
+			ops = append(ops, op{group: group, policy: pool[i]})
 		}
 	}
 	return ops
@@ -232,6 +260,8 @@ func apply(t *testing.T, d Datapath, o op) {
 		must(t, d.DeleteIPCache(o.del))
 	case o.deleteEP:
 		must(t, d.DeleteEndpoint(o.endpoint))
+	case o.group != nil:
+		must(t, d.ReplacePolicyGroup(o.group, o.policy))
 	default:
 		must(t, d.ReplacePolicy(o.endpoint, o.policy))
 	}
@@ -288,10 +318,7 @@ func TestSameState(t *testing.T) {
 	}
 	pol := map[netip.Addr][]PolicyKey{}
 	for a, ep := range md.endpoints {
-		pol[a] = []PolicyKey{}
-		for k := range ep.allowed {
-			pol[a] = append(pol[a], k)
-		}
+		pol[a] = append([]PolicyKey{}, ep.keys...)
 	}
 	want, err := ComputeDigest(es, pol)
 	if err != nil {
@@ -354,7 +381,7 @@ func TestBadInput(t *testing.T) {
 	v6 := netip.MustParsePrefix("fd00::1/128")
 	for _, kind := range kinds {
 		t.Run(string(kind), func(t *testing.T) {
-			d := open(t, kind, Config{MaxIPCacheEntries: 2, MaxEndpoints: 1, MaxPolicyEntries: 2})
+			d := open(t, kind, Config{MaxIPCacheEntries: 2, MaxEndpoints: 1, MaxPolicyEntries: 2, MaxEndpointPolicy: 3})
 			for _, tc := range []struct {
 				name string
 				err  error
@@ -368,7 +395,8 @@ func TestBadInput(t *testing.T) {
 				{"delete ipv6", d.DeleteIPCache([]netip.Prefix{v6}), "prefixes[0]", false},
 				{"endpoint zero", d.ReplacePolicy(netip.Addr{}, nil), "invalid endpoint address", false},
 				{"endpoint ipv6", d.ReplacePolicy(v6.Addr(), nil), "only IPv4", false},
-				{"policy full", d.ReplacePolicy(serverIP, []PolicyKey{{1, 1, 6}, {2, 2, 6}, {3, 3, 6}}), "3 entries would exceed 2", true},
+				{"policy full", d.ReplacePolicy(serverIP, []PolicyKey{{1, 1, 6}, {2, 2, 6}, {3, 3, 6}}), "0 keys in the policy map + 3 would exceed 2", true},
+				{"endpoint policy overflow", d.ReplacePolicy(serverIP, []PolicyKey{{1, 1, 6}, {2, 2, 6}, {3, 3, 6}, {4, 4, 6}}), "4 keys > 3: endpoint policy exceeds", false},
 				{"check ipv6", checkErr(d, Packet{v6.Addr(), serverIP, 1, 6}), "must be IPv4", false},
 			} {
 				if tc.err == nil {
@@ -417,7 +445,7 @@ func TestConfig(t *testing.T) {
 		}
 	}
 	c := SizeFor(KindBPF, 20000, 100, 500)
-	if c.MaxIPCacheEntries < 20000 || c.MaxEndpoints < 100 || c.MaxPolicyEntries < 100*500 {
+	if c.MaxIPCacheEntries < 20000 || c.MaxEndpoints < 100 || c.MaxEndpointPolicy != 500 || c.MaxPolicyEntries < 2*500 {
 		t.Errorf("SizeFor(20000, 100, 500) = %+v: too small", c)
 	}
 }

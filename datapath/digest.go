@@ -16,7 +16,9 @@ type Digest struct {
 	Endpoints      int
 	PolicyEntries  int
 	// IPCache and Policy are sums (mod 2^64) of a 64-bit hash of every
-	// ipcache entry, and of every endpoint and (endpoint, policy key).
+	// ipcache entry, and of every endpoint and (endpoint, policy key)
+	// (for the latter, an odd factor of the endpoint times a hash of the
+	// key).
 	IPCache uint64
 	Policy  uint64
 }
@@ -39,17 +41,17 @@ func ComputeDigest(ipcache []IPCacheEntry, policies map[netip.Addr][]PolicyKey) 
 	for _, e := range plan {
 		st.commitUpsert(e)
 	}
+	d := st.digest
 	for ep, keys := range policies {
-		p, err := st.planReplace(ep, keys)
-		if err != nil {
+		if err := checkEndpoint(ep); err != nil {
 			return Digest{}, err
 		}
-		if p.create {
-			st.commitCreate(p)
-		}
-		st.commitPolicy(p, len(p.del), len(p.add))
+		keys = sortedKeys(keys)
+		d.Endpoints++
+		d.PolicyEntries += len(keys)
+		d.Policy += endpointHash(ep) + epMul(ep)*keysSum(keys)
 	}
-	return st.digest, nil
+	return d, nil
 }
 
 // The element hashes: a tag separates the kinds of element.
@@ -81,6 +83,14 @@ func endpointHash(ep netip.Addr) uint64 {
 	return mix(uint64(addr32(ep)), tagEndpoint)
 }
 
-func policyHash(ep netip.Addr, k PolicyKey) uint64 {
-	return mix(uint64(addr32(ep))<<32|uint64(k.Identity), tagPolicy|uint64(k.Port)<<8|uint64(k.Proto))
+// An endpoint's policy adds epMul(ep) x the sum of keyHash over its keys:
+// the product of an odd per-endpoint factor and a per-key hash, so that
+// endpoints sharing a policy set move by one multiplication when the set
+// changes, and the sum still tells different states apart.
+func keyHash(k PolicyKey) uint64 {
+	return mix(uint64(k.Identity), tagPolicy|uint64(k.Port)<<8|uint64(k.Proto))
+}
+
+func epMul(ep netip.Addr) uint64 {
+	return mix(uint64(addr32(ep)), tagPolicy) | 1
 }

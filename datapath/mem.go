@@ -56,24 +56,20 @@ func (m *memDatapath) DeleteIPCache(prefixes []netip.Prefix) error {
 }
 
 func (m *memDatapath) ReplacePolicy(ep netip.Addr, allowed []PolicyKey) error {
+	return m.ReplacePolicyGroup([]netip.Addr{ep}, allowed)
+}
+
+func (m *memDatapath) ReplacePolicyGroup(eps []netip.Addr, allowed []PolicyKey) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	p, err := m.st.planReplace(ep, allowed)
+	p, err := m.st.planGroup(eps, allowed)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	n := len(p.del) + len(p.add)
-	if p.create {
-		m.st.commitCreate(p)
-		n++
-	}
-	m.st.commitPolicy(p, len(p.del), len(p.add))
-	m.st.timed(start, n)
-	return nil
+	return m.st.applyGroup(noOps{}, p)
 }
 
 func (m *memDatapath) DeleteEndpoint(ep netip.Addr) error {
@@ -85,15 +81,7 @@ func (m *memDatapath) DeleteEndpoint(ep netip.Addr) error {
 	if err := checkEndpoint(ep); err != nil {
 		return fmt.Errorf("delete endpoint: %w", err)
 	}
-	cur := m.st.endpoints[ep]
-	if cur == nil {
-		return nil
-	}
-	start := time.Now()
-	n := 1 + len(cur.allowed)
-	m.st.commitEndpointDelete(ep)
-	m.st.timed(start, n)
-	return nil
+	return m.st.deleteEndpoint(noOps{}, ep)
 }
 
 func (m *memDatapath) Digest() Digest {
@@ -123,10 +111,10 @@ func (m *memDatapath) Check(p Packet) (Verdict, error) {
 	return v, nil
 }
 
-// Estimated Go heap bytes per element of the maps (key, value, the map's
-// slot and growth overhead), used for mem's MapBytes; calibrated with the
-// go-heap-bytes figure of BenchmarkAgentMaps (20,000 entries, 100
-// endpoints x 500 keys).
+// Estimated Go heap bytes per element (key, value, the map's slot and
+// growth overhead; a policy key is one element of a shared sorted slice),
+// used for mem's MapBytes; calibrated with the go-heap-bytes figure of
+// BenchmarkAgentMaps (20,000 entries, 100 endpoints x 500 keys).
 const (
 	memIPCacheEntryBytes = 32
 	memPolicyEntryBytes  = 26
@@ -141,10 +129,13 @@ func (m *memDatapath) Stats() Stats {
 	return Stats{
 		Updates:        st.updates,
 		UpdateTime:     st.updateTime,
-		MapBytes:       uint64(d.IPCacheEntries*memIPCacheEntryBytes + d.PolicyEntries*memPolicyEntryBytes + d.Endpoints*memEndpointBytes),
+		MapWrites:      st.writes,
+		MapBytes:       uint64(d.IPCacheEntries*memIPCacheEntryBytes + st.setKeys*memPolicyEntryBytes + d.Endpoints*memEndpointBytes),
 		IPCacheEntries: d.IPCacheEntries,
 		Endpoints:      d.Endpoints,
 		PolicyEntries:  d.PolicyEntries,
+		PolicySets:     len(st.sets),
+		PolicyMapKeys:  st.setKeys,
 		Allowed:        st.allowed,
 		Dropped:        st.dropped,
 		NotLocal:       st.notLocal,

@@ -1,9 +1,11 @@
 package datapath
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -11,12 +13,19 @@ import (
 // configured size. Nothing of the failing call has been written.
 var ErrFull = errors.New("datapath map full")
 
+// ErrPolicyOverflow is returned (wrapped) when an endpoint's allowed set
+// has more keys than an endpoint's policy map holds
+// (Config.MaxEndpointPolicy, Cilium's --bpf-policy-map-max). As in Cilium
+// with its default settings, the endpoint keeps the policy it had.
+var ErrPolicyOverflow = errors.New("endpoint policy exceeds the policy map size")
+
 // ErrClosed is returned by every method after Close.
 var ErrClosed = errors.New("datapath closed")
 
-// limits bound the maps; 0 means unbounded.
+// limits bound the maps; 0 means unbounded. policy bounds the keys of all
+// policy sets together (the kernel map), endpointPolicy one endpoint's.
 type limits struct {
-	ipcache, endpoints, policy int
+	ipcache, endpoints, policy, endpointPolicy int
 }
 
 // prefixKey packs a masked IPv4 prefix (address << 8 | bits) into a
@@ -33,9 +42,15 @@ func (k prefixKey) prefix() netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), int(k&0xff))
 }
 
-type endpointState struct {
+// policySet is one allowed set in the policy map, shared by every local
+// endpoint whose policy is the same: the endpoints map points each
+// endpoint's address at its set's id, and the policy map holds the set's
+// keys once under that id.
+type policySet struct {
 	id      uint32
-	allowed map[PolicyKey]struct{}
+	keys    []PolicyKey // sorted (ComparePolicyKeys), unique, never modified
+	sum     uint64      // sum of keyHash over keys
+	members map[netip.Addr]struct{}
 }
 
 // state is the Go-side view of one agent's datapath. mem is exactly this;
@@ -47,12 +62,15 @@ type state struct {
 	lim        limits
 	ipcache    map[prefixKey]Identity
 	prefixLens [33]int // ipcache entries per prefix length, for LPM in Go
-	endpoints  map[netip.Addr]*endpointState
+	endpoints  map[netip.Addr]*policySet
+	sets       map[uint32]*policySet
+	setKeys    int // keys of all sets: the policy map's size
 	freeIDs    []uint32
 	nextID     uint32
 	digest     Digest
 
 	updates    uint64
+	writes     uint64
 	updateTime time.Duration
 	allowed    uint64
 	dropped    uint64
@@ -63,13 +81,15 @@ func newState(lim limits) *state {
 	return &state{
 		lim:       lim,
 		ipcache:   make(map[prefixKey]Identity),
-		endpoints: make(map[netip.Addr]*endpointState),
+		endpoints: make(map[netip.Addr]*policySet),
+		sets:      make(map[uint32]*policySet),
 		nextID:    1,
 	}
 }
 
 func (s *state) timed(start time.Time, n int) {
 	s.updates += uint64(n)
+	s.writes += uint64(n)
 	s.updateTime += time.Since(start)
 }
 
@@ -176,58 +196,341 @@ func (s *state) commitDelete(p netip.Prefix) {
 	s.digest.IPCache -= ipcacheHash(p, old)
 }
 
-// policyPlan is the difference between an endpoint's current and wanted
-// policy. A new endpoint is written first (from then on it is enforced,
-// default deny), then the deletes, then the adds; so a failure part way
-// leaves a state the shadow describes exactly and a retry repairs.
-type policyPlan struct {
-	addr   netip.Addr
-	id     uint32
-	create bool
-	del    []PolicyKey
-	add    []PolicyKey
+// ComparePolicyKeys orders policy keys by identity, port, then protocol:
+// the order of the sorted allowed sets that ReplacePolicy takes without
+// copying.
+func ComparePolicyKeys(a, b PolicyKey) int {
+	switch {
+	case a.Identity != b.Identity:
+		return cmp.Compare(a.Identity, b.Identity)
+	case a.Port != b.Port:
+		return cmp.Compare(a.Port, b.Port)
+	}
+	return cmp.Compare(a.Proto, b.Proto)
 }
 
-func (s *state) planReplace(ep netip.Addr, allowed []PolicyKey) (policyPlan, error) {
-	if err := checkEndpoint(ep); err != nil {
-		return policyPlan{}, fmt.Errorf("replace policy: %w", err)
-	}
-	want := make(map[PolicyKey]struct{}, len(allowed))
-	for _, k := range allowed {
-		want[k] = struct{}{}
-	}
-	p := policyPlan{addr: ep}
-	cur := s.endpoints[ep]
-	if cur == nil {
-		if s.lim.endpoints > 0 && len(s.endpoints)+1 > s.lim.endpoints {
-			return policyPlan{}, fmt.Errorf("endpoint %s: %d endpoints already: %w", ep, len(s.endpoints), ErrFull)
+// sortedKeys returns allowed itself when it is sorted and free of repeats
+// (what callers normally pass), and a sorted, deduplicated copy otherwise.
+func sortedKeys(allowed []PolicyKey) []PolicyKey {
+	for i := 1; i < len(allowed); i++ {
+		if ComparePolicyKeys(allowed[i-1], allowed[i]) >= 0 {
+			out := slices.Clone(allowed)
+			slices.SortFunc(out, ComparePolicyKeys)
+			return slices.Compact(out)
 		}
-		p.create = true
-		p.id = s.peekID()
-		for k := range want {
-			p.add = append(p.add, k)
+	}
+	if allowed == nil {
+		return []PolicyKey{}
+	}
+	return allowed
+}
+
+// diffKeys returns the keys of a missing from b (del) and of b missing
+// from a (add); both inputs are sorted and unique.
+func diffKeys(a, b []PolicyKey) (del, add []PolicyKey) {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := ComparePolicyKeys(a[i], b[j]); {
+		case c < 0:
+			del = append(del, a[i])
+			i++
+		case c > 0:
+			add = append(add, b[j])
+			j++
+		default:
+			i++
+			j++
 		}
-	} else {
-		p.id = cur.id
-		for k := range cur.allowed {
-			if _, ok := want[k]; !ok {
-				p.del = append(p.del, k)
+	}
+	del = append(del, a[i:]...)
+	add = append(add, b[j:]...)
+	return del, add
+}
+
+// diffCount is len(del)+len(add) of diffKeys without building them.
+func diffCount(a, b []PolicyKey) int {
+	n, i, j := 0, 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := ComparePolicyKeys(a[i], b[j]); {
+		case c < 0:
+			n++
+			i++
+		case c > 0:
+			n++
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return n + len(a) - i + len(b) - j
+}
+
+// applyDiff returns a without the first keys of del plus the first keys
+// of add: what a set holds after a partly failed update.
+func applyDiff(a, del, add []PolicyKey) []PolicyKey {
+	out := make([]PolicyKey, 0, len(a)+len(add))
+	for _, k := range a {
+		if _, found := slices.BinarySearchFunc(del, k, ComparePolicyKeys); !found {
+			out = append(out, k)
+		}
+	}
+	out = append(out, add...)
+	slices.SortFunc(out, ComparePolicyKeys)
+	return slices.Compact(out)
+}
+
+func keysSum(keys []PolicyKey) uint64 {
+	var s uint64
+	for _, k := range keys {
+		s += keyHash(k)
+	}
+	return s
+}
+
+// groupPlan says how ReplacePolicyGroup reaches its state: which set the
+// endpoints end up in (an existing one, updated in place by del and add,
+// or a new one), and which endpoints must be pointed at it.
+type groupPlan struct {
+	keys    []PolicyKey
+	sum     uint64
+	target  *policySet // nil: a new set
+	del     []PolicyKey
+	add     []PolicyKey
+	attach  []netip.Addr
+	created int // endpoints of attach that are new
+	// changes is what per-endpoint policy maps (Cilium's layout) would
+	// write: every key each endpoint gains or loses, plus one per new
+	// endpoint.
+	changes int
+}
+
+func (s *state) planGroup(eps []netip.Addr, allowed []PolicyKey) (groupPlan, error) {
+	seen := make(map[netip.Addr]struct{}, len(eps))
+	var uniq []netip.Addr
+	for i, ep := range eps {
+		if err := checkEndpoint(ep); err != nil {
+			return groupPlan{}, fmt.Errorf("replace policy: endpoints[%d]: %w", i, err)
+		}
+		if _, ok := seen[ep]; !ok {
+			seen[ep] = struct{}{}
+			uniq = append(uniq, ep)
+		}
+	}
+	keys := sortedKeys(allowed)
+	if s.lim.endpointPolicy > 0 && len(keys) > s.lim.endpointPolicy {
+		return groupPlan{}, fmt.Errorf("policy of %d endpoint(s) (%s...): %d keys > %d: %w",
+			len(uniq), uniq[0], len(keys), s.lim.endpointPolicy, ErrPolicyOverflow)
+	}
+	p := groupPlan{keys: keys, sum: keysSum(keys)}
+	// How many of each current set's members are in this group.
+	leaving := map[*policySet]int{}
+	for _, ep := range uniq {
+		if cur := s.endpoints[ep]; cur != nil {
+			leaving[cur]++
+		} else {
+			p.created++
+		}
+	}
+	if s.lim.endpoints > 0 && len(s.endpoints)+p.created > s.lim.endpoints {
+		return groupPlan{}, fmt.Errorf("endpoint %s: %d endpoints already, %d new: %w", uniq[0], len(s.endpoints), p.created, ErrFull)
+	}
+	// The target: a set that already holds exactly these keys; else the
+	// largest set that only this group uses, updated in place; else new.
+	for _, set := range s.sets {
+		if set.sum == p.sum && slices.Equal(set.keys, keys) {
+			p.target = set
+			break
+		}
+	}
+	if p.target == nil {
+		for set, n := range leaving {
+			if n == len(set.members) && (p.target == nil || n > len(p.target.members) ||
+				n == len(p.target.members) && set.id < p.target.id) {
+				p.target = set
 			}
 		}
-		for k := range want {
-			if _, ok := cur.allowed[k]; !ok {
-				p.add = append(p.add, k)
-			}
+		if p.target != nil {
+			p.del, p.add = diffKeys(p.target.keys, keys)
 		}
 	}
-	n := s.digest.PolicyEntries - len(p.del) + len(p.add)
-	if s.lim.policy > 0 && n > s.lim.policy {
-		return policyPlan{}, fmt.Errorf("policy of endpoint %s: %d entries would exceed %d: %w", ep, n, s.lim.policy, ErrFull)
+	grow := len(keys)
+	if p.target != nil {
+		grow = len(p.add) - len(p.del)
+	}
+	if s.lim.policy > 0 && s.setKeys+grow > s.lim.policy {
+		return groupPlan{}, fmt.Errorf("policy of endpoint %s: %d keys in the policy map + %d would exceed %d: %w",
+			uniq[0], s.setKeys, grow, s.lim.policy, ErrFull)
+	}
+	for _, ep := range uniq {
+		if cur := s.endpoints[ep]; cur == nil || cur != p.target {
+			p.attach = append(p.attach, ep)
+		}
+	}
+	p.changes = p.created * (1 + len(keys))
+	for set, n := range leaving {
+		if set == p.target {
+			p.changes += len(set.members) * (len(p.del) + len(p.add))
+		} else {
+			p.changes += n * diffCount(set.keys, keys)
+		}
 	}
 	return p, nil
 }
 
-// peekID returns the id the next new endpoint gets.
+// setOps are the kernel writes of a policy change; mem does none. Each
+// returns how many of its elements it wrote (a prefix) and an error.
+type setOps interface {
+	putKeys(id uint32, keys []PolicyKey) (int, error)
+	delKeys(id uint32, keys []PolicyKey) (int, error)
+	putEndpoint(ep netip.Addr, id uint32, create bool) error
+	delEndpoint(ep netip.Addr) error
+}
+
+// noOps is mem's setOps.
+type noOps struct{}
+
+func (noOps) putKeys(_ uint32, k []PolicyKey) (int, error) { return len(k), nil }
+func (noOps) delKeys(_ uint32, k []PolicyKey) (int, error) { return len(k), nil }
+func (noOps) putEndpoint(netip.Addr, uint32, bool) error   { return nil }
+func (noOps) delEndpoint(netip.Addr) error                 { return nil }
+
+// applyGroup writes p through ops and records in the shadow exactly what
+// was written, so that after an error the shadow still describes the
+// kernel and a later call repairs it. Order: the target set's keys (a new
+// set's, or the in-place deletes then adds), then the endpoints, then
+// the sets left without endpoints are removed.
+func (s *state) applyGroup(ops setOps, p groupPlan) error {
+	start := time.Now()
+	writes := 0
+	defer func() { s.writes += uint64(writes); s.updateTime += time.Since(start) }()
+	s.sweep(ops, &writes)
+	target := p.target
+	if target == nil {
+		id := s.peekID()
+		n, err := ops.putKeys(id, p.keys)
+		writes += n
+		if err != nil {
+			// Take back what was written; the id is free again only if
+			// that worked.
+			d, derr := ops.delKeys(id, p.keys[:n])
+			writes += d
+			if derr == nil {
+				return fmt.Errorf("new policy set of %d keys: wrote %d: %w", len(p.keys), n, err)
+			}
+			s.takeID(id)
+			s.addSet(&policySet{id: id, keys: p.keys[d:n], sum: keysSum(p.keys[d:n]), members: map[netip.Addr]struct{}{}})
+			return fmt.Errorf("new policy set of %d keys: wrote %d, %d left behind: %w", len(p.keys), n, n-d, err)
+		}
+		s.takeID(id)
+		target = &policySet{id: id, keys: p.keys, sum: p.sum, members: map[netip.Addr]struct{}{}}
+		s.addSet(target)
+	} else if len(p.del)+len(p.add) > 0 {
+		d, err := ops.delKeys(target.id, p.del)
+		writes += d
+		a := 0
+		if err == nil {
+			a, err = ops.putKeys(target.id, p.add)
+			writes += a
+		}
+		if err != nil {
+			s.resetSet(target, applyDiff(target.keys, p.del[:d], p.add[:a]), keysSum)
+			return fmt.Errorf("policy set %d: deleted %d of %d keys, added %d of %d: %w", target.id, d, len(p.del), a, len(p.add), err)
+		}
+		s.resetSet(target, p.keys, func([]PolicyKey) uint64 { return p.sum })
+	}
+	for _, ep := range p.attach {
+		old := s.endpoints[ep]
+		if err := ops.putEndpoint(ep, target.id, old == nil); err != nil {
+			s.sweep(ops, &writes)
+			return fmt.Errorf("endpoint %s -> policy set %d: %w", ep, target.id, err)
+		}
+		writes++
+		if old == nil {
+			s.digest.Endpoints++
+			s.digest.Policy += endpointHash(ep)
+		} else {
+			s.leave(ep, old)
+		}
+		s.join(ep, target)
+	}
+	s.updates += uint64(p.changes)
+	s.sweep(ops, &writes)
+	return nil
+}
+
+// deleteEndpoint removes an endpoint and, with its last endpoint, its set.
+func (s *state) deleteEndpoint(ops setOps, ep netip.Addr) error {
+	cur := s.endpoints[ep]
+	if cur == nil {
+		return nil
+	}
+	start := time.Now()
+	writes := 0
+	defer func() { s.writes += uint64(writes); s.updateTime += time.Since(start) }()
+	if err := ops.delEndpoint(ep); err != nil {
+		return fmt.Errorf("delete endpoint %s: %w", ep, err)
+	}
+	writes++
+	s.updates += uint64(1 + len(cur.keys))
+	s.leave(ep, cur)
+	delete(s.endpoints, ep)
+	s.digest.Endpoints--
+	s.digest.Policy -= endpointHash(ep)
+	s.sweep(ops, &writes)
+	return nil
+}
+
+func (s *state) addSet(set *policySet) {
+	s.sets[set.id] = set
+	s.setKeys += len(set.keys)
+}
+
+// resetSet gives set new keys, moving its endpoints' share of the digest.
+func (s *state) resetSet(set *policySet, keys []PolicyKey, sum func([]PolicyKey) uint64) {
+	newSum := sum(keys)
+	for ep := range set.members {
+		s.digest.Policy += epMul(ep) * (newSum - set.sum)
+		s.digest.PolicyEntries += len(keys) - len(set.keys)
+	}
+	s.setKeys += len(keys) - len(set.keys)
+	set.keys, set.sum = keys, newSum
+}
+
+func (s *state) join(ep netip.Addr, set *policySet) {
+	set.members[ep] = struct{}{}
+	s.endpoints[ep] = set
+	s.digest.Policy += epMul(ep) * set.sum
+	s.digest.PolicyEntries += len(set.keys)
+}
+
+func (s *state) leave(ep netip.Addr, set *policySet) {
+	delete(set.members, ep)
+	s.digest.Policy -= epMul(ep) * set.sum
+	s.digest.PolicyEntries -= len(set.keys)
+}
+
+// sweep removes the keys of sets no endpoint uses any more (and, after an
+// earlier failure, what is left of them), freeing their ids.
+func (s *state) sweep(ops setOps, writes *int) {
+	for id, set := range s.sets {
+		if len(set.members) > 0 {
+			continue
+		}
+		n, err := ops.delKeys(id, set.keys)
+		*writes += n
+		s.setKeys -= n
+		if err != nil {
+			set.keys = set.keys[n:]
+			set.sum = keysSum(set.keys)
+			continue
+		}
+		delete(s.sets, id)
+		s.freeIDs = append(s.freeIDs, id)
+	}
+}
+
+// peekID returns the id the next new set gets.
 func (s *state) peekID() uint32 {
 	if n := len(s.freeIDs); n > 0 {
 		return s.freeIDs[n-1]
@@ -241,45 +544,6 @@ func (s *state) takeID(id uint32) {
 		return
 	}
 	s.nextID++
-}
-
-// commitCreate records a new endpoint (with no keys yet).
-func (s *state) commitCreate(p policyPlan) {
-	s.takeID(p.id)
-	s.endpoints[p.addr] = &endpointState{id: p.id, allowed: make(map[PolicyKey]struct{}, len(p.add))}
-	s.digest.Endpoints++
-	s.digest.Policy += endpointHash(p.addr)
-}
-
-// commitPolicy records the first deleted keys of p.del and the first added
-// keys of p.add of an existing endpoint.
-func (s *state) commitPolicy(p policyPlan, deleted, added int) {
-	cur := s.endpoints[p.addr]
-	for _, k := range p.del[:deleted] {
-		delete(cur.allowed, k)
-		s.digest.PolicyEntries--
-		s.digest.Policy -= policyHash(p.addr, k)
-	}
-	for _, k := range p.add[:added] {
-		cur.allowed[k] = struct{}{}
-		s.digest.PolicyEntries++
-		s.digest.Policy += policyHash(p.addr, k)
-	}
-}
-
-func (s *state) commitEndpointDelete(ep netip.Addr) {
-	cur := s.endpoints[ep]
-	if cur == nil {
-		return
-	}
-	for k := range cur.allowed {
-		s.digest.PolicyEntries--
-		s.digest.Policy -= policyHash(ep, k)
-	}
-	delete(s.endpoints, ep)
-	s.digest.Endpoints--
-	s.digest.Policy -= endpointHash(ep)
-	s.freeIDs = append(s.freeIDs, cur.id)
 }
 
 // lookupIdentity is the ipcache's longest-prefix match; a miss is world.
@@ -301,8 +565,8 @@ func (s *state) verdict(p Packet) (Verdict, error) {
 	if err := checkPacket(p); err != nil {
 		return 0, err
 	}
-	ep := s.endpoints[p.Dst]
-	if ep == nil {
+	set := s.endpoints[p.Dst]
+	if set == nil {
 		return VerdictNotLocal, nil
 	}
 	id := s.lookupIdentity(p.Src)
@@ -312,7 +576,7 @@ func (s *state) verdict(p Packet) (Verdict, error) {
 	}
 	for _, i := range [2]Identity{id, IdentityAny} {
 		for _, k := range [4]PolicyKey{{i, port, p.Proto}, {i, 0, p.Proto}, {i, port, 0}, {i, 0, 0}} {
-			if _, ok := ep.allowed[k]; ok {
+			if _, ok := slices.BinarySearchFunc(set.keys, k, ComparePolicyKeys); ok {
 				return VerdictAllow, nil
 			}
 		}

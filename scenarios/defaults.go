@@ -15,6 +15,7 @@ const (
 	DefaultAllocationAttempts        = 16
 	DefaultAllocationBackoff         = 20 * time.Millisecond
 	DefaultDatapath                  = "auto"
+	DefaultPolicyMapMax              = 16384 // pkg/defaults PolicyMapEntries
 	DefaultOperatorClientQPS         = 100.0
 	DefaultOperatorClientBurst       = 200
 	DefaultCESMaxEndpointsPerSlice   = 100
@@ -49,6 +50,7 @@ func (s *Scenario) Default() {
 	setInt(&a.AllocationAttempts, DefaultAllocationAttempts)
 	setDur(&a.AllocationBackoff, DefaultAllocationBackoff)
 	setStr(&a.Datapath, DefaultDatapath)
+	setInt(&a.PolicyMapMax, DefaultPolicyMapMax)
 
 	cp := &s.ControlPlane
 	setFloat(&cp.ClientQPS, DefaultOperatorClientQPS)

@@ -168,6 +168,10 @@ type AgentKnobs struct {
 	AllocationBackoff Duration `json:"allocationBackoff"`
 	// Datapath is "auto", "bpf" or "mem".
 	Datapath string `json:"datapath"`
+	// PolicyMapMax is the most policy keys one endpoint's policy may have
+	// (Cilium --bpf-policy-map-max). A larger allowed set is refused, as
+	// Cilium's regeneration fails, and the endpoint keeps its old policy.
+	PolicyMapMax int `json:"policyMapMax"`
 }
 
 // ControlPlane holds the knobs of the operator and the xDS server.

@@ -256,6 +256,9 @@ func (s *Scenario) validateAgent(l *errs) {
 		l.add("agent.allocationAttempts", "must be >= 1, got %d", a.AllocationAttempts)
 	}
 	positive(l, "agent.allocationBackoff", a.AllocationBackoff)
+	if a.PolicyMapMax < 1 || a.PolicyMapMax > 1<<24 {
+		l.add("agent.policyMapMax", "must be in [1, 16777216], got %d", a.PolicyMapMax)
+	}
 	switch a.Datapath {
 	case "auto", "bpf", "mem":
 	default:

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"cmp"
 	"slices"
 	"strings"
 
@@ -159,18 +158,8 @@ func (c *Cache) resolve(sig []byte) []datapath.PolicyKey {
 	if out == nil {
 		return []datapath.PolicyKey{}
 	}
-	slices.SortFunc(out, compareKeys)
+	slices.SortFunc(out, datapath.ComparePolicyKeys)
 	return slices.Compact(out)
-}
-
-func compareKeys(a, b datapath.PolicyKey) int {
-	switch {
-	case a.Identity != b.Identity:
-		return cmp.Compare(a.Identity, b.Identity)
-	case a.Port != b.Port:
-		return cmp.Compare(a.Port, b.Port)
-	}
-	return cmp.Compare(a.Proto, b.Proto)
 }
 
 // String is a canonical form of the selector.

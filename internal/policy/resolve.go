@@ -149,4 +149,4 @@ func anyMatches(sels []Selector, l identity.Labels) bool {
 }
 
 // SortKeys sorts policy keys by identity, port, protocol.
-func SortKeys(k []datapath.PolicyKey) { slices.SortFunc(k, compareKeys) }
+func SortKeys(k []datapath.PolicyKey) { slices.SortFunc(k, datapath.ComparePolicyKeys) }
