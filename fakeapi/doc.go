@@ -81,9 +81,11 @@
 // no watcher encodes anything per event (a watcher whose selector an object
 // starts or stops matching writes the same object bytes behind an ADDED or
 // DELETED prefix). Watchers read the ring at their own position; a watcher
-// more than WatchBuffer events behind is closed (the client re-watches or
-// re-lists, as against kube-apiserver) and counted in
-// apiserver_terminated_watchers_total. Watchers of pods by spec.nodeName are
+// that falls more than WatchBuffer events behind is closed (the client
+// re-watches or re-lists, as against kube-apiserver) and counted in
+// apiserver_terminated_watchers_total; the history a resumed watch
+// replays does not count (kube-apiserver replays it from its watch cache).
+// Watchers of pods by spec.nodeName are
 // woken only by their node's events, like kube-apiserver's indexed
 // triggers. A woken watcher waits WatchBatchWindow (5 ms) for more events
 // and writes them in one batch through a pooled buffer.

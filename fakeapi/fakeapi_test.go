@@ -496,6 +496,39 @@ func TestSlowWatcherIsClosed(t *testing.T) {
 	}
 }
 
+// TestResumedWatchReplaysHistory checks that a watch resumed from a
+// resourceVersion further behind than WatchBuffer gets the retained events
+// (as from kube-apiserver's watch cache) instead of being closed at once.
+func TestResumedWatchReplaysHistory(t *testing.T) {
+	s := start(t, Config{WatchHistory: 100, WatchBuffer: 10})
+	cs, _ := clients(t, s)
+	ctx := t.Context()
+	var first string
+	for i := range 30 {
+		cm, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("c%d", i)}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = cm.ResourceVersion
+		}
+	}
+	w, err := cs.CoreV1().ConfigMaps("default").Watch(ctx, metav1.ListOptions{ResourceVersion: first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for i := 1; i < 30; i++ {
+		ev := nextEvent(t, w)
+		if cm, ok := ev.Object.(*corev1.ConfigMap); ev.Type != watch.Added || !ok || cm.Name != fmt.Sprintf("c%d", i) {
+			t.Fatalf("event %d: %v %v, want ADDED c%d", i, ev.Type, ev.Object, i)
+		}
+	}
+	if got := metricValue(t, s, "apiserver_terminated_watchers_total", ""); got != 0 {
+		t.Errorf("%v watchers terminated", got)
+	}
+}
+
 // waitFor polls cond (a condition on server state that has no channel).
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

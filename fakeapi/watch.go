@@ -91,6 +91,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 	var pos, snapRV uint64
 	var tooOld error
 	st.mu.RLock()
+	// Events already in the history when the watch starts are replayed
+	// and do not count towards WatchBuffer (kube-apiserver's watch cache
+	// sends them from its cache, not through the watcher's buffer): a
+	// watcher resuming far behind is not closed at once.
+	startHead := st.head
 	switch {
 	case initial:
 		st.mu.RUnlock()
@@ -213,7 +218,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		head, n := st.head, uint64(len(st.ring))
 		// An indexed watcher is only woken for its node's events, so only
 		// losing events to the ring's eviction makes it too slow.
-		if (!indexed && head-pos > lag) || (head > n && pos < head-n) {
+		if (!indexed && head-max(pos, startHead) > lag) || (head > n && pos < head-n) {
 			unlock()
 			s.metrics.terminatedWatchers.WithLabelValues(res.group, res.name).Inc()
 			s.log.Debug("fakeapi watcher too slow, closing", "resource", res.name, "behind", head-pos, "user", rq.user.name)
