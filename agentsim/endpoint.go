@@ -568,14 +568,25 @@ func (a *Agent) regenerate() {
 	groups := map[sliceID]int{}
 	var ops []dpOp
 	for _, p := range a.pods {
-		e := a.ids[p.id]
-		if p.id == 0 || e == nil {
+		if p.id == 0 {
 			continue
 		}
-		keys, ok := byKey[e.key]
+		// The endpoint's labels select the rules that apply to it: its
+		// identity's, or, while this agent has not yet seen the identity
+		// it allocated come back from the API server, the labels it
+		// allocated it for (Cilium's allocator knows them locally). An
+		// endpoint left out here would keep its old policy and split its
+		// policy set.
+		labels, key := p.want, p.wantKey
+		if e := a.ids[p.id]; e != nil {
+			labels, key = e.labels, e.key
+		} else if p.pendingID != 0 || labels == nil {
+			continue
+		}
+		keys, ok := byKey[key]
 		if !ok {
-			keys = a.pcache.Resolve(e.labels)
-			byKey[e.key] = keys
+			keys = a.pcache.Resolve(labels)
+			byKey[key] = keys
 		}
 		if p.allowed != nil && keysEqual(p.allowed, keys) {
 			continue

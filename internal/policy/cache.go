@@ -27,6 +27,28 @@ type Cache struct {
 type selEntry struct {
 	sel   Selector
 	match map[datapath.Identity]struct{}
+	// ids are the keys of match in ascending order, kept as identities
+	// come and go so that resolving needs no sort.
+	ids []datapath.Identity
+}
+
+func (e *selEntry) add(id datapath.Identity) {
+	if _, ok := e.match[id]; ok {
+		return
+	}
+	e.match[id] = struct{}{}
+	i, _ := slices.BinarySearch(e.ids, id)
+	e.ids = slices.Insert(e.ids, i, id)
+}
+
+func (e *selEntry) remove(id datapath.Identity) {
+	if _, ok := e.match[id]; !ok {
+		return
+	}
+	delete(e.match, id)
+	if i, ok := slices.BinarySearch(e.ids, id); ok {
+		e.ids = slices.Delete(e.ids, i, i+1)
+	}
 }
 
 type cachedRule struct {
@@ -53,9 +75,9 @@ func (c *Cache) UpsertIdentity(id datapath.Identity, l identity.Labels) {
 	c.ids[id] = l
 	for _, e := range c.sels {
 		if e.sel.Matches(l) {
-			e.match[id] = struct{}{}
+			e.add(id)
 		} else {
-			delete(e.match, id)
+			e.remove(id)
 		}
 	}
 }
@@ -65,7 +87,7 @@ func (c *Cache) DeleteIdentity(id datapath.Identity) {
 	clear(c.memo)
 	delete(c.ids, id)
 	for _, e := range c.sels {
-		delete(e.match, id)
+		e.remove(id)
 	}
 }
 
@@ -100,8 +122,10 @@ func (c *Cache) selector(s Selector, old map[string]*selEntry) *selEntry {
 		for id, l := range c.ids {
 			if s.Matches(l) {
 				e.match[id] = struct{}{}
+				e.ids = append(e.ids, id)
 			}
 		}
+		slices.Sort(e.ids)
 	}
 	c.sels[k] = e
 	return e
@@ -129,10 +153,12 @@ func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
 }
 
 // resolve computes the allowed set of an endpoint selected by the rules
-// whose bits are set in sig.
+// whose bits are set in sig. Each (peer selector, ports) pair yields its
+// keys already sorted (identities ascending, then ports), and the pairs'
+// lists are merged, so the result is sorted without sorting.
 func (c *Cache) resolve(sig []byte) []datapath.PolicyKey {
 	selected := false
-	var out []datapath.PolicyKey
+	var lists [][]datapath.PolicyKey
 	for i := range c.rules {
 		r := &c.rules[i]
 		if sig[i/8]&(1<<(i%8)) == 0 {
@@ -140,26 +166,64 @@ func (c *Cache) resolve(sig []byte) []datapath.PolicyKey {
 		}
 		selected = true
 		for _, in := range r.ingress {
+			ports := sortedPorts(in.ports)
 			for _, e := range in.from {
-				if out == nil {
-					out = make([]datapath.PolicyKey, 0, len(e.match)*len(in.ports))
-				}
-				for id := range e.match {
-					for _, p := range in.ports {
-						out = append(out, datapath.PolicyKey{Identity: id, Port: p.Port, Proto: p.Proto})
+				l := make([]datapath.PolicyKey, 0, len(e.ids)*len(ports))
+				for _, id := range e.ids {
+					for _, p := range ports {
+						l = append(l, datapath.PolicyKey{Identity: id, Port: p.Port, Proto: p.Proto})
 					}
 				}
+				lists = append(lists, l)
 			}
 		}
 	}
 	if !selected {
 		return []datapath.PolicyKey{AllowAll}
 	}
-	if out == nil {
-		return []datapath.PolicyKey{}
+	out := []datapath.PolicyKey{}
+	for _, l := range lists {
+		out = mergeKeys(out, l)
 	}
-	slices.SortFunc(out, datapath.ComparePolicyKeys)
-	return slices.Compact(out)
+	return out
+}
+
+// sortedPorts returns ports in key order, without repeats.
+func sortedPorts(ports []Port) []Port {
+	ps := slices.Clone(ports)
+	slices.SortFunc(ps, func(a, b Port) int {
+		return datapath.ComparePolicyKeys(datapath.PolicyKey{Port: a.Port, Proto: a.Proto}, datapath.PolicyKey{Port: b.Port, Proto: b.Proto})
+	})
+	return slices.Compact(ps)
+}
+
+// mergeKeys merges two sorted, repeat-free lists into one; when one is
+// empty it returns the other itself.
+func mergeKeys(a, b []datapath.PolicyKey) []datapath.PolicyKey {
+	if len(a) == 0 {
+		return b
+	}
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]datapath.PolicyKey, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := datapath.ComparePolicyKeys(a[i], b[j]); {
+		case c < 0:
+			out = append(out, a[i])
+			i++
+		case c > 0:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
 }
 
 // String is a canonical form of the selector.
