@@ -91,6 +91,22 @@ func TestCRDRelabelConverges(t *testing.T) {
 	}
 	c.checkObjects(ctx)
 	t.Logf("429s: %v", counterValue(t, f.m.tooMany))
+	// Every namespace's policies allow the same peers, so each agent's
+	// endpoints share one policy set, updated in place: the datapath
+	// writes far less than per-endpoint maps would.
+	var upd, writes uint64
+	for _, a := range f.agents {
+		st, _ := a.datapathStats()
+		if st.PolicySets != 1 {
+			t.Errorf("%s: %d policy sets, want 1 (every endpoint has the same policy)", a.Node(), st.PolicySets)
+		}
+		upd += st.Updates
+		writes += st.MapWrites
+	}
+	t.Logf("datapath: %d updates (per-endpoint maps), %d map writes", upd, writes)
+	if writes*5 > upd {
+		t.Errorf("datapath wrote %d map elements for %d per-endpoint updates: policy sets are not shared", writes, upd)
+	}
 }
 
 // checkObjects validates every CiliumEndpoint and CiliumIdentity against

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -559,8 +558,8 @@ func (a *Agent) regenerate() {
 		a.rulesDirty = false
 	}
 	byKey := map[string][]datapath.PolicyKey{}
-	// Endpoints that get the same (shared) resolution are written as one
-	// group, in the order their first endpoint was met.
+	// Endpoints that get equal resolutions are written as one group, in
+	// the order their first endpoint was met.
 	type sliceID struct {
 		first *datapath.PolicyKey
 		n     int
@@ -595,12 +594,24 @@ func (a *Agent) regenerate() {
 		if len(keys) > 0 {
 			sid.first = &keys[0]
 		}
-		if i, ok := groups[sid]; ok && sid.first != nil {
-			ops[i].eps = append(ops[i].eps, p.ip)
-		} else {
-			groups[sid] = len(ops)
-			ops = append(ops, dpOp{kind: dpReplacePolicy, eps: []netip.Addr{p.ip}, keys: keys})
+		i, ok := groups[sid]
+		if !ok {
+			// Rules of different namespaces often allow the same peers:
+			// their resolutions are equal but not shared, and endpoints
+			// with equal policies must be one group to share a set.
+			i = len(ops)
+			for j := range ops {
+				if keysEqual(ops[j].keys, keys) {
+					i = j
+					break
+				}
+			}
+			if i == len(ops) {
+				ops = append(ops, dpOp{kind: dpReplacePolicy, keys: keys})
+			}
+			groups[sid] = i
 		}
+		ops[i].eps = append(ops[i].eps, p.ip)
 		p.allowed = keys
 		a.polDirty = true
 		a.changed()
