@@ -83,8 +83,20 @@ type Measurer struct {
 	lastAt  time.Time
 	peakEv  float64
 	peakBy  float64
+	// mem is the memory of all measured processes together and of the
+	// machine, over the samples.
+	mem memPeaks
 
 	converged atomic.Int64
+}
+
+// memPeaks are the memory peaks over a mode's samples, bytes.
+type memPeaks struct {
+	processes float64 // RSS of every measured process, summed per sample
+	machine   float64 // the machine's MemTotal - MemAvailable
+	atStart   float64 // machine used at the first sample
+	total     float64
+	samples   int
 }
 
 // NewMeasurer makes a Measurer that scrapes with client.
@@ -210,6 +222,23 @@ func (m *Measurer) Tick(ctx context.Context, now time.Time) map[string]float64 {
 		}
 		spreadRow(row, "agents.cpu", shardCPU)
 		spreadRow(row, "agents.rss", shardRSS)
+		var total float64
+		for _, p := range m.procs {
+			if p.have && p.lastAt.Equal(now) {
+				total += row[reports.SeriesName("rss", "process", p.name)]
+			}
+		}
+		m.mem.processes = math.Max(m.mem.processes, total)
+	}
+	if mi, err := proc.ReadMemInfo(); err == nil {
+		used := float64(mi.Used())
+		if m.mem.samples == 0 {
+			m.mem.atStart = used
+		}
+		m.mem.samples++
+		m.mem.total = float64(mi.Total)
+		m.mem.machine = math.Max(m.mem.machine, used)
+		row[reports.SeriesMachineMemoryUsed] = used
 	}
 
 	// Metrics.
@@ -664,6 +693,14 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 	if shards > 0 {
 		s.Agents = &reports.AgentSummary{Count: agents, Shards: shards, CPUSeconds: spreadOf(perAgentCPU), MeanCPU: spreadOf(perAgentMean),
 			PeakCPU: spreadOf(perAgentPeak), PeakRSS: spreadOf(perAgentPeakRSS), MeanRSS: spreadOf(perAgentMeanRSS)}
+	}
+	if m.mem.samples > 0 || m.mem.processes > 0 {
+		s.Memory = &reports.MemorySummary{
+			PeakProcessesRSS:   int64(m.mem.processes),
+			PeakMachineUsed:    int64(m.mem.machine),
+			MachineUsedAtStart: int64(m.mem.atStart),
+			MachineTotal:       int64(m.mem.total),
+		}
 	}
 	if haveHarness {
 		// Over a short or idle stretch /proc's clock ticks may show no CPU

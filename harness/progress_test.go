@@ -53,6 +53,7 @@ func TestWriteSummaryTable(t *testing.T) {
 			KVStoreLatency: []reports.LatencySummary{{Verb: "put", P99: 0.015}},
 			Agents:         &reports.AgentSummary{MeanCPU: reports.Spread{Mean: 1.5}, PeakCPU: reports.Spread{Max: 2}, MeanRSS: reports.Spread{Mean: 1 << 30}, PeakRSS: reports.Spread{Max: 2 << 30}},
 			Watch:          &reports.WatchSummary{Events: 1234},
+			Memory:         &reports.MemorySummary{PeakProcessesRSS: 3 << 30, PeakMachineUsed: 5 << 29},
 			Writes:         map[string]int64{"create ciliumidentities": 5, "patch ciliumendpoints": 10},
 			Identities:     &reports.IdentitySummary{Duplicates: 4999},
 			Convergence:    []reports.ConvergenceSummary{{Agents: 200, Converged: 200, P50: 1, P99: 2, Max: 3}},
@@ -64,7 +65,7 @@ func TestWriteSummaryTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	for _, w := range []string{"2.50s", "put 15.0ms", "150.0%/200.0%", "1.0GiB/2.0GiB", "1234", "15", "4999", "1.00s/2.00s/3.00s (200/200)", "skipped", "no docker"} {
+	for _, w := range []string{"2.50s", "put 15.0ms", "150.0%/200.0%", "1.0GiB/2.0GiB", "3.0GiB/2.5GiB", "1234", "15", "4999", "1.00s/2.00s/3.00s (200/200)", "skipped", "no docker"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("table lacks %q:\n%s", w, out)
 		}

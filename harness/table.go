@@ -11,11 +11,12 @@ import (
 
 // WriteSummaryTable prints one row per mode: status, API latency (peak of
 // the per-second p99 and p99 over the mode), kvstore latency, agent CPU and
-// memory (mean and max across shards), watch events, writes, duplicate
-// identities and time to converge after the last change.
+// memory (mean and max across shards), the peak memory of all processes
+// together and of the machine, watch events, writes, duplicate identities
+// and time to converge after the last change.
 func WriteSummaryTable(w io.Writer, r *reports.Results) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\tstatus\tAPI p99\tAPI peak p99\tkvstore p99\tagent CPU mean/max\tagent RSS mean/max\tevents\twrites\tduplicates\tconverge p50/p99/max")
+	fmt.Fprintln(tw, "mode\tstatus\tAPI p99\tAPI peak p99\tkvstore p99\tagent CPU mean/max\tagent RSS mean/max\tpeak mem procs/machine\tevents\twrites\tduplicates\tconverge p50/p99/max")
 	for i := range r.Modes {
 		m := &r.Modes[i]
 		row := []string{string(m.Mode), string(m.Status)}
@@ -53,6 +54,10 @@ func WriteSummaryTable(w io.Writer, r *reports.Results) error {
 			cpu = fmt.Sprintf("%.1f%%/%.1f%%", 100*a.MeanCPU.Mean, 100*a.PeakCPU.Max)
 			rss = bytesStr(a.MeanRSS.Mean) + "/" + bytesStr(a.PeakRSS.Max)
 		}
+		mem := "-"
+		if mm := s.Memory; mm != nil {
+			mem = bytesStr(float64(mm.PeakProcessesRSS)) + "/" + bytesStr(float64(mm.PeakMachineUsed))
+		}
 		events := "-"
 		if s.Watch != nil {
 			events = fmt.Sprint(s.Watch.Events)
@@ -74,7 +79,7 @@ func WriteSummaryTable(w io.Writer, r *reports.Results) error {
 			c := s.Convergence[n-1]
 			conv = fmt.Sprintf("%s/%s/%s (%d/%d)", secs(c.P50), secs(c.P99), secs(c.Max), c.Converged, c.Agents)
 		}
-		row = append(row, api, peak, kv, cpu, rss, events, writes, dups, conv)
+		row = append(row, api, peak, kv, cpu, rss, mem, events, writes, dups, conv)
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 		if m.Reason != "" && m.Status != reports.StatusOK {
 			fmt.Fprintf(tw, "  %s\t%s\n", m.Mode, truncate(m.Reason, 200))

@@ -334,7 +334,7 @@ func costTable(d *document, r *Results) {
 		s := m.Summary
 		row := []string{string(m.Mode)}
 		if s == nil {
-			rows = append(rows, append(row, missing, missing, missing, missing, missing, missing, missing, missing, missing))
+			rows = append(rows, append(row, missing, missing, missing, missing, missing, missing, missing, missing, missing, missing))
 			continue
 		}
 		api := missing
@@ -345,6 +345,10 @@ func costTable(d *document, r *Results) {
 		if a := s.Agents; a != nil {
 			agCPU = fmtCorePct(a.PeakCPU.Mean) + " / " + fmtCorePct(a.PeakCPU.Max)
 			agRSS = fmtBytes(a.PeakRSS.Mean) + " / " + fmtBytes(a.PeakRSS.Max)
+		}
+		mem := missing
+		if mm := s.Memory; mm != nil {
+			mem = fmtBytes(float64(mm.PeakProcessesRSS)) + " / " + fmtBytes(float64(mm.PeakMachineUsed))
 		}
 		events, bytes := missing, missing
 		if w := s.Watch; w != nil {
@@ -371,9 +375,9 @@ func costTable(d *document, r *Results) {
 		if s.Datapath != nil {
 			dp = fmtInt(s.Datapath.Updates)
 		}
-		rows = append(rows, append(row, api, agCPU, agRSS, events, bytes, writes, throttle, ids, dp))
+		rows = append(rows, append(row, api, agCPU, agRSS, mem, events, bytes, writes, throttle, ids, dp))
 	}
-	d.table([]string{"mode", "API server", "peak CPU per agent (mean / max shard)", "peak RSS per agent (mean / max shard)", "watch events", "watch bytes", "API writes", "429s / client-throttled (wait)", "identities created / duplicates", "datapath updates"}, rows)
+	d.table([]string{"mode", "API server", "peak CPU per agent (mean / max shard)", "peak RSS per agent (mean / max shard)", "peak memory: all processes / machine", "watch events", "watch bytes", "API writes", "429s / client-throttled (wait summed over agents)", "identities created / duplicates", "datapath updates"}, rows)
 }
 
 func findProcess(s *Summary, name string) *ProcessSummary {

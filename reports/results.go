@@ -214,6 +214,9 @@ type Summary struct {
 	Datapath *DatapathSummary `json:"datapath,omitempty"`
 	// Convergence has one entry per step that waited for convergence.
 	Convergence []ConvergenceSummary `json:"convergence,omitempty"`
+	// Memory is the peak memory of the mode: of the measured processes
+	// together and of the whole machine.
+	Memory *MemorySummary `json:"memory,omitempty"`
 	// Harness is the harness's own cost.
 	Harness *HarnessSummary `json:"harness,omitempty"`
 	// Probe says whether the API probe held its rate.
@@ -345,6 +348,22 @@ type HarnessSummary struct {
 	// FractionOfTotal is CPUSeconds over the CPU-seconds of every measured
 	// process together (target: under 0.10).
 	FractionOfTotal float64 `json:"fractionOfTotal"`
+}
+
+// MemorySummary is a mode's peak memory, bytes.
+type MemorySummary struct {
+	// PeakProcessesRSS is the highest sum, over one sample, of the
+	// resident memory of every measured process (harness included).
+	PeakProcessesRSS int64 `json:"peakProcessesRSSBytes"`
+	// PeakMachineUsed is the machine's highest MemTotal - MemAvailable:
+	// it also counts kernel memory (BPF maps, socket buffers) and
+	// anything else running on the machine.
+	PeakMachineUsed int64 `json:"peakMachineUsedBytes"`
+	// MachineUsedAtStart is MemTotal - MemAvailable at the mode's first
+	// sample, for reference.
+	MachineUsedAtStart int64 `json:"machineUsedAtStartBytes"`
+	// MachineTotal is MemTotal.
+	MachineTotal int64 `json:"machineTotalBytes"`
 }
 
 // ProbeSummary says whether the API probe held its rate.

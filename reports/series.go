@@ -227,6 +227,8 @@ const (
 	SeriesAgentsRSSMean = "agents.rss.mean"
 	SeriesAgentsRSSMin  = "agents.rss.min"
 	SeriesAgentsRSSMax  = "agents.rss.max"
+	// The machine's MemTotal - MemAvailable, bytes.
+	SeriesMachineMemoryUsed = "memory.machine.used"
 	// Agents converged so far (count).
 	SeriesAgentsConverged = "agents.converged"
 	// Watch events/s and bytes/s delivered, optionally by {resource=...}.

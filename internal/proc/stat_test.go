@@ -95,3 +95,22 @@ func TestReadStatSelf(t *testing.T) {
 		t.Error("ReadStat of a missing pid succeeded")
 	}
 }
+
+func TestParseMemInfo(t *testing.T) {
+	m, err := ParseMemInfo([]byte("MemTotal:       24608236 kB\nMemFree:        23000000 kB\nMemAvailable:   20000000 kB\nBuffers: 1 kB\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Total != 24608236*1024 || m.Available != 20000000*1024 || m.Used() != 4608236*1024 {
+		t.Errorf("parsed %+v, used %d", m, m.Used())
+	}
+	if _, err := ParseMemInfo([]byte("MemTotal: 1 kB\n")); err == nil {
+		t.Error("meminfo without MemAvailable: no error")
+	}
+	if _, err := ParseMemInfo([]byte("MemTotal: x kB\nMemAvailable: 1 kB\n")); err == nil {
+		t.Error("meminfo with a bad number: no error")
+	}
+	if m, err := ReadMemInfo(); err != nil || m.Total == 0 || m.Used() > m.Total {
+		t.Errorf("this machine's meminfo: %+v, %v", m, err)
+	}
+}
