@@ -55,21 +55,21 @@ type Config struct {
 // SizeFor returns a Config for an agent in a cluster of pods pods, with
 // localEndpoints pods on its node and endpoint policies of at most
 // keysPerEndpoint keys (Cilium's policy map size). The ipcache and
-// endpoints get a quarter as headroom; the policy map has room for eight
+// endpoints get a quarter as headroom; the policy map has room for four
 // distinct full-size sets at once (endpoints with the same policy share
 // one set; a change that is not common to all of a set's endpoints
-// writes a new set before the old one goes).
+// writes a new set before the old one goes), or for more, smaller ones.
 //
 // What the size costs: the ipcache (LPM trie) and the policy hash grow
 // with their entries, but the policy hash's bucket array (16 bytes per
 // bucket, MaxPolicyEntries rounded up to a power of two) is allocated when
-// the datapath is opened: 2 MiB per agent at 8 x 16,384 keys.
+// the datapath is opened: 2 MiB per agent at 4 x 16,384 keys.
 func SizeFor(kind Kind, pods, localEndpoints, keysPerEndpoint int) Config {
 	return Config{
 		Kind:              kind,
 		MaxIPCacheEntries: pods + pods/4 + 256,
 		MaxEndpoints:      localEndpoints + localEndpoints/4 + 16,
-		MaxPolicyEntries:  min(localEndpoints+1, 8)*keysPerEndpoint + 1024,
+		MaxPolicyEntries:  min(localEndpoints+1, 4)*keysPerEndpoint + 1024,
 		MaxEndpointPolicy: keysPerEndpoint,
 	}
 }
