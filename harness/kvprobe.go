@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/stampede-sim/stampede/agentsim"
 	"github.com/stampede-sim/stampede/reports"
 )
 
@@ -111,4 +112,23 @@ func (k *KVProbe) Summary() []reports.LatencySummary {
 		out = append(out, latencySummary(op, "probe", l, k.errs[op]))
 	}
 	return out
+}
+
+// IdentityCensus counts the kvstore's identities (master keys under
+// agentsim.KVIDPrefix, whose values are the label sets' keys) and the
+// label sets that have more than one.
+func (k *KVProbe) IdentityCensus(ctx context.Context) (*IdentityCensus, error) {
+	resp, err := k.cli.Get(ctx, agentsim.KVIDPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("kvstore identity census: %w", err)
+	}
+	seen := map[string]int{}
+	for _, kv := range resp.Kvs {
+		seen[string(kv.Value)]++
+	}
+	ic := &IdentityCensus{Final: int64(len(resp.Kvs))}
+	for _, n := range seen {
+		ic.Duplicates += int64(n - 1)
+	}
+	return ic, nil
 }

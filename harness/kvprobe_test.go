@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/stampede-sim/stampede/agentsim"
 	"github.com/stampede-sim/stampede/internal/etcdserver"
 )
 
@@ -49,5 +50,26 @@ func TestKVProbeAgainstRealEtcd(t *testing.T) {
 	s := k.Summary()
 	if len(s) != 2 || s[0].Verb != "get" || s[1].Verb != "put" || s[0].Resource != "probe" || s[0].Errors != 0 {
 		t.Errorf("summary = %+v", s)
+	}
+
+	// The identity census counts master keys and label sets with more
+	// than one; value and lock keys are not identities.
+	for key, val := range map[string]string{
+		agentsim.KVIDPrefix + "256":                  "k8s:app=a;",
+		agentsim.KVIDPrefix + "257":                  "k8s:app=b;",
+		agentsim.KVIDPrefix + "258":                  "k8s:app=a;",
+		agentsim.KVValuePrefix + "k8s:app=a;/node-0": "256",
+		agentsim.KVLockPrefix + "k8s:app=b;":         "",
+	} {
+		if _, err := k.cli.Put(ctx, key, val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ic, err := k.IdentityCensus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ic.Final != 3 || ic.Duplicates != 1 {
+		t.Errorf("census = %+v, want 3 identities, 1 duplicate", ic)
 	}
 }

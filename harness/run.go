@@ -536,7 +536,12 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	var census *IdentityCensus
 	if ctx.Err() == nil {
 		cctx, ccancel := context.WithTimeout(ctx, 2*time.Minute)
-		census, err = identityCensus(cctx, setupClient)
+		if kvProbe != nil {
+			// kvstore mode: the identities live in etcd.
+			census, err = kvProbe.IdentityCensus(cctx)
+		} else {
+			census, err = identityCensus(cctx, setupClient)
+		}
 		ccancel()
 		if err != nil {
 			log.Warn("identity census", "err", err)
