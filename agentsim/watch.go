@@ -2,7 +2,7 @@ package agentsim
 
 import (
 	"context"
-	"encoding/json"
+	json "github.com/goccy/go-json"
 	"errors"
 	"fmt"
 	"io"
