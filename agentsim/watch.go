@@ -2,7 +2,6 @@ package agentsim
 
 import (
 	"context"
-	json "github.com/goccy/go-json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	json "github.com/goccy/go-json"
 )
 
 // Watch event types.
