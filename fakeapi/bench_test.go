@@ -154,6 +154,9 @@ func benchCEP(i, gen int) *unstructured.Unstructured {
 // server in a child process. "decode" watchers use client-go's dynamic
 // client and decode every event; "read" watchers only read the stream.
 // Run with -benchtime=1x: one iteration is the whole workload.
+// STAMPEDE_FAKEAPI_BENCH_{WATCHERS,CEPS,UPDATES,WRITERS,RATE,WINDOW_MS,
+// HTTP1,PLAIN} change it; for the trickle a 1,000-node cluster sees:
+// WATCHERS=1000 UPDATES=3000 RATE=200 WINDOW_MS=5 (or 50).
 func BenchmarkWatchFanout(b *testing.B) {
 	for _, mode := range []string{"read", "decode"} {
 		b.Run(mode, func(b *testing.B) {
@@ -233,12 +236,24 @@ func benchFanout(b *testing.B, decode bool, watchers, objects, updates int) {
 		}()
 	}
 	writers := benchEnv("WRITERS", 16)
+	// RATE (updates per second, 0: as fast as the writers go) gives the
+	// trickle of a large cluster's churn, where each woken watcher finds
+	// few events: the regime in which per-wakeup costs dominate.
+	var pace <-chan time.Time
+	if rate := benchEnv("RATE", 0); rate > 0 {
+		t := time.NewTicker(time.Second / time.Duration(rate))
+		defer t.Stop()
+		pace = t.C
+	}
 	var wwg sync.WaitGroup
 	for w := range writers {
 		wwg.Add(1)
 		go func() {
 			defer wwg.Done()
 			for u := w; u < updates; u += writers {
+				if pace != nil {
+					<-pace
+				}
 				i := u % objects
 				o := benchCEP(i, u/objects+1)
 				if _, err := admin.Resource(cepGVR).Namespace(o.GetNamespace()).Update(ctx, o, metav1.UpdateOptions{}); err != nil {

@@ -24,7 +24,7 @@ const (
 	DefaultBookmarkInterval            = time.Minute
 	DefaultMaxBodyBytes                = 3 << 20
 	DefaultWatchTimeout                = 30 * time.Minute
-	DefaultWatchBatchWindow            = 5 * time.Millisecond
+	DefaultWatchBatchWindow            = 50 * time.Millisecond
 )
 
 // Config configures a Server. Zero fields take the defaults above.
@@ -65,10 +65,13 @@ type Config struct {
 	// (default 1000, at most WatchHistory).
 	WatchBuffer int
 	// WatchBatchWindow is how long a watcher, once woken by an event,
-	// waits for more before writing them in one batch (default 5ms;
+	// waits for more before writing them in one batch (default 50ms;
 	// negative: write every event at once, as kube-apiserver does). It
-	// trades a few milliseconds of watch latency for far fewer writes
-	// and syscalls per event when many watchers follow a busy resource.
+	// trades tens of milliseconds of watch latency for far fewer writes,
+	// wakeups and syscalls per event, on both ends, when many watchers
+	// follow a trickle of changes: 1,000 watchers of 200 updates/s cost
+	// the server 9.3 us per delivered event with 5ms and 5.2 us with 50ms
+	// (BenchmarkWatchFanout with RATE=200).
 	WatchBatchWindow time.Duration
 	// BookmarkInterval is how often watches that allow bookmarks get one
 	// (default 1m).

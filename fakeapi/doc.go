@@ -87,7 +87,7 @@
 // replays does not count (kube-apiserver replays it from its watch cache).
 // Watchers of pods by spec.nodeName are
 // woken only by their node's events, like kube-apiserver's indexed
-// triggers. A woken watcher waits WatchBatchWindow (5 ms) for more events
+// triggers. A woken watcher waits WatchBatchWindow (50 ms) for more events
 // and writes them in one batch through a pooled buffer.
 //
 // # Metrics

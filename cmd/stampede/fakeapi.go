@@ -61,6 +61,7 @@ endpoints ("api", "metrics"; extra "ca", "token") on stdout and in
 	f.IntVar(&cfg.MaxMutatingRequestsInflight, "max-mutating-requests-inflight", fakeapi.DefaultMaxMutatingRequestsInflight, "concurrent writes before 429 (negative: unlimited)")
 	f.IntVar(&cfg.WatchHistory, "watch-history", fakeapi.DefaultWatchHistory, "events kept per resource for watch resumption (older resourceVersions get 410 Gone)")
 	f.IntVar(&cfg.WatchBuffer, "watch-buffer", fakeapi.DefaultWatchBuffer, "events a watcher may fall behind before it is closed")
+	f.DurationVar(&cfg.WatchBatchWindow, "watch-batch-window", fakeapi.DefaultWatchBatchWindow, "how long a woken watcher waits for more events before writing them in one batch (negative: write each event at once, as kube-apiserver does)")
 	f.DurationVar(&cfg.BookmarkInterval, "bookmark-interval", fakeapi.DefaultBookmarkInterval, "interval of watch bookmarks")
 	f.StringVar(&kubeconfigOut, "kubeconfig-out", "", "write an admin kubeconfig to this path")
 	f.StringVar(&readyFile, "ready-file", "", "write the ready announcement (JSON) to this path once serving")
