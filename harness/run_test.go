@@ -34,6 +34,19 @@ func TestShardSize(t *testing.T) {
 	}
 }
 
+func TestShardMemoryLimit(t *testing.T) {
+	const gib = int64(1) << 30
+	if got := shardMemoryLimit(24*gib, 4); got != 3*gib {
+		t.Errorf("24 GiB over 4 shards: %d, want 3 GiB", got)
+	}
+	if got := shardMemoryLimit(24*gib, 1); got != 12*gib {
+		t.Errorf("24 GiB over 1 shard: %d, want 12 GiB", got)
+	}
+	if got := shardMemoryLimit(0, 4); got != 0 {
+		t.Errorf("unknown machine memory: %d, want 0 (no limit)", got)
+	}
+}
+
 func TestMetricsURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"http://127.0.0.1:1":          "http://127.0.0.1:1/metrics",

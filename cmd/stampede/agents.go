@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/rest"
 
 	"github.com/stampede-sim/stampede/agentsim"
@@ -16,7 +18,7 @@ import (
 func newAgentsCmd(g *globals) *cobra.Command {
 	var (
 		shard, mode, scenario, apiURL, caFile, tokenFile, token string
-		kvstore, xds, readyFile, listen                         string
+		kvstore, xds, readyFile, listen, memLimit               string
 	)
 	cmd := &cobra.Command{
 		Use:   "agents",
@@ -40,6 +42,16 @@ convergence digests) on stdout and in --ready-file.`,
 			i, n, err := parseShard(shard)
 			if err != nil {
 				return err
+			}
+			if memLimit != "" {
+				q, err := resource.ParseQuantity(memLimit)
+				if err != nil || q.Value() <= 0 {
+					return fmt.Errorf("--memory-limit: want a positive size such as 3Gi or 3221225472, got %q", memLimit)
+				}
+				// A soft limit: the garbage collector works harder as the
+				// heap nears it, instead of letting it double (GOGC=100)
+				// in every shard at once.
+				debug.SetMemoryLimit(q.Value())
 			}
 			cfg := agentsim.Config{
 				Scenario: s, Mode: scenarios.Mode(mode), Shard: i, Shards: n,
@@ -84,6 +96,7 @@ convergence digests) on stdout and in --ready-file.`,
 	f.StringVar(&xds, "xds", "", "control plane gRPC address host:port (xds mode)")
 	f.StringVar(&readyFile, "ready-file", "", "write the ready announcement (JSON) to this path once serving")
 	f.StringVar(&listen, "listen", "127.0.0.1:0", "address of the metrics endpoint")
+	f.StringVar(&memLimit, "memory-limit", "", "soft memory limit of this process for the Go garbage collector (GOMEMLIMIT), such as 3Gi; empty: none")
 	return cmd
 }
 
