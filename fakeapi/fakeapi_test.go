@@ -1131,3 +1131,50 @@ func TestNodeWaiterSweep(t *testing.T) {
 		t.Fatal("idle node watcher not swept after half the ring")
 	}
 }
+
+// Watchers read the ring without the store's lock; readEvents must refuse
+// events the ring no longer holds, including a slot the writer reused
+// after the watcher read head.
+func TestReadEventsWithoutLock(t *testing.T) {
+	var rv atomic.Uint64
+	st := newStore(builtinResources()[1], &rv, 4, time.Now)
+	add := func() {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		r := rv.Add(1)
+		st.appendLocked(newEvent(eventAdded, []byte(`{}`), "default", fmt.Sprintf("p%d", r), nil, "", r, nil))
+	}
+	wake := st.notifyChan()
+	for range 6 {
+		add()
+	}
+	select {
+	case <-wake:
+	default:
+		t.Fatal("the channel loaded before the events was not closed")
+	}
+	head := st.head.Load()
+	if head != 6 {
+		t.Fatalf("head %d, want 6", head)
+	}
+	got, ok := st.readEvents(nil, 2, head)
+	if !ok || len(got) != 4 {
+		t.Fatalf("events 2..5: ok=%v, %d events, want 4", ok, len(got))
+	}
+	for i, e := range got {
+		if e.seq != uint64(2+i) || e.obj.rv != uint64(3+i) {
+			t.Errorf("event %d: seq %d rv %d, want seq %d rv %d", i, e.seq, e.obj.rv, 2+i, 3+i)
+		}
+	}
+	if _, ok := st.readEvents(nil, 1, head); ok {
+		t.Error("event 1 was evicted, but readEvents returned it")
+	}
+	// The watcher read head=6; the writer then reuses the slot of event 2.
+	add()
+	if _, ok := st.readEvents(nil, 2, head); ok {
+		t.Error("the slot of event 2 holds event 6, but readEvents accepted it")
+	}
+	if got, ok := st.readEvents(nil, 3, st.head.Load()); !ok || len(got) != 4 {
+		t.Errorf("events 3..6: ok=%v, %d events", ok, len(got))
+	}
+}

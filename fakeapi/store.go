@@ -66,6 +66,10 @@ type event struct {
 	obj   *object
 	prev  *object
 	frame []byte // the watch frame; obj.raw lies inside it
+	// seq is the event's number in its store (set by appendLocked): a
+	// watcher reading the ring without the lock checks it to notice a
+	// slot the writer has reused meanwhile.
+	seq uint64
 }
 
 // newEvent makes an event and the object it carries: the object's JSON
@@ -84,12 +88,17 @@ type store struct {
 	objs map[string]*object
 	// ring holds the last len(ring) events; event number i (counting
 	// from 0 since start) is ring[i%len(ring)]; head events were appended.
-	ring []*event
-	head uint64
+	// Writers change ring, head and notify under mu; watchers read them
+	// without it (see readEvents), so that a write never waits for the
+	// thousand watchers of a busy resource to release a read lock, nor
+	// they for it: with 1,000 agents that convoy held every CiliumEndpoint
+	// PATCH for seconds and filled the mutating in-flight limit.
+	ring []atomic.Pointer[event]
+	head atomic.Uint64
 	// floor is the resourceVersion of the newest evicted event: a watch
 	// from an older resourceVersion cannot be served.
 	floor  uint64
-	notify chan struct{}
+	notify atomic.Pointer[chan struct{}]
 	// nodeWaiters wake the watchers of one spec.nodeName (the agents'
 	// pod watches) only on events of their node, as kube-apiserver's
 	// indexed watch triggers do.
@@ -97,19 +106,27 @@ type store struct {
 }
 
 func newStore(res *resource, rv *atomic.Uint64, history int, now func() time.Time) *store {
-	return &store{res: res, rv: rv, now: now, objs: map[string]*object{}, ring: make([]*event, history), notify: make(chan struct{}), nodeWaiters: map[string]chan struct{}{}}
+	st := &store{res: res, rv: rv, now: now, objs: map[string]*object{}, ring: make([]atomic.Pointer[event], history), nodeWaiters: map[string]chan struct{}{}}
+	ch := make(chan struct{})
+	st.notify.Store(&ch)
+	return st
 }
 
 // appendLocked records an event and wakes watchers. s.mu must be held.
+// The slot is written before head moves past it, and head before the
+// notify channel is swapped and closed, so a watcher that loads the
+// channel and then head either sees the event or is woken for it.
 func (s *store) appendLocked(e *event) {
 	n := uint64(len(s.ring))
-	if s.head >= n {
-		s.floor = s.ring[s.head%n].obj.rv
+	h := s.head.Load()
+	if h >= n {
+		s.floor = s.ring[h%n].Load().obj.rv
 	}
-	s.ring[s.head%n] = e
-	s.head++
-	close(s.notify)
-	s.notify = make(chan struct{})
+	e.seq = h
+	s.ring[h%n].Store(e)
+	s.head.Store(h + 1)
+	ch := make(chan struct{})
+	close(*s.notify.Swap(&ch))
 	if len(s.nodeWaiters) > 0 {
 		s.wakeNodeLocked(e.obj.nodeName)
 		if e.prev != nil && e.prev.nodeName != e.obj.nodeName {
@@ -117,7 +134,7 @@ func (s *store) appendLocked(e *event) {
 		}
 		// Now and then every node watcher scans the ring, so that an
 		// idle one never falls out of the retained history.
-		if s.head%max(1, n/2) == 0 {
+		if (h+1)%max(1, n/2) == 0 {
 			for node, ch := range s.nodeWaiters {
 				close(ch)
 				delete(s.nodeWaiters, node)
@@ -415,17 +432,39 @@ func (s *store) snapshot(f *filter) ([]*object, uint64, uint64) {
 			}
 		}
 	}
-	return out, s.head, s.rv.Load()
+	return out, s.head.Load(), s.rv.Load()
+}
+
+// notifyChan is closed on the store's next event.
+func (s *store) notifyChan() chan struct{} { return *s.notify.Load() }
+
+// readEvents appends events from..head-1 to batch without the store's
+// lock. ok is false when the ring no longer holds all of them: the
+// writer evicted or was reusing a slot as it was read.
+func (s *store) readEvents(batch []*event, from, head uint64) ([]*event, bool) {
+	n := uint64(len(s.ring))
+	if head > n && from < head-n {
+		return batch, false
+	}
+	for i := from; i < head; i++ {
+		e := s.ring[i%n].Load()
+		if e == nil || e.seq != i {
+			return batch, false
+		}
+		batch = append(batch, e)
+	}
+	return batch, true
 }
 
 // lastRV is the resourceVersion of the store's newest event (0 if none).
 func (s *store) lastRV() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.head == 0 {
+	h := s.head.Load()
+	if h == 0 {
 		return 0
 	}
-	return s.ring[(s.head-1)%uint64(len(s.ring))].obj.rv
+	return s.ring[(h-1)%uint64(len(s.ring))].Load().obj.rv
 }
 
 // count returns how many objects the store holds.

@@ -95,7 +95,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 	// and do not count towards WatchBuffer (kube-apiserver's watch cache
 	// sends them from its cache, not through the watcher's buffer): a
 	// watcher resuming far behind is not closed at once.
-	startHead := st.head
+	startHead := st.head.Load()
 	switch {
 	case initial:
 		st.mu.RUnlock()
@@ -107,10 +107,10 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		// The first retained event newer than from.
 		n := uint64(len(st.ring))
 		lo := uint64(0)
-		if st.head > n {
-			lo = st.head - n
+		if startHead > n {
+			lo = startHead - n
 		}
-		i := sort.Search(int(st.head-lo), func(i int) bool { return st.ring[(lo+uint64(i))%n].obj.rv > from })
+		i := sort.Search(int(startHead-lo), func(i int) bool { return st.ring[(lo+uint64(i))%n].Load().obj.rv > from })
 		pos = lo + uint64(i)
 	}
 	st.mu.RUnlock()
@@ -209,31 +209,42 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 	var batch []*event
 	lag := uint64(s.cfg.WatchBuffer)
 	indexNode, indexed := f.nodeIndex()
-	lock, unlock := st.mu.RLock, st.mu.RUnlock
-	if indexed {
-		lock, unlock = st.mu.Lock, st.mu.Unlock
-	}
 	for {
-		lock()
-		head, n := st.head, uint64(len(st.ring))
+		// The wake-up channel first, then head: an event appended after
+		// head was read closes this channel (see appendLocked). The lock
+		// is only taken to register an indexed watcher's node waiter and
+		// for a bookmark, whose resourceVersion must not pass an event of
+		// this store still being written (writers take it under the lock).
+		var notify chan struct{}
+		switch {
+		case indexed:
+			st.mu.Lock()
+			notify = st.nodeWaiterLocked(indexNode)
+		case wantBookmark:
+			st.mu.RLock()
+			notify = st.notifyChan()
+		default:
+			notify = st.notifyChan()
+		}
+		head := st.head.Load()
+		curRV := st.rv.Load()
+		switch {
+		case indexed:
+			st.mu.Unlock()
+		case wantBookmark:
+			st.mu.RUnlock()
+		}
 		// An indexed watcher is only woken for its node's events, so only
 		// losing events to the ring's eviction makes it too slow.
-		if (!indexed && head-max(pos, startHead) > lag) || (head > n && pos < head-n) {
-			unlock()
+		ok := indexed || head-max(pos, startHead) <= lag
+		if ok {
+			batch, ok = st.readEvents(batch[:0], pos, head)
+		}
+		if !ok {
 			s.metrics.terminatedWatchers.WithLabelValues(res.group, res.name).Inc()
 			s.log.Debug("fakeapi watcher too slow, closing", "resource", res.name, "behind", head-pos, "user", rq.user.name)
 			return
 		}
-		batch = batch[:0]
-		for i := pos; i < head; i++ {
-			batch = append(batch, st.ring[i%n])
-		}
-		notify := st.notify
-		if indexed {
-			notify = st.nodeWaiterLocked(indexNode)
-		}
-		curRV := st.rv.Load()
-		unlock()
 		pos = head
 		for _, e := range batch {
 			var err error
