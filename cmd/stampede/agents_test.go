@@ -13,3 +13,10 @@ func TestAgentsMemoryLimitFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestRunCPUProfileFlag(t *testing.T) {
+	_, err := runCLI(t, "run", "--scenario", "relabel-small", "--cpu-profile", "/nonexistent-dir/harness.prof")
+	if err == nil || !strings.Contains(err.Error(), "--cpu-profile") {
+		t.Errorf("got %v, want an error naming --cpu-profile", err)
+	}
+}

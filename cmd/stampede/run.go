@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -20,7 +21,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		shards                    int
 		grace                     time.Duration
 		noReport                  bool
-		executable                string
+		executable, cpuProfile    string
 		installCRDs               bool
 	)
 	cmd := &cobra.Command{
@@ -55,6 +56,22 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 			if out == "" {
 				out = filepath.Join("out", sc.Name+"-"+time.Now().UTC().Format("20060102-150405"))
 			}
+			if cpuProfile != "" {
+				// The harness's own CPU profile: what the orchestrator,
+				// the probe, the sampling and the scrapes cost.
+				pf, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpu-profile: %w", err)
+				}
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					_ = pf.Close()
+					return fmt.Errorf("--cpu-profile: %w", err)
+				}
+				defer func() {
+					pprof.StopCPUProfile()
+					_ = pf.Close()
+				}()
+			}
 			stderr := cmd.ErrOrStderr()
 			live := false
 			if f, ok := stderr.(*os.File); ok {
@@ -80,6 +97,7 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 	f.IntVar(&shards, "shards", 0, "agent processes (default: about 250 agents each, at most 2x the cores)")
 	f.BoolVar(&noReport, "no-report", false, "do not render report.md, report.html and plots at the end")
 	f.BoolVar(&installCRDs, strings.TrimPrefix(harness.InstallCRDsFlag, "--"), false, "kubeconfig backend: install Stampede's cilium.io CRDs if the cluster lacks them (removed at the end)")
+	f.StringVar(&cpuProfile, "cpu-profile", "", "write the harness's own CPU profile (pprof) to this file")
 	f.StringVar(&executable, "executable", "", "stampede binary to run the components with (default: this one)")
 	_ = f.MarkHidden("executable")
 	f.DurationVar(&grace, "grace", 10*time.Second, "time children get between SIGTERM and SIGKILL")
