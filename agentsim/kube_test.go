@@ -1,0 +1,66 @@
+package agentsim
+
+import (
+	"context"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/rest"
+)
+
+// An agent that stops reading a watch must stop the server after about
+// its stream window (agentStreamWindow), not after Go's 4 MiB default:
+// what it has not read is otherwise buffered in the agent's process.
+func TestWatchWindowBoundsUnreadData(t *testing.T) {
+	var written atomic.Int64
+	stalled := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		chunk := make([]byte, 16<<10)
+		for written.Load() < 8<<20 {
+			// A write the client's window does not admit blocks until
+			// the deadline.
+			_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := w.Write(chunk); err != nil {
+				break
+			}
+			if err := rc.Flush(); err != nil {
+				break
+			}
+			written.Add(int64(len(chunk)))
+		}
+		close(stalled)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	base := &rest.Config{Host: srv.URL, TLSClientConfig: rest.TLSClientConfig{CAData: ca}}
+	c, err := newKubeClient(base, "t", "node-0", 100, 100, newMetrics(prometheus.NewRegistry(), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	body, err := c.stream(ctx, "/api/v1/pods", map[string]string{"watch": "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	select {
+	case <-stalled:
+	case <-ctx.Done():
+		t.Fatal("the server never stalled on an unread watch")
+	}
+	if got := written.Load(); got > 2*agentStreamWindow {
+		t.Errorf("the server wrote %d bytes to a watch nobody read, want at most about %d (the stream window)", got, agentStreamWindow)
+	}
+}
