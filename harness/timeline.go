@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,15 +76,34 @@ type ErrNotConverged struct {
 	Agents    int
 	Timeout   time.Duration
 	Sample    []truth.Mismatch
+	// Overflowing counts the agents that had refused an endpoint policy
+	// larger than their policy map (agent.policyMapMax), as Cilium
+	// refuses it: those cannot converge until the policy shrinks.
+	Overflowing int
 }
 
 func (e *ErrNotConverged) Error() string {
 	s := fmt.Sprintf("steps[%d].waitConverged: %d/%d agents converged within %v", e.Step, e.Converged, e.Agents, e.Timeout)
+	if e.Overflowing > 0 {
+		s += fmt.Sprintf("; %d agents refused an endpoint policy larger than the policy map (agent.policyMapMax)", e.Overflowing)
+	}
 	if len(e.Sample) > 0 {
 		m := e.Sample[0]
 		s += fmt.Sprintf(" (e.g. %s: want %s/%s, got %s/%s, reported %v)", m.Node, m.Want.IPCache, m.Want.Policy, m.Got.IPCache, m.Got.Policy, m.Reported)
 	}
 	return s
+}
+
+// policyOverflows counts the mismatches whose agent reports a policy map
+// overflow (agentsim marks its policy digest " overflow:N").
+func policyOverflows(ms []truth.Mismatch) int {
+	n := 0
+	for _, m := range ms {
+		if strings.Contains(m.Got.Policy, " overflow:") {
+			n++
+		}
+	}
+	return n
 }
 
 // NewTimeline checks and defaults cfg.
@@ -489,7 +509,7 @@ func (t *Timeline) waitConverged(ctx context.Context, i int, timeout time.Durati
 		}
 		if now.After(deadline) {
 			t.cfg.OnConverged(summary(firstSeen))
-			e := &ErrNotConverged{Step: i, Converged: len(want) - len(lastMismatch), Agents: len(want), Timeout: timeout}
+			e := &ErrNotConverged{Step: i, Converged: len(want) - len(lastMismatch), Agents: len(want), Timeout: timeout, Overflowing: policyOverflows(lastMismatch)}
 			if lastErr != nil {
 				e.Converged = len(firstSeen)
 				return "", fmt.Errorf("%w (last poll: %v)", e, lastErr)

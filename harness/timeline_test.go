@@ -362,3 +362,22 @@ type failingCluster struct{ *fakeCluster }
 func (failingCluster) CreateNamespace(context.Context, scenarios.Namespace) error {
 	return &APIError{Method: "POST", Path: "/api/v1/namespaces", Status: 403, Body: "forbidden"}
 }
+
+func TestNotConvergedNamesPolicyOverflow(t *testing.T) {
+	ms := []truth.Mismatch{
+		{Node: "n1", Got: truth.Expected{IPCache: "a/1", Policy: "b/2 overflow:20"}, Reported: true},
+		{Node: "n2", Got: truth.Expected{IPCache: "a/1", Policy: "b/2"}, Reported: true},
+		{Node: "n3", Got: truth.Expected{IPCache: "a/1", Policy: "c/3 overflow:1"}, Reported: true},
+	}
+	if got := policyOverflows(ms); got != 2 {
+		t.Fatalf("policyOverflows = %d, want 2", got)
+	}
+	e := &ErrNotConverged{Step: 4, Converged: 997, Agents: 1000, Timeout: time.Minute, Sample: ms[:1], Overflowing: 2}
+	if msg := e.Error(); !strings.Contains(msg, "2 agents refused an endpoint policy larger than the policy map (agent.policyMapMax)") {
+		t.Errorf("error %q does not name the overflow", msg)
+	}
+	e.Overflowing = 0
+	if msg := e.Error(); strings.Contains(msg, "policy map") {
+		t.Errorf("error %q names an overflow nobody reported", msg)
+	}
+}
