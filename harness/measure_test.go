@@ -153,3 +153,47 @@ func TestMeasurerSurvivesFailedScrape(t *testing.T) {
 		t.Errorf("harness CPU should still be sampled: %v", row)
 	}
 }
+
+// A shard that answers late reads its counters over another span than the
+// tick's: its increase is left out of that tick's rates rather than
+// divided by the tick's duration (which made a 1,000-agent run report a
+// peak of 162 million events/s).
+func TestMeasurerLateScrapeLeftOutOfRates(t *testing.T) {
+	fast, slow := &metricsServer{}, &metricsServer{}
+	var delay sync.Mutex
+	slowDelay := time.Duration(0)
+	slowSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		delay.Lock()
+		d := slowDelay
+		delay.Unlock()
+		time.Sleep(d)
+		slow.ServeHTTP(w, r)
+	}))
+	defer slowSrv.Close()
+	fastSrv := httptest.NewServer(fast)
+	defer fastSrv.Close()
+	m := NewMeasurer(http.DefaultClient, nil)
+	m.AddScrape("agents-0", fastSrv.URL+"/metrics", "admin")
+	m.AddScrape("agents-1", slowSrv.URL+"/metrics", "admin")
+	fast.set(agentPage(1000, 0, 0))
+	slow.set(agentPage(1000, 0, 0))
+	m.Tick(context.Background(), time.Unix(1, 0))
+	fast.set(agentPage(1100, 0, 0))
+	slow.set(agentPage(31000, 0, 0))
+	delay.Lock()
+	slowDelay = 400 * time.Millisecond
+	delay.Unlock()
+	row := m.Tick(context.Background(), time.Unix(2, 0))
+	// agentPage counts events twice (two resources): the fast shard's
+	// 100 more are 200 events in 1 s.
+	if got := row["watch.events.rate"]; got != 200 {
+		t.Errorf("watch.events.rate = %v, want 200 (the late shard left out)", got)
+	}
+	s := m.Summary(nil)
+	if s.Watch == nil || s.Watch.Events != 2*(100+30000) {
+		t.Errorf("summary events %+v, want %d: totals keep the late shard", s.Watch, 2*(100+30000))
+	}
+	if !ratable(time.Second, 1100*time.Millisecond) || ratable(30*time.Second, time.Second) || ratable(0, time.Second) {
+		t.Error("ratable: a 10% longer span should pass, 30x or none should not")
+	}
+}
