@@ -1,10 +1,14 @@
 package agentsim
 
 import (
+	"bufio"
 	"context"
 	"encoding/pem"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -62,5 +66,31 @@ func TestWatchWindowBoundsUnreadData(t *testing.T) {
 	}
 	if got := written.Load(); got > 2*agentStreamWindow {
 		t.Errorf("the server wrote %d bytes to a watch nobody read, want at most about %d (the stream window)", got, agentStreamWindow)
+	}
+}
+
+func TestFrameReader(t *testing.T) {
+	long := `{"type":"MODIFIED","object":{"metadata":{"name":"` + strings.Repeat("x", 10000) + `"}}}`
+	in := "\n" + `{"type":"ADDED","object":{}}` + "\n\n" + long + "\n" + `{"type":"DELETED","object":{}}`
+	fr := frameReader{r: bufio.NewReaderSize(strings.NewReader(in), 16)}
+	var got []string
+	for {
+		line, err := fr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, strings.TrimSpace(string(line)))
+	}
+	want := []string{`{"type":"ADDED","object":{}}`, long, `{"type":"DELETED","object":{}}`}
+	if len(got) != len(want) {
+		t.Fatalf("got %d frames, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("frame %d: got %.60q, want %.60q", i, got[i], want[i])
+		}
 	}
 }

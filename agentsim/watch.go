@@ -1,6 +1,8 @@
 package agentsim
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -252,10 +254,13 @@ var errShortWatch = errors.New("very short watch: closed within a second without
 // consume decodes and handles the frames of one watch stream until it
 // ends (nil error at EOF) or fails; it returns the last resourceVersion.
 func (r *reflector[T, PT]) consume(body io.Reader, rv string) (string, error) {
-	dec := json.NewDecoder(body)
+	fr := frameReader{r: bufio.NewReaderSize(body, 4<<10)}
 	for {
 		var f watchFrame[T]
-		err := dec.Decode(&f)
+		line, err := fr.next()
+		if err == nil {
+			err = json.Unmarshal(line, &f)
+		}
 		if f.Type == evError {
 			st := PT(&f.Object).apiStatus()
 			if st.Code == http.StatusGone {
@@ -283,6 +288,41 @@ func (r *reflector[T, PT]) consume(body io.Reader, rv string) (string, error) {
 			r.m.eventLatency.WithLabelValues(r.spec.name).Observe(time.Since(start).Seconds())
 		default:
 			return rv, fmt.Errorf("watch %s: unknown event type %q", r.spec.name, f.Type)
+		}
+	}
+}
+
+// frameReader splits a watch stream into its frames: kube-apiserver and
+// the fake both end every JSON frame with a newline, and compact JSON has
+// none inside. A frame is decoded from its own bytes; a streaming decoder
+// kept a read-ahead buffer per watch that grew to megabytes per agent on
+// CiliumEndpointSlice watches (15 KiB frames), 0.5 GiB per shard of 250.
+type frameReader struct {
+	r   *bufio.Reader
+	buf []byte // a frame longer than r's buffer, assembled
+}
+
+// next returns the next non-empty frame, valid until the next call, or
+// io.EOF at the end of the stream.
+func (f *frameReader) next() ([]byte, error) {
+	for {
+		line, err := f.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			f.buf = append(f.buf[:0], line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = f.r.ReadSlice('\n')
+				f.buf = append(f.buf, line...)
+			}
+			line = f.buf
+			if cap(f.buf) > 1<<20 {
+				f.buf = nil // do not keep one huge frame's buffer
+			}
+		}
+		if err != nil && !(errors.Is(err, io.EOF) && len(bytes.TrimSpace(line)) > 0) {
+			return nil, err
+		}
+		if len(bytes.TrimSpace(line)) > 0 {
+			return line, nil
 		}
 	}
 }
