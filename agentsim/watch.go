@@ -318,10 +318,11 @@ func (f *frameReader) next() ([]byte, error) {
 				f.buf = nil // do not keep one huge frame's buffer
 			}
 		}
-		if err != nil && !(errors.Is(err, io.EOF) && len(bytes.TrimSpace(line)) > 0) {
+		blank := len(bytes.TrimSpace(line)) == 0
+		switch {
+		case err != nil && (blank || !errors.Is(err, io.EOF)):
 			return nil, err
-		}
-		if len(bytes.TrimSpace(line)) > 0 {
+		case !blank:
 			return line, nil
 		}
 	}

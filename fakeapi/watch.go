@@ -216,24 +216,22 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		// for a bookmark, whose resourceVersion must not pass an event of
 		// this store still being written (writers take it under the lock).
 		var notify chan struct{}
+		unlock := func() {}
 		switch {
 		case indexed:
 			st.mu.Lock()
+			unlock = st.mu.Unlock
 			notify = st.nodeWaiterLocked(indexNode)
 		case wantBookmark:
 			st.mu.RLock()
-			notify = st.notifyChan()
+			unlock = st.mu.RUnlock
+			fallthrough
 		default:
 			notify = st.notifyChan()
 		}
 		head := st.head.Load()
 		curRV := st.rv.Load()
-		switch {
-		case indexed:
-			st.mu.Unlock()
-		case wantBookmark:
-			st.mu.RUnlock()
-		}
+		unlock()
 		// An indexed watcher is only woken for its node's events, so only
 		// losing events to the ring's eviction makes it too slow.
 		ok := indexed || head-max(pos, startHead) <= lag

@@ -248,39 +248,29 @@ func (m *Measurer) Tick(ctx context.Context, now time.Time) map[string]float64 {
 	}
 
 	// Metrics.
+	// Rates compare the components that answered this tick and the last
+	// one, over the same span (ratable): both sides hold the same
+	// components, so one left out does not count as a drop to zero.
 	cur := map[string]Metrics{}
-	rateCur := map[string]Metrics{}
+	rateCur, ratePrev := map[string]Metrics{}, map[string]Metrics{}
 	tickGap := realStart.Sub(m.lastRealAt)
 	for i, t := range targets {
 		if scraped[i] == nil {
 			continue
 		}
-		cur[t.component] = scraped[i]
-		if _, ok := m.first[t.component]; !ok {
-			m.first[t.component] = scraped[i]
+		c := t.component
+		cur[c] = scraped[i]
+		if _, ok := m.first[c]; !ok {
+			m.first[c] = scraped[i]
 		}
-		if prevAt, ok := m.scrapedAt[t.component]; ok && ratable(answered[i].Sub(prevAt), tickGap) {
-			rateCur[t.component] = scraped[i]
+		if prevAt, ok := m.scrapedAt[c]; ok && ratable(answered[i].Sub(prevAt), tickGap) {
+			rateCur[c], ratePrev[c] = scraped[i], m.last[c]
 		}
-	}
-	if dt > 0 && !m.lastRealAt.IsZero() {
-		// Both sides hold the same components, so a component left out
-		// (no answer, or a late one) does not count as a drop to zero.
-		ratePrev := make(map[string]Metrics, len(rateCur))
-		for k := range rateCur {
-			if p, ok := m.last[k]; ok {
-				ratePrev[k] = p
-			} else {
-				delete(rateCur, k)
-			}
-		}
-		m.metricRows(row, ratePrev, rateCur, dt.Seconds())
+		m.scrapedAt[c] = answered[i]
 	}
 	m.lastRealAt = realStart
-	for i, t := range targets {
-		if scraped[i] != nil {
-			m.scrapedAt[t.component] = answered[i]
-		}
+	if dt > 0 {
+		m.metricRows(row, ratePrev, rateCur, dt.Seconds())
 	}
 	for k, v := range cur {
 		m.prev[k] = m.last[k]
