@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,11 @@ func (c *AgentConfig) setDefaults() {
 	}
 	if c.RegenInterval == 0 {
 		c.RegenInterval = 250 * time.Millisecond
+	}
+	if c.Interner == nil {
+		// The agent keeps decoded strings through it: without one they
+		// would pin their whole watch frames.
+		c.Interner = &identity.Interner{}
 	}
 	if c.Workers == 0 {
 		c.Workers = 8
@@ -572,8 +578,8 @@ func (a *Agent) upsertPod(p *slimPod) {
 		a.nextEPID++
 		lp = &localPod{
 			ns:   a.cfg.Interner.String(p.Metadata.Namespace),
-			name: p.Metadata.Name,
-			uid:  p.Metadata.UID,
+			name: strings.Clone(p.Metadata.Name),
+			uid:  strings.Clone(p.Metadata.UID),
 			epID: a.nextEPID,
 		}
 		a.pods[k] = lp
@@ -966,7 +972,10 @@ func (a *Agent) applySlice(name string, entries []sliceEntry) {
 	if len(entries) == 0 {
 		delete(a.slices, name)
 	} else {
-		a.slices[name] = entries
+		// Interned: a map assignment stores the key it is given, and the
+		// decoded name shares the memory of its whole watch frame
+		// (goccy/go-json), 15 KiB for a full slice.
+		a.slices[a.cfg.Interner.String(name)] = entries
 	}
 }
 

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -71,11 +72,7 @@ func (in *Interner) String(s string) string {
 	if in.strs == nil {
 		in.strs = map[string]string{}
 	}
-	if c, ok := in.strs[s]; ok {
-		return c
-	}
-	in.strs[s] = s
-	return s
+	return in.str(s)
 }
 
 // Labels returns the canonical copy of l (equal label sets share one slice).
@@ -103,10 +100,15 @@ func (in *Interner) Labels(l Labels, key string) Labels {
 	return c
 }
 
+// str returns the canonical copy of s (caller holds mu). A string seen for
+// the first time is copied: decoders may hand out strings that share the
+// memory of the whole message they came from (goccy/go-json does), and a
+// canonical copy lives as long as the interner.
 func (in *Interner) str(s string) string {
 	if c, ok := in.strs[s]; ok {
 		return c
 	}
+	s = strings.Clone(s)
 	in.strs[s] = s
 	return s
 }
