@@ -78,6 +78,9 @@ func WriteSummaryTable(w io.Writer, r *reports.Results) error {
 		if n := len(s.Convergence); n > 0 {
 			c := s.Convergence[n-1]
 			conv = fmt.Sprintf("%s/%s/%s (%d/%d)", secs(c.P50), secs(c.P99), secs(c.Max), c.Converged, c.Agents)
+			if c.PolicyOverflow > 0 {
+				conv += fmt.Sprintf(" %d overflowing", c.PolicyOverflow)
+			}
 		}
 		row = append(row, api, peak, kv, cpu, rss, mem, events, writes, dups, conv)
 		fmt.Fprintln(tw, strings.Join(row, "\t"))

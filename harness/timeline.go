@@ -450,6 +450,8 @@ func (t *Timeline) waitConverged(ctx context.Context, i int, timeout time.Durati
 	}
 	deadline := t.cfg.Now().Add(timeout)
 	firstSeen := map[string]time.Time{}
+	var lastMismatch []truth.Mismatch
+	var lastErr error
 	summary := func(converged map[string]time.Time) reports.ConvergenceSummary {
 		var ds []float64
 		for _, at := range converged {
@@ -464,12 +466,11 @@ func (t *Timeline) waitConverged(ctx context.Context, i int, timeout time.Durati
 			Step: max(t.trigger, i), Trigger: t.triggerKindOr("waitConverged"),
 			Agents: len(want), Converged: len(converged),
 			P50: quantileSorted(ds, 0.50), P99: quantileSorted(ds, 0.99), Max: quantileSorted(ds, 1),
+			PolicyOverflow: policyOverflows(lastMismatch),
 		}
 	}
 	tick := time.NewTicker(t.cfg.PollInterval)
 	defer tick.Stop()
-	var lastMismatch []truth.Mismatch
-	var lastErr error
 	for {
 		got, err := t.cfg.Agents.Agents(ctx)
 		now := t.cfg.Now()
@@ -509,8 +510,9 @@ func (t *Timeline) waitConverged(ctx context.Context, i int, timeout time.Durati
 			}
 		}
 		if now.After(deadline) {
-			t.cfg.OnConverged(summary(firstSeen))
-			e := &ErrNotConverged{Step: i, Converged: len(want) - len(lastMismatch), Agents: len(want), Timeout: timeout, Overflowing: policyOverflows(lastMismatch)}
+			sum := summary(firstSeen)
+			t.cfg.OnConverged(sum)
+			e := &ErrNotConverged{Step: i, Converged: len(want) - len(lastMismatch), Agents: len(want), Timeout: timeout, Overflowing: sum.PolicyOverflow}
 			if lastErr != nil {
 				e.Converged = len(firstSeen)
 				return "", fmt.Errorf("%w (last poll: %v)", e, lastErr)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stampede-sim/stampede/agentsim"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/internal/truth"
@@ -379,5 +380,51 @@ func TestNotConvergedNamesPolicyOverflow(t *testing.T) {
 	e.Overflowing = 0
 	if msg := e.Error(); strings.Contains(msg, "policy map") {
 		t.Errorf("error %q names an overflow nobody reported", msg)
+	}
+}
+
+// overflowAgents reports every node as refusing an endpoint policy.
+type overflowAgents struct{ nodes []string }
+
+func (a overflowAgents) Agents(context.Context) ([]AgentStatus, error) {
+	var out []AgentStatus
+	for _, n := range a.nodes {
+		out = append(out, AgentStatus{Node: n, IPCache: "0/0", Policy: "0/0" + agentsim.PolicyOverflowMarker + "2"})
+	}
+	return out, nil
+}
+
+func TestTimelineTimeoutRecordsPolicyOverflow(t *testing.T) {
+	sc := smallScenario(t, `
+steps:
+  - setup: {}
+  - waitConverged: {timeout: 20ms}
+`)
+	topo, err := sc.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []string
+	for _, n := range topo.Nodes[:2] {
+		nodes = append(nodes, n.Name)
+	}
+	var conv []reports.ConvergenceSummary
+	tl, err := NewTimeline(TimelineConfig{
+		Scenario: sc, Topology: topo, Cluster: newFakeCluster(),
+		Agents:       overflowAgents{nodes: nodes},
+		PollInterval: time.Millisecond,
+		OnConverged:  func(c reports.ConvergenceSummary) { conv = append(conv, c) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tl.Run(context.Background())
+	var nc *ErrNotConverged
+	if !errors.As(err, &nc) || nc.Overflowing != 2 {
+		t.Fatalf("err = %v, want ErrNotConverged with 2 overflowing agents", err)
+	}
+	// Two of three agents refuse their policy, the third never reported.
+	if len(conv) != 1 || conv[0].PolicyOverflow != 2 || conv[0].Converged != 0 || conv[0].Agents != 3 {
+		t.Fatalf("convergence = %+v, want one summary with 0/3 converged and policyOverflow 2", conv)
 	}
 }

@@ -528,7 +528,11 @@ func modeSection(d *document, r *Results, m *ModeResult, figs []*Figure) {
 			facts = append(facts, "datapath updates: "+fmtInt(dp.Updates)+countMapSuffix(dp.ByMap))
 		}
 		for _, c := range s.Convergence {
-			facts = append(facts, fmt.Sprintf("convergence after step %d (%s): %d/%d agents, p50 %s, p99 %s, max %s", c.Step, c.Trigger, c.Converged, c.Agents, fmtSec(c.P50), fmtSec(c.P99), fmtSec(c.Max)))
+			f := fmt.Sprintf("convergence after step %d (%s): %d/%d agents, p50 %s, p99 %s, max %s", c.Step, c.Trigger, c.Converged, c.Agents, fmtSec(c.P50), fmtSec(c.P99), fmtSec(c.Max))
+			if c.PolicyOverflow > 0 {
+				f += fmt.Sprintf("; %s agents refused an endpoint policy larger than the policy map (agent.policyMapMax)", fmtInt(int64(c.PolicyOverflow)))
+			}
+			facts = append(facts, f)
 		}
 		if len(facts) > 0 {
 			d.h(3, "Counts")

@@ -339,6 +339,11 @@ type ConvergenceSummary struct {
 	P50 float64 `json:"p50"`
 	P99 float64 `json:"p99"`
 	Max float64 `json:"max"`
+	// PolicyOverflow counts the agents not converged at the end of the wait
+	// that refused an endpoint policy larger than their policy map
+	// (agent.policyMapMax), as Cilium refuses it: they keep the old policy
+	// until the allowed set shrinks.
+	PolicyOverflow int `json:"policyOverflow,omitempty"`
 }
 
 // HarnessSummary is the harness's own cost.

@@ -86,6 +86,12 @@ func TestValidateRejects(t *testing.T) {
 		{name: "converged above agents", edit: func(m map[string]any) {
 			mode(m, 0)["summary"].(map[string]any)["convergence"].([]any)[0].(map[string]any)["converged"] = 1e6
 		}, want: "/modes/0/summary/convergence/0: converged"},
+		{name: "negative policy overflow", edit: func(m map[string]any) {
+			mode(m, 0)["summary"].(map[string]any)["convergence"].([]any)[0].(map[string]any)["policyOverflow"] = -1
+		}, want: "/modes/0/summary/convergence/0/policyOverflow"},
+		{name: "converged agents overflowing", edit: func(m map[string]any) {
+			mode(m, 0)["summary"].(map[string]any)["convergence"].([]any)[0].(map[string]any)["policyOverflow"] = 1
+		}, want: "/modes/0/summary/convergence/0: policyOverflow 1 > agents not converged 0"},
 	}
 	base := mustEncode(t, fixtureResults(t))
 	for _, tt := range tests {

@@ -137,6 +137,9 @@ func (r *Results) check() []string {
 				if c.Converged > c.Agents {
 					p = append(p, fmt.Sprintf("%s/summary/convergence/%d: converged %d > agents %d", at, j, c.Converged, c.Agents))
 				}
+				if c.PolicyOverflow > c.Agents-c.Converged {
+					p = append(p, fmt.Sprintf("%s/summary/convergence/%d: policyOverflow %d > agents not converged %d", at, j, c.PolicyOverflow, c.Agents-c.Converged))
+				}
 			}
 			for j, v := range m.Summary.SLO {
 				if math.IsNaN(v.Value) {
