@@ -57,6 +57,9 @@ type AgentConfig struct {
 	Datapath datapath.Datapath
 	// Interner shares immutable strings between the agents of a process.
 	Interner *identity.Interner
+	// DigestBudget spaces the status digests of the process's agents
+	// (nil: recomputed on every report that finds the state changed).
+	DigestBudget *digestBudget
 	// Metrics are the shard's metrics.
 	Metrics *Metrics
 	// Log receives the agent's logs.
@@ -191,6 +194,10 @@ type Agent struct {
 	status           atomic.Pointer[Status]
 	dpStats          atomic.Pointer[datapath.Stats]
 	statusRefreshing atomic.Bool
+	// digestAt is when the digests were last recomputed and digestCost
+	// what that took (see digestBudget); under mu.
+	digestAt   time.Time
+	digestCost time.Duration
 
 	created      atomic.Uint64
 	duplicates   atomic.Uint64

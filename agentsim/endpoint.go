@@ -716,11 +716,21 @@ func (a *Agent) Status() Status {
 // statusLocked computes the report and keeps it for Status (caller holds
 // mu).
 func (a *Agent) statusLocked() Status {
-	if a.ipDirty {
-		a.recomputeIPDigest()
-	}
-	if a.polDirty {
-		a.recomputePolicyDigest()
+	if a.ipDirty || a.polDirty {
+		now := a.now()
+		if a.digestAt.IsZero() || now.Sub(a.digestAt) >= a.cfg.DigestBudget.interval() {
+			start := time.Now()
+			if a.ipDirty {
+				a.recomputeIPDigest()
+			}
+			if a.polDirty {
+				a.recomputePolicyDigest()
+			}
+			cost := time.Since(start)
+			a.cfg.DigestBudget.record(a.digestCost, cost)
+			a.m.digestSeconds.Add(cost.Seconds())
+			a.digestAt, a.digestCost = now, cost
+		}
 	}
 	st := Status{
 		Node:              a.cfg.Node,

@@ -144,6 +144,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 	f := &Fleet{cfg: cfg, byNode: map[string]runner{}}
 	f.m = newMetrics(cfg.Registerer, f)
 	interner := &identity.Interner{}
+	digests := newDigestBudget(StatusDigestShare)
 	for _, n := range topo.Nodes {
 		if n.Index%cfg.Shards != cfg.Shard {
 			continue
@@ -156,7 +157,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		ac := AgentConfig{
 			Node: n.Name, NodeIP: n.IP, Mode: cfg.Mode, Cluster: s.Cluster.Name,
 			Knobs: s.Agent, Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
-			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, Metrics: f.m,
+			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, DigestBudget: digests, Metrics: f.m,
 			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers,
 			XDSStateOfTheWorld: s.ControlPlane.XDS.Delta != nil && !*s.ControlPlane.XDS.Delta,
 		}

@@ -28,6 +28,9 @@ type Metrics struct {
 	kvLatency       *prometheus.HistogramVec
 	cepWrites       *prometheus.CounterVec
 	eventLatency    *prometheus.HistogramVec
+	// digestSeconds is the time agents spent summing their state into
+	// status digests for the harness (see digestBudget).
+	digestSeconds prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
@@ -94,6 +97,10 @@ func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
 			Name: "stampede_agent_endpoint_writes_total",
 			Help: "CiliumEndpoint writes by operation (create, patch) and outcome.",
 		}, []string{"op", "outcome"}),
+		digestSeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stampede_agent_status_digest_seconds_total",
+			Help: "Time the shard's agents spent computing the ipcache and policy digests of their status reports (the harness's cost inside the shard).",
+		}),
 		eventLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "stampede_agent_event_handling_seconds",
 			Help:    "Time an agent spent decoding and applying one watch event, by resource.",
@@ -102,7 +109,7 @@ func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
 	}
 	reg.MustRegister(m.events, m.bytes, m.requests, m.throttleWait, m.tooMany, m.relists,
 		m.watchErrors, m.created, m.duplicates, m.policyOverflows, m.allocRetries, m.allocFail, m.kvOps,
-		m.kvLatency, m.cepWrites, m.eventLatency)
+		m.kvLatency, m.cepWrites, m.eventLatency, m.digestSeconds)
 	if fleet != nil {
 		reg.MustRegister(&fleetCollector{f: fleet})
 	}
