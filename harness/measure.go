@@ -35,6 +35,7 @@ const (
 	mAgentKV         = "stampede_agent_kvstore_operation_duration_seconds"
 	mAgentDatapath   = "stampede_agent_datapath_updates_total"
 	mAgentRequests   = "stampede_agent_api_requests_total"
+	mAgentDigest     = "stampede_agent_status_digest_seconds_total"
 	mXDSPush         = "stampede_xds_push_latency_seconds"
 	mEtcdFsync       = "etcd_disk_wal_fsync_duration_seconds"
 	mCPEvents        = "stampede_controlplane_watch_events_total"
@@ -746,6 +747,10 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 			frac = harness / total
 		}
 		s.Harness = &reports.HarnessSummary{CPUSeconds: harness, FractionOfTotal: frac}
+		if c, ok := agentsSum(last, mAgentDigest, nil); ok {
+			f, _ := agentsSum(first, mAgentDigest, nil)
+			s.Harness.AgentDigestSeconds = max(c-f, 0)
+		}
 	}
 	return s
 }

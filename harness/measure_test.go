@@ -59,7 +59,9 @@ stampede_agent_kvstore_operation_duration_seconds_bucket{op="get",le="0.01"} %d
 stampede_agent_kvstore_operation_duration_seconds_bucket{op="get",le="+Inf"} %d
 stampede_agent_kvstore_operation_duration_seconds_sum{op="get"} 0.1
 stampede_agent_kvstore_operation_duration_seconds_count{op="get"} %d
-`, events, events, created, dups, events, events, events)
+# TYPE stampede_agent_status_digest_seconds_total counter
+stampede_agent_status_digest_seconds_total %g
+`, events, events, created, dups, events, events, events, float64(events)/100)
 }
 
 func TestMeasurerRatesAndSummary(t *testing.T) {
@@ -134,6 +136,10 @@ func TestMeasurerRatesAndSummary(t *testing.T) {
 	}
 	if s.Harness == nil || s.Harness.FractionOfTotal < 0 || s.Harness.FractionOfTotal > 1 {
 		t.Errorf("harness = %+v", s.Harness)
+	}
+	// The shard's digest counter went from 5 s to 8 s.
+	if s.Harness != nil && math.Abs(s.Harness.AgentDigestSeconds-3) > 1e-9 {
+		t.Errorf("harness agent digest seconds = %v, want 3", s.Harness.AgentDigestSeconds)
 	}
 }
 

@@ -204,7 +204,7 @@ func fixtureMode(m scenarios.Mode, start time.Time, secs, agents int, s modeShap
 			{Step: 4, Trigger: "relabel", Agents: agents, Converged: agents, P50: s.converge * 0.5, P99: s.converge * 0.95, Max: s.converge},
 		},
 		Memory:  &MemorySummary{PeakProcessesRSS: 6 << 30, PeakMachineUsed: 7 << 30, MachineUsedAtStart: 1 << 30, MachineTotal: 24 << 30},
-		Harness: &HarnessSummary{CPUSeconds: 3.6, FractionOfTotal: 0.06},
+		Harness: &HarnessSummary{CPUSeconds: 3.6, FractionOfTotal: 0.06, AgentDigestSeconds: 0.4},
 		Probe:   &ProbeSummary{TargetRate: 20, AchievedRate: 19.9, HeldRate: true},
 	}
 	if m == scenarios.ModeKVStore {

@@ -432,18 +432,21 @@ func probeTable(d *document, r *Results) {
 				warn = append(warn, fmt.Sprintf("`%s`: the probe did not hold its rate (%s); its latencies understate the server's. %s", m.Mode, achieved, p.Detail))
 			}
 		}
-		hcpu, hfrac := missing, missing
+		hcpu, hfrac, digests := missing, missing, missing
 		if h := s.Harness; h != nil {
 			hcpu = fmtFloat(h.CPUSeconds) + " CPU-s"
 			hfrac = sig3(h.FractionOfTotal*100) + " %"
+			if h.AgentDigestSeconds > 0 {
+				digests = fmtFloat(h.AgentDigestSeconds) + " CPU-s"
+			}
 		}
-		rows = append(rows, []string{string(m.Mode), target, achieved, held, hcpu, hfrac})
+		rows = append(rows, []string{string(m.Mode), target, achieved, held, hcpu, hfrac, digests})
 	}
 	if len(rows) == 0 {
 		d.p("Not measured.")
 		return
 	}
-	d.table([]string{"mode", "probe target", "probe achieved", "held its rate", "harness CPU", "harness share of all CPU"}, rows)
+	d.table([]string{"mode", "probe target", "probe achieved", "held its rate", "harness CPU", "harness share of all CPU", "agents' status digests"}, rows)
 	d.list(warn...)
 }
 

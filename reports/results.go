@@ -353,6 +353,11 @@ type HarnessSummary struct {
 	// FractionOfTotal is CPUSeconds over the CPU-seconds of every measured
 	// process together (target: under 0.10).
 	FractionOfTotal float64 `json:"fractionOfTotal"`
+	// AgentDigestSeconds is the CPU the agents spent inside their shards
+	// summing their state into the status digests the harness polls: the
+	// harness's cost that its own process does not show (bounded to a
+	// tenth of a core per shard).
+	AgentDigestSeconds float64 `json:"agentDigestSeconds,omitempty"`
 }
 
 // MemorySummary is a mode's peak memory, bytes.
