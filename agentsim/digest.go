@@ -3,6 +3,8 @@ package agentsim
 import (
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // StatusDigestShare is the share of one core that the status digests of a
@@ -31,12 +33,25 @@ type digestBudget struct {
 
 func newDigestBudget(share float64) *digestBudget { return &digestBudget{share: share} }
 
+// maxDigestInterval bounds an agent's wait, whatever the budget says.
+const maxDigestInterval = 30 * time.Second
+
 // interval is how long an agent waits between two recomputations.
 func (b *digestBudget) interval() time.Duration {
 	if b == nil || b.share <= 0 {
 		return 0
 	}
-	return time.Duration(float64(b.total.Load()) / b.share)
+	return min(time.Duration(float64(b.total.Load())/b.share), maxDigestInterval)
+}
+
+// threadCPU is the CPU time of the calling thread (0 if the clock cannot
+// be read, which leaves digests unbudgeted).
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 // record replaces an agent's last cost (old) with its new one.

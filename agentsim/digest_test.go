@@ -1,6 +1,7 @@
 package agentsim
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -76,5 +77,33 @@ func TestStatusDigestsWaitForTheirTurn(t *testing.T) {
 	}
 	if turn.IPCacheDigest == first.IPCacheDigest {
 		t.Errorf("ipcache digest %s unchanged after the entry's identity became known", turn.IPCacheDigest)
+	}
+}
+
+func TestThreadCPUCountsWorkNotWaiting(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	start := threadCPU()
+	time.Sleep(50 * time.Millisecond)
+	slept := threadCPU() - start
+	x := 0
+	for i := 0; i < 20_000_000; i++ {
+		x += i ^ x>>3
+	}
+	worked := threadCPU() - start - slept
+	runtime.KeepAlive(x)
+	if slept > 20*time.Millisecond {
+		t.Errorf("50 ms of sleep counted as %v of CPU", slept)
+	}
+	if worked <= 0 {
+		t.Errorf("a busy loop counted %v of CPU", worked)
+	}
+}
+
+func TestDigestIntervalIsBounded(t *testing.T) {
+	b := newDigestBudget(0.1)
+	b.record(0, time.Hour)
+	if got := b.interval(); got != maxDigestInterval {
+		t.Errorf("interval = %v, want the bound %v", got, maxDigestInterval)
 	}
 }

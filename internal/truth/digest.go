@@ -104,5 +104,15 @@ func EndpointPolicy(endpoint netip.Addr, entries []PolicyEntry) Digest {
 	return d
 }
 
+// UniqueEndpointPolicy is EndpointPolicy of entries that are known not to
+// repeat, without checking them again.
+func UniqueEndpointPolicy(endpoint netip.Addr, entries []PolicyEntry) Digest {
+	var d Digest
+	for _, e := range entries {
+		d.Add(PolicyElement(endpoint, e))
+	}
+	return d
+}
+
 // Merge adds another digest's elements.
 func (d *Digest) Merge(o Digest) { d.Sum += o.Sum; d.Count += o.Count }
