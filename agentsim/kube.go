@@ -28,15 +28,6 @@ type kubeClient struct {
 	m         *Metrics
 }
 
-// HTTP/2 receive windows of an agent's connection: per stream (each
-// watch, each request) and for the whole connection, which must hold the
-// windows of all of an agent's open streams so that one unread watch
-// never stalls the others.
-const (
-	agentStreamWindow = 256 << 10
-	agentConnWindow   = 3 << 20
-)
-
 // newKubeClient builds a client from base with the agent's token, QPS and
 // burst.
 func newKubeClient(base *rest.Config, token, node string, qps float32, burst int, m *Metrics) (*kubeClient, error) {
@@ -54,16 +45,15 @@ func newKubeClient(base *rest.Config, token, node string, qps float32, burst int
 		MaxIdleConnsPerHost:   25,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		// HTTP/2 flow control bounds what one agent buffers of a watch it
-		// has not read yet: 256 KiB per stream (a few hundred events;
-		// the rest waits in the server's shared event history) instead
-		// of Go's 4 MiB. With 250 agents per shard falling behind on
-		// 1,000-node churn, Go's default let the unread watch data of
-		// one shard reach 860 MiB.
-		HTTP2: &http.HTTP2Config{
-			MaxReceiveBufferPerStream:     agentStreamWindow,
-			MaxReceiveBufferPerConnection: agentConnWindow,
-		},
+		// HTTP/2 receive windows are Go's defaults (4 MiB per stream),
+		// as client-go's and so cilium-agent's are. A 256 KiB window
+		// kept a lagging agent's backlog in the API server instead of
+		// its own buffers, where the server cut its watches off: the
+		// relabel's CiliumIdentity watches broke and backed off, agents
+		// saw other agents' identities seconds later, and crd mode at
+		// 200 nodes created 17,101 identities instead of 10,119 (the
+		// policy map of 16,384 overflowed). The cost is memory at 1,000
+		// agents: up to 860 MiB of unread watch data in one shard.
 	}
 	cfg := rest.CopyConfig(base)
 	cfg.TLSClientConfig = rest.TLSClientConfig{}

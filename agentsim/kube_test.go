@@ -17,10 +17,11 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// An agent that stops reading a watch must stop the server after about
-// its stream window (agentStreamWindow), not after Go's 4 MiB default:
-// what it has not read is otherwise buffered in the agent's process.
-func TestWatchWindowBoundsUnreadData(t *testing.T) {
+// An agent's watch may hold what Go's (and client-go's) default HTTP/2
+// stream window admits, 4 MiB, before the server stalls: a smaller window
+// moves a lagging agent's backlog into the API server, which cuts such
+// watches off, and changed what the relabel measures.
+func TestWatchWindowIsClientGos(t *testing.T) {
 	var written atomic.Int64
 	stalled := make(chan struct{})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -64,8 +65,8 @@ func TestWatchWindowBoundsUnreadData(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the server never stalled on an unread watch")
 	}
-	if got := written.Load(); got > 2*agentStreamWindow {
-		t.Errorf("the server wrote %d bytes to a watch nobody read, want at most about %d (the stream window)", got, agentStreamWindow)
+	if got := written.Load(); got < 3<<20 {
+		t.Errorf("the server wrote %d bytes to an unread watch before it stalled, want Go's default window (4 MiB)", got)
 	}
 }
 
