@@ -44,6 +44,13 @@ func (b *digestBudget) interval() time.Duration {
 	return min(time.Duration(float64(b.total.Load())/b.share), maxDigestInterval)
 }
 
+// record replaces an agent's last cost (old) with its new one.
+func (b *digestBudget) record(old, cost time.Duration) {
+	if b != nil {
+		b.total.Add(int64(cost - old))
+	}
+}
+
 // threadCPU is the CPU time of the calling thread (0 if the clock cannot
 // be read, which leaves digests unbudgeted).
 func threadCPU() time.Duration {
@@ -52,11 +59,4 @@ func threadCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ts.Nano())
-}
-
-// record replaces an agent's last cost (old) with its new one.
-func (b *digestBudget) record(old, cost time.Duration) {
-	if b != nil {
-		b.total.Add(int64(cost - old))
-	}
 }

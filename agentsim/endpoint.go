@@ -718,26 +718,7 @@ func (a *Agent) Status() Status {
 // mu).
 func (a *Agent) statusLocked() Status {
 	if a.ipDirty || a.polDirty {
-		now := a.now()
-		if a.digestAt.IsZero() || now.Sub(a.digestAt) >= a.cfg.DigestBudget.interval() {
-			// The cost is the CPU time of this thread, not the wall
-			// time: on a loaded machine the wall time of a digest is
-			// mostly other goroutines' turns, and counting it spaced
-			// 200 agents' digests by minutes.
-			runtime.LockOSThread()
-			start := threadCPU()
-			if a.ipDirty {
-				a.recomputeIPDigest()
-			}
-			if a.polDirty {
-				a.recomputePolicyDigest()
-			}
-			cost := threadCPU() - start
-			runtime.UnlockOSThread()
-			a.cfg.DigestBudget.record(a.digestCost, cost)
-			a.m.digestSeconds.Add(cost.Seconds())
-			a.digestAt, a.digestCost = now, cost
-		}
+		a.refreshDigests()
 	}
 	st := Status{
 		Node:              a.cfg.Node,
@@ -773,6 +754,33 @@ func (a *Agent) statusLocked() Status {
 	st.at = a.now()
 	a.status.Store(&st)
 	return st
+}
+
+// refreshDigests recomputes the dirty digests if the agent's digest budget
+// allows it now (caller holds mu). A never computed digestAt is the zero
+// time, always long enough ago.
+func (a *Agent) refreshDigests() {
+	now := a.now()
+	if now.Sub(a.digestAt) < a.cfg.DigestBudget.interval() {
+		return
+	}
+	// The cost is the CPU time of this thread, not the wall time: on a
+	// loaded machine the wall time of a digest is mostly other
+	// goroutines' turns, and counting it spaced 200 agents' digests by
+	// minutes.
+	runtime.LockOSThread()
+	start := threadCPU()
+	if a.ipDirty {
+		a.recomputeIPDigest()
+	}
+	if a.polDirty {
+		a.recomputePolicyDigest()
+	}
+	cost := threadCPU() - start
+	runtime.UnlockOSThread()
+	a.cfg.DigestBudget.record(a.digestCost, cost)
+	a.m.digestSeconds.Add(cost.Seconds())
+	a.digestAt, a.digestCost = now, cost
 }
 
 // recomputePolicyDigest sums the effective policy of every local endpoint
