@@ -64,6 +64,17 @@ type scrapeTarget struct {
 	component string
 	url       string
 	token     string
+
+	// The scrape in flight, if any (done is closed when it ends), and
+	// its answer until a tick takes it.
+	busy bool
+	done chan struct{}
+	got  Metrics
+	at   time.Time
+	// What the mode's summary says of the component's answers.
+	answered, failed int
+	since            time.Time // the last answer, or the first scrape
+	maxGap           time.Duration
 }
 
 // Measurer samples processes, scrapes /metrics and drains the probe once
@@ -75,7 +86,7 @@ type Measurer struct {
 
 	mu      sync.Mutex
 	procs   []*measuredProcess
-	targets []scrapeTarget
+	targets []*scrapeTarget
 	probe   *Probe
 	kv      *KVProbe
 	first   map[string]Metrics
@@ -126,7 +137,7 @@ func (m *Measurer) AddProcess(name string, pid, agents int) {
 func (m *Measurer) AddScrape(component, url, token string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.targets = append(m.targets, scrapeTarget{component: component, url: url, token: token})
+	m.targets = append(m.targets, &scrapeTarget{component: component, url: url, token: token})
 }
 
 // SetProbe sets the probe whose intervals each tick drains.
@@ -146,40 +157,58 @@ func (m *Measurer) SetKVProbe(k *KVProbe) {
 // SetConverged records the agents converged at the last poll.
 func (m *Measurer) SetConverged(n int) { m.converged.Store(int64(n)) }
 
-// Tick takes one sample at now and returns the row of series values.
+// Tick takes one sample at now and returns the row of series values,
+// waiting for every component's answer (at most scrapeTimeout): the
+// samples that start and end a mode, whose counters are its totals.
 func (m *Measurer) Tick(ctx context.Context, now time.Time) map[string]float64 {
+	return m.TickWithin(ctx, now, scrapeTimeout)
+}
+
+// TickWithin is Tick waiting at most wait for the components' answers.
+// A component that answers later (an overloaded agent shard can take
+// tens of seconds) is not scraped again until it has; its answer goes
+// into the first tick after it arrives, so one slow component does not
+// hold back the others' samples, the processes' CPU and memory, or the
+// probe's.
+func (m *Measurer) TickWithin(ctx context.Context, now time.Time, wait time.Duration) map[string]float64 {
 	row := map[string]float64{}
+	realStart := time.Now()
 	m.mu.Lock()
-	targets := append([]scrapeTarget(nil), m.targets...)
+	targets := append([]*scrapeTarget(nil), m.targets...)
+	pending := make([]chan struct{}, 0, len(targets))
+	for _, t := range targets {
+		if !t.busy {
+			t.busy, t.done = true, make(chan struct{})
+			if t.since.IsZero() {
+				t.since = realStart
+			}
+			go m.scrape(ctx, t)
+		}
+		pending = append(pending, t.done)
+	}
 	m.mu.Unlock()
 
-	// Scrape concurrently; a failed scrape leaves that component's series
-	// empty for this tick.
-	scraped := make([]Metrics, len(targets))
-	answered := make([]time.Time, len(targets))
-	realStart := time.Now()
-	var wg sync.WaitGroup
-	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// An overloaded component answers late rather than never: wait
-			// for it (the row is then late, with the real elapsed time).
-			sctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
-			defer cancel()
-			ms, err := Scrape(sctx, m.http, t.url, t.token)
-			if err != nil {
-				m.log.Debug("scrape", "component", t.component, "err", err)
-				return
-			}
-			scraped[i], answered[i] = ms, time.Now()
-		}()
-	}
 	snap, snapErr := proc.TakeSnapshot()
-	wg.Wait()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+waiting:
+	for _, done := range pending {
+		select {
+		case <-done:
+		case <-timer.C:
+			break waiting
+		}
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// The answers that arrived since the last tick.
+	scraped := make([]Metrics, len(targets))
+	answered := make([]time.Time, len(targets))
+	for i, t := range targets {
+		scraped[i], answered[i] = t.got, t.at
+		t.got = nil
+	}
 	dt := now.Sub(m.lastAt)
 	if m.lastAt.IsZero() {
 		dt = 0
@@ -290,6 +319,29 @@ func (m *Measurer) Tick(ctx context.Context, now time.Time) map[string]float64 {
 	}
 	row["agents.converged"] = float64(m.converged.Load())
 	return row
+}
+
+// scrape reads t's /metrics and leaves the answer in t for the next tick.
+// It outlives the tick that started it (at most scrapeTimeout), and the
+// mode's cancellation: the last tick still waits for its answer.
+func (m *Measurer) scrape(ctx context.Context, t *scrapeTarget) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scrapeTimeout)
+	defer cancel()
+	ms, err := Scrape(sctx, m.http, t.url, t.token)
+	at := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.log.Debug("scrape", "component", t.component, "err", err)
+		t.failed++
+	} else {
+		t.got, t.at = ms, at
+		t.answered++
+		t.maxGap = max(t.maxGap, at.Sub(t.since))
+		t.since = at
+	}
+	t.busy = false
+	close(t.done)
 }
 
 // ratable reports whether a component's counters, answered gap apart,
@@ -431,6 +483,34 @@ func writeVerb(v string) string {
 		return "update"
 	}
 	return v
+}
+
+// writeCounts turns request counters keyed "<verb> <resource> <code>" at
+// the end (cur) and start (prev) of a mode into the writes made in it by
+// "<verb> <resource>", all and those not answered with a 2xx (the agents'
+// code "error" is a request without an answer; a series without a code is
+// not counted as rejected). Either map is nil when empty.
+func writeCounts(cur, prev map[string]float64) (all, rejected map[string]int64) {
+	for k, v := range cur {
+		verb, rest := splitKey(k)
+		res, code := splitKey(rest)
+		n := int64(v - prev[k])
+		if !isWrite(verb) || n <= 0 {
+			continue
+		}
+		key := writeVerb(verb) + " " + res
+		if all == nil {
+			all = map[string]int64{}
+		}
+		all[key] += n
+		if code != "" && !strings.HasPrefix(code, "2") {
+			if rejected == nil {
+				rejected = map[string]int64{}
+			}
+			rejected[key] += n
+		}
+	}
+	return all, rejected
 }
 
 // metricRows adds the rates and interval quantiles between two scrapes.
@@ -595,33 +675,14 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 		if all.Count > 0 {
 			s.ServerLatency = append(s.ServerLatency, histSummary("*", "*", all))
 		}
-		cw := a.SumBy(mAPIRequests, nil, "verb", "resource")
-		fw := f.SumBy(mAPIRequests, nil, "verb", "resource")
-		for k, v := range cw {
-			verb, res := splitKey(k)
-			if n := int64(v - fw[k]); isWrite(verb) && n > 0 {
-				if s.Writes == nil {
-					s.Writes = map[string]int64{}
-				}
-				s.Writes[writeVerb(verb)+" "+res] += n
-			}
-		}
+		s.Writes, s.WritesRejected = writeCounts(a.SumBy(mAPIRequests, nil, "verb", "resource", "code"), f.SumBy(mAPIRequests, nil, "verb", "resource", "code"))
 		c429, _ := a.Sum(mAPIRequests, map[string]string{"code": "429"})
 		f429, _ := f.Sum(mAPIRequests, map[string]string{"code": "429"})
 		s.Throttling = &reports.ThrottlingSummary{HTTP429: int64(c429 - f429)}
 	}
 	if len(s.Writes) == 0 {
 		// No server metrics: count the agents' own writes.
-		cw, fw := agentsSumBy(last, mAgentRequests, "verb", "resource"), agentsSumBy(first, mAgentRequests, "verb", "resource")
-		for k, v := range cw {
-			verb, res := splitKey(k)
-			if n := int64(v - fw[k]); isWrite(verb) && n > 0 {
-				if s.Writes == nil {
-					s.Writes = map[string]int64{}
-				}
-				s.Writes[writeVerb(verb)+" "+res] += n
-			}
-		}
+		s.Writes, s.WritesRejected = writeCounts(agentsSumBy(last, mAgentRequests, "verb", "resource", "code"), agentsSumBy(first, mAgentRequests, "verb", "resource", "code"))
 	}
 	if c, ok := agentsSum(last, mAgentThrottle, nil); ok {
 		f, _ := agentsSum(first, mAgentThrottle, nil)
@@ -751,6 +812,17 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 			f, _ := agentsSum(first, mAgentDigest, nil)
 			s.Harness.AgentDigestSeconds = max(c-f, 0)
 		}
+	}
+	for _, t := range m.targets {
+		if t.answered+t.failed == 0 {
+			continue
+		}
+		gap := t.maxGap
+		if m.lastRealAt.After(t.since) {
+			// Not answered since: the hole lasts until the last tick.
+			gap = max(gap, m.lastRealAt.Sub(t.since))
+		}
+		s.Scrapes = append(s.Scrapes, reports.ScrapeSummary{Component: t.component, Answered: t.answered, Failed: t.failed, MaxGapSeconds: gap.Seconds()})
 	}
 	return s
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stampede-sim/stampede/reports"
 )
 
 // metricsServer serves a /metrics page whose text the test sets.
@@ -35,6 +37,9 @@ func apiPage(creates, patches, events int, fast, slow int) string {
 apiserver_request_total{code="201",resource="pods",verb="CREATE"} %d
 apiserver_request_total{code="200",resource="ciliumendpoints",verb="PATCH"} %d
 apiserver_request_total{code="429",resource="ciliumendpoints",verb="PATCH"} 1
+apiserver_request_total{code="201",resource="ciliumidentities",verb="POST"} %d
+apiserver_request_total{code="409",resource="ciliumidentities",verb="POST"} %d
+apiserver_request_total{code="200",resource="ciliumidentities",verb="GET"} %d
 # TYPE apiserver_request_duration_seconds histogram
 apiserver_request_duration_seconds_bucket{resource="pods",verb="CREATE",le="0.1"} %d
 apiserver_request_duration_seconds_bucket{resource="pods",verb="CREATE",le="1"} %d
@@ -43,7 +48,7 @@ apiserver_request_duration_seconds_sum{resource="pods",verb="CREATE"} 1
 apiserver_request_duration_seconds_count{resource="pods",verb="CREATE"} %d
 # TYPE apiserver_watch_events_total counter
 apiserver_watch_events_total{group="",resource="pods",version="v1"} %d
-`, creates, patches, fast, fast+slow, fast+slow, fast+slow, events)
+`, creates, patches, creates/10, creates/5, creates, fast, fast+slow, fast+slow, fast+slow, events)
 }
 
 func agentPage(events, created, dups int) string {
@@ -118,6 +123,14 @@ func TestMeasurerRatesAndSummary(t *testing.T) {
 	s := m.Summary(&IdentityCensus{Final: 9, Duplicates: 2})
 	if s.Writes["create pods"] != 50 || s.Writes["patch ciliumendpoints"] != 20 {
 		t.Errorf("writes = %v", s.Writes)
+	}
+	// 5 identities created and 10 conflicts between the scrapes; the 429
+	// answer to a patch came before the first scrape, and GETs are not writes.
+	if s.Writes["create ciliumidentities"] != 15 || s.WritesRejected["create ciliumidentities"] != 10 || len(s.WritesRejected) != 1 {
+		t.Errorf("writes = %v, rejected = %v: want 15 creates of ciliumidentities, 10 of them rejected, and nothing else rejected", s.Writes, s.WritesRejected)
+	}
+	if all, rejected := s.WriteTotals(); all != 85 || rejected != 10 {
+		t.Errorf("WriteTotals = %d, %d; want 85, 10", all, rejected)
 	}
 	if s.Watch == nil || s.Watch.Events != 600 || s.Watch.EventsByResource["ciliumidentities"] != 300 || s.Watch.PeakEventsPerSecond != 300 {
 		t.Errorf("watch = %+v", s.Watch)
@@ -201,5 +214,87 @@ func TestMeasurerLateScrapeLeftOutOfRates(t *testing.T) {
 	}
 	if !ratable(time.Second, 1100*time.Millisecond) || ratable(30*time.Second, time.Second) || ratable(0, time.Second) {
 		t.Error("ratable: a 10% longer span should pass, 30x or none should not")
+	}
+}
+
+// A component that takes longer than a tick's wait does not hold the tick
+// back: the row comes without it (the processes' CPU still in it), its
+// answer goes into a later row and its totals, and the summary says how
+// far apart its answers came.
+func TestMeasurerTickDoesNotWaitForASlowComponent(t *testing.T) {
+	fast, slow := &metricsServer{}, &metricsServer{}
+	release := make(chan struct{})
+	var blocked sync.Mutex
+	block := false
+	slowSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		blocked.Lock()
+		b := block
+		blocked.Unlock()
+		if b {
+			<-release
+		}
+		slow.ServeHTTP(w, r)
+	}))
+	defer slowSrv.Close()
+	fastSrv := httptest.NewServer(fast)
+	defer fastSrv.Close()
+	m := NewMeasurer(http.DefaultClient, nil)
+	m.AddScrape("agents-0", fastSrv.URL+"/metrics", "admin")
+	m.AddScrape("agents-1", slowSrv.URL+"/metrics", "admin")
+	fast.set(agentPage(1000, 0, 0))
+	slow.set(agentPage(1000, 0, 0))
+	ctx := context.Background()
+	m.Tick(ctx, time.Unix(1, 0))
+
+	blocked.Lock()
+	block = true
+	blocked.Unlock()
+	slow.set(agentPage(6000, 0, 0))
+	const wait = 100 * time.Millisecond
+	start := time.Now()
+	var rows []map[string]float64
+	for i := 0; i < 3; i++ {
+		rows = append(rows, m.TickWithin(ctx, time.Unix(int64(2+i), 0), wait))
+	}
+	if took := time.Since(start); took > 10*wait {
+		t.Fatalf("3 ticks with a blocked component took %v, want about %v", took, 3*wait)
+	}
+	for i, row := range rows {
+		if _, ok := row["cpu{process=harness}"]; !ok && i > 0 {
+			t.Errorf("row %d has no harness CPU while a component is blocked: %v", i, row)
+		}
+	}
+
+	// It answers between ticks: the next tick takes the answer.
+	close(release)
+	blocked.Lock()
+	block = false
+	blocked.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m.mu.Lock()
+		got := m.targets[1].got != nil
+		m.mu.Unlock()
+		if got || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	m.Tick(ctx, time.Unix(5, 0))
+	s := m.Summary(nil)
+	if s.Watch == nil || s.Watch.Events != 2*5000 {
+		t.Errorf("summary events %+v, want %d: the late answer counts in the totals", s.Watch, 2*5000)
+	}
+	byName := map[string]reports.ScrapeSummary{}
+	for _, sc := range s.Scrapes {
+		byName[sc.Component] = sc
+	}
+	f, sl := byName["agents-0"], byName["agents-1"]
+	if f.Answered != 5 || f.Failed != 0 || f.MaxGapSeconds >= sl.MaxGapSeconds {
+		t.Errorf("fast component %+v, want 5 answers and a smaller gap than the slow one's %+v", f, sl)
+	}
+	// The slow one: the first tick's answer, the blocked one, the last tick's.
+	if sl.Answered != 3 || sl.Failed != 0 || sl.MaxGapSeconds < 2*wait.Seconds() {
+		t.Errorf("slow component %+v, want 3 answers and a gap of at least %v", sl, 2*wait)
 	}
 }

@@ -64,11 +64,11 @@ func WriteSummaryTable(w io.Writer, r *reports.Results) error {
 		}
 		writes := "-"
 		if s.Writes != nil {
-			var n int64
-			for _, v := range s.Writes {
-				n += v
-			}
+			n, rejected := s.WriteTotals()
 			writes = fmt.Sprint(n)
+			if rejected > 0 {
+				writes += fmt.Sprintf(" (%d rejected)", rejected)
+			}
 		}
 		dups := "-"
 		if s.Identities != nil {

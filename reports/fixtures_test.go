@@ -195,7 +195,7 @@ func fixtureMode(m scenarios.Mode, start time.Time, secs, agents int, s modeShap
 			Events: int64(s.events * 30), Bytes: int64(s.events * 30 * 1100),
 			PeakEventsPerSecond: s.events + 50, PeakBytesPerSecond: (s.events + 50) * 1100,
 		},
-		Writes:     map[string]int64{"create ciliumendpoints": 400, "patch ciliumendpoints": 400, "create ciliumidentities": 10 + s.duplicates},
+		Writes:     map[string]int64{"create ciliumendpoints": 400, "patch ciliumendpoints": 400, "create ciliumidentities": 10 + 2*s.duplicates},
 		Throttling: &ThrottlingSummary{HTTP429: s.duplicates / 10, ClientThrottledRequests: s.duplicates, ClientThrottledSeconds: float64(s.duplicates) / 100},
 		Identities: &IdentitySummary{Created: 10 + s.duplicates, Duplicates: s.duplicates, Final: 20},
 		Datapath:   &DatapathSummary{Updates: int64(agents) * 400 * 2, ByMap: map[string]int64{"ipcache": int64(agents) * 400, "policy": int64(agents) * 400}},
@@ -206,6 +206,12 @@ func fixtureMode(m scenarios.Mode, start time.Time, secs, agents int, s modeShap
 		Memory:  &MemorySummary{PeakProcessesRSS: 6 << 30, PeakMachineUsed: 7 << 30, MachineUsedAtStart: 1 << 30, MachineTotal: 24 << 30},
 		Harness: &HarnessSummary{CPUSeconds: 3.6, FractionOfTotal: 0.06, AgentDigestSeconds: 0.4},
 		Probe:   &ProbeSummary{TargetRate: 20, AchievedRate: 19.9, HeldRate: true},
+	}
+	if s.duplicates > 0 {
+		// Each duplicate came after a create that lost the race (409).
+		sum.WritesRejected = map[string]int64{"create ciliumidentities": s.duplicates}
+		// A shard too busy to answer some scrapes.
+		sum.Scrapes = []ScrapeSummary{{Component: "agents-0", Answered: secs, MaxGapSeconds: 1.1}, {Component: "agents-1", Answered: secs - 40, Failed: 2, MaxGapSeconds: 41.5}}
 	}
 	if m == scenarios.ModeKVStore {
 		sum.KVStoreLatency = []LatencySummary{lat("get", "", s.kvLatency*0.5), lat("put", "", s.kvLatency)}

@@ -143,10 +143,15 @@ func Metrics() []Metric {
 			if s.Writes == nil {
 				return nan
 			}
-			var n int64
-			for _, v := range s.Writes {
-				n += v
+			n, _ := s.WriteTotals()
+			return float64(n)
+		}},
+		{"writes.rejected", "count", "API writes not answered with a 2xx (409, 429, ...)", func(m *ModeResult) float64 {
+			s := summaryOf(m)
+			if s.Writes == nil {
+				return nan
 			}
+			_, n := s.WriteTotals()
 			return float64(n)
 		}},
 		{"http429", "count", "429 responses", func(m *ModeResult) float64 {

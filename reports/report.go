@@ -357,11 +357,11 @@ func costTable(d *document, r *Results) {
 		}
 		writes := missing
 		if s.Writes != nil {
-			var n int64
-			for _, v := range s.Writes {
-				n += v
-			}
+			n, rejected := s.WriteTotals()
 			writes = fmtInt(n)
+			if rejected > 0 {
+				writes += " (" + fmtInt(rejected) + " rejected)"
+			}
 		}
 		throttle := missing
 		if t := s.Throttling; t != nil {
@@ -521,8 +521,19 @@ func modeSection(d *document, r *Results, m *ModeResult, figs []*Figure) {
 		if len(s.Writes) > 0 {
 			facts = append(facts, "API writes:"+countMapSuffix(s.Writes))
 		}
+		if len(s.WritesRejected) > 0 {
+			facts = append(facts, "API writes not answered with a 2xx (409 Conflict, 429 Too Many Requests, ...):"+countMapSuffix(s.WritesRejected))
+		}
 		if t := s.Throttling; t != nil {
 			facts = append(facts, fmt.Sprintf("throttling: %s responses 429, %s requests waited in client rate limiters for %s in total", fmtInt(t.HTTP429), fmtInt(t.ClientThrottledRequests), fmtSec(t.ClientThrottledSeconds)))
+		}
+		for _, sc := range s.Scrapes {
+			// A hole of a few intervals is a busy moment; beyond that the
+			// component's series has gaps worth knowing about.
+			if sc.Failed > 0 || sc.MaxGapSeconds > 5 {
+				facts = append(facts, fmt.Sprintf("metrics of %s: %s scrapes answered, %s failed, up to %s without an answer (its rates have gaps there; its totals are exact)",
+					sc.Component, fmtInt(int64(sc.Answered)), fmtInt(int64(sc.Failed)), fmtSec(sc.MaxGapSeconds)))
+			}
 		}
 		if id := s.Identities; id != nil {
 			facts = append(facts, fmt.Sprintf("identities: %s created, %s duplicates, %s at the end", fmtInt(id.Created), fmtInt(id.Duplicates), fmtInt(id.Final)))

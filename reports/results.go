@@ -204,8 +204,13 @@ type Summary struct {
 	// Watch is what watches delivered to agents and the control plane.
 	Watch *WatchSummary `json:"watch,omitempty"`
 	// Writes counts API writes by type, keyed "<verb> <resource>" (for
-	// example "create ciliumidentities", "patch ciliumendpoints").
+	// example "create ciliumidentities", "patch ciliumendpoints"), whatever
+	// their answer.
 	Writes map[string]int64 `json:"writes,omitempty"`
+	// WritesRejected counts the Writes that were not answered with a 2xx:
+	// 409 Conflict (an identity number another agent took first), 429 Too Many
+	// Requests, 422 and the like, or no answer at all. Same keys as Writes.
+	WritesRejected map[string]int64 `json:"writesRejected,omitempty"`
 	// Throttling counts server rejections and client-side rate limiting.
 	Throttling *ThrottlingSummary `json:"throttling,omitempty"`
 	// Identities counts security identities.
@@ -221,6 +226,10 @@ type Summary struct {
 	Harness *HarnessSummary `json:"harness,omitempty"`
 	// Probe says whether the API probe held its rate.
 	Probe *ProbeSummary `json:"probe,omitempty"`
+	// Scrapes says how each component's /metrics answered the harness:
+	// one whose answers are far apart leaves gaps in its series (its
+	// totals, from the first and last answers, are exact).
+	Scrapes []ScrapeSummary `json:"scrapes,omitempty"`
 	// SLO are the verdicts against the scenario's SLOs.
 	SLO []SLOVerdict `json:"slo,omitempty"`
 }
@@ -304,6 +313,17 @@ type ThrottlingSummary struct {
 	ClientThrottledSeconds  float64 `json:"clientThrottledSeconds"`
 }
 
+// WriteTotals sums Writes and WritesRejected over their types.
+func (s *Summary) WriteTotals() (all, rejected int64) {
+	for _, v := range s.Writes {
+		all += v
+	}
+	for _, v := range s.WritesRejected {
+		rejected += v
+	}
+	return all, rejected
+}
+
 // IdentitySummary counts security identities.
 type IdentitySummary struct {
 	// Created is the number of identities created during the mode.
@@ -358,6 +378,20 @@ type HarnessSummary struct {
 	// harness's cost that its own process does not show (bounded to a
 	// tenth of a core per shard).
 	AgentDigestSeconds float64 `json:"agentDigestSeconds,omitempty"`
+}
+
+// ScrapeSummary is how one component answered the harness's scrapes of
+// its /metrics during a mode.
+type ScrapeSummary struct {
+	// Component is the process scraped: apiserver, controlplane, agents-<i>.
+	Component string `json:"component"`
+	// Answered and Failed count the scrapes that got an answer and those
+	// that failed or timed out.
+	Answered int `json:"answered"`
+	Failed   int `json:"failed"`
+	// MaxGapSeconds is the longest time between two answers (from the
+	// mode's first scrape): the widest hole in the component's series.
+	MaxGapSeconds float64 `json:"maxGapSeconds"`
 }
 
 // MemorySummary is a mode's peak memory, bytes.

@@ -92,6 +92,12 @@ func TestValidateRejects(t *testing.T) {
 		{name: "converged agents overflowing", edit: func(m map[string]any) {
 			mode(m, 0)["summary"].(map[string]any)["convergence"].([]any)[0].(map[string]any)["policyOverflow"] = 1
 		}, want: "/modes/0/summary/convergence/0: policyOverflow 1 > agents not converged 0"},
+		{name: "more writes rejected than made", edit: func(m map[string]any) {
+			mode(m, 0)["summary"].(map[string]any)["writesRejected"] = map[string]any{"create ciliumidentities": 1e6}
+		}, want: "/modes/0/summary/writesRejected/create ciliumidentities: 1000000 rejected > "},
+		{name: "negative rejected writes", edit: func(m map[string]any) {
+			mode(m, 0)["summary"].(map[string]any)["writesRejected"] = map[string]any{"patch ciliumendpoints": -1}
+		}, want: "/modes/0/summary/writesRejected/patch ciliumendpoints"},
 	}
 	base := mustEncode(t, fixtureResults(t))
 	for _, tt := range tests {

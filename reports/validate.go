@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -139,6 +141,11 @@ func (r *Results) check() []string {
 				}
 				if c.PolicyOverflow > c.Agents-c.Converged {
 					p = append(p, fmt.Sprintf("%s/summary/convergence/%d: policyOverflow %d > agents not converged %d", at, j, c.PolicyOverflow, c.Agents-c.Converged))
+				}
+			}
+			for _, k := range slices.Sorted(maps.Keys(m.Summary.WritesRejected)) {
+				if n, all := m.Summary.WritesRejected[k], m.Summary.Writes[k]; n > all {
+					p = append(p, fmt.Sprintf("%s/summary/writesRejected/%s: %d rejected > %d writes", at, k, n, all))
 				}
 			}
 			for j, v := range m.Summary.SLO {
