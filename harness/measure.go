@@ -65,9 +65,8 @@ type scrapeTarget struct {
 	url       string
 	token     string
 
-	// The scrape in flight, if any (done is closed when it ends), and
-	// its answer until a tick takes it.
-	busy bool
+	// The scrape in flight, if any (nil when none; closed when it ends),
+	// and its answer until a tick takes it.
 	done chan struct{}
 	got  Metrics
 	at   time.Time
@@ -177,8 +176,8 @@ func (m *Measurer) TickWithin(ctx context.Context, now time.Time, wait time.Dura
 	targets := append([]*scrapeTarget(nil), m.targets...)
 	pending := make([]chan struct{}, 0, len(targets))
 	for _, t := range targets {
-		if !t.busy {
-			t.busy, t.done = true, make(chan struct{})
+		if t.done == nil {
+			t.done = make(chan struct{})
 			if t.since.IsZero() {
 				t.since = realStart
 			}
@@ -340,8 +339,8 @@ func (m *Measurer) scrape(ctx context.Context, t *scrapeTarget) {
 		t.maxGap = max(t.maxGap, at.Sub(t.since))
 		t.since = at
 	}
-	t.busy = false
 	close(t.done)
+	t.done = nil
 }
 
 // ratable reports whether a component's counters, answered gap apart,

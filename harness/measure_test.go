@@ -173,35 +173,43 @@ func TestMeasurerSurvivesFailedScrape(t *testing.T) {
 	}
 }
 
+// twoShards is a Measurer scraping two agent shards whose pages both
+// start at 1,000 events; the second runs hold's function (if any) before
+// it answers.
+func twoShards(t *testing.T) (m *Measurer, fast, slow *metricsServer, hold func(func())) {
+	fast, slow = &metricsServer{}, &metricsServer{}
+	var mu sync.Mutex
+	var before func()
+	slowSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		f := before
+		mu.Unlock()
+		if f != nil {
+			f()
+		}
+		slow.ServeHTTP(w, r)
+	}))
+	t.Cleanup(slowSrv.Close)
+	fastSrv := httptest.NewServer(fast)
+	t.Cleanup(fastSrv.Close)
+	m = NewMeasurer(http.DefaultClient, nil)
+	m.AddScrape("agents-0", fastSrv.URL+"/metrics", "admin")
+	m.AddScrape("agents-1", slowSrv.URL+"/metrics", "admin")
+	fast.set(agentPage(1000, 0, 0))
+	slow.set(agentPage(1000, 0, 0))
+	return m, fast, slow, func(f func()) { mu.Lock(); before = f; mu.Unlock() }
+}
+
 // A shard that answers late reads its counters over another span than the
 // tick's: its increase is left out of that tick's rates rather than
 // divided by the tick's duration (which made a 1,000-agent run report a
 // peak of 162 million events/s).
 func TestMeasurerLateScrapeLeftOutOfRates(t *testing.T) {
-	fast, slow := &metricsServer{}, &metricsServer{}
-	var delay sync.Mutex
-	slowDelay := time.Duration(0)
-	slowSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		delay.Lock()
-		d := slowDelay
-		delay.Unlock()
-		time.Sleep(d)
-		slow.ServeHTTP(w, r)
-	}))
-	defer slowSrv.Close()
-	fastSrv := httptest.NewServer(fast)
-	defer fastSrv.Close()
-	m := NewMeasurer(http.DefaultClient, nil)
-	m.AddScrape("agents-0", fastSrv.URL+"/metrics", "admin")
-	m.AddScrape("agents-1", slowSrv.URL+"/metrics", "admin")
-	fast.set(agentPage(1000, 0, 0))
-	slow.set(agentPage(1000, 0, 0))
+	m, fast, slow, hold := twoShards(t)
 	m.Tick(context.Background(), time.Unix(1, 0))
 	fast.set(agentPage(1100, 0, 0))
 	slow.set(agentPage(31000, 0, 0))
-	delay.Lock()
-	slowDelay = 400 * time.Millisecond
-	delay.Unlock()
+	hold(func() { time.Sleep(400 * time.Millisecond) })
 	row := m.Tick(context.Background(), time.Unix(2, 0))
 	// agentPage counts events twice (two resources): the fast shard's
 	// 100 more are 200 events in 1 s.
@@ -222,33 +230,12 @@ func TestMeasurerLateScrapeLeftOutOfRates(t *testing.T) {
 // answer goes into a later row and its totals, and the summary says how
 // far apart its answers came.
 func TestMeasurerTickDoesNotWaitForASlowComponent(t *testing.T) {
-	fast, slow := &metricsServer{}, &metricsServer{}
-	release := make(chan struct{})
-	var blocked sync.Mutex
-	block := false
-	slowSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		blocked.Lock()
-		b := block
-		blocked.Unlock()
-		if b {
-			<-release
-		}
-		slow.ServeHTTP(w, r)
-	}))
-	defer slowSrv.Close()
-	fastSrv := httptest.NewServer(fast)
-	defer fastSrv.Close()
-	m := NewMeasurer(http.DefaultClient, nil)
-	m.AddScrape("agents-0", fastSrv.URL+"/metrics", "admin")
-	m.AddScrape("agents-1", slowSrv.URL+"/metrics", "admin")
-	fast.set(agentPage(1000, 0, 0))
-	slow.set(agentPage(1000, 0, 0))
+	m, _, slow, hold := twoShards(t)
 	ctx := context.Background()
 	m.Tick(ctx, time.Unix(1, 0))
 
-	blocked.Lock()
-	block = true
-	blocked.Unlock()
+	release := make(chan struct{})
+	hold(func() { <-release })
 	slow.set(agentPage(6000, 0, 0))
 	const wait = 100 * time.Millisecond
 	start := time.Now()
@@ -267,9 +254,7 @@ func TestMeasurerTickDoesNotWaitForASlowComponent(t *testing.T) {
 
 	// It answers between ticks: the next tick takes the answer.
 	close(release)
-	blocked.Lock()
-	block = false
-	blocked.Unlock()
+	hold(nil)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		m.mu.Lock()
