@@ -45,17 +45,28 @@ type IPIdentityPair struct {
 
 // kvClient is one agent's etcd client and session (whose lease holds the
 // agent's value keys, ipcache entries and locks, kept alive by the session).
+// When the session is lost (its lease expired or was revoked), keepAlive
+// opens a new one and writes the node's keys again under it, as
+// cilium-agent recreates its kvstore state.
 type kvClient struct {
-	a    *Agent
-	cli  *clientv3.Client
-	sess *concurrency.Session
+	a   *Agent
+	cli *clientv3.Client
+	ttl int // lease TTL in seconds
+
+	sessMu sync.Mutex
+	sess   *concurrency.Session
 
 	identitiesSynced chan struct{}
 	ipcacheSynced    chan struct{}
 
 	mu       sync.Mutex
 	acquired map[string]identity.ID // label key -> ID referenced by this node
-	written  map[netip.Addr]identity.ID
+	written  map[netip.Addr]kvIPEntry
+
+	// keyLocks serialises writes of one of this node's keys (value key or
+	// ipcache entry), so that restoring the keys after a lost session
+	// cannot put back a value the endpoint path has just replaced.
+	keyLocks keyedMutex
 
 	// pathLocks serialises this node's goroutines on one lock path before
 	// they take the etcd lock: an etcd mutex is per session (its key is
@@ -134,41 +145,58 @@ func newKVClient(ctx context.Context, a *Agent) (*kvClient, error) {
 	if ttl < 1 {
 		ttl = 1
 	}
-	var sess *concurrency.Session
+	k := &kvClient{
+		a: a, cli: cli, ttl: ttl,
+		identitiesSynced: make(chan struct{}),
+		ipcacheSynced:    make(chan struct{}),
+		acquired:         map[string]identity.ID{},
+		written:          map[netip.Addr]kvIPEntry{},
+	}
+	if k.sess, err = k.newSession(ctx); err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+// newSession grants a lease and keeps it alive, retrying with backoff
+// until it succeeds or ctx ends.
+func (k *kvClient) newSession(ctx context.Context) (*concurrency.Session, error) {
+	a := k.a
 	start := time.Now()
 	for b := newBackoff(200*time.Millisecond, 10*time.Second); ; {
-		sess, err = concurrency.NewSession(cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		sess, err := concurrency.NewSession(k.cli, concurrency.WithTTL(k.ttl), concurrency.WithContext(ctx))
 		if err == nil {
-			break
+			a.m.kvOps.WithLabelValues("lease", "ok").Inc()
+			a.m.kvLatency.WithLabelValues("lease").Observe(time.Since(start).Seconds())
+			return sess, nil
 		}
 		a.m.kvOps.WithLabelValues("lease", "error").Inc()
 		d := b.next()
 		a.log.Warn("kvstore session failed, retrying", "endpoints", a.cfg.KVStore, "retryIn", d, "err", err)
 		select {
 		case <-ctx.Done():
-			cli.Close()
 			return nil, ctx.Err()
 		case <-time.After(d):
 		}
 	}
-	a.m.kvOps.WithLabelValues("lease", "ok").Inc()
-	a.m.kvLatency.WithLabelValues("lease").Observe(time.Since(start).Seconds())
-	return &kvClient{
-		a: a, cli: cli, sess: sess,
-		identitiesSynced: make(chan struct{}),
-		ipcacheSynced:    make(chan struct{}),
-		acquired:         map[string]identity.ID{},
-		written:          map[netip.Addr]identity.ID{},
-	}, nil
+}
+
+// session is the current session.
+func (k *kvClient) session() *concurrency.Session {
+	k.sessMu.Lock()
+	defer k.sessMu.Unlock()
+	return k.sess
 }
 
 func (k *kvClient) close() {
 	// Closing the session revokes the lease: the node's keys go away, as
 	// when a cilium-agent stops.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(k.sess.Ctx()), 2*time.Second)
+	sess := k.session()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(sess.Ctx()), 2*time.Second)
 	defer cancel()
-	_, _ = k.cli.Revoke(ctx, k.sess.Lease())
-	k.sess.Orphan()
+	_, _ = k.cli.Revoke(ctx, sess.Lease())
+	sess.Orphan()
 	k.cli.Close()
 }
 
@@ -231,7 +259,8 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 	if len(ids) > 0 {
 		return ids[0], k.acquire(ctx, ids[0], key)
 	}
-	mu := concurrency.NewMutex(k.sess, KVLockPrefix+key)
+	sess := k.session()
+	mu := concurrency.NewMutex(sess, KVLockPrefix+key)
 	err := mu.Lock(ctx)
 	k.observe("lock", start, err)
 	if err != nil {
@@ -248,7 +277,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 			err := mu.Unlock(uctx)
 			cancel()
 			k.observe("unlock", start, err)
-			if err == nil || k.sess.Ctx().Err() != nil {
+			if err == nil || sess.Ctx().Err() != nil {
 				return
 			}
 			k.a.log.Warn("kvstore unlock failed, retrying", "key", key, "err", err)
@@ -310,16 +339,18 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 // acquire writes this node's value key for the identity (with the lease),
 // once per label key.
 func (k *kvClient) acquire(ctx context.Context, id identity.ID, key string) error {
+	etcdKey := KVValuePrefix + key + "/" + k.a.cfg.Node
+	if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
+		return fmt.Errorf("reference identity %d: %w", id, err)
+	}
+	defer k.keyLocks.unlock(etcdKey)
 	k.mu.Lock()
-	if k.acquired[key] == id {
-		k.mu.Unlock()
+	done := k.acquired[key] == id
+	k.mu.Unlock()
+	if done {
 		return nil
 	}
-	k.mu.Unlock()
-	start := time.Now()
-	_, err := k.cli.Put(ctx, KVValuePrefix+key+"/"+k.a.cfg.Node, id.String(), clientv3.WithLease(k.sess.Lease()))
-	k.observe("put", start, err)
-	if err != nil {
+	if err := k.put(ctx, etcdKey, id.String()); err != nil {
 		return fmt.Errorf("reference identity %d: %w", id, err)
 	}
 	k.mu.Lock()
@@ -328,36 +359,62 @@ func (k *kvClient) acquire(ctx context.Context, id identity.ID, key string) erro
 	return nil
 }
 
+// put writes one of this node's keys with the current session's lease.
+func (k *kvClient) put(ctx context.Context, key, val string) error {
+	start := time.Now()
+	_, err := k.cli.Put(ctx, key, val, clientv3.WithLease(k.session().Lease()))
+	k.observe("put", start, err)
+	return err
+}
+
+// kvIPEntry is what this node wrote for one of its endpoints' IPs.
+type kvIPEntry struct {
+	id      identity.ID
+	ns, pod string
+}
+
 // putIP writes the ipcache entry of a local endpoint with the lease.
 func (k *kvClient) putIP(ctx context.Context, ip netip.Addr, id identity.ID, ns, pod string) error {
+	etcdKey := KVIPPrefix + ip.String()
+	if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
+		return fmt.Errorf("write ipcache entry %s: %w", ip, err)
+	}
+	defer k.keyLocks.unlock(etcdKey)
+	e := kvIPEntry{id: id, ns: ns, pod: pod}
 	k.mu.Lock()
-	if k.written[ip] == id {
-		k.mu.Unlock()
+	done := k.written[ip] == e
+	k.mu.Unlock()
+	if done {
 		return nil
 	}
+	val, err := k.ipValue(ip, e)
+	if err != nil {
+		return err
+	}
+	if err := k.put(ctx, etcdKey, val); err != nil {
+		return fmt.Errorf("write ipcache entry %s: %w", ip, err)
+	}
+	k.mu.Lock()
+	k.written[ip] = e
 	k.mu.Unlock()
+	return nil
+}
+
+// ipValue is the JSON of an ipcache entry this node writes.
+func (k *kvClient) ipValue(ip netip.Addr, e kvIPEntry) (string, error) {
 	pair := IPIdentityPair{
-		IP: net.IP(ip.AsSlice()), ID: uint32(id),
+		IP: net.IP(ip.AsSlice()), ID: uint32(e.id),
 		Metadata:     "cilium-global:default:" + k.a.cfg.Node,
-		K8sNamespace: ns, K8sPodName: pod,
+		K8sNamespace: e.ns, K8sPodName: e.pod,
 	}
 	if k.a.cfg.NodeIP.IsValid() {
 		pair.HostIP = net.IP(k.a.cfg.NodeIP.AsSlice())
 	}
 	val, err := json.Marshal(pair)
 	if err != nil {
-		return fmt.Errorf("encode ipcache entry %s: %w", ip, err)
+		return "", fmt.Errorf("encode ipcache entry %s: %w", ip, err)
 	}
-	start := time.Now()
-	_, err = k.cli.Put(ctx, KVIPPrefix+ip.String(), string(val), clientv3.WithLease(k.sess.Lease()))
-	k.observe("put", start, err)
-	if err != nil {
-		return fmt.Errorf("write ipcache entry %s: %w", ip, err)
-	}
-	k.mu.Lock()
-	k.written[ip] = id
-	k.mu.Unlock()
-	return nil
+	return string(val), nil
 }
 
 // releaseUnused deletes this node's value keys of label sets that no
@@ -373,38 +430,151 @@ func (k *kvClient) releaseUnused(ctx context.Context, inUse map[string]bool) {
 	}
 	k.mu.Unlock()
 	for _, key := range drop {
-		start := time.Now()
-		_, err := k.cli.Delete(ctx, KVValuePrefix+key+"/"+k.a.cfg.Node)
-		k.observe("delete", start, err)
-		if err != nil {
-			k.a.log.Debug("release identity reference", "key", key, "err", err)
-			continue
-		}
-		k.mu.Lock()
-		delete(k.acquired, key)
-		k.mu.Unlock()
+		k.release(ctx, key)
 	}
+}
+
+// release deletes this node's value key of a label key.
+func (k *kvClient) release(ctx context.Context, key string) {
+	etcdKey := KVValuePrefix + key + "/" + k.a.cfg.Node
+	if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
+		return
+	}
+	defer k.keyLocks.unlock(etcdKey)
+	start := time.Now()
+	_, err := k.cli.Delete(ctx, etcdKey)
+	k.observe("delete", start, err)
+	if err != nil {
+		k.a.log.Debug("release identity reference", "key", key, "err", err)
+		return
+	}
+	k.mu.Lock()
+	delete(k.acquired, key)
+	k.mu.Unlock()
 }
 
 // deleteIP removes a local endpoint's ipcache entry.
 func (k *kvClient) deleteIP(ctx context.Context, ip netip.Addr) {
+	etcdKey := KVIPPrefix + ip.String()
+	if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
+		return
+	}
+	defer k.keyLocks.unlock(etcdKey)
 	start := time.Now()
-	_, err := k.cli.Delete(ctx, KVIPPrefix+ip.String())
+	_, err := k.cli.Delete(ctx, etcdKey)
 	k.observe("delete", start, err)
 	k.mu.Lock()
 	delete(k.written, ip)
 	k.mu.Unlock()
 }
 
-// keepAlive watches the session: if the lease is lost, the node's keys
-// are gone; the agent logs it (a real agent would restart its session).
+// keepAlive watches the session. When it is lost (the client saw no
+// keepalive answer within the TTL, or etcd said the lease is gone), the
+// node's keys expire with the lease: it opens a new session and writes
+// them again under the new lease, then revokes the old lease so that
+// locks taken under it do not hold other nodes up until it expires.
 func (k *kvClient) keepAlive(ctx context.Context) {
-	select {
-	case <-ctx.Done():
-	case <-k.sess.Done():
-		if ctx.Err() == nil {
-			k.a.log.Warn("kvstore session lost; this node's keys expired")
+	// A session that dies young (an overloaded etcd does not answer the
+	// first keepalive within the client's dial timeout + 1 s) is replaced
+	// after a growing pause, so that the agents do not add a storm of
+	// grants and rewrites to the overload.
+	b := newBackoff(time.Second, time.Minute)
+	for {
+		old := k.session()
+		born := time.Now()
+		select {
+		case <-ctx.Done():
+			return
+		case <-old.Done():
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		k.a.m.kvOps.WithLabelValues("session", "lost").Inc()
+		wait := time.Duration(0)
+		if time.Since(born) < time.Minute {
+			wait = b.next()
+		} else {
+			b.reset()
+		}
+		k.a.log.Warn("kvstore session lost; opening a new one and writing this node's keys again", "lease", old.Lease(), "after", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		sess, err := k.newSession(ctx)
+		if err != nil {
+			return
+		}
+		k.sessMu.Lock()
+		k.sess = sess
+		k.sessMu.Unlock()
+		k.restoreKeys(ctx)
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, _ = k.cli.Revoke(rctx, old.Lease())
+		cancel()
+	}
+}
+
+// restoreKeys writes every value key and ipcache entry this node holds
+// again with the current session's lease, retrying until each is written
+// or ctx ends. A key the endpoint path changed or deleted meanwhile is
+// left to it.
+func (k *kvClient) restoreKeys(ctx context.Context) {
+	k.mu.Lock()
+	keys := make([]string, 0, len(k.acquired))
+	for key := range k.acquired {
+		keys = append(keys, key)
+	}
+	ips := make([]netip.Addr, 0, len(k.written))
+	for ip := range k.written {
+		ips = append(ips, ip)
+	}
+	k.mu.Unlock()
+	restore := func(etcdKey string, value func() (string, bool, error)) {
+		for b := newBackoff(200*time.Millisecond, 10*time.Second); ctx.Err() == nil; {
+			if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
+				return
+			}
+			val, ok, err := value()
+			if err != nil {
+				k.a.log.Warn("kvstore: cannot restore a key", "key", etcdKey, "err", err)
+				ok = false
+			}
+			if ok {
+				err = k.put(ctx, etcdKey, val)
+			}
+			k.keyLocks.unlock(etcdKey)
+			if !ok || err == nil {
+				return
+			}
+			k.a.log.Debug("kvstore: restoring a key failed, retrying", "key", etcdKey, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(b.next()):
+			}
+		}
+	}
+	for _, key := range keys {
+		restore(KVValuePrefix+key+"/"+k.a.cfg.Node, func() (string, bool, error) {
+			k.mu.Lock()
+			id, ok := k.acquired[key]
+			k.mu.Unlock()
+			return id.String(), ok, nil
+		})
+	}
+	for _, ip := range ips {
+		restore(KVIPPrefix+ip.String(), func() (string, bool, error) {
+			k.mu.Lock()
+			e, ok := k.written[ip]
+			k.mu.Unlock()
+			if !ok {
+				return "", false, nil
+			}
+			val, err := k.ipValue(ip, e)
+			return val, true, err
+		})
 	}
 }
 

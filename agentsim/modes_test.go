@@ -18,7 +18,7 @@ import (
 )
 
 func TestKVStoreModeConverges(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	ectx, ecancel := context.WithCancel(context.Background())
 	etcd, err := etcdserver.Start(ectx, etcdserver.Config{Dir: t.TempDir(), UnsafeNoFsync: true})
@@ -48,8 +48,29 @@ func TestKVStoreModeConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	c.checkKVStoreKeys(ctx, cli)
+	c.checkKVStoreKeys(ctx, cli, 10*time.Second)
 	c.checkObjects(ctx)
+
+	// Every node loses its session (as when keepalives miss the TTL):
+	// etcd deletes the node's keys with the lease, and each agent opens a
+	// new session and writes them again at its next keepalive (TTL/3).
+	leases, err := cli.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases.Leases) != len(c.topo.Nodes) {
+		t.Fatalf("%d leases before the revocation, want one per node (%d)", len(leases.Leases), len(c.topo.Nodes))
+	}
+	for _, l := range leases.Leases {
+		if _, err := cli.Revoke(ctx, l.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if resp, err := cli.Get(ctx, KVIPPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+		t.Fatalf("ipcache keys after revoking every lease: %v, %v", resp, err)
+	}
+	c.checkKVStoreKeys(ctx, cli, time.Minute)
+	c.waitConverged(ctx, f, "after every session was lost")
 }
 
 // checkKVStoreKeys checks that the kvstore holds exactly the documented
@@ -58,11 +79,11 @@ func TestKVStoreModeConverges(t *testing.T) {
 // node's pods use now; ipcache entries ip/v1/default/<IP> for every pod
 // with its current identity (with a lease); nothing else (locks are gone
 // once allocations finished).
-func (c *testCluster) checkKVStoreKeys(ctx context.Context, cli *clientv3.Client) {
+func (c *testCluster) checkKVStoreKeys(ctx context.Context, cli *clientv3.Client, wait time.Duration) {
 	t := c.t
 	// Value keys of released identities are deleted asynchronously after
 	// the last endpoint switched; poll until the key set settles.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(wait)
 	for {
 		errs := c.kvstoreProblems(ctx, cli)
 		if len(errs) == 0 {
