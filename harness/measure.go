@@ -301,6 +301,7 @@ waiting:
 	if dt > 0 {
 		m.metricRows(row, ratePrev, rateCur, dt.Seconds())
 	}
+	gaugeRows(row, cur)
 	for k, v := range cur {
 		m.prev[k] = m.last[k]
 		m.last[k] = v
@@ -512,6 +513,22 @@ func writeCounts(cur, prev map[string]float64) (all, rejected map[string]int64) 
 	return all, rejected
 }
 
+// gaugeRows adds the levels read from this tick's answers. Unlike rates
+// they need no earlier answer: a component that answers late still gives
+// its level.
+func gaugeRows(row map[string]float64, cur map[string]Metrics) {
+	n, ok := 0.0, false
+	if a := cur["apiserver"]; a != nil {
+		n, ok = a.Sum(mAPIObjects, map[string]string{"resource": "ciliumidentities"})
+	}
+	if c, cok := agentsSum(cur, mCPIdentities, nil); cok && c > n {
+		n, ok = c, true
+	}
+	if ok {
+		row[reports.SeriesIdentities] = n
+	}
+}
+
 // metricRows adds the rates and interval quantiles between two scrapes.
 func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metrics, dt float64) {
 	rate := func(c, p float64) float64 { return math.Max(0, c-p) / dt }
@@ -551,9 +568,6 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 		cb, _ := a.HistogramSum(mAPIWatchSizes, nil)
 		pb, _ := p.HistogramSum(mAPIWatchSizes, nil)
 		row["apiserver.watch.bytes.rate"] = rate(cb, pb)
-		if n, ok := a.Sum(mAPIObjects, map[string]string{"resource": "ciliumidentities"}); ok {
-			row["identities.count"] = n
-		}
 	}
 	// Agents' own counters, summed over shards.
 	if ce, ok := eventsSum(cur); ok {
@@ -579,9 +593,6 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 	if c, ok := createdSum(cur); ok {
 		p, _ := createdSum(prev)
 		row["identities.created.rate"] = rate(c, p)
-	}
-	if n, ok := agentsSum(cur, mCPIdentities, nil); ok && n > row["identities.count"] {
-		row["identities.count"] = n
 	}
 	if c, ok := agentsSum(cur, mAgentDatapath, nil); ok {
 		p, _ := agentsSum(prev, mAgentDatapath, nil)
