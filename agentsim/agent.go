@@ -362,6 +362,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun(a.kv.watchIdentities)
 		goRun(a.kv.watchIPCache)
 		goRun(a.kv.keepAlive)
+		goRun(a.kv.syncLocalKeys)
 	}
 	switch a.cfg.Mode {
 	case scenarios.ModeCRD, scenarios.ModeOperator:

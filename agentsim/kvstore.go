@@ -578,6 +578,64 @@ func (k *kvClient) restoreKeys(ctx context.Context) {
 	}
 }
 
+// kvstorePeriodicSync is how often an agent makes sure the master keys of
+// the identities it uses exist (Cilium's --kvstore-periodic-sync default).
+// A variable so that tests can shorten it.
+var kvstorePeriodicSync = 5 * time.Minute
+
+// syncLocalKeys re-creates, every kvstorePeriodicSync, the master key of
+// each identity this node references if it is missing, and then the
+// node's value key, as Cilium's allocator does (syncLocalKeys and the
+// kvstore backend's UpdateKey). The operator's GC deletes a master key
+// that had no value key in two rounds in a row; under load a node's value
+// key can come later than that, and every other node then loses the
+// identity until a user re-creates it.
+func (k *kvClient) syncLocalKeys(ctx context.Context) {
+	t := time.NewTicker(kvstorePeriodicSync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		k.mu.Lock()
+		used := make(map[string]identity.ID, len(k.acquired))
+		for key, id := range k.acquired {
+			used[key] = id
+		}
+		k.mu.Unlock()
+		for key, id := range used {
+			if ctx.Err() != nil {
+				return
+			}
+			master := KVIDPrefix + id.String()
+			start := time.Now()
+			tx, err := k.cli.Txn(ctx).
+				If(clientv3.Compare(clientv3.CreateRevision(master), "=", 0)).
+				Then(clientv3.OpPut(master, key)).
+				Commit()
+			k.observe("sync", start, err)
+			if err != nil || !tx.Succeeded {
+				continue
+			}
+			k.a.m.kvOps.WithLabelValues("master", "recreated").Inc()
+			k.a.log.Info("kvstore: re-created a missing master key", "id", id, "key", key)
+			etcdKey := KVValuePrefix + key + "/" + k.a.cfg.Node
+			if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
+				return
+			}
+			k.mu.Lock()
+			still := k.acquired[key] == id
+			k.mu.Unlock()
+			if still {
+				_ = k.put(ctx, etcdKey, id.String())
+			}
+			k.keyLocks.unlock(etcdKey)
+		}
+	}
+}
+
 // watchPrefix lists a prefix, hands the result to replace, then watches
 // from the next revision, listing again after compaction or errors.
 func (k *kvClient) watchPrefix(ctx context.Context, name, prefix string, synced chan struct{},

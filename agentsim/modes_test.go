@@ -34,6 +34,11 @@ func TestKVStoreModeConverges(t *testing.T) {
 	})
 	s := smallScenario(t, scenarios.ModeKVStore, true)
 	s.Agent.LeaseTTL = scenarios.D(time.Minute)
+	// Registered before the fleet's cleanup, so it runs after the agents
+	// stopped.
+	sync := kvstorePeriodicSync
+	t.Cleanup(func() { kvstorePeriodicSync = sync })
+	kvstorePeriodicSync = 2 * time.Second
 	c := startCluster(t, s)
 	c.setup(ctx)
 	cfg := c.fleetConfig(scenarios.ModeKVStore)
@@ -71,6 +76,20 @@ func TestKVStoreModeConverges(t *testing.T) {
 	}
 	c.checkKVStoreKeys(ctx, cli, time.Minute)
 	c.waitConverged(ctx, f, "after every session was lost")
+
+	// The operator's GC (or anyone) deletes the master key of an identity
+	// in use: the nodes that use it write it again at their next periodic
+	// sync, and every agent learns it back.
+	used, err := cli.Get(ctx, KVValuePrefix, clientv3.WithPrefix(), clientv3.WithLimit(1))
+	if err != nil || len(used.Kvs) != 1 {
+		t.Fatalf("a value key: %v, %v", used, err)
+	}
+	gone := KVIDPrefix + string(used.Kvs[0].Value)
+	if _, err := cli.Delete(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	c.checkKVStoreKeys(ctx, cli, time.Minute)
+	c.waitConverged(ctx, f, "after the master key "+gone+" was deleted")
 }
 
 // checkKVStoreKeys checks that the kvstore holds exactly the documented
