@@ -155,6 +155,7 @@ func TestRunConfigErrors(t *testing.T) {
 		{Config{Scenario: sc, Backend: &FakeBackend{}}, "no output directory"},
 		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", Modes: []scenarios.Mode{"cdr"}}, `unknown mode "cdr"`},
 		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", Shards: -1}, "shards must be >= 0"},
+		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", AgentNice: 20}, "agent nice value must be 0 to 19"},
 	}
 	for _, tt := range tests {
 		_, err := Run(context.Background(), tt.cfg)

@@ -145,6 +145,8 @@ type ModeResult struct {
 	// simulated agents across them.
 	Shards int `json:"shards,omitempty"`
 	Agents int `json:"agents,omitempty"`
+	// AgentNice is the nice value the shards ran with (absent: 0).
+	AgentNice int `json:"agentNice,omitempty"`
 	// Steps is the timeline as executed.
 	Steps []StepResult `json:"steps,omitempty"`
 	// Series are the time series at the sampling resolution (1 s).

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/stampede-sim/stampede/agentsim"
+	"github.com/stampede-sim/stampede/internal/proc"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -19,6 +20,7 @@ func newAgentsCmd(g *globals) *cobra.Command {
 	var (
 		shard, mode, scenario, apiURL, caFile, tokenFile, token string
 		kvstore, xds, readyFile, listen, memLimit               string
+		nice                                                    int
 	)
 	cmd := &cobra.Command{
 		Use:   "agents",
@@ -42,6 +44,11 @@ convergence digests) on stdout and in --ready-file.`,
 			i, n, err := parseShard(shard)
 			if err != nil {
 				return err
+			}
+			if nice != 0 {
+				if err := proc.Renice(nice); err != nil {
+					return fmt.Errorf("--nice: %w", err)
+				}
 			}
 			if memLimit != "" {
 				q, err := resource.ParseQuantity(memLimit)
@@ -96,6 +103,7 @@ convergence digests) on stdout and in --ready-file.`,
 	f.StringVar(&xds, "xds", "", "control plane gRPC address host:port (xds mode)")
 	f.StringVar(&readyFile, "ready-file", "", "write the ready announcement (JSON) to this path once serving")
 	f.StringVar(&listen, "listen", "127.0.0.1:0", "address of the metrics endpoint")
+	f.IntVar(&nice, "nice", 0, "nice value of this process's threads (0-19; higher yields the CPU to the processes under measurement)")
 	f.StringVar(&memLimit, "memory-limit", "", "soft memory limit of this process for the Go garbage collector (GOMEMLIMIT), such as 3Gi; empty: none")
 	return cmd
 }

@@ -18,7 +18,7 @@ import (
 func newRunCmd(g *globals) *cobra.Command {
 	var (
 		scenario, api, modes, out string
-		shards                    int
+		shards, agentNice         int
 		grace                     time.Duration
 		noReport                  bool
 		executable, cpuProfile    string
@@ -78,7 +78,7 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 				live = isatty.IsTerminal(f.Fd())
 			}
 			res, runErr := harness.Run(cmd.Context(), harness.Config{
-				Scenario: sc, Backend: backend, Modes: ms, Out: out, Shards: shards,
+				Scenario: sc, Backend: backend, Modes: ms, Out: out, Shards: shards, AgentNice: agentNice,
 				Command: os.Args, Log: log, Progress: stderr, Live: live, Grace: grace, NoReport: noReport, Executable: executable,
 			})
 			if res != nil {
@@ -95,6 +95,7 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 	f.StringVar(&modes, "modes", "", "comma-separated modes to run (default: the scenario's)")
 	f.StringVar(&out, "out", "", "output directory (default out/<scenario>-<timestamp>)")
 	f.IntVar(&shards, "shards", 0, "agent processes (default: about 250 agents each, at most 2x the cores)")
+	f.IntVar(&agentNice, "agent-nice", harness.DefaultAgentNice, "nice value of the agent shards (0-19; 0: the same priority as the API server, etcd and the control plane)")
 	f.BoolVar(&noReport, "no-report", false, "do not render report.md, report.html and plots at the end")
 	f.BoolVar(&installCRDs, strings.TrimPrefix(harness.InstallCRDsFlag, "--"), false, "kubeconfig backend: install Stampede's cilium.io CRDs if the cluster lacks them (removed at the end)")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the harness's own CPU profile (pprof) to this file")
