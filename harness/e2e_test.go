@@ -37,7 +37,7 @@ func runE2E(t *testing.T, backend Backend, modes []scenarios.Mode) (*reports.Res
 	defer cancel()
 	res, err := Run(ctx, Config{
 		Scenario: sc, Backend: backend, Modes: modes, Out: out, Executable: bin,
-		Progress: testWriter{t}, Grace: 5 * time.Second, AgentNice: DefaultAgentNice,
+		Progress: testWriter{t}, Grace: 5 * time.Second, AgentNice: AgentNiceAuto,
 	})
 	if err != nil {
 		t.Errorf("run: %v", err)
@@ -78,8 +78,8 @@ func checkModes(t *testing.T, res *reports.Results, modes []scenarios.Mode) {
 			t.Errorf("mode %s: %s: %s", m.Mode, m.Status, m.Reason)
 			continue
 		}
-		if m.AgentNice != DefaultAgentNice {
-			t.Errorf("mode %s: agentNice %d, want %d", m.Mode, m.AgentNice, DefaultAgentNice)
+		if want := agentNice(AgentNiceAuto, m.Mode); m.AgentNice != want {
+			t.Errorf("mode %s: agentNice %d, want %d", m.Mode, m.AgentNice, want)
 		}
 		s := m.Summary
 		if s == nil || len(s.Convergence) == 0 {

@@ -38,7 +38,8 @@ type Config struct {
 	Out string
 	// Shards is the number of agent processes (0: from the machine).
 	Shards int
-	// AgentNice is the nice value of the agent shards (0: none; see
+	// AgentNice is the nice value of the agent shards in every mode (0:
+	// none), or AgentNiceAuto for each mode's default (see
 	// DefaultAgentNice).
 	AgentNice int
 	// Executable is the stampede binary for child processes (default:
@@ -93,8 +94,8 @@ func (c *Config) defaults() error {
 	if c.Shards < 0 {
 		return fmt.Errorf("run: shards must be >= 0, got %d", c.Shards)
 	}
-	if c.AgentNice < 0 || c.AgentNice > 19 {
-		return fmt.Errorf("run: agent nice value must be 0 to 19 (lower than the measured processes' priority, which needs no privilege), got %d", c.AgentNice)
+	if c.AgentNice < AgentNiceAuto || c.AgentNice > 19 {
+		return fmt.Errorf("run: agent nice value must be 0 to 19 (lower than the measured processes' priority, which needs no privilege) or %d for each mode's default, got %d", AgentNiceAuto, c.AgentNice)
 	}
 	if c.Shards == 0 {
 		c.Shards = DefaultShards(c.Scenario.Cluster.Nodes)
@@ -284,7 +285,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		m.Started = &started
 		m.Shards = cfg.Shards
 		m.Agents = sc.Cluster.Nodes
-		m.AgentNice = cfg.AgentNice
+		m.AgentNice = agentNice(cfg.AgentNice, mode)
 	}, mode)
 
 	// The mode's context ends on interruption or when a component dies.
@@ -440,8 +441,8 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		if lim := shardMemoryLimit(r.machineBytes, cfg.Shards); lim > 0 {
 			args = append(args, "--memory-limit", strconv.FormatInt(lim, 10))
 		}
-		if cfg.AgentNice != 0 {
-			args = append(args, "--nice", strconv.Itoa(cfg.AgentNice))
+		if n := agentNice(cfg.AgentNice, mode); n != 0 {
+			args = append(args, "--nice", strconv.Itoa(n))
 		}
 		n := shardSize(sc.Cluster.Nodes, cfg.Shards, i)
 		wg.Add(1)
@@ -880,14 +881,31 @@ func version() string {
 	return "devel"
 }
 
-// DefaultAgentNice is the nice value the agent shards run with by default.
-// The agents are the load; the API server, etcd and the control plane are
-// what is measured, and in a cluster they do not share CPUs with a
-// thousand agents. On 2 cores, at equal priority, 1,000 agents' shards
-// took so much of the CPU that etcd's apply loop fell minutes behind (10
-// ms per put, "too many requests"), its lease renewals timed out and
-// every agent's session expired.
+// AgentNiceAuto asks for each mode's default nice value of the agents.
+const AgentNiceAuto = -1
+
+// DefaultAgentNice is the nice value of the agent shards in kvstore mode
+// by default; the other modes run them at the measured processes'
+// priority. The agents are the load and etcd is what is measured; in a
+// cluster they do not share CPUs. On 2 cores at equal priority 1,000
+// agents' shards starved etcd's single apply loop (put applies summing to
+// 211 s in 4.5 minutes, "too many requests"), its lease renewals timed
+// out and every agent's session expired. In crd mode the same priority
+// made the agents' identity race worse instead: at 200 nodes the relabel
+// pushed agents past the 16,384-entry policy map, because agents that
+// see each other's identities later allocate more duplicates.
 const DefaultAgentNice = 10
+
+// agentNice is the nice value of mode's shards for the configured value.
+func agentNice(configured int, mode scenarios.Mode) int {
+	if configured != AgentNiceAuto {
+		return configured
+	}
+	if mode == scenarios.ModeKVStore {
+		return DefaultAgentNice
+	}
+	return 0
+}
 
 // shardMemoryLimit is the soft memory limit of each of n agent shards:
 // half the machine's memory, shared. Without it every shard's heap may

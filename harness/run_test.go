@@ -156,6 +156,7 @@ func TestRunConfigErrors(t *testing.T) {
 		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", Modes: []scenarios.Mode{"cdr"}}, `unknown mode "cdr"`},
 		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", Shards: -1}, "shards must be >= 0"},
 		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", AgentNice: 20}, "agent nice value must be 0 to 19"},
+		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", AgentNice: -2}, "agent nice value must be 0 to 19"},
 	}
 	for _, tt := range tests {
 		_, err := Run(context.Background(), tt.cfg)
@@ -166,5 +167,22 @@ func TestRunConfigErrors(t *testing.T) {
 	var se *SkipError
 	if !errors.As(error(&SkipError{Reason: "x"}), &se) {
 		t.Error("SkipError is not matchable")
+	}
+}
+
+func TestAgentNicePerMode(t *testing.T) {
+	if got := agentNice(AgentNiceAuto, scenarios.ModeKVStore); got != DefaultAgentNice {
+		t.Errorf("kvstore default: %d, want %d", got, DefaultAgentNice)
+	}
+	for _, m := range []scenarios.Mode{scenarios.ModeCRD, scenarios.ModeCES, scenarios.ModeOperator, scenarios.ModeXDS} {
+		if got := agentNice(AgentNiceAuto, m); got != 0 {
+			t.Errorf("%s default: %d, want 0", m, got)
+		}
+		if got := agentNice(5, m); got != 5 {
+			t.Errorf("%s with 5 configured: %d", m, got)
+		}
+	}
+	if got := agentNice(0, scenarios.ModeKVStore); got != 0 {
+		t.Errorf("kvstore with 0 configured: %d", got)
 	}
 }

@@ -95,7 +95,7 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 	f.StringVar(&modes, "modes", "", "comma-separated modes to run (default: the scenario's)")
 	f.StringVar(&out, "out", "", "output directory (default out/<scenario>-<timestamp>)")
 	f.IntVar(&shards, "shards", 0, "agent processes (default: about 250 agents each, at most 2x the cores)")
-	f.IntVar(&agentNice, "agent-nice", harness.DefaultAgentNice, "nice value of the agent shards (0-19; 0: the same priority as the API server, etcd and the control plane)")
+	f.IntVar(&agentNice, "agent-nice", harness.AgentNiceAuto, fmt.Sprintf("nice value of the agent shards in every mode (0-19; 0: the same priority as the API server, etcd and the control plane); default: %d in kvstore mode, 0 in the others", harness.DefaultAgentNice))
 	f.BoolVar(&noReport, "no-report", false, "do not render report.md, report.html and plots at the end")
 	f.BoolVar(&installCRDs, strings.TrimPrefix(harness.InstallCRDsFlag, "--"), false, "kubeconfig backend: install Stampede's cilium.io CRDs if the cluster lacks them (removed at the end)")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the harness's own CPU profile (pprof) to this file")
