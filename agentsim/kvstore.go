@@ -436,26 +436,24 @@ func (k *kvClient) releaseUnused(ctx context.Context, inUse map[string]bool) {
 
 // release deletes this node's value key of a label key.
 func (k *kvClient) release(ctx context.Context, key string) {
-	etcdKey := KVValuePrefix + key + "/" + k.a.cfg.Node
-	if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
-		return
-	}
-	defer k.keyLocks.unlock(etcdKey)
-	start := time.Now()
-	_, err := k.cli.Delete(ctx, etcdKey)
-	k.observe("delete", start, err)
-	if err != nil {
-		k.a.log.Debug("release identity reference", "key", key, "err", err)
-		return
-	}
-	k.mu.Lock()
-	delete(k.acquired, key)
-	k.mu.Unlock()
+	k.deleteOwn(ctx, KVValuePrefix+key+"/"+k.a.cfg.Node, func(err error) {
+		if err != nil {
+			k.a.log.Debug("release identity reference", "key", key, "err", err)
+			return
+		}
+		delete(k.acquired, key)
+	})
 }
 
 // deleteIP removes a local endpoint's ipcache entry.
 func (k *kvClient) deleteIP(ctx context.Context, ip netip.Addr) {
-	etcdKey := KVIPPrefix + ip.String()
+	k.deleteOwn(ctx, KVIPPrefix+ip.String(), func(error) { delete(k.written, ip) })
+}
+
+// deleteOwn deletes one of this node's keys under its key lock, then runs
+// forget with the outcome, holding k.mu, before another write of that key
+// (a restore after a lost session) can start.
+func (k *kvClient) deleteOwn(ctx context.Context, etcdKey string, forget func(error)) {
 	if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
 		return
 	}
@@ -464,7 +462,7 @@ func (k *kvClient) deleteIP(ctx context.Context, ip netip.Addr) {
 	_, err := k.cli.Delete(ctx, etcdKey)
 	k.observe("delete", start, err)
 	k.mu.Lock()
-	delete(k.written, ip)
+	forget(err)
 	k.mu.Unlock()
 }
 
