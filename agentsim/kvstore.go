@@ -339,7 +339,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 // acquire writes this node's value key for the identity (with the lease),
 // once per label key.
 func (k *kvClient) acquire(ctx context.Context, id identity.ID, key string) error {
-	etcdKey := KVValuePrefix + key + "/" + k.a.cfg.Node
+	etcdKey := k.valueKey(key)
 	if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
 		return fmt.Errorf("reference identity %d: %w", id, err)
 	}
@@ -358,6 +358,9 @@ func (k *kvClient) acquire(ctx context.Context, id identity.ID, key string) erro
 	k.mu.Unlock()
 	return nil
 }
+
+// valueKey is this node's value key of a label key.
+func (k *kvClient) valueKey(key string) string { return KVValuePrefix + key + "/" + k.a.cfg.Node }
 
 // put writes one of this node's keys with the current session's lease.
 func (k *kvClient) put(ctx context.Context, key, val string) error {
@@ -436,7 +439,7 @@ func (k *kvClient) releaseUnused(ctx context.Context, inUse map[string]bool) {
 
 // release deletes this node's value key of a label key.
 func (k *kvClient) release(ctx context.Context, key string) {
-	k.deleteOwn(ctx, KVValuePrefix+key+"/"+k.a.cfg.Node, func(err error) {
+	k.deleteOwn(ctx, k.valueKey(key), func(err error) {
 		if err != nil {
 			k.a.log.Debug("release identity reference", "key", key, "err", err)
 			return
@@ -530,21 +533,14 @@ func (k *kvClient) restoreKeys(ctx context.Context) {
 		ips = append(ips, ip)
 	}
 	k.mu.Unlock()
-	restore := func(etcdKey string, value func() (string, bool, error)) {
+	restore := func(etcdKey string, current func() (string, bool, error)) {
 		for b := newBackoff(200*time.Millisecond, 10*time.Second); ctx.Err() == nil; {
-			if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
+			tried, err := k.rewrite(ctx, etcdKey, current)
+			if err == nil || ctx.Err() != nil {
 				return
 			}
-			val, ok, err := value()
-			if err != nil {
+			if !tried {
 				k.a.log.Warn("kvstore: cannot restore a key", "key", etcdKey, "err", err)
-				ok = false
-			}
-			if ok {
-				err = k.put(ctx, etcdKey, val)
-			}
-			k.keyLocks.unlock(etcdKey)
-			if !ok || err == nil {
 				return
 			}
 			k.a.log.Debug("kvstore: restoring a key failed, retrying", "key", etcdKey, "err", err)
@@ -555,7 +551,7 @@ func (k *kvClient) restoreKeys(ctx context.Context) {
 		}
 	}
 	for _, key := range keys {
-		restore(KVValuePrefix+key+"/"+k.a.cfg.Node, func() (string, bool, error) {
+		restore(k.valueKey(key), func() (string, bool, error) {
 			k.mu.Lock()
 			id, ok := k.acquired[key]
 			k.mu.Unlock()
@@ -574,6 +570,22 @@ func (k *kvClient) restoreKeys(ctx context.Context) {
 			return val, true, err
 		})
 	}
+}
+
+// rewrite puts one of this node's keys again under its key lock, with the
+// value current gives from what the node holds now; current says false
+// when the node no longer holds the key, and nothing is written. tried
+// tells a failed put from a key that could not be read or locked.
+func (k *kvClient) rewrite(ctx context.Context, etcdKey string, current func() (string, bool, error)) (tried bool, err error) {
+	if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
+		return false, err
+	}
+	defer k.keyLocks.unlock(etcdKey)
+	val, ok, err := current()
+	if err != nil || !ok {
+		return false, err
+	}
+	return true, k.put(ctx, etcdKey, val)
 }
 
 // kvstorePeriodicSync is how often an agent makes sure the master keys of
@@ -619,17 +631,11 @@ func (k *kvClient) syncLocalKeys(ctx context.Context) {
 			}
 			k.a.m.kvOps.WithLabelValues("master", "recreated").Inc()
 			k.a.log.Info("kvstore: re-created a missing master key", "id", id, "key", key)
-			etcdKey := KVValuePrefix + key + "/" + k.a.cfg.Node
-			if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
-				return
-			}
-			k.mu.Lock()
-			still := k.acquired[key] == id
-			k.mu.Unlock()
-			if still {
-				_ = k.put(ctx, etcdKey, id.String())
-			}
-			k.keyLocks.unlock(etcdKey)
+			_, _ = k.rewrite(ctx, k.valueKey(key), func() (string, bool, error) {
+				k.mu.Lock()
+				defer k.mu.Unlock()
+				return id.String(), k.acquired[key] == id, nil
+			})
 		}
 	}
 }
