@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/stampede-sim/stampede/datapath"
@@ -22,9 +23,26 @@ type Cache struct {
 	// set, however many identities the peers have), until an identity or
 	// the rules change.
 	memo map[string][]datapath.PolicyKey
+	// byTerms holds the same results by what the rules allow: the set of
+	// (peer selector, ports) terms. Rules of different namespaces that
+	// allow the same peers on the same ports (a policy rendered into
+	// every namespace) then share one result, computed once, instead of
+	// one equal copy per namespace. Cleared with memo.
+	byTerms map[string][]datapath.PolicyKey
+	// nextSeq numbers selectors as they are created (selEntry.seq).
+	nextSeq int
+	terms   []term
+}
+
+// term is one (peer selector, ports) pair of a rule selecting an endpoint.
+type term struct {
+	e  *selEntry
+	in *cachedIngress
 }
 
 type selEntry struct {
+	// seq orders selectors in a resolution's terms key.
+	seq   int
 	sel   Selector
 	match map[datapath.Identity]struct{}
 	// ids are the keys of match in ascending order, kept as identities
@@ -57,8 +75,11 @@ type cachedRule struct {
 }
 
 type cachedIngress struct {
-	from  []*selEntry
-	ports []Port
+	from []*selEntry
+	// ports are the rule's ports in key order, without repeats, and
+	// portsKey their canonical form.
+	ports    []Port
+	portsKey string
 }
 
 // NewCache returns an empty cache.
@@ -69,9 +90,15 @@ func NewCache() *Cache {
 // Identities is the number of cached identities.
 func (c *Cache) Identities() int { return len(c.ids) }
 
+// forget drops the memoised resolutions.
+func (c *Cache) forget() {
+	clear(c.memo)
+	clear(c.byTerms)
+}
+
 // UpsertIdentity adds or replaces an identity.
 func (c *Cache) UpsertIdentity(id datapath.Identity, l identity.Labels) {
-	clear(c.memo)
+	c.forget()
 	c.ids[id] = l
 	for _, e := range c.sels {
 		if e.sel.Matches(l) {
@@ -84,7 +111,7 @@ func (c *Cache) UpsertIdentity(id datapath.Identity, l identity.Labels) {
 
 // DeleteIdentity removes an identity.
 func (c *Cache) DeleteIdentity(id datapath.Identity) {
-	clear(c.memo)
+	c.forget()
 	delete(c.ids, id)
 	for _, e := range c.sels {
 		e.remove(id)
@@ -94,14 +121,15 @@ func (c *Cache) DeleteIdentity(id datapath.Identity) {
 // SetRules replaces the rules; selectors shared with the previous rules
 // keep their match sets.
 func (c *Cache) SetRules(rules []Rule) {
-	clear(c.memo)
+	c.forget()
 	old := c.sels
 	c.sels = make(map[string]*selEntry, len(old))
 	c.rules = c.rules[:0]
 	for _, r := range rules {
 		cr := cachedRule{subject: r.Subject}
 		for _, in := range r.Ingress {
-			ci := cachedIngress{ports: in.Ports}
+			ci := cachedIngress{ports: sortedPorts(in.Ports)}
+			ci.portsKey = portsKey(ci.ports)
 			for _, s := range in.From {
 				ci.from = append(ci.from, c.selector(s, old))
 			}
@@ -118,7 +146,8 @@ func (c *Cache) selector(s Selector, old map[string]*selEntry) *selEntry {
 	}
 	e, ok := old[k]
 	if !ok {
-		e = &selEntry{sel: s, match: map[datapath.Identity]struct{}{}}
+		c.nextSeq++
+		e = &selEntry{seq: c.nextSeq, sel: s, match: map[datapath.Identity]struct{}{}}
 		for id, l := range c.ids {
 			if s.Matches(l) {
 				e.match[id] = struct{}{}
@@ -153,39 +182,78 @@ func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
 }
 
 // resolve computes the allowed set of an endpoint selected by the rules
-// whose bits are set in sig. Each (peer selector, ports) pair yields its
-// keys already sorted (identities ascending, then ports), and the pairs'
-// lists are merged, so the result is sorted without sorting.
+// whose bits are set in sig. Each (peer selector, ports) term yields its
+// keys already sorted (identities ascending, then ports), and the terms'
+// lists are merged, so the result is sorted without sorting. Equal term
+// sets share one result (byTerms).
 func (c *Cache) resolve(sig []byte) []datapath.PolicyKey {
 	selected := false
-	var lists [][]datapath.PolicyKey
+	ts := c.terms[:0]
 	for i := range c.rules {
 		r := &c.rules[i]
 		if sig[i/8]&(1<<(i%8)) == 0 {
 			continue
 		}
 		selected = true
-		for _, in := range r.ingress {
-			ports := sortedPorts(in.ports)
+		for j := range r.ingress {
+			in := &r.ingress[j]
 			for _, e := range in.from {
-				l := make([]datapath.PolicyKey, 0, len(e.ids)*len(ports))
-				for _, id := range e.ids {
-					for _, p := range ports {
-						l = append(l, datapath.PolicyKey{Identity: id, Port: p.Port, Proto: p.Proto})
-					}
-				}
-				lists = append(lists, l)
+				ts = append(ts, term{e: e, in: in})
 			}
 		}
 	}
+	c.terms = ts[:0]
 	if !selected {
 		return []datapath.PolicyKey{AllowAll}
 	}
+	slices.SortFunc(ts, func(a, b term) int {
+		if a.e.seq != b.e.seq {
+			return a.e.seq - b.e.seq
+		}
+		return strings.Compare(a.in.portsKey, b.in.portsKey)
+	})
+	ts = slices.CompactFunc(ts, func(a, b term) bool {
+		return a.e == b.e && a.in.portsKey == b.in.portsKey
+	})
+	var kb strings.Builder
+	for _, t := range ts {
+		kb.WriteString(strconv.Itoa(t.e.seq))
+		kb.WriteByte('|')
+		kb.WriteString(t.in.portsKey)
+		kb.WriteByte(';')
+	}
+	key := kb.String()
+	if out, ok := c.byTerms[key]; ok {
+		return out
+	}
 	out := []datapath.PolicyKey{}
-	for _, l := range lists {
+	for _, t := range ts {
+		ports := t.in.ports
+		l := make([]datapath.PolicyKey, 0, len(t.e.ids)*len(ports))
+		for _, id := range t.e.ids {
+			for _, p := range ports {
+				l = append(l, datapath.PolicyKey{Identity: id, Port: p.Port, Proto: p.Proto})
+			}
+		}
 		out = mergeKeys(out, l)
 	}
+	if c.byTerms == nil {
+		c.byTerms = map[string][]datapath.PolicyKey{}
+	}
+	c.byTerms[key] = out
 	return out
+}
+
+// portsKey is the canonical form of sorted, repeat-free ports.
+func portsKey(ports []Port) string {
+	var b strings.Builder
+	for _, p := range ports {
+		b.WriteString(strconv.Itoa(int(p.Port)))
+		b.WriteByte('/')
+		b.WriteString(strconv.Itoa(int(p.Proto)))
+		b.WriteByte(',')
+	}
+	return b.String()
 }
 
 // sortedPorts returns ports in key order, without repeats.

@@ -210,3 +210,59 @@ func TestCacheMemoFollowsIdentities(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheSharesEqualResolutions checks that endpoints of different
+// namespaces, selected by different rules that allow the same peers on the
+// same ports (one policy rendered into each namespace), get one shared
+// resolution, and that it still equals Resolve's after identities change.
+func TestCacheSharesEqualResolutions(t *testing.T) {
+	s, err := scenarios.Builtin("relabel-small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nss := []string{"ns-0", "ns-1", "ns-2"}
+	rules := compileRendered(t, s.Policies, nss)
+	c := NewCache()
+	c.SetRules(rules)
+	var cands []Candidate
+	id := datapath.Identity(256)
+	for _, ns := range nss {
+		for _, env := range []string{"prod", "staging"} {
+			l := podLabels(ns, "a", map[string]string{"env": env})
+			cands = append(cands, Candidate{ID: id, Labels: l})
+			c.UpsertIdentity(id, l)
+			id++
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		var first []datapath.PolicyKey
+		for _, ns := range nss {
+			ep := podLabels(ns, "b", map[string]string{"env": "prod"})
+			got := c.Resolve(ep)
+			if diff := cmp.Diff(Resolve(rules, cands, ep), got); diff != "" {
+				t.Fatalf("%s: endpoint in %s (-Resolve +Cache):\n%s", when, ns, diff)
+			}
+			if len(got) == 0 {
+				t.Fatalf("%s: endpoint in %s: empty resolution", when, ns)
+			}
+			if first == nil {
+				first = got
+			} else if &first[0] != &got[0] {
+				t.Fatalf("%s: endpoint in %s got its own copy of an equal resolution", when, ns)
+			}
+		}
+	}
+	check("first")
+	cands = append(cands, Candidate{ID: id, Labels: cands[0].Labels})
+	c.UpsertIdentity(id, cands[0].Labels)
+	check("after a duplicate identity")
+	c.DeleteIdentity(cands[1].ID)
+	cands = append(cands[:1], cands[2:]...)
+	check("after a delete")
+	// An endpoint no rule selects still allows all.
+	other := podLabels("ns-9", "x", map[string]string{"env": "prod"})
+	if got := c.Resolve(other); len(got) != 1 || got[0] != AllowAll {
+		t.Fatalf("unselected endpoint: got %v, want AllowAll", got)
+	}
+}
