@@ -162,6 +162,7 @@ type Agent struct {
 	pods       map[string]*localPod
 	ids        map[identity.ID]*idEntry
 	idsByKey   map[string][]identity.ID
+	sets       map[string]*labelSet
 	idRefs     map[identity.ID]int32
 	ipcache    map[uint32]ipEntry
 	ipDigest   truth.Digest
@@ -198,6 +199,8 @@ type Agent struct {
 	// what that took (see digestBudget); under mu.
 	digestAt   time.Time
 	digestCost time.Duration
+	// entriesGen numbers policyEntries' conversions (labelSet.gen).
+	entriesGen uint64
 
 	created      atomic.Uint64
 	duplicates   atomic.Uint64
@@ -210,6 +213,22 @@ type idEntry struct {
 	labels identity.Labels
 	key    string
 	lh     truth.LabelsHash
+	// set is shared by the agent's identities of one label set.
+	set *labelSet
+}
+
+// labelSet is what the policy digest notes about one label set while it
+// converts an allowed set (see policyEntries): duplicates of one label
+// set are found through it, without a lookup per key. refs counts the
+// agent's identities of the label set.
+type labelSet struct {
+	refs int
+	// gen is the conversion the fields below belong to.
+	gen uint64
+	// used says some ipcache entry carries the label set; ports are the
+	// (port<<8 | proto) already entered for it.
+	used  bool
+	ports []uint32
 }
 
 // ipEntry is one ipcache entry: identity and the endpoint that owns it.
@@ -274,6 +293,7 @@ func newAgentState(cfg AgentConfig) *Agent {
 		pods:       map[string]*localPod{},
 		ids:        map[identity.ID]*idEntry{},
 		idsByKey:   map[string][]identity.ID{},
+		sets:       map[string]*labelSet{},
 		idRefs:     map[identity.ID]int32{},
 		ipcache:    map[uint32]ipEntry{},
 		used:       map[truth.LabelsHash]int32{},
@@ -696,7 +716,13 @@ func (a *Agent) upsertIdentity(id identity.ID, l identity.Labels, key string) {
 		a.deleteIdentity(id)
 	}
 	key = a.cfg.Interner.String(key)
-	e := &idEntry{labels: a.cfg.Interner.Labels(l, key), key: key, lh: truth.HashLabelKey(key)}
+	set := a.sets[key]
+	if set == nil {
+		set = &labelSet{}
+		a.sets[key] = set
+	}
+	set.refs++
+	e := &idEntry{labels: a.cfg.Interner.Labels(l, key), key: key, lh: truth.HashLabelKey(key), set: set}
 	a.ids[id] = e
 	a.pcache.UpsertIdentity(datapath.Identity(id), e.labels)
 	ids := append(a.idsByKey[key], id)
@@ -739,6 +765,9 @@ func (a *Agent) deleteIdentity(id identity.ID) {
 		return
 	}
 	delete(a.ids, id)
+	if e.set.refs--; e.set.refs == 0 {
+		delete(a.sets, e.key)
+	}
 	a.pcache.DeleteIdentity(datapath.Identity(id))
 	ids := a.idsByKey[e.key]
 	for i, x := range ids {

@@ -17,7 +17,7 @@ import (
 // storm: the scenario's two policies rendered into each of 5 namespaces,
 // 20 local endpoints spread over those namespaces, and ids identities over
 // 250 label sets of the relabelled (staging) namespaces.
-func relabelAgent(b *testing.B, ids int) *Agent {
+func relabelAgent(b testing.TB, ids int) *Agent {
 	b.Helper()
 	dp, _, err := datapath.Open(b.Context(), datapath.Config{Kind: datapath.KindMem, MaxIPCacheEntries: 1 << 20, MaxPolicyEntries: 1 << 20}, nil)
 	if err != nil {

@@ -1,6 +1,7 @@
 package agentsim
 
 import (
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -8,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/truth"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -106,4 +109,83 @@ func TestDigestIntervalIsBounded(t *testing.T) {
 	if got := b.interval(); got != maxDigestInterval {
 		t.Errorf("interval = %v, want the bound %v", got, maxDigestInterval)
 	}
+}
+
+// TestPolicyDigestCountsLabelSetsOnce checks the agent's policy digest
+// against the ground truth's way of summing it (truth.Entries, then
+// EndpointPolicy per endpoint) while duplicates come and go, label sets
+// stop being used by the ipcache, and endpoints have policies of several
+// ports.
+func TestPolicyDigestCountsLabelSetsOnce(t *testing.T) {
+	a := relabelAgent(t, 1000)
+	a.regenerate()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	want := func() truth.Digest {
+		var d truth.Digest
+		used := func(id datapath.Identity) (truth.LabelsHash, bool) {
+			e := a.ids[identity.ID(id)]
+			if e == nil {
+				return 0, false
+			}
+			return e.lh, a.used[e.lh] > 0
+		}
+		for _, p := range a.pods {
+			if p.allowed != nil {
+				d.Merge(truth.EndpointPolicy(p.ip, truth.Entries(p.allowed, used)))
+			}
+		}
+		return d
+	}
+	check := func(when string) {
+		t.Helper()
+		a.polDirty = true
+		a.refreshDigests()
+		if w := want(); a.polDigest != w || w.Count == 0 {
+			t.Fatalf("%s: digest %v, want %v (non-empty)", when, a.polDigest, w)
+		}
+	}
+	check("start")
+	// Identities 250-499 are the first duplicates of every label set
+	// (1,000 identities over 250 sets): other identities of each set stay
+	// in the ipcache, so the digest must not change.
+	before := a.polDigest
+	for i := 250; i < 500; i++ {
+		a.deleteIdentity(identity.ID(identity.MinID) + identity.ID(i))
+	}
+	a.mu.Unlock()
+	a.regenerate()
+	a.mu.Lock()
+	check("after deleting one identity per label set")
+	if a.polDigest != before {
+		t.Fatalf("deleting duplicates changed the digest: %v, was %v", a.polDigest, before)
+	}
+	// Every ipcache entry of the first 10 label sets goes: those sets
+	// are no longer used.
+	for ip, e := range a.ipcache {
+		if id := e.id - identity.ID(identity.MinID); id%250 < 10 {
+			a.deleteIP(ip, e.owner)
+		}
+	}
+	check("after ipcache deletes")
+	if a.polDigest == before {
+		t.Fatal("the digest did not change when label sets stopped being used")
+	}
+	// Prod identities (the other policy's port), two per label set, the
+	// second only in the ipcache.
+	for i := 0; i < 10; i++ {
+		l := identity.PodLabels(a.cfg.Filter, identity.PodInfo{
+			Cluster: "default", Namespace: fmt.Sprint("ns-", i%5), ServiceAccount: "default",
+			PodLabels:       map[string]string{"app": fmt.Sprint("deploy-", i), "tier": "backend"},
+			NamespaceLabels: map[string]string{"env": "prod"},
+		}, a.cfg.Interner)
+		first, second := identity.ID(50000+2*i), identity.ID(50001+2*i)
+		a.upsertIdentity(first, l, l.Key())
+		a.upsertIdentity(second, l, l.Key())
+		a.setIP(uint32(11<<24|i), second, uint32(900000+i))
+	}
+	a.mu.Unlock()
+	a.regenerate()
+	a.mu.Lock()
+	check("after prod identities")
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -787,17 +788,8 @@ func (a *Agent) refreshDigests() {
 // (caller holds mu).
 func (a *Agent) recomputePolicyDigest() {
 	a.polDigest = truth.Digest{}
-	used := func(id datapath.Identity) (truth.LabelsHash, bool) {
-		e := a.ids[identity.ID(id)]
-		if e == nil {
-			return 0, false
-		}
-		return e.lh, a.used[e.lh] > 0
-	}
 	// Endpoints selected by the same rules share one allowed slice (see
-	// policy.Cache.Resolve): convert and deduplicate it once. With
-	// duplicate identities it has one key per identity, but only one
-	// entry per label set.
+	// policy.Cache.Resolve): convert it once.
 	type sliceID struct {
 		first *datapath.PolicyKey
 		n     int
@@ -813,7 +805,7 @@ func (a *Agent) recomputePolicyDigest() {
 		}
 		es, ok := entries[sid]
 		if !ok || sid.first == nil {
-			es = uniqueEntries(truth.Entries(p.allowed, used))
+			es = a.policyEntries(p.allowed)
 			entries[sid] = es
 		}
 		a.polDigest.Merge(truth.UniqueEndpointPolicy(p.ip, es))
@@ -821,16 +813,42 @@ func (a *Agent) recomputePolicyDigest() {
 	a.polDirty = false
 }
 
-// uniqueEntries drops repeated entries (in place).
-func uniqueEntries(es []truth.PolicyEntry) []truth.PolicyEntry {
-	seen := make(map[truth.PolicyEntry]struct{}, 16)
-	out := es[:0]
-	for _, e := range es {
-		if _, ok := seen[e]; ok {
+// policyEntries converts an endpoint's allowed keys into its digest
+// entries, each once (caller holds mu): a key counts as its identity's
+// label set, if some ipcache entry carries that label set, and
+// duplicate identities of one label set give one entry per port. Keys of
+// identities the agent does not know are left out; AllowAll is
+// truth.AllowAllEntry. In an identity storm an allowed set has one key per
+// duplicate identity (10,000s) but a few hundred entries, and the digest
+// is summed again for every report that finds the policy changed: the
+// label set's note (labelSet) finds a repeat without a map lookup.
+func (a *Agent) policyEntries(keys []datapath.PolicyKey) []truth.PolicyEntry {
+	a.entriesGen++
+	gen := a.entriesGen
+	var out []truth.PolicyEntry
+	allowAll := false
+	for _, k := range keys {
+		if k == policy.AllowAll {
+			if !allowAll {
+				out = append(out, truth.AllowAllEntry)
+				allowAll = true
+			}
 			continue
 		}
-		seen[e] = struct{}{}
-		out = append(out, e)
+		e := a.ids[identity.ID(k.Identity)]
+		if e == nil {
+			continue
+		}
+		s := e.set
+		if s.gen != gen {
+			s.gen, s.used, s.ports = gen, a.used[e.lh] > 0, s.ports[:0]
+		}
+		pp := uint32(k.Port)<<8 | uint32(k.Proto)
+		if !s.used || slices.Contains(s.ports, pp) {
+			continue
+		}
+		s.ports = append(s.ports, pp)
+		out = append(out, truth.PolicyEntry{Labels: e.lh, Port: k.Port, Proto: k.Proto})
 	}
 	return out
 }
