@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -161,15 +162,15 @@ type Agent struct {
 	nodes      map[string]netip.Addr
 	pods       map[string]*localPod
 	ids        map[identity.ID]*idEntry
-	idsByKey   map[string][]identity.ID
-	sets       map[string]*labelSet
-	idRefs     map[identity.ID]int32
-	ipcache    map[uint32]ipEntry
-	ipDigest   truth.Digest
-	ipDirty    bool
-	used       map[truth.LabelsHash]int32
-	polDigest  truth.Digest
-	polDirty   bool
+	// sets holds the agent's identities by label key (idsOf).
+	sets      map[string]*labelSet
+	idRefs    map[identity.ID]int32
+	ipcache   map[uint32]ipEntry
+	ipDigest  truth.Digest
+	ipDirty   bool
+	used      map[truth.LabelsHash]int32
+	polDigest truth.Digest
+	polDirty  bool
 	// overflow holds the endpoints whose current policy the datapath
 	// refused as larger than an endpoint's policy map: they still enforce
 	// an older policy, so the agent does not report their new one.
@@ -217,12 +218,12 @@ type idEntry struct {
 	set *labelSet
 }
 
-// labelSet is what the policy digest notes about one label set while it
-// converts an allowed set (see policyEntries): duplicates of one label
-// set are found through it, without a lookup per key. refs counts the
-// agent's identities of the label set.
+// labelSet is one label set the agent has identities for: ids, ascending
+// (duplicates after the first), and what the policy digest notes about
+// the set while it converts an allowed set (see policyEntries), so that
+// duplicates of one label set are found without a lookup per key.
 type labelSet struct {
-	refs int
+	ids []identity.ID
 	// gen is the conversion the fields below belong to.
 	gen uint64
 	// used says some ipcache entry carries the label set; ports are the
@@ -292,7 +293,6 @@ func newAgentState(cfg AgentConfig) *Agent {
 		nodes:      map[string]netip.Addr{},
 		pods:       map[string]*localPod{},
 		ids:        map[identity.ID]*idEntry{},
-		idsByKey:   map[string][]identity.ID{},
 		sets:       map[string]*labelSet{},
 		idRefs:     map[identity.ID]int32{},
 		ipcache:    map[uint32]ipEntry{},
@@ -721,13 +721,12 @@ func (a *Agent) upsertIdentity(id identity.ID, l identity.Labels, key string) {
 		set = &labelSet{}
 		a.sets[key] = set
 	}
-	set.refs++
 	e := &idEntry{labels: a.cfg.Interner.Labels(l, key), key: key, lh: truth.HashLabelKey(key), set: set}
 	a.ids[id] = e
 	a.pcache.UpsertIdentity(datapath.Identity(id), e.labels)
-	ids := append(a.idsByKey[key], id)
+	ids := append(set.ids, id)
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	a.idsByKey[key] = ids
+	set.ids = ids
 	a.countDuplicates(ids)
 	if a.idRefs[id] > 0 {
 		a.ipDirty = true
@@ -742,6 +741,15 @@ func (a *Agent) upsertIdentity(id identity.ID, l identity.Labels, key string) {
 			a.queue.add(k)
 		}
 	}
+}
+
+// idsOf returns the agent's identities of a label key, ascending (caller
+// holds mu).
+func (a *Agent) idsOf(key string) []identity.ID {
+	if s := a.sets[key]; s != nil {
+		return s.ids
+	}
+	return nil
 }
 
 // countDuplicates counts identities this agent created for a label set
@@ -765,21 +773,12 @@ func (a *Agent) deleteIdentity(id identity.ID) {
 		return
 	}
 	delete(a.ids, id)
-	if e.set.refs--; e.set.refs == 0 {
-		delete(a.sets, e.key)
-	}
 	a.pcache.DeleteIdentity(datapath.Identity(id))
-	ids := a.idsByKey[e.key]
-	for i, x := range ids {
-		if x == id {
-			ids = append(ids[:i:i], ids[i+1:]...)
-			break
-		}
+	if i := slices.Index(e.set.ids, id); i >= 0 {
+		e.set.ids = append(e.set.ids[:i:i], e.set.ids[i+1:]...)
 	}
-	if len(ids) == 0 {
-		delete(a.idsByKey, e.key)
-	} else {
-		a.idsByKey[e.key] = ids
+	if len(e.set.ids) == 0 {
+		delete(a.sets, e.key)
 	}
 	if a.idRefs[id] > 0 {
 		a.ipDirty = true

@@ -165,7 +165,7 @@ func (a *Agent) syncPod(ctx context.Context, k string) error {
 		return nil
 	}
 	var newID identity.ID
-	if ids := a.idsByKey[wantKey]; len(ids) > 0 {
+	if ids := a.idsOf(wantKey); len(ids) > 0 {
 		newID = ids[0]
 	}
 	a.mu.Unlock()
@@ -259,7 +259,7 @@ func (a *Agent) allocateCRD(ctx context.Context, l identity.Labels, key string) 
 			delay *= 2
 		}
 		a.mu.Lock()
-		if ids := a.idsByKey[key]; len(ids) > 0 {
+		if ids := a.idsOf(key); len(ids) > 0 {
 			a.mu.Unlock()
 			return ids[0], nil
 		}
@@ -281,7 +281,7 @@ func (a *Agent) allocateCRD(ctx context.Context, l identity.Labels, key string) 
 			a.createdIDs[id] = true
 			a.upsertIdentity(id, l, key)
 			// The watch may have delivered the new identity first.
-			a.countDuplicates(a.idsByKey[key])
+			a.countDuplicates(a.idsOf(key))
 			a.mu.Unlock()
 			return id, nil
 		}

@@ -254,7 +254,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 	// Another worker of this node may have allocated the label set while
 	// this one waited: no need for the kvstore lock then.
 	a.mu.Lock()
-	ids := a.idsByKey[key]
+	ids := a.idsOf(key)
 	a.mu.Unlock()
 	if len(ids) > 0 {
 		return ids[0], k.acquire(ctx, ids[0], key)
@@ -300,7 +300,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 		}
 	}
 	a.mu.Lock()
-	if ids := a.idsByKey[key]; len(ids) > 0 {
+	if ids := a.idsOf(key); len(ids) > 0 {
 		a.mu.Unlock()
 		return ids[0], k.acquire(ctx, ids[0], key)
 	}
@@ -328,7 +328,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 	a.createdIDs[id] = true
 	a.upsertIdentity(id, l, key)
 	// The watch may have delivered the new identity first.
-	a.countDuplicates(a.idsByKey[key])
+	a.countDuplicates(a.idsOf(key))
 	a.mu.Unlock()
 	if err := k.acquire(ctx, id, key); err != nil {
 		return 0, err

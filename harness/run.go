@@ -280,12 +280,13 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		return reports.StatusFailed, fmt.Errorf("create mode directory: %w", err)
 	}
 	started := mr.started
+	nice := agentNice(cfg.AgentNice, mode)
 	r.update(func(m *reports.ModeResult) {
 		m.Status = reports.StatusRunning
 		m.Started = &started
 		m.Shards = cfg.Shards
 		m.Agents = sc.Cluster.Nodes
-		m.AgentNice = agentNice(cfg.AgentNice, mode)
+		m.AgentNice = nice
 	}, mode)
 
 	// The mode's context ends on interruption or when a component dies.
@@ -441,8 +442,8 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		if lim := shardMemoryLimit(r.machineBytes, cfg.Shards); lim > 0 {
 			args = append(args, "--memory-limit", strconv.FormatInt(lim, 10))
 		}
-		if n := agentNice(cfg.AgentNice, mode); n != 0 {
-			args = append(args, "--nice", strconv.Itoa(n))
+		if nice != 0 {
+			args = append(args, "--nice", strconv.Itoa(nice))
 		}
 		n := shardSize(sc.Cluster.Nodes, cfg.Shards, i)
 		wg.Add(1)
