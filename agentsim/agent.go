@@ -58,6 +58,9 @@ type AgentConfig struct {
 	Datapath datapath.Datapath
 	// Interner shares immutable strings between the agents of a process.
 	Interner *identity.Interner
+	// Frames shares decoded watch frames between the process's agents
+	// (nil: each agent decodes its own).
+	Frames *frameCache
 	// DigestBudget spaces the status digests of the process's agents
 	// (nil: recomputed on every report that finds the state changed).
 	DigestBudget *digestBudget
@@ -353,7 +356,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	nodeSel := map[string]string{"fieldSelector": "spec.nodeName=" + a.cfg.Node}
 	{
-		r := &reflector[slimNamespace, *slimNamespace]{c: a.kc, spec: resourceSpec{name: "namespaces", path: pathNamespaces}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r := &reflector[slimNamespace, *slimNamespace]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "namespaces", path: pathNamespaces}, log: a.log, m: a.m, synced: make(chan struct{})}
 		r.h = handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}
 		watch(r, r.synced)
 	}
@@ -363,18 +366,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		watch(r, r.synced)
 	}
 	{
-		r := &reflector[slimNode, *slimNode]{c: a.kc, spec: resourceSpec{name: "nodes", path: pathNodes}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r := &reflector[slimNode, *slimNode]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "nodes", path: pathNodes}, log: a.log, m: a.m, synced: make(chan struct{})}
 		r.h = handler[slimNode]{replace: a.replaceNodes, event: a.onNode}
 		watch(r, r.synced)
 	}
 	{
-		r := &reflector[slimCNP, *slimCNP]{c: a.kc, spec: resourceSpec{name: "ciliumnetworkpolicies", path: pathCNPs}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r := &reflector[slimCNP, *slimCNP]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "ciliumnetworkpolicies", path: pathCNPs}, log: a.log, m: a.m, synced: make(chan struct{})}
 		r.h = handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}
 		watch(r, r.synced)
 	}
 	switch a.cfg.Mode {
 	case scenarios.ModeCRD, scenarios.ModeOperator, scenarios.ModeCES:
-		r := &reflector[slimCID, *slimCID]{c: a.kc, spec: resourceSpec{name: "ciliumidentities", path: pathCIDs}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r := &reflector[slimCID, *slimCID]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "ciliumidentities", path: pathCIDs}, log: a.log, m: a.m, synced: make(chan struct{})}
 		r.h = handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}
 		watch(r, r.synced)
 	case scenarios.ModeKVStore:
@@ -386,11 +389,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	switch a.cfg.Mode {
 	case scenarios.ModeCRD, scenarios.ModeOperator:
-		r := &reflector[slimCEP, *slimCEP]{c: a.kc, spec: resourceSpec{name: "ciliumendpoints", path: pathCEPs}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r := &reflector[slimCEP, *slimCEP]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "ciliumendpoints", path: pathCEPs}, log: a.log, m: a.m, synced: make(chan struct{})}
 		r.h = handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}
 		watch(r, r.synced)
 	case scenarios.ModeCES:
-		r := &reflector[slimCES, *slimCES]{c: a.kc, spec: resourceSpec{name: "ciliumendpointslices", path: pathCESs}, log: a.log, m: a.m, synced: make(chan struct{})}
+		r := &reflector[slimCES, *slimCES]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "ciliumendpointslices", path: pathCESs}, log: a.log, m: a.m, synced: make(chan struct{})}
 		r.h = handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}
 		watch(r, r.synced)
 	}
@@ -651,17 +654,30 @@ func (a *Agent) removePod(k string, p *localPod) {
 
 // --- identities ---
 
+// prepare parses the identity's number and labels once per decoded
+// object (agents of a shard share it).
+func (c *slimCID) prepare() {
+	c.id, c.idErr = identity.ParseID(c.Metadata.Name)
+	if c.idErr != nil {
+		return
+	}
+	c.labels, c.labelErr = identity.FromSecurityLabels(c.SecurityLabels)
+	if c.labelErr == nil {
+		c.key = c.labels.Key()
+	}
+}
+
 func (a *Agent) replaceCIDs(items []slimCID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	seen := make(map[identity.ID]bool, len(items))
 	for i := range items {
-		id, err := identity.ParseID(items[i].Metadata.Name)
-		if err != nil {
+		c := &items[i]
+		if c.idErr != nil {
 			continue
 		}
-		seen[id] = true
-		a.upsertIdentityMap(id, items[i].SecurityLabels)
+		seen[c.id] = true
+		a.upsertCID(c)
 	}
 	for id := range a.ids {
 		if !seen[id] && !a.createdIDs[id] {
@@ -672,39 +688,26 @@ func (a *Agent) replaceCIDs(items []slimCID) {
 
 func (a *Agent) onCID(typ string, c *slimCID) {
 	a.events.Add(1)
-	id, err := identity.ParseID(c.Metadata.Name)
-	if err != nil {
+	if c.idErr != nil {
 		a.log.Debug("ignoring CiliumIdentity with a non-numeric name", "name", c.Metadata.Name)
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if typ == evDeleted {
-		a.deleteIdentity(id)
+		a.deleteIdentity(c.id)
 		return
 	}
-	a.upsertIdentityMap(id, c.SecurityLabels)
+	a.upsertCID(c)
 }
 
-func (a *Agent) upsertIdentityMap(id identity.ID, sec map[string]string) {
-	if e, ok := a.ids[id]; ok && len(e.labels) == len(sec) {
-		same := true
-		for _, l := range e.labels {
-			if sec[l.Source+":"+l.Key] != l.Value {
-				same = false
-				break
-			}
-		}
-		if same {
-			return
-		}
-	}
-	l, err := identity.FromSecurityLabels(sec)
-	if err != nil {
-		a.log.Debug("ignoring CiliumIdentity with bad labels", "id", id, "err", err)
+// upsertCID adds or updates a received CiliumIdentity (caller holds mu).
+func (a *Agent) upsertCID(c *slimCID) {
+	if c.labelErr != nil {
+		a.log.Debug("ignoring CiliumIdentity with bad labels", "id", c.id, "err", c.labelErr)
 		return
 	}
-	a.upsertIdentity(id, l, l.Key())
+	a.upsertIdentity(c.id, c.labels, c.key)
 }
 
 // upsertIdentity adds an identity to the cache (caller holds mu).
@@ -941,8 +944,10 @@ func (a *Agent) onCEP(typ string, c *slimCEP) {
 
 // --- CiliumEndpointSlices ---
 
-func sliceEntries(s *slimCES) []sliceEntry {
-	out := make([]sliceEntry, 0, len(s.Endpoints))
+// prepare derives the slice's ipcache entries once per decoded object
+// (agents of a shard share it) and drops the decoded endpoints.
+func (s *slimCES) prepare() {
+	s.entries = make([]sliceEntry, 0, len(s.Endpoints))
 	for _, ep := range s.Endpoints {
 		if ep.ID <= 0 {
 			continue
@@ -956,11 +961,11 @@ func sliceEntries(s *slimCES) []sliceEntry {
 			if !ok {
 				continue
 			}
-			out = append(out, sliceEntry{ip: k, id: identity.ID(ep.ID), owner: ownerHash(s.Namespace, ep.Name)})
+			s.entries = append(s.entries, sliceEntry{ip: k, id: identity.ID(ep.ID), owner: ownerHash(s.Namespace, ep.Name)})
 			break
 		}
 	}
-	return out
+	s.Endpoints = nil
 }
 
 func (a *Agent) replaceSlices(items []slimCES) {
@@ -969,7 +974,7 @@ func (a *Agent) replaceSlices(items []slimCES) {
 	seen := make(map[string]bool, len(items))
 	for i := range items {
 		seen[items[i].Metadata.Name] = true
-		a.applySlice(items[i].Metadata.Name, sliceEntries(&items[i]))
+		a.applySlice(items[i].Metadata.Name, items[i].entries)
 	}
 	for name := range a.slices {
 		if !seen[name] {
@@ -980,7 +985,7 @@ func (a *Agent) replaceSlices(items []slimCES) {
 
 func (a *Agent) onSlice(typ string, s *slimCES) {
 	a.events.Add(1)
-	entries := sliceEntries(s)
+	entries := s.entries
 	if typ == evDeleted {
 		entries = nil
 	}

@@ -145,6 +145,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 	f.m = newMetrics(cfg.Registerer, f)
 	interner := &identity.Interner{}
 	digests := newDigestBudget(StatusDigestShare)
+	frames := newFrameCache(defaultFrameCacheBytes, f.m)
 	for _, n := range topo.Nodes {
 		if n.Index%cfg.Shards != cfg.Shard {
 			continue
@@ -157,7 +158,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		ac := AgentConfig{
 			Node: n.Name, NodeIP: n.IP, Mode: cfg.Mode, Cluster: s.Cluster.Name,
 			Knobs: s.Agent, Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
-			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, DigestBudget: digests, Metrics: f.m,
+			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
 			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers,
 			XDSStateOfTheWorld: s.ControlPlane.XDS.Delta != nil && !*s.ControlPlane.XDS.Delta,
 		}

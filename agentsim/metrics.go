@@ -28,6 +28,9 @@ type Metrics struct {
 	kvLatency       *prometheus.HistogramVec
 	cepWrites       *prometheus.CounterVec
 	eventLatency    *prometheus.HistogramVec
+	// sharedFrames counts watch frames found decoded by another agent of
+	// the shard (hit) or decoded (miss).
+	sharedFrames *prometheus.CounterVec
 	// digestSeconds is the time agents spent summing their state into
 	// status digests for the harness (see digestBudget).
 	digestSeconds prometheus.Counter
@@ -101,15 +104,19 @@ func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
 			Name: "stampede_agent_status_digest_seconds_total",
 			Help: "Time the shard's agents spent computing the ipcache and policy digests of their status reports (the harness's cost inside the shard).",
 		}),
+		sharedFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stampede_agent_shared_watch_frames_total",
+			Help: "Watch frames of unfiltered watches by whether another agent of the shard had decoded the same bytes (hit: its decoded object was reused) or not (miss: decoded).",
+		}, []string{"result"}),
 		eventLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "stampede_agent_event_handling_seconds",
-			Help:    "Time an agent spent decoding and applying one watch event, by resource.",
+			Help:    "Time an agent spent applying one decoded watch event, by resource.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 2, 20),
 		}, []string{"resource"}),
 	}
 	reg.MustRegister(m.events, m.bytes, m.requests, m.throttleWait, m.tooMany, m.relists,
 		m.watchErrors, m.created, m.duplicates, m.policyOverflows, m.allocRetries, m.allocFail, m.kvOps,
-		m.kvLatency, m.cepWrites, m.eventLatency, m.digestSeconds)
+		m.kvLatency, m.cepWrites, m.eventLatency, m.digestSeconds, m.sharedFrames)
 	if fleet != nil {
 		reg.MustRegister(&fleetCollector{f: fleet})
 	}

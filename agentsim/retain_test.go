@@ -15,7 +15,7 @@ import (
 
 // cesStream is a watch stream of full CiliumEndpointSlices (100 endpoints
 // each, about 12 KiB a frame) and its objects' total size.
-func cesStream(t *testing.T, slices int) ([]byte, int) {
+func cesStream(t testing.TB, slices int) ([]byte, int) {
 	t.Helper()
 	type ep struct {
 		Name       string `json:"name"`

@@ -1,5 +1,7 @@
 package agentsim
 
+import "github.com/stampede-sim/stampede/internal/identity"
+
 // Slim types: received objects are decoded straight into these, keeping
 // only the fields an agent uses, as Cilium's slim k8s types do. Unknown
 // fields are skipped by the decoder and never stored.
@@ -78,6 +80,14 @@ type slimCID struct {
 		ResourceVersion string `json:"resourceVersion"`
 	} `json:"metadata"`
 	SecurityLabels map[string]string `json:"security-labels"`
+
+	// Derived once after decoding (prepare): the numeric identity and
+	// the labels with their key, or why they are unusable.
+	id       identity.ID
+	idErr    error
+	labels   identity.Labels
+	key      string
+	labelErr error
 }
 
 // slimCEP is a CiliumEndpoint: its name, identity and addresses.
@@ -119,6 +129,10 @@ type slimCES struct {
 			Node string `json:"node"`
 		} `json:"networking"`
 	} `json:"endpoints"`
+
+	// entries are the endpoints as the ipcache takes them, derived once
+	// after decoding (prepare), which then drops Endpoints.
+	entries []sliceEntry
 }
 
 // statusObj is a metav1.Status, as sent in ERROR watch frames and error

@@ -129,6 +129,9 @@ type reflector[T any, PT interface {
 	// events counts the events the watches delivered (run's goroutine
 	// only).
 	events uint64
+	// frames, if set, shares decoded watch frames with the other agents of
+	// the process; the handler then gets objects it must not modify.
+	frames *frameCache
 }
 
 func (r *reflector[T, PT]) run(ctx context.Context) {
@@ -202,6 +205,9 @@ func (r *reflector[T, PT]) list(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("list %s: decode: %w", r.spec.name, err)
 	}
+	for i := range lb.Items {
+		prepare[T, PT](&lb.Items[i])
+	}
 	r.h.replace(lb.Items)
 	select {
 	case <-r.synced:
@@ -256,12 +262,12 @@ var errShortWatch = errors.New("very short watch: closed within a second without
 func (r *reflector[T, PT]) consume(body io.Reader, rv string) (string, error) {
 	fr := frameReader{r: bufio.NewReaderSize(body, 4<<10)}
 	for {
-		var f watchFrame[T]
 		line, err := fr.next()
+		var f *watchFrame[T]
 		if err == nil {
-			err = json.Unmarshal(line, &f)
+			f, err = r.decodeFrame(line)
 		}
-		if f.Type == evError {
+		if f != nil && f.Type == evError {
 			st := PT(&f.Object).apiStatus()
 			if st.Code == http.StatusGone {
 				return rv, errGone
@@ -289,6 +295,45 @@ func (r *reflector[T, PT]) consume(body io.Reader, rv string) (string, error) {
 		default:
 			return rv, fmt.Errorf("watch %s: unknown event type %q", r.spec.name, f.Type)
 		}
+	}
+}
+
+// decodeFrame decodes one watch frame, through the process's frame cache
+// if the reflector has one. A frame that fails to decode may still carry
+// its type (an ERROR frame whose object does not fit T).
+func (r *reflector[T, PT]) decodeFrame(line []byte) (*watchFrame[T], error) {
+	if r.frames == nil {
+		return decodeWatchFrame[T, PT](line)
+	}
+	v, err := r.frames.get(r.spec.name, line, func(b []byte) (any, error) {
+		return decodeWatchFrame[T, PT](b)
+	})
+	f, _ := v.(*watchFrame[T])
+	return f, err
+}
+
+func decodeWatchFrame[T any, PT interface {
+	*T
+	slimObject
+}](line []byte) (*watchFrame[T], error) {
+	f := new(watchFrame[T])
+	if err := json.Unmarshal(line, f); err != nil {
+		return f, err
+	}
+	prepare[T, PT](&f.Object)
+	return f, nil
+}
+
+// preparer is a slim type that derives what its handler needs once, after
+// decoding, so agents sharing a decoded object do not each derive it.
+type preparer interface{ prepare() }
+
+func prepare[T any, PT interface {
+	*T
+	slimObject
+}](o *T) {
+	if p, ok := any(PT(o)).(preparer); ok {
+		p.prepare()
 	}
 }
 

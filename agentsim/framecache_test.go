@@ -1,0 +1,160 @@
+package agentsim
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+func TestFrameCacheDecodesEachFrameOnce(t *testing.T) {
+	m := newMetrics(prometheus.NewRegistry(), nil)
+	c := newFrameCache(1<<20, m)
+	var decodes atomic.Int32
+	decode := func(b []byte) (any, error) {
+		decodes.Add(1)
+		return string(b), nil
+	}
+	frame := []byte(`{"type":"MODIFIED","object":{"metadata":{"name":"ces-1"}}}`)
+	const agents = 50
+	got := make([]any, agents)
+	var wg sync.WaitGroup
+	for i := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each agent reads the frame into its own buffer.
+			v, err := c.get("ciliumendpointslices", bytes.Clone(frame), decode)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = v
+		}()
+	}
+	wg.Wait()
+	if n := decodes.Load(); n != 1 {
+		t.Errorf("%d agents reading the same frame decoded it %d times, want 1", agents, n)
+	}
+	for i, v := range got {
+		if v != string(frame) {
+			t.Fatalf("agent %d got %v", i, v)
+		}
+	}
+	if h, miss := testutil.ToFloat64(c.hits), testutil.ToFloat64(c.misses); h != agents-1 || miss != 1 {
+		t.Errorf("hits/misses = %v/%v, want %d/1", h, miss, agents-1)
+	}
+
+	// The same bytes under another resource, and other bytes, are other
+	// frames.
+	if _, err := c.get("ciliumidentities", frame, decode); err != nil {
+		t.Fatal(err)
+	}
+	other := bytes.Replace(frame, []byte("ces-1"), []byte("ces-2"), 1)
+	if v, _ := c.get("ciliumendpointslices", other, decode); v != string(other) {
+		t.Errorf("a different frame got %v", v)
+	}
+	if n := decodes.Load(); n != 3 {
+		t.Errorf("decodes = %d, want 3 (one per distinct resource and frame)", n)
+	}
+}
+
+func TestFrameCacheSharesErrors(t *testing.T) {
+	c := newFrameCache(1<<20, nil)
+	bad := errors.New("bad frame")
+	calls := 0
+	decode := func([]byte) (any, error) { calls++; return nil, bad }
+	for range 3 {
+		if _, err := c.get("pods", []byte("{"), decode); !errors.Is(err, bad) {
+			t.Fatalf("err = %v, want %v", err, bad)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("decoded %d times, want 1", calls)
+	}
+}
+
+// TestFrameCacheBounded checks that the cache forgets frames once two
+// generations of maxBytes have passed, and keeps a frame still being read
+// in the newer generation.
+func TestFrameCacheBounded(t *testing.T) {
+	const size, maxBytes = 100, 1000 // ten frames per generation
+	c := newFrameCache(maxBytes, nil)
+	decodes := map[string]int{}
+	decode := func(b []byte) (any, error) { decodes[string(b)]++; return nil, nil }
+	frame := func(i int) []byte {
+		s := fmt.Sprintf("frame-%d", i)
+		return []byte(s + strings.Repeat(" ", size-len(s)))
+	}
+	hot := frame(-1)
+	for i := range 100 {
+		_, _ = c.get("r", frame(i), decode)
+		if i%5 == 0 {
+			_, _ = c.get("r", hot, decode)
+		}
+	}
+	if n := decodes[string(hot)]; n != 1 {
+		t.Errorf("a frame read every few frames was decoded %d times, want 1", n)
+	}
+	_, _ = c.get("r", frame(0), decode)
+	if n := decodes[string(frame(0))]; n != 2 {
+		t.Errorf("a frame 100 frames old was decoded %d times, want 2 (forgotten once)", n)
+	}
+	if n := len(c.cur) + len(c.prev); n > 2*maxBytes/size+2 {
+		t.Errorf("cache holds %d frames, want at most two generations of %d", n, maxBytes/size)
+	}
+}
+
+// TestAgentsShareSliceFrames has several ces-mode agents read the same
+// CiliumEndpointSlice stream at the same time through one frame cache (the
+// race detector catches an agent that modifies a shared object): each
+// slice is decoded once, and every agent ends up with every endpoint.
+func TestAgentsShareSliceFrames(t *testing.T) {
+	const slices, agents = 40, 4
+	frames, _ := cesStream(t, slices)
+	m := newMetrics(prometheus.NewRegistry(), nil)
+	cache := newFrameCache(defaultFrameCacheBytes, m)
+	var wg sync.WaitGroup
+	all := make([]*Agent, agents)
+	for i := range all {
+		dp, _, err := datapath.Open(t.Context(), datapath.Config{Kind: datapath.KindMem, MaxIPCacheEntries: 1 << 16}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dp.Close()
+		cfg := AgentConfig{Node: fmt.Sprintf("node-%04d", i), Mode: scenarios.ModeCES, Datapath: dp, Metrics: m, Frames: cache}
+		cfg.setDefaults()
+		a := newAgentState(cfg)
+		all[i] = a
+		r := &reflector[slimCES, *slimCES]{spec: resourceSpec{name: "ciliumendpointslices"}, m: a.m, log: a.log, frames: cache}
+		r.h = handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.consume(bytes.NewReader(frames), ""); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if miss, hit := testutil.ToFloat64(cache.misses), testutil.ToFloat64(cache.hits); miss != slices || hit != slices*(agents-1) {
+		t.Errorf("misses/hits = %v/%v, want %d/%d", miss, hit, slices, slices*(agents-1))
+	}
+	for i, a := range all {
+		a.flushDP()
+		if n := a.Status().IPCacheEntries; n != slices*100 {
+			t.Errorf("agent %d has %d ipcache entries, want %d", i, n, slices*100)
+		}
+		if len(a.slices) != slices {
+			t.Errorf("agent %d holds %d slices, want %d", i, len(a.slices), slices)
+		}
+	}
+}
