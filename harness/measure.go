@@ -36,6 +36,7 @@ const (
 	mAgentDatapath   = "stampede_agent_datapath_updates_total"
 	mAgentRequests   = "stampede_agent_api_requests_total"
 	mAgentDigest     = "stampede_agent_status_digest_seconds_total"
+	mAgentFrames     = "stampede_agent_shared_watch_frames_total"
 	mXDSPush         = "stampede_xds_push_latency_seconds"
 	mEtcdFsync       = "etcd_disk_wal_fsync_duration_seconds"
 	mCPEvents        = "stampede_controlplane_watch_events_total"
@@ -801,6 +802,14 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 	if shards > 0 {
 		s.Agents = &reports.AgentSummary{Count: agents, Shards: shards, CPUSeconds: spreadOf(perAgentCPU), MeanCPU: spreadOf(perAgentMean),
 			PeakCPU: spreadOf(perAgentPeak), PeakRSS: spreadOf(perAgentPeakRSS), MeanRSS: spreadOf(perAgentMeanRSS)}
+		delta := func(result string) float64 {
+			c, _ := agentsSum(last, mAgentFrames, map[string]string{"result": result})
+			f, _ := agentsSum(first, mAgentFrames, map[string]string{"result": result})
+			return max(c-f, 0)
+		}
+		if hit, miss := delta("hit"), delta("miss"); hit+miss > 0 {
+			s.Agents.SharedFrames = hit / (hit + miss)
+		}
 	}
 	if m.mem.samples > 0 || m.mem.processes > 0 {
 		s.Memory = &reports.MemorySummary{

@@ -67,7 +67,10 @@ stampede_agent_kvstore_operation_duration_seconds_sum{op="get"} 0.1
 stampede_agent_kvstore_operation_duration_seconds_count{op="get"} %d
 # TYPE stampede_agent_status_digest_seconds_total counter
 stampede_agent_status_digest_seconds_total %g
-`, events, events, created, dups, events, events, events, float64(events)/100)
+# TYPE stampede_agent_shared_watch_frames_total counter
+stampede_agent_shared_watch_frames_total{result="hit"} %d
+stampede_agent_shared_watch_frames_total{result="miss"} %d
+`, events, events, created, dups, events, events, events, float64(events)/100, 3*events, events)
 }
 
 func TestMeasurerRatesAndSummary(t *testing.T) {
@@ -147,6 +150,10 @@ func TestMeasurerRatesAndSummary(t *testing.T) {
 	}
 	if s.Agents == nil || s.Agents.Count != 10 || s.Agents.Shards != 1 {
 		t.Errorf("agents = %+v", s.Agents)
+	}
+	// 900 frames found decoded and 300 decoded between the scrapes.
+	if s.Agents != nil && math.Abs(s.Agents.SharedFrames-0.75) > 1e-9 {
+		t.Errorf("agents' shared frames = %v, want 0.75", s.Agents.SharedFrames)
 	}
 	if s.Harness == nil || s.Harness.FractionOfTotal < 0 || s.Harness.FractionOfTotal > 1 {
 		t.Errorf("harness = %+v", s.Harness)

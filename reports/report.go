@@ -504,6 +504,9 @@ func modeSection(d *document, r *Results, m *ModeResult, figs []*Figure) {
 		if a := s.Agents; a != nil {
 			d.h(3, "Per agent")
 			d.p("%d agents in %d shards; per agent = shard figure / agents in the shard; mean, min and max across shards.", a.Count, a.Shards)
+			if a.SharedFrames > 0 {
+				d.p("%.1f %% of the frames of unfiltered watches were decoded once per shard and shared by its agents, so per-agent CPU leaves out most decoding a real agent does.", 100*a.SharedFrames)
+			}
 			sp := func(v Spread, f func(float64) string) []string { return []string{f(v.Mean), f(v.Min), f(v.Max)} }
 			d.table([]string{"figure", "mean", "min", "max"}, [][]string{
 				append([]string{"CPU-seconds"}, sp(a.CPUSeconds, fmtFloat)...),

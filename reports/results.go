@@ -289,6 +289,12 @@ type AgentSummary struct {
 	// PeakRSS and MeanRSS per agent, bytes.
 	PeakRSS Spread `json:"peakRSSBytes"`
 	MeanRSS Spread `json:"meanRSSBytes"`
+	// SharedFrames is the fraction of the watch frames of unfiltered
+	// watches (everything but pods) that an agent found already decoded by
+	// another agent of its shard: the agents then share the decoded object
+	// instead of each decoding the same bytes. Per-agent CPU is with that
+	// sharing; a real cilium-agent decodes every frame itself.
+	SharedFrames float64 `json:"sharedFrames,omitempty"`
 }
 
 // WatchSummary is what watches delivered.
