@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
@@ -685,7 +686,13 @@ func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, rq *request
 			return rq.store.create(d)
 		}
 	}
-	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, func(*document, []byte) (*document, error) { return d, nil }, create)
+	// update may call the mutation again (the object changed meanwhile)
+	// and changes what it returns: each call gets its own copy of d.
+	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, func(*document, []byte) (*document, error) {
+		c := *d
+		c.fields = maps.Clone(d.fields)
+		return &c, nil
+	}, create)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -712,25 +719,30 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, rq *request)
 		writeError(w, err)
 		return
 	}
-	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, func(_ *document, curRaw []byte) (*document, error) {
+	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, rq.store.patchMutation(p, rq.namespace, rq.name), nil)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, o.raw)
+}
+
+// patchMutation applies p to the current object.
+func (s *store) patchMutation(p *patcher, namespace, name string) mutation {
+	return func(_ *document, curRaw []byte) (*document, error) {
 		out, err := p.apply(curRaw)
 		if err != nil {
 			return nil, err
 		}
 		d, err := decodeDocument(out)
 		if err != nil {
-			return nil, apierrors.NewInvalid(rq.res.groupKind(), rq.name, field.ErrorList{field.Invalid(field.NewPath("patch"), truncate(body, 256), err.Error())})
+			return nil, apierrors.NewInvalid(s.res.groupKind(), name, field.ErrorList{field.Invalid(field.NewPath("patch"), truncate(p.body, 256), err.Error())})
 		}
-		if err := rq.store.prepareMeta(d, rq.namespace, rq.name); err != nil {
+		if err := s.prepareMeta(d, namespace, name); err != nil {
 			return nil, err
 		}
 		return d, nil
-	}, nil)
-	if err != nil {
-		writeError(w, err)
-		return
 	}
-	writeJSON(w, http.StatusOK, o.raw)
 }
 
 func (s *Server) deletePreconditions(w http.ResponseWriter, r *http.Request) (preconditions, error) {
