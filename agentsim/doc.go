@@ -20,7 +20,12 @@
 //     Sink of a controlplane/xdsclient ADS stream.
 //
 // Received objects are decoded in one pass into slim types that keep only
-// what the agent uses. Each agent keeps an identity cache, an ipcache
+// what the agent uses. Every agent reads its own streams, but the agents
+// of a Fleet share the decoding of watch frames of unfiltered watches
+// (everything but pods): the API server sends every watcher the same bytes
+// for an event, so the first agent to read a frame decodes it and the
+// others reuse the read-only result (frameCache). A shard's agents thus
+// spend less CPU on decoding than as many cilium-agents would. Each agent keeps an identity cache, an ipcache
 // (IP -> identity), a selector cache and per-endpoint policies, and writes
 // them to its datapath.Datapath through a queue applied by its own writer
 // goroutine. It reports convergence digests built with internal/truth.

@@ -38,7 +38,10 @@
 // default since 1.35), bookmarks, timeoutSeconds, and 410 Expired (as an
 // ERROR event) for a resourceVersion older than the retained history;
 // create with generateName; update with optimistic concurrency (409 on a
-// stale resourceVersion; leases may be created by PUT); JSON patch, merge
+// stale resourceVersion; leases may be created by PUT; an update or patch
+// is decoded, applied and validated without the resource's lock and
+// committed only if the object did not change meanwhile, else done again,
+// as kube-apiserver's GuaranteedUpdate does); JSON patch, merge
 // patch, and strategic merge patch for built-in types (415 for custom
 // resources, as kube-apiserver answers); delete with uid/resourceVersion
 // preconditions and finalizers (deletionTimestamp until the last finalizer
