@@ -3,6 +3,7 @@ package agentsim
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -17,29 +18,43 @@ import (
 // frame decodes it and the others get its result: the decoded object is
 // shared and read-only.
 //
-// Frames are keyed by a 128-bit hash of the resource name and their bytes.
-// The cache keeps two generations and drops the older when the newer has
-// held maxBytes of frames, so memory stays bounded while an event is still
-// found by agents that read it some seconds after the first.
+// An agent never waits for another's decoding: one that reads a frame
+// while another agent is still decoding it decodes its own copy. (Waiting,
+// with sync.Once, made the agents of a loaded shard file one by one
+// through each frame's mutex: their CiliumIdentity watches fell so far
+// behind that the API server closed them, and the agents, relisting,
+// allocated four times as many duplicate identities.)
+//
+// Frames are keyed by a 128-bit hash of the resource name and their bytes,
+// in frameStripes independent parts. Each keeps two generations and drops
+// the older when the newer has held its share of maxBytes of frames, so
+// memory stays bounded while an event is still found by agents that read
+// it some seconds after the first.
 type frameCache struct {
-	seeds    [2]maphash.Seed
-	maxBytes int
-	hits     prometheus.Counter
-	misses   prometheus.Counter
+	seeds   [2]maphash.Seed
+	stripes [frameStripes]frameStripe
+	hits    prometheus.Counter
+	misses  prometheus.Counter
+	busy    prometheus.Counter
+}
 
+const frameStripes = 16
+
+type frameStripe struct {
 	mu        sync.Mutex
+	maxBytes  int
 	cur, prev map[frameKey]*sharedFrame
 	curBytes  int
 }
 
 type frameKey [2]uint64
 
-// sharedFrame is one decoded frame; once guards its decoding, so agents
-// that read it while the first decodes wait instead of decoding it again.
+// sharedFrame is one decoded frame, published by ready once v and err are
+// set.
 type sharedFrame struct {
-	once sync.Once
-	v    any
-	err  error
+	ready atomic.Bool
+	v     any
+	err   error
 }
 
 // defaultFrameCacheBytes bounds a generation: two are kept, and a decoded
@@ -48,14 +63,15 @@ type sharedFrame struct {
 const defaultFrameCacheBytes = 32 << 20
 
 func newFrameCache(maxBytes int, m *Metrics) *frameCache {
-	c := &frameCache{
-		seeds:    [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
-		maxBytes: maxBytes,
-		cur:      map[frameKey]*sharedFrame{},
+	c := &frameCache{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
+	for i := range c.stripes {
+		c.stripes[i].maxBytes = max(1, maxBytes/frameStripes)
+		c.stripes[i].cur = map[frameKey]*sharedFrame{}
 	}
 	if m != nil {
 		c.hits = m.sharedFrames.WithLabelValues("hit")
 		c.misses = m.sharedFrames.WithLabelValues("miss")
+		c.busy = m.sharedFrames.WithLabelValues("busy")
 	}
 	return c
 }
@@ -78,27 +94,39 @@ func (c *frameCache) key(resource string, frame []byte) frameKey {
 // it returns is shared: the caller must not modify it.
 func (c *frameCache) get(resource string, frame []byte, decode func([]byte) (any, error)) (any, error) {
 	k := c.key(resource, frame)
-	c.mu.Lock()
-	f, hit := c.cur[k]
-	if !hit {
-		if f, hit = c.prev[k]; !hit {
+	s := &c.stripes[k[0]%frameStripes]
+	s.mu.Lock()
+	f, found := s.cur[k]
+	if !found {
+		if f, found = s.prev[k]; !found {
 			f = &sharedFrame{}
 		}
 		// New or still in use: keep it in the current generation.
-		c.cur[k] = f
-		c.curBytes += len(frame)
-		if c.curBytes > c.maxBytes {
-			c.prev, c.cur, c.curBytes = c.cur, make(map[frameKey]*sharedFrame, len(c.cur)), 0
+		s.cur[k] = f
+		s.curBytes += len(frame)
+		if s.curBytes > s.maxBytes {
+			s.prev, s.cur, s.curBytes = s.cur, make(map[frameKey]*sharedFrame, len(s.cur)), 0
 		}
 	}
-	c.mu.Unlock()
-	if hit {
-		if c.hits != nil {
-			c.hits.Inc()
-		}
-	} else if c.misses != nil {
-		c.misses.Inc()
+	s.mu.Unlock()
+	switch {
+	case !found:
+		count(c.misses)
+		f.v, f.err = decode(frame)
+		f.ready.Store(true)
+		return f.v, f.err
+	case f.ready.Load():
+		count(c.hits)
+		return f.v, f.err
+	default:
+		// Another agent is decoding it: do not wait for it.
+		count(c.busy)
+		return decode(frame)
 	}
-	f.once.Do(func() { f.v, f.err = decode(frame) })
-	return f.v, f.err
+}
+
+func count(c prometheus.Counter) {
+	if c != nil {
+		c.Inc()
+	}
 }

@@ -29,7 +29,8 @@ type Metrics struct {
 	cepWrites       *prometheus.CounterVec
 	eventLatency    *prometheus.HistogramVec
 	// sharedFrames counts watch frames found decoded by another agent of
-	// the shard (hit) or decoded (miss).
+	// the shard (hit), decoded first (miss), or decoded again because
+	// another agent was still decoding them (busy).
 	sharedFrames *prometheus.CounterVec
 	// digestSeconds is the time agents spent summing their state into
 	// status digests for the harness (see digestBudget).
@@ -106,7 +107,7 @@ func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
 		}),
 		sharedFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stampede_agent_shared_watch_frames_total",
-			Help: "Watch frames of unfiltered watches by whether another agent of the shard had decoded the same bytes (hit: its decoded object was reused) or not (miss: decoded).",
+			Help: "Watch frames of unfiltered watches by whether another agent of the shard had decoded the same bytes (hit: its decoded object was reused), not (miss: decoded and shared), or was still decoding them (busy: decoded again, not waited for).",
 		}, []string{"result"}),
 		eventLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "stampede_agent_event_handling_seconds",

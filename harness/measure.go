@@ -807,8 +807,8 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 			f, _ := agentsSum(first, mAgentFrames, map[string]string{"result": result})
 			return max(c-f, 0)
 		}
-		if hit, miss := delta("hit"), delta("miss"); hit+miss > 0 {
-			s.Agents.SharedFrames = hit / (hit + miss)
+		if hit, all := delta("hit"), delta("hit")+delta("miss")+delta("busy"); all > 0 {
+			s.Agents.SharedFrames = hit / all
 		}
 	}
 	if m.mem.samples > 0 || m.mem.processes > 0 {

@@ -70,7 +70,8 @@ stampede_agent_status_digest_seconds_total %g
 # TYPE stampede_agent_shared_watch_frames_total counter
 stampede_agent_shared_watch_frames_total{result="hit"} %d
 stampede_agent_shared_watch_frames_total{result="miss"} %d
-`, events, events, created, dups, events, events, events, float64(events)/100, 3*events, events)
+stampede_agent_shared_watch_frames_total{result="busy"} %d
+`, events, events, created, dups, events, events, events, float64(events)/100, 3*events, events/2, events/2)
 }
 
 func TestMeasurerRatesAndSummary(t *testing.T) {
@@ -151,7 +152,8 @@ func TestMeasurerRatesAndSummary(t *testing.T) {
 	if s.Agents == nil || s.Agents.Count != 10 || s.Agents.Shards != 1 {
 		t.Errorf("agents = %+v", s.Agents)
 	}
-	// 900 frames found decoded and 300 decoded between the scrapes.
+	// 900 frames found decoded, 150 decoded first and 150 decoded again
+	// (busy) between the scrapes.
 	if s.Agents != nil && math.Abs(s.Agents.SharedFrames-0.75) > 1e-9 {
 		t.Errorf("agents' shared frames = %v, want 0.75", s.Agents.SharedFrames)
 	}
