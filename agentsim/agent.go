@@ -356,29 +356,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	nodeSel := map[string]string{"fieldSelector": "spec.nodeName=" + a.cfg.Node}
 	{
-		r := &reflector[slimNamespace, *slimNamespace]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "namespaces", path: pathNamespaces}, log: a.log, m: a.m, synced: make(chan struct{})}
-		r.h = handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}
+		r := newReflector[slimNamespace](a, resourceSpec{name: "namespaces", path: pathNamespaces}, handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}, a.cfg.Frames)
 		watch(r, r.synced)
 	}
 	{
-		r := &reflector[slimPod, *slimPod]{c: a.kc, spec: resourceSpec{name: "pods", path: pathPods, params: nodeSel}, log: a.log, m: a.m, synced: make(chan struct{})}
-		r.h = handler[slimPod]{replace: a.replacePods, event: a.onPod}
+		r := newReflector[slimPod](a, resourceSpec{name: "pods", path: pathPods, params: nodeSel}, handler[slimPod]{replace: a.replacePods, event: a.onPod}, nil)
 		watch(r, r.synced)
 	}
 	{
-		r := &reflector[slimNode, *slimNode]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "nodes", path: pathNodes}, log: a.log, m: a.m, synced: make(chan struct{})}
-		r.h = handler[slimNode]{replace: a.replaceNodes, event: a.onNode}
+		r := newReflector[slimNode](a, resourceSpec{name: "nodes", path: pathNodes}, handler[slimNode]{replace: a.replaceNodes, event: a.onNode}, a.cfg.Frames)
 		watch(r, r.synced)
 	}
 	{
-		r := &reflector[slimCNP, *slimCNP]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "ciliumnetworkpolicies", path: pathCNPs}, log: a.log, m: a.m, synced: make(chan struct{})}
-		r.h = handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}
+		r := newReflector[slimCNP](a, resourceSpec{name: "ciliumnetworkpolicies", path: pathCNPs}, handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}, a.cfg.Frames)
 		watch(r, r.synced)
 	}
 	switch a.cfg.Mode {
 	case scenarios.ModeCRD, scenarios.ModeOperator, scenarios.ModeCES:
-		r := &reflector[slimCID, *slimCID]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "ciliumidentities", path: pathCIDs}, log: a.log, m: a.m, synced: make(chan struct{})}
-		r.h = handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}
+		r := newReflector[slimCID](a, resourceSpec{name: "ciliumidentities", path: pathCIDs}, handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}, a.cfg.Frames)
 		watch(r, r.synced)
 	case scenarios.ModeKVStore:
 		syncs = append(syncs, a.kv.identitiesSynced, a.kv.ipcacheSynced)
@@ -389,12 +384,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	switch a.cfg.Mode {
 	case scenarios.ModeCRD, scenarios.ModeOperator:
-		r := &reflector[slimCEP, *slimCEP]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "ciliumendpoints", path: pathCEPs}, log: a.log, m: a.m, synced: make(chan struct{})}
-		r.h = handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}
+		r := newReflector[slimCEP](a, resourceSpec{name: "ciliumendpoints", path: pathCEPs}, handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}, a.cfg.Frames)
 		watch(r, r.synced)
 	case scenarios.ModeCES:
-		r := &reflector[slimCES, *slimCES]{c: a.kc, frames: a.cfg.Frames, spec: resourceSpec{name: "ciliumendpointslices", path: pathCESs}, log: a.log, m: a.m, synced: make(chan struct{})}
-		r.h = handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}
+		r := newReflector[slimCES](a, resourceSpec{name: "ciliumendpointslices", path: pathCESs}, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}, a.cfg.Frames)
 		watch(r, r.synced)
 	}
 	goRun(a.regenLoop)

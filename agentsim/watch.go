@@ -134,6 +134,15 @@ type reflector[T any, PT interface {
 	frames *frameCache
 }
 
+// newReflector is a's reflector of spec; frames, if set, shares decoded
+// frames with the process's other agents (unfiltered watches only).
+func newReflector[T any, PT interface {
+	*T
+	slimObject
+}](a *Agent, spec resourceSpec, h handler[T], frames *frameCache) *reflector[T, PT] {
+	return &reflector[T, PT]{c: a.kc, spec: spec, h: h, log: a.log, m: a.m, synced: make(chan struct{}), frames: frames}
+}
+
 func (r *reflector[T, PT]) run(ctx context.Context) {
 	rv := ""
 	backoff := newBackoff(800*time.Millisecond, 30*time.Second)
