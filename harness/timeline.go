@@ -311,7 +311,7 @@ func (t *Timeline) setup(ctx context.Context, s *scenarios.SetupStep) (string, e
 	}); err != nil {
 		return "", fmt.Errorf("setup: create policies: %w", err)
 	}
-	pods := append([]*scenarios.Pod(nil), topo.Pods...)
+	pods := podCreationOrder(topo.Pods, s.PodOrder)
 	if err := t.parallel(ctx, len(pods), s.CreateQPS, func(ctx context.Context, i int) error {
 		return c.CreatePod(ctx, pods[i], topo.Nodes[pods[i].NodeIndex].IP.String())
 	}); err != nil {
@@ -319,6 +319,38 @@ func (t *Timeline) setup(ctx context.Context, s *scenarios.SetupStep) (string, e
 	}
 	return fmt.Sprintf("created %d nodes, %d namespaces, %d service accounts, %d policies, %d pods",
 		len(topo.Nodes), len(topo.Namespaces), len(topo.Namespaces)*nsa, len(cnps), len(pods)), nil
+}
+
+// podCreationOrder returns the pods in the order setup creates them:
+// grouped by deployment (byDeployment, the topology's order), or one pod
+// of each deployment in turn (interleaved, the default), so that the
+// replicas of a deployment, which share a label set, appear spread over
+// the whole setup.
+func podCreationOrder(pods []*scenarios.Pod, order string) []*scenarios.Pod {
+	out := make([]*scenarios.Pod, 0, len(pods))
+	if order == scenarios.PodOrderByDeployment {
+		return append(out, pods...)
+	}
+	var groups [][]*scenarios.Pod
+	idx := map[string]int{}
+	for _, p := range pods {
+		k := p.Namespace + "/" + p.Deployment
+		g, ok := idx[k]
+		if !ok {
+			g = len(groups)
+			idx[k] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], p)
+	}
+	for r := 0; len(out) < len(pods); r++ {
+		for _, g := range groups {
+			if r < len(g) {
+				out = append(out, g[r])
+			}
+		}
+	}
+	return out
 }
 
 func (t *Timeline) relabel(ctx context.Context, i int, r *scenarios.RelabelStep) (string, error) {
@@ -452,6 +484,7 @@ func (t *Timeline) waitConverged(ctx context.Context, i int, timeout time.Durati
 	firstSeen := map[string]time.Time{}
 	var lastMismatch []truth.Mismatch
 	var lastErr error
+	var lastLogged time.Time
 	summary := func(converged map[string]time.Time) reports.ConvergenceSummary {
 		var ds []float64
 		for _, at := range converged {
@@ -504,6 +537,12 @@ func (t *Timeline) waitConverged(ctx context.Context, i int, timeout time.Durati
 				}
 			}
 			t.cfg.OnProgress("waitConverged", len(want)-len(lastMismatch), len(want))
+			if len(lastMismatch) > 0 && now.Sub(lastLogged) >= 10*time.Second {
+				lastLogged = now
+				m := lastMismatch[0]
+				t.cfg.Log.Debug("not converged", "step", i, "mismatched", len(lastMismatch), "node", m.Node, "reported", m.Reported,
+					"wantIPCache", m.Want.IPCache, "gotIPCache", m.Got.IPCache, "wantPolicy", m.Want.Policy, "gotPolicy", m.Got.Policy)
+			}
 			if len(lastMismatch) == 0 {
 				t.cfg.OnConverged(summary(firstSeen))
 				return fmt.Sprintf("converged %d/%d", len(want), len(want)), nil

@@ -428,3 +428,74 @@ steps:
 		t.Fatalf("convergence = %+v, want one summary with 0/3 converged and policyOverflow 2", conv)
 	}
 }
+
+func TestPodCreationOrder(t *testing.T) {
+	sc := smallScenario(t, `
+steps:
+  - setup: {}
+`)
+	topo, err := sc.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deploy := func(p *scenarios.Pod) string { return p.Namespace + "/" + p.Deployment }
+	groups := map[string]int{}
+	for _, p := range topo.Pods {
+		groups[deploy(p)]++
+	}
+	if len(groups) < 2 {
+		t.Fatalf("scenario has %d deployments, the test needs several", len(groups))
+	}
+
+	by := podCreationOrder(topo.Pods, scenarios.PodOrderByDeployment)
+	if len(by) != len(topo.Pods) {
+		t.Fatalf("byDeployment: %d pods, want %d", len(by), len(topo.Pods))
+	}
+	for i := range by {
+		if by[i] != topo.Pods[i] {
+			t.Fatalf("byDeployment: pod %d is %s, want the topology's %s", i, by[i].Name, topo.Pods[i].Name)
+		}
+	}
+
+	in := podCreationOrder(topo.Pods, scenarios.PodOrderInterleaved)
+	if len(in) != len(topo.Pods) {
+		t.Fatalf("interleaved: %d pods, want %d", len(in), len(topo.Pods))
+	}
+	seen := map[*scenarios.Pod]bool{}
+	for _, p := range in {
+		if seen[p] {
+			t.Fatalf("interleaved: pod %s twice", p.Name)
+		}
+		seen[p] = true
+	}
+	// The first len(groups) pods are one of each deployment, and two pods
+	// of a deployment never follow each other while others remain.
+	first := map[string]bool{}
+	for _, p := range in[:len(groups)] {
+		first[deploy(p)] = true
+	}
+	if len(first) != len(groups) {
+		t.Errorf("interleaved: the first %d pods cover %d deployments, want all", len(groups), len(first))
+	}
+	for i := 1; i < len(groups); i++ {
+		if deploy(in[i]) == deploy(in[i-1]) {
+			t.Errorf("interleaved: pods %d and %d are both of %s", i-1, i, deploy(in[i]))
+		}
+	}
+	// The order within a deployment is kept (replica by replica).
+	next := map[string]int{}
+	want := map[string][]*scenarios.Pod{}
+	for _, p := range topo.Pods {
+		want[deploy(p)] = append(want[deploy(p)], p)
+	}
+	for _, p := range in {
+		d := deploy(p)
+		if want[d][next[d]] != p {
+			t.Fatalf("interleaved: %s out of its deployment's order", p.Name)
+		}
+		next[d]++
+	}
+	if got := podCreationOrder(nil, scenarios.PodOrderInterleaved); len(got) != 0 {
+		t.Errorf("no pods: got %d", len(got))
+	}
+}

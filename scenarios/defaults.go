@@ -83,6 +83,9 @@ func (s *Scenario) Default() {
 		if w := s.Steps[i].WaitConverged; w != nil {
 			setDur(&w.Timeout, DefaultWaitTimeout)
 		}
+		if su := s.Steps[i].Setup; su != nil {
+			setStr(&su.PodOrder, PodOrderInterleaved)
+		}
 	}
 
 	setFloat(&s.Measure.ProbeRate, DefaultProbeRate)

@@ -79,6 +79,7 @@ func TestValidationErrors(t *testing.T) {
 		{"bad backend", repl("steps:", "api: {backend: docker}\nsteps:"), []string{`api.backend: must be fake, local, kind or kubeconfig, got "docker"`}},
 		{"scale unknown deployment", repl("  - observe", "  - scale: {namespace: a, deployment: deploy-7, replicas: 2}\n  - observe"), []string{`steps[3].scale.deployment: no deployment "deploy-7"`}},
 		{"delete fraction", repl("  - observe", "  - deletePods: {fraction: 2}\n  - observe"), []string{"steps[3].deletePods.fraction: must be in (0, 1]"}},
+		{"bad pod order", repl("  - setup: {}", "  - setup: {podOrder: random}"), []string{`steps[0].setup.podOrder: must be interleaved or byDeployment, got "random"`}},
 		{"label filter regexp", repl("steps:", "agent: {labelFilter: ['k8s:app[']}\nsteps:"), []string{"agent.labelFilter[0]: label pattern"}},
 		{"several errors at once", func(s string) string {
 			return repl("nodes: 4", "nodes: 0")(repl("protocol: TCP", "protocol: SCTP")(s))

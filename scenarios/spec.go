@@ -255,7 +255,20 @@ func (s Step) Kind() string {
 type SetupStep struct {
 	// CreateQPS bounds the harness's object creation rate (0: unlimited).
 	CreateQPS float64 `json:"createQPS,omitempty"`
+	// PodOrder is the order pods are created in: PodOrderInterleaved (the
+	// default) takes one pod of each deployment in turn, so a deployment's
+	// replicas appear spread over the whole setup, as in a cluster that
+	// was built over time; PodOrderByDeployment creates all replicas of a
+	// deployment before the next, so every node holding one of them
+	// allocates its identity at once (the cold-start storm).
+	PodOrder string `json:"podOrder,omitempty"`
 }
+
+// Pod creation orders of the setup step.
+const (
+	PodOrderInterleaved  = "interleaved"
+	PodOrderByDeployment = "byDeployment"
+)
 
 // WaitConvergedStep waits until every agent agrees with the ground truth.
 type WaitConvergedStep struct {

@@ -381,6 +381,11 @@ func (s *Scenario) validateSteps(l *errs, ns map[string]bool) {
 			if st.Setup.CreateQPS < 0 {
 				l.add(p+".setup.createQPS", "must be >= 0, got %g", st.Setup.CreateQPS)
 			}
+			switch st.Setup.PodOrder {
+			case "", PodOrderInterleaved, PodOrderByDeployment:
+			default:
+				l.add(p+".setup.podOrder", "must be %s or %s, got %q", PodOrderInterleaved, PodOrderByDeployment, st.Setup.PodOrder)
+			}
 		case st.WaitConverged != nil:
 			positive(l, p+".waitConverged.timeout", st.WaitConverged.Timeout)
 		case st.Observe != nil:
