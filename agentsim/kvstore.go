@@ -61,7 +61,10 @@ type kvClient struct {
 
 	mu       sync.Mutex
 	acquired map[string]identity.ID // label key -> ID referenced by this node
-	written  map[netip.Addr]kvIPEntry
+	// releasing holds the label keys whose value key a release is
+	// deleting, so that concurrent endpoint syncs delete each only once.
+	releasing map[string]bool
+	written   map[netip.Addr]kvIPEntry
 
 	// keyLocks serialises writes of one of this node's keys (value key or
 	// ipcache entry), so that restoring the keys after a lost session
@@ -150,6 +153,7 @@ func newKVClient(ctx context.Context, a *Agent) (*kvClient, error) {
 		identitiesSynced: make(chan struct{}),
 		ipcacheSynced:    make(chan struct{}),
 		acquired:         map[string]identity.ID{},
+		releasing:        map[string]bool{},
 		written:          map[netip.Addr]kvIPEntry{},
 	}
 	if k.sess, err = k.newSession(ctx); err != nil {
@@ -427,7 +431,8 @@ func (k *kvClient) releaseUnused(ctx context.Context, inUse map[string]bool) {
 	k.mu.Lock()
 	var drop []string
 	for key := range k.acquired {
-		if !inUse[key] {
+		if !inUse[key] && !k.releasing[key] {
+			k.releasing[key] = true
 			drop = append(drop, key)
 		}
 	}
@@ -439,13 +444,21 @@ func (k *kvClient) releaseUnused(ctx context.Context, inUse map[string]bool) {
 
 // release deletes this node's value key of a label key.
 func (k *kvClient) release(ctx context.Context, key string) {
+	ran := false
 	k.deleteOwn(ctx, k.valueKey(key), func(err error) {
+		ran = true
+		delete(k.releasing, key)
 		if err != nil {
 			k.a.log.Debug("release identity reference", "key", key, "err", err)
 			return
 		}
 		delete(k.acquired, key)
 	})
+	if !ran { // the key lock was not taken (the agent is stopping)
+		k.mu.Lock()
+		delete(k.releasing, key)
+		k.mu.Unlock()
+	}
 }
 
 // deleteIP removes a local endpoint's ipcache entry.

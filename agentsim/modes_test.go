@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/stampede-sim/stampede/internal/etcdserver"
@@ -45,15 +46,27 @@ func TestKVStoreModeConverges(t *testing.T) {
 	cfg.KVStore = []string{etcd.ClientURL()}
 	f := runFleet(t, ctx, cfg)
 	c.waitConverged(ctx, f, "after setup")
-	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
-	c.waitConverged(ctx, f, "after relabel")
 
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.ClientURL()}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
+	before, err := cli.Get(ctx, KVValuePrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deletes := func() float64 { return testutil.ToFloat64(f.Metrics().kvOps.WithLabelValues("delete", "ok")) }
+	deletesBefore := deletes()
+	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
+	c.waitConverged(ctx, f, "after relabel")
 	c.checkKVStoreKeys(ctx, cli, 10*time.Second)
+	// The relabel leaves every value key of setup unused: each is deleted
+	// once, however many of the node's endpoint syncs find it unused at
+	// the same time.
+	if got := deletes() - deletesBefore; got != float64(before.Count) {
+		t.Errorf("kvstore deletes after the relabel = %v, want one per value key of setup (%d)", got, before.Count)
+	}
 	c.checkObjects(ctx)
 
 	// Every node loses its session (as when keepalives miss the TTL):
