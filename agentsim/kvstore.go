@@ -61,7 +61,7 @@ type kvClient struct {
 
 	mu       sync.Mutex
 	acquired map[string]identity.ID // label key -> ID referenced by this node
-	// releasing holds the label keys whose value key a release is
+	// releasing holds the label keys whose value keys a releaseUnused is
 	// deleting, so that concurrent endpoint syncs delete each only once.
 	releasing map[string]bool
 	written   map[netip.Addr]kvIPEntry
@@ -440,25 +440,22 @@ func (k *kvClient) releaseUnused(ctx context.Context, inUse map[string]bool) {
 	for _, key := range drop {
 		k.release(ctx, key)
 	}
+	k.mu.Lock()
+	for _, key := range drop {
+		delete(k.releasing, key)
+	}
+	k.mu.Unlock()
 }
 
 // release deletes this node's value key of a label key.
 func (k *kvClient) release(ctx context.Context, key string) {
-	ran := false
 	k.deleteOwn(ctx, k.valueKey(key), func(err error) {
-		ran = true
-		delete(k.releasing, key)
 		if err != nil {
 			k.a.log.Debug("release identity reference", "key", key, "err", err)
 			return
 		}
 		delete(k.acquired, key)
 	})
-	if !ran { // the key lock was not taken (the agent is stopping)
-		k.mu.Lock()
-		delete(k.releasing, key)
-		k.mu.Unlock()
-	}
 }
 
 // deleteIP removes a local endpoint's ipcache entry.
