@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/policykey"
 	"github.com/stampede-sim/stampede/internal/truth"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -559,11 +559,11 @@ func (a *Agent) regenerate() {
 		a.pcache.SetRules(all)
 		a.rulesDirty = false
 	}
-	byKey := map[string][]datapath.PolicyKey{}
+	byKey := map[string][]policykey.Key{}
 	// Endpoints that get equal resolutions are written as one group, in
 	// the order their first endpoint was met.
 	type sliceID struct {
-		first *datapath.PolicyKey
+		first *policykey.Key
 		n     int
 	}
 	groups := map[sliceID]int{}
@@ -589,7 +589,7 @@ func (a *Agent) regenerate() {
 			keys = a.pcache.Resolve(labels)
 			byKey[key] = keys
 		}
-		if p.allowed != nil && keysEqual(p.allowed, keys) {
+		if p.allowed != nil && policykey.Equal(p.allowed, keys) {
 			continue
 		}
 		sid := sliceID{n: len(keys)}
@@ -603,7 +603,7 @@ func (a *Agent) regenerate() {
 			// with equal policies must be one group to share a set.
 			i = len(ops)
 			for j := range ops {
-				if keysEqual(ops[j].keys, keys) {
+				if policykey.Equal(ops[j].keys, keys) {
 					i = j
 					break
 				}
@@ -621,22 +621,6 @@ func (a *Agent) regenerate() {
 	for _, op := range ops {
 		a.queueDP(op)
 	}
-}
-
-func keysEqual(a, b []datapath.PolicyKey) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	if len(a) == 0 || &a[0] == &b[0] {
-		// The same (shared, immutable) resolution.
-		return true
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // --- status ---
@@ -791,7 +775,7 @@ func (a *Agent) recomputePolicyDigest() {
 	// Endpoints selected by the same rules share one allowed slice (see
 	// policy.Cache.Resolve): convert it once.
 	type sliceID struct {
-		first *datapath.PolicyKey
+		first *policykey.Key
 		n     int
 	}
 	entries := map[sliceID][]truth.PolicyEntry{}
@@ -822,7 +806,7 @@ func (a *Agent) recomputePolicyDigest() {
 // duplicate identity (10,000s) but a few hundred entries, and the digest
 // is summed again for every report that finds the policy changed: the
 // label set's note (labelSet) finds a repeat without a map lookup.
-func (a *Agent) policyEntries(keys []datapath.PolicyKey) []truth.PolicyEntry {
+func (a *Agent) policyEntries(keys []policykey.Key) []truth.PolicyEntry {
 	a.entriesGen++
 	gen := a.entriesGen
 	var out []truth.PolicyEntry
@@ -835,7 +819,7 @@ func (a *Agent) policyEntries(keys []datapath.PolicyKey) []truth.PolicyEntry {
 			}
 			continue
 		}
-		e := a.ids[identity.ID(k.Identity)]
+		e := a.ids[k.Identity]
 		if e == nil {
 			continue
 		}
