@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/internal/policykey"
@@ -659,11 +660,6 @@ type Status struct {
 	at time.Time
 }
 
-// PolicyOverflowMarker follows an agent's policy digest, with the count,
-// when some of its endpoints' policies did not fit the policy map: such a
-// digest never equals the ground truth's.
-const PolicyOverflowMarker = " overflow:"
-
 // statusMaxAge is how old a served Status may be while the agent is busy
 // before Status refreshes it in the background.
 const statusMaxAge = 250 * time.Millisecond
@@ -734,7 +730,7 @@ func (a *Agent) statusLocked() Status {
 		}
 	}
 	if st.PolicyOverflow > 0 {
-		st.PolicyDigest += fmt.Sprintf("%s%d", PolicyOverflowMarker, st.PolicyOverflow)
+		st.PolicyDigest += fmt.Sprintf("%s%d", agentcontract.PolicyOverflowMarker, st.PolicyOverflow)
 	}
 	st.at = a.now()
 	a.status.Store(&st)
