@@ -114,7 +114,7 @@ func setOf(keys ...[]Key) map[Key]bool {
 
 func TestSetOperationsAgainstMaps(t *testing.T) {
 	r := rand.New(rand.NewPCG(25, 1))
-	for i := range 2000 {
+	for i := range 500 {
 		a, b := randomSet(r, 30), randomSet(r, 30)
 		ma, mb := setOf(a), setOf(b)
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
