@@ -37,7 +37,7 @@ bench: build ## run a scenario in every mode: make bench scenario=relabel [api=.
 	$(STAMPEDE) run --scenario $(scenario) --api $(api) $(if $(modes),--modes $(modes)) $(if $(out),--out $(out)) $(if $(shards),--shards $(shards))
 
 generate: ## regenerate committed generated code (BPF objects, protobuf)
-	@command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; } # protobuf (controlplane/xdsapi)
+	@command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; } # protobuf (internal/xdsapi)
 	@command -v clang >/dev/null && test -f /usr/include/bpf/bpf_helpers.h && test -f /usr/include/linux/bpf.h || \
 		{ $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update && $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get install -y clang llvm libbpf-dev linux-libc-dev; } # BPF (bpf/, bpf2go)
 	$(GO) generate ./...

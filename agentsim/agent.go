@@ -19,6 +19,7 @@ import (
 	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/policykey"
 	"github.com/stampede-sim/stampede/internal/truth"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -268,7 +269,7 @@ type localPod struct {
 	cepID      identity.ID
 	cepCreated bool
 	// allowed is the policy pushed to the datapath (nil: none yet).
-	allowed []datapath.PolicyKey
+	allowed []policykey.Key
 	deleted bool
 }
 
@@ -719,7 +720,7 @@ func (a *Agent) upsertIdentity(id identity.ID, l identity.Labels, key string) {
 	}
 	e := &idEntry{labels: a.cfg.Interner.Labels(l, key), key: key, lh: truth.HashLabelKey(key), set: set}
 	a.ids[id] = e
-	a.pcache.UpsertIdentity(datapath.Identity(id), e.labels)
+	a.pcache.UpsertIdentity(id, e.labels)
 	ids := append(set.ids, id)
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	set.ids = ids
@@ -769,7 +770,7 @@ func (a *Agent) deleteIdentity(id identity.ID) {
 		return
 	}
 	delete(a.ids, id)
-	a.pcache.DeleteIdentity(datapath.Identity(id))
+	a.pcache.DeleteIdentity(id)
 	if i := slices.Index(e.set.ids, id); i >= 0 {
 		e.set.ids = append(e.set.ids[:i:i], e.set.ids[i+1:]...)
 	}
@@ -854,7 +855,7 @@ func (a *Agent) setIP(ip uint32, id identity.ID, owner uint32) {
 	a.contribute(ip, id, 1)
 	a.changed()
 	if !ok || old.id != id {
-		a.queueDP(dpOp{kind: dpUpsertIP, ip: ip, id: datapath.Identity(id)})
+		a.queueDP(dpOp{kind: dpUpsertIP, ip: ip, id: id})
 	}
 }
 

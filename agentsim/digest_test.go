@@ -123,7 +123,7 @@ func TestPolicyDigestCountsLabelSetsOnce(t *testing.T) {
 	defer a.mu.Unlock()
 	want := func() truth.Digest {
 		var d truth.Digest
-		used := func(id datapath.Identity) (truth.LabelsHash, bool) {
+		used := func(id identity.ID) (truth.LabelsHash, bool) {
 			e := a.ids[identity.ID(id)]
 			if e == nil {
 				return 0, false

@@ -17,7 +17,7 @@
 //     a lease), watched by prefix; CiliumEndpoints are still written.
 //   - operator: as crd, but the operator creates identities; agents wait.
 //   - xds: no API server connection and no credentials; the agent is the
-//     Sink of a controlplane/xdsclient ADS stream.
+//     Sink of an agentsim/xdsclient ADS stream.
 //
 // Received objects are decoded in one pass into slim types that keep only
 // what the agent uses. Every agent reads its own streams, but the agents

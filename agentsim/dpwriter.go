@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // Datapath writes are queued under the agent's lock and applied, in order
@@ -25,10 +27,10 @@ const (
 type dpOp struct {
 	kind dpOpKind
 	ip   uint32
-	id   datapath.Identity
+	id   identity.ID
 	ep   netip.Addr
 	eps  []netip.Addr // dpReplacePolicy: every endpoint that gets keys
-	keys []datapath.PolicyKey
+	keys []policykey.Key
 }
 
 // queueDP queues a datapath write (caller holds mu).

@@ -13,9 +13,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/policykey"
 	"github.com/stampede-sim/stampede/internal/truth"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -559,11 +560,11 @@ func (a *Agent) regenerate() {
 		a.pcache.SetRules(all)
 		a.rulesDirty = false
 	}
-	byKey := map[string][]datapath.PolicyKey{}
+	byKey := map[string][]policykey.Key{}
 	// Endpoints that get equal resolutions are written as one group, in
 	// the order their first endpoint was met.
 	type sliceID struct {
-		first *datapath.PolicyKey
+		first *policykey.Key
 		n     int
 	}
 	groups := map[sliceID]int{}
@@ -589,7 +590,7 @@ func (a *Agent) regenerate() {
 			keys = a.pcache.Resolve(labels)
 			byKey[key] = keys
 		}
-		if p.allowed != nil && keysEqual(p.allowed, keys) {
+		if p.allowed != nil && policykey.Equal(p.allowed, keys) {
 			continue
 		}
 		sid := sliceID{n: len(keys)}
@@ -603,7 +604,7 @@ func (a *Agent) regenerate() {
 			// with equal policies must be one group to share a set.
 			i = len(ops)
 			for j := range ops {
-				if keysEqual(ops[j].keys, keys) {
+				if policykey.Equal(ops[j].keys, keys) {
 					i = j
 					break
 				}
@@ -621,22 +622,6 @@ func (a *Agent) regenerate() {
 	for _, op := range ops {
 		a.queueDP(op)
 	}
-}
-
-func keysEqual(a, b []datapath.PolicyKey) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	if len(a) == 0 || &a[0] == &b[0] {
-		// The same (shared, immutable) resolution.
-		return true
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // --- status ---
@@ -674,11 +659,6 @@ type Status struct {
 	// at is when the report was computed.
 	at time.Time
 }
-
-// PolicyOverflowMarker follows an agent's policy digest, with the count,
-// when some of its endpoints' policies did not fit the policy map: such a
-// digest never equals the ground truth's.
-const PolicyOverflowMarker = " overflow:"
 
 // statusMaxAge is how old a served Status may be while the agent is busy
 // before Status refreshes it in the background.
@@ -750,7 +730,7 @@ func (a *Agent) statusLocked() Status {
 		}
 	}
 	if st.PolicyOverflow > 0 {
-		st.PolicyDigest += fmt.Sprintf("%s%d", PolicyOverflowMarker, st.PolicyOverflow)
+		st.PolicyDigest += fmt.Sprintf("%s%d", agentcontract.PolicyOverflowMarker, st.PolicyOverflow)
 	}
 	st.at = a.now()
 	a.status.Store(&st)
@@ -791,7 +771,7 @@ func (a *Agent) recomputePolicyDigest() {
 	// Endpoints selected by the same rules share one allowed slice (see
 	// policy.Cache.Resolve): convert it once.
 	type sliceID struct {
-		first *datapath.PolicyKey
+		first *policykey.Key
 		n     int
 	}
 	entries := map[sliceID][]truth.PolicyEntry{}
@@ -822,7 +802,7 @@ func (a *Agent) recomputePolicyDigest() {
 // duplicate identity (10,000s) but a few hundred entries, and the digest
 // is summed again for every report that finds the policy changed: the
 // label set's note (labelSet) finds a repeat without a map lookup.
-func (a *Agent) policyEntries(keys []datapath.PolicyKey) []truth.PolicyEntry {
+func (a *Agent) policyEntries(keys []policykey.Key) []truth.PolicyEntry {
 	a.entriesGen++
 	gen := a.entriesGen
 	var out []truth.PolicyEntry
@@ -835,7 +815,7 @@ func (a *Agent) policyEntries(keys []datapath.PolicyKey) []truth.PolicyEntry {
 			}
 			continue
 		}
-		e := a.ids[identity.ID(k.Identity)]
+		e := a.ids[k.Identity]
 		if e == nil {
 			continue
 		}

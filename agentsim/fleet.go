@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -250,7 +251,7 @@ func (f *Fleet) Statuses() []Status {
 // Handler serves GET /agents: the JSON list of agent statuses.
 func (f *Fleet) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /agents", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+agentcontract.StatusPath, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		if err := enc.Encode(f.Statuses()); err != nil {

@@ -15,19 +15,8 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/identity"
-)
-
-// kvstore key layout of Cilium's kvstore identity allocator
-// (pkg/kvstore/allocator: <base>/id/<ID> master keys, <base>/value/<key>/<node>
-// per-node references, <base>/locks/<key> allocation locks) and of the
-// kvstore ipcache (pkg/ipcache kvstore: cilium/state/ip/v1/<cluster-scope>/<IP>).
-const (
-	KVIdentitiesBase = "cilium/state/identities/v1/"
-	KVIDPrefix       = KVIdentitiesBase + "id/"
-	KVValuePrefix    = KVIdentitiesBase + "value/"
-	KVLockPrefix     = KVIdentitiesBase + "locks/"
-	KVIPPrefix       = "cilium/state/ip/v1/default/"
 )
 
 // IPIdentityPair is the JSON value of an ipcache key, as Cilium's
@@ -264,7 +253,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 		return ids[0], k.acquire(ctx, ids[0], key)
 	}
 	sess := k.session()
-	mu := concurrency.NewMutex(sess, KVLockPrefix+key)
+	mu := concurrency.NewMutex(sess, agentcontract.KVLockPrefix+key)
 	err := mu.Lock(ctx)
 	k.observe("lock", start, err)
 	if err != nil {
@@ -289,7 +278,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 		}
 	}()
 	start = time.Now()
-	resp, err := k.cli.Get(ctx, KVValuePrefix+key+"/", clientv3.WithPrefix(), clientv3.WithLimit(1))
+	resp, err := k.cli.Get(ctx, agentcontract.KVValuePrefix+key+"/", clientv3.WithPrefix(), clientv3.WithLimit(1))
 	k.observe("get", start, err)
 	if err != nil {
 		return 0, fmt.Errorf("get value keys of %s: %w", key, err)
@@ -313,7 +302,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 	if !ok {
 		return 0, errors.New("no free identity in range")
 	}
-	master := KVIDPrefix + id.String()
+	master := agentcontract.KVIDPrefix + id.String()
 	start = time.Now()
 	tx, err := k.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(master), "=", 0)).
@@ -364,7 +353,9 @@ func (k *kvClient) acquire(ctx context.Context, id identity.ID, key string) erro
 }
 
 // valueKey is this node's value key of a label key.
-func (k *kvClient) valueKey(key string) string { return KVValuePrefix + key + "/" + k.a.cfg.Node }
+func (k *kvClient) valueKey(key string) string {
+	return agentcontract.KVValuePrefix + key + "/" + k.a.cfg.Node
+}
 
 // put writes one of this node's keys with the current session's lease.
 func (k *kvClient) put(ctx context.Context, key, val string) error {
@@ -382,7 +373,7 @@ type kvIPEntry struct {
 
 // putIP writes the ipcache entry of a local endpoint with the lease.
 func (k *kvClient) putIP(ctx context.Context, ip netip.Addr, id identity.ID, ns, pod string) error {
-	etcdKey := KVIPPrefix + ip.String()
+	etcdKey := agentcontract.KVIPPrefix + ip.String()
 	if err := k.keyLocks.lock(ctx, etcdKey); err != nil {
 		return fmt.Errorf("write ipcache entry %s: %w", ip, err)
 	}
@@ -460,7 +451,7 @@ func (k *kvClient) release(ctx context.Context, key string) {
 
 // deleteIP removes a local endpoint's ipcache entry.
 func (k *kvClient) deleteIP(ctx context.Context, ip netip.Addr) {
-	k.deleteOwn(ctx, KVIPPrefix+ip.String(), func(error) { delete(k.written, ip) })
+	k.deleteOwn(ctx, agentcontract.KVIPPrefix+ip.String(), func(error) { delete(k.written, ip) })
 }
 
 // deleteOwn deletes one of this node's keys under its key lock, then runs
@@ -569,7 +560,7 @@ func (k *kvClient) restoreKeys(ctx context.Context) {
 		})
 	}
 	for _, ip := range ips {
-		restore(KVIPPrefix+ip.String(), func() (string, bool, error) {
+		restore(agentcontract.KVIPPrefix+ip.String(), func() (string, bool, error) {
 			k.mu.Lock()
 			e, ok := k.written[ip]
 			k.mu.Unlock()
@@ -629,7 +620,7 @@ func (k *kvClient) syncLocalKeys(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			master := KVIDPrefix + id.String()
+			master := agentcontract.KVIDPrefix + id.String()
 			start := time.Now()
 			tx, err := k.cli.Txn(ctx).
 				If(clientv3.Compare(clientv3.CreateRevision(master), "=", 0)).
@@ -715,7 +706,7 @@ type kvPair struct {
 func (k *kvClient) watchIdentities(ctx context.Context) {
 	a := k.a
 	parse := func(key string, value []byte) (identity.ID, identity.Labels, string, bool) {
-		id, err := identity.ParseID(strings.TrimPrefix(key, KVIDPrefix))
+		id, err := identity.ParseID(strings.TrimPrefix(key, agentcontract.KVIDPrefix))
 		if err != nil {
 			return 0, nil, "", false
 		}
@@ -726,7 +717,7 @@ func (k *kvClient) watchIdentities(ctx context.Context) {
 		}
 		return id, l, string(value), true
 	}
-	k.watchPrefix(ctx, "kvstore-identities", KVIDPrefix, k.identitiesSynced,
+	k.watchPrefix(ctx, "kvstore-identities", agentcontract.KVIDPrefix, k.identitiesSynced,
 		func(kvs []kvPair) {
 			a.mu.Lock()
 			defer a.mu.Unlock()
@@ -746,7 +737,7 @@ func (k *kvClient) watchIdentities(ctx context.Context) {
 		func(put bool, key string, value []byte) {
 			a.events.Add(1)
 			if !put {
-				id, err := identity.ParseID(strings.TrimPrefix(key, KVIDPrefix))
+				id, err := identity.ParseID(strings.TrimPrefix(key, agentcontract.KVIDPrefix))
 				if err == nil {
 					a.mu.Lock()
 					a.deleteIdentity(id)
@@ -768,7 +759,7 @@ const kvOwner = 1
 func (k *kvClient) watchIPCache(ctx context.Context) {
 	a := k.a
 	parse := func(key string, value []byte) (uint32, identity.ID, bool) {
-		ip, err := netip.ParseAddr(strings.TrimPrefix(key, KVIPPrefix))
+		ip, err := netip.ParseAddr(strings.TrimPrefix(key, agentcontract.KVIPPrefix))
 		if err != nil {
 			return 0, 0, false
 		}
@@ -787,7 +778,7 @@ func (k *kvClient) watchIPCache(ctx context.Context) {
 		}
 		return ipk, identity.ID(pair.ID), true
 	}
-	k.watchPrefix(ctx, "kvstore-ipcache", KVIPPrefix, k.ipcacheSynced,
+	k.watchPrefix(ctx, "kvstore-ipcache", agentcontract.KVIPPrefix, k.ipcacheSynced,
 		func(kvs []kvPair) {
 			a.mu.Lock()
 			defer a.mu.Unlock()

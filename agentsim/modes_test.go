@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/etcdserver"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
@@ -52,7 +53,7 @@ func TestKVStoreModeConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	before, err := cli.Get(ctx, KVValuePrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	before, err := cli.Get(ctx, agentcontract.KVValuePrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestKVStoreModeConverges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if resp, err := cli.Get(ctx, KVIPPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+	if resp, err := cli.Get(ctx, agentcontract.KVIPPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
 		t.Fatalf("ipcache keys after revoking every lease: %v, %v", resp, err)
 	}
 	c.checkKVStoreKeys(ctx, cli, time.Minute)
@@ -93,11 +94,11 @@ func TestKVStoreModeConverges(t *testing.T) {
 	// The operator's GC (or anyone) deletes the master key of an identity
 	// in use: the nodes that use it write it again at their next periodic
 	// sync, and every agent learns it back.
-	used, err := cli.Get(ctx, KVValuePrefix, clientv3.WithPrefix(), clientv3.WithLimit(1))
+	used, err := cli.Get(ctx, agentcontract.KVValuePrefix, clientv3.WithPrefix(), clientv3.WithLimit(1))
 	if err != nil || len(used.Kvs) != 1 {
 		t.Fatalf("a value key: %v, %v", used, err)
 	}
-	gone := KVIDPrefix + string(used.Kvs[0].Value)
+	gone := agentcontract.KVIDPrefix + string(used.Kvs[0].Value)
 	if _, err := cli.Delete(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
@@ -147,8 +148,8 @@ func (c *testCluster) kvstoreProblems(ctx context.Context, cli *clientv3.Client)
 	for _, kv := range resp.Kvs {
 		k, v := string(kv.Key), string(kv.Value)
 		switch {
-		case strings.HasPrefix(k, KVIDPrefix):
-			id := strings.TrimPrefix(k, KVIDPrefix)
+		case strings.HasPrefix(k, agentcontract.KVIDPrefix):
+			id := strings.TrimPrefix(k, agentcontract.KVIDPrefix)
 			if _, err := identity.ParseID(id); err != nil {
 				errs = append(errs, fmt.Sprintf("master key %s: bad ID", k))
 			}
@@ -159,8 +160,8 @@ func (c *testCluster) kvstoreProblems(ctx context.Context, cli *clientv3.Client)
 				errs = append(errs, fmt.Sprintf("master key %s has a lease; master keys are persistent", k))
 			}
 			masters[id] = v
-		case strings.HasPrefix(k, KVValuePrefix):
-			rest := strings.TrimPrefix(k, KVValuePrefix)
+		case strings.HasPrefix(k, agentcontract.KVValuePrefix):
+			rest := strings.TrimPrefix(k, agentcontract.KVValuePrefix)
 			i := strings.LastIndexByte(rest, '/')
 			if i < 0 {
 				errs = append(errs, fmt.Sprintf("value key %s: no node", k))
@@ -170,7 +171,7 @@ func (c *testCluster) kvstoreProblems(ctx context.Context, cli *clientv3.Client)
 				errs = append(errs, fmt.Sprintf("value key %s has no lease", k))
 			}
 			values[rest] = v
-		case strings.HasPrefix(k, KVIPPrefix):
+		case strings.HasPrefix(k, agentcontract.KVIPPrefix):
 			var pair IPIdentityPair
 			if err := json.Unmarshal(kv.Value, &pair); err != nil {
 				errs = append(errs, fmt.Sprintf("ipcache key %s: %v", k, err))
@@ -179,7 +180,7 @@ func (c *testCluster) kvstoreProblems(ctx context.Context, cli *clientv3.Client)
 			if kv.Lease == 0 {
 				errs = append(errs, fmt.Sprintf("ipcache key %s has no lease", k))
 			}
-			ips[strings.TrimPrefix(k, KVIPPrefix)] = pair
+			ips[strings.TrimPrefix(k, agentcontract.KVIPPrefix)] = pair
 		default:
 			errs = append(errs, fmt.Sprintf("undocumented key %s", k))
 		}

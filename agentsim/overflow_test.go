@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/policykey"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -20,11 +21,11 @@ type refusingDP struct {
 	refuse *atomic.Bool
 }
 
-func (d refusingDP) ReplacePolicy(ep netip.Addr, allowed []datapath.PolicyKey) error {
+func (d refusingDP) ReplacePolicy(ep netip.Addr, allowed []policykey.Key) error {
 	return d.ReplacePolicyGroup([]netip.Addr{ep}, allowed)
 }
 
-func (d refusingDP) ReplacePolicyGroup(eps []netip.Addr, allowed []datapath.PolicyKey) error {
+func (d refusingDP) ReplacePolicyGroup(eps []netip.Addr, allowed []policykey.Key) error {
 	if d.refuse.Load() {
 		return fmt.Errorf("test: %d keys: %w", len(allowed), datapath.ErrPolicyOverflow)
 	}

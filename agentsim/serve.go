@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/ready"
 )
 
@@ -52,7 +53,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("GET /agents", f.Handler())
+	mux.Handle("GET "+agentcontract.StatusPath, f.Handler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -9,11 +9,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/stampede-sim/stampede/controlplane/xdsapi"
-	"github.com/stampede-sim/stampede/controlplane/xdsclient"
+	"github.com/stampede-sim/stampede/agentsim/xdsclient"
 	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/xdsapi"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -58,7 +58,7 @@ func (x *XDSAgent) LastChange() time.Time { return x.a.LastChange() }
 func (x *XDSAgent) datapathStats() (datapath.Stats, bool) { return x.a.datapathStats() }
 
 // Run connects to the control plane with its own ADS stream
-// (controlplane/xdsclient) and applies what it pushes until ctx ends.
+// (agentsim/xdsclient) and applies what it pushes until ctx ends.
 func (x *XDSAgent) Run(ctx context.Context) error {
 	a := x.a
 	ctx, cancel := context.WithCancel(ctx)

@@ -15,7 +15,7 @@
 //     here).
 //   - xds: the xDS control plane (xdsSource watching Pods, Namespaces and
 //     CiliumNetworkPolicies into an xds.Model, served by an xds.Server; see
-//     controlplane/xds and, for the agent side, controlplane/xdsclient).
+//     controlplane/xds and, for the agent side, agentsim/xdsclient).
 //
 // Lifecycle: Run validates its Config, starts the mode's functions (each a
 // goroutine owning its informers), serves /metrics and /debug/pprof from a

@@ -22,8 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/stampede-sim/stampede/agentsim/xdsclient"
 	"github.com/stampede-sim/stampede/controlplane"
-	"github.com/stampede-sim/stampede/controlplane/xdsclient"
 	"github.com/stampede-sim/stampede/fakeapi"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // The relabel scenario's sizes: 20,000 pods on 200 nodes (100 local
@@ -29,22 +32,22 @@ func podAddr(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 }
 
-func podEntries(n int, base Identity) []IPCacheEntry {
+func podEntries(n int, base identity.ID) []IPCacheEntry {
 	es := make([]IPCacheEntry, n)
 	for i := range es {
-		es[i] = IPCacheEntry{host(podAddr(i)), base + Identity(i%250)}
+		es[i] = IPCacheEntry{host(podAddr(i)), base + identity.ID(i%250)}
 	}
 	return es
 }
 
-func endpointKeys(n int) []PolicyKey {
-	ks := make([]PolicyKey, n)
+func endpointKeys(n int) []policykey.Key {
+	ks := make([]policykey.Key, n)
 	for i := range ks {
 		port := uint16(8080)
 		if i >= n/2 {
 			port = 9090
 		}
-		ks[i] = PolicyKey{Identity: Identity(1000 + i), Port: port, Proto: ProtoTCP}
+		ks[i] = policykey.Key{Identity: identity.ID(1000 + i), Port: port, Proto: policykey.ProtoTCP}
 	}
 	return ks
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/stampede-sim/stampede/bpf"
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // bpfDatapath keeps one agent's state in the maps of its own instance of
@@ -88,7 +90,7 @@ func ipcacheKey(p netip.Prefix) bpf.PolicyIpcacheKey {
 	return bpf.PolicyIpcacheKey{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As4()}
 }
 
-func policyKey(id uint32, k PolicyKey) bpf.PolicyPolicyKey {
+func policyKey(id uint32, k policykey.Key) bpf.PolicyPolicyKey {
 	return bpf.PolicyPolicyKey{Endpoint: id, Identity: uint32(k.Identity), Dport: k.Port, Proto: k.Proto}
 }
 
@@ -188,11 +190,11 @@ func (d *bpfDatapath) DeleteIPCache(prefixes []netip.Prefix) error {
 	return nil
 }
 
-func (d *bpfDatapath) ReplacePolicy(ep netip.Addr, allowed []PolicyKey) error {
+func (d *bpfDatapath) ReplacePolicy(ep netip.Addr, allowed []policykey.Key) error {
 	return d.ReplacePolicyGroup([]netip.Addr{ep}, allowed)
 }
 
-func (d *bpfDatapath) ReplacePolicyGroup(eps []netip.Addr, allowed []PolicyKey) error {
+func (d *bpfDatapath) ReplacePolicyGroup(eps []netip.Addr, allowed []policykey.Key) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -220,7 +222,7 @@ func (d *bpfDatapath) DeleteEndpoint(ep netip.Addr) error {
 // bpfOps writes policy sets and endpoints to the kernel maps.
 type bpfOps struct{ d *bpfDatapath }
 
-func (o bpfOps) putKeys(id uint32, keys []PolicyKey) (int, error) {
+func (o bpfOps) putKeys(id uint32, keys []policykey.Key) (int, error) {
 	ks := make([]bpf.PolicyPolicyKey, len(keys))
 	for i, k := range keys {
 		ks[i] = policyKey(id, k)
@@ -228,7 +230,7 @@ func (o bpfOps) putKeys(id uint32, keys []PolicyKey) (int, error) {
 	return put(o.d, o.d.objs.Policy, ks, make([]bpf.PolicyPolicyValue, len(keys)))
 }
 
-func (o bpfOps) delKeys(id uint32, keys []PolicyKey) (int, error) {
+func (o bpfOps) delKeys(id uint32, keys []policykey.Key) (int, error) {
 	ks := make([]bpf.PolicyPolicyKey, len(keys))
 	for i, k := range keys {
 		ks[i] = policyKey(id, k)
@@ -366,7 +368,7 @@ func (d *bpfDatapath) KernelDigest() (Digest, error) {
 	var entries []IPCacheEntry
 	for it.Next(&ik, &iv) {
 		p := netip.PrefixFrom(netip.AddrFrom4(ik.Addr), int(ik.Prefixlen))
-		entries = append(entries, IPCacheEntry{Prefix: p, Identity: Identity(iv.Identity)})
+		entries = append(entries, IPCacheEntry{Prefix: p, Identity: identity.ID(iv.Identity)})
 	}
 	if err := it.Err(); err != nil {
 		return Digest{}, fmt.Errorf("iterate ipcache: %w", err)
@@ -383,9 +385,9 @@ func (d *bpfDatapath) KernelDigest() (Digest, error) {
 	if err := eit.Err(); err != nil {
 		return Digest{}, fmt.Errorf("iterate endpoints: %w", err)
 	}
-	sets := map[uint32][]PolicyKey{}
+	sets := map[uint32][]policykey.Key{}
 	for _, id := range setOf {
-		sets[id] = []PolicyKey{}
+		sets[id] = []policykey.Key{}
 	}
 	var (
 		pk bpf.PolicyPolicyKey
@@ -396,12 +398,12 @@ func (d *bpfDatapath) KernelDigest() (Digest, error) {
 		if _, ok := sets[pk.Endpoint]; !ok {
 			return Digest{}, fmt.Errorf("policy key %+v: no endpoint uses policy set %d", pk, pk.Endpoint)
 		}
-		sets[pk.Endpoint] = append(sets[pk.Endpoint], PolicyKey{Identity: Identity(pk.Identity), Port: pk.Dport, Proto: pk.Proto})
+		sets[pk.Endpoint] = append(sets[pk.Endpoint], policykey.Key{Identity: identity.ID(pk.Identity), Port: pk.Dport, Proto: pk.Proto})
 	}
 	if err := pit.Err(); err != nil {
 		return Digest{}, fmt.Errorf("iterate policy: %w", err)
 	}
-	policies := make(map[netip.Addr][]PolicyKey, len(setOf))
+	policies := make(map[netip.Addr][]policykey.Key, len(setOf))
 	for a, id := range setOf {
 		policies[a] = sets[id]
 	}

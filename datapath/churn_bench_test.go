@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // BenchmarkPolicyChurn measures the agent's hot path during an identity
@@ -23,10 +26,10 @@ func BenchmarkPolicyChurn(b *testing.B) {
 	}
 	// set(i) is identities i .. i+keys-1 on one port: iteration n drops
 	// the churn oldest and adds churn new ones.
-	set := func(first int) []PolicyKey {
-		ks := make([]PolicyKey, keys)
+	set := func(first int) []policykey.Key {
+		ks := make([]policykey.Key, keys)
 		for j := range ks {
-			ks[j] = PolicyKey{Identity: Identity(1000 + first + j), Port: 8080, Proto: ProtoTCP}
+			ks[j] = policykey.Key{Identity: identity.ID(1000 + first + j), Port: 8080, Proto: policykey.ProtoTCP}
 		}
 		return ks
 	}
@@ -37,7 +40,7 @@ func BenchmarkPolicyChurn(b *testing.B) {
 					requireBPF(b)
 				}
 				d := open(b, kind, SizeFor(kind, 20000, endpoints, 16384))
-				replace := func(ks []PolicyKey) {
+				replace := func(ks []policykey.Key) {
 					if mode == "group" {
 						must(b, d.ReplacePolicyGroup(eps, ks))
 						return
@@ -47,7 +50,7 @@ func BenchmarkPolicyChurn(b *testing.B) {
 					}
 				}
 				replace(set(0))
-				sets := make([][]PolicyKey, b.N)
+				sets := make([][]policykey.Key, b.N)
 				for i := range sets {
 					sets[i] = set((i + 1) * churn)
 				}

@@ -4,41 +4,16 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
-)
 
-// Identity is a numeric security identity.
-type Identity uint32
-
-// Reserved identities, as in Cilium.
-const (
-	// IdentityAny is the wildcard identity of a policy key (any peer). It
-	// is not a valid ipcache identity.
-	IdentityAny Identity = 0
-	// IdentityWorld is the identity of a source the ipcache does not know.
-	IdentityWorld Identity = 2
-)
-
-// Protocol numbers used in policy keys.
-const (
-	ProtoTCP uint8 = 6
-	ProtoUDP uint8 = 17
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // IPCacheEntry maps a prefix (a pod's /32) to its identity. Only IPv4
 // prefixes are supported; host bits beyond the prefix length are ignored.
 type IPCacheEntry struct {
 	Prefix   netip.Prefix
-	Identity Identity
-}
-
-// PolicyKey is one allowed (remote identity, destination port, protocol)
-// of a local endpoint's ingress policy. Everything not listed is dropped.
-// Zero fields are wildcards: Identity 0 allows any peer, Port 0 any port,
-// Proto 0 any protocol; PolicyKey{} allows everything.
-type PolicyKey struct {
-	Identity Identity
-	Port     uint16
-	Proto    uint8
+	Identity identity.ID
 }
 
 // Stats is what a datapath counts.
@@ -126,16 +101,16 @@ type Datapath interface {
 	DeleteIPCache(prefixes []netip.Prefix) error
 	// ReplacePolicy sets the full allowed set of the local endpoint with
 	// the given IP, creating the endpoint if needed. An empty set drops
-	// every packet to the endpoint. A sorted set (ComparePolicyKeys)
+	// every packet to the endpoint. A sorted set (policykey.Sorted)
 	// without repeats is kept as given, not copied: the caller must not
 	// modify it afterwards. A set larger than Config.MaxEndpointPolicy is
 	// refused with ErrPolicyOverflow and the endpoint keeps its policy.
-	ReplacePolicy(endpoint netip.Addr, allowed []PolicyKey) error
+	ReplacePolicy(endpoint netip.Addr, allowed []policykey.Key) error
 	// ReplacePolicyGroup is ReplacePolicy for several endpoints with the
 	// same allowed set, in one call: the set is written once, and when the
 	// group is every endpoint of the set the endpoints had, that set is
 	// updated in place by its difference.
-	ReplacePolicyGroup(endpoints []netip.Addr, allowed []PolicyKey) error
+	ReplacePolicyGroup(endpoints []netip.Addr, allowed []policykey.Key) error
 	// DeleteEndpoint removes a local endpoint and its policy; an absent
 	// endpoint is ignored.
 	DeleteEndpoint(endpoint netip.Addr) error

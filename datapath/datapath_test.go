@@ -14,6 +14,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 var (
@@ -32,11 +35,11 @@ func host(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, 32) }
 // keys are written directly.
 func TestRelabel(t *testing.T) {
 	const (
-		shopTeamA Identity = 1000 // identity of shop's pods before the relabel
-		shopTeamB Identity = 1001 // after
-		other     Identity = 1002
+		shopTeamA identity.ID = 1000 // identity of shop's pods before the relabel
+		shopTeamB identity.ID = 1001 // after
+		other     identity.ID = 1002
 	)
-	pkt := Packet{Src: clientIP, Dst: serverIP, DstPort: 8080, Proto: ProtoTCP}
+	pkt := Packet{Src: clientIP, Dst: serverIP, DstPort: 8080, Proto: policykey.ProtoTCP}
 	for _, kind := range kinds {
 		t.Run(string(kind), func(t *testing.T) {
 			for _, tc := range []struct {
@@ -44,19 +47,19 @@ func TestRelabel(t *testing.T) {
 				before, after Verdict
 				// allowed resolves the policy against the identities
 				// that exist before and after the relabel.
-				allowedBefore, allowedAfter []PolicyKey
+				allowedBefore, allowedAfter []policykey.Key
 			}{
 				{
 					policy:        "from-a",
-					allowedBefore: []PolicyKey{{shopTeamA, 8080, ProtoTCP}},
-					allowedAfter:  []PolicyKey{},
+					allowedBefore: []policykey.Key{{Identity: shopTeamA, Port: 8080, Proto: policykey.ProtoTCP}},
+					allowedAfter:  []policykey.Key{},
 					before:        VerdictAllow,
 					after:         VerdictDrop,
 				},
 				{
 					policy:        "from-b",
-					allowedBefore: []PolicyKey{},
-					allowedAfter:  []PolicyKey{{shopTeamB, 8080, ProtoTCP}},
+					allowedBefore: []policykey.Key{},
+					allowedAfter:  []policykey.Key{{Identity: shopTeamB, Port: 8080, Proto: policykey.ProtoTCP}},
 					before:        VerdictDrop,
 					after:         VerdictAllow,
 				},
@@ -66,14 +69,14 @@ func TestRelabel(t *testing.T) {
 					must(t, d.UpsertIPCache([]IPCacheEntry{{host(clientIP), shopTeamA}, {host(otherIP), other}}))
 					must(t, d.ReplacePolicy(serverIP, tc.allowedBefore))
 					check(t, d, pkt, tc.before)
-					check(t, d, Packet{Src: otherIP, Dst: serverIP, DstPort: 8080, Proto: ProtoTCP}, VerdictDrop)
+					check(t, d, Packet{Src: otherIP, Dst: serverIP, DstPort: 8080, Proto: policykey.ProtoTCP}, VerdictDrop)
 
 					// The relabel: new identity in the ipcache, policy
 					// recomputed for the new identities.
 					must(t, d.UpsertIPCache([]IPCacheEntry{{host(clientIP), shopTeamB}}))
 					must(t, d.ReplacePolicy(serverIP, tc.allowedAfter))
 					check(t, d, pkt, tc.after)
-					check(t, d, Packet{Src: otherIP, Dst: serverIP, DstPort: 8080, Proto: ProtoTCP}, VerdictDrop)
+					check(t, d, Packet{Src: otherIP, Dst: serverIP, DstPort: 8080, Proto: policykey.ProtoTCP}, VerdictDrop)
 				})
 			}
 		})
@@ -102,16 +105,16 @@ func TestVerdicts(t *testing.T) {
 	}
 	wildIP := netip.MustParseAddr("10.0.2.8")
 	emptyIP := netip.MustParseAddr("10.0.2.9")
-	policies := map[netip.Addr][]PolicyKey{
+	policies := map[netip.Addr][]policykey.Key{
 		serverIP: {
-			{1000, 8080, ProtoTCP},
-			{1000, 53, ProtoUDP},
-			{1003, 0, ProtoTCP}, // any TCP port
-			{1004, 443, 0},      // port 443, any protocol
-			{IdentityWorld, 80, ProtoTCP},
-			{1005, 0, 0}, // anything from 1005
+			{Identity: 1000, Port: 8080, Proto: policykey.ProtoTCP},
+			{Identity: 1000, Port: 53, Proto: policykey.ProtoUDP},
+			{Identity: 1003, Port: 0, Proto: policykey.ProtoTCP}, // any TCP port
+			{Identity: 1004, Port: 443, Proto: 0},                // port 443, any protocol
+			{Identity: identity.World, Port: 80, Proto: policykey.ProtoTCP},
+			{Identity: 1005, Port: 0, Proto: 0}, // anything from 1005
 		},
-		wildIP:  {{IdentityAny, 9090, ProtoTCP}, {1002, 0, 0}},
+		wildIP:  {{Identity: policykey.AnyIdentity, Port: 9090, Proto: policykey.ProtoTCP}, {Identity: 1002, Port: 0, Proto: 0}},
 		emptyIP: {},
 	}
 	src := func(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -120,27 +123,27 @@ func TestVerdicts(t *testing.T) {
 		p    Packet
 		want Verdict
 	}{
-		{"exact tcp", Packet{clientIP, serverIP, 8080, ProtoTCP}, VerdictAllow},
-		{"wrong port", Packet{clientIP, serverIP, 8081, ProtoTCP}, VerdictDrop},
-		{"wrong proto", Packet{clientIP, serverIP, 8080, ProtoUDP}, VerdictDrop},
-		{"exact udp", Packet{clientIP, serverIP, 53, ProtoUDP}, VerdictAllow},
-		{"other identity", Packet{otherIP, serverIP, 8080, ProtoTCP}, VerdictDrop},
-		{"lpm /24 any tcp port", Packet{src("10.0.4.3"), serverIP, 12345, ProtoTCP}, VerdictAllow},
-		{"lpm /24 udp", Packet{src("10.0.4.3"), serverIP, 12345, ProtoUDP}, VerdictDrop},
-		{"lpm /25 longer wins", Packet{src("10.0.4.200"), serverIP, 12345, ProtoTCP}, VerdictDrop},
-		{"lpm /25 443 tcp", Packet{src("10.0.4.200"), serverIP, 443, ProtoTCP}, VerdictAllow},
-		{"lpm /25 443 udp", Packet{src("10.0.4.200"), serverIP, 443, ProtoUDP}, VerdictAllow},
-		{"world allowed port", Packet{src("192.0.2.1"), serverIP, 80, ProtoTCP}, VerdictAllow},
-		{"world other port", Packet{src("192.0.2.1"), serverIP, 81, ProtoTCP}, VerdictDrop},
+		{"exact tcp", Packet{clientIP, serverIP, 8080, policykey.ProtoTCP}, VerdictAllow},
+		{"wrong port", Packet{clientIP, serverIP, 8081, policykey.ProtoTCP}, VerdictDrop},
+		{"wrong proto", Packet{clientIP, serverIP, 8080, policykey.ProtoUDP}, VerdictDrop},
+		{"exact udp", Packet{clientIP, serverIP, 53, policykey.ProtoUDP}, VerdictAllow},
+		{"other identity", Packet{otherIP, serverIP, 8080, policykey.ProtoTCP}, VerdictDrop},
+		{"lpm /24 any tcp port", Packet{src("10.0.4.3"), serverIP, 12345, policykey.ProtoTCP}, VerdictAllow},
+		{"lpm /24 udp", Packet{src("10.0.4.3"), serverIP, 12345, policykey.ProtoUDP}, VerdictDrop},
+		{"lpm /25 longer wins", Packet{src("10.0.4.200"), serverIP, 12345, policykey.ProtoTCP}, VerdictDrop},
+		{"lpm /25 443 tcp", Packet{src("10.0.4.200"), serverIP, 443, policykey.ProtoTCP}, VerdictAllow},
+		{"lpm /25 443 udp", Packet{src("10.0.4.200"), serverIP, 443, policykey.ProtoUDP}, VerdictAllow},
+		{"world allowed port", Packet{src("192.0.2.1"), serverIP, 80, policykey.ProtoTCP}, VerdictAllow},
+		{"world other port", Packet{src("192.0.2.1"), serverIP, 81, policykey.ProtoTCP}, VerdictDrop},
 		{"any from 1005 icmp", Packet{src("10.0.5.5"), serverIP, 0, 1}, VerdictAllow},
-		{"any from 1005 udp", Packet{src("10.0.5.5"), serverIP, 7, ProtoUDP}, VerdictAllow},
+		{"any from 1005 udp", Packet{src("10.0.5.5"), serverIP, 7, policykey.ProtoUDP}, VerdictAllow},
 		{"icmp not allowed", Packet{clientIP, serverIP, 0, 1}, VerdictDrop},
 		{"icmp port ignored", Packet{clientIP, serverIP, 8080, 1}, VerdictDrop},
-		{"identity wildcard", Packet{src("192.0.2.1"), wildIP, 9090, ProtoTCP}, VerdictAllow},
-		{"identity wildcard udp", Packet{clientIP, wildIP, 9090, ProtoUDP}, VerdictDrop},
-		{"all from 1002", Packet{otherIP, wildIP, 1, ProtoUDP}, VerdictAllow},
-		{"empty policy drops", Packet{clientIP, emptyIP, 8080, ProtoTCP}, VerdictDrop},
-		{"not local", Packet{clientIP, remoteIP, 8080, ProtoTCP}, VerdictNotLocal},
+		{"identity wildcard", Packet{src("192.0.2.1"), wildIP, 9090, policykey.ProtoTCP}, VerdictAllow},
+		{"identity wildcard udp", Packet{clientIP, wildIP, 9090, policykey.ProtoUDP}, VerdictDrop},
+		{"all from 1002", Packet{otherIP, wildIP, 1, policykey.ProtoUDP}, VerdictAllow},
+		{"empty policy drops", Packet{clientIP, emptyIP, 8080, policykey.ProtoTCP}, VerdictDrop},
+		{"not local", Packet{clientIP, remoteIP, 8080, policykey.ProtoTCP}, VerdictNotLocal},
 	}
 	got := map[Kind][]Verdict{}
 	for _, kind := range kinds {
@@ -190,7 +193,7 @@ type op struct {
 	upsert   []IPCacheEntry
 	del      []netip.Prefix
 	endpoint netip.Addr
-	policy   []PolicyKey
+	policy   []policykey.Key
 	deleteEP bool
 	group    []netip.Addr
 }
@@ -199,11 +202,11 @@ func randomOps(r *rand.Rand, n int) []op {
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}) }
 	// A few shared policies, changed a little now and then, so that
 	// groups of endpoints share sets and update them in place.
-	pool := make([][]PolicyKey, 3)
-	randomKeys := func() []PolicyKey {
-		var ks []PolicyKey
+	pool := make([][]policykey.Key, 3)
+	randomKeys := func() []policykey.Key {
+		var ks []policykey.Key
 		for range r.IntN(60) {
-			ks = append(ks, PolicyKey{Identity(r.IntN(20)), uint16(r.IntN(3) * 80), []uint8{0, ProtoTCP, ProtoUDP}[r.IntN(3)]})
+			ks = append(ks, policykey.Key{Identity: identity.ID(r.IntN(20)), Port: uint16(r.IntN(3) * 80), Proto: []uint8{0, policykey.ProtoTCP, policykey.ProtoUDP}[r.IntN(3)]})
 		}
 		return ks
 	}
@@ -216,7 +219,7 @@ func randomOps(r *rand.Rand, n int) []op {
 		case 0, 1:
 			var es []IPCacheEntry
 			for range 1 + r.IntN(300) {
-				es = append(es, IPCacheEntry{host(addr(r.IntN(1000))), Identity(1 + r.IntN(20))})
+				es = append(es, IPCacheEntry{host(addr(r.IntN(1000))), identity.ID(1 + r.IntN(20))})
 			}
 			ops = append(ops, op{upsert: es})
 		case 2:
@@ -226,9 +229,9 @@ func randomOps(r *rand.Rand, n int) []op {
 			}
 			ops = append(ops, op{del: ps})
 		case 3:
-			var ks []PolicyKey
+			var ks []policykey.Key
 			for range r.IntN(60) {
-				ks = append(ks, PolicyKey{Identity(r.IntN(20)), uint16(r.IntN(3) * 80), []uint8{0, ProtoTCP, ProtoUDP}[r.IntN(3)]})
+				ks = append(ks, policykey.Key{Identity: identity.ID(r.IntN(20)), Port: uint16(r.IntN(3) * 80), Proto: []uint8{0, policykey.ProtoTCP, policykey.ProtoUDP}[r.IntN(3)]})
 			}
 			ops = append(ops, op{endpoint: addr(2000 + r.IntN(12)), policy: ks})
 		case 4:
@@ -236,7 +239,7 @@ func randomOps(r *rand.Rand, n int) []op {
 		case 5:
 			i := r.IntN(len(pool))
 			if r.IntN(2) == 0 {
-				pool[i] = append(slices.Clone(pool[i]), PolicyKey{Identity(r.IntN(20)), 443, ProtoTCP})
+				pool[i] = append(slices.Clone(pool[i]), policykey.Key{Identity: identity.ID(r.IntN(20)), Port: 443, Proto: policykey.ProtoTCP})
 				if len(pool[i]) > 2 && r.IntN(2) == 0 {
 					pool[i] = pool[i][1:]
 				}
@@ -316,9 +319,9 @@ func TestSameState(t *testing.T) {
 	for k, id := range md.ipcache {
 		es = append(es, IPCacheEntry{k.prefix(), id})
 	}
-	pol := map[netip.Addr][]PolicyKey{}
+	pol := map[netip.Addr][]policykey.Key{}
 	for a, ep := range md.endpoints {
-		pol[a] = append([]PolicyKey{}, ep.keys...)
+		pol[a] = append([]policykey.Key{}, ep.keys...)
 	}
 	want, err := ComputeDigest(es, pol)
 	if err != nil {
@@ -345,10 +348,10 @@ func TestUpdateCounting(t *testing.T) {
 			return d.UpsertIPCache([]IPCacheEntry{{host(a), 12}, {host(a), 10}})
 		}, 0},
 		{"new endpoint with 3 keys", func(d Datapath) error {
-			return d.ReplacePolicy(serverIP, []PolicyKey{{10, 80, ProtoTCP}, {11, 80, ProtoTCP}, {11, 80, ProtoTCP}, {12, 0, 0}})
+			return d.ReplacePolicy(serverIP, []policykey.Key{{Identity: 10, Port: 80, Proto: policykey.ProtoTCP}, {Identity: 11, Port: 80, Proto: policykey.ProtoTCP}, {Identity: 11, Port: 80, Proto: policykey.ProtoTCP}, {Identity: 12, Port: 0, Proto: 0}})
 		}, 4},
 		{"replace: one removed, one added", func(d Datapath) error {
-			return d.ReplacePolicy(serverIP, []PolicyKey{{10, 80, ProtoTCP}, {11, 80, ProtoTCP}, {13, 0, 0}})
+			return d.ReplacePolicy(serverIP, []policykey.Key{{Identity: 10, Port: 80, Proto: policykey.ProtoTCP}, {Identity: 11, Port: 80, Proto: policykey.ProtoTCP}, {Identity: 13, Port: 0, Proto: 0}})
 		}, 2},
 		{"delete absent and present", func(d Datapath) error {
 			return d.DeleteIPCache([]netip.Prefix{host(remoteIP), host(a), host(a)})
@@ -395,8 +398,8 @@ func TestBadInput(t *testing.T) {
 				{"delete ipv6", d.DeleteIPCache([]netip.Prefix{v6}), "prefixes[0]", false},
 				{"endpoint zero", d.ReplacePolicy(netip.Addr{}, nil), "invalid endpoint address", false},
 				{"endpoint ipv6", d.ReplacePolicy(v6.Addr(), nil), "only IPv4", false},
-				{"policy full", d.ReplacePolicy(serverIP, []PolicyKey{{1, 1, 6}, {2, 2, 6}, {3, 3, 6}}), "0 keys in the policy map + 3 would exceed 2", true},
-				{"endpoint policy overflow", d.ReplacePolicy(serverIP, []PolicyKey{{1, 1, 6}, {2, 2, 6}, {3, 3, 6}, {4, 4, 6}}), "4 keys > 3: endpoint policy exceeds", false},
+				{"policy full", d.ReplacePolicy(serverIP, []policykey.Key{{Identity: 1, Port: 1, Proto: 6}, {Identity: 2, Port: 2, Proto: 6}, {Identity: 3, Port: 3, Proto: 6}}), "0 keys in the policy map + 3 would exceed 2", true},
+				{"endpoint policy overflow", d.ReplacePolicy(serverIP, []policykey.Key{{Identity: 1, Port: 1, Proto: 6}, {Identity: 2, Port: 2, Proto: 6}, {Identity: 3, Port: 3, Proto: 6}, {Identity: 4, Port: 4, Proto: 6}}), "4 keys > 3: endpoint policy exceeds", false},
 				{"check ipv6", checkErr(d, Packet{v6.Addr(), serverIP, 1, 6}), "must be IPv4", false},
 			} {
 				if tc.err == nil {
@@ -517,9 +520,9 @@ func TestNoLeakedFDs(t *testing.T) {
 			t.Fatal(err)
 		}
 		ds = append(ds, d)
-		must(t, d.UpsertIPCache([]IPCacheEntry{{host(clientIP), Identity(100 + i)}}))
-		must(t, d.ReplacePolicy(serverIP, []PolicyKey{{Identity(100 + i), 80, ProtoTCP}}))
-		check(t, d, Packet{clientIP, serverIP, 80, ProtoTCP}, VerdictAllow)
+		must(t, d.UpsertIPCache([]IPCacheEntry{{host(clientIP), identity.ID(100 + i)}}))
+		must(t, d.ReplacePolicy(serverIP, []policykey.Key{{Identity: identity.ID(100 + i), Port: 80, Proto: policykey.ProtoTCP}}))
+		check(t, d, Packet{clientIP, serverIP, 80, policykey.ProtoTCP}, VerdictAllow)
 		_ = d.Stats()
 	}
 	if during := openFDs(t); during < before+5*5 {
@@ -538,7 +541,7 @@ func ExampleComputeDigest() {
 	ep := netip.MustParseAddr("10.0.2.7")
 	d, _ := ComputeDigest(
 		[]IPCacheEntry{{netip.MustParsePrefix("10.0.1.5/32"), 1000}},
-		map[netip.Addr][]PolicyKey{ep: {{Identity: 1000, Port: 8080, Proto: ProtoTCP}}},
+		map[netip.Addr][]policykey.Key{ep: {{Identity: 1000, Port: 8080, Proto: policykey.ProtoTCP}}},
 	)
 	fmt.Println(d.IPCacheEntries, d.Endpoints, d.PolicyEntries)
 	// Output: 1 1 1
@@ -566,8 +569,8 @@ func TestConcurrentStats(t *testing.T) {
 				}
 			}()
 			for i := range 50 {
-				must(t, d.UpsertIPCache(podEntries(200, Identity(1000+i))))
-				must(t, d.ReplacePolicy(serverIP, []PolicyKey{{Identity(1000 + i), 80, ProtoTCP}}))
+				must(t, d.UpsertIPCache(podEntries(200, identity.ID(1000+i))))
+				must(t, d.ReplacePolicy(serverIP, []policykey.Key{{Identity: identity.ID(1000 + i), Port: 80, Proto: policykey.ProtoTCP}}))
 			}
 			close(done)
 			wg.Wait()

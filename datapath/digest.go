@@ -3,6 +3,9 @@ package datapath
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // Digest summarises a datapath's state: the sizes and an
@@ -32,7 +35,7 @@ func (d Digest) String() string {
 // UpsertIPCache(ipcache) and ReplacePolicy(ep, keys) for every entry of
 // policies, from empty. The harness uses it to turn ground truth into the
 // digest an agent must report once it has converged.
-func ComputeDigest(ipcache []IPCacheEntry, policies map[netip.Addr][]PolicyKey) (Digest, error) {
+func ComputeDigest(ipcache []IPCacheEntry, policies map[netip.Addr][]policykey.Key) (Digest, error) {
 	st := newState(limits{})
 	plan, err := st.planUpsert(ipcache)
 	if err != nil {
@@ -46,7 +49,7 @@ func ComputeDigest(ipcache []IPCacheEntry, policies map[netip.Addr][]PolicyKey) 
 		if err := checkEndpoint(ep); err != nil {
 			return Digest{}, err
 		}
-		keys = sortedKeys(keys)
+		keys = policykey.Sorted(keys)
 		d.Endpoints++
 		d.PolicyEntries += len(keys)
 		d.Policy += endpointHash(ep) + epMul(ep)*keysSum(keys)
@@ -75,7 +78,7 @@ func addr32(a netip.Addr) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
-func ipcacheHash(p netip.Prefix, id Identity) uint64 {
+func ipcacheHash(p netip.Prefix, id identity.ID) uint64 {
 	return mix(uint64(addr32(p.Addr()))<<8|uint64(p.Bits()), tagIPCache|uint64(id))
 }
 
@@ -87,7 +90,7 @@ func endpointHash(ep netip.Addr) uint64 {
 // the product of an odd per-endpoint factor and a per-key hash, so that
 // endpoints sharing a policy set move by one multiplication when the set
 // changes, and the sum still tells different states apart.
-func keyHash(k PolicyKey) uint64 {
+func keyHash(k policykey.Key) uint64 {
 	return mix(uint64(k.Identity), tagPolicy|uint64(k.Port)<<8|uint64(k.Proto))
 }
 

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // TestPolicyGroups pins what sharing does: endpoints with one allowed set
@@ -13,10 +16,10 @@ import (
 // limit is refused and leaves the old policy enforced.
 func TestPolicyGroups(t *testing.T) {
 	eps := []netip.Addr{netip.MustParseAddr("10.0.2.1"), netip.MustParseAddr("10.0.2.2"), netip.MustParseAddr("10.0.2.3")}
-	keys := func(ids ...Identity) []PolicyKey {
-		var ks []PolicyKey
+	keys := func(ids ...identity.ID) []policykey.Key {
+		var ks []policykey.Key
 		for _, id := range ids {
-			ks = append(ks, PolicyKey{id, 8080, ProtoTCP})
+			ks = append(ks, policykey.Key{Identity: id, Port: 8080, Proto: policykey.ProtoTCP})
 		}
 		return ks
 	}
@@ -44,7 +47,7 @@ func TestPolicyGroups(t *testing.T) {
 			}
 			verdict := func(src, dst netip.Addr, want Verdict) {
 				t.Helper()
-				v, err := d.Check(Packet{src, dst, 8080, ProtoTCP})
+				v, err := d.Check(Packet{src, dst, 8080, policykey.ProtoTCP})
 				if err != nil || v != want {
 					t.Errorf("%s -> %s: %v (%v), want %v", src, dst, v, err, want)
 				}

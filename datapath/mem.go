@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // memDatapath is the unprivileged datapath: plain Go maps with the BPF
@@ -55,11 +57,11 @@ func (m *memDatapath) DeleteIPCache(prefixes []netip.Prefix) error {
 	return nil
 }
 
-func (m *memDatapath) ReplacePolicy(ep netip.Addr, allowed []PolicyKey) error {
+func (m *memDatapath) ReplacePolicy(ep netip.Addr, allowed []policykey.Key) error {
 	return m.ReplacePolicyGroup([]netip.Addr{ep}, allowed)
 }
 
-func (m *memDatapath) ReplacePolicyGroup(eps []netip.Addr, allowed []PolicyKey) error {
+func (m *memDatapath) ReplacePolicyGroup(eps []netip.Addr, allowed []policykey.Key) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {

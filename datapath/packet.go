@@ -1,20 +1,24 @@
 package datapath
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/stampede-sim/stampede/internal/policykey"
+)
 
 // craftPacket builds an Ethernet/IPv4 frame for p: a TCP SYN, a UDP
 // datagram, or (other protocols) an IPv4 header and 8 bytes of payload.
 func craftPacket(p Packet) []byte {
 	var l4 []byte
 	switch p.Proto {
-	case ProtoTCP:
+	case policykey.ProtoTCP:
 		l4 = make([]byte, 20)
 		binary.BigEndian.PutUint16(l4[0:], 40000)
 		binary.BigEndian.PutUint16(l4[2:], p.DstPort)
 		l4[12] = 5 << 4 // data offset
 		l4[13] = 0x02   // SYN
 		binary.BigEndian.PutUint16(l4[14:], 64240)
-	case ProtoUDP:
+	case policykey.ProtoUDP:
 		l4 = make([]byte, 8)
 		binary.BigEndian.PutUint16(l4[0:], 40000)
 		binary.BigEndian.PutUint16(l4[2:], p.DstPort)

@@ -6,20 +6,23 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // TestProgramRawPackets runs the BPF program on frames that Check never
 // builds: not IPv4, malformed, fragments, IP options.
 func TestProgramRawPackets(t *testing.T) {
 	d := open(t, KindBPF, Config{}).(*bpfDatapath)
-	const id Identity = 1000
+	const id identity.ID = 1000
 	must(t, d.UpsertIPCache([]IPCacheEntry{{host(clientIP), id}}))
-	must(t, d.ReplacePolicy(serverIP, []PolicyKey{{id, 8080, ProtoTCP}}))
+	must(t, d.ReplacePolicy(serverIP, []policykey.Key{{Identity: id, Port: 8080, Proto: policykey.ProtoTCP}}))
 	anyPort := netip.AddrFrom4([4]byte{10, 0, 2, 8})
-	must(t, d.ReplacePolicy(anyPort, []PolicyKey{{id, 0, ProtoTCP}}))
+	must(t, d.ReplacePolicy(anyPort, []policykey.Key{{Identity: id, Port: 0, Proto: policykey.ProtoTCP}}))
 
 	tcp := func(dst [4]byte, port uint16) []byte {
-		return craftPacket(Packet{Src: clientIP, Dst: netip.AddrFrom4(dst), DstPort: port, Proto: ProtoTCP})
+		return craftPacket(Packet{Src: clientIP, Dst: netip.AddrFrom4(dst), DstPort: port, Proto: policykey.ProtoTCP})
 	}
 	arp := tcp(serverIP.As4(), 8080)
 	binary.BigEndian.PutUint16(arp[12:], 0x0806)

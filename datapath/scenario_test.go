@@ -10,6 +10,7 @@ import (
 	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/policykey"
 	"github.com/stampede-sim/stampede/internal/testenv"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -20,10 +21,10 @@ type cluster struct {
 	scn    *scenarios.Scenario
 	topo   *scenarios.Topology
 	nsLbls map[string]map[string]string
-	ids    map[string]datapath.Identity // label key -> identity
-	labels map[datapath.Identity]identity.Labels
-	podID  []datapath.Identity // by index in topo.Pods
-	next   datapath.Identity
+	ids    map[string]identity.ID // label key -> identity
+	labels map[identity.ID]identity.Labels
+	podID  []identity.ID // by index in topo.Pods
+	next   identity.ID
 }
 
 func newCluster(t *testing.T, name string) *cluster {
@@ -37,7 +38,7 @@ func newCluster(t *testing.T, name string) *cluster {
 		t.Fatal(err)
 	}
 	c := &cluster{scn: s, topo: topo, nsLbls: map[string]map[string]string{},
-		ids: map[string]datapath.Identity{}, labels: map[datapath.Identity]identity.Labels{}, next: 256}
+		ids: map[string]identity.ID{}, labels: map[identity.ID]identity.Labels{}, next: 256}
 	for _, ns := range topo.Namespaces {
 		c.nsLbls[ns.Name] = maps.Clone(ns.Labels)
 	}
@@ -175,7 +176,7 @@ func TestScenarioRelabel(t *testing.T) {
 		for _, i := range srcs {
 			src := c.topo.Pods[i]
 			for port, want := range map[uint16]datapath.Verdict{8080: want8080, 9090: want9090, 22: datapath.VerdictDrop} {
-				p := datapath.Packet{Src: src.IP, Dst: dst, DstPort: port, Proto: datapath.ProtoTCP}
+				p := datapath.Packet{Src: src.IP, Dst: dst, DstPort: port, Proto: policykey.ProtoTCP}
 				for _, d := range []datapath.Datapath{bpfd, mem} {
 					got, err := d.Check(p)
 					if err != nil {

@@ -1,12 +1,14 @@
 package datapath
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // ErrFull is returned (wrapped) when an update would exceed a map's
@@ -48,8 +50,8 @@ func (k prefixKey) prefix() netip.Prefix {
 // keys once under that id.
 type policySet struct {
 	id      uint32
-	keys    []PolicyKey // sorted (ComparePolicyKeys), unique, never modified
-	sum     uint64      // sum of keyHash over keys
+	keys    []policykey.Key // sorted (policykey.Compare), unique, never modified
+	sum     uint64          // sum of keyHash over keys
 	members map[netip.Addr]struct{}
 }
 
@@ -60,7 +62,7 @@ type policySet struct {
 // counts agree by construction.
 type state struct {
 	lim        limits
-	ipcache    map[prefixKey]Identity
+	ipcache    map[prefixKey]identity.ID
 	prefixLens [33]int // ipcache entries per prefix length, for LPM in Go
 	endpoints  map[netip.Addr]*policySet
 	sets       map[uint32]*policySet
@@ -80,7 +82,7 @@ type state struct {
 func newState(lim limits) *state {
 	return &state{
 		lim:       lim,
-		ipcache:   make(map[prefixKey]Identity),
+		ipcache:   make(map[prefixKey]identity.ID),
 		endpoints: make(map[netip.Addr]*policySet),
 		sets:      make(map[uint32]*policySet),
 		nextID:    1,
@@ -123,7 +125,7 @@ func (s *state) planUpsert(entries []IPCacheEntry) ([]IPCacheEntry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ipcache entries[%d]: %w", i, err)
 		}
-		if e.Identity == IdentityAny {
+		if e.Identity == policykey.AnyIdentity {
 			return nil, fmt.Errorf("ipcache entries[%d] (%s): identity 0 is reserved", i, p)
 		}
 		e.Prefix = p
@@ -196,91 +198,7 @@ func (s *state) commitDelete(p netip.Prefix) {
 	s.digest.IPCache -= ipcacheHash(p, old)
 }
 
-// ComparePolicyKeys orders policy keys by identity, port, then protocol:
-// the order of the sorted allowed sets that ReplacePolicy takes without
-// copying.
-func ComparePolicyKeys(a, b PolicyKey) int {
-	switch {
-	case a.Identity != b.Identity:
-		return cmp.Compare(a.Identity, b.Identity)
-	case a.Port != b.Port:
-		return cmp.Compare(a.Port, b.Port)
-	}
-	return cmp.Compare(a.Proto, b.Proto)
-}
-
-// sortedKeys returns allowed itself when it is sorted and free of repeats
-// (what callers normally pass), and a sorted, deduplicated copy otherwise.
-func sortedKeys(allowed []PolicyKey) []PolicyKey {
-	for i := 1; i < len(allowed); i++ {
-		if ComparePolicyKeys(allowed[i-1], allowed[i]) >= 0 {
-			out := slices.Clone(allowed)
-			slices.SortFunc(out, ComparePolicyKeys)
-			return slices.Compact(out)
-		}
-	}
-	if allowed == nil {
-		return []PolicyKey{}
-	}
-	return allowed
-}
-
-// diffKeys returns the keys of a missing from b (del) and of b missing
-// from a (add); both inputs are sorted and unique.
-func diffKeys(a, b []PolicyKey) (del, add []PolicyKey) {
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		switch c := ComparePolicyKeys(a[i], b[j]); {
-		case c < 0:
-			del = append(del, a[i])
-			i++
-		case c > 0:
-			add = append(add, b[j])
-			j++
-		default:
-			i++
-			j++
-		}
-	}
-	del = append(del, a[i:]...)
-	add = append(add, b[j:]...)
-	return del, add
-}
-
-// diffCount is len(del)+len(add) of diffKeys without building them.
-func diffCount(a, b []PolicyKey) int {
-	n, i, j := 0, 0, 0
-	for i < len(a) && j < len(b) {
-		switch c := ComparePolicyKeys(a[i], b[j]); {
-		case c < 0:
-			n++
-			i++
-		case c > 0:
-			n++
-			j++
-		default:
-			i++
-			j++
-		}
-	}
-	return n + len(a) - i + len(b) - j
-}
-
-// applyDiff returns a without the first keys of del plus the first keys
-// of add: what a set holds after a partly failed update.
-func applyDiff(a, del, add []PolicyKey) []PolicyKey {
-	out := make([]PolicyKey, 0, len(a)+len(add))
-	for _, k := range a {
-		if _, found := slices.BinarySearchFunc(del, k, ComparePolicyKeys); !found {
-			out = append(out, k)
-		}
-	}
-	out = append(out, add...)
-	slices.SortFunc(out, ComparePolicyKeys)
-	return slices.Compact(out)
-}
-
-func keysSum(keys []PolicyKey) uint64 {
+func keysSum(keys []policykey.Key) uint64 {
 	var s uint64
 	for _, k := range keys {
 		s += keyHash(k)
@@ -292,11 +210,11 @@ func keysSum(keys []PolicyKey) uint64 {
 // endpoints end up in (an existing one, updated in place by del and add,
 // or a new one), and which endpoints must be pointed at it.
 type groupPlan struct {
-	keys    []PolicyKey
+	keys    []policykey.Key
 	sum     uint64
 	target  *policySet // nil: a new set
-	del     []PolicyKey
-	add     []PolicyKey
+	del     []policykey.Key
+	add     []policykey.Key
 	attach  []netip.Addr
 	created int // endpoints of attach that are new
 	// changes is what per-endpoint policy maps (Cilium's layout) would
@@ -305,7 +223,7 @@ type groupPlan struct {
 	changes int
 }
 
-func (s *state) planGroup(eps []netip.Addr, allowed []PolicyKey) (groupPlan, error) {
+func (s *state) planGroup(eps []netip.Addr, allowed []policykey.Key) (groupPlan, error) {
 	seen := make(map[netip.Addr]struct{}, len(eps))
 	var uniq []netip.Addr
 	for i, ep := range eps {
@@ -317,7 +235,7 @@ func (s *state) planGroup(eps []netip.Addr, allowed []PolicyKey) (groupPlan, err
 			uniq = append(uniq, ep)
 		}
 	}
-	keys := sortedKeys(allowed)
+	keys := policykey.Sorted(allowed)
 	if s.lim.endpointPolicy > 0 && len(keys) > s.lim.endpointPolicy {
 		return groupPlan{}, fmt.Errorf("policy of %d endpoint(s) (%s...): %d keys > %d: %w",
 			len(uniq), uniq[0], len(keys), s.lim.endpointPolicy, ErrPolicyOverflow)
@@ -351,7 +269,7 @@ func (s *state) planGroup(eps []netip.Addr, allowed []PolicyKey) (groupPlan, err
 			}
 		}
 		if p.target != nil {
-			p.del, p.add = diffKeys(p.target.keys, keys)
+			p.del, p.add = policykey.Diff(p.target.keys, keys)
 		}
 	}
 	grow := len(keys)
@@ -372,7 +290,7 @@ func (s *state) planGroup(eps []netip.Addr, allowed []PolicyKey) (groupPlan, err
 		if set == p.target {
 			p.changes += len(set.members) * (len(p.del) + len(p.add))
 		} else {
-			p.changes += n * diffCount(set.keys, keys)
+			p.changes += n * policykey.DiffCount(set.keys, keys)
 		}
 	}
 	return p, nil
@@ -381,8 +299,8 @@ func (s *state) planGroup(eps []netip.Addr, allowed []PolicyKey) (groupPlan, err
 // setOps are the kernel writes of a policy change; mem does none. Each
 // returns how many of its elements it wrote (a prefix) and an error.
 type setOps interface {
-	putKeys(id uint32, keys []PolicyKey) (int, error)
-	delKeys(id uint32, keys []PolicyKey) (int, error)
+	putKeys(id uint32, keys []policykey.Key) (int, error)
+	delKeys(id uint32, keys []policykey.Key) (int, error)
 	putEndpoint(ep netip.Addr, id uint32, create bool) error
 	delEndpoint(ep netip.Addr) error
 }
@@ -390,10 +308,10 @@ type setOps interface {
 // noOps is mem's setOps.
 type noOps struct{}
 
-func (noOps) putKeys(_ uint32, k []PolicyKey) (int, error) { return len(k), nil }
-func (noOps) delKeys(_ uint32, k []PolicyKey) (int, error) { return len(k), nil }
-func (noOps) putEndpoint(netip.Addr, uint32, bool) error   { return nil }
-func (noOps) delEndpoint(netip.Addr) error                 { return nil }
+func (noOps) putKeys(_ uint32, k []policykey.Key) (int, error) { return len(k), nil }
+func (noOps) delKeys(_ uint32, k []policykey.Key) (int, error) { return len(k), nil }
+func (noOps) putEndpoint(netip.Addr, uint32, bool) error       { return nil }
+func (noOps) delEndpoint(netip.Addr) error                     { return nil }
 
 // applyGroup writes p through ops and records in the shadow exactly what
 // was written, so that after an error the shadow still describes the
@@ -434,10 +352,10 @@ func (s *state) applyGroup(ops setOps, p groupPlan) error {
 			writes += a
 		}
 		if err != nil {
-			s.resetSet(target, applyDiff(target.keys, p.del[:d], p.add[:a]), keysSum)
+			s.resetSet(target, policykey.Apply(target.keys, p.del[:d], p.add[:a]), keysSum)
 			return fmt.Errorf("policy set %d: deleted %d of %d keys, added %d of %d: %w", target.id, d, len(p.del), a, len(p.add), err)
 		}
-		s.resetSet(target, p.keys, func([]PolicyKey) uint64 { return p.sum })
+		s.resetSet(target, p.keys, func([]policykey.Key) uint64 { return p.sum })
 	}
 	for _, ep := range p.attach {
 		old := s.endpoints[ep]
@@ -487,7 +405,7 @@ func (s *state) addSet(set *policySet) {
 }
 
 // resetSet gives set new keys, moving its endpoints' share of the digest.
-func (s *state) resetSet(set *policySet, keys []PolicyKey, sum func([]PolicyKey) uint64) {
+func (s *state) resetSet(set *policySet, keys []policykey.Key, sum func([]policykey.Key) uint64) {
 	newSum := sum(keys)
 	for ep := range set.members {
 		s.digest.Policy += epMul(ep) * (newSum - set.sum)
@@ -547,7 +465,7 @@ func (s *state) takeID(id uint32) {
 }
 
 // lookupIdentity is the ipcache's longest-prefix match; a miss is world.
-func (s *state) lookupIdentity(src netip.Addr) Identity {
+func (s *state) lookupIdentity(src netip.Addr) identity.ID {
 	for bits := 32; bits >= 0; bits-- {
 		if s.prefixLens[bits] == 0 {
 			continue
@@ -557,7 +475,7 @@ func (s *state) lookupIdentity(src netip.Addr) Identity {
 			return id
 		}
 	}
-	return IdentityWorld
+	return identity.World
 }
 
 // verdict does in Go what the BPF program does.
@@ -571,12 +489,12 @@ func (s *state) verdict(p Packet) (Verdict, error) {
 	}
 	id := s.lookupIdentity(p.Src)
 	port := p.DstPort
-	if p.Proto != ProtoTCP && p.Proto != ProtoUDP {
+	if p.Proto != policykey.ProtoTCP && p.Proto != policykey.ProtoUDP {
 		port = 0
 	}
-	for _, i := range [2]Identity{id, IdentityAny} {
-		for _, k := range [4]PolicyKey{{i, port, p.Proto}, {i, 0, p.Proto}, {i, port, 0}, {i, 0, 0}} {
-			if _, ok := slices.BinarySearchFunc(set.keys, k, ComparePolicyKeys); ok {
+	for _, i := range [2]identity.ID{id, policykey.AnyIdentity} {
+		for _, k := range [4]policykey.Key{{Identity: i, Port: port, Proto: p.Proto}, {Identity: i, Port: 0, Proto: p.Proto}, {Identity: i, Port: port, Proto: 0}, {Identity: i, Port: 0, Proto: 0}} {
+			if _, ok := slices.BinarySearchFunc(set.keys, k, policykey.Compare); ok {
 				return VerdictAllow, nil
 			}
 		}

@@ -1,24 +1,15 @@
 package harness
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
-	"time"
-)
 
-// agentReport is one entry of a shard's GET /agents answer.
-type agentReport struct {
-	Node          string    `json:"node"`
-	IPCacheDigest string    `json:"ipcacheDigest"`
-	PolicyDigest  string    `json:"policyDigest"`
-	LastChange    time.Time `json:"lastChange"`
-}
+	"github.com/stampede-sim/stampede/internal/agentcontract"
+)
 
 // shardAgents polls the /agents endpoint of every agent shard.
 type shardAgents struct {
@@ -52,7 +43,7 @@ func (s *shardAgents) Agents(ctx context.Context) ([]AgentStatus, error) {
 }
 
 func (s *shardAgents) poll(ctx context.Context, base string) ([]AgentStatus, error) {
-	u := strings.TrimSuffix(base, "/") + "/agents"
+	u := strings.TrimSuffix(base, "/") + agentcontract.StatusPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("poll %s: %w", u, err)
@@ -69,7 +60,7 @@ func (s *shardAgents) poll(ctx context.Context, base string) ([]AgentStatus, err
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("poll %s: HTTP %d: %s", u, resp.StatusCode, strings.TrimSpace(string(body[:min(len(body), 200)])))
 	}
-	reports, err := decodeAgentReports(body)
+	reports, err := agentcontract.DecodeStatuses(body)
 	if err != nil {
 		return nil, fmt.Errorf("poll %s: %w", u, err)
 	}
@@ -78,24 +69,4 @@ func (s *shardAgents) poll(ctx context.Context, base string) ([]AgentStatus, err
 		out = append(out, AgentStatus{Node: r.Node, IPCache: r.IPCacheDigest, Policy: r.PolicyDigest, LastChange: r.LastChange})
 	}
 	return out, nil
-}
-
-// decodeAgentReports accepts a JSON array of reports or an object with an
-// "agents" array.
-func decodeAgentReports(body []byte) ([]agentReport, error) {
-	body = bytes.TrimSpace(body)
-	var list []agentReport
-	if len(body) > 0 && body[0] == '[' {
-		if err := json.Unmarshal(body, &list); err != nil {
-			return nil, fmt.Errorf("decode agents: %w", err)
-		}
-		return list, nil
-	}
-	var obj struct {
-		Agents []agentReport `json:"agents"`
-	}
-	if err := json.Unmarshal(body, &obj); err != nil {
-		return nil, fmt.Errorf("decode agents: %w", err)
-	}
-	return obj.Agents, nil
 }

@@ -11,7 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/stampede-sim/stampede/agentsim"
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/reports"
 )
 
@@ -115,10 +115,10 @@ func (k *KVProbe) Summary() []reports.LatencySummary {
 }
 
 // IdentityCensus counts the kvstore's identities (master keys under
-// agentsim.KVIDPrefix, whose values are the label sets' keys) and the
+// agentcontract.KVIDPrefix, whose values are the label sets' keys) and the
 // label sets that have more than one.
 func (k *KVProbe) IdentityCensus(ctx context.Context) (*IdentityCensus, error) {
-	resp, err := k.cli.Get(ctx, agentsim.KVIDPrefix, clientv3.WithPrefix())
+	resp, err := k.cli.Get(ctx, agentcontract.KVIDPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("kvstore identity census: %w", err)
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/stampede-sim/stampede/agentsim"
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/etcdserver"
 )
 
@@ -55,11 +55,11 @@ func TestKVProbeAgainstRealEtcd(t *testing.T) {
 	// The identity census counts master keys and label sets with more
 	// than one; value and lock keys are not identities.
 	for key, val := range map[string]string{
-		agentsim.KVIDPrefix + "256":                  "k8s:app=a;",
-		agentsim.KVIDPrefix + "257":                  "k8s:app=b;",
-		agentsim.KVIDPrefix + "258":                  "k8s:app=a;",
-		agentsim.KVValuePrefix + "k8s:app=a;/node-0": "256",
-		agentsim.KVLockPrefix + "k8s:app=b;":         "",
+		agentcontract.KVIDPrefix + "256":                  "k8s:app=a;",
+		agentcontract.KVIDPrefix + "257":                  "k8s:app=b;",
+		agentcontract.KVIDPrefix + "258":                  "k8s:app=a;",
+		agentcontract.KVValuePrefix + "k8s:app=a;/node-0": "256",
+		agentcontract.KVLockPrefix + "k8s:app=b;":         "",
 	} {
 		if _, err := k.cli.Put(ctx, key, val); err != nil {
 			t.Fatal(err)

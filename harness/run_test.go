@@ -86,21 +86,6 @@ func TestParseBackend(t *testing.T) {
 	}
 }
 
-func TestDecodeAgentReports(t *testing.T) {
-	for _, body := range []string{
-		`[{"node":"n1","ipcacheDigest":"a/1","policyDigest":"b/2","lastChange":"2026-01-01T00:00:00Z","synced":true}]`,
-		`{"agents":[{"node":"n1","ipcacheDigest":"a/1","policyDigest":"b/2","lastChange":"2026-01-01T00:00:00Z"}]}`,
-	} {
-		r, err := decodeAgentReports([]byte(body))
-		if err != nil || len(r) != 1 || r[0].Node != "n1" || r[0].PolicyDigest != "b/2" || r[0].LastChange.IsZero() {
-			t.Errorf("decode %s = %+v, %v", body, r, err)
-		}
-	}
-	if _, err := decodeAgentReports([]byte(`{"agents":`)); err == nil {
-		t.Error("truncated body decoded")
-	}
-}
-
 // TestRunSkipsUnavailableBackend: a backend that cannot run here makes
 // every mode skipped with the reason, and the run is still complete.
 func TestRunSkipsUnavailableBackend(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/stampede-sim/stampede/agentsim"
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/internal/truth"
 	"github.com/stampede-sim/stampede/reports"
@@ -96,11 +96,11 @@ func (e *ErrNotConverged) Error() string {
 }
 
 // policyOverflows counts the mismatches whose agent reports a policy map
-// overflow (agentsim.PolicyOverflowMarker in its policy digest).
+// overflow (agentcontract.PolicyOverflowMarker in its policy digest).
 func policyOverflows(ms []truth.Mismatch) int {
 	n := 0
 	for _, m := range ms {
-		if strings.Contains(m.Got.Policy, agentsim.PolicyOverflowMarker) {
+		if strings.Contains(m.Got.Policy, agentcontract.PolicyOverflowMarker) {
 			n++
 		}
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stampede-sim/stampede/agentsim"
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/internal/truth"
@@ -389,7 +389,7 @@ type overflowAgents struct{ nodes []string }
 func (a overflowAgents) Agents(context.Context) ([]AgentStatus, error) {
 	var out []AgentStatus
 	for _, n := range a.nodes {
-		out = append(out, AgentStatus{Node: n, IPCache: "0/0", Policy: "0/0" + agentsim.PolicyOverflowMarker + "2"})
+		out = append(out, AgentStatus{Node: n, IPCache: "0/0", Policy: "0/0" + agentcontract.PolicyOverflowMarker + "2"})
 	}
 	return out, nil
 }

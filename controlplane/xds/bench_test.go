@@ -19,8 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/stampede-sim/stampede/agentsim/xdsclient"
 	"github.com/stampede-sim/stampede/controlplane/xds"
-	"github.com/stampede-sim/stampede/controlplane/xdsclient"
 	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -43,7 +43,7 @@ func runBenchChild(name string) error {
 		return err
 	}
 	m := xds.NewModel(s.Cluster.Name, nil)
-	if err := m.LoadTopology(s, topo); err != nil {
+	if err := loadTopology(m, s, topo); err != nil {
 		return err
 	}
 	c, err := m.Flush()

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/stampede-sim/stampede/controlplane/xdsapi"
+	"github.com/stampede-sim/stampede/internal/xdsapi"
 )
 
 // cacheKey names one resource collection: a global type (node == "") or

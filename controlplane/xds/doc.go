@@ -1,5 +1,5 @@
 // Package xds is Stampede's central xDS control plane: it holds the
-// resources of controlplane/xdsapi (identities, identity hosts, policies and
+// resources of internal/xdsapi (identities, identity hosts, policies and
 // per-node endpoints) and serves them to node agents over ADS with
 // github.com/envoyproxy/go-control-plane, delta xDS (incremental, resumable
 // with initial_resource_versions) and state-of-the-world on the same port.

@@ -7,10 +7,9 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/stampede-sim/stampede/controlplane/xdsapi"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
-	"github.com/stampede-sim/stampede/scenarios"
+	"github.com/stampede-sim/stampede/internal/xdsapi"
 )
 
 // Pod is what the Model needs of a pod.
@@ -405,29 +404,4 @@ func (m *Model) Snapshot() *Changes {
 		}
 	}
 	return c
-}
-
-// LoadTopology records a generated scenario topology: its namespaces, its
-// pods and its policies rendered into its namespaces (as the harness writes
-// them). Benchmarks and tests use it to drive a Model without an API
-// server.
-func (m *Model) LoadTopology(s *scenarios.Scenario, t *scenarios.Topology) error {
-	var nss []string
-	for _, ns := range t.Namespaces {
-		m.SetNamespace(ns.Name, ns.Labels)
-		nss = append(nss, ns.Name)
-	}
-	for _, p := range t.Pods {
-		if err := m.SetPod(Pod{Namespace: p.Namespace, Name: p.Name, Node: p.Node, IP: p.IP, ServiceAccount: p.ServiceAccount, Labels: p.Labels}); err != nil {
-			return err
-		}
-	}
-	for _, cnp := range policy.RenderAll(s.Policies, nss) {
-		rules, err := policy.Compile(&cnp)
-		if err != nil {
-			return fmt.Errorf("policy %s/%s: %w", cnp.Metadata.Namespace, cnp.Metadata.Name, err)
-		}
-		m.SetPolicy(cnp.Metadata.Namespace, cnp.Metadata.Name, rules)
-	}
-	return nil
 }

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/stampede-sim/stampede/controlplane/xds"
-	"github.com/stampede-sim/stampede/controlplane/xdsapi"
 	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/xdsapi"
 )
 
 // counts serves a Changes batch on a fresh server and returns the number

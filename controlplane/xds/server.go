@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/stampede-sim/stampede/controlplane/xdsapi"
+	"github.com/stampede-sim/stampede/internal/xdsapi"
 )
 
 // Config configures a Server. The zero value of every field but Registerer

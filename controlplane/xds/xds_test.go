@@ -18,10 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/stampede-sim/stampede/agentsim/xdsclient"
 	"github.com/stampede-sim/stampede/controlplane/xds"
-	"github.com/stampede-sim/stampede/controlplane/xdsapi"
-	"github.com/stampede-sim/stampede/controlplane/xdsclient"
 	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/xdsapi"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -225,7 +225,7 @@ func loadModel(t *testing.T, name string) (*xds.Model, *scenarios.Scenario, *sce
 		t.Fatal(err)
 	}
 	m := xds.NewModel(s.Cluster.Name, nil)
-	if err := m.LoadTopology(s, topo); err != nil {
+	if err := loadTopology(m, s, topo); err != nil {
 		t.Fatal(err)
 	}
 	return m, s, topo

@@ -17,6 +17,10 @@ const (
 	MaxID ID = 65535
 )
 
+// World is the reserved identity of a peer the ipcache does not know
+// (pkg/identity/numericidentity.go: ReservedIdentityWorld = 2).
+const World ID = 2
+
 // ParseID parses a CiliumIdentity name.
 func ParseID(s string) (ID, error) {
 	v, err := strconv.ParseUint(s, 10, 32)

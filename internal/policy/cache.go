@@ -5,8 +5,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // Cache is an incremental resolver, like Cilium's SelectorCache: every
@@ -15,20 +15,20 @@ import (
 // identity against every selector again. Its results equal Resolve's over
 // the same rules and identities. Not safe for concurrent use.
 type Cache struct {
-	ids   map[datapath.Identity]identity.Labels
+	ids   map[identity.ID]identity.Labels
 	sels  map[string]*selEntry
 	rules []cachedRule
 	// memo holds Resolve's results by the set of rules selecting the
 	// endpoint (endpoints selected by the same rules have the same allowed
 	// set, however many identities the peers have), until an identity or
 	// the rules change.
-	memo map[string][]datapath.PolicyKey
+	memo map[string][]policykey.Key
 	// byTerms holds the same results by what the rules allow: the set of
 	// (peer selector, ports) terms. Rules of different namespaces that
 	// allow the same peers on the same ports (a policy rendered into
 	// every namespace) then share one result, computed once, instead of
 	// one equal copy per namespace. Cleared with memo.
-	byTerms map[string][]datapath.PolicyKey
+	byTerms map[string][]policykey.Key
 	// nextSeq numbers selectors as they are created (selEntry.seq).
 	nextSeq int
 	terms   []term
@@ -44,13 +44,13 @@ type selEntry struct {
 	// seq orders selectors in a resolution's terms key.
 	seq   int
 	sel   Selector
-	match map[datapath.Identity]struct{}
+	match map[identity.ID]struct{}
 	// ids are the keys of match in ascending order, kept as identities
 	// come and go so that resolving needs no sort.
-	ids []datapath.Identity
+	ids []identity.ID
 }
 
-func (e *selEntry) add(id datapath.Identity) {
+func (e *selEntry) add(id identity.ID) {
 	if _, ok := e.match[id]; ok {
 		return
 	}
@@ -59,7 +59,7 @@ func (e *selEntry) add(id datapath.Identity) {
 	e.ids = slices.Insert(e.ids, i, id)
 }
 
-func (e *selEntry) remove(id datapath.Identity) {
+func (e *selEntry) remove(id identity.ID) {
 	if _, ok := e.match[id]; !ok {
 		return
 	}
@@ -84,7 +84,7 @@ type cachedIngress struct {
 
 // NewCache returns an empty cache.
 func NewCache() *Cache {
-	return &Cache{ids: map[datapath.Identity]identity.Labels{}, sels: map[string]*selEntry{}}
+	return &Cache{ids: map[identity.ID]identity.Labels{}, sels: map[string]*selEntry{}}
 }
 
 // Identities is the number of cached identities.
@@ -97,7 +97,7 @@ func (c *Cache) forget() {
 }
 
 // UpsertIdentity adds or replaces an identity.
-func (c *Cache) UpsertIdentity(id datapath.Identity, l identity.Labels) {
+func (c *Cache) UpsertIdentity(id identity.ID, l identity.Labels) {
 	c.forget()
 	c.ids[id] = l
 	for _, e := range c.sels {
@@ -110,7 +110,7 @@ func (c *Cache) UpsertIdentity(id datapath.Identity, l identity.Labels) {
 }
 
 // DeleteIdentity removes an identity.
-func (c *Cache) DeleteIdentity(id datapath.Identity) {
+func (c *Cache) DeleteIdentity(id identity.ID) {
 	c.forget()
 	delete(c.ids, id)
 	for _, e := range c.sels {
@@ -147,7 +147,7 @@ func (c *Cache) selector(s Selector, old map[string]*selEntry) *selEntry {
 	e, ok := old[k]
 	if !ok {
 		c.nextSeq++
-		e = &selEntry{seq: c.nextSeq, sel: s, match: map[datapath.Identity]struct{}{}}
+		e = &selEntry{seq: c.nextSeq, sel: s, match: map[identity.ID]struct{}{}}
 		for id, l := range c.ids {
 			if s.Matches(l) {
 				e.match[id] = struct{}{}
@@ -163,7 +163,7 @@ func (c *Cache) selector(s Selector, old map[string]*selEntry) *selEntry {
 // Resolve returns what Resolve returns for the cached rules and
 // identities. Endpoints selected by the same rules share one result, so
 // callers must not modify it.
-func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
+func (c *Cache) Resolve(ep identity.Labels) []policykey.Key {
 	sig := make([]byte, (len(c.rules)+7)/8)
 	for i := range c.rules {
 		if c.rules[i].subject.Matches(ep) {
@@ -175,7 +175,7 @@ func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
 	}
 	out := c.resolve(sig)
 	if c.memo == nil {
-		c.memo = map[string][]datapath.PolicyKey{}
+		c.memo = map[string][]policykey.Key{}
 	}
 	c.memo[string(sig)] = out
 	return out
@@ -186,7 +186,7 @@ func (c *Cache) Resolve(ep identity.Labels) []datapath.PolicyKey {
 // keys already sorted (identities ascending, then ports), and the terms'
 // lists are merged, so the result is sorted without sorting. Equal term
 // sets share one result (byTerms).
-func (c *Cache) resolve(sig []byte) []datapath.PolicyKey {
+func (c *Cache) resolve(sig []byte) []policykey.Key {
 	selected := false
 	ts := c.terms[:0]
 	for i := range c.rules {
@@ -204,7 +204,7 @@ func (c *Cache) resolve(sig []byte) []datapath.PolicyKey {
 	}
 	c.terms = ts[:0]
 	if !selected {
-		return []datapath.PolicyKey{AllowAll}
+		return []policykey.Key{AllowAll}
 	}
 	slices.SortFunc(ts, func(a, b term) int {
 		if a.e.seq != b.e.seq {
@@ -226,19 +226,19 @@ func (c *Cache) resolve(sig []byte) []datapath.PolicyKey {
 	if out, ok := c.byTerms[key]; ok {
 		return out
 	}
-	out := []datapath.PolicyKey{}
+	out := []policykey.Key{}
 	for _, t := range ts {
 		ports := t.in.ports
-		l := make([]datapath.PolicyKey, 0, len(t.e.ids)*len(ports))
+		l := make([]policykey.Key, 0, len(t.e.ids)*len(ports))
 		for _, id := range t.e.ids {
 			for _, p := range ports {
-				l = append(l, datapath.PolicyKey{Identity: id, Port: p.Port, Proto: p.Proto})
+				l = append(l, policykey.Key{Identity: id, Port: p.Port, Proto: p.Proto})
 			}
 		}
-		out = mergeKeys(out, l)
+		out = policykey.Merge(out, l)
 	}
 	if c.byTerms == nil {
-		c.byTerms = map[string][]datapath.PolicyKey{}
+		c.byTerms = map[string][]policykey.Key{}
 	}
 	c.byTerms[key] = out
 	return out
@@ -260,38 +260,9 @@ func portsKey(ports []Port) string {
 func sortedPorts(ports []Port) []Port {
 	ps := slices.Clone(ports)
 	slices.SortFunc(ps, func(a, b Port) int {
-		return datapath.ComparePolicyKeys(datapath.PolicyKey{Port: a.Port, Proto: a.Proto}, datapath.PolicyKey{Port: b.Port, Proto: b.Proto})
+		return policykey.Compare(policykey.Key{Port: a.Port, Proto: a.Proto}, policykey.Key{Port: b.Port, Proto: b.Proto})
 	})
 	return slices.Compact(ps)
-}
-
-// mergeKeys merges two sorted, repeat-free lists into one; when one is
-// empty it returns the other itself.
-func mergeKeys(a, b []datapath.PolicyKey) []datapath.PolicyKey {
-	if len(a) == 0 {
-		return b
-	}
-	if len(b) == 0 {
-		return a
-	}
-	out := make([]datapath.PolicyKey, 0, len(a)+len(b))
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		switch c := datapath.ComparePolicyKeys(a[i], b[j]); {
-		case c < 0:
-			out = append(out, a[i])
-			i++
-		case c > 0:
-			out = append(out, b[j])
-			j++
-		default:
-			out = append(out, a[i])
-			i++
-			j++
-		}
-	}
-	out = append(out, a[i:]...)
-	return append(out, b[j:]...)
 }
 
 // String is a canonical form of the selector.

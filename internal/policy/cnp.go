@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -222,11 +223,11 @@ func compilePort(pp PortProtocol) ([]Port, error) {
 	}
 	switch pp.Protocol {
 	case "TCP":
-		return []Port{{Port: uint16(port), Proto: ProtoTCP}}, nil
+		return []Port{{Port: uint16(port), Proto: policykey.ProtoTCP}}, nil
 	case "UDP":
-		return []Port{{Port: uint16(port), Proto: ProtoUDP}}, nil
+		return []Port{{Port: uint16(port), Proto: policykey.ProtoUDP}}, nil
 	case "", "ANY":
-		return []Port{{Port: uint16(port), Proto: ProtoTCP}, {Port: uint16(port), Proto: ProtoUDP}}, nil
+		return []Port{{Port: uint16(port), Proto: policykey.ProtoTCP}, {Port: uint16(port), Proto: policykey.ProtoUDP}}, nil
 	}
 	return nil, fmt.Errorf("protocol %q: want TCP, UDP or ANY", pp.Protocol)
 }

@@ -6,8 +6,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/internal/policykey"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -53,7 +53,7 @@ func TestRelabelChangesVerdicts(t *testing.T) {
 	tests := []struct {
 		name       string
 		candidates []Candidate
-		want       []datapath.PolicyKey
+		want       []policykey.Key
 	}{
 		{
 			name: "before relabel: prod peers on 8080, from any namespace",
@@ -62,7 +62,7 @@ func TestRelabelChangesVerdicts(t *testing.T) {
 				{ID: 301, Labels: podLabels("ns-1", "deploy-0", prod)},
 				{ID: 302, Labels: podLabels("ns-1", "deploy-1", staging)},
 			},
-			want: []datapath.PolicyKey{{Identity: 300, Port: 8080, Proto: 6}, {Identity: 301, Port: 8080, Proto: 6}, {Identity: 302, Port: 9090, Proto: 6}},
+			want: []policykey.Key{{Identity: 300, Port: 8080, Proto: 6}, {Identity: 301, Port: 8080, Proto: 6}, {Identity: 302, Port: 9090, Proto: 6}},
 		},
 		{
 			name: "duplicates with equal labels are all allowed",
@@ -70,7 +70,7 @@ func TestRelabelChangesVerdicts(t *testing.T) {
 				{ID: 400, Labels: podLabels("ns-1", "deploy-0", staging)},
 				{ID: 401, Labels: podLabels("ns-1", "deploy-0", staging)},
 			},
-			want: []datapath.PolicyKey{{Identity: 400, Port: 9090, Proto: 6}, {Identity: 401, Port: 9090, Proto: 6}},
+			want: []policykey.Key{{Identity: 400, Port: 9090, Proto: 6}, {Identity: 401, Port: 9090, Proto: 6}},
 		},
 	}
 	for _, tt := range tests {
@@ -99,11 +99,11 @@ func TestNamespaceDefaulting(t *testing.T) {
 		{ID: 1000, Labels: podLabels("ns-0", "a", nil)},
 		{ID: 1001, Labels: podLabels("ns-1", "a", nil)},
 	}, ep)
-	want := []datapath.PolicyKey{{Identity: 1000}}
+	want := []policykey.Key{{Identity: 1000}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("peers limited to the policy namespace, all ports (-want +got):\n%s", diff)
 	}
-	if got := Resolve(rules, nil, podLabels("ns-1", "x", nil)); !cmp.Equal(got, []datapath.PolicyKey{AllowAll}) {
+	if got := Resolve(rules, nil, podLabels("ns-1", "x", nil)); !cmp.Equal(got, []policykey.Key{AllowAll}) {
 		t.Errorf("endpoint of another namespace: got %v, want AllowAll", got)
 	}
 }
@@ -136,7 +136,7 @@ func TestCacheMatchesResolve(t *testing.T) {
 	envs := []map[string]string{{"env": "prod"}, {"env": "staging"}, {"env": "dev"}}
 	var cands []Candidate
 	c := NewCache()
-	id := datapath.Identity(256)
+	id := identity.ID(256)
 	for _, ns := range []string{"ns-0", "ns-1", "ns-2"} {
 		for _, env := range envs {
 			for _, app := range []string{"a", "b"} {
@@ -225,7 +225,7 @@ func TestCacheSharesEqualResolutions(t *testing.T) {
 	c := NewCache()
 	c.SetRules(rules)
 	var cands []Candidate
-	id := datapath.Identity(256)
+	id := identity.ID(256)
 	for _, ns := range nss {
 		for _, env := range []string{"prod", "staging"} {
 			l := podLabels(ns, "a", map[string]string{"env": env})
@@ -236,7 +236,7 @@ func TestCacheSharesEqualResolutions(t *testing.T) {
 	}
 	check := func(when string) {
 		t.Helper()
-		var first []datapath.PolicyKey
+		var first []policykey.Key
 		for _, ns := range nss {
 			ep := podLabels(ns, "b", map[string]string{"env": "prod"})
 			got := c.Resolve(ep)

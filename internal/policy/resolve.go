@@ -1,23 +1,16 @@
 package policy
 
 import (
-	"slices"
 	"sort"
 
-	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
-)
-
-// Protocol numbers of Port.Proto.
-const (
-	ProtoTCP = datapath.ProtoTCP
-	ProtoUDP = datapath.ProtoUDP
+	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
 // AllowAll is the one policy key of an endpoint that no rule selects:
 // Cilium does not enforce ingress policy on it, so everything is allowed
 // (identity 0, port 0, protocol 0 are wildcards).
-var AllowAll = datapath.PolicyKey{}
+var AllowAll = policykey.Key{}
 
 // Rule is a compiled policy rule.
 type Rule struct {
@@ -97,7 +90,7 @@ func contains(vs []string, v string) bool {
 
 // Candidate is one identity of the cache a policy is resolved against.
 type Candidate struct {
-	ID     datapath.Identity
+	ID     identity.ID
 	Labels identity.Labels
 }
 
@@ -105,10 +98,10 @@ type Candidate struct {
 // ep: every (candidate ID, port, protocol) that a rule selecting ep allows,
 // including every candidate with equal labels (duplicate identities). The
 // result is sorted and free of repeats. If no rule selects ep, the result
-// is []PolicyKey{AllowAll}.
-func Resolve(rules []Rule, candidates []Candidate, ep identity.Labels) []datapath.PolicyKey {
+// is []policykey.Key{AllowAll}.
+func Resolve(rules []Rule, candidates []Candidate, ep identity.Labels) []policykey.Key {
 	selected := false
-	set := map[datapath.PolicyKey]struct{}{}
+	set := map[policykey.Key]struct{}{}
 	for i := range rules {
 		r := &rules[i]
 		if !r.Subject.Matches(ep) {
@@ -121,23 +114,21 @@ func Resolve(rules []Rule, candidates []Candidate, ep identity.Labels) []datapat
 					continue
 				}
 				for _, p := range in.Ports {
-					set[datapath.PolicyKey{Identity: c.ID, Port: p.Port, Proto: p.Proto}] = struct{}{}
+					set[policykey.Key{Identity: c.ID, Port: p.Port, Proto: p.Proto}] = struct{}{}
 				}
 			}
 		}
 	}
 	if !selected {
-		return []datapath.PolicyKey{AllowAll}
+		return []policykey.Key{AllowAll}
 	}
-	out := make([]datapath.PolicyKey, 0, len(set))
+	out := make([]policykey.Key, 0, len(set))
 	for k := range set {
 		out = append(out, k)
 	}
-	SortKeys(out)
+	policykey.Sort(out)
 	return out
 }
-
-// Resolve, Cache.Resolve and SortKeys order keys the same way.
 
 func anyMatches(sels []Selector, l identity.Labels) bool {
 	for _, s := range sels {
@@ -147,6 +138,3 @@ func anyMatches(sels []Selector, l identity.Labels) bool {
 	}
 	return false
 }
-
-// SortKeys sorts policy keys by identity, port, protocol.
-func SortKeys(k []datapath.PolicyKey) { slices.SortFunc(k, datapath.ComparePolicyKeys) }

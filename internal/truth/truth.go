@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/policykey"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -108,7 +108,7 @@ func (st *State) Compute() (map[string]Expected, error) {
 	candidates := make([]policy.Candidate, len(sets))
 	hashes := make([]LabelsHash, len(sets))
 	for i, l := range sets {
-		candidates[i] = policy.Candidate{ID: datapath.Identity(i + 1), Labels: l}
+		candidates[i] = policy.Candidate{ID: identity.ID(i + 1), Labels: l}
 		hashes[i] = HashLabels(l)
 	}
 	// Endpoints with equal labels have equal allowed sets.
@@ -121,7 +121,7 @@ func (st *State) Compute() (map[string]Expected, error) {
 	for _, pi := range pods {
 		if !done[pi.li] {
 			keys := policy.Resolve(st.Rules, candidates, sets[pi.li])
-			allowed[pi.li] = Entries(keys, func(id datapath.Identity) (LabelsHash, bool) {
+			allowed[pi.li] = Entries(keys, func(id identity.ID) (LabelsHash, bool) {
 				if id == 0 {
 					return 0, true
 				}
@@ -147,7 +147,7 @@ func (st *State) Compute() (map[string]Expected, error) {
 // maps an identity to its labels hash and says whether it counts (some
 // ipcache entry carries those labels); identity 0 is the wildcard of
 // AllowAll.
-func Entries(keys []datapath.PolicyKey, used func(datapath.Identity) (LabelsHash, bool)) []PolicyEntry {
+func Entries(keys []policykey.Key, used func(identity.ID) (LabelsHash, bool)) []PolicyEntry {
 	out := make([]PolicyEntry, 0, len(keys))
 	for _, k := range keys {
 		if k == policy.AllowAll {

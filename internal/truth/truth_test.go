@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -69,9 +69,9 @@ func TestAgentSideMatches(t *testing.T) {
 	const node = "node-0003"
 	// Identity cache with two IDs per label set, plus a stale set.
 	var cands []policy.Candidate
-	idOf := map[string]datapath.Identity{}
-	hashOf := map[datapath.Identity]LabelsHash{}
-	next := datapath.Identity(256)
+	idOf := map[string]identity.ID{}
+	hashOf := map[identity.ID]LabelsHash{}
+	next := identity.ID(256)
 	used := map[LabelsHash]int{}
 	var ipc Digest
 	for _, p := range topo.Pods {
@@ -111,7 +111,7 @@ func TestAgentSideMatches(t *testing.T) {
 		}
 		l, _ := st.PodIdentityLabels(p)
 		keys := policy.Resolve(st.Rules, cands, l)
-		pol.Merge(EndpointPolicy(p.IP, Entries(keys, func(id datapath.Identity) (LabelsHash, bool) {
+		pol.Merge(EndpointPolicy(p.IP, Entries(keys, func(id identity.ID) (LabelsHash, bool) {
 			lh := hashOf[id]
 			return lh, used[lh] > 0
 		})))

@@ -10,8 +10,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/stampede-sim/stampede/controlplane/xdsapi"
 	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/xdsapi"
 )
 
 // decoded is one validated resource, or for a removal only its parsed name.

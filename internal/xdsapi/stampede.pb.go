@@ -595,7 +595,7 @@ const file_stampede_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ip\x18\x03 \x01(\tR\x02ip\x12\x1a\n" +
 	"\bidentity\x18\x04 \x01(\rR\bidentity\x12\x12\n" +
-	"\x04node\x18\x05 \x01(\tR\x04nodeB6Z4github.com/stampede-sim/stampede/controlplane/xdsapib\x06proto3"
+	"\x04node\x18\x05 \x01(\tR\x04nodeB2Z0github.com/stampede-sim/stampede/internal/xdsapib\x06proto3"
 
 var (
 	file_stampede_proto_rawDescOnce sync.Once

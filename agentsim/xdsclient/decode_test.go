@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/stampede-sim/stampede/controlplane/xdsapi"
+	"github.com/stampede-sim/stampede/internal/xdsapi"
 )
 
 func mustAny(t *testing.T, m proto.Message) *anypb.Any {

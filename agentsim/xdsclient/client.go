@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/stampede-sim/stampede/controlplane/xdsapi"
 	"github.com/stampede-sim/stampede/internal/policy"
+	"github.com/stampede-sim/stampede/internal/xdsapi"
 )
 
 // Endpoint is one pod of the agent's own node.

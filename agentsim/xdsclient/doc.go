@@ -1,7 +1,7 @@
 // Package xdsclient is the agent side of Stampede's xds mode: one ADS
 // client per simulated node agent. It opens one gRPC connection to the
 // control plane (controlplane/xds), subscribes to every type of
-// controlplane/xdsapi with the agent's node name as xDS node id, decodes and
+// internal/xdsapi with the agent's node name as xDS node id, decodes and
 // validates each response, applies it to a Sink, then ACKs it; a response
 // that does not decode or validate is NACKed with error_detail, nothing of
 // it is applied (the agent keeps its last good state) and the error is
