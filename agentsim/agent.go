@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net/netip"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,24 +161,15 @@ type Agent struct {
 	namespaces map[string]map[string]string
 	nodes      map[string]netip.Addr
 	pods       map[string]*localPod
-	ids        map[identity.ID]*idEntry
-	// sets holds the agent's identities by label key (idsOf).
-	sets      map[string]*labelSet
-	idRefs    map[identity.ID]int32
-	ipcache   map[uint32]ipEntry
-	ipDigest  truth.Digest
-	ipDirty   bool
-	used      map[truth.LabelsHash]int32
-	polDigest truth.Digest
-	polDirty  bool
+	ids        *identityCache
+	ipc        *ipcache
+	polDigest  truth.Digest
+	polDirty   bool
 	// overflow holds the endpoints whose current policy the datapath
 	// refused as larger than an endpoint's policy map: they still enforce
 	// an older policy, so the agent does not report their new one.
 	overflow   map[netip.Addr]struct{}
 	rules      map[string][]policy.Rule
-	slices     map[string][]sliceEntry
-	createdIDs map[identity.ID]bool
-	dupCounted map[identity.ID]bool
 	lastChange atomic.Pointer[time.Time]
 	nextEPID   int64
 	pcache     *policy.Cache
@@ -206,46 +194,7 @@ type Agent struct {
 	// entriesGen numbers policyEntries' conversions (labelSet.gen).
 	entriesGen uint64
 
-	created      atomic.Uint64
-	duplicates   atomic.Uint64
-	allocRetries atomic.Uint64
-	events       atomic.Uint64
-}
-
-// idEntry is one cached identity. labels are shared (interned).
-type idEntry struct {
-	labels identity.Labels
-	key    string
-	lh     truth.LabelsHash
-	// set is shared by the agent's identities of one label set.
-	set *labelSet
-}
-
-// labelSet is one label set the agent has identities for: ids, ascending
-// (duplicates after the first), and what the policy digest notes about
-// the set while it converts an allowed set (see policyEntries), so that
-// duplicates of one label set are found without a lookup per key.
-type labelSet struct {
-	ids []identity.ID
-	// gen is the conversion the fields below belong to.
-	gen uint64
-	// used says some ipcache entry carries the label set; ports are the
-	// (port<<8 | proto) already entered for it.
-	used  bool
-	ports []uint32
-}
-
-// ipEntry is one ipcache entry: identity and the endpoint that owns it.
-type ipEntry struct {
-	id    identity.ID
-	owner uint32
-}
-
-// sliceEntry is one endpoint carried by a CiliumEndpointSlice.
-type sliceEntry struct {
-	ip    uint32
-	id    identity.ID
-	owner uint32
+	events atomic.Uint64
 }
 
 // localPod is a pod on the agent's node and its endpoint.
@@ -288,6 +237,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 }
 
 func newAgentState(cfg AgentConfig) *Agent {
+	ids := newIdentityCache(cfg.Interner, cfg.Metrics)
 	a := &Agent{
 		cfg:        cfg,
 		m:          cfg.Metrics,
@@ -295,15 +245,9 @@ func newAgentState(cfg AgentConfig) *Agent {
 		namespaces: map[string]map[string]string{},
 		nodes:      map[string]netip.Addr{},
 		pods:       map[string]*localPod{},
-		ids:        map[identity.ID]*idEntry{},
-		sets:       map[string]*labelSet{},
-		idRefs:     map[identity.ID]int32{},
-		ipcache:    map[uint32]ipEntry{},
-		used:       map[truth.LabelsHash]int32{},
+		ids:        ids,
+		ipc:        newIPCache(ids),
 		rules:      map[string][]policy.Rule{},
-		slices:     map[string][]sliceEntry{},
-		createdIDs: map[identity.ID]bool{},
-		dupCounted: map[identity.ID]bool{},
 		overflow:   map[netip.Addr]struct{}{},
 		pcache:     policy.NewCache(),
 		queue:      newWorkQueue(),
@@ -642,374 +586,6 @@ func (a *Agent) removePod(k string, p *localPod) {
 	}
 	if p.cepCreated {
 		a.queue.addDelete(k, p)
-	}
-}
-
-// --- identities ---
-
-// prepare parses the identity's number and labels once per decoded
-// object (agents of a shard share it).
-func (c *slimCID) prepare() {
-	c.id, c.idErr = identity.ParseID(c.Metadata.Name)
-	if c.idErr != nil {
-		return
-	}
-	c.labels, c.labelErr = identity.FromSecurityLabels(c.SecurityLabels)
-	if c.labelErr == nil {
-		c.key = c.labels.Key()
-	}
-}
-
-func (a *Agent) replaceCIDs(items []slimCID) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	seen := make(map[identity.ID]bool, len(items))
-	for i := range items {
-		c := &items[i]
-		if c.idErr != nil {
-			continue
-		}
-		seen[c.id] = true
-		a.upsertCID(c)
-	}
-	for id := range a.ids {
-		if !seen[id] && !a.createdIDs[id] {
-			a.deleteIdentity(id)
-		}
-	}
-}
-
-func (a *Agent) onCID(typ string, c *slimCID) {
-	a.events.Add(1)
-	if c.idErr != nil {
-		a.log.Debug("ignoring CiliumIdentity with a non-numeric name", "name", c.Metadata.Name)
-		return
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if typ == evDeleted {
-		a.deleteIdentity(c.id)
-		return
-	}
-	a.upsertCID(c)
-}
-
-// upsertCID adds or updates a received CiliumIdentity (caller holds mu).
-func (a *Agent) upsertCID(c *slimCID) {
-	if c.labelErr != nil {
-		a.log.Debug("ignoring CiliumIdentity with bad labels", "id", c.id, "err", c.labelErr)
-		return
-	}
-	a.upsertIdentity(c.id, c.labels, c.key)
-}
-
-// upsertIdentity adds an identity to the cache (caller holds mu).
-func (a *Agent) upsertIdentity(id identity.ID, l identity.Labels, key string) {
-	if e, ok := a.ids[id]; ok {
-		if e.key == key {
-			return
-		}
-		a.deleteIdentity(id)
-	}
-	key = a.cfg.Interner.String(key)
-	set := a.sets[key]
-	if set == nil {
-		set = &labelSet{}
-		a.sets[key] = set
-	}
-	e := &idEntry{labels: a.cfg.Interner.Labels(l, key), key: key, lh: truth.HashLabelKey(key), set: set}
-	a.ids[id] = e
-	a.pcache.UpsertIdentity(datapath.Identity(id), e.labels)
-	ids := append(set.ids, id)
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	set.ids = ids
-	a.countDuplicates(ids)
-	if a.idRefs[id] > 0 {
-		a.ipDirty = true
-		a.changed()
-	}
-	a.polDirty = true
-	a.triggerRegen()
-	// Local endpoints waiting for this label set (operator mode, or a
-	// lost allocation race) can proceed.
-	for k, p := range a.pods {
-		if p.wantKey == key && p.id != id && p.pendingID == 0 {
-			a.queue.add(k)
-		}
-	}
-}
-
-// idsOf returns the agent's identities of a label key, ascending (caller
-// holds mu).
-func (a *Agent) idsOf(key string) []identity.ID {
-	if s := a.sets[key]; s != nil {
-		return s.ids
-	}
-	return nil
-}
-
-// countDuplicates counts identities this agent created for a label set
-// that also has a lower (older) identity.
-func (a *Agent) countDuplicates(ids []identity.ID) {
-	if len(ids) < 2 {
-		return
-	}
-	for _, id := range ids[1:] {
-		if a.createdIDs[id] && !a.dupCounted[id] {
-			a.dupCounted[id] = true
-			a.duplicates.Add(1)
-			a.m.duplicates.Inc()
-		}
-	}
-}
-
-func (a *Agent) deleteIdentity(id identity.ID) {
-	e, ok := a.ids[id]
-	if !ok {
-		return
-	}
-	delete(a.ids, id)
-	a.pcache.DeleteIdentity(datapath.Identity(id))
-	if i := slices.Index(e.set.ids, id); i >= 0 {
-		e.set.ids = append(e.set.ids[:i:i], e.set.ids[i+1:]...)
-	}
-	if len(e.set.ids) == 0 {
-		delete(a.sets, e.key)
-	}
-	if a.idRefs[id] > 0 {
-		a.ipDirty = true
-		a.changed()
-	}
-	a.polDirty = true
-	a.triggerRegen()
-	for k, p := range a.pods {
-		if p.id == id || p.pendingID == id {
-			a.queue.add(k)
-		}
-	}
-}
-
-// --- ipcache ---
-
-func addrKey(ip netip.Addr) (uint32, bool) {
-	if !ip.Is4() {
-		return 0, false
-	}
-	b := ip.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]), true
-}
-
-func keyAddr(k uint32) netip.Addr {
-	return netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)})
-}
-
-// ownerHash identifies the endpoint that wrote an ipcache entry (32 bits:
-// a collision only matters if two endpoints hash alike and one's delete
-// arrives after the other took the IP over).
-func ownerHash(ns, name string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte(ns))
-	h.Write([]byte{'/'})
-	h.Write([]byte(name))
-	return h.Sum32()
-}
-
-// contribute adds (sign 1) or removes (-1) an ipcache entry's share of
-// the digest (caller holds mu).
-func (a *Agent) contribute(ip uint32, id identity.ID, sign int32) {
-	a.idRefs[id] += sign
-	if a.idRefs[id] == 0 {
-		delete(a.idRefs, id)
-	}
-	e, ok := a.ids[id]
-	if !ok {
-		return
-	}
-	h := truth.IPCacheEntry(keyAddr(ip), e.lh)
-	if sign > 0 {
-		a.ipDigest.Add(h)
-	} else {
-		a.ipDigest.Remove(h)
-	}
-	before := a.used[e.lh]
-	a.used[e.lh] = before + sign
-	if a.used[e.lh] == 0 {
-		delete(a.used, e.lh)
-	}
-	if (before == 0) != (a.used[e.lh] == 0) {
-		a.polDirty = true
-	}
-}
-
-// setIP maps ip to id for owner (caller holds mu).
-func (a *Agent) setIP(ip uint32, id identity.ID, owner uint32) {
-	old, ok := a.ipcache[ip]
-	if ok && old.id == id && old.owner == owner {
-		return
-	}
-	if ok {
-		a.contribute(ip, old.id, -1)
-	}
-	a.ipcache[ip] = ipEntry{id: id, owner: owner}
-	a.contribute(ip, id, 1)
-	a.changed()
-	if !ok || old.id != id {
-		a.queueDP(dpOp{kind: dpUpsertIP, ip: ip, id: datapath.Identity(id)})
-	}
-}
-
-// deleteIP removes ip if owner still owns it (caller holds mu).
-func (a *Agent) deleteIP(ip uint32, owner uint32) {
-	old, ok := a.ipcache[ip]
-	if !ok || old.owner != owner {
-		return
-	}
-	a.contribute(ip, old.id, -1)
-	delete(a.ipcache, ip)
-	a.changed()
-	a.queueDP(dpOp{kind: dpDeleteIP, ip: ip})
-}
-
-// recomputeIPDigest rebuilds the ipcache digest and the used label sets
-// after identities that ipcache entries refer to came or went.
-func (a *Agent) recomputeIPDigest() {
-	a.ipDigest = truth.Digest{}
-	clear(a.used)
-	for ip, e := range a.ipcache {
-		if ie, ok := a.ids[e.id]; ok {
-			a.ipDigest.Add(truth.IPCacheEntry(keyAddr(ip), ie.lh))
-			a.used[ie.lh]++
-		}
-	}
-	a.ipDirty = false
-	a.polDirty = true
-}
-
-// --- CiliumEndpoints ---
-
-func cepIP(c *slimCEP) (uint32, bool) {
-	for _, ad := range c.Status.Networking.Addressing {
-		if ip, err := netip.ParseAddr(ad.IPv4); err == nil {
-			return addrKey(ip)
-		}
-	}
-	return 0, false
-}
-
-func (a *Agent) replaceCEPs(items []slimCEP) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	seen := make(map[uint32]bool, len(items))
-	for i := range items {
-		c := &items[i]
-		ip, ok := cepIP(c)
-		if !ok || c.Status.Identity.ID <= 0 {
-			continue
-		}
-		seen[ip] = true
-		a.setIP(ip, identity.ID(c.Status.Identity.ID), ownerHash(c.Metadata.Namespace, c.Metadata.Name))
-	}
-	for ip, e := range a.ipcache {
-		if !seen[ip] {
-			a.deleteIP(ip, e.owner)
-		}
-	}
-}
-
-func (a *Agent) onCEP(typ string, c *slimCEP) {
-	a.events.Add(1)
-	ip, ok := cepIP(c)
-	if !ok {
-		return
-	}
-	owner := ownerHash(c.Metadata.Namespace, c.Metadata.Name)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if typ == evDeleted {
-		a.deleteIP(ip, owner)
-		return
-	}
-	if c.Status.Identity.ID <= 0 {
-		return
-	}
-	a.setIP(ip, identity.ID(c.Status.Identity.ID), owner)
-}
-
-// --- CiliumEndpointSlices ---
-
-// prepare derives the slice's ipcache entries once per decoded object
-// (agents of a shard share it) and drops the decoded endpoints.
-func (s *slimCES) prepare() {
-	s.entries = make([]sliceEntry, 0, len(s.Endpoints))
-	for _, ep := range s.Endpoints {
-		if ep.ID <= 0 {
-			continue
-		}
-		for _, ad := range ep.Networking.Addressing {
-			ip, err := netip.ParseAddr(ad.IPv4)
-			if err != nil {
-				continue
-			}
-			k, ok := addrKey(ip)
-			if !ok {
-				continue
-			}
-			s.entries = append(s.entries, sliceEntry{ip: k, id: identity.ID(ep.ID), owner: ownerHash(s.Namespace, ep.Name)})
-			break
-		}
-	}
-	s.Endpoints = nil
-}
-
-func (a *Agent) replaceSlices(items []slimCES) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	seen := make(map[string]bool, len(items))
-	for i := range items {
-		seen[items[i].Metadata.Name] = true
-		a.applySlice(items[i].Metadata.Name, items[i].entries)
-	}
-	for name := range a.slices {
-		if !seen[name] {
-			a.applySlice(name, nil)
-		}
-	}
-}
-
-func (a *Agent) onSlice(typ string, s *slimCES) {
-	a.events.Add(1)
-	entries := s.entries
-	if typ == evDeleted {
-		entries = nil
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.applySlice(s.Metadata.Name, entries)
-}
-
-// applySlice replaces what a slice carries: endpoints no longer in it are
-// deleted, the others set.
-func (a *Agent) applySlice(name string, entries []sliceEntry) {
-	old := a.slices[name]
-	keep := make(map[uint32]bool, len(entries))
-	for _, e := range entries {
-		keep[e.owner] = true
-	}
-	for _, e := range old {
-		if !keep[e.owner] {
-			a.deleteIP(e.ip, e.owner)
-		}
-	}
-	for _, e := range entries {
-		a.setIP(e.ip, e.id, e.owner)
-	}
-	if len(entries) == 0 {
-		delete(a.slices, name)
-	} else {
-		// Interned: a map assignment stores the key it is given, and the
-		// decoded name shares the memory of its whole watch frame
-		// (goccy/go-json), 15 KiB for a full slice.
-		a.slices[a.cfg.Interner.String(name)] = entries
 	}
 }
 

@@ -86,7 +86,7 @@ func BenchmarkRegenerateInStorm(b *testing.B) {
 			a.regenerate()
 			a.flushDP()
 			next := identity.ID(identity.MinID) + identity.ID(ids)
-			l := a.ids[identity.ID(identity.MinID)].labels
+			l := a.ids.get(identity.ID(identity.MinID)).labels
 			b.ReportAllocs()
 			for b.Loop() {
 				a.mu.Lock()

@@ -55,7 +55,7 @@ func TestStatusDigestsWaitForTheirTurn(t *testing.T) {
 	a.setIP(10<<24|1, 300, 1)
 	a.polDirty = true
 	first := a.statusLocked() // first report: computed at once
-	if a.ipDirty || a.polDirty {
+	if a.ipc.stale || a.polDirty {
 		t.Fatal("first report left the digests dirty")
 	}
 
@@ -63,7 +63,7 @@ func TestStatusDigestsWaitForTheirTurn(t *testing.T) {
 	a.upsertIdentity(300, nil, "k8s:app=a;")
 	a.changed()
 	waiting := a.statusLocked()
-	if !a.ipDirty {
+	if !a.ipc.stale {
 		t.Fatal("digest recomputed 1 s after the last one, inside a 10 s interval")
 	}
 	if waiting.IPCacheDigest != first.IPCacheDigest {
@@ -75,7 +75,7 @@ func TestStatusDigestsWaitForTheirTurn(t *testing.T) {
 
 	now = now.Add(10 * time.Second)
 	turn := a.statusLocked()
-	if a.ipDirty {
+	if a.ipc.stale {
 		t.Fatal("digest not recomputed after its interval")
 	}
 	if turn.IPCacheDigest == first.IPCacheDigest {
@@ -124,11 +124,11 @@ func TestPolicyDigestCountsLabelSetsOnce(t *testing.T) {
 	want := func() truth.Digest {
 		var d truth.Digest
 		used := func(id datapath.Identity) (truth.LabelsHash, bool) {
-			e := a.ids[identity.ID(id)]
+			e := a.ids.get(identity.ID(id))
 			if e == nil {
 				return 0, false
 			}
-			return e.lh, a.used[e.lh] > 0
+			return e.lh, a.ipc.isUsed(e.lh)
 		}
 		for _, p := range a.pods {
 			if p.allowed != nil {
@@ -162,7 +162,7 @@ func TestPolicyDigestCountsLabelSetsOnce(t *testing.T) {
 	}
 	// Every ipcache entry of the first 10 label sets goes: those sets
 	// are no longer used.
-	for ip, e := range a.ipcache {
+	for ip, e := range a.ipc.entries {
 		if id := e.id - identity.ID(identity.MinID); id%250 < 10 {
 			a.deleteIP(ip, e.owner)
 		}

@@ -3,7 +3,6 @@ package agentsim
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -147,7 +146,7 @@ func (a *Agent) syncPod(ctx context.Context, k string) error {
 		a.computeWant(p)
 	}
 	want, wantKey := p.want, p.wantKey
-	cur := a.ids[p.id]
+	cur := a.ids.get(p.id)
 	switch {
 	case p.id != 0 && cur != nil && cur.key == wantKey:
 		// The endpoint's identity is current.
@@ -159,29 +158,24 @@ func (a *Agent) syncPod(ctx context.Context, k string) error {
 		}
 		a.mu.Unlock()
 		return a.syncCEP(ctx, k)
-	case p.pendingID != 0 && a.ids[p.pendingID] != nil && a.ids[p.pendingID].key == wantKey:
+	case p.pendingID != 0 && a.ids.get(p.pendingID) != nil && a.ids.get(p.pendingID).key == wantKey:
 		// Waiting out the grace period.
 		a.mu.Unlock()
 		return nil
 	}
 	var newID identity.ID
-	if ids := a.idsOf(wantKey); len(ids) > 0 {
+	if ids := a.ids.idsOf(wantKey); len(ids) > 0 {
 		newID = ids[0]
 	}
 	a.mu.Unlock()
 	if newID == 0 {
-		var err error
-		switch a.cfg.Mode {
-		case scenarios.ModeOperator:
+		if a.cfg.Mode == scenarios.ModeOperator {
 			// The operator creates the identity; its CiliumIdentity
 			// event queues this pod again.
 			return nil
-		case scenarios.ModeKVStore:
-			newID, err = a.kv.allocate(ctx, want, wantKey)
-		default:
-			newID, err = a.allocateCRD(ctx, want, wantKey)
 		}
-		if err != nil {
+		var err error
+		if newID, err = a.allocateIdentity(ctx, want, wantKey); err != nil {
 			return err
 		}
 	} else if a.cfg.Mode == scenarios.ModeKVStore {
@@ -232,84 +226,6 @@ func (a *Agent) assign(k string, p *localPod, id identity.ID) {
 		a.mu.Unlock()
 		a.queue.add(k)
 	})
-}
-
-// errAllocation is returned when every allocation attempt failed.
-var errAllocation = errors.New("identity allocation failed")
-
-// allocateCRD creates a CiliumIdentity for the label set, as Cilium's CRD
-// allocator does without any lock: pick a random free ID, create the
-// CiliumIdentity named by it, retry on conflict with exponential backoff
-// (pkg/allocator: 16 attempts from 20 ms). Before each attempt the cache is
-// checked, so an identity another agent created meanwhile is used instead;
-// one created by another agent that this agent has not seen yet is not,
-// which is how duplicates arise.
-func (a *Agent) allocateCRD(ctx context.Context, l identity.Labels, key string) (identity.ID, error) {
-	delay := a.cfg.Knobs.AllocationBackoff.Duration
-	var lastErr error
-	for attempt := 0; attempt < a.cfg.Knobs.AllocationAttempts; attempt++ {
-		if attempt > 0 {
-			a.allocRetries.Add(1)
-			a.m.allocRetries.Inc()
-			select {
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			case <-time.After(delay):
-			}
-			delay *= 2
-		}
-		a.mu.Lock()
-		if ids := a.idsOf(key); len(ids) > 0 {
-			a.mu.Unlock()
-			return ids[0], nil
-		}
-		id, ok := a.randomFreeID()
-		a.mu.Unlock()
-		if !ok {
-			lastErr = errors.New("no free identity in range")
-			continue
-		}
-		body, err := json.Marshal(identity.NewCiliumIdentity(id, l))
-		if err != nil {
-			return 0, fmt.Errorf("encode identity %d: %w", id, err)
-		}
-		_, err = a.kc.do(ctx, http.MethodPost, pathCIDs, "application/json", body, nil)
-		if err == nil {
-			a.created.Add(1)
-			a.m.created.Inc()
-			a.mu.Lock()
-			a.createdIDs[id] = true
-			a.upsertIdentity(id, l, key)
-			// The watch may have delivered the new identity first.
-			a.countDuplicates(a.idsOf(key))
-			a.mu.Unlock()
-			return id, nil
-		}
-		lastErr = err
-		if httpCode(err) != http.StatusConflict {
-			a.log.Debug("create identity failed", "id", id, "err", err)
-		}
-	}
-	a.m.allocFail.Inc()
-	return 0, fmt.Errorf("%w after %d attempts for %s: %w", errAllocation, a.cfg.Knobs.AllocationAttempts, key, lastErr)
-}
-
-// randomFreeID picks a random ID of the cluster-local range that the cache
-// does not hold (caller holds mu), as idpool.LeaseAvailableID does.
-func (a *Agent) randomFreeID() (identity.ID, bool) {
-	span := int(identity.MaxID - identity.MinID + 1)
-	for i := 0; i < 64; i++ {
-		id := identity.MinID + identity.ID(rand.IntN(span))
-		if _, ok := a.ids[id]; !ok {
-			return id, true
-		}
-	}
-	for id := identity.MinID; id <= identity.MaxID; id++ {
-		if _, ok := a.ids[id]; !ok {
-			return id, true
-		}
-	}
-	return 0, false
 }
 
 // --- CiliumEndpoint ---
@@ -374,7 +290,7 @@ type ExternalIdentifiers struct {
 // holds mu).
 func (a *Agent) endpointStatus(p *localPod) EndpointStatus {
 	var labels []string
-	if e := a.ids[p.id]; e != nil {
+	if e := a.ids.get(p.id); e != nil {
 		labels = make([]string, len(e.labels))
 		for i, l := range e.labels {
 			labels[i] = l.String()
@@ -474,10 +390,10 @@ func (a *Agent) keysInUse() map[string]bool {
 	out := make(map[string]bool, len(a.pods))
 	for _, p := range a.pods {
 		out[p.wantKey] = true
-		if e := a.ids[p.id]; e != nil {
+		if e := a.ids.get(p.id); e != nil {
 			out[e.key] = true
 		}
-		if e := a.ids[p.pendingID]; e != nil {
+		if e := a.ids.get(p.pendingID); e != nil {
 			out[e.key] = true
 		}
 	}
@@ -579,7 +495,7 @@ func (a *Agent) regenerate() {
 		// endpoint left out here would keep its old policy and split its
 		// policy set.
 		labels, key := p.want, p.wantKey
-		if e := a.ids[p.id]; e != nil {
+		if e := a.ids.get(p.id); e != nil {
 			labels, key = e.labels, e.key
 		} else if p.pendingID != 0 || labels == nil {
 			continue
@@ -718,27 +634,27 @@ func (a *Agent) Status() Status {
 // statusLocked computes the report and keeps it for Status (caller holds
 // mu).
 func (a *Agent) statusLocked() Status {
-	if a.ipDirty || a.polDirty {
+	if a.ipc.stale || a.polDirty {
 		a.refreshDigests()
 	}
 	st := Status{
 		Node:              a.cfg.Node,
 		Mode:              string(a.cfg.Mode),
 		Synced:            a.synced.Load(),
-		IPCacheDigest:     a.ipDigest.String(),
+		IPCacheDigest:     a.ipc.digest.String(),
 		PolicyDigest:      a.polDigest.String(),
 		PolicyOverflow:    len(a.overflow),
 		LastChange:        a.LastChange(),
-		IPCacheEntries:    len(a.ipcache),
-		Identities:        len(a.ids),
+		IPCacheEntries:    len(a.ipc.entries),
+		Identities:        a.ids.len(),
 		Namespaces:        len(a.namespaces),
 		Nodes:             len(a.nodes),
 		Policies:          len(a.rules),
 		LocalEndpoints:    len(a.pods),
 		QueuedEndpoints:   a.queue.len(),
-		IdentitiesMade:    a.created.Load(),
-		Duplicates:        a.duplicates.Load(),
-		AllocationRetries: a.allocRetries.Load(),
+		IdentitiesMade:    a.ids.made.Load(),
+		Duplicates:        a.ids.duplicates.Load(),
+		AllocationRetries: a.ids.retries.Load(),
 		Events:            a.events.Load(),
 	}
 	for _, p := range a.pods {
@@ -771,8 +687,9 @@ func (a *Agent) refreshDigests() {
 	// minutes.
 	runtime.LockOSThread()
 	start := threadCPU()
-	if a.ipDirty {
-		a.recomputeIPDigest()
+	if a.ipc.stale {
+		a.ipc.recomputeDigest()
+		a.polDirty = true
 	}
 	if a.polDirty {
 		a.recomputePolicyDigest()
@@ -835,13 +752,13 @@ func (a *Agent) policyEntries(keys []datapath.PolicyKey) []truth.PolicyEntry {
 			}
 			continue
 		}
-		e := a.ids[identity.ID(k.Identity)]
+		e := a.ids.get(identity.ID(k.Identity))
 		if e == nil {
 			continue
 		}
 		s := e.set
 		if s.gen != gen {
-			s.gen, s.used, s.ports = gen, a.used[e.lh] > 0, s.ports[:0]
+			s.gen, s.used, s.ports = gen, a.ipc.isUsed(e.lh), s.ports[:0]
 		}
 		pp := uint32(k.Port)<<8 | uint32(k.Proto)
 		if !s.used || slices.Contains(s.ports, pp) {

@@ -80,12 +80,12 @@ func TestSliceWatchDoesNotPinFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.flushDP()
-	if got := len(a.slices); got != slices {
+	if got := len(a.ipc.slices); got != slices {
 		t.Fatalf("agent holds %d slices, want %d", got, slices)
 	}
 	held := heapAlloc()
 	a.mu.Lock()
-	for name := range a.slices {
+	for name := range a.ipc.slices {
 		a.applySlice(name, nil)
 	}
 	a.mu.Unlock()
