@@ -15,7 +15,6 @@ import (
 
 	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
-	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/internal/truth"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -163,24 +162,21 @@ type Agent struct {
 	pods       map[string]*localPod
 	ids        *identityCache
 	ipc        *ipcache
+	pol        *policyRegen
 	polDigest  truth.Digest
 	polDirty   bool
 	// overflow holds the endpoints whose current policy the datapath
 	// refused as larger than an endpoint's policy map: they still enforce
 	// an older policy, so the agent does not report their new one.
 	overflow   map[netip.Addr]struct{}
-	rules      map[string][]policy.Rule
 	lastChange atomic.Pointer[time.Time]
 	nextEPID   int64
-	pcache     *policy.Cache
-	rulesDirty bool
 
-	queue    *workQueue
-	regenSig chan struct{}
-	dpOps    []dpOp
-	dpSig    chan struct{}
-	dpMu     sync.Mutex
-	synced   atomic.Bool
+	queue  *workQueue
+	dpOps  []dpOp
+	dpSig  chan struct{}
+	dpMu   sync.Mutex
+	synced atomic.Bool
 
 	// status is the last computed Status: handlers serve it when the
 	// agent's lock is busy (statusRefreshing: a refresh is under way).
@@ -247,11 +243,9 @@ func newAgentState(cfg AgentConfig) *Agent {
 		pods:       map[string]*localPod{},
 		ids:        ids,
 		ipc:        newIPCache(ids),
-		rules:      map[string][]policy.Rule{},
+		pol:        newPolicyRegen(),
 		overflow:   map[netip.Addr]struct{}{},
-		pcache:     policy.NewCache(),
 		queue:      newWorkQueue(),
-		regenSig:   make(chan struct{}, 1),
 		dpSig:      make(chan struct{}, 1),
 	}
 	// Until the first report is computed, a busy agent reports itself
@@ -587,55 +581,4 @@ func (a *Agent) removePod(k string, p *localPod) {
 	if p.cepCreated {
 		a.queue.addDelete(k, p)
 	}
-}
-
-// --- policies ---
-
-// slimCNP is a CiliumNetworkPolicy as received.
-type slimCNP struct {
-	watchStatus
-	policy.CiliumNetworkPolicy
-}
-
-func (o *slimCNP) resourceVersion() string { return o.Metadata.ResourceVersion }
-
-func (a *Agent) compilePolicy(c *slimCNP) ([]policy.Rule, bool) {
-	rules, err := policy.Compile(&c.CiliumNetworkPolicy)
-	if err != nil {
-		a.log.Warn("ignoring invalid CiliumNetworkPolicy", "err", err)
-		return nil, false
-	}
-	return rules, true
-}
-
-func (a *Agent) replacePolicies(items []slimCNP) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	clear(a.rules)
-	for i := range items {
-		if r, ok := a.compilePolicy(&items[i]); ok {
-			a.rules[podKey(items[i].Metadata.Namespace, items[i].Metadata.Name)] = r
-		}
-	}
-	a.rulesDirty = true
-	a.triggerRegen()
-}
-
-func (a *Agent) onPolicy(typ string, c *slimCNP) {
-	a.events.Add(1)
-	k := podKey(c.Metadata.Namespace, c.Metadata.Name)
-	var rules []policy.Rule
-	ok := false
-	if typ != evDeleted {
-		rules, ok = a.compilePolicy(c)
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if ok {
-		a.rules[k] = rules
-	} else {
-		delete(a.rules, k)
-	}
-	a.rulesDirty = true
-	a.triggerRegen()
 }

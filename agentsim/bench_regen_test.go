@@ -46,10 +46,10 @@ func relabelAgent(b testing.TB, ids int) *Agent {
 			if err != nil {
 				b.Fatal(err)
 			}
-			a.rules[podKey(cnp.Metadata.Namespace, cnp.Metadata.Name)] = rules
+			a.pol.rules[podKey(cnp.Metadata.Namespace, cnp.Metadata.Name)] = rules
 		}
 	}
-	a.rulesDirty = true
+	a.pol.dirty = true
 	var sets []identity.Labels
 	for i := 0; i < 250; i++ {
 		sets = append(sets, identity.PodLabels(a.cfg.Filter, identity.PodInfo{

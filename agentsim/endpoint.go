@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -426,135 +425,6 @@ func (a *Agent) deleteCEP(ctx context.Context, k string, p *localPod) {
 	}
 }
 
-// --- policy ---
-
-func (a *Agent) triggerRegen() {
-	select {
-	case a.regenSig <- struct{}{}:
-	default:
-	}
-}
-
-// regenLoop recomputes endpoint policies when identities, rules or
-// endpoint identities change, at most once per RegenInterval.
-func (a *Agent) regenLoop(ctx context.Context) {
-	t := time.NewTimer(0)
-	<-t.C
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.regenSig:
-		}
-		a.regenerate()
-		t.Reset(a.cfg.RegenInterval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// regenerate resolves every local endpoint's policy and pushes the ones
-// that changed to the datapath.
-func (a *Agent) regenerate() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.rulesDirty {
-		keys := make([]string, 0, len(a.rules))
-		for k := range a.rules {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		var all []policy.Rule
-		for _, k := range keys {
-			all = append(all, a.rules[k]...)
-		}
-		a.pcache.SetRules(all)
-		a.rulesDirty = false
-	}
-	byKey := map[string][]datapath.PolicyKey{}
-	// Endpoints that get equal resolutions are written as one group, in
-	// the order their first endpoint was met.
-	type sliceID struct {
-		first *datapath.PolicyKey
-		n     int
-	}
-	groups := map[sliceID]int{}
-	var ops []dpOp
-	for _, p := range a.pods {
-		if p.id == 0 {
-			continue
-		}
-		// The endpoint's labels select the rules that apply to it: its
-		// identity's, or, while this agent has not yet seen the identity
-		// it allocated come back from the API server, the labels it
-		// allocated it for (Cilium's allocator knows them locally). An
-		// endpoint left out here would keep its old policy and split its
-		// policy set.
-		labels, key := p.want, p.wantKey
-		if e := a.ids.get(p.id); e != nil {
-			labels, key = e.labels, e.key
-		} else if p.pendingID != 0 || labels == nil {
-			continue
-		}
-		keys, ok := byKey[key]
-		if !ok {
-			keys = a.pcache.Resolve(labels)
-			byKey[key] = keys
-		}
-		if p.allowed != nil && keysEqual(p.allowed, keys) {
-			continue
-		}
-		sid := sliceID{n: len(keys)}
-		if len(keys) > 0 {
-			sid.first = &keys[0]
-		}
-		i, ok := groups[sid]
-		if !ok {
-			// Rules of different namespaces often allow the same peers:
-			// their resolutions are equal but not shared, and endpoints
-			// with equal policies must be one group to share a set.
-			i = len(ops)
-			for j := range ops {
-				if keysEqual(ops[j].keys, keys) {
-					i = j
-					break
-				}
-			}
-			if i == len(ops) {
-				ops = append(ops, dpOp{kind: dpReplacePolicy, keys: keys})
-			}
-			groups[sid] = i
-		}
-		ops[i].eps = append(ops[i].eps, p.ip)
-		p.allowed = keys
-		a.polDirty = true
-		a.changed()
-	}
-	for _, op := range ops {
-		a.queueDP(op)
-	}
-}
-
-func keysEqual(a, b []datapath.PolicyKey) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	if len(a) == 0 || &a[0] == &b[0] {
-		// The same (shared, immutable) resolution.
-		return true
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // --- status ---
 
 // Status is what an agent reports: its convergence digests and counters.
@@ -649,7 +519,7 @@ func (a *Agent) statusLocked() Status {
 		Identities:        a.ids.len(),
 		Namespaces:        len(a.namespaces),
 		Nodes:             len(a.nodes),
-		Policies:          len(a.rules),
+		Policies:          len(a.pol.rules),
 		LocalEndpoints:    len(a.pods),
 		QueuedEndpoints:   a.queue.len(),
 		IdentitiesMade:    a.ids.made.Load(),

@@ -143,7 +143,7 @@ func (a *Agent) upsertIdentity(id identity.ID, l identity.Labels, key string) {
 		a.deleteIdentity(id)
 	}
 	e := a.ids.add(id, l, key)
-	a.pcache.UpsertIdentity(datapath.Identity(id), e.labels)
+	a.pol.cache.UpsertIdentity(datapath.Identity(id), e.labels)
 	if a.ipc.identityChanged(id) {
 		a.changed()
 	}
@@ -164,7 +164,7 @@ func (a *Agent) deleteIdentity(id identity.ID) {
 	if !a.ids.remove(id) {
 		return
 	}
-	a.pcache.DeleteIdentity(datapath.Identity(id))
+	a.pol.cache.DeleteIdentity(datapath.Identity(id))
 	if a.ipc.identityChanged(id) {
 		a.changed()
 	}

@@ -156,9 +156,7 @@ func (x *XDSAgent) UpsertPolicy(namespace, name string, rules []policy.Rule) err
 	a.events.Add(1)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.rules[podKey(namespace, name)] = rules
-	a.rulesDirty = true
-	a.triggerRegen()
+	a.pol.setRules(podKey(namespace, name), rules, true)
 	return nil
 }
 
@@ -168,9 +166,7 @@ func (x *XDSAgent) DeletePolicy(namespace, name string) error {
 	a.events.Add(1)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	delete(a.rules, podKey(namespace, name))
-	a.rulesDirty = true
-	a.triggerRegen()
+	a.pol.setRules(podKey(namespace, name), nil, false)
 	return nil
 }
 
