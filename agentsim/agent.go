@@ -15,7 +15,6 @@ import (
 
 	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/identity"
-	"github.com/stampede-sim/stampede/internal/truth"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -163,32 +162,15 @@ type Agent struct {
 	ids        *identityCache
 	ipc        *ipcache
 	pol        *policyRegen
-	polDigest  truth.Digest
-	polDirty   bool
-	// overflow holds the endpoints whose current policy the datapath
-	// refused as larger than an endpoint's policy map: they still enforce
-	// an older policy, so the agent does not report their new one.
-	overflow   map[netip.Addr]struct{}
 	lastChange atomic.Pointer[time.Time]
 	nextEPID   int64
 
 	queue  *workQueue
-	dpOps  []dpOp
-	dpSig  chan struct{}
-	dpMu   sync.Mutex
 	synced atomic.Bool
 
-	// status is the last computed Status: handlers serve it when the
-	// agent's lock is busy (statusRefreshing: a refresh is under way).
-	status           atomic.Pointer[Status]
-	dpStats          atomic.Pointer[datapath.Stats]
-	statusRefreshing atomic.Bool
-	// digestAt is when the digests were last recomputed and digestCost
-	// what that took (see digestBudget); under mu.
-	digestAt   time.Time
-	digestCost time.Duration
-	// entriesGen numbers policyEntries' conversions (labelSet.gen).
-	entriesGen uint64
+	dp     *datapathWriter
+	dig    digests
+	status statusCache
 
 	events atomic.Uint64
 }
@@ -244,13 +226,12 @@ func newAgentState(cfg AgentConfig) *Agent {
 		ids:        ids,
 		ipc:        newIPCache(ids),
 		pol:        newPolicyRegen(),
-		overflow:   map[netip.Addr]struct{}{},
 		queue:      newWorkQueue(),
-		dpSig:      make(chan struct{}, 1),
+		dp:         newDatapathWriter(cfg.Datapath, cfg.Log.With("node", cfg.Node), cfg.Metrics),
 	}
 	// Until the first report is computed, a busy agent reports itself
 	// not synced rather than making Status wait.
-	a.status.Store(&Status{Node: cfg.Node, Mode: string(cfg.Mode)})
+	a.status.last.Store(&Status{Node: cfg.Node, Mode: string(cfg.Mode)})
 	return a
 }
 
@@ -370,25 +351,8 @@ func (a *Agent) LastChange() time.Time {
 	return time.Time{}
 }
 
-// datapathStats returns the datapath's counters. While the datapath
-// writer applies a batch (which can take seconds in a storm of large
-// policy updates), it returns the counters of the last call instead of
-// waiting, so that /metrics answers at once.
-func (a *Agent) datapathStats() (datapath.Stats, bool) {
-	if !a.dpMu.TryLock() {
-		if st := a.dpStats.Load(); st != nil {
-			return *st, true
-		}
-		a.dpMu.Lock()
-	}
-	defer a.dpMu.Unlock()
-	if a.cfg.Datapath == nil {
-		return datapath.Stats{}, false
-	}
-	st := a.cfg.Datapath.Stats()
-	a.dpStats.Store(&st)
-	return st, true
-}
+// datapathStats returns the datapath's counters (see datapathWriter.stats).
+func (a *Agent) datapathStats() (datapath.Stats, bool) { return a.dp.stats() }
 
 // --- namespaces ---
 
@@ -574,8 +538,8 @@ func (a *Agent) removePod(k string, p *localPod) {
 	}
 	if p.allowed != nil {
 		a.queueDP(dpOp{kind: dpDeleteEndpoint, ep: p.ip})
-		delete(a.overflow, p.ip)
-		a.polDirty = true
+		delete(a.dp.overflow, p.ip)
+		a.dig.policyStale = true
 		a.changed()
 	}
 	if p.cepCreated {

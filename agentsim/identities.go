@@ -147,7 +147,7 @@ func (a *Agent) upsertIdentity(id identity.ID, l identity.Labels, key string) {
 	if a.ipc.identityChanged(id) {
 		a.changed()
 	}
-	a.polDirty = true
+	a.dig.policyStale = true
 	a.triggerRegen()
 	// Local endpoints waiting for this label set (operator mode, or a
 	// lost allocation race) can proceed.
@@ -168,7 +168,7 @@ func (a *Agent) deleteIdentity(id identity.ID) {
 	if a.ipc.identityChanged(id) {
 		a.changed()
 	}
-	a.polDirty = true
+	a.dig.policyStale = true
 	a.triggerRegen()
 	for k, p := range a.pods {
 		if p.id == id || p.pendingID == id {

@@ -162,7 +162,7 @@ func (c *ipcache) recomputeDigest() {
 func (a *Agent) setIP(ip uint32, id identity.ID, owner uint32) {
 	changed, newID, usedChanged := a.ipc.set(ip, id, owner)
 	if usedChanged {
-		a.polDirty = true
+		a.dig.policyStale = true
 	}
 	if !changed {
 		return
@@ -177,7 +177,7 @@ func (a *Agent) setIP(ip uint32, id identity.ID, owner uint32) {
 func (a *Agent) deleteIP(ip uint32, owner uint32) {
 	deleted, usedChanged := a.ipc.delete(ip, owner)
 	if usedChanged {
-		a.polDirty = true
+		a.dig.policyStale = true
 	}
 	if !deleted {
 		return

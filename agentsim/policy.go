@@ -180,7 +180,7 @@ func (a *Agent) regenerate() {
 	defer a.mu.Unlock()
 	ops, changed := a.pol.resolve(a.pods, a.ids)
 	if changed {
-		a.polDirty = true
+		a.dig.policyStale = true
 		a.changed()
 	}
 	for _, op := range ops {
