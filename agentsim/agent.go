@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,6 +147,39 @@ func (c *AgentConfig) validate() error {
 
 // Agent is one simulated cilium-agent. Create it with NewAgent, run it
 // with Run; it stops when the context ends.
+//
+// Its state is split by subsystem, as cilium-agent's is, each a small type
+// in its own file that the Agent owns; the Agent composes them and passes
+// each change on to the subsystems that depend on it:
+//
+//   - k8sCache (k8scache.go): namespace labels and nodes;
+//   - endpointManager (pods.go): the local endpoints and their work queue,
+//     synchronised by the endpoint workers (endpoint.go);
+//   - identityCache (identities.go): identities by ID and label set, and
+//     allocation (allocate.go, with kvClient for the kvstore);
+//   - ipcache (ipcache.go): IP -> identity, fed by endpoints, slices, the
+//     kvstore or xDS;
+//   - policyRegen (policy.go): rules, selector cache and regeneration;
+//   - datapathWriter (dpwriter.go): the queue of datapath writes;
+//   - digests and statusCache (digest.go, status.go): what the agent reports.
+//
+// Locking. The subsystems share one lock, mu, instead of a lock each,
+// because one step usually changes several of them together: an identity
+// event changes the identity cache, the ipcache digest, the selector cache
+// and the endpoints waiting for its label set; an ipcache entry changes the
+// label sets the policy digest counts; a regeneration reads the endpoints
+// and the identity cache and writes the datapath queue; and a status
+// report must see the digests, LastChange and the counts of one moment.
+// With a lock per subsystem each of those steps would take several locks
+// in a fixed order, and Status all of them. The other locks are taken
+// before mu or are leaves:
+//
+//   - kvClient.pathLocks and keyLocks (one per kvstore key) may be held
+//     while taking mu, never taken under it;
+//   - workQueue.mu is taken under mu (queueing an endpoint), never the
+//     other way round;
+//   - datapathWriter.mu, kvClient.mu and kvClient.sessMu are never held
+//     together with mu.
 type Agent struct {
 	cfg AgentConfig
 	kc  *kubeClient
@@ -155,48 +187,21 @@ type Agent struct {
 	m   *Metrics
 	log *slog.Logger
 
-	mu         sync.Mutex
-	namespaces map[string]map[string]string
-	nodes      map[string]netip.Addr
-	pods       map[string]*localPod
-	ids        *identityCache
-	ipc        *ipcache
-	pol        *policyRegen
+	// mu guards the state of every subsystem below (see Locking).
+	mu  sync.Mutex
+	k8s *k8sCache
+	eps *endpointManager
+	ids *identityCache
+	ipc *ipcache
+	pol *policyRegen
+	dp  *datapathWriter
+	dig digests
+
+	// Read without mu.
+	status     statusCache
 	lastChange atomic.Pointer[time.Time]
-	nextEPID   int64
-
-	queue  *workQueue
-	synced atomic.Bool
-
-	dp     *datapathWriter
-	dig    digests
-	status statusCache
-
-	events atomic.Uint64
-}
-
-// localPod is a pod on the agent's node and its endpoint.
-type localPod struct {
-	ns, name, uid string
-	ip            netip.Addr
-	sa            string
-	labels        map[string]string
-	epID          int64
-
-	want    identity.Labels
-	wantKey string
-	// id is the identity the endpoint uses; pendingID one allocated for
-	// new labels that awaits the identity-change grace period.
-	id        identity.ID
-	pendingID identity.ID
-	grace     *time.Timer
-	// cepID is the identity the CiliumEndpoint carries; cepCreated says
-	// whether it was created.
-	cepID      identity.ID
-	cepCreated bool
-	// allowed is the policy pushed to the datapath (nil: none yet).
-	allowed []datapath.PolicyKey
-	deleted bool
+	synced     atomic.Bool
+	events     atomic.Uint64
 }
 
 // NewAgent validates cfg and builds an agent with its own API client.
@@ -215,19 +220,18 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 }
 
 func newAgentState(cfg AgentConfig) *Agent {
+	log := cfg.Log.With("node", cfg.Node)
 	ids := newIdentityCache(cfg.Interner, cfg.Metrics)
 	a := &Agent{
-		cfg:        cfg,
-		m:          cfg.Metrics,
-		log:        cfg.Log.With("node", cfg.Node),
-		namespaces: map[string]map[string]string{},
-		nodes:      map[string]netip.Addr{},
-		pods:       map[string]*localPod{},
-		ids:        ids,
-		ipc:        newIPCache(ids),
-		pol:        newPolicyRegen(),
-		queue:      newWorkQueue(),
-		dp:         newDatapathWriter(cfg.Datapath, cfg.Log.With("node", cfg.Node), cfg.Metrics),
+		cfg: cfg,
+		m:   cfg.Metrics,
+		log: log,
+		k8s: newK8sCache(),
+		eps: newEndpointManager(),
+		ids: ids,
+		ipc: newIPCache(ids),
+		pol: newPolicyRegen(),
+		dp:  newDatapathWriter(cfg.Datapath, log, cfg.Metrics),
 	}
 	// Until the first report is computed, a busy agent reports itself
 	// not synced rather than making Status wait.
@@ -245,7 +249,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
-		a.queue.shutdown()
+		a.eps.queue.shutdown()
 		wg.Wait()
 		if a.kv != nil {
 			a.kv.close()
@@ -326,8 +330,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun(a.worker)
 	}
 	a.mu.Lock()
-	for k := range a.pods {
-		a.queue.add(k)
+	for k := range a.eps.pods {
+		a.eps.queue.add(k)
 	}
 	a.mu.Unlock()
 	a.triggerRegen()
@@ -353,196 +357,3 @@ func (a *Agent) LastChange() time.Time {
 
 // datapathStats returns the datapath's counters (see datapathWriter.stats).
 func (a *Agent) datapathStats() (datapath.Stats, bool) { return a.dp.stats() }
-
-// --- namespaces ---
-
-func (a *Agent) internLabels(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[a.cfg.Interner.String(k)] = a.cfg.Interner.String(v)
-	}
-	return out
-}
-
-func (a *Agent) replaceNamespaces(items []slimNamespace) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	seen := make(map[string]bool, len(items))
-	for i := range items {
-		seen[items[i].Metadata.Name] = true
-		a.upsertNamespace(&items[i])
-	}
-	for n := range a.namespaces {
-		if !seen[n] {
-			delete(a.namespaces, n)
-		}
-	}
-}
-
-func (a *Agent) onNamespace(typ string, ns *slimNamespace) {
-	a.events.Add(1)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if typ == evDeleted {
-		delete(a.namespaces, ns.Metadata.Name)
-		return
-	}
-	a.upsertNamespace(ns)
-}
-
-func (a *Agent) upsertNamespace(ns *slimNamespace) {
-	name := ns.Metadata.Name
-	old, ok := a.namespaces[name]
-	if ok && mapsEqual(old, ns.Metadata.Labels) {
-		return
-	}
-	a.namespaces[a.cfg.Interner.String(name)] = a.internLabels(ns.Metadata.Labels)
-	for k, p := range a.pods {
-		if p.ns == name {
-			a.computeWant(p)
-			a.queue.add(k)
-		}
-	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
-}
-
-// --- nodes ---
-
-func nodeAddr(n *slimNode) netip.Addr {
-	for _, ad := range n.Status.Addresses {
-		if ad.Type == "InternalIP" {
-			if ip, err := netip.ParseAddr(ad.Address); err == nil {
-				return ip
-			}
-		}
-	}
-	return netip.Addr{}
-}
-
-func (a *Agent) replaceNodes(items []slimNode) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	clear(a.nodes)
-	for i := range items {
-		a.nodes[a.cfg.Interner.String(items[i].Metadata.Name)] = nodeAddr(&items[i])
-	}
-}
-
-func (a *Agent) onNode(typ string, n *slimNode) {
-	a.events.Add(1)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if typ == evDeleted {
-		delete(a.nodes, n.Metadata.Name)
-		return
-	}
-	a.nodes[a.cfg.Interner.String(n.Metadata.Name)] = nodeAddr(n)
-}
-
-// --- local pods ---
-
-func podKey(ns, name string) string { return ns + "/" + name }
-
-func (a *Agent) replacePods(items []slimPod) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	seen := make(map[string]bool, len(items))
-	for i := range items {
-		seen[podKey(items[i].Metadata.Namespace, items[i].Metadata.Name)] = true
-		a.upsertPod(&items[i])
-	}
-	for k, p := range a.pods {
-		if !seen[k] {
-			a.removePod(k, p)
-		}
-	}
-}
-
-func (a *Agent) onPod(typ string, p *slimPod) {
-	a.events.Add(1)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	k := podKey(p.Metadata.Namespace, p.Metadata.Name)
-	if typ == evDeleted {
-		if lp, ok := a.pods[k]; ok {
-			a.removePod(k, lp)
-		}
-		return
-	}
-	a.upsertPod(p)
-}
-
-func (a *Agent) upsertPod(p *slimPod) {
-	if p.Spec.NodeName != a.cfg.Node {
-		return
-	}
-	ip, err := netip.ParseAddr(p.Status.PodIP)
-	if err != nil {
-		// No IP yet: the CNI has not run; nothing to do.
-		return
-	}
-	k := podKey(p.Metadata.Namespace, p.Metadata.Name)
-	lp, ok := a.pods[k]
-	if ok && lp.ip == ip && lp.sa == p.Spec.ServiceAccountName && mapsEqual(lp.labels, p.Metadata.Labels) {
-		return
-	}
-	if !ok {
-		a.nextEPID++
-		lp = &localPod{
-			ns:   a.cfg.Interner.String(p.Metadata.Namespace),
-			name: strings.Clone(p.Metadata.Name),
-			uid:  strings.Clone(p.Metadata.UID),
-			epID: a.nextEPID,
-		}
-		a.pods[k] = lp
-	}
-	lp.ip = ip
-	lp.sa = a.cfg.Interner.String(p.Spec.ServiceAccountName)
-	lp.labels = a.internLabels(p.Metadata.Labels)
-	a.computeWant(lp)
-	a.queue.add(k)
-}
-
-func (a *Agent) computeWant(p *localPod) {
-	l := identity.PodLabels(a.cfg.Filter, identity.PodInfo{
-		Cluster: a.cfg.Cluster, Namespace: p.ns, ServiceAccount: p.sa,
-		PodLabels: p.labels, NamespaceLabels: a.namespaces[p.ns],
-	}, a.cfg.Interner)
-	key := l.Key()
-	if key == p.wantKey {
-		return
-	}
-	p.want = a.cfg.Interner.Labels(l, key)
-	p.wantKey = a.cfg.Interner.String(key)
-}
-
-func (a *Agent) removePod(k string, p *localPod) {
-	delete(a.pods, k)
-	p.deleted = true
-	if p.grace != nil {
-		p.grace.Stop()
-	}
-	if p.allowed != nil {
-		a.queueDP(dpOp{kind: dpDeleteEndpoint, ep: p.ip})
-		delete(a.dp.overflow, p.ip)
-		a.dig.policyStale = true
-		a.changed()
-	}
-	if p.cepCreated {
-		a.queue.addDelete(k, p)
-	}
-}

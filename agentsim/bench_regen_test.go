@@ -68,7 +68,7 @@ func relabelAgent(b testing.TB, ids int) *Agent {
 	for i := 0; i < 20; i++ {
 		// Endpoint i runs in namespace i%5 with that namespace's label set.
 		id := identity.ID(identity.MinID) + identity.ID(i%5)
-		a.pods[fmt.Sprint("ns-", i%5, "/pod-", i)] = &localPod{ns: fmt.Sprint("ns-", i%5), ip: netip.AddrFrom4([4]byte{10, 200, 0, byte(i)}), id: id, cepID: id, cepCreated: true}
+		a.eps.pods[fmt.Sprint("ns-", i%5, "/pod-", i)] = &localPod{ns: fmt.Sprint("ns-", i%5), ip: netip.AddrFrom4([4]byte{10, 200, 0, byte(i)}), id: id, cepID: id, cepCreated: true}
 	}
 	return a
 }

@@ -103,7 +103,7 @@ func (a *Agent) refreshDigests() {
 		a.dig.policyStale = true
 	}
 	if a.dig.policyStale {
-		a.dig.recomputePolicy(a.pods, a.ids, a.ipc)
+		a.dig.recomputePolicy(a.eps.pods, a.ids, a.ipc)
 	}
 	cost := threadCPU() - start
 	runtime.UnlockOSThread()

@@ -130,7 +130,7 @@ func TestPolicyDigestCountsLabelSetsOnce(t *testing.T) {
 			}
 			return e.lh, a.ipc.isUsed(e.lh)
 		}
-		for _, p := range a.pods {
+		for _, p := range a.eps.pods {
 			if p.allowed != nil {
 				d.Merge(truth.EndpointPolicy(p.ip, truth.Entries(p.allowed, used)))
 			}

@@ -6,109 +6,21 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
-// workQueue hands pod keys to the endpoint workers: a key is queued at most
-// once and processed by one worker at a time.
-type workQueue struct {
-	mu         sync.Mutex
-	cond       *sync.Cond
-	items      []string
-	queued     map[string]bool
-	processing map[string]bool
-	redo       map[string]bool
-	deletes    map[string]*localPod
-	closed     bool
-}
-
-func newWorkQueue() *workQueue {
-	q := &workQueue{queued: map[string]bool{}, processing: map[string]bool{}, redo: map[string]bool{}, deletes: map[string]*localPod{}}
-	q.cond = sync.NewCond(&q.mu)
-	return q
-}
-
-func (q *workQueue) add(k string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closed {
-		return
-	}
-	if q.processing[k] {
-		q.redo[k] = true
-		return
-	}
-	if !q.queued[k] {
-		q.queued[k] = true
-		q.items = append(q.items, k)
-		q.cond.Signal()
-	}
-}
-
-// addDelete queues the deletion of a removed pod's endpoint.
-func (q *workQueue) addDelete(k string, p *localPod) {
-	q.mu.Lock()
-	q.deletes[k] = p
-	q.mu.Unlock()
-	q.add(k)
-}
-
-// get blocks for the next key; ok is false once the queue is shut down.
-func (q *workQueue) get() (k string, del *localPod, ok bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for len(q.items) == 0 && !q.closed {
-		q.cond.Wait()
-	}
-	if q.closed {
-		return "", nil, false
-	}
-	k = q.items[0]
-	q.items = q.items[1:]
-	delete(q.queued, k)
-	q.processing[k] = true
-	del = q.deletes[k]
-	delete(q.deletes, k)
-	return k, del, true
-}
-
-func (q *workQueue) done(k string) {
-	q.mu.Lock()
-	delete(q.processing, k)
-	redo := q.redo[k]
-	delete(q.redo, k)
-	q.mu.Unlock()
-	if redo {
-		q.add(k)
-	}
-}
-
-func (q *workQueue) shutdown() {
-	q.mu.Lock()
-	q.closed = true
-	q.cond.Broadcast()
-	q.mu.Unlock()
-}
-
-func (q *workQueue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items)
-}
-
 // retryLater queues k again after d unless ctx ended.
 func (a *Agent) retryLater(ctx context.Context, k string, d time.Duration) {
-	t := time.AfterFunc(d, func() { a.queue.add(k) })
+	t := time.AfterFunc(d, func() { a.eps.queue.add(k) })
 	context.AfterFunc(ctx, func() { t.Stop() })
 }
 
 func (a *Agent) worker(ctx context.Context) {
 	for {
-		k, del, ok := a.queue.get()
+		k, del, ok := a.eps.queue.get()
 		if !ok {
 			return
 		}
@@ -119,7 +31,7 @@ func (a *Agent) worker(ctx context.Context) {
 			a.log.Debug("endpoint sync failed, retrying", "pod", k, "err", err)
 			a.retryLater(ctx, k, time.Second+time.Duration(rand.Int64N(int64(time.Second))))
 		}
-		a.queue.done(k)
+		a.eps.queue.done(k)
 		if ctx.Err() != nil {
 			return
 		}
@@ -131,7 +43,7 @@ func (a *Agent) worker(ctx context.Context) {
 // grace period, then its CiliumEndpoint (and kvstore ipcache entry).
 func (a *Agent) syncPod(ctx context.Context, k string) error {
 	a.mu.Lock()
-	p := a.pods[k]
+	p := a.eps.pods[k]
 	if p == nil {
 		a.mu.Unlock()
 		return nil
@@ -179,10 +91,10 @@ func (a *Agent) syncPod(ctx context.Context, k string) error {
 		}
 	}
 	a.mu.Lock()
-	p = a.pods[k]
+	p = a.eps.pods[k]
 	if p == nil || p.wantKey != wantKey {
 		a.mu.Unlock()
-		a.queue.add(k)
+		a.eps.queue.add(k)
 		return nil
 	}
 	a.assign(k, p, newID)
@@ -218,7 +130,7 @@ func (a *Agent) assign(k string, p *localPod, id identity.ID) {
 			a.triggerRegen()
 		}
 		a.mu.Unlock()
-		a.queue.add(k)
+		a.eps.queue.add(k)
 	})
 }
 
@@ -308,7 +220,7 @@ func (a *Agent) endpointStatus(p *localPod) EndpointStatus {
 // afterwards (pkg/k8s endpoint synchronizer).
 func (a *Agent) syncCEP(ctx context.Context, k string) error {
 	a.mu.Lock()
-	p := a.pods[k]
+	p := a.eps.pods[k]
 	if p == nil || p.id == 0 || (p.cepCreated && p.cepID == p.id) {
 		a.mu.Unlock()
 		return nil
@@ -355,7 +267,7 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 		if httpCode(err) == http.StatusNotFound {
 			// Deleted behind our back: create it again next time.
 			a.mu.Lock()
-			if p := a.pods[k]; p != nil {
+			if p := a.eps.pods[k]; p != nil {
 				p.cepCreated = false
 			}
 			a.mu.Unlock()
@@ -365,11 +277,11 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 		return fmt.Errorf("write endpoint %s: %w", k, err)
 	}
 	a.mu.Lock()
-	if p := a.pods[k]; p != nil {
+	if p := a.eps.pods[k]; p != nil {
 		p.cepCreated = true
 		p.cepID = id
 		if p.id != id {
-			a.queue.add(k)
+			a.eps.queue.add(k)
 		}
 	}
 	a.mu.Unlock()
@@ -381,8 +293,8 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 func (a *Agent) keysInUse() map[string]bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make(map[string]bool, len(a.pods))
-	for _, p := range a.pods {
+	out := make(map[string]bool, len(a.eps.pods))
+	for _, p := range a.eps.pods {
 		out[p.wantKey] = true
 		if e := a.ids.get(p.id); e != nil {
 			out[e.key] = true

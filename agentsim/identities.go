@@ -151,9 +151,9 @@ func (a *Agent) upsertIdentity(id identity.ID, l identity.Labels, key string) {
 	a.triggerRegen()
 	// Local endpoints waiting for this label set (operator mode, or a
 	// lost allocation race) can proceed.
-	for k, p := range a.pods {
+	for k, p := range a.eps.pods {
 		if p.wantKey == e.key && p.id != id && p.pendingID == 0 {
-			a.queue.add(k)
+			a.eps.queue.add(k)
 		}
 	}
 }
@@ -170,9 +170,9 @@ func (a *Agent) deleteIdentity(id identity.ID) {
 	}
 	a.dig.policyStale = true
 	a.triggerRegen()
-	for k, p := range a.pods {
+	for k, p := range a.eps.pods {
 		if p.id == id || p.pendingID == id {
-			a.queue.add(k)
+			a.eps.queue.add(k)
 		}
 	}
 }

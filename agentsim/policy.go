@@ -178,7 +178,7 @@ func (a *Agent) regenLoop(ctx context.Context) {
 func (a *Agent) regenerate() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ops, changed := a.pol.resolve(a.pods, a.ids)
+	ops, changed := a.pol.resolve(a.eps.pods, a.ids)
 	if changed {
 		a.dig.policyStale = true
 		a.changed()

@@ -96,17 +96,17 @@ func (a *Agent) statusLocked() Status {
 		LastChange:        a.LastChange(),
 		IPCacheEntries:    len(a.ipc.entries),
 		Identities:        a.ids.len(),
-		Namespaces:        len(a.namespaces),
-		Nodes:             len(a.nodes),
+		Namespaces:        len(a.k8s.namespaces),
+		Nodes:             len(a.k8s.nodes),
 		Policies:          len(a.pol.rules),
-		LocalEndpoints:    len(a.pods),
-		QueuedEndpoints:   a.queue.len(),
+		LocalEndpoints:    len(a.eps.pods),
+		QueuedEndpoints:   a.eps.queue.len(),
 		IdentitiesMade:    a.ids.made.Load(),
 		Duplicates:        a.ids.duplicates.Load(),
 		AllocationRetries: a.ids.retries.Load(),
 		Events:            a.events.Load(),
 	}
-	for _, p := range a.pods {
+	for _, p := range a.eps.pods {
 		if p.id != 0 && p.allowed != nil && p.cepCreated && p.cepID == p.id {
 			st.EndpointsReady++
 		}
