@@ -18,9 +18,11 @@ import (
 // process's agents may take together. Digests exist for the harness, not
 // for Cilium: an agent sums its ipcache and endpoint policies into them
 // when it reports, and in an identity storm every report finds them
-// changed. At relabel-1k's 16,000 identities one policy digest took
-// milliseconds, and the harness's polls made digests 37 % of a 250-agent
-// shard's CPU during the relabel.
+// changed. A policy digest grows with the identities an endpoint's policy
+// allows, so at scale the harness's polls alone would make the digests a
+// large part of a shard's CPU, taken from the agents' own work, which is
+// what is measured; a fixed share keeps the measurement from measuring
+// itself.
 const StatusDigestShare = 0.1
 
 // digestBudget spaces the digest recomputations of the agents of one
@@ -94,8 +96,8 @@ func (a *Agent) refreshDigests() {
 	}
 	// The cost is the CPU time of this thread, not the wall time: on a
 	// loaded machine the wall time of a digest is mostly other
-	// goroutines' turns, and counting it spaced 200 agents' digests by
-	// minutes.
+	// goroutines' turns, and counting those would space the digests of a
+	// shard's agents far beyond their real cost.
 	runtime.LockOSThread()
 	start := threadCPU()
 	if a.ipc.stale {
@@ -141,10 +143,10 @@ func (d *digests) recomputePolicy(pods map[string]*localPod, ids *identityCache,
 // ipcache entry carries that label set, and duplicate identities of one
 // label set give one entry per port. Keys of identities the agent does
 // not know are left out; AllowAll is truth.AllowAllEntry. In an identity
-// storm an allowed set has one key per duplicate identity (10,000s) but a
-// few hundred entries, and the digest is summed again for every report
-// that finds the policy changed: the label set's note (labelSet) finds a
-// repeat without a map lookup.
+// storm an allowed set has one key per duplicate identity but only one
+// entry per label set and port, and the digest is summed again for every
+// report that finds the policy changed: the label set's note (labelSet)
+// finds a repeat without a map lookup.
 func (d *digests) policyEntries(keys []datapath.PolicyKey, ids *identityCache, ipc *ipcache) []truth.PolicyEntry {
 	d.gen++
 	gen := d.gen

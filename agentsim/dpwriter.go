@@ -73,10 +73,12 @@ func (a *Agent) queueDP(op dpOp) { a.dp.queue(op) }
 
 // dpFlushInterval is the least time between two flushes of one agent's
 // queued datapath writes. Writes queued meanwhile go to the kernel in one
-// batched call per run of ipcache upserts: with 1,000 agents each seeing
-// every CiliumEndpoint event, one map syscall per event per agent was a
-// fifth of the agents' CPU. The agent's digests (what convergence is
-// judged on) never wait for it; the kernel maps lag by at most this.
+// batched call per run of ipcache upserts: every agent sees every
+// CiliumEndpoint event of the cluster, so a map syscall per event per
+// agent grows with nodes times endpoints and would take the CPU the
+// agents' control-plane work is measured with. The agent's digests (what
+// convergence is judged on) never wait for it; the kernel maps lag by at
+// most this.
 const dpFlushInterval = 50 * time.Millisecond
 
 // dpWriter applies queued writes until ctx ends, then applies what is left.
