@@ -18,7 +18,7 @@ func BenchmarkPolicyDigest(b *testing.B) {
 			defer a.mu.Unlock()
 			b.ReportAllocs()
 			for b.Loop() {
-				a.polDirty = true
+				a.dig.policyStale = true
 				a.statusLocked()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/digest")

@@ -46,10 +46,10 @@ func relabelAgent(b testing.TB, ids int) *Agent {
 			if err != nil {
 				b.Fatal(err)
 			}
-			a.rules[podKey(cnp.Metadata.Namespace, cnp.Metadata.Name)] = rules
+			a.pol.rules[podKey(cnp.Metadata.Namespace, cnp.Metadata.Name)] = rules
 		}
 	}
-	a.rulesDirty = true
+	a.pol.dirty = true
 	var sets []identity.Labels
 	for i := 0; i < 250; i++ {
 		sets = append(sets, identity.PodLabels(a.cfg.Filter, identity.PodInfo{
@@ -68,7 +68,7 @@ func relabelAgent(b testing.TB, ids int) *Agent {
 	for i := 0; i < 20; i++ {
 		// Endpoint i runs in namespace i%5 with that namespace's label set.
 		id := identity.ID(identity.MinID) + identity.ID(i%5)
-		a.pods[fmt.Sprint("ns-", i%5, "/pod-", i)] = &localPod{ns: fmt.Sprint("ns-", i%5), ip: netip.AddrFrom4([4]byte{10, 200, 0, byte(i)}), id: id, cepID: id, cepCreated: true}
+		a.eps.pods[fmt.Sprint("ns-", i%5, "/pod-", i)] = &localPod{ns: fmt.Sprint("ns-", i%5), ip: netip.AddrFrom4([4]byte{10, 200, 0, byte(i)}), id: id, cepID: id, cepCreated: true}
 	}
 	return a
 }
@@ -86,7 +86,7 @@ func BenchmarkRegenerateInStorm(b *testing.B) {
 			a.regenerate()
 			a.flushDP()
 			next := identity.ID(identity.MinID) + identity.ID(ids)
-			l := a.ids[identity.ID(identity.MinID)].labels
+			l := a.ids.get(identity.ID(identity.MinID)).labels
 			b.ReportAllocs()
 			for b.Loop() {
 				a.mu.Lock()

@@ -53,9 +53,9 @@ func TestStatusDigestsWaitForTheirTurn(t *testing.T) {
 	defer a.mu.Unlock()
 
 	a.setIP(10<<24|1, 300, 1)
-	a.polDirty = true
+	a.dig.policyStale = true
 	first := a.statusLocked() // first report: computed at once
-	if a.ipDirty || a.polDirty {
+	if a.ipc.stale || a.dig.policyStale {
 		t.Fatal("first report left the digests dirty")
 	}
 
@@ -63,7 +63,7 @@ func TestStatusDigestsWaitForTheirTurn(t *testing.T) {
 	a.upsertIdentity(300, nil, "k8s:app=a;")
 	a.changed()
 	waiting := a.statusLocked()
-	if !a.ipDirty {
+	if !a.ipc.stale {
 		t.Fatal("digest recomputed 1 s after the last one, inside a 10 s interval")
 	}
 	if waiting.IPCacheDigest != first.IPCacheDigest {
@@ -75,7 +75,7 @@ func TestStatusDigestsWaitForTheirTurn(t *testing.T) {
 
 	now = now.Add(10 * time.Second)
 	turn := a.statusLocked()
-	if a.ipDirty {
+	if a.ipc.stale {
 		t.Fatal("digest not recomputed after its interval")
 	}
 	if turn.IPCacheDigest == first.IPCacheDigest {
@@ -124,13 +124,13 @@ func TestPolicyDigestCountsLabelSetsOnce(t *testing.T) {
 	want := func() truth.Digest {
 		var d truth.Digest
 		used := func(id identity.ID) (truth.LabelsHash, bool) {
-			e := a.ids[identity.ID(id)]
+			e := a.ids.get(identity.ID(id))
 			if e == nil {
 				return 0, false
 			}
-			return e.lh, a.used[e.lh] > 0
+			return e.lh, a.ipc.isUsed(e.lh)
 		}
-		for _, p := range a.pods {
+		for _, p := range a.eps.pods {
 			if p.allowed != nil {
 				d.Merge(truth.EndpointPolicy(p.ip, truth.Entries(p.allowed, used)))
 			}
@@ -139,17 +139,17 @@ func TestPolicyDigestCountsLabelSetsOnce(t *testing.T) {
 	}
 	check := func(when string) {
 		t.Helper()
-		a.polDirty = true
+		a.dig.policyStale = true
 		a.refreshDigests()
-		if w := want(); a.polDigest != w || w.Count == 0 {
-			t.Fatalf("%s: digest %v, want %v (non-empty)", when, a.polDigest, w)
+		if w := want(); a.dig.policy != w || w.Count == 0 {
+			t.Fatalf("%s: digest %v, want %v (non-empty)", when, a.dig.policy, w)
 		}
 	}
 	check("start")
 	// Identities 250-499 are the first duplicates of every label set
 	// (1,000 identities over 250 sets): other identities of each set stay
 	// in the ipcache, so the digest must not change.
-	before := a.polDigest
+	before := a.dig.policy
 	for i := 250; i < 500; i++ {
 		a.deleteIdentity(identity.ID(identity.MinID) + identity.ID(i))
 	}
@@ -157,18 +157,18 @@ func TestPolicyDigestCountsLabelSetsOnce(t *testing.T) {
 	a.regenerate()
 	a.mu.Lock()
 	check("after deleting one identity per label set")
-	if a.polDigest != before {
-		t.Fatalf("deleting duplicates changed the digest: %v, was %v", a.polDigest, before)
+	if a.dig.policy != before {
+		t.Fatalf("deleting duplicates changed the digest: %v, was %v", a.dig.policy, before)
 	}
 	// Every ipcache entry of the first 10 label sets goes: those sets
 	// are no longer used.
-	for ip, e := range a.ipcache {
+	for ip, e := range a.ipc.entries {
 		if id := e.id - identity.ID(identity.MinID); id%250 < 10 {
 			a.deleteIP(ip, e.owner)
 		}
 	}
 	check("after ipcache deletes")
-	if a.polDigest == before {
+	if a.dig.policy == before {
 		t.Fatal("the digest did not change when label sets stopped being used")
 	}
 	// Prod identities (the other policy's port), two per label set, the

@@ -25,10 +25,14 @@
 // (everything but pods): the API server sends every watcher the same bytes
 // for an event, so the first agent to read a frame decodes it and the
 // others reuse the read-only result (frameCache). A shard's agents thus
-// spend less CPU on decoding than as many cilium-agents would. Each agent keeps an identity cache, an ipcache
-// (IP -> identity), a selector cache and per-endpoint policies, and writes
-// them to its datapath.Datapath through a queue applied by its own writer
-// goroutine. It reports convergence digests built with internal/truth.
+// spend less CPU on decoding than as many cilium-agents would.
+//
+// Each agent keeps an identity cache, an ipcache (IP -> identity), a
+// selector cache and per-endpoint policies, each a subsystem of its own
+// type and file that the Agent composes under one lock (the Agent's doc
+// says why and gives the lock order), and writes them to its
+// datapath.Datapath through a queue applied by its own writer goroutine.
+// It reports convergence digests built with internal/truth.
 //
 // Lifecycle: New builds a Fleet (nothing connects); Run(ctx) runs every
 // agent until ctx ends and waits for all their goroutines; each agent

@@ -3,7 +3,10 @@ package agentsim
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stampede-sim/stampede/datapath"
@@ -11,9 +14,34 @@ import (
 	"github.com/stampede-sim/stampede/internal/policykey"
 )
 
-// Datapath writes are queued under the agent's lock and applied, in order
-// and batched, by the agent's datapath writer goroutine under dpMu, so that
-// event handlers never wait for map updates.
+// datapathWriter is the agent's way to its datapath.Datapath: writes are
+// queued under Agent.mu and applied, in order and batched, by the agent's
+// writer goroutine (dpWriter) under the writer's own lock, so that event
+// handlers never wait for map updates. The two locks are never held
+// together: flushDP takes the queue under Agent.mu, lets go, and applies it
+// under mu.
+type datapathWriter struct {
+	dp  datapath.Datapath
+	log *slog.Logger
+	m   *Metrics
+
+	// ops are the queued writes and overflow the endpoints whose current
+	// policy the datapath refused as larger than an endpoint's policy map:
+	// they still enforce an older policy, so the agent does not report
+	// their new one. Both guarded by Agent.mu.
+	ops      []dpOp
+	overflow map[netip.Addr]struct{}
+	sig      chan struct{}
+
+	// mu serialises the calls into the datapath; lastStats are the
+	// counters of the last Stats call.
+	mu        sync.Mutex
+	lastStats atomic.Pointer[datapath.Stats]
+}
+
+func newDatapathWriter(dp datapath.Datapath, log *slog.Logger, m *Metrics) *datapathWriter {
+	return &datapathWriter{dp: dp, log: log, m: m, overflow: map[netip.Addr]struct{}{}, sig: make(chan struct{}, 1)}
+}
 
 type dpOpKind uint8
 
@@ -33,21 +61,26 @@ type dpOp struct {
 	keys []policykey.Key
 }
 
-// queueDP queues a datapath write (caller holds mu).
-func (a *Agent) queueDP(op dpOp) {
-	a.dpOps = append(a.dpOps, op)
+// queue queues a datapath write (caller holds Agent.mu).
+func (w *datapathWriter) queue(op dpOp) {
+	w.ops = append(w.ops, op)
 	select {
-	case a.dpSig <- struct{}{}:
+	case w.sig <- struct{}{}:
 	default:
 	}
 }
 
+// queueDP queues a datapath write (caller holds mu).
+func (a *Agent) queueDP(op dpOp) { a.dp.queue(op) }
+
 // dpFlushInterval is the least time between two flushes of one agent's
 // queued datapath writes. Writes queued meanwhile go to the kernel in one
-// batched call per run of ipcache upserts: with 1,000 agents each seeing
-// every CiliumEndpoint event, one map syscall per event per agent was a
-// fifth of the agents' CPU. The agent's digests (what convergence is
-// judged on) never wait for it; the kernel maps lag by at most this.
+// batched call per run of ipcache upserts: every agent sees every
+// CiliumEndpoint event of the cluster, so a map syscall per event per
+// agent grows with nodes times endpoints and would take the CPU the
+// agents' control-plane work is measured with. The agent's digests (what
+// convergence is judged on) never wait for it; the kernel maps lag by at
+// most this.
 const dpFlushInterval = 50 * time.Millisecond
 
 // dpWriter applies queued writes until ctx ends, then applies what is left.
@@ -59,7 +92,7 @@ func (a *Agent) dpWriter(ctx context.Context) {
 		case <-ctx.Done():
 			a.flushDP()
 			return
-		case <-a.dpSig:
+		case <-a.dp.sig:
 		}
 		a.flushDP()
 		pause.Reset(dpFlushInterval)
@@ -75,54 +108,54 @@ func (a *Agent) dpWriter(ctx context.Context) {
 // flushDP applies every queued write: runs of ipcache upserts and deletes
 // become one batched call each, and endpoints with the same new policy
 // one group update. Endpoints whose policy the datapath refused as too
-// large for its policy map are recorded (see Agent.overflow) once the
-// writes are done.
+// large for its policy map are recorded (datapathWriter.overflow) once
+// the writes are done.
 func (a *Agent) flushDP() {
 	a.mu.Lock()
-	ops := a.dpOps
-	a.dpOps = nil
+	ops := a.dp.ops
+	a.dp.ops = nil
 	a.mu.Unlock()
 	if len(ops) == 0 {
 		return
 	}
-	over, fit := a.applyDP(ops)
+	over, fit := a.dp.apply(ops)
 	if len(over)+len(fit) == 0 {
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, ep := range fit {
-		if _, ok := a.overflow[ep]; ok {
-			delete(a.overflow, ep)
-			a.polDirty = true
+		if _, ok := a.dp.overflow[ep]; ok {
+			delete(a.dp.overflow, ep)
+			a.dig.policyStale = true
 		}
 	}
 	for _, ep := range over {
-		if _, ok := a.overflow[ep]; !ok {
-			a.overflow[ep] = struct{}{}
-			a.polDirty = true
+		if _, ok := a.dp.overflow[ep]; !ok {
+			a.dp.overflow[ep] = struct{}{}
+			a.dig.policyStale = true
 		}
 	}
 }
 
-// applyDP writes ops to the datapath and returns the endpoints whose new
+// apply writes ops to the datapath and returns the endpoints whose new
 // policy overflowed the policy map and those whose policy was written.
-func (a *Agent) applyDP(ops []dpOp) (over, fit []netip.Addr) {
-	a.dpMu.Lock()
-	defer a.dpMu.Unlock()
-	dp := a.cfg.Datapath
+func (w *datapathWriter) apply(ops []dpOp) (over, fit []netip.Addr) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	dp := w.dp
 	var ups []datapath.IPCacheEntry
 	var dels []netip.Prefix
 	flush := func() {
 		if len(ups) > 0 {
 			if err := dp.UpsertIPCache(ups); err != nil {
-				a.log.Warn("datapath ipcache upsert", "entries", len(ups), "err", err)
+				w.log.Warn("datapath ipcache upsert", "entries", len(ups), "err", err)
 			}
 			ups = ups[:0]
 		}
 		if len(dels) > 0 {
 			if err := dp.DeleteIPCache(dels); err != nil {
-				a.log.Warn("datapath ipcache delete", "entries", len(dels), "err", err)
+				w.log.Warn("datapath ipcache delete", "entries", len(dels), "err", err)
 			}
 			dels = dels[:0]
 		}
@@ -149,14 +182,14 @@ func (a *Agent) applyDP(ops []dpOp) (over, fit []netip.Addr) {
 				// Cilium keeps the endpoint's old policy and fails the
 				// regeneration; so does the agent here.
 				over = append(over, op.eps...)
-				a.cfg.Metrics.policyOverflows.Add(float64(len(op.eps)))
+				w.m.policyOverflows.Add(float64(len(op.eps)))
 			default:
-				a.log.Warn("datapath policy update", "endpoints", len(op.eps), "first", op.eps[0], "err", err)
+				w.log.Warn("datapath policy update", "endpoints", len(op.eps), "first", op.eps[0], "err", err)
 			}
 		case dpDeleteEndpoint:
 			flush()
 			if err := dp.DeleteEndpoint(op.ep); err != nil {
-				a.log.Warn("datapath endpoint delete", "endpoint", op.ep, "err", err)
+				w.log.Warn("datapath endpoint delete", "endpoint", op.ep, "err", err)
 			}
 		}
 	}
@@ -167,9 +200,29 @@ func (a *Agent) applyDP(ops []dpOp) (over, fit []netip.Addr) {
 // closeDatapath applies what is queued and closes the datapath.
 func (a *Agent) closeDatapath() {
 	a.flushDP()
-	a.dpMu.Lock()
-	defer a.dpMu.Unlock()
-	if err := a.cfg.Datapath.Close(); err != nil {
+	a.dp.mu.Lock()
+	defer a.dp.mu.Unlock()
+	if err := a.dp.dp.Close(); err != nil {
 		a.log.Warn("close datapath", "err", err)
 	}
+}
+
+// stats returns the datapath's counters. While the writer applies a batch
+// (which can take seconds in a storm of large policy updates), it returns
+// the counters of the last call instead of waiting, so that /metrics
+// answers at once.
+func (w *datapathWriter) stats() (datapath.Stats, bool) {
+	if !w.mu.TryLock() {
+		if st := w.lastStats.Load(); st != nil {
+			return *st, true
+		}
+		w.mu.Lock()
+	}
+	defer w.mu.Unlock()
+	if w.dp == nil {
+		return datapath.Stats{}, false
+	}
+	st := w.dp.Stats()
+	w.lastStats.Store(&st)
+	return st, true
 }

@@ -13,8 +13,8 @@ import (
 // its own connection, as cilium-agents do; but the API server sends every
 // watcher of an unfiltered watch (CiliumIdentities, CiliumEndpoints,
 // CiliumEndpointSlices, policies, nodes, namespaces) the same bytes for the
-// same event, so the 250 agents of a shard would decode the same 15 KiB
-// CiliumEndpointSlice 250 times. With the cache, the first agent to read a
+// same event, so every agent of a shard would decode the same (large)
+// CiliumEndpointSlice once each. With the cache, the first agent to read a
 // frame decodes it and the others get its result: the decoded object is
 // shared and read-only.
 //
@@ -23,7 +23,7 @@ import (
 // with sync.Once, made the agents of a loaded shard file one by one
 // through each frame's mutex: their CiliumIdentity watches fell so far
 // behind that the API server closed them, and the agents, relisting,
-// allocated four times as many duplicate identities.)
+// allocated many more duplicate identities.)
 //
 // Frames are keyed by a 128-bit hash of the resource name and their bytes,
 // in frameStripes independent parts. Each keeps two generations and drops

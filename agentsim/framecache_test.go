@@ -209,8 +209,8 @@ func TestAgentsShareSliceFrames(t *testing.T) {
 		if n := a.Status().IPCacheEntries; n != slices*100 {
 			t.Errorf("agent %d has %d ipcache entries, want %d", i, n, slices*100)
 		}
-		if len(a.slices) != slices {
-			t.Errorf("agent %d holds %d slices, want %d", i, len(a.slices), slices)
+		if len(a.ipc.slices) != slices {
+			t.Errorf("agent %d holds %d slices, want %d", i, len(a.ipc.slices), slices)
 		}
 	}
 }

@@ -45,15 +45,15 @@ func newKubeClient(base *rest.Config, token, node string, qps float32, burst int
 		MaxIdleConnsPerHost:   25,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		// HTTP/2 receive windows are Go's defaults (4 MiB per stream),
-		// as client-go's and so cilium-agent's are. A 256 KiB window
-		// kept a lagging agent's backlog in the API server instead of
-		// its own buffers, where the server cut its watches off: the
-		// relabel's CiliumIdentity watches broke and backed off, agents
-		// saw other agents' identities seconds later, and crd mode at
-		// 200 nodes created 17,101 identities instead of 10,119 (the
-		// policy map of 16,384 overflowed). The cost is memory at 1,000
-		// agents: up to 860 MiB of unread watch data in one shard.
+		// HTTP/2 receive windows are Go's defaults, as client-go's and
+		// so cilium-agent's are. A smaller window keeps a lagging
+		// agent's backlog in the API server instead of its own buffers,
+		// where the server cuts its watches off: CiliumIdentity watches
+		// break and back off, agents see other agents' identities
+		// late, and crd mode allocates far more duplicate identities
+		// than a real cluster would (enough to overflow the policy
+		// map). The cost is memory: a shard of many agents can hold
+		// their unread watch data in its own buffers.
 	}
 	cfg := rest.CopyConfig(base)
 	cfg.TLSClientConfig = rest.TLSClientConfig{}

@@ -70,59 +70,6 @@ type kvClient struct {
 	pathLocks keyedMutex
 }
 
-// keyedMutex is a set of mutexes by key, created on demand and dropped
-// when nobody holds or waits for them.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedLock
-}
-
-type keyedLock struct {
-	ch   chan struct{} // one token: held when empty
-	refs int
-}
-
-// lock takes the mutex of key, or returns ctx's error.
-func (m *keyedMutex) lock(ctx context.Context, key string) error {
-	m.mu.Lock()
-	if m.locks == nil {
-		m.locks = map[string]*keyedLock{}
-	}
-	l := m.locks[key]
-	if l == nil {
-		l = &keyedLock{ch: make(chan struct{}, 1)}
-		l.ch <- struct{}{}
-		m.locks[key] = l
-	}
-	l.refs++
-	m.mu.Unlock()
-	select {
-	case <-l.ch:
-		return nil
-	case <-ctx.Done():
-		m.release(key, l)
-		return ctx.Err()
-	}
-}
-
-// unlock releases the mutex of key taken by lock.
-func (m *keyedMutex) unlock(key string) {
-	m.mu.Lock()
-	l := m.locks[key]
-	m.mu.Unlock()
-	l.ch <- struct{}{}
-	m.release(key, l)
-}
-
-func (m *keyedMutex) release(key string, l *keyedLock) {
-	m.mu.Lock()
-	l.refs--
-	if l.refs == 0 {
-		delete(m.locks, key)
-	}
-	m.mu.Unlock()
-}
-
 func newKVClient(ctx context.Context, a *Agent) (*kvClient, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   a.cfg.KVStore,
@@ -203,40 +150,13 @@ func (k *kvClient) observe(op string, start time.Time, err error) {
 	k.a.m.kvLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
 }
 
-// allocate finds or creates the identity of a label set under the
-// per-key lock: an existing value key names the ID; otherwise a random
-// free ID's master key is created only if absent (a transaction on
-// CreateRevision == 0), retrying conflicts with backoff.
-func (k *kvClient) allocate(ctx context.Context, l identity.Labels, key string) (identity.ID, error) {
-	a := k.a
-	delay := a.cfg.Knobs.AllocationBackoff.Duration
-	var lastErr error
-	for attempt := 0; attempt < a.cfg.Knobs.AllocationAttempts; attempt++ {
-		if attempt > 0 {
-			a.allocRetries.Add(1)
-			a.m.allocRetries.Inc()
-			select {
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			case <-time.After(delay):
-			}
-			delay *= 2
-		}
-		id, err := k.allocateOnce(ctx, l, key)
-		if err == nil {
-			return id, nil
-		}
-		lastErr = err
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-	}
-	a.m.allocFail.Inc()
-	return 0, fmt.Errorf("%w after %d attempts for %s: %w", errAllocation, a.cfg.Knobs.AllocationAttempts, key, lastErr)
-}
-
 var errIDTaken = errors.New("identity ID already taken")
 
+// allocateOnce is one attempt of the kvstore allocator (allocateIdentity
+// runs the retries): under the label set's lock, an existing value key
+// names the ID; otherwise a random free ID's master key is created only if
+// absent (a transaction on CreateRevision == 0), and this node's value key
+// references it.
 func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key string) (identity.ID, error) {
 	a := k.a
 	start := time.Now()
@@ -247,7 +167,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 	// Another worker of this node may have allocated the label set while
 	// this one waited: no need for the kvstore lock then.
 	a.mu.Lock()
-	ids := a.idsOf(key)
+	ids := a.ids.idsOf(key)
 	a.mu.Unlock()
 	if len(ids) > 0 {
 		return ids[0], k.acquire(ctx, ids[0], key)
@@ -292,15 +212,12 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 			return id, nil
 		}
 	}
-	a.mu.Lock()
-	if ids := a.idsOf(key); len(ids) > 0 {
-		a.mu.Unlock()
-		return ids[0], k.acquire(ctx, ids[0], key)
+	id, found, err := a.cachedOrFreeID(key)
+	if err != nil {
+		return 0, err
 	}
-	id, ok := a.randomFreeID()
-	a.mu.Unlock()
-	if !ok {
-		return 0, errors.New("no free identity in range")
+	if found {
+		return id, k.acquire(ctx, id, key)
 	}
 	master := agentcontract.KVIDPrefix + id.String()
 	start = time.Now()
@@ -315,14 +232,7 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 	if !tx.Succeeded {
 		return 0, fmt.Errorf("create %s: %w", master, errIDTaken)
 	}
-	a.created.Add(1)
-	a.m.created.Inc()
-	a.mu.Lock()
-	a.createdIDs[id] = true
-	a.upsertIdentity(id, l, key)
-	// The watch may have delivered the new identity first.
-	a.countDuplicates(a.idsOf(key))
-	a.mu.Unlock()
+	a.identityCreated(id, l, key)
 	if err := k.acquire(ctx, id, key); err != nil {
 		return 0, err
 	}
@@ -728,11 +638,7 @@ func (k *kvClient) watchIdentities(ctx context.Context) {
 					a.upsertIdentity(id, l, key)
 				}
 			}
-			for id := range a.ids {
-				if !seen[id] && !a.createdIDs[id] {
-					a.deleteIdentity(id)
-				}
-			}
+			a.keepIdentities(seen)
 		},
 		func(put bool, key string, value []byte) {
 			a.events.Add(1)
@@ -789,7 +695,7 @@ func (k *kvClient) watchIPCache(ctx context.Context) {
 					a.setIP(ip, id, kvOwner)
 				}
 			}
-			for ip := range a.ipcache {
+			for ip := range a.ipc.entries {
 				if !seen[ip] {
 					a.deleteIP(ip, kvOwner)
 				}

@@ -348,9 +348,10 @@ func prepare[T any, PT interface {
 
 // frameReader splits a watch stream into its frames: kube-apiserver and
 // the fake both end every JSON frame with a newline, and compact JSON has
-// none inside. A frame is decoded from its own bytes; a streaming decoder
-// kept a read-ahead buffer per watch that grew to megabytes per agent on
-// CiliumEndpointSlice watches (15 KiB frames), 0.5 GiB per shard of 250.
+// none inside. A frame is decoded from its own bytes: a streaming decoder
+// keeps a read-ahead buffer per watch that grows with the largest frames
+// (CiliumEndpointSlices) and is held by every watch of every agent of a
+// shard.
 type frameReader struct {
 	r   *bufio.Reader
 	buf []byte // a frame longer than r's buffer, assembled

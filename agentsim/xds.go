@@ -156,9 +156,7 @@ func (x *XDSAgent) UpsertPolicy(namespace, name string, rules []policy.Rule) err
 	a.events.Add(1)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.rules[podKey(namespace, name)] = rules
-	a.rulesDirty = true
-	a.triggerRegen()
+	a.pol.setRules(podKey(namespace, name), rules, true)
 	return nil
 }
 
@@ -168,9 +166,7 @@ func (x *XDSAgent) DeletePolicy(namespace, name string) error {
 	a.events.Add(1)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	delete(a.rules, podKey(namespace, name))
-	a.rulesDirty = true
-	a.triggerRegen()
+	a.pol.setRules(podKey(namespace, name), nil, false)
 	return nil
 }
 
@@ -190,11 +186,9 @@ func (x *XDSAgent) setEndpoint(namespace, name string, ip netip.Addr, id uint32)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := podKey(namespace, name)
-	p, ok := a.pods[k]
+	p, ok := a.eps.pods[k]
 	if !ok {
-		a.nextEPID++
-		p = &localPod{ns: a.cfg.Interner.String(namespace), name: name, epID: a.nextEPID}
-		a.pods[k] = p
+		p = a.eps.add(k, a.cfg.Interner.String(namespace), name, "")
 	}
 	if p.ip.IsValid() && p.ip != ip && p.allowed != nil {
 		a.queueDP(dpOp{kind: dpDeleteEndpoint, ep: p.ip})
@@ -214,7 +208,7 @@ func (x *XDSAgent) DeleteEndpoint(namespace, name string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := podKey(namespace, name)
-	if p, ok := a.pods[k]; ok {
+	if p, ok := a.eps.pods[k]; ok {
 		p.cepCreated = false
 		a.removePod(k, p)
 	}
