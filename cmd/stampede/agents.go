@@ -87,7 +87,7 @@ convergence digests) on stdout and in --ready-file.`,
 				}
 			}
 			return agentsim.Serve(cmd.Context(), agentsim.ServeConfig{
-				Fleet: cfg, Listen: listen, ReadyFile: readyFile, Stdout: cmd.OutOrStdout(),
+				Fleet: cfg, MetricsListen: listen, ReadyFile: readyFile, Stdout: cmd.OutOrStdout(),
 			})
 		},
 	}

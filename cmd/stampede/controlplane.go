@@ -70,7 +70,7 @@ endpoints "metrics" (/metrics, /debug/pprof, and in xds mode
 	f.StringVar(&caFile, "ca-file", "", "PEM file of the API server's CA")
 	f.StringVar(&token, "token", "", "bearer token for the API server")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token")
-	f.StringVar(&cfg.KVStore, "kvstore", "", "etcd client URL (kvstore mode)")
+	f.StringSliceVar(&cfg.KVStore, "kvstore", nil, "etcd client URLs, comma separated (kvstore mode)")
 	f.StringVar(&cfg.XDSListen, "xds-listen", "127.0.0.1:0", "xDS gRPC listen address (xds mode)")
 	f.StringVar(&metricsAddr, "metrics-listen", "127.0.0.1:0", "metrics and pprof listen address")
 	f.StringVar(&cfg.ReadyFile, "ready-file", "", "write the JSON announcement here once serving")
