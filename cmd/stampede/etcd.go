@@ -36,6 +36,7 @@ URL, also serving etcd's /metrics and /health) and "metrics" (/metrics and
 	f.BoolVar(&cfg.UnsafeNoFsync, "unsafe-no-fsync", false, "turn fsync off (faster, loses data on a crash; recorded in results)")
 	f.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", 8<<30, "backend size quota in bytes")
 	f.StringVar(&cfg.LogLevel, "etcd-log-level", "error", "etcd's own log level: debug, info, warn or error")
+	f.StringVar(&rc.MetricsListen, "metrics-listen", "", "metrics and pprof listen address (default: --host, an ephemeral port)")
 	f.StringVar(&rc.ReadyFile, "ready-file", "", "write the JSON announcement here once serving")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
