@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		fallthrough
 	default:
 		if cfg.REST == nil {
-			return nil, fmt.Errorf("agentsim: mode %s needs the API server (--api)", cfg.Mode)
+			return nil, fmt.Errorf("agentsim: mode %s needs the API server (--api-url)", cfg.Mode)
 		}
 	}
 	if cfg.Log == nil {

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	etcdserver "github.com/stampede-sim/stampede/controlplane/etcd"
 	"github.com/stampede-sim/stampede/internal/agentcontract"
-	"github.com/stampede-sim/stampede/internal/etcdserver"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -29,9 +29,7 @@ func TestKVStoreModeConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ccancel()
-		etcd.Close(cctx)
+		etcd.Close()
 		ecancel()
 	})
 	s := smallScenario(t, scenarios.ModeKVStore, true)

@@ -17,9 +17,15 @@
 //     CiliumNetworkPolicies into an xds.Model, served by an xds.Server; see
 //     controlplane/xds and, for the agent side, agentsim/xdsclient).
 //
-// Lifecycle: Run validates its Config, starts the mode's functions (each a
-// goroutine owning its informers), serves /metrics and /debug/pprof from a
-// registry of its own, announces its endpoints with internal/ready, and
-// when its context ends (SIGTERM in the command) stops everything and
-// waits for it. A function that fails ends Run with its error.
+// Lifecycle: Run validates its Config and builds the mode's functions
+// (each owning its informers when it runs) without starting any, so that a
+// bad knob returns with nothing left running; then internal/daemon.Run
+// serves /metrics and /debug/pprof from a registry of its own, starts the
+// functions, announces the endpoints with internal/ready, and when the
+// context ends (SIGTERM in the command) stops everything and waits for it.
+// A function that fails ends Run with its error.
+//
+// controlplane/etcd is the etcd of kvstore mode (and the local backend's
+// API server storage), run by `stampede etcd` as a process of its own;
+// kvstoregc.go here is the operator's identity GC, one of its clients.
 package controlplane

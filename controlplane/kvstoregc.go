@@ -22,10 +22,10 @@ const (
 )
 
 type kvstoreGCConfig struct {
-	endpoint string
-	interval time.Duration
-	log      *slog.Logger
-	reg      prometheus.Registerer
+	endpoints []string
+	interval  time.Duration
+	log       *slog.Logger
+	reg       prometheus.Registerer
 }
 
 // kvstoreGC is the operator's identity GC in kvstore mode (cilium/cilium
@@ -68,9 +68,9 @@ func newKVStoreGC(cfg kvstoreGCConfig) (*kvstoreGC, error) {
 }
 
 func (g *kvstoreGC) run(ctx context.Context) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{g.cfg.endpoint}, DialTimeout: 5 * time.Second, Context: ctx, Logger: nil})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: g.cfg.endpoints, DialTimeout: 5 * time.Second, Context: ctx, Logger: nil})
 	if err != nil {
-		return fmt.Errorf("kvstore %s: %w", g.cfg.endpoint, err)
+		return fmt.Errorf("kvstore %s: %w", strings.Join(g.cfg.endpoints, ","), err)
 	}
 	defer cli.Close()
 	t := time.NewTicker(g.cfg.interval)

@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/stampede-sim/stampede/controlplane"
-	"github.com/stampede-sim/stampede/internal/etcdserver"
+	"github.com/stampede-sim/stampede/controlplane/etcd"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -259,12 +259,12 @@ func TestKVStoreGC(t *testing.T) {
 	c := startCluster(t, "relabel-small", false)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	etcd, err := etcdserver.Start(ctx, etcdserver.Config{Dir: t.TempDir(), UnsafeNoFsync: true})
+	kv, err := etcd.Start(ctx, etcd.Config{Dir: t.TempDir(), UnsafeNoFsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer etcd.Close(context.WithoutCancel(ctx))
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.ClientURL()}, DialTimeout: 5 * time.Second})
+	defer kv.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{kv.ClientURL()}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestKVStoreGC(t *testing.T) {
 	exited := make(chan struct{})
 	rctx, rcancel := context.WithCancel(ctx)
 	go func() {
-		done <- controlplane.Run(rctx, controlplane.Config{Mode: scenarios.ModeKVStore, Scenario: c.sc, REST: restConfig(c), KVStore: etcd.ClientURL(), ReadyFile: rf})
+		done <- controlplane.Run(rctx, controlplane.Config{Mode: scenarios.ModeKVStore, Scenario: c.sc, REST: restConfig(c), KVStore: []string{kv.ClientURL()}, ReadyFile: rf})
 		close(exited)
 	}()
 	defer func() {

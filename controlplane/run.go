@@ -8,17 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/rest"
 
 	"github.com/stampede-sim/stampede/controlplane/xds"
-	"github.com/stampede-sim/stampede/internal/ready"
+	"github.com/stampede-sim/stampede/internal/daemon"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -33,8 +29,8 @@ type Config struct {
 	Scenario *scenarios.Scenario
 	// REST reaches the API server. Required.
 	REST *rest.Config
-	// KVStore is the etcd client URL (kvstore mode).
-	KVStore string
+	// KVStore lists the etcd client URLs (kvstore mode).
+	KVStore []string
 	// XDSListen is the xDS gRPC listen address (xds mode); default
 	// 127.0.0.1:0.
 	XDSListen string
@@ -56,12 +52,12 @@ func (c *Config) validate() error {
 		return errors.New("controlplane: no scenario")
 	}
 	if c.REST == nil {
-		return errors.New("controlplane: no API server configuration (--api)")
+		return errors.New("controlplane: no API server configuration (--api-url)")
 	}
 	switch c.Mode {
 	case scenarios.ModeCRD, scenarios.ModeCES, scenarios.ModeOperator, scenarios.ModeXDS:
 	case scenarios.ModeKVStore:
-		if c.KVStore == "" {
+		if len(c.KVStore) == 0 {
 			return errors.New("controlplane: kvstore mode needs the etcd URL (--kvstore)")
 		}
 	default:
@@ -69,9 +65,6 @@ func (c *Config) validate() error {
 	}
 	if c.XDSListen == "" {
 		c.XDSListen = "127.0.0.1:0"
-	}
-	if c.MetricsListen == "" {
-		c.MetricsListen = "127.0.0.1:0"
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -82,137 +75,140 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Run starts the functions of cfg.Mode, announces its endpoints, and runs
-// until ctx ends (SIGTERM in the command), then stops everything and waits
-// for it.
+// Run builds the functions of cfg.Mode, then runs them as one
+// internal/daemon process: it serves /metrics and /debug/pprof, announces
+// its endpoints, and runs until ctx ends (SIGTERM in the command) or a
+// function fails, then stops everything and waits for it. Nothing runs
+// until every function is built, so a bad knob returns with no goroutine
+// left behind.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	log := cfg.Logger.With("component", "controlplane", "mode", cfg.Mode)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	var errMu sync.Mutex
-	var errs []error
-	start := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				err = fmt.Errorf("%s: %w", name, err)
-				errMu.Lock()
-				errs = append(errs, err)
-				errMu.Unlock()
-				cancel(err)
-			}
-		}()
-	}
-
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	endpoints := map[string]string{}
-
-	k, err := newKube(cfg.REST, cfg.Scenario)
+	reg := daemon.NewRegistry()
+	p, err := build(cfg, reg)
 	if err != nil {
 		return err
+	}
+	p.log.Info("starting", "endpoints", p.endpoints)
+	err = daemon.Run(ctx, daemon.Config{
+		Component:     "controlplane",
+		MetricsListen: cfg.MetricsListen,
+		Gatherer:      reg,
+		Handlers:      p.handlers,
+		Endpoints:     p.endpoints,
+		Extra:         map[string]string{"mode": string(cfg.Mode)},
+		ReadyFile:     cfg.ReadyFile,
+		Stdout:        cfg.Stdout,
+	}, p.parts...)
+	return errors.Join(err, p.close())
+}
+
+// process is what build made for one mode.
+type process struct {
+	log       *slog.Logger
+	parts     []daemon.Part
+	handlers  map[string]http.Handler
+	endpoints map[string]string
+	// listeners are closed by close; those a part served are closed twice,
+	// which is harmless.
+	listeners []net.Listener
+}
+
+func (p *process) add(name string, run func(context.Context) error) {
+	p.parts = append(p.parts, daemon.Part{Name: name, Run: run})
+}
+
+func (p *process) close() error {
+	var errs []error
+	for _, l := range p.listeners {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// build constructs the functions of cfg.Mode without starting any.
+func build(cfg Config, reg *prometheus.Registry) (_ *process, err error) {
+	p := &process{
+		log:       cfg.Logger.With("component", "controlplane", "mode", cfg.Mode),
+		handlers:  map[string]http.Handler{},
+		endpoints: map[string]string{},
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, p.close())
+		}
+	}()
+	k, err := newKube(cfg.REST, cfg.Scenario)
+	if err != nil {
+		return nil, err
 	}
 	knobs := cfg.Scenario.ControlPlane
 	events, err := newWatchEvents(reg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch cfg.Mode {
 	case scenarios.ModeXDS:
-		srv, err := xds.New(xds.Config{Registerer: reg, Logger: log, Now: cfg.Now})
-		if err != nil {
-			return err
-		}
-		lis, err := net.Listen("tcp", cfg.XDSListen)
-		if err != nil {
-			return fmt.Errorf("controlplane: xds listen: %w", err)
-		}
-		endpoints["xds"] = lis.Addr().String()
-		mux.Handle("/debug/xds/push-latency", srv.PushLatencyHandler())
-		src, err := newXDSSource(xdsSourceConfig{events: events, kube: k, server: srv, scenario: cfg.Scenario, log: log, reg: reg})
-		if err != nil {
-			lis.Close()
-			return err
-		}
-		start("xds server", func(ctx context.Context) error {
-			// Agents are served once the cluster state has been read.
-			select {
-			case <-src.synced:
-			case <-ctx.Done():
-				lis.Close()
-				return nil
-			}
-			return srv.Serve(ctx, lis)
-		})
-		start("xds source", src.run)
+		return p, buildXDS(p, cfg, k, events, reg)
 	case scenarios.ModeKVStore:
-		gc, err := newKVStoreGC(kvstoreGCConfig{endpoint: cfg.KVStore, interval: knobs.IdentityGC.Interval.Duration, log: log, reg: reg})
+		gc, err := newKVStoreGC(kvstoreGCConfig{endpoints: cfg.KVStore, interval: knobs.IdentityGC.Interval.Duration, log: p.log, reg: reg})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		start("kvstore identity gc", gc.run)
-	default:
-		gc, err := newIdentityGC(identityGCConfig{events: events, kube: k, interval: knobs.IdentityGC.Interval.Duration, timeout: knobs.IdentityGC.HeartbeatTimeout.Duration, now: cfg.Now, log: log, reg: reg})
-		if err != nil {
-			return err
-		}
-		start("identity gc", gc.run)
-		if cfg.Mode == scenarios.ModeCES {
-			ces, err := newCESController(cesConfig{events: events, kube: k, knobs: knobs.CES, log: log, reg: reg})
-			if err != nil {
-				return err
-			}
-			start("ces controller", ces.run)
-		}
-		if cfg.Mode == scenarios.ModeOperator {
-			oi, err := newOperatorIdentities(operatorIdentitiesConfig{events: events, kube: k, scenario: cfg.Scenario, log: log, reg: reg})
-			if err != nil {
-				return err
-			}
-			start("operator identities", oi.run)
-		}
+		p.add("kvstore identity gc", gc.run)
+		return p, nil
 	}
-
-	mlis, err := net.Listen("tcp", cfg.MetricsListen)
+	gc, err := newIdentityGC(identityGCConfig{events: events, kube: k, interval: knobs.IdentityGC.Interval.Duration, timeout: knobs.IdentityGC.HeartbeatTimeout.Duration, now: cfg.Now, log: p.log, reg: reg})
 	if err != nil {
-		cancel(nil)
-		wg.Wait()
-		return fmt.Errorf("controlplane: metrics listen: %w", err)
+		return nil, err
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := hs.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			cancel(fmt.Errorf("metrics server: %w", err))
+	p.add("identity gc", gc.run)
+	switch cfg.Mode {
+	case scenarios.ModeCES:
+		ces, err := newCESController(cesConfig{events: events, kube: k, knobs: knobs.CES, log: p.log, reg: reg})
+		if err != nil {
+			return nil, err
 		}
-	}()
-	endpoints["metrics"] = "http://" + mlis.Addr().String()
-	if err := ready.Announce(cfg.ReadyFile, cfg.Stdout, ready.Announcement{
-		Component: "controlplane", Endpoints: endpoints, Extra: map[string]string{"mode": string(cfg.Mode)},
-	}); err != nil {
-		cancel(err)
+		p.add("ces controller", ces.run)
+	case scenarios.ModeOperator:
+		oi, err := newOperatorIdentities(operatorIdentitiesConfig{events: events, kube: k, scenario: cfg.Scenario, log: p.log, reg: reg})
+		if err != nil {
+			return nil, err
+		}
+		p.add("operator identities", oi.run)
 	}
-	log.Info("serving", "endpoints", endpoints)
-	<-ctx.Done()
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	hs.Shutdown(sctx)
-	scancel()
-	wg.Wait()
-	errMu.Lock()
-	defer errMu.Unlock()
-	return errors.Join(errs...)
+	return p, nil
+}
+
+// buildXDS adds the xDS server and its source to p.
+func buildXDS(p *process, cfg Config, k *kube, events *prometheus.CounterVec, reg prometheus.Registerer) error {
+	srv, err := xds.New(xds.Config{Registerer: reg, Logger: p.log, Now: cfg.Now})
+	if err != nil {
+		return err
+	}
+	src, err := newXDSSource(xdsSourceConfig{events: events, kube: k, server: srv, scenario: cfg.Scenario, log: p.log, reg: reg})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.XDSListen)
+	if err != nil {
+		return fmt.Errorf("controlplane: xds listen: %w", err)
+	}
+	p.listeners = append(p.listeners, lis)
+	p.endpoints["xds"] = lis.Addr().String()
+	p.handlers["/debug/xds/push-latency"] = srv.PushLatencyHandler()
+	p.add("xds server", func(ctx context.Context) error {
+		// Agents are served once the cluster state has been read.
+		select {
+		case <-src.synced:
+		case <-ctx.Done():
+			return nil
+		}
+		return srv.Serve(ctx, lis)
+	})
+	p.add("xds source", src.run)
+	return nil
 }

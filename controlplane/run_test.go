@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -468,4 +469,65 @@ func TestXDSRelabelSmallConverges(t *testing.T) {
 	if c.api.RequestsByUser()["controlplane"] == 0 {
 		t.Error("the control plane made no API request")
 	}
+}
+
+// TestRunBadKnobLeavesNoGoroutine: a function that cannot be built makes
+// Run return an error with nothing left running. Run used to start the
+// identity GC before building the CES controller and return without
+// waiting for it (STYLE.md rule 3).
+func TestRunBadKnobLeavesNoGoroutine(t *testing.T) {
+	tests := []struct {
+		name string
+		mode scenarios.Mode
+		edit func(*scenarios.Scenario, *controlplane.Config)
+		want string
+	}{
+		{"ces after identity gc", scenarios.ModeCES, func(s *scenarios.Scenario, _ *controlplane.Config) {
+			s.ControlPlane.CES.MaxEndpointsPerSlice = 0
+		}, "controlPlane.ces"},
+		{"operator after identity gc", scenarios.ModeOperator, func(s *scenarios.Scenario, _ *controlplane.Config) {
+			s.Agent.LabelFilter = []string{"k8s:(["}
+		}, "agent.labelFilter"},
+		{"xds listen", scenarios.ModeXDS, func(_ *scenarios.Scenario, c *controlplane.Config) {
+			c.XDSListen = "127.0.0.1:notaport"
+		}, "xds listen"},
+		{"metrics listen", scenarios.ModeCRD, func(_ *scenarios.Scenario, c *controlplane.Config) {
+			c.MetricsListen = "127.0.0.1:notaport"
+		}, "metrics listen"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sc, err := scenarios.Builtin("relabel-small")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Nothing may reach the API server: the URL leads nowhere.
+			cfg := controlplane.Config{Mode: tt.mode, Scenario: sc, REST: &rest.Config{Host: "http://127.0.0.1:1"}}
+			tt.edit(sc, &cfg)
+			err = controlplane.Run(t.Context(), cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Run = %v, want an error containing %q", err, tt.want)
+			}
+			if g := runGoroutines(); g != "" {
+				t.Fatalf("Run returned with its goroutines still running:\n%s", g)
+			}
+		})
+	}
+}
+
+// runGoroutines returns the stacks of goroutines running code of package
+// controlplane or internal/daemon, other than the caller's.
+func runGoroutines() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:goruntime.Stack(buf, true)]
+	var out []string
+	for i, g := range strings.Split(string(buf), "\n\n") {
+		if i == 0 { // the caller
+			continue
+		}
+		if strings.Contains(g, "stampede/controlplane.") || strings.Contains(g, "stampede/internal/daemon.") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net"
@@ -324,9 +325,21 @@ func (s *Server) makeCert() error {
 		if err := os.MkdirAll(s.cfg.CertDir, 0o755); err != nil {
 			return fmt.Errorf("cert dir: %w", err)
 		}
+		// Never over a file that is there already: it may be a CA the user
+		// meant to serve (fakeapi has no key for it), and Close removes
+		// the file it wrote.
 		p := filepath.Join(s.cfg.CertDir, "ca.crt")
-		if err := os.WriteFile(p, s.certPEM, 0o644); err != nil {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("cert dir: %s exists; fakeapi writes its own self-signed certificate there and removes it on exit, so give a directory without ca.crt", p)
+		}
+		if err != nil {
 			return fmt.Errorf("write certificate: %w", err)
+		}
+		_, werr := f.Write(s.certPEM)
+		if err := errors.Join(werr, f.Close()); err != nil {
+			_ = os.Remove(p)
+			return fmt.Errorf("write certificate %s: %w", p, err)
 		}
 		s.caFile = p
 	}

@@ -68,7 +68,7 @@ func (b *FakeBackend) Start(ctx context.Context, env BackendEnv) (*APIServer, er
 	kubeconfig := filepath.Join(env.Dir, "kubeconfig")
 	readyFile := filepath.Join(env.Dir, "fakeapi.ready")
 	args := []string{"fakeapi", "--listen", "127.0.0.1:0", "--tls",
-		"--token-file", tokens, "--authz-file", authzFile, "--ready-file", readyFile, "--kubeconfig-out", kubeconfig, "--cert-dir", env.Dir}
+		"--token-auth-file", tokens, "--authz-file", authzFile, "--ready-file", readyFile, "--kubeconfig-out", kubeconfig, "--cert-dir", env.Dir}
 	args = append(args, b.ExtraArgs...)
 	p, err := proc.Start(ctx, proc.Spec{
 		Name:      "apiserver",

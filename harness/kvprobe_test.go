@@ -4,18 +4,18 @@ import (
 	"context"
 	"testing"
 
+	"github.com/stampede-sim/stampede/controlplane/etcd"
 	"github.com/stampede-sim/stampede/internal/agentcontract"
-	"github.com/stampede-sim/stampede/internal/etcdserver"
 )
 
 func TestKVProbeAgainstRealEtcd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, err := etcdserver.Start(ctx, etcdserver.Config{Dir: t.TempDir(), UnsafeNoFsync: true})
+	srv, err := etcd.Start(ctx, etcd.Config{Dir: t.TempDir(), UnsafeNoFsync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close(context.Background())
+	defer srv.Close()
 	k, err := NewKVProbe(srv.ClientURL(), 200)
 	if err != nil {
 		t.Fatal(err)

@@ -397,7 +397,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("write operator token: %w", err), nil, nil)
 	}
 	cpArgs := []string{"controlplane", "--mode", string(mode), "--scenario", r.scenarioFile,
-		"--api", api.URL, "--token-file", opTokenFile, "--xds-listen", "127.0.0.1:0"}
+		"--api-url", api.URL, "--token-file", opTokenFile, "--xds-listen", "127.0.0.1:0"}
 	if api.CAFile != "" {
 		cpArgs = append(cpArgs, "--ca-file", api.CAFile)
 	}
@@ -426,12 +426,12 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	var wg sync.WaitGroup
 	for i := 0; i < cfg.Shards; i++ {
 		args := []string{"agents", "--shard", fmt.Sprintf("%d/%d", i, cfg.Shards), "--mode", string(mode),
-			"--scenario", r.scenarioFile, "--api", api.URL}
+			"--scenario", r.scenarioFile, "--api-url", api.URL}
 		if api.CAFile != "" {
 			args = append(args, "--ca-file", api.CAFile)
 		}
 		if mode != scenarios.ModeXDS {
-			args = append(args, "--agent-tokens", tokenFile)
+			args = append(args, "--token-auth-file", tokenFile)
 		}
 		if kvURL != "" {
 			args = append(args, "--kvstore", kvURL)

@@ -1,37 +1,145 @@
 package scenarios
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"math"
 	"reflect"
-	"sort"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	yaml3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
 var durationType = reflect.TypeOf(Duration{})
 
-// checkShape walks the YAML document against the Scenario type and reports
-// every unknown field and every value of the wrong type with its field path,
-// so that a user sees all decoding problems at once, not only the first.
-func checkShape(data []byte) ([]FieldError, error) {
-	js, err := yaml.YAMLToJSON(data)
+// checkText rejects input that is not YAML text before the YAML parser
+// sees it, because the parser's own errors for these carry no position.
+// YAML allows tab, line breaks and the printable characters (YAML 1.2
+// section 5.1, c-printable); scenario files are UTF-8.
+func checkText(data []byte) error {
+	line, col := 1, 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size == 1 {
+			return fmt.Errorf("line %d, column %d: byte 0x%02x is not UTF-8 (scenario files are UTF-8 text)", line, col, data[i])
+		}
+		if !printable(r) {
+			return fmt.Errorf("line %d, column %d: control character %U is not allowed in YAML", line, col, r)
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+		i += size
+	}
+	return nil
+}
+
+func printable(r rune) bool {
+	switch {
+	case r == '\t', r == '\n', r == '\r', r == 0x85:
+		return true
+	case r >= 0x20 && r <= 0x7e, r >= 0xa0 && r <= 0xd7ff, r >= 0xe000 && r <= 0xfffd, r >= 0x10000 && r <= 0x10ffff:
+		return true
+	}
+	return false
+}
+
+// checkOneDocument rejects a second YAML document: the decoder reads only
+// the first and would drop the rest without a word. Empty documents (a
+// trailing "---") are harmless. Errors in the first document are left to
+// the decoder proper.
+func checkOneDocument(data []byte) error {
+	dec := yaml3.NewDecoder(bytes.NewReader(data))
+	for i := 1; ; i++ {
+		var n yaml3.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if i == 1 {
+				return nil
+			}
+			return fmt.Errorf("document %d: %w", i, err)
+		}
+		if i > 1 && len(n.Content) > 0 && n.Content[0].Tag != "!!null" {
+			return fmt.Errorf("document %d (line %d): a scenario file holds one YAML document; remove this one or the \"---\" before it", i, n.Content[0].Line)
+		}
+	}
+}
+
+// shapeCheck is what checkShape found: every unknown field and value of
+// the wrong type or range, with its field path. Those values are removed
+// from the document (set aside) so that the rest can still be decoded and
+// validated.
+type shapeCheck struct {
+	errs    errs
+	setPath []string
+}
+
+func (c *shapeCheck) reject(path, format string, args ...any) {
+	c.errs.add(path, format, args...)
+	c.setPath = append(c.setPath, path)
+}
+
+// setAside reports whether path is, or is inside, a value that was set
+// aside: validating the default that took its place would only repeat the
+// problem.
+func (c *shapeCheck) setAside(path string) bool {
+	for _, p := range c.setPath {
+		if path == p || strings.HasPrefix(path, p+".") || strings.HasPrefix(path, p+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// checkShape converts the YAML document to its JSON form, walks it against
+// the Scenario type and sets aside what does not fit. Numbers stay exact
+// (json.Number), so an int64 is checked against the int64 range.
+func checkShape(data []byte) (any, *shapeCheck, error) {
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, nil, err
+	}
+	if doc == nil {
+		return nil, nil, fmt.Errorf("empty scenario")
+	}
+	c := &shapeCheck{}
+	c.walk("", doc, reflect.TypeOf(Scenario{}))
+	return doc, c, nil
+}
+
+// decode decodes the checked document into a Scenario.
+func decode(doc any) (*Scenario, error) {
+	js, err := json.Marshal(doc)
 	if err != nil {
 		return nil, err
 	}
-	var doc any
-	if err := json.Unmarshal(js, &doc); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	var s Scenario
+	if err := dec.Decode(&s); err != nil {
 		return nil, err
 	}
-	if doc == nil {
-		return nil, fmt.Errorf("empty scenario")
-	}
-	var l errs
-	walkShape(&l, "", doc, reflect.TypeOf(Scenario{}))
-	return l, nil
+	return &s, nil
 }
 
 func join(path, field string) string {
@@ -41,9 +149,11 @@ func join(path, field string) string {
 	return path + "." + field
 }
 
-func walkShape(l *errs, path string, v any, t reflect.Type) {
+// walk checks v against t and reports whether v fits; the caller removes
+// a value that does not.
+func (c *shapeCheck) walk(path string, v any, t reflect.Type) bool {
 	if v == nil {
-		return // null: leave the zero value, defaults apply
+		return true // null: leave the zero value, defaults apply
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -55,96 +165,130 @@ func walkShape(l *errs, path string, v any, t reflect.Type) {
 	if t == durationType {
 		str, ok := v.(string)
 		if !ok {
-			l.add(where, "must be a duration string such as \"5s\", got %s", describe(v))
-		} else if _, err := time.ParseDuration(str); err != nil {
-			l.add(where, "invalid duration %q (use a Go duration such as 500ms, 5s or 10m)", str)
+			c.reject(where, "must be a duration string such as \"5s\", got %s", describe(v))
+			return false
 		}
-		return
+		if _, err := time.ParseDuration(str); err != nil {
+			c.reject(where, "invalid duration %q (use a Go duration such as 500ms, 5s or 10m)", str)
+			return false
+		}
+		return true
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		m, ok := v.(map[string]any)
-		if !ok {
-			l.add(where, "must be a mapping, got %s", describe(v))
-			return
-		}
-		fields := map[string]reflect.Type{}
-		var names []string
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			if name == "" || name == "-" {
-				continue
-			}
-			fields[name] = f.Type
-			names = append(names, name)
-		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			ft, ok := fields[k]
-			if !ok {
-				l.add(join(path, k), "unknown field%s", suggest(k, names))
-				continue
-			}
-			walkShape(l, join(path, k), m[k], ft)
-		}
+		return c.walkStruct(path, where, v, t)
 	case reflect.Map:
 		m, ok := v.(map[string]any)
 		if !ok {
-			l.add(where, "must be a mapping, got %s", describe(v))
-			return
+			c.reject(where, "must be a mapping, got %s", describe(v))
+			return false
 		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			walkShape(l, path+"["+k+"]", m[k], t.Elem())
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if !c.walk(path+"["+k+"]", m[k], t.Elem()) {
+				delete(m, k)
+			}
 		}
 	case reflect.Slice:
 		s, ok := v.([]any)
 		if !ok {
-			l.add(where, "must be a list, got %s", describe(v))
-			return
+			c.reject(where, "must be a list, got %s", describe(v))
+			return false
 		}
 		for i, e := range s {
-			walkShape(l, fmt.Sprintf("%s[%d]", path, i), e, t.Elem())
+			if !c.walk(fmt.Sprintf("%s[%d]", path, i), e, t.Elem()) {
+				s[i] = nil
+			}
 		}
 	case reflect.String:
 		if _, ok := v.(string); !ok {
-			l.add(where, "must be a string, got %s (quote it)", describe(v))
+			c.reject(where, "must be a string, got %s (quote it)", describe(v))
+			return false
 		}
 	case reflect.Bool:
 		if _, ok := v.(bool); !ok {
-			l.add(where, "must be true or false, got %s", describe(v))
+			c.reject(where, "must be true or false, got %s", describe(v))
+			return false
 		}
 	case reflect.Int, reflect.Int64, reflect.Int32:
-		f, ok := v.(float64)
-		if !ok {
-			l.add(where, "must be an integer, got %s", describe(v))
-		} else if f != math.Trunc(f) {
-			l.add(where, "must be an integer, got %v", f)
-		} else if f > math.MaxInt32 || f < math.MinInt32 {
-			l.add(where, "out of range: %v", f)
-		}
+		return c.walkInt(where, v, t)
 	case reflect.Float64:
-		if _, ok := v.(float64); !ok {
-			l.add(where, "must be a number, got %s", describe(v))
+		n, ok := v.(json.Number)
+		if !ok {
+			c.reject(where, "must be a number, got %s", describe(v))
+			return false
+		}
+		if _, err := n.Float64(); err != nil {
+			c.reject(where, "out of range: %s", n)
+			return false
 		}
 	}
+	return true
+}
+
+func (c *shapeCheck) walkStruct(path, where string, v any, t reflect.Type) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		c.reject(where, "must be a mapping, got %s", describe(v))
+		return false
+	}
+	fields := map[string]reflect.Type{}
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = f.Type
+		names = append(names, name)
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		ft, ok := fields[k]
+		if !ok {
+			c.reject(join(path, k), "unknown field%s", suggest(k, names))
+			delete(m, k)
+			continue
+		}
+		if !c.walk(join(path, k), m[k], ft) {
+			delete(m, k)
+		}
+	}
+	return true
+}
+
+// walkInt checks an integer against the range of its Go type (an int64
+// seed takes any int64, an int32 only an int32).
+func (c *shapeCheck) walkInt(where string, v any, t reflect.Type) bool {
+	n, ok := v.(json.Number)
+	if !ok {
+		c.reject(where, "must be an integer, got %s", describe(v))
+		return false
+	}
+	bits := t.Bits()
+	if _, err := strconv.ParseInt(n.String(), 10, bits); err == nil {
+		return true
+	} else if errors.Is(err, strconv.ErrRange) {
+		c.reject(where, "out of range: %s is not a %d-bit integer", n, bits)
+		return false
+	}
+	f, err := n.Float64()
+	switch {
+	case err != nil || math.Abs(f) >= math.Exp2(float64(bits-1)):
+		c.reject(where, "out of range: %s is not a %d-bit integer", n, bits)
+	case f != math.Trunc(f):
+		c.reject(where, "must be an integer, got %s", n)
+	default:
+		return true // 1e3, 4.0: YAML floats with an integer value
+	}
+	return false
 }
 
 func describe(v any) string {
 	switch x := v.(type) {
 	case string:
 		return fmt.Sprintf("string %q", x)
-	case float64:
-		return fmt.Sprintf("number %v", x)
+	case json.Number:
+		return fmt.Sprintf("number %s", x)
 	case bool:
 		return fmt.Sprintf("boolean %v", x)
 	case []any:

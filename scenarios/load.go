@@ -24,35 +24,51 @@ const MaxFileSize = 1 << 20
 var ErrUnknownScenario = errors.New("unknown scenario")
 
 // Parse decodes a scenario from YAML strictly (unknown fields are errors),
-// applies defaults and validates it. source names the input in errors. A
-// validation failure is a *ValidationError listing every problem.
+// applies defaults and validates it. source names the input in errors. The
+// input must be one YAML document of UTF-8 text. Problems with fields are
+// reported together in one *ValidationError: unknown fields and values of
+// the wrong type or range are set aside, the rest is defaulted and
+// validated, and every problem comes back with its field path.
 func Parse(source string, data []byte) (*Scenario, error) {
 	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("%s: scenario is %d bytes, more than the %d allowed", source, len(data), MaxFileSize)
+		return nil, fmt.Errorf("%s: scenario is %d bytes, over the limit of %d bytes", source, len(data), MaxFileSize)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("%s: empty scenario", source)
 	}
-	shape, err := checkShape(data)
+	if err := checkText(data); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	if err := checkOneDocument(data); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	doc, shape, err := checkShape(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: not valid YAML: %w", source, err)
 	}
-	if len(shape) > 0 {
-		return nil, &ValidationError{Source: source, Errors: shape}
-	}
-	var s Scenario
-	if err := yaml.UnmarshalStrict(data, &s); err != nil {
+	s, err := decode(doc)
+	if err != nil {
+		if len(shape.errs) > 0 {
+			return nil, &ValidationError{Source: source, Errors: shape.errs}
+		}
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
 	s.Default()
-	if err := s.Validate(); err != nil {
-		var ve *ValidationError
-		if errors.As(err, &ve) {
-			ve.Source = source
+	l := shape.errs
+	var ve *ValidationError
+	if err := s.Validate(); errors.As(err, &ve) {
+		for _, fe := range ve.Errors {
+			if !shape.setAside(fe.Path) {
+				l = append(l, fe)
+			}
 		}
-		return nil, err
+	} else if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
 	}
-	return &s, nil
+	if len(l) > 0 {
+		return nil, &ValidationError{Source: source, Errors: l}
+	}
+	return s, nil
 }
 
 // LoadFile reads, defaults and validates a scenario file.
@@ -62,9 +78,16 @@ func LoadFile(name string) (*Scenario, error) {
 		return nil, fmt.Errorf("read scenario: %w", err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > MaxFileSize {
+		return nil, fmt.Errorf("%s: scenario is %d bytes, over the limit of %d bytes", name, st.Size(), MaxFileSize)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read scenario %s: %w", name, err)
+	}
+	if len(data) > MaxFileSize {
+		// Not a regular file (a pipe): its size is unknown.
+		return nil, fmt.Errorf("%s: scenario is over the limit of %d bytes", name, MaxFileSize)
 	}
 	return Parse(name, data)
 }

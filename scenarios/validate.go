@@ -53,6 +53,9 @@ var (
 	labelName = regexp.MustCompile(`^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`)
 	// labelValue is a Kubernetes label value (may be empty).
 	labelValue = regexp.MustCompile(`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`)
+	// scenarioName keeps a scenario's name a single path element
+	// (out/<name>-<time>); "@" is how a capacity sweep names its sizes.
+	scenarioName = regexp.MustCompile(`^[A-Za-z0-9][-A-Za-z0-9_.@]{0,99}$`)
 )
 
 // Validate checks a defaulted scenario and returns a *ValidationError that
@@ -61,6 +64,8 @@ func (s *Scenario) Validate() error {
 	var l errs
 	if s.Name == "" {
 		l.add("name", "must be set")
+	} else if !scenarioName.MatchString(s.Name) {
+		l.add("name", "invalid name %q: it names the output directory, so it must start with a letter or digit and hold at most 100 letters, digits, '.', '_', '-' and '@'", s.Name)
 	}
 	s.validateCluster(&l)
 	nsSet := map[string]bool{}

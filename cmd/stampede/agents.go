@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/stampede-sim/stampede/agentsim"
+	"github.com/stampede-sim/stampede/internal/daemon"
 	"github.com/stampede-sim/stampede/internal/proc"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -19,7 +20,8 @@ import (
 func newAgentsCmd(g *globals) *cobra.Command {
 	var (
 		shard, mode, scenario, apiURL, caFile, tokenFile, token string
-		kvstore, xds, readyFile, listen, memLimit               string
+		xds, readyFile, metricsListen, memLimit                 string
+		kvstore                                                 []string
 		nice                                                    int
 	)
 	cmd := &cobra.Command{
@@ -28,7 +30,7 @@ func newAgentsCmd(g *globals) *cobra.Command {
 		Long: `Run the simulated agents of one shard: nodes whose index % n == i for
 --shard i/n. Each agent has its own API client, connection, rate limiter and
 watches (crd, ces, kvstore, operator) or its own xDS stream (xds). Once it
-serves it announces the endpoint "metrics" (http://127.0.0.1:PORT serving
+serves it announces the endpoint "metrics" (--metrics-listen, serving
 /metrics, /debug/pprof/ and GET /agents, the per-agent status with the
 convergence digests) on stdout and in --ready-file.`,
 		Args: cobra.NoArgs,
@@ -62,14 +64,11 @@ convergence digests) on stdout and in --ready-file.`,
 			}
 			cfg := agentsim.Config{
 				Scenario: s, Mode: scenarios.Mode(mode), Shard: i, Shards: n,
-				XDS: xds, Log: log,
-			}
-			if kvstore != "" {
-				cfg.KVStore = strings.Split(kvstore, ",")
+				XDS: xds, KVStore: kvstore, Log: log,
 			}
 			if cfg.Mode != scenarios.ModeXDS {
 				if apiURL == "" {
-					return fmt.Errorf("--api: required in mode %s", mode)
+					return fmt.Errorf("--api-url: required in mode %s", mode)
 				}
 				cfg.REST = &rest.Config{
 					Host:          apiURL,
@@ -83,11 +82,11 @@ convergence digests) on stdout and in --ready-file.`,
 					cfg.REST.TLSClientConfig.CAFile = caFile
 				}
 				if cfg.Tokens, err = agentsim.LoadAgentTokens(tokenFile); err != nil {
-					return fmt.Errorf("--agent-tokens: %w", err)
+					return fmt.Errorf("--token-auth-file: %w", err)
 				}
 			}
 			return agentsim.Serve(cmd.Context(), agentsim.ServeConfig{
-				Fleet: cfg, Listen: listen, ReadyFile: readyFile, Stdout: cmd.OutOrStdout(),
+				Fleet: cfg, MetricsListen: metricsListen, ReadyFile: readyFile, Stdout: cmd.OutOrStdout(),
 			})
 		},
 	}
@@ -95,14 +94,14 @@ convergence digests) on stdout and in --ready-file.`,
 	f.StringVar(&shard, "shard", "0/1", "this shard as i/n: runs the nodes with index % n == i")
 	f.StringVar(&mode, "mode", string(scenarios.ModeCRD), "control-plane mode: crd, ces, kvstore, operator or xds")
 	f.StringVar(&scenario, "scenario", "relabel-small", "built-in scenario name or scenario file")
-	f.StringVar(&apiURL, "api", "", "Kubernetes API server URL (all modes but xds)")
+	f.StringVar(&apiURL, "api-url", "", "Kubernetes API server URL (all modes but xds)")
 	f.StringVar(&caFile, "ca-file", "", "PEM file of the CA that signed the API server's certificate")
-	f.StringVar(&tokenFile, "agent-tokens", "", `static token file (token,user,uid,"groups"); the agent of node X uses the row of user "node:X"; a missing file means no per-agent tokens`)
-	f.StringVar(&token, "token", "", "bearer token of agents without a row in --agent-tokens")
-	f.StringVar(&kvstore, "kvstore", "", "etcd client URLs, comma separated (kvstore mode)")
+	f.StringVar(&tokenFile, "token-auth-file", "", `static token file, CSV lines token,user,uid,"group1,group2" (kube-apiserver format); the agent of node X uses the row of user "node:X"; a missing file means no per-agent tokens`)
+	f.StringVar(&token, "token", "", "bearer token of agents without a row in --token-auth-file")
+	f.StringSliceVar(&kvstore, "kvstore", nil, "etcd client URLs, comma separated (kvstore mode)")
 	f.StringVar(&xds, "xds", "", "control plane gRPC address host:port (xds mode)")
 	f.StringVar(&readyFile, "ready-file", "", "write the ready announcement (JSON) to this path once serving")
-	f.StringVar(&listen, "listen", "127.0.0.1:0", "address of the metrics endpoint")
+	f.StringVar(&metricsListen, "metrics-listen", daemon.DefaultMetricsListen, "metrics, pprof and /agents listen address")
 	f.IntVar(&nice, "nice", 0, "nice value of this process's threads (0-19; higher yields the CPU to the processes under measurement)")
 	f.StringVar(&memLimit, "memory-limit", "", "soft memory limit of this process for the Go garbage collector (GOMEMLIMIT), such as 3Gi; empty: none")
 	return cmd

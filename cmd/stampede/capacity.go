@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -73,7 +71,9 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 				}
 				name = sc.Name
 				if out == "" {
-					out = defaultCapacityOut(name)
+					if out, err = defaultOut("capacity-", name); err != nil {
+						return &exitError{code: 2, err: err}
+					}
 				}
 				rs, err = reports.Sweep(cmd.Context(), reports.SweepConfig{
 					Scenario: sc, Nodes: nodes, Modes: ms, Log: log,
@@ -87,7 +87,9 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 				}
 			}
 			if out == "" {
-				out = defaultCapacityOut(name)
+				if out, err = defaultOut("capacity-", name); err != nil {
+					return &exitError{code: 2, err: err}
+				}
 			}
 			rs = filterModes(rs, ms)
 			rep, err := reports.BuildCapacity(rs, targets)
@@ -127,10 +129,6 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 	f.StringVar(&api, "api", "fake", "API server backend for the runs: fake, local, kind or kubeconfig=PATH")
 	f.IntVar(&shards, "shards", 0, "agent processes per run (default: from the machine)")
 	return cmd
-}
-
-func defaultCapacityOut(name string) string {
-	return filepath.Join("out", "capacity-"+name+"-"+time.Now().UTC().Format("20060102-150405"))
 }
 
 // harnessSweepRunner runs one size of the sweep with the harness, each

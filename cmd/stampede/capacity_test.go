@@ -43,11 +43,11 @@ func TestCapacityFromResults(t *testing.T) {
 	}
 
 	_, err = runCLI(t, "capacity", "--results", files[0], "--out", t.TempDir())
-	if exitCode(err) != 2 {
-		t.Errorf("one size: exit %d (%v), want 2", exitCode(err), err)
+	if exitCode(t.Context(), err) != 2 {
+		t.Errorf("one size: exit %d (%v), want 2", exitCode(t.Context(), err), err)
 	}
 	_, err = runCLI(t, "capacity", "--results", files[0], "--modes", "crd,nope")
-	if exitCode(err) != 2 || !strings.Contains(err.Error(), `unknown mode "nope"`) {
+	if exitCode(t.Context(), err) != 2 || !strings.Contains(err.Error(), `unknown mode "nope"`) {
 		t.Errorf("bad mode: %v", err)
 	}
 }

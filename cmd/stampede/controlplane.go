@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/stampede-sim/stampede/controlplane"
+	"github.com/stampede-sim/stampede/internal/daemon"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -42,7 +43,7 @@ endpoints "metrics" (/metrics, /debug/pprof, and in xds mode
 				return fmt.Errorf("--scenario: %w", err)
 			}
 			if api == "" {
-				return errors.New("--api: the API server URL is required")
+				return errors.New("--api-url: the API server URL is required")
 			}
 			if token != "" && tokenFile != "" {
 				return errors.New("--token and --token-file: give one, not both")
@@ -66,16 +67,16 @@ endpoints "metrics" (/metrics, /debug/pprof, and in xds mode
 	f := cmd.Flags()
 	f.StringVar(&mode, "mode", "", "mode: crd, ces, kvstore, operator or xds (required)")
 	f.StringVar(&scenario, "scenario", "", "built-in scenario name or scenario file (required)")
-	f.StringVar(&api, "api", "", "API server URL (required)")
+	f.StringVar(&api, "api-url", "", "Kubernetes API server URL (required)")
 	f.StringVar(&caFile, "ca-file", "", "PEM file of the API server's CA")
 	f.StringVar(&token, "token", "", "bearer token for the API server")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token")
-	f.StringVar(&cfg.KVStore, "kvstore", "", "etcd client URL (kvstore mode)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token for the API server (one token)")
+	f.StringSliceVar(&cfg.KVStore, "kvstore", nil, "etcd client URLs, comma separated (kvstore mode)")
 	f.StringVar(&cfg.XDSListen, "xds-listen", "127.0.0.1:0", "xDS gRPC listen address (xds mode)")
-	f.StringVar(&metricsAddr, "metrics-listen", "127.0.0.1:0", "metrics and pprof listen address")
+	f.StringVar(&metricsAddr, "metrics-listen", daemon.DefaultMetricsListen, "metrics and pprof listen address")
 	f.StringVar(&cfg.ReadyFile, "ready-file", "", "write the JSON announcement here once serving")
 	_ = cmd.MarkFlagRequired("mode")
 	_ = cmd.MarkFlagRequired("scenario")
-	_ = cmd.MarkFlagRequired("api")
+	_ = cmd.MarkFlagRequired("api-url")
 	return cmd
 }

@@ -3,13 +3,13 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/stampede-sim/stampede/internal/etcdserver"
+	"github.com/stampede-sim/stampede/controlplane/etcd"
 )
 
 func newEtcdCmd(g *globals) *cobra.Command {
 	var (
-		cfg       etcdserver.Config
-		readyFile string
+		cfg etcd.Config
+		rc  etcd.RunConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "etcd",
@@ -26,7 +26,8 @@ URL, also serving etcd's /metrics and /health) and "metrics" (/metrics and
 				return err
 			}
 			cfg.Log = log
-			return etcdserver.Run(cmd.Context(), cfg, readyFile, cmd.OutOrStdout())
+			rc.Stdout = cmd.OutOrStdout()
+			return etcd.Run(cmd.Context(), cfg, rc)
 		},
 	}
 	f := cmd.Flags()
@@ -35,7 +36,8 @@ URL, also serving etcd's /metrics and /health) and "metrics" (/metrics and
 	f.BoolVar(&cfg.UnsafeNoFsync, "unsafe-no-fsync", false, "turn fsync off (faster, loses data on a crash; recorded in results)")
 	f.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", 8<<30, "backend size quota in bytes")
 	f.StringVar(&cfg.LogLevel, "etcd-log-level", "error", "etcd's own log level: debug, info, warn or error")
-	f.StringVar(&readyFile, "ready-file", "", "write the JSON announcement here once serving")
+	f.StringVar(&rc.MetricsListen, "metrics-listen", "", "metrics and pprof listen address (default: --host, an ephemeral port)")
+	f.StringVar(&rc.ReadyFile, "ready-file", "", "write the JSON announcement here once serving")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }

@@ -35,7 +35,7 @@ endpoints ("api", "metrics"; extra "ca", "token") on stdout and in
 			cfg.PlainHTTP = !useTLS
 			if tokenFile != "" {
 				if cfg.Tokens, err = fakeapi.LoadTokenFile(tokenFile); err != nil {
-					return fmt.Errorf("--token-file: %w", err)
+					return fmt.Errorf("--token-auth-file: %w", err)
 				}
 			}
 			if authzFile != "" {
@@ -51,10 +51,10 @@ endpoints ("api", "metrics"; extra "ca", "token") on stdout and in
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Listen, "listen", fakeapi.DefaultListen, "address to listen on")
+	f.StringVar(&cfg.Listen, "listen", fakeapi.DefaultListen, "address of the API server (which also serves /metrics and /debug/pprof/)")
 	f.BoolVar(&useTLS, "tls", true, "serve HTTPS (HTTP/2 and HTTP/1.1) with a self-signed certificate; false serves plain HTTP/1.1 and h2c")
-	f.StringVar(&cfg.CertDir, "cert-dir", "", "directory to write the self-signed certificate to (ca.crt); default: a temporary directory removed on exit")
-	f.StringVar(&tokenFile, "token-file", "", `static tokens, CSV lines token,user,uid,"group1,group2" (kube-apiserver format)`)
+	f.StringVar(&cfg.CertDir, "cert-dir", "", "directory to write the self-signed certificate to (ca.crt, which must not exist yet; removed on exit); default: a temporary directory")
+	f.StringVar(&tokenFile, "token-auth-file", "", `static tokens, CSV lines token,user,uid,"group1,group2" (kube-apiserver format)`)
 	f.StringVar(&authzFile, "authz-file", "", "YAML list of rules {users, groups, verbs, apiGroups, resources} (\"*\" wildcards); absent: any authenticated user may do anything")
 	f.BoolVar(&cfg.AllowAnonymous, "anonymous-auth", false, "let requests without a token through as system:anonymous")
 	f.IntVar(&cfg.MaxRequestsInflight, "max-requests-inflight", fakeapi.DefaultMaxRequestsInflight, "concurrent read-only requests before 429 (watches excluded; negative: unlimited)")

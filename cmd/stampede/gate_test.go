@@ -84,7 +84,7 @@ func TestGateExitCodes(t *testing.T) {
 				}
 			} else if err == nil {
 				t.Fatalf("gate passed, want exit %d\n%s", tt.code, out)
-			} else if got := exitCode(err); got != tt.code {
+			} else if got := exitCode(t.Context(), err); got != tt.code {
 				t.Fatalf("exit %d, want %d: %v", got, tt.code, err)
 			}
 			if !strings.Contains(text, tt.want) {
@@ -108,7 +108,7 @@ func TestGatePrintRulesRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := gateFixture(t, "base.json", nil)
-	if _, err := runCLI(t, "gate", "--baseline", base, "--current", base, "--rules", path); exitCode(err) != 1 || err == nil {
+	if _, err := runCLI(t, "gate", "--baseline", base, "--current", base, "--rules", path); exitCode(t.Context(), err) != 1 || err == nil {
 		// The fixture breaks crd's SLO: the printed rules must load and judge.
 		t.Fatalf("gate with printed rules: %v", err)
 	}

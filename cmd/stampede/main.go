@@ -3,19 +3,17 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	err := newRootCmd().ExecuteContext(ctx)
+	code := exitCode(ctx, err)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "stampede:", err)
-		os.Exit(exitCode(err))
+		os.Exit(code)
 	}
 }

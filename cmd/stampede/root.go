@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
@@ -21,7 +24,49 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
-func exitCode(err error) int {
+// interrupted is the cause of a context that a signal cancelled.
+type interrupted struct{ sig syscall.Signal }
+
+func (i interrupted) Error() string { return i.sig.String() + " signal received" }
+
+// Is makes an interruption a cancellation for errors.Is, as
+// signal.NotifyContext's cause is.
+func (i interrupted) Is(target error) bool { return target == context.Canceled }
+
+// signalContext is cancelled by SIGINT or SIGTERM with an interrupted
+// cause; stop releases the signals and waits for the watcher.
+func signalContext() (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case s := <-ch:
+			cancel(interrupted{sig: s.(syscall.Signal)})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		cancel(nil)
+		<-done
+	}
+}
+
+// exitCode is 0 without an error; 128+N when signal N stopped a command
+// that then failed (130 for Ctrl-C), as shells report it, so that a script
+// can tell an interrupted run, whose results are written and marked
+// incomplete, from a failed one; the code of an exitError; else 1.
+func exitCode(ctx context.Context, err error) int {
+	if err == nil {
+		return 0
+	}
+	var in interrupted
+	if errors.As(context.Cause(ctx), &in) {
+		return 128 + int(in.sig)
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -15,12 +17,15 @@ import (
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
+// defaultGrace is the harness's default time between SIGTERM and SIGKILL.
+const defaultGrace = 10 * time.Second
+
 func newRunCmd(g *globals) *cobra.Command {
 	var (
 		scenario, api, modes, out string
 		shards, agentNice         int
 		grace                     time.Duration
-		noReport                  bool
+		noReport, force           bool
 		executable, cpuProfile    string
 		installCRDs               bool
 	)
@@ -39,6 +44,9 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 			if err != nil {
 				return err
 			}
+			if grace < 0 {
+				return fmt.Errorf("--grace: must be 0 (the default, %s) or more, got %s", defaultGrace, grace)
+			}
 			sc, err := scenarios.Resolve(scenario)
 			if err != nil {
 				return err
@@ -54,7 +62,12 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 				}
 			}
 			if out == "" {
-				out = filepath.Join("out", sc.Name+"-"+time.Now().UTC().Format("20060102-150405"))
+				if out, err = defaultOut("", sc.Name); err != nil {
+					return err
+				}
+			}
+			if err := checkOutEmpty(out, force); err != nil {
+				return err
 			}
 			if cpuProfile != "" {
 				// The harness's own CPU profile: what the orchestrator,
@@ -93,7 +106,8 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 	f.StringVar(&scenario, "scenario", "relabel", "built-in scenario name or scenario file")
 	f.StringVar(&api, "api", "fake", "API server backend: fake, local, kind or kubeconfig=PATH")
 	f.StringVar(&modes, "modes", "", "comma-separated modes to run (default: the scenario's)")
-	f.StringVar(&out, "out", "", "output directory (default out/<scenario>-<timestamp>)")
+	f.StringVar(&out, "out", "", "output directory (default out/<scenario>-<timestamp>); must not exist or be empty unless --force")
+	f.BoolVar(&force, "force", false, "write into an existing, non-empty --out directory (files of an earlier run that this one does not rewrite stay beside the new ones)")
 	f.IntVar(&shards, "shards", 0, "agent processes (default: about 250 agents each, at most 2x the cores)")
 	f.IntVar(&agentNice, "agent-nice", harness.AgentNiceAuto, fmt.Sprintf("nice value of the agent shards in every mode (0-19; 0: the same priority as the API server, etcd and the control plane); default: %d in kvstore mode, 0 in the others", harness.DefaultAgentNice))
 	f.BoolVar(&noReport, "no-report", false, "do not render report.md, report.html and plots at the end")
@@ -101,6 +115,33 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the harness's own CPU profile (pprof) to this file")
 	f.StringVar(&executable, "executable", "", "stampede binary to run the components with (default: this one)")
 	_ = f.MarkHidden("executable")
-	f.DurationVar(&grace, "grace", 10*time.Second, "time children get between SIGTERM and SIGKILL")
+	f.DurationVar(&grace, "grace", defaultGrace, "time children get between SIGTERM and SIGKILL (0: the default)")
 	return cmd
+}
+
+// defaultOut is out/<prefix><name>-<time>. The name comes from a scenario
+// (validated to be one path element) or a results file (not validated), so
+// it is checked here too: a default must never leave out/.
+func defaultOut(prefix, name string) (string, error) {
+	elem := prefix + name + "-" + time.Now().UTC().Format("20060102-150405")
+	if !filepath.IsLocal(elem) || strings.ContainsAny(elem, `/\`) {
+		return "", fmt.Errorf("scenario name %q cannot name a directory under out/; give --out", name)
+	}
+	return filepath.Join("out", elem), nil
+}
+
+// checkOutEmpty refuses an --out directory that already holds files: a
+// run writes results.json, logs and plots there, and mixing them with an
+// earlier run's would make both unreadable. force lets it through.
+func checkOutEmpty(out string, force bool) error {
+	entries, err := os.ReadDir(out)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("--out: %w", err)
+	case len(entries) > 0 && !force:
+		return fmt.Errorf("--out: %s already holds %d entries (an earlier run?); choose another directory or pass --force", out, len(entries))
+	}
+	return nil
 }

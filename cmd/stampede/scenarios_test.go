@@ -40,7 +40,7 @@ func TestScenariosValidateExitCode(t *testing.T) {
 	if err == nil {
 		t.Fatal("validate of a bad file succeeded")
 	}
-	if code := exitCode(err); code != 1 {
+	if code := exitCode(t.Context(), err); code != 1 {
 		t.Errorf("exit code %d, want 1", code)
 	}
 	if !strings.Contains(err.Error(), "cluster.colour: unknown field") {

@@ -1,4 +1,4 @@
-package etcdserver
+package etcd
 
 import (
 	"bytes"
@@ -58,7 +58,7 @@ func TestRunServesAndAnnounces(t *testing.T) {
 			var stdout bytes.Buffer
 			done := make(chan error, 1)
 			go func() {
-				done <- Run(ctx, Config{Dir: filepath.Join(dir, "data"), UnsafeNoFsync: unsafe, LogLevel: "fatal"}, readyFile, &stdout) // etcd logs errors when it closes its listeners
+				done <- Run(ctx, Config{Dir: filepath.Join(dir, "data"), UnsafeNoFsync: unsafe, LogLevel: "fatal"}, RunConfig{ReadyFile: readyFile, Stdout: &stdout}) // etcd logs errors when it closes its listeners
 			}()
 			waitCtx, waitCancel := context.WithTimeout(ctx, 60*time.Second)
 			defer waitCancel()

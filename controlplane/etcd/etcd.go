@@ -1,4 +1,4 @@
-package etcdserver
+package etcd
 
 import (
 	"context"
@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,10 +14,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/stampede-sim/stampede/internal/ready"
+	"github.com/stampede-sim/stampede/internal/daemon"
 )
 
 // Config configures a Server. Zero values take the defaults noted.
@@ -79,13 +76,9 @@ func (c *Config) defaults() error {
 
 // Server is a running etcd.
 type Server struct {
-	cfg        Config
-	etcd       *embed.Etcd
-	metricsSrv *http.Server
-	metricsLn  net.Listener
-	metricsErr chan error
-	clientURL  string
-	metricsURL string
+	cfg       Config
+	etcd      *embed.Etcd
+	clientURL string
 }
 
 // Start starts etcd and returns once it serves clients.
@@ -135,37 +128,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.New("start etcd: no client listener")
 	}
 
-	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, "0"))
-	if err != nil {
-		e.Close()
-		return nil, fmt.Errorf("etcd metrics listener: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.DefaultGatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s := &Server{
-		cfg:        cfg,
-		etcd:       e,
-		metricsSrv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
-		metricsLn:  ln,
-		metricsErr: make(chan error, 1),
-		clientURL:  "http://" + e.Clients[0].Addr().String(),
-		metricsURL: "http://" + ln.Addr().String(),
-	}
-	go func() { s.metricsErr <- s.metricsSrv.Serve(ln) }()
-	cfg.Log.Info("etcd started", "client", s.clientURL, "metrics", s.metricsURL, "fsync", s.Fsync())
+	s := &Server{cfg: cfg, etcd: e, clientURL: "http://" + e.Clients[0].Addr().String()}
+	cfg.Log.Info("etcd started", "client", s.clientURL, "fsync", s.Fsync())
 	return s, nil
 }
 
 // ClientURL is the URL clients (the kube-apiserver, kvstore agents) use.
 func (s *Server) ClientURL() string { return s.clientURL }
-
-// MetricsURL serves /metrics and /debug/pprof.
-func (s *Server) MetricsURL() string { return s.metricsURL }
 
 // Fsync reports whether etcd fsyncs its WAL and backend.
 func (s *Server) Fsync() bool { return !s.cfg.UnsafeNoFsync }
@@ -173,48 +142,48 @@ func (s *Server) Fsync() bool { return !s.cfg.UnsafeNoFsync }
 // Err reports a fatal server error.
 func (s *Server) Err() <-chan error { return s.etcd.Err() }
 
-// Close stops etcd and the metrics server and waits for them; ctx bounds
-// the wait for in-flight metrics requests.
-func (s *Server) Close(ctx context.Context) error {
-	merr := s.metricsSrv.Shutdown(ctx)
-	if err := <-s.metricsErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		merr = errors.Join(merr, err)
-	}
+// Close stops etcd and waits for it.
+func (s *Server) Close() {
 	s.etcd.Close()
-	if merr != nil {
-		return fmt.Errorf("close etcd metrics server: %w", merr)
-	}
-	return nil
 }
 
-// Announcement is what `stampede etcd` announces: endpoints "client" and
-// "metrics", extra "fsync" ("true" or "false") and "data-dir".
-func (s *Server) Announcement() ready.Announcement {
-	return ready.Announcement{
-		Component: "etcd",
-		PID:       os.Getpid(),
-		Endpoints: map[string]string{"client": s.clientURL, "metrics": s.metricsURL},
-		Extra:     map[string]string{"fsync": strconv.FormatBool(s.Fsync()), "data-dir": s.cfg.Dir},
-	}
+// RunConfig is the process around the server: where its diagnostics
+// listen and where it announces itself.
+type RunConfig struct {
+	// MetricsListen is the diagnostics address (default Config.Host, an
+	// ephemeral port).
+	MetricsListen string
+	// ReadyFile, if set, receives the announcement; Stdout, if set, too.
+	ReadyFile string
+	Stdout    io.Writer
 }
 
-// Run starts etcd, announces it to readyFile (may be empty) and stdout,
-// and serves until ctx ends or etcd fails.
-func Run(ctx context.Context, cfg Config, readyFile string, stdout io.Writer) error {
+// Run starts etcd and runs it as an internal/daemon process until ctx ends
+// or etcd fails. It announces component "etcd" with endpoints "client" and
+// "metrics", and extra "fsync" ("true" or "false") and "data-dir".
+func Run(ctx context.Context, cfg Config, rc RunConfig) error {
 	s, err := Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	if err := ready.Announce(readyFile, stdout, s.Announcement()); err != nil {
-		return errors.Join(err, s.Close(ctx))
+	defer s.Close()
+	if rc.MetricsListen == "" {
+		rc.MetricsListen = net.JoinHostPort(s.cfg.Host, "0")
 	}
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-s.Err():
-		runErr = fmt.Errorf("etcd: %w", err)
-	}
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	return errors.Join(runErr, s.Close(closeCtx))
+	return daemon.Run(ctx, daemon.Config{
+		Component:     "etcd",
+		MetricsListen: rc.MetricsListen,
+		Gatherer:      prometheus.DefaultGatherer,
+		Endpoints:     map[string]string{"client": s.clientURL},
+		Extra:         map[string]string{"fsync": strconv.FormatBool(s.Fsync()), "data-dir": s.cfg.Dir},
+		ReadyFile:     rc.ReadyFile,
+		Stdout:        rc.Stdout,
+	}, daemon.Part{Name: "etcd", Run: func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-s.Err():
+			return err
+		}
+	}})
 }
