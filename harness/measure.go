@@ -349,8 +349,8 @@ func (m *Measurer) scrape(ctx context.Context, t *scrapeTarget) {
 // may be turned into rates over a tick that came tickGap after the last.
 // An overloaded component answers seconds late; its two readings then
 // span a different time than the tick, and a rate over the tick's
-// duration would be off by as much (at 1,000 agents a shard that answered
-// late once made the summed events/s peak at 162 million). Such a tick
+// duration would be off by as much (one late answer from one shard is
+// enough for a summed rate to spike by orders of magnitude). Such a tick
 // leaves the component out of the rates; totals come from the first and
 // last readings and lose nothing.
 func ratable(gap, tickGap time.Duration) bool {

@@ -298,7 +298,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 
 	topo, err := sc.Generate()
 	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("generate topology: %w", err), nil, nil)
+		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("generate topology: %w", err), nil)
 	}
 
 	// Users and tokens.
@@ -317,9 +317,9 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	if err != nil {
 		var se *SkipError
 		if errors.As(err, &se) {
-			return r.endMode(mr, reports.StatusSkipped, err, nil, nil)
+			return r.endMode(mr, reports.StatusSkipped, err, nil)
 		}
-		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), fmt.Errorf("start backend %s: %w", cfg.Backend.Name(), err), nil, nil)
+		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), fmt.Errorf("start backend %s: %w", cfg.Backend.Name(), err), nil)
 	}
 	mr.backend = true
 	if err := r.w.Update(func(res *reports.Results) {
@@ -354,7 +354,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	if tokenFile == "" {
 		tokenFile = filepath.Join(mr.dir, "tokens.csv")
 		if err := WriteTokenFile(tokenFile, users); err != nil {
-			return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+			return r.endMode(mr, reports.StatusFailed, err, nil)
 		}
 	}
 
@@ -373,7 +373,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		pr.set("start kvstore", -1)
 		c, a, err := r.startChild(ctx, mr, "kvstore", 0, "etcd", "--data-dir", filepath.Join(mr.dir, "kvstore-data"))
 		if err != nil {
-			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
+			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil)
 		}
 		kvURL = a.Endpoints["client"]
 		meas.AddProcess("kvstore", c.p.PID(), 0)
@@ -383,7 +383,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		r.fact("kvstore.fsync", a.Extra["fsync"])
 		kvp, err := NewKVProbe(kvURL, 5)
 		if err != nil {
-			return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+			return r.endMode(mr, reports.StatusFailed, err, nil)
 		}
 		defer kvp.Close()
 		meas.SetKVProbe(kvp)
@@ -394,7 +394,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	pr.set("start controlplane", -1)
 	opTokenFile := filepath.Join(mr.dir, "operator.token")
 	if err := os.WriteFile(opTokenFile, []byte(operator.Token+"\n"), 0o600); err != nil {
-		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("write operator token: %w", err), nil, nil)
+		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("write operator token: %w", err), nil)
 	}
 	cpArgs := []string{"controlplane", "--mode", string(mode), "--scenario", r.scenarioFile,
 		"--api", api.URL, "--token-file", opTokenFile, "--xds-listen", "127.0.0.1:0"}
@@ -406,7 +406,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	}
 	cpc, cpa, err := r.startChild(ctx, mr, "controlplane", 0, cpArgs...)
 	if err != nil {
-		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
+		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil)
 	}
 	meas.AddProcess("controlplane", cpc.p.PID(), 0)
 	if m := cpa.Endpoints["metrics"]; m != "" {
@@ -459,11 +459,11 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	wg.Wait()
 	for i, s := range res {
 		if s.err != nil {
-			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), s.err, nil, nil)
+			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), s.err, nil)
 		}
 		meas.AddProcess(fmt.Sprintf("agents-%d", i), s.c.p.PID(), s.c.agents)
 		if s.url == "" {
-			return r.endMode(mr, reports.StatusFailed, fmt.Errorf("agents-%d announced no \"metrics\" endpoint (see %s)", i, s.c.p.LogFile()), nil, nil)
+			return r.endMode(mr, reports.StatusFailed, fmt.Errorf("agents-%d announced no \"metrics\" endpoint (see %s)", i, s.c.p.LogFile()), nil)
 		}
 		meas.AddScrape(fmt.Sprintf("agents-%d", i), metricsURL(s.url), "")
 		agentURLs = append(agentURLs, strings.TrimSuffix(strings.TrimSuffix(s.url, "/"), "/metrics"))
@@ -488,21 +488,21 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	// Admin clients: one pool for the timeline, its own for the probe.
 	setupClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 8)
 	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+		return r.endMode(mr, reports.StatusFailed, err, nil)
 	}
 	defer setupClient.close()
 	probeClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 16)
 	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+		return r.endMode(mr, reports.StatusFailed, err, nil)
 	}
 	defer probeClient.close()
 	target := kubeProbeTarget{c: probeClient, labels: api.ObjectLabels}
 	if err := retry(ctx, func() error { return target.Prepare(ctx) }); err != nil {
-		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
+		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil)
 	}
 	probe, err := NewProbe(ProbeConfig{Target: target, Rate: sc.Measure.ProbeRate})
 	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
+		return r.endMode(mr, reports.StatusFailed, err, nil)
 	}
 	meas.SetProbe(probe)
 
@@ -574,19 +574,16 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	}
 
 	status := reports.StatusOK
-	var nc *ErrNotConverged
 	switch {
 	case tlErr == nil:
 	case errors.Is(context.Cause(ctx), errComponent):
 		status, tlErr = reports.StatusFailed, context.Cause(ctx)
 	case parent.Err() != nil:
 		status = reports.StatusIncomplete
-	case errors.As(tlErr, &nc):
-		status = reports.StatusFailed
 	default:
 		status = reports.StatusFailed
 	}
-	return r.endMode(mr, status, tlErr, summary, nil)
+	return r.endMode(mr, status, tlErr, summary)
 }
 
 var errComponent = errors.New("component failed")
@@ -649,7 +646,7 @@ func lastLine(s string) string {
 
 // endMode stops every process of the mode (agents first, the backend
 // last), verifies none is left, and records the mode's outcome.
-func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summary *reports.Summary, _ any) (reports.Status, error) {
+func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summary *reports.Summary) (reports.Status, error) {
 	stopCtx, cancel := context.WithTimeout(context.Background(), r.cfg.Grace+30*time.Second)
 	defer cancel()
 	var stopErrs []error
@@ -888,13 +885,13 @@ const AgentNiceAuto = -1
 // DefaultAgentNice is the nice value of the agent shards in kvstore mode
 // by default; the other modes run them at the measured processes'
 // priority. The agents are the load and etcd is what is measured; in a
-// cluster they do not share CPUs. On 2 cores at equal priority 1,000
-// agents' shards starved etcd's single apply loop (put applies summing to
-// 211 s in 4.5 minutes, "too many requests"), its lease renewals timed
-// out and every agent's session expired. In crd mode the same priority
-// made the agents' identity race worse instead: at 200 nodes the relabel
-// pushed agents past the 16,384-entry policy map, because agents that
-// see each other's identities later allocate more duplicates.
+// cluster they do not share CPUs. On a small machine at equal priority
+// the agents' shards starve etcd's single apply loop, its lease renewals
+// time out and every agent's session expires, so the run would measure
+// the CPU contention rather than etcd. In crd mode a lower priority makes
+// the agents' identity race worse instead: agents that see each other's
+// identities later allocate more duplicates, which can push them past the
+// policy map's capacity.
 const DefaultAgentNice = 10
 
 // agentNice is the nice value of mode's shards for the configured value.
@@ -910,8 +907,8 @@ func agentNice(configured int, mode scenarios.Mode) int {
 
 // shardMemoryLimit is the soft memory limit of each of n agent shards:
 // half the machine's memory, shared. Without it every shard's heap may
-// grow to twice its live data before a collection (GOGC=100), and 1,000
-// agents in 4 shards reached 17.6 GiB of 24 in ces mode; the other half
+// grow to twice its live data before a collection (GOGC=100), and a
+// large fleet then takes most of the machine's memory; the other half
 // is left to the kernel (BPF maps, socket buffers), the API server and
 // the rest. Zero when the machine's memory is unknown.
 func shardMemoryLimit(machineBytes int64, n int) int64 {
@@ -961,8 +958,6 @@ func effectiveDatapath(requested string) reports.Datapath {
 	}
 	return d
 }
-
-var _ = strconv.Itoa
 
 // metricsURL is the /metrics URL of an announced "metrics" endpoint, which
 // is either a base URL or already the /metrics URL.

@@ -41,9 +41,10 @@ type TimelineConfig struct {
 	Cluster  Cluster
 	Agents   AgentSource
 	// Workers is the number of concurrent admin writers in setup and
-	// churn steps (default 16: with 4, creating relabel-1k's 20,000 pods
-	// took over 10 minutes while 1,000 agents loaded the API server, and
-	// setup measured the harness instead of the cluster).
+	// churn steps (default 16: with fewer, creating a large scenario's
+	// pods while the agents load the API server is bounded by the
+	// harness's round trips, and setup measures the harness instead of
+	// the cluster).
 	Workers int
 	// PollInterval is how often convergence is checked (default 500ms).
 	PollInterval time.Duration
