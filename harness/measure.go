@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/stampede-sim/stampede/internal/proc"
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 // scrapeTimeout bounds one scrape.
@@ -239,7 +239,7 @@ waiting:
 				}
 				p.lastRate = rate
 				p.peakCPU = math.Max(p.peakCPU, rate)
-				row[reports.SeriesName("cpu", "process", p.name)] = rate
+				row[results.SeriesName("cpu", "process", p.name)] = rate
 				if p.agents > 0 {
 					shardCPU = append(shardCPU, rate/float64(p.agents))
 				}
@@ -251,7 +251,7 @@ waiting:
 			p.peakRSS = math.Max(p.peakRSS, rss)
 			p.sumRSS += rss
 			p.nRSS++
-			row[reports.SeriesName("rss", "process", p.name)] = rss
+			row[results.SeriesName("rss", "process", p.name)] = rss
 			if p.agents > 0 {
 				shardRSS = append(shardRSS, rss/float64(p.agents))
 			}
@@ -261,7 +261,7 @@ waiting:
 		var total float64
 		for _, p := range m.procs {
 			if p.have && p.lastAt.Equal(now) {
-				total += row[reports.SeriesName("rss", "process", p.name)]
+				total += row[results.SeriesName("rss", "process", p.name)]
 			}
 		}
 		m.mem.processes = math.Max(m.mem.processes, total)
@@ -274,7 +274,7 @@ waiting:
 		m.mem.samples++
 		m.mem.total = float64(mi.Total)
 		m.mem.machine = math.Max(m.mem.machine, used)
-		row[reports.SeriesMachineMemoryUsed] = used
+		row[results.SeriesMachineMemoryUsed] = used
 	}
 
 	// Metrics.
@@ -372,11 +372,11 @@ func spreadRow(row map[string]float64, base string, v []float64) {
 	row[base+".mean"], row[base+".min"], row[base+".max"] = s.Mean, s.Min, s.Max
 }
 
-func spreadOf(v []float64) reports.Spread {
+func spreadOf(v []float64) results.Spread {
 	if len(v) == 0 {
-		return reports.Spread{}
+		return results.Spread{}
 	}
-	s := reports.Spread{Min: v[0], Max: v[0]}
+	s := results.Spread{Min: v[0], Max: v[0]}
 	var sum float64
 	for _, x := range v {
 		sum += x
@@ -526,7 +526,7 @@ func gaugeRows(row map[string]float64, cur map[string]Metrics) {
 		n, ok = c, true
 	}
 	if ok {
-		row[reports.SeriesIdentities] = n
+		row[results.SeriesIdentities] = n
 	}
 }
 
@@ -545,7 +545,7 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 				continue
 			}
 			all.Merge(h)
-			row[reports.SeriesName("apiserver.server.latency.p99", "verb", verb, "resource", res)] = h.Quantile(0.99)
+			row[results.SeriesName("apiserver.server.latency.p99", "verb", verb, "resource", res)] = h.Quantile(0.99)
 		}
 		if all.Count > 0 {
 			row["apiserver.server.latency.p99"] = all.Quantile(0.99)
@@ -556,7 +556,7 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 			verb, res := splitKey(k)
 			if isWrite(verb) {
 				if r := rate(v, pw[k]); r > 0 {
-					row[reports.SeriesName("api.writes.rate", "type", writeVerb(verb)+" "+res)] = r
+					row[results.SeriesName("api.writes.rate", "type", writeVerb(verb)+" "+res)] = r
 				}
 			}
 		}
@@ -578,7 +578,7 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 		m.peakEv = math.Max(m.peakEv, r)
 		pby := eventsSumBy(prev)
 		for k, v := range eventsSumBy(cur) {
-			row[reports.SeriesName("watch.events.rate", "resource", k)] = rate(v, pby[k])
+			row[results.SeriesName("watch.events.rate", "resource", k)] = rate(v, pby[k])
 		}
 	}
 	if cb, ok := agentsSum(cur, mAgentBytes, nil); ok {
@@ -607,8 +607,8 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 	}
 	for op, h := range deltaHists(agentsHistograms(cur, mAgentKV, "op"), agentsHistograms(prev, mAgentKV, "op")) {
 		if h.Count > 0 {
-			row[reports.SeriesName("kvstore.latency.p50", "op", op)] = h.Quantile(0.5)
-			row[reports.SeriesName("kvstore.latency.p99", "op", op)] = h.Quantile(0.99)
+			row[results.SeriesName("kvstore.latency.p50", "op", op)] = h.Quantile(0.5)
+			row[results.SeriesName("kvstore.latency.p99", "op", op)] = h.Quantile(0.99)
 		}
 	}
 	if c, p := cur["kvstore"], prev["kvstore"]; c != nil && p != nil {
@@ -628,8 +628,8 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 
 // histSummary condenses a histogram delta into a LatencySummary; Max is
 // the upper bound of the highest non-empty bucket.
-func histSummary(verb, res string, h *Histogram) reports.LatencySummary {
-	s := reports.LatencySummary{Verb: verb, Resource: res, Count: int64(h.Count)}
+func histSummary(verb, res string, h *Histogram) results.LatencySummary {
+	s := results.LatencySummary{Verb: verb, Resource: res, Count: int64(h.Count)}
 	if h.Count == 0 {
 		return s
 	}
@@ -662,10 +662,10 @@ type IdentityCensus struct {
 
 // Summary condenses the mode from the first and last scrapes and the
 // process samples.
-func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
+func (m *Measurer) Summary(census *IdentityCensus) *results.Summary {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := &reports.Summary{}
+	s := &results.Summary{}
 	if m.probe != nil {
 		s.APILatency, s.Probe = m.probe.Summary()
 	}
@@ -689,7 +689,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 		s.Writes, s.WritesRejected = writeCounts(a.SumBy(mAPIRequests, nil, "verb", "resource", "code"), f.SumBy(mAPIRequests, nil, "verb", "resource", "code"))
 		c429, _ := a.Sum(mAPIRequests, map[string]string{"code": "429"})
 		f429, _ := f.Sum(mAPIRequests, map[string]string{"code": "429"})
-		s.Throttling = &reports.ThrottlingSummary{HTTP429: int64(c429 - f429)}
+		s.Throttling = &results.ThrottlingSummary{HTTP429: int64(c429 - f429)}
 	}
 	if len(s.Writes) == 0 {
 		// No server metrics: count the agents' own writes.
@@ -698,7 +698,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 	if c, ok := agentsSum(last, mAgentThrottle, nil); ok {
 		f, _ := agentsSum(first, mAgentThrottle, nil)
 		if s.Throttling == nil {
-			s.Throttling = &reports.ThrottlingSummary{}
+			s.Throttling = &results.ThrottlingSummary{}
 		}
 		s.Throttling.ClientThrottledRequests = int64(c - f)
 		cs, _ := agentsHistSum(last, mAgentThrottle)
@@ -735,7 +735,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 		fe, _ := eventsSum(first)
 		cb, _ := agentsSum(last, mAgentBytes, nil)
 		fb, _ := agentsSum(first, mAgentBytes, nil)
-		w := &reports.WatchSummary{Events: int64(ce - fe), Bytes: int64(cb - fb), PeakEventsPerSecond: m.peakEv, PeakBytesPerSecond: m.peakBy, EventsByResource: map[string]int64{}}
+		w := &results.WatchSummary{Events: int64(ce - fe), Bytes: int64(cb - fb), PeakEventsPerSecond: m.peakEv, PeakBytesPerSecond: m.peakBy, EventsByResource: map[string]int64{}}
 		fby := eventsSumBy(first)
 		for k, v := range eventsSumBy(last) {
 			if n := int64(v - fby[k]); n > 0 {
@@ -748,7 +748,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 	// Identities.
 	if c, ok := createdSum(last); ok || census != nil {
 		f, _ := createdSum(first)
-		id := &reports.IdentitySummary{Created: int64(c - f)}
+		id := &results.IdentitySummary{Created: int64(c - f)}
 		if cd, ok := agentsSum(last, mAgentDuplicates, nil); ok {
 			fd, _ := agentsSum(first, mAgentDuplicates, nil)
 			id.Duplicates = int64(cd - fd)
@@ -764,7 +764,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 	}
 	if c, ok := agentsSum(last, mAgentDatapath, nil); ok {
 		f, _ := agentsSum(first, mAgentDatapath, nil)
-		s.Datapath = &reports.DatapathSummary{Updates: int64(c - f)}
+		s.Datapath = &results.DatapathSummary{Updates: int64(c - f)}
 	}
 
 	// Processes, agents and the harness.
@@ -781,7 +781,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 		if p.nRSS > 0 {
 			mean = p.sumRSS / float64(p.nRSS)
 		}
-		s.Processes = append(s.Processes, reports.ProcessSummary{Name: p.name, CPUSeconds: cpu, PeakCPU: p.peakCPU, PeakRSS: int64(p.peakRSS), MeanRSS: int64(mean)})
+		s.Processes = append(s.Processes, results.ProcessSummary{Name: p.name, CPUSeconds: cpu, PeakCPU: p.peakCPU, PeakRSS: int64(p.peakRSS), MeanRSS: int64(mean)})
 		total += cpu
 		if p.self {
 			harness, haveHarness = cpu, true
@@ -800,7 +800,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 		}
 	}
 	if shards > 0 {
-		s.Agents = &reports.AgentSummary{Count: agents, Shards: shards, CPUSeconds: spreadOf(perAgentCPU), MeanCPU: spreadOf(perAgentMean),
+		s.Agents = &results.AgentSummary{Count: agents, Shards: shards, CPUSeconds: spreadOf(perAgentCPU), MeanCPU: spreadOf(perAgentMean),
 			PeakCPU: spreadOf(perAgentPeak), PeakRSS: spreadOf(perAgentPeakRSS), MeanRSS: spreadOf(perAgentMeanRSS)}
 		delta := func(result string) float64 {
 			c, _ := agentsSum(last, mAgentFrames, map[string]string{"result": result})
@@ -812,7 +812,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 		}
 	}
 	if m.mem.samples > 0 || m.mem.processes > 0 {
-		s.Memory = &reports.MemorySummary{
+		s.Memory = &results.MemorySummary{
 			PeakProcessesRSS:   int64(m.mem.processes),
 			PeakMachineUsed:    int64(m.mem.machine),
 			MachineUsedAtStart: int64(m.mem.atStart),
@@ -826,7 +826,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 		if total > 0 {
 			frac = harness / total
 		}
-		s.Harness = &reports.HarnessSummary{CPUSeconds: harness, FractionOfTotal: frac}
+		s.Harness = &results.HarnessSummary{CPUSeconds: harness, FractionOfTotal: frac}
 		if c, ok := agentsSum(last, mAgentDigest, nil); ok {
 			f, _ := agentsSum(first, mAgentDigest, nil)
 			s.Harness.AgentDigestSeconds = max(c-f, 0)
@@ -841,7 +841,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
 			// Not answered since: the hole lasts until the last tick.
 			gap = max(gap, m.lastRealAt.Sub(t.since))
 		}
-		s.Scrapes = append(s.Scrapes, reports.ScrapeSummary{Component: t.component, Answered: t.answered, Failed: t.failed, MaxGapSeconds: gap.Seconds()})
+		s.Scrapes = append(s.Scrapes, results.ScrapeSummary{Component: t.component, Answered: t.answered, Failed: t.failed, MaxGapSeconds: gap.Seconds()})
 	}
 	return s
 }

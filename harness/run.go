@@ -23,6 +23,7 @@ import (
 	"github.com/stampede-sim/stampede/internal/proc"
 	"github.com/stampede-sim/stampede/internal/ready"
 	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -132,7 +133,7 @@ func (c *Config) defaults() error {
 // report) under cfg.Out. It returns the results, also when a mode failed or
 // the run was interrupted; the error says what went wrong with the run as
 // a whole (interruption, a failed mode).
-func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
+func Run(ctx context.Context, cfg Config) (*results.Results, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -148,7 +149,7 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 	if err := os.WriteFile(scenarioFile, yml, 0o644); err != nil {
 		return nil, fmt.Errorf("run: write scenario: %w", err)
 	}
-	run := reports.Run{
+	run := results.Run{
 		Scenario:          sc.Name,
 		EffectiveScenario: sc,
 		Seed:              sc.Seed,
@@ -158,17 +159,17 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 		GoVersion:         runtime.Version(),
 		Command:           cfg.Command,
 		Started:           cfg.Now(),
-		Backend:           reports.Backend{Name: cfg.Backend.Name(), Facts: map[string]string{}},
+		Backend:           results.Backend{Name: cfg.Backend.Name(), Facts: map[string]string{}},
 		Machine:           machine(),
 		Datapath:          effectiveDatapath(sc.Agent.Datapath),
 	}
-	w, err := reports.NewWriter(reports.WriterConfig{Path: filepath.Join(cfg.Out, "results.json"), MinInterval: 2 * time.Second, Now: cfg.Now}, &reports.Results{Run: run})
+	w, err := results.NewWriter(results.WriterConfig{Path: filepath.Join(cfg.Out, "results.json"), MinInterval: 2 * time.Second, Now: cfg.Now}, &results.Results{Run: run})
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	if err := w.Update(func(r *reports.Results) {
+	if err := w.Update(func(r *results.Results) {
 		for _, m := range cfg.Modes {
-			r.Mode(m).Status = reports.StatusPending
+			r.Mode(m).Status = results.StatusPending
 		}
 	}); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
@@ -183,7 +184,7 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 		status, err := r.runMode(ctx, mode)
 		if err != nil {
 			cfg.Log.Warn("mode ended with an error", "mode", mode, "status", status, "err", err)
-			if status == reports.StatusFailed {
+			if status == results.StatusFailed {
 				failed = append(failed, fmt.Sprintf("%s: %v", mode, err))
 			}
 		}
@@ -200,13 +201,13 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 		reason = "modes failed: " + strings.Join(failed, "; ")
 		runErr = fmt.Errorf("%d of %d modes failed: %s", len(failed), len(cfg.Modes), strings.Join(failed, "; "))
 	}
-	if err := w.Update(func(res *reports.Results) {
+	if err := w.Update(func(res *results.Results) {
 		res.Run.Finished = &fin
 		res.Run.Complete = complete
 		res.Run.IncompleteReason = reason
 		for i := range res.Modes {
-			if res.Modes[i].Status == reports.StatusPending {
-				res.Modes[i].Status = reports.StatusIncomplete
+			if res.Modes[i].Status == results.StatusPending {
+				res.Modes[i].Status = results.StatusIncomplete
 				res.Modes[i].Reason = "not reached: " + reason
 			}
 		}
@@ -238,7 +239,7 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 // runner runs the modes of one run.
 type runner struct {
 	cfg          Config
-	w            *reports.Writer
+	w            *results.Writer
 	scenarioFile string
 	machineBytes int64
 }
@@ -264,25 +265,25 @@ type modeRun struct {
 	backend bool
 }
 
-func (r *runner) update(fn func(m *reports.ModeResult), mode scenarios.Mode) {
-	if err := r.w.Update(func(res *reports.Results) { fn(res.Mode(mode)) }); err != nil {
+func (r *runner) update(fn func(m *results.ModeResult), mode scenarios.Mode) {
+	if err := r.w.Update(func(res *results.Results) { fn(res.Mode(mode)) }); err != nil {
 		r.cfg.Log.Warn("write results", "err", err)
 	}
 }
 
 // runMode runs one mode on fresh processes and returns its status.
-func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st reports.Status, err error) {
+func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st results.Status, err error) {
 	cfg := r.cfg
 	sc := cfg.Scenario
 	log := cfg.Log.With("mode", mode)
 	mr := &modeRun{mode: mode, dir: filepath.Join(cfg.Out, string(mode)), started: cfg.Now()}
 	if err := os.MkdirAll(mr.dir, 0o755); err != nil {
-		return reports.StatusFailed, fmt.Errorf("create mode directory: %w", err)
+		return results.StatusFailed, fmt.Errorf("create mode directory: %w", err)
 	}
 	started := mr.started
 	nice := agentNice(cfg.AgentNice, mode)
-	r.update(func(m *reports.ModeResult) {
-		m.Status = reports.StatusRunning
+	r.update(func(m *results.ModeResult) {
+		m.Status = results.StatusRunning
 		m.Started = &started
 		m.Shards = cfg.Shards
 		m.Agents = sc.Cluster.Nodes
@@ -298,7 +299,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 
 	topo, err := sc.Generate()
 	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("generate topology: %w", err), nil)
+		return r.endMode(mr, results.StatusFailed, fmt.Errorf("generate topology: %w", err), nil)
 	}
 
 	// Users and tokens.
@@ -317,12 +318,12 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	if err != nil {
 		var se *SkipError
 		if errors.As(err, &se) {
-			return r.endMode(mr, reports.StatusSkipped, err, nil)
+			return r.endMode(mr, results.StatusSkipped, err, nil)
 		}
-		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), fmt.Errorf("start backend %s: %w", cfg.Backend.Name(), err), nil)
+		return r.endMode(mr, statusFor(ctx, results.StatusFailed), fmt.Errorf("start backend %s: %w", cfg.Backend.Name(), err), nil)
 	}
 	mr.backend = true
-	if err := r.w.Update(func(res *reports.Results) {
+	if err := r.w.Update(func(res *results.Results) {
 		for k, v := range api.Facts {
 			res.Run.Backend.Facts[k] = v
 		}
@@ -354,7 +355,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	if tokenFile == "" {
 		tokenFile = filepath.Join(mr.dir, "tokens.csv")
 		if err := WriteTokenFile(tokenFile, users); err != nil {
-			return r.endMode(mr, reports.StatusFailed, err, nil)
+			return r.endMode(mr, results.StatusFailed, err, nil)
 		}
 	}
 
@@ -373,7 +374,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		pr.set("start kvstore", -1)
 		c, a, err := r.startChild(ctx, mr, "kvstore", 0, "etcd", "--data-dir", filepath.Join(mr.dir, "kvstore-data"))
 		if err != nil {
-			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil)
+			return r.endMode(mr, statusFor(ctx, results.StatusFailed), err, nil)
 		}
 		kvURL = a.Endpoints["client"]
 		meas.AddProcess("kvstore", c.p.PID(), 0)
@@ -383,7 +384,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		r.fact("kvstore.fsync", a.Extra["fsync"])
 		kvp, err := NewKVProbe(kvURL, 5)
 		if err != nil {
-			return r.endMode(mr, reports.StatusFailed, err, nil)
+			return r.endMode(mr, results.StatusFailed, err, nil)
 		}
 		defer kvp.Close()
 		meas.SetKVProbe(kvp)
@@ -394,7 +395,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	pr.set("start controlplane", -1)
 	opTokenFile := filepath.Join(mr.dir, "operator.token")
 	if err := os.WriteFile(opTokenFile, []byte(operator.Token+"\n"), 0o600); err != nil {
-		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("write operator token: %w", err), nil)
+		return r.endMode(mr, results.StatusFailed, fmt.Errorf("write operator token: %w", err), nil)
 	}
 	cpArgs := []string{"controlplane", "--mode", string(mode), "--scenario", r.scenarioFile,
 		"--api", api.URL, "--token-file", opTokenFile, "--xds-listen", "127.0.0.1:0"}
@@ -406,7 +407,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	}
 	cpc, cpa, err := r.startChild(ctx, mr, "controlplane", 0, cpArgs...)
 	if err != nil {
-		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil)
+		return r.endMode(mr, statusFor(ctx, results.StatusFailed), err, nil)
 	}
 	meas.AddProcess("controlplane", cpc.p.PID(), 0)
 	if m := cpa.Endpoints["metrics"]; m != "" {
@@ -459,11 +460,11 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	wg.Wait()
 	for i, s := range res {
 		if s.err != nil {
-			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), s.err, nil)
+			return r.endMode(mr, statusFor(ctx, results.StatusFailed), s.err, nil)
 		}
 		meas.AddProcess(fmt.Sprintf("agents-%d", i), s.c.p.PID(), s.c.agents)
 		if s.url == "" {
-			return r.endMode(mr, reports.StatusFailed, fmt.Errorf("agents-%d announced no \"metrics\" endpoint (see %s)", i, s.c.p.LogFile()), nil)
+			return r.endMode(mr, results.StatusFailed, fmt.Errorf("agents-%d announced no \"metrics\" endpoint (see %s)", i, s.c.p.LogFile()), nil)
 		}
 		meas.AddScrape(fmt.Sprintf("agents-%d", i), metricsURL(s.url), "")
 		agentURLs = append(agentURLs, strings.TrimSuffix(strings.TrimSuffix(s.url, "/"), "/metrics"))
@@ -488,28 +489,28 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	// Admin clients: one pool for the timeline, its own for the probe.
 	setupClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 8)
 	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, err, nil)
+		return r.endMode(mr, results.StatusFailed, err, nil)
 	}
 	defer setupClient.close()
 	probeClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 16)
 	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, err, nil)
+		return r.endMode(mr, results.StatusFailed, err, nil)
 	}
 	defer probeClient.close()
 	target := kubeProbeTarget{c: probeClient, labels: api.ObjectLabels}
 	if err := retry(ctx, func() error { return target.Prepare(ctx) }); err != nil {
-		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil)
+		return r.endMode(mr, statusFor(ctx, results.StatusFailed), err, nil)
 	}
 	probe, err := NewProbe(ProbeConfig{Target: target, Rate: sc.Measure.ProbeRate})
 	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, err, nil)
+		return r.endMode(mr, results.StatusFailed, err, nil)
 	}
 	meas.SetProbe(probe)
 
 	// A baseline sample before the timeline: the mode's counters (writes,
 	// events) count from here.
 	base := meas.Tick(ctx, cfg.Now())
-	r.update(func(m *reports.ModeResult) { m.AppendSample(cfg.Now(), base) }, mode)
+	r.update(func(m *results.ModeResult) { m.AppendSample(cfg.Now(), base) }, mode)
 
 	// Sampling and probing run until the timeline ends.
 	measCtx, stopMeas := context.WithCancel(ctx)
@@ -523,15 +524,15 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	go func() { defer measWG.Done(); r.sample(measCtx, mode, meas, pr) }()
 
 	agentsSrc := &shardAgents{client: &http.Client{Timeout: 2 * time.Minute}, urls: agentURLs}
-	var conv []reports.ConvergenceSummary
+	var conv []results.ConvergenceSummary
 	tl, err := NewTimeline(TimelineConfig{
 		Scenario: sc, Topology: topo, Cluster: kubeCluster{c: setupClient, labels: api.ObjectLabels}, Agents: agentsSrc,
 		Now: cfg.Now, Log: log,
-		OnStep: func(s reports.StepResult) {
+		OnStep: func(s results.StepResult) {
 			pr.set(s.Kind, s.Index)
-			r.update(func(m *reports.ModeResult) { upsertStep(m, s) }, mode)
+			r.update(func(m *results.ModeResult) { upsertStep(m, s) }, mode)
 		},
-		OnConverged: func(c reports.ConvergenceSummary) { conv = append(conv, c) },
+		OnConverged: func(c results.ConvergenceSummary) { conv = append(conv, c) },
 		OnProgress: func(_ string, n, total int) {
 			meas.SetConverged(n)
 			pr.converged(n, total)
@@ -547,7 +548,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 	stopMeas()
 	measWG.Wait()
 	final := meas.Tick(context.WithoutCancel(ctx), cfg.Now())
-	r.update(func(m *reports.ModeResult) { m.AppendSample(cfg.Now(), final) }, mode)
+	r.update(func(m *results.ModeResult) { m.AppendSample(cfg.Now(), final) }, mode)
 
 	var census *IdentityCensus
 	if ctx.Err() == nil {
@@ -573,24 +574,24 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st report
 		fmt.Fprintf(cfg.Progress, "[%s] warning: the harness used %.0f%% of the measured CPU (target < 10%%)\n", mode, 100*h.FractionOfTotal)
 	}
 
-	status := reports.StatusOK
+	status := results.StatusOK
 	switch {
 	case tlErr == nil:
 	case errors.Is(context.Cause(ctx), errComponent):
-		status, tlErr = reports.StatusFailed, context.Cause(ctx)
+		status, tlErr = results.StatusFailed, context.Cause(ctx)
 	case parent.Err() != nil:
-		status = reports.StatusIncomplete
+		status = results.StatusIncomplete
 	default:
-		status = reports.StatusFailed
+		status = results.StatusFailed
 	}
 	return r.endMode(mr, status, tlErr, summary)
 }
 
 var errComponent = errors.New("component failed")
 
-func statusFor(ctx context.Context, def reports.Status) reports.Status {
+func statusFor(ctx context.Context, def results.Status) results.Status {
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errComponent) {
-		return reports.StatusIncomplete
+		return results.StatusIncomplete
 	}
 	return def
 }
@@ -646,7 +647,7 @@ func lastLine(s string) string {
 
 // endMode stops every process of the mode (agents first, the backend
 // last), verifies none is left, and records the mode's outcome.
-func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summary *reports.Summary) (reports.Status, error) {
+func (r *runner) endMode(mr *modeRun, status results.Status, cause error, summary *results.Summary) (results.Status, error) {
 	stopCtx, cancel := context.WithTimeout(context.Background(), r.cfg.Grace+30*time.Second)
 	defer cancel()
 	var stopErrs []error
@@ -687,8 +688,8 @@ func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summar
 	err := cause
 	if len(stopErrs) > 0 {
 		err = errors.Join(append([]error{cause}, stopErrs...)...)
-		if status == reports.StatusOK {
-			status = reports.StatusFailed
+		if status == results.StatusOK {
+			status = results.StatusFailed
 		}
 	}
 	fin := r.cfg.Now()
@@ -696,10 +697,10 @@ func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summar
 	if err != nil {
 		reason = err.Error()
 	}
-	if status != reports.StatusOK && reason == "" {
+	if status != results.StatusOK && reason == "" {
 		reason = string(status)
 	}
-	r.update(func(m *reports.ModeResult) {
+	r.update(func(m *results.ModeResult) {
 		m.Status = status
 		m.Reason = reason
 		m.Finished = &fin
@@ -707,13 +708,13 @@ func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summar
 			m.Summary = summary
 		}
 		for i := range m.Steps {
-			if m.Steps[i].Outcome == reports.OutcomeRunning {
-				m.Steps[i].Outcome = reports.OutcomeInterrupted
+			if m.Steps[i].Outcome == results.OutcomeRunning {
+				m.Steps[i].Outcome = results.OutcomeInterrupted
 				m.Steps[i].End = &fin
 			}
 		}
 	}, mr.mode)
-	if status == reports.StatusOK {
+	if status == results.StatusOK {
 		return status, nil
 	}
 	return status, err
@@ -736,7 +737,7 @@ func liveChildren() []int {
 	return out
 }
 
-func upsertStep(m *reports.ModeResult, s reports.StepResult) {
+func upsertStep(m *results.ModeResult, s results.StepResult) {
 	for i := range m.Steps {
 		if m.Steps[i].Index == s.Index {
 			m.Steps[i] = s
@@ -750,7 +751,7 @@ func (r *runner) fact(k, v string) {
 	if v == "" {
 		return
 	}
-	_ = r.w.Update(func(res *reports.Results) { res.Run.Backend.Facts[k] = v })
+	_ = r.w.Update(func(res *results.Results) { res.Run.Backend.Facts[k] = v })
 }
 
 // sample ticks the measurer at the scenario's interval and appends rows to
@@ -772,7 +773,7 @@ func (r *runner) sample(ctx context.Context, mode scenarios.Mode, meas *Measurer
 		}
 		rows := pending
 		pending = nil
-		r.update(func(m *reports.ModeResult) {
+		r.update(func(m *results.ModeResult) {
 			for _, x := range rows {
 				m.AppendSample(x.t, x.v)
 			}
@@ -835,7 +836,7 @@ func identityCensus(ctx context.Context, c *apiClient) (*IdentityCensus, error) 
 }
 
 // sloVerdicts judges the probe's latency against the scenario's SLOs.
-func sloVerdicts(sc *scenarios.Scenario, s *reports.Summary) []reports.SLOVerdict {
+func sloVerdicts(sc *scenarios.Scenario, s *results.Summary) []results.SLOVerdict {
 	var mut, read, list float64
 	var have [3]bool
 	for _, l := range s.APILatency {
@@ -851,10 +852,10 @@ func sloVerdicts(sc *scenarios.Scenario, s *reports.Summary) []reports.SLOVerdic
 			list, have[2] = max(list, l.P99), true
 		}
 	}
-	var out []reports.SLOVerdict
+	var out []results.SLOVerdict
 	add := func(name string, ok bool, v float64, lim time.Duration) {
 		if ok {
-			out = append(out, reports.SLOVerdict{Name: name, Limit: lim.Seconds(), Value: v, Unit: "s", Pass: v <= lim.Seconds(), Detail: "probe p99"})
+			out = append(out, results.SLOVerdict{Name: name, Limit: lim.Seconds(), Value: v, Unit: "s", Pass: v <= lim.Seconds(), Detail: "probe p99"})
 		}
 	}
 	add("mutating p99", have[0], mut, sc.SLO.MutatingP99.Duration)
@@ -918,8 +919,8 @@ func shardMemoryLimit(machineBytes int64, n int) int64 {
 	return machineBytes / 2 / int64(n)
 }
 
-func machine() reports.Machine {
-	m := reports.Machine{Cores: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+func machine() results.Machine {
+	m := results.Machine{Cores: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH}
 	m.Hostname, _ = os.Hostname()
 	var u syscall.Utsname
 	if syscall.Uname(&u) == nil {
@@ -946,8 +947,8 @@ func machine() reports.Machine {
 // ("auto" picks bpf where BPF maps can be created, mem otherwise) and do not
 // announce it, so for "auto" this is the harness's expectation from its
 // own privileges, and Reason says so.
-func effectiveDatapath(requested string) reports.Datapath {
-	d := reports.Datapath{Requested: requested, Effective: requested}
+func effectiveDatapath(requested string) results.Datapath {
+	d := results.Datapath{Requested: requested, Effective: requested}
 	if requested == "bpf" || requested == "mem" {
 		return d
 	}
