@@ -94,8 +94,8 @@ func (k *KVProbe) TakeInterval() map[string]float64 {
 	out := map[string]float64{}
 	for op, l := range iv {
 		sort.Float64s(l)
-		out[results.SeriesName("kvstore.probe.latency.p50", "op", op)] = quantileSorted(l, 0.5)
-		out[results.SeriesName("kvstore.probe.latency.p99", "op", op)] = quantileSorted(l, 0.99)
+		out[results.SeriesName(results.SeriesKVStoreProbeLatencyP50, "op", op)] = quantileSorted(l, 0.5)
+		out[results.SeriesName(results.SeriesKVStoreProbeLatencyP99, "op", op)] = quantileSorted(l, 0.99)
 	}
 	return out
 }

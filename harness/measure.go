@@ -239,7 +239,7 @@ waiting:
 				}
 				p.lastRate = rate
 				p.peakCPU = math.Max(p.peakCPU, rate)
-				row[results.SeriesName("cpu", "process", p.name)] = rate
+				row[results.SeriesName(results.SeriesCPU, "process", p.name)] = rate
 				if p.agents > 0 {
 					shardCPU = append(shardCPU, rate/float64(p.agents))
 				}
@@ -251,17 +251,17 @@ waiting:
 			p.peakRSS = math.Max(p.peakRSS, rss)
 			p.sumRSS += rss
 			p.nRSS++
-			row[results.SeriesName("rss", "process", p.name)] = rss
+			row[results.SeriesName(results.SeriesRSS, "process", p.name)] = rss
 			if p.agents > 0 {
 				shardRSS = append(shardRSS, rss/float64(p.agents))
 			}
 		}
-		spreadRow(row, "agents.cpu", shardCPU)
-		spreadRow(row, "agents.rss", shardRSS)
+		spreadRow(row, shardCPU, results.SeriesAgentsCPUMean, results.SeriesAgentsCPUMin, results.SeriesAgentsCPUMax)
+		spreadRow(row, shardRSS, results.SeriesAgentsRSSMean, results.SeriesAgentsRSSMin, results.SeriesAgentsRSSMax)
 		var total float64
 		for _, p := range m.procs {
 			if p.have && p.lastAt.Equal(now) {
-				total += row[results.SeriesName("rss", "process", p.name)]
+				total += row[results.SeriesName(results.SeriesRSS, "process", p.name)]
 			}
 		}
 		m.mem.processes = math.Max(m.mem.processes, total)
@@ -318,7 +318,7 @@ waiting:
 			row[k] = v
 		}
 	}
-	row["agents.converged"] = float64(m.converged.Load())
+	row[results.SeriesAgentsConverged] = float64(m.converged.Load())
 	return row
 }
 
@@ -364,12 +364,14 @@ func ratable(gap, tickGap time.Duration) bool {
 	return d <= tickGap/4+50*time.Millisecond
 }
 
-func spreadRow(row map[string]float64, base string, v []float64) {
+// spreadRow adds the mean, minimum and maximum of v to row as the series
+// mean, min and max.
+func spreadRow(row map[string]float64, v []float64, meanName, minName, maxName string) {
 	if len(v) == 0 {
 		return
 	}
 	s := spreadOf(v)
-	row[base+".mean"], row[base+".min"], row[base+".max"] = s.Mean, s.Min, s.Max
+	row[meanName], row[minName], row[maxName] = s.Mean, s.Min, s.Max
 }
 
 func spreadOf(v []float64) results.Spread {
@@ -545,10 +547,10 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 				continue
 			}
 			all.Merge(h)
-			row[results.SeriesName("apiserver.server.latency.p99", "verb", verb, "resource", res)] = h.Quantile(0.99)
+			row[results.SeriesName(results.SeriesServerLatencyP99, "verb", verb, "resource", res)] = h.Quantile(0.99)
 		}
 		if all.Count > 0 {
-			row["apiserver.server.latency.p99"] = all.Quantile(0.99)
+			row[results.SeriesServerLatencyP99] = all.Quantile(0.99)
 		}
 		cw := a.SumBy(mAPIRequests, nil, "verb", "resource")
 		pw := p.SumBy(mAPIRequests, nil, "verb", "resource")
@@ -556,72 +558,72 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 			verb, res := splitKey(k)
 			if isWrite(verb) {
 				if r := rate(v, pw[k]); r > 0 {
-					row[results.SeriesName("api.writes.rate", "type", writeVerb(verb)+" "+res)] = r
+					row[results.SeriesName(results.SeriesAPIWritesRate, "type", writeVerb(verb)+" "+res)] = r
 				}
 			}
 		}
 		c429, _ := a.Sum(mAPIRequests, map[string]string{"code": "429"})
 		p429, _ := p.Sum(mAPIRequests, map[string]string{"code": "429"})
-		row["api.429.rate"] = rate(c429, p429)
+		row[results.SeriesAPI429Rate] = rate(c429, p429)
 		ce, _ := a.Sum(mAPIWatchEvents, nil)
 		pe, _ := p.Sum(mAPIWatchEvents, nil)
-		row["apiserver.watch.events.rate"] = rate(ce, pe)
+		row[results.SeriesAPIServerWatchEventsRate] = rate(ce, pe)
 		cb, _ := a.HistogramSum(mAPIWatchSizes, nil)
 		pb, _ := p.HistogramSum(mAPIWatchSizes, nil)
-		row["apiserver.watch.bytes.rate"] = rate(cb, pb)
+		row[results.SeriesAPIServerWatchBytesRate] = rate(cb, pb)
 	}
 	// Agents' own counters, summed over shards.
 	if ce, ok := eventsSum(cur); ok {
 		pe, _ := eventsSum(prev)
 		r := rate(ce, pe)
-		row["watch.events.rate"] = r
+		row[results.SeriesWatchEventsRate] = r
 		m.peakEv = math.Max(m.peakEv, r)
 		pby := eventsSumBy(prev)
 		for k, v := range eventsSumBy(cur) {
-			row[results.SeriesName("watch.events.rate", "resource", k)] = rate(v, pby[k])
+			row[results.SeriesName(results.SeriesWatchEventsRate, "resource", k)] = rate(v, pby[k])
 		}
 	}
 	if cb, ok := agentsSum(cur, mAgentBytes, nil); ok {
 		pb, _ := agentsSum(prev, mAgentBytes, nil)
 		r := rate(cb, pb)
-		row["watch.bytes.rate"] = r
+		row[results.SeriesWatchBytesRate] = r
 		m.peakBy = math.Max(m.peakBy, r)
 	}
 	if c, ok := agentsSum(cur, mAgentThrottle, nil); ok {
 		p, _ := agentsSum(prev, mAgentThrottle, nil)
-		row["client.throttled.rate"] = rate(c, p)
+		row[results.SeriesClientThrottleRate] = rate(c, p)
 	}
 	if c, ok := createdSum(cur); ok {
 		p, _ := createdSum(prev)
-		row["identities.created.rate"] = rate(c, p)
+		row[results.SeriesIdentitiesCreate] = rate(c, p)
 	}
 	if c, ok := agentsSum(cur, mAgentDatapath, nil); ok {
 		p, _ := agentsSum(prev, mAgentDatapath, nil)
-		row["datapath.updates.rate"] = rate(c, p)
+		row[results.SeriesDatapathUpdatesRate] = rate(c, p)
 	}
 	if c, ok := agentsSum(cur, mAgent429, nil); ok {
 		p, _ := agentsSum(prev, mAgent429, nil)
-		if _, have := row["api.429.rate"]; !have {
-			row["api.429.rate"] = rate(c, p)
+		if _, have := row[results.SeriesAPI429Rate]; !have {
+			row[results.SeriesAPI429Rate] = rate(c, p)
 		}
 	}
 	for op, h := range deltaHists(agentsHistograms(cur, mAgentKV, "op"), agentsHistograms(prev, mAgentKV, "op")) {
 		if h.Count > 0 {
-			row[results.SeriesName("kvstore.latency.p50", "op", op)] = h.Quantile(0.5)
-			row[results.SeriesName("kvstore.latency.p99", "op", op)] = h.Quantile(0.99)
+			row[results.SeriesName(results.SeriesKVStoreLatencyP50, "op", op)] = h.Quantile(0.5)
+			row[results.SeriesName(results.SeriesKVStoreLatencyP99, "op", op)] = h.Quantile(0.99)
 		}
 	}
 	if c, p := cur["kvstore"], prev["kvstore"]; c != nil && p != nil {
 		h := deltaHists(c.Histograms(mEtcdFsync, nil), p.Histograms(mEtcdFsync, nil))[""]
 		if h != nil && h.Count > 0 {
-			row["kvstore.fsync.p99"] = h.Quantile(0.99)
+			row[results.SeriesKVStoreFsyncP99] = h.Quantile(0.99)
 		}
 	}
 	if c, p := cur["controlplane"], prev["controlplane"]; c != nil && p != nil {
 		h := deltaHists(c.Histograms(mXDSPush, nil), p.Histograms(mXDSPush, nil))[""]
 		if h != nil && h.Count > 0 {
-			row["xds.push.latency.p50"] = h.Quantile(0.5)
-			row["xds.push.latency.p99"] = h.Quantile(0.99)
+			row[results.SeriesXDSPushLatencyP50] = h.Quantile(0.5)
+			row[results.SeriesXDSPushLatencyP99] = h.Quantile(0.99)
 		}
 	}
 }

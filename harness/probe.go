@@ -157,19 +157,19 @@ func (p *Probe) TakeInterval(elapsed time.Duration) map[string]float64 {
 	for key, lats := range iv {
 		verb, res := splitKey(key)
 		sort.Float64s(lats)
-		out[results.SeriesName("apiserver.latency.p50", "verb", verb, "resource", res)] = quantileSorted(lats, 0.5)
-		out[results.SeriesName("apiserver.latency.p99", "verb", verb, "resource", res)] = quantileSorted(lats, 0.99)
-		out[results.SeriesName("apiserver.latency.max", "verb", verb, "resource", res)] = lats[len(lats)-1]
+		out[results.SeriesName(results.SeriesAPILatencyP50, "verb", verb, "resource", res)] = quantileSorted(lats, 0.5)
+		out[results.SeriesName(results.SeriesAPILatencyP99, "verb", verb, "resource", res)] = quantileSorted(lats, 0.99)
+		out[results.SeriesName(results.SeriesAPILatencyMax, "verb", verb, "resource", res)] = lats[len(lats)-1]
 		every = append(every, lats...)
 	}
 	if len(every) > 0 {
 		sort.Float64s(every)
-		out["apiserver.latency.p50"] = quantileSorted(every, 0.5)
-		out["apiserver.latency.p99"] = quantileSorted(every, 0.99)
-		out["apiserver.latency.max"] = every[len(every)-1]
+		out[results.SeriesAPILatencyP50] = quantileSorted(every, 0.5)
+		out[results.SeriesAPILatencyP99] = quantileSorted(every, 0.99)
+		out[results.SeriesAPILatencyMax] = every[len(every)-1]
 	}
 	if elapsed > 0 {
-		out["probe.rate"] = float64(len(every)) / elapsed.Seconds()
+		out[results.SeriesProbeRate] = float64(len(every)) / elapsed.Seconds()
 	}
 	return out
 }

@@ -464,7 +464,7 @@ func (r *runner) sample(ctx context.Context, mode scenarios.Mode, meas *Measurer
 		// A component slower than that answers into a later tick.
 		v := meas.TickWithin(ctx, now, interval*3/4)
 		pending = append(pending, row{now, v})
-		pr.events(v["watch.events.rate"], v["apiserver.watch.events.rate"])
+		pr.events(v[results.SeriesWatchEventsRate], v[results.SeriesAPIServerWatchEventsRate])
 		if now.Sub(lastFlush) >= flushEvery {
 			flush()
 		}

@@ -315,7 +315,7 @@ func modeFigures(r *results.Results, m *results.ModeResult) []*Figure {
 	}{
 		{"kvstore-latency", "kvstore latency p99 per second, by operation", []latSeries{
 			{results.SeriesKVStoreLatencyP99, "agents", nil},
-			{"kvstore.probe.latency.p99", "harness probe", dotted},
+			{results.SeriesKVStoreProbeLatencyP99, "harness probe", dotted},
 		}},
 		{"xds-latency", "xDS push latency (change to ACK)", []latSeries{
 			{results.SeriesXDSPushLatencyP99, "p99", nil},
