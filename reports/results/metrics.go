@@ -62,8 +62,37 @@ func latencyOr(l *LatencySummary, f func(*LatencySummary) float64) float64 {
 
 // Metrics is the catalogue, sorted by name.
 func Metrics() []Metric {
+	var ms []Metric
+	for _, group := range [][]Metric{latencyMetrics(), costMetrics(), trafficMetrics(), convergenceMetrics()} {
+		ms = append(ms, group...)
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+	return ms
+}
+
+// MetricByName finds a metric of the catalogue.
+func MetricByName(name string) (Metric, bool) {
+	for _, m := range Metrics() {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Metric{}, false
+}
+
+// MetricNames lists the catalogue's names.
+func MetricNames() []string {
+	var out []string
+	for _, m := range Metrics() {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+// latencyMetrics are the metrics of latencies: the probe's, the server's, the kvstore's and xDS's.
+func latencyMetrics() []Metric {
 	p99 := func(l *LatencySummary) float64 { return l.P99 }
-	ms := []Metric{
+	return []Metric{
 		{"api.p99", "s", "API latency p99 over all probe requests", func(m *ModeResult) float64 {
 			return latencyOr(FindLatency(SummaryOf(m).APILatency, "*", "*"), p99)
 		}},
@@ -82,6 +111,12 @@ func Metrics() []Metric {
 		{"xds.p99", "s", "xDS push latency p99, worst type", func(m *ModeResult) float64 {
 			return latencyOr(WorstP99(SummaryOf(m).XDSPushLatency), p99)
 		}},
+	}
+}
+
+// costMetrics are the metrics of the CPU and memory of the processes and of one agent.
+func costMetrics() []Metric {
+	return []Metric{
 		{"apiserver.cpu", "CPU-s", "API server CPU-seconds over the mode", func(m *ModeResult) float64 {
 			return ProcessCPU(m.Summary, "apiserver")
 		}},
@@ -115,6 +150,12 @@ func Metrics() []Metric {
 			}
 			return nan
 		}},
+	}
+}
+
+// trafficMetrics are the metrics of what the cluster carried: watch traffic, writes, throttling, identities and datapath updates.
+func trafficMetrics() []Metric {
+	return []Metric{
 		{"watch.events", "count", "watch events delivered", func(m *ModeResult) float64 {
 			if w := SummaryOf(m).Watch; w != nil {
 				return float64(w.Events)
@@ -167,6 +208,12 @@ func Metrics() []Metric {
 			}
 			return nan
 		}},
+	}
+}
+
+// convergenceMetrics are the metrics of how fast and how completely the agents converged.
+func convergenceMetrics() []Metric {
+	return []Metric{
 		{"converge.p99", "s", "time to converge after the relabel, p99 over agents", func(m *ModeResult) float64 {
 			if c := RelabelConvergence(m.Summary); c != nil {
 				return c.P99
@@ -191,25 +238,4 @@ func Metrics() []Metric {
 			return float64(n)
 		}},
 	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
-	return ms
-}
-
-// MetricByName finds a metric of the catalogue.
-func MetricByName(name string) (Metric, bool) {
-	for _, m := range Metrics() {
-		if m.Name == name {
-			return m, true
-		}
-	}
-	return Metric{}, false
-}
-
-// MetricNames lists the catalogue's names.
-func MetricNames() []string {
-	var out []string
-	for _, m := range Metrics() {
-		out = append(out, m.Name)
-	}
-	return out
 }
