@@ -296,7 +296,7 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 
 	cfg := &rest.Config{Host: url, BearerToken: admin.Token, TLSClientConfig: rest.TLSClientConfig{CAFile: certs.caFile},
 		QPS: 100, Burst: 200, UserAgent: "stampede-harness"}
-	version, err := setUpCluster(ctx, cfg, env.Mode, nil)
+	version, err := setUpCluster(ctx, cfg, env.Mode)
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)
 	}
@@ -647,9 +647,10 @@ func waitReadyz(ctx context.Context, url, caFile, token string, p *proc.Process)
 	}
 }
 
-// setUpCluster installs our CRDs (labelled with labels) and the mode's RBAC
-// (bound to the token file's groups) and returns the server's version.
-func setUpCluster(ctx context.Context, cfg *rest.Config, mode scenarios.Mode, labels map[string]string) (string, error) {
+// setUpCluster installs our CRDs and the mode's RBAC (bound to the token
+// file's groups) and returns the server's version. The cluster is the
+// run's own, so nothing it creates needs a run label.
+func setUpCluster(ctx context.Context, cfg *rest.Config, mode scenarios.Mode) (string, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return "", fmt.Errorf("client: %w", err)
@@ -666,10 +667,10 @@ func setUpCluster(ctx context.Context, cfg *rest.Config, mode scenarios.Mode, la
 	if err != nil {
 		return "", err
 	}
-	if err := manifests.InstallCRDs(ctx, dyn, crds, labels); err != nil {
+	if err := manifests.InstallCRDs(ctx, dyn, crds, nil); err != nil {
 		return "", err
 	}
-	if err := applyRBAC(ctx, cs, mode, access.RBACOptions{Labels: labels}); err != nil {
+	if err := applyRBAC(ctx, cs, mode, access.RBACOptions{}); err != nil {
 		return "", err
 	}
 	return v.GitVersion, nil
