@@ -118,23 +118,8 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 	if env.Dir == "" {
 		return nil, errors.New("kubeconfig backend: BackendEnv.Dir is empty")
 	}
-	b.log = b.cfg.Log
-	if b.log == nil {
-		b.log = env.Log
-	}
-	if b.log == nil {
-		b.log = slog.New(slog.DiscardHandler)
-	}
-	b.runID = b.cfg.RunID
-	if b.runID == "" {
-		var r [4]byte
-		if _, err := rand.Read(r[:]); err != nil {
-			return nil, fmt.Errorf("kubeconfig backend: run ID: %w", err)
-		}
-		b.runID = hex.EncodeToString(r[:])
-	}
-	if !runIDPattern.MatchString(b.runID) {
-		return nil, fmt.Errorf("kubeconfig backend: run ID %q: want 1-24 lower-case letters, digits and dashes", b.runID)
+	if err := b.identify(env); err != nil {
+		return nil, err
 	}
 	users, _, err := checkUsers(env.Mode, env.Users)
 	if err != nil {
@@ -171,79 +156,19 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 	}
 	labels := map[string]string{RunLabel: b.runID}
 
-	// CRDs: only with explicit permission.
-	missing, err := manifests.MissingCRDs(ctx, dyn)
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig backend: %w", err)
-	}
-	if len(missing) > 0 {
-		if !b.cfg.InstallCRDs {
-			return nil, fmt.Errorf("kubeconfig backend: the cluster lacks the CRDs %s; pass %s to let Stampede install them (they are labelled %s=%s and deleted at the end with all their objects)",
-				strings.Join(missing, ", "), InstallCRDsFlag, RunLabel, b.runID)
-		}
-		all, err := manifests.CRDs()
-		if err != nil {
-			return nil, err
-		}
-		var install []*unstructured.Unstructured
-		for _, c := range all {
-			for _, m := range missing {
-				if c.GetName() == m {
-					install = append(install, c)
-				}
-			}
-		}
-		b.installedCRDs = missing
-		if err := manifests.InstallCRDs(ctx, dyn, install, labels); err != nil {
-			return nil, fmt.Errorf("kubeconfig backend: %w", err)
-		}
+	if err := b.ensureCRDs(ctx, dyn, labels); err != nil {
+		return nil, err
 	}
 
-	// The run's namespace and one ServiceAccount per user.
 	ns := "stampede-" + b.runID
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil {
-		return nil, fmt.Errorf("kubeconfig backend: create namespace %s: %w", ns, err)
-	}
-	saOf := make(map[string]string, len(users))
-	byRole := map[string][]rbacv1.Subject{}
-	for _, u := range users {
-		sa := serviceAccountName(u)
-		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Labels: labels}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("kubeconfig backend: create ServiceAccount %s/%s: %w", ns, sa, err)
-		}
-		saOf[u.Name] = sa
-		byRole[u.Role] = append(byRole[u.Role], rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: sa})
+	saOf, err := b.createServiceAccounts(ctx, cs, env.Mode, ns, users, labels)
+	if err != nil {
+		return nil, err
 	}
 
-	// RBAC: the mode's roles for the ServiceAccounts; admin is cluster-admin.
-	prefix := "stampede-" + b.runID + ":"
-	if err := applyRBAC(ctx, cs, env.Mode, access.RBACOptions{NamePrefix: prefix, Labels: labels,
-		Subjects: func(role string) []rbacv1.Subject { return byRole[role] }}); err != nil {
-		return nil, fmt.Errorf("kubeconfig backend: %w", err)
-	}
-	if admins := byRole[RoleAdmin]; len(admins) > 0 {
-		crb := &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: prefix + "admin", Labels: labels},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-			Subjects:   admins,
-		}
-		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
-			return nil, fmt.Errorf("kubeconfig backend: bind admin: %w", err)
-		}
-	}
-
-	// Tokens.
-	ttl := int64(b.cfg.TokenTTL / time.Second)
-	tokens := make(map[string]string, len(users))
-	issued := make([]User, len(users))
-	for i, u := range users {
-		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, saOf[u.Name],
-			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("kubeconfig backend: request a token for %s/%s: %w", ns, saOf[u.Name], err)
-		}
-		tokens[u.Name] = tr.Status.Token
-		issued[i] = User{Name: u.Name, Role: u.Role, Token: tr.Status.Token}
+	tokens, issued, err := b.issueTokens(ctx, cs, ns, users, saOf)
+	if err != nil {
+		return nil, err
 	}
 	tokenFile := filepath.Join(env.Dir, "tokens.csv")
 	if err := WriteTokenFile(tokenFile, issued); err != nil {
@@ -283,6 +208,120 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 			"run.label":          RunLabel + "=" + b.runID,
 		},
 	}, nil
+}
+
+// identify sets the backend's logger and run ID (generated unless
+// configured), which names and labels everything the run creates.
+func (b *KubeconfigBackend) identify(env BackendEnv) error {
+	b.log = b.cfg.Log
+	if b.log == nil {
+		b.log = env.Log
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	b.runID = b.cfg.RunID
+	if b.runID == "" {
+		var r [4]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return fmt.Errorf("kubeconfig backend: run ID: %w", err)
+		}
+		b.runID = hex.EncodeToString(r[:])
+	}
+	if !runIDPattern.MatchString(b.runID) {
+		return fmt.Errorf("kubeconfig backend: run ID %q: want 1-24 lower-case letters, digits and dashes", b.runID)
+	}
+	return nil
+}
+
+// ensureCRDs installs the Cilium CRDs the cluster lacks, labelled for
+// the run, but only with explicit permission (InstallCRDs).
+func (b *KubeconfigBackend) ensureCRDs(ctx context.Context, dyn dynamic.Interface, labels map[string]string) error {
+	missing, err := manifests.MissingCRDs(ctx, dyn)
+	if err != nil {
+		return fmt.Errorf("kubeconfig backend: %w", err)
+	}
+	if len(missing) > 0 {
+		if !b.cfg.InstallCRDs {
+			return fmt.Errorf("kubeconfig backend: the cluster lacks the CRDs %s; pass %s to let Stampede install them (they are labelled %s=%s and deleted at the end with all their objects)",
+				strings.Join(missing, ", "), InstallCRDsFlag, RunLabel, b.runID)
+		}
+		all, err := manifests.CRDs()
+		if err != nil {
+			return err
+		}
+		var install []*unstructured.Unstructured
+		for _, c := range all {
+			for _, m := range missing {
+				if c.GetName() == m {
+					install = append(install, c)
+				}
+			}
+		}
+		b.installedCRDs = missing
+		if err := manifests.InstallCRDs(ctx, dyn, install, labels); err != nil {
+			return fmt.Errorf("kubeconfig backend: %w", err)
+		}
+	}
+
+	return nil
+}
+
+// createServiceAccounts creates the run's namespace, one ServiceAccount
+// per user and the RBAC of the mode's roles (admin is cluster-admin), and
+// returns each user's ServiceAccount name.
+func (b *KubeconfigBackend) createServiceAccounts(ctx context.Context, cs kubernetes.Interface, mode scenarios.Mode, ns string, users []User, labels map[string]string) (map[string]string, error) {
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("kubeconfig backend: create namespace %s: %w", ns, err)
+	}
+	saOf := make(map[string]string, len(users))
+	byRole := map[string][]rbacv1.Subject{}
+	for _, u := range users {
+		sa := serviceAccountName(u)
+		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Labels: labels}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("kubeconfig backend: create ServiceAccount %s/%s: %w", ns, sa, err)
+		}
+		saOf[u.Name] = sa
+		byRole[u.Role] = append(byRole[u.Role], rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: sa})
+	}
+
+	// RBAC: the mode's roles for the ServiceAccounts; admin is cluster-admin.
+	prefix := "stampede-" + b.runID + ":"
+	if err := applyRBAC(ctx, cs, mode, access.RBACOptions{NamePrefix: prefix, Labels: labels,
+		Subjects: func(role string) []rbacv1.Subject { return byRole[role] }}); err != nil {
+		return nil, fmt.Errorf("kubeconfig backend: %w", err)
+	}
+	if admins := byRole[RoleAdmin]; len(admins) > 0 {
+		crb := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: prefix + "admin", Labels: labels},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+			Subjects:   admins,
+		}
+		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+			return nil, fmt.Errorf("kubeconfig backend: bind admin: %w", err)
+		}
+	}
+
+	return saOf, nil
+}
+
+// issueTokens requests a token for every user's ServiceAccount
+// (TokenRequest, TokenTTL long) and returns them by user name and as
+// users.
+func (b *KubeconfigBackend) issueTokens(ctx context.Context, cs kubernetes.Interface, ns string, users []User, saOf map[string]string) (map[string]string, []User, error) {
+	ttl := int64(b.cfg.TokenTTL / time.Second)
+	tokens := make(map[string]string, len(users))
+	issued := make([]User, len(users))
+	for i, u := range users {
+		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, saOf[u.Name],
+			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("kubeconfig backend: request a token for %s/%s: %w", ns, saOf[u.Name], err)
+		}
+		tokens[u.Name] = tr.Status.Token
+		issued[i] = User{Name: u.Name, Role: u.Role, Token: tr.Status.Token}
+	}
+	return tokens, issued, nil
 }
 
 // Stop implements Backend: it deletes the run's objects (by label) and

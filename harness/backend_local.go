@@ -35,6 +35,7 @@ import (
 	"github.com/stampede-sim/stampede/harness/manifests"
 	"github.com/stampede-sim/stampede/internal/access"
 	"github.com/stampede-sim/stampede/internal/proc"
+	"github.com/stampede-sim/stampede/internal/ready"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -270,64 +271,19 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 		return nil, fmt.Errorf("local backend: %w", err)
 	}
 
-	// etcd.
-	b.dataDir = filepath.Join(env.Dir, "etcd")
-	etcdReady := filepath.Join(env.Dir, "etcd.ready")
-	etcdArgs := []string{"etcd", "--data-dir", b.dataDir, "--ready-file", etcdReady}
-	if b.cfg.EtcdUnsafeNoFsync {
-		etcdArgs = append(etcdArgs, "--unsafe-no-fsync")
-	}
-	etcdCtx, etcdCancel := context.WithCancel(context.WithoutCancel(procCtx))
-	b.etcdCancel = etcdCancel
-	b.etcd, err = proc.Start(etcdCtx, proc.Spec{Name: "etcd", Path: env.Executable, Args: etcdArgs,
-		LogFile: filepath.Join(env.Dir, "etcd.log"), ReadyFile: etcdReady})
+	ea, err := b.startEtcd(ctx, procCtx, env, log)
 	if err != nil {
-		return nil, fmt.Errorf("local backend: %w", err)
-	}
-	ea, err := b.etcd.WaitReady(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("local backend: etcd: %w\n%s", err, b.etcd.Tail(2048))
+		return nil, err
 	}
 	etcdClient := ea.Endpoints["client"]
-	if etcdClient == "" {
-		return nil, fmt.Errorf("local backend: etcd announced no \"client\" endpoint (see %s)", b.etcd.LogFile())
-	}
-	log.Info("local backend: etcd ready", "client", etcdClient, "fsync", ea.Extra["fsync"])
 
-	// kube-apiserver. The port is picked free and then bound by the child,
-	// so another process may take it in between: retry a few times.
-	var url string
-	for attempt := 1; ; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, fmt.Errorf("local backend: %w", err)
-		}
-		url = "https://127.0.0.1:" + strconv.Itoa(port)
-		args := kubeAPIServerArgs(port, etcdClient, certs, tokens, filepath.Join(env.Dir, "pki"))
-		args = append(args, b.cfg.ExtraAPIServerArgs...)
-		if err := os.WriteFile(filepath.Join(env.Dir, "kube-apiserver.args"), []byte(strings.Join(args, "\n")+"\n"), 0o644); err != nil {
-			return nil, fmt.Errorf("local backend: %w", err)
-		}
-		b.api, err = proc.Start(procCtx, proc.Spec{Name: "apiserver", Path: bin, Args: args,
-			LogFile: filepath.Join(env.Dir, "kube-apiserver.log"), Grace: 15 * time.Second})
-		if err != nil {
-			return nil, fmt.Errorf("local backend: %w", err)
-		}
-		err = waitReadyz(ctx, url, certs.caFile, admin.Token, b.api)
-		if err == nil {
-			break
-		}
-		tail := b.api.Tail(4096)
-		_ = b.api.Stop(context.WithoutCancel(ctx))
-		b.api = nil
-		if attempt < 3 && strings.Contains(tail, "address already in use") {
-			log.Warn("local backend: kube-apiserver port taken, retrying", "port", port)
-			continue
-		}
-		return nil, fmt.Errorf("local backend: kube-apiserver: %w\n%s", err, tail)
+	url, err := b.startAPIServer(ctx, procCtx, env, bin, etcdClient, certs, tokens, admin, log)
+	if err != nil {
+		return nil, err
 	}
 	log.Info("local backend: kube-apiserver ready", "url", url)
 	b.stopOrder, b.orderDone = make(chan struct{}), make(chan struct{})
+	etcdCancel := b.etcdCancel
 	go func(api *proc.Process, stop <-chan struct{}, done chan<- struct{}) {
 		defer close(done)
 		select {
@@ -340,7 +296,7 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 
 	cfg := &rest.Config{Host: url, BearerToken: admin.Token, TLSClientConfig: rest.TLSClientConfig{CAFile: certs.caFile},
 		QPS: 100, Burst: 200, UserAgent: "stampede-harness"}
-	version, err := setUpCluster(ctx, cfg, env.Mode, nil)
+	version, err := setUpCluster(ctx, cfg, env.Mode)
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)
 	}
@@ -370,6 +326,74 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 			"authorization":      "RBAC",
 		},
 	}, nil
+}
+
+// startEtcd starts the backend's etcd (`stampede etcd`) for as long as
+// procCtx and waits, within ctx, until it announces its client endpoint.
+func (b *LocalBackend) startEtcd(ctx, procCtx context.Context, env BackendEnv, log *slog.Logger) (ready.Announcement, error) {
+	b.dataDir = filepath.Join(env.Dir, "etcd")
+	etcdReady := filepath.Join(env.Dir, "etcd.ready")
+	etcdArgs := []string{"etcd", "--data-dir", b.dataDir, "--ready-file", etcdReady}
+	if b.cfg.EtcdUnsafeNoFsync {
+		etcdArgs = append(etcdArgs, "--unsafe-no-fsync")
+	}
+	etcdCtx, etcdCancel := context.WithCancel(context.WithoutCancel(procCtx))
+	b.etcdCancel = etcdCancel
+	var err error
+	b.etcd, err = proc.Start(etcdCtx, proc.Spec{Name: "etcd", Path: env.Executable, Args: etcdArgs,
+		LogFile: filepath.Join(env.Dir, "etcd.log"), ReadyFile: etcdReady})
+	if err != nil {
+		return ready.Announcement{}, fmt.Errorf("local backend: %w", err)
+	}
+	ea, err := b.etcd.WaitReady(ctx)
+	if err != nil {
+		return ready.Announcement{}, fmt.Errorf("local backend: etcd: %w\n%s", err, b.etcd.Tail(2048))
+	}
+	etcdClient := ea.Endpoints["client"]
+	if etcdClient == "" {
+		return ready.Announcement{}, fmt.Errorf("local backend: etcd announced no \"client\" endpoint (see %s)", b.etcd.LogFile())
+	}
+	log.Info("local backend: etcd ready", "client", etcdClient, "fsync", ea.Extra["fsync"])
+	return ea, nil
+}
+
+// startAPIServer starts kube-apiserver on etcdClient for as long as
+// procCtx and waits, within ctx, until /readyz answers; it returns the
+// server's URL.
+func (b *LocalBackend) startAPIServer(ctx, procCtx context.Context, env BackendEnv, bin, etcdClient string, certs localPKI, tokens string, admin User, log *slog.Logger) (string, error) {
+	// The port is picked free and then bound by the child, so another
+	// process may take it in between: retry a few times.
+	var url string
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return "", fmt.Errorf("local backend: %w", err)
+		}
+		url = "https://127.0.0.1:" + strconv.Itoa(port)
+		args := kubeAPIServerArgs(port, etcdClient, certs, tokens, filepath.Join(env.Dir, "pki"))
+		args = append(args, b.cfg.ExtraAPIServerArgs...)
+		if err := os.WriteFile(filepath.Join(env.Dir, "kube-apiserver.args"), []byte(strings.Join(args, "\n")+"\n"), 0o644); err != nil {
+			return "", fmt.Errorf("local backend: %w", err)
+		}
+		b.api, err = proc.Start(procCtx, proc.Spec{Name: "apiserver", Path: bin, Args: args,
+			LogFile: filepath.Join(env.Dir, "kube-apiserver.log"), Grace: 15 * time.Second})
+		if err != nil {
+			return "", fmt.Errorf("local backend: %w", err)
+		}
+		err = waitReadyz(ctx, url, certs.caFile, admin.Token, b.api)
+		if err == nil {
+			break
+		}
+		tail := b.api.Tail(4096)
+		_ = b.api.Stop(context.WithoutCancel(ctx))
+		b.api = nil
+		if attempt < 3 && strings.Contains(tail, "address already in use") {
+			log.Warn("local backend: kube-apiserver port taken, retrying", "port", port)
+			continue
+		}
+		return "", fmt.Errorf("local backend: kube-apiserver: %w\n%s", err, tail)
+	}
+	return url, nil
 }
 
 // Stop implements Backend: it stops kube-apiserver, then etcd (each group
@@ -623,9 +647,10 @@ func waitReadyz(ctx context.Context, url, caFile, token string, p *proc.Process)
 	}
 }
 
-// setUpCluster installs our CRDs (labelled with labels) and the mode's RBAC
-// (bound to the token file's groups) and returns the server's version.
-func setUpCluster(ctx context.Context, cfg *rest.Config, mode scenarios.Mode, labels map[string]string) (string, error) {
+// setUpCluster installs our CRDs and the mode's RBAC (bound to the token
+// file's groups) and returns the server's version. The cluster is the
+// run's own, so nothing it creates needs a run label.
+func setUpCluster(ctx context.Context, cfg *rest.Config, mode scenarios.Mode) (string, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return "", fmt.Errorf("client: %w", err)
@@ -642,10 +667,10 @@ func setUpCluster(ctx context.Context, cfg *rest.Config, mode scenarios.Mode, la
 	if err != nil {
 		return "", err
 	}
-	if err := manifests.InstallCRDs(ctx, dyn, crds, labels); err != nil {
+	if err := manifests.InstallCRDs(ctx, dyn, crds, nil); err != nil {
 		return "", err
 	}
-	if err := applyRBAC(ctx, cs, mode, access.RBACOptions{Labels: labels}); err != nil {
+	if err := applyRBAC(ctx, cs, mode, access.RBACOptions{}); err != nil {
 		return "", err
 	}
 	return v.GitVersion, nil

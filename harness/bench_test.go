@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -43,10 +43,10 @@ func BenchmarkRun(b *testing.B) {
 	}
 }
 
-func reportModes(b *testing.B, res *reports.Results) {
+func reportModes(b *testing.B, res *results.Results) {
 	for _, m := range res.Modes {
 		s := m.Summary
-		if m.Status != reports.StatusOK || s == nil {
+		if m.Status != results.StatusOK || s == nil {
 			b.Logf("mode %s: %s %s", m.Mode, m.Status, m.Reason)
 			continue
 		}

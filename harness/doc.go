@@ -4,7 +4,8 @@
 // results incrementally. It owns every process it starts and stops them all,
 // also on Ctrl-C or when a component fails.
 //
-// Run is the entry point (`stampede run`). For each mode it:
+// Run is the entry point (`stampede run`). For each mode it (mode.go,
+// one step per method of modeRun):
 //
 //  1. starts the Backend (FakeBackend runs `stampede fakeapi`) with one
 //     token per user: admin (the harness), operator (the control plane) and
@@ -19,12 +20,13 @@
 //  4. meanwhile a Probe sends GET/LIST/PATCH requests at a constant rate on
 //     its own connection, a KVProbe does put/get on the kvstore, and the
 //     Measurer samples /proc and scrapes every /metrics endpoint once per
-//     interval into the mode's series (reports.Series);
+//     interval into the mode's series (results.Series, named by the
+//     results.Series* constants);
 //  5. lists CiliumIdentities (duplicates), summarises the mode, stops every
 //     process (agents, control plane, kvstore, backend), checks that no
 //     child is left, and records the mode's status.
 //
-// results.json (reports schema) is rewritten as the run goes, so an
+// results.json (the reports/results schema) is rewritten as the run goes, so an
 // interrupted run keeps what it measured, marked incomplete; report.md,
 // report.html and plots/ are rendered at the end. RunAtNodes runs a
 // scenario resized to a node count, for capacity sweeps.

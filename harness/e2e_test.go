@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/stampede-sim/stampede/internal/testenv"
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -24,7 +24,7 @@ func requireSubcommands(t *testing.T, bin string, names ...string) {
 	}
 }
 
-func runE2E(t *testing.T, backend Backend, modes []scenarios.Mode) (*reports.Results, string) {
+func runE2E(t *testing.T, backend Backend, modes []scenarios.Mode) (*results.Results, string) {
 	t.Helper()
 	bin := stampedeBinary(t)
 	requireSubcommands(t, bin, "fakeapi", "etcd", "controlplane", "agents")
@@ -52,7 +52,7 @@ func runE2E(t *testing.T, backend Backend, modes []scenarios.Mode) (*reports.Res
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := reports.Validate(data); err != nil {
+	if err := results.Validate(data); err != nil {
 		t.Errorf("results.json does not validate: %v", err)
 	}
 	return res, out
@@ -65,7 +65,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func checkModes(t *testing.T, res *reports.Results, modes []scenarios.Mode) {
+func checkModes(t *testing.T, res *results.Results, modes []scenarios.Mode) {
 	t.Helper()
 	if !res.Run.Complete {
 		t.Errorf("run incomplete: %s", res.Run.IncompleteReason)
@@ -74,7 +74,7 @@ func checkModes(t *testing.T, res *reports.Results, modes []scenarios.Mode) {
 		t.Fatalf("%d modes in results, want %d", len(res.Modes), len(modes))
 	}
 	for _, m := range res.Modes {
-		if m.Status != reports.StatusOK {
+		if m.Status != results.StatusOK {
 			t.Errorf("mode %s: %s: %s", m.Mode, m.Status, m.Reason)
 			continue
 		}

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/stampede-sim/stampede/internal/agentcontract"
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 // kvProbeKey is the key the kvstore probe writes and reads; agents watch
@@ -94,18 +94,18 @@ func (k *KVProbe) TakeInterval() map[string]float64 {
 	out := map[string]float64{}
 	for op, l := range iv {
 		sort.Float64s(l)
-		out[reports.SeriesName("kvstore.probe.latency.p50", "op", op)] = quantileSorted(l, 0.5)
-		out[reports.SeriesName("kvstore.probe.latency.p99", "op", op)] = quantileSorted(l, 0.99)
+		out[results.SeriesName(results.SeriesKVStoreProbeLatencyP50, "op", op)] = quantileSorted(l, 0.5)
+		out[results.SeriesName(results.SeriesKVStoreProbeLatencyP99, "op", op)] = quantileSorted(l, 0.99)
 	}
 	return out
 }
 
 // Summary is the latency by operation over the whole probe (resource
 // "probe", to tell it from the agents' own kvstore latency).
-func (k *KVProbe) Summary() []reports.LatencySummary {
+func (k *KVProbe) Summary() []results.LatencySummary {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	var out []reports.LatencySummary
+	var out []results.LatencySummary
 	for _, op := range sortedKeys(k.all) {
 		l := append([]float64(nil), k.all[op]...)
 		sort.Float64s(l)

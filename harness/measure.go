@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/stampede-sim/stampede/internal/proc"
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 // scrapeTimeout bounds one scrape.
@@ -173,32 +173,9 @@ func (m *Measurer) Tick(ctx context.Context, now time.Time) map[string]float64 {
 func (m *Measurer) TickWithin(ctx context.Context, now time.Time, wait time.Duration) map[string]float64 {
 	row := map[string]float64{}
 	realStart := time.Now()
-	m.mu.Lock()
-	targets := append([]*scrapeTarget(nil), m.targets...)
-	pending := make([]chan struct{}, 0, len(targets))
-	for _, t := range targets {
-		if t.done == nil {
-			t.done = make(chan struct{})
-			if t.since.IsZero() {
-				t.since = realStart
-			}
-			go m.scrape(ctx, t)
-		}
-		pending = append(pending, t.done)
-	}
-	m.mu.Unlock()
-
+	targets, pending := m.startScrapes(ctx, realStart)
 	snap, snapErr := proc.TakeSnapshot()
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-waiting:
-	for _, done := range pending {
-		select {
-		case <-done:
-		case <-timer.C:
-			break waiting
-		}
-	}
+	waitAll(pending, wait)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -214,58 +191,105 @@ waiting:
 		dt = 0
 	}
 	m.lastAt = now
-
-	// Processes.
 	if snapErr == nil {
-		var shardCPU, shardRSS []float64
-		for _, p := range m.procs {
-			var u proc.Usage
-			var ok bool
-			if p.self {
-				var st proc.Stat
-				st, ok = snap[p.pid]
-				u = proc.Usage{CPU: st.CPU, RSS: st.RSS}
-			} else {
-				u, ok = snap.Tree(p.pid)
-			}
-			if !ok {
-				continue
-			}
-			rss := float64(u.RSS)
-			if p.have && now.After(p.lastAt) {
-				rate := (u.CPU - p.cpu).Seconds() / now.Sub(p.lastAt).Seconds()
-				if rate < 0 {
-					rate = 0
-				}
-				p.lastRate = rate
-				p.peakCPU = math.Max(p.peakCPU, rate)
-				row[reports.SeriesName("cpu", "process", p.name)] = rate
-				if p.agents > 0 {
-					shardCPU = append(shardCPU, rate/float64(p.agents))
-				}
-			}
-			if !p.have {
-				p.have, p.firstCPU, p.firstAt = true, u.CPU, now
-			}
-			p.cpu, p.lastAt = u.CPU, now
-			p.peakRSS = math.Max(p.peakRSS, rss)
-			p.sumRSS += rss
-			p.nRSS++
-			row[reports.SeriesName("rss", "process", p.name)] = rss
-			if p.agents > 0 {
-				shardRSS = append(shardRSS, rss/float64(p.agents))
-			}
-		}
-		spreadRow(row, "agents.cpu", shardCPU)
-		spreadRow(row, "agents.rss", shardRSS)
-		var total float64
-		for _, p := range m.procs {
-			if p.have && p.lastAt.Equal(now) {
-				total += row[reports.SeriesName("rss", "process", p.name)]
-			}
-		}
-		m.mem.processes = math.Max(m.mem.processes, total)
+		m.sampleProcesses(row, snap, now)
 	}
+	m.sampleMachineMemory(row)
+	m.scrapeRows(row, targets, scraped, answered, realStart, dt)
+	m.drainProbes(row, dt)
+	row[results.SeriesAgentsConverged] = float64(m.converged.Load())
+	return row
+}
+
+// startScrapes starts a scrape of every target that has none in flight
+// and returns the targets and the channels their scrapes close.
+func (m *Measurer) startScrapes(ctx context.Context, now time.Time) ([]*scrapeTarget, []chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	targets := append([]*scrapeTarget(nil), m.targets...)
+	pending := make([]chan struct{}, 0, len(targets))
+	for _, t := range targets {
+		if t.done == nil {
+			t.done = make(chan struct{})
+			if t.since.IsZero() {
+				t.since = now
+			}
+			go m.scrape(ctx, t)
+		}
+		pending = append(pending, t.done)
+	}
+	return targets, pending
+}
+
+// waitAll waits until every channel is closed or wait has passed.
+func waitAll(pending []chan struct{}, wait time.Duration) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for _, done := range pending {
+		select {
+		case <-done:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// sampleProcesses adds every measured process's CPU and RSS at now to
+// row, with the per-agent spread across shards, and keeps the peaks.
+func (m *Measurer) sampleProcesses(row map[string]float64, snap proc.Snapshot, now time.Time) {
+	var shardCPU, shardRSS []float64
+	for _, p := range m.procs {
+		var u proc.Usage
+		var ok bool
+		if p.self {
+			var st proc.Stat
+			st, ok = snap[p.pid]
+			u = proc.Usage{CPU: st.CPU, RSS: st.RSS}
+		} else {
+			u, ok = snap.Tree(p.pid)
+		}
+		if !ok {
+			continue
+		}
+		rss := float64(u.RSS)
+		if p.have && now.After(p.lastAt) {
+			rate := (u.CPU - p.cpu).Seconds() / now.Sub(p.lastAt).Seconds()
+			if rate < 0 {
+				rate = 0
+			}
+			p.lastRate = rate
+			p.peakCPU = math.Max(p.peakCPU, rate)
+			row[results.SeriesName(results.SeriesCPU, "process", p.name)] = rate
+			if p.agents > 0 {
+				shardCPU = append(shardCPU, rate/float64(p.agents))
+			}
+		}
+		if !p.have {
+			p.have, p.firstCPU, p.firstAt = true, u.CPU, now
+		}
+		p.cpu, p.lastAt = u.CPU, now
+		p.peakRSS = math.Max(p.peakRSS, rss)
+		p.sumRSS += rss
+		p.nRSS++
+		row[results.SeriesName(results.SeriesRSS, "process", p.name)] = rss
+		if p.agents > 0 {
+			shardRSS = append(shardRSS, rss/float64(p.agents))
+		}
+	}
+	spreadRow(row, shardCPU, results.SeriesAgentsCPUMean, results.SeriesAgentsCPUMin, results.SeriesAgentsCPUMax)
+	spreadRow(row, shardRSS, results.SeriesAgentsRSSMean, results.SeriesAgentsRSSMin, results.SeriesAgentsRSSMax)
+	var total float64
+	for _, p := range m.procs {
+		if p.have && p.lastAt.Equal(now) {
+			total += row[results.SeriesName(results.SeriesRSS, "process", p.name)]
+		}
+	}
+	m.mem.processes = math.Max(m.mem.processes, total)
+}
+
+// sampleMachineMemory adds the machine's used memory to row and keeps
+// its peak.
+func (m *Measurer) sampleMachineMemory(row map[string]float64) {
 	if mi, err := proc.ReadMemInfo(); err == nil {
 		used := float64(mi.Used())
 		if m.mem.samples == 0 {
@@ -274,10 +298,14 @@ waiting:
 		m.mem.samples++
 		m.mem.total = float64(mi.Total)
 		m.mem.machine = math.Max(m.mem.machine, used)
-		row[reports.SeriesMachineMemoryUsed] = used
+		row[results.SeriesMachineMemoryUsed] = used
 	}
+}
 
-	// Metrics.
+// scrapeRows adds the rates and gauges from the answers that arrived
+// (scraped[i] from targets[i], at answered[i]; nil: none) and makes them
+// the last answers.
+func (m *Measurer) scrapeRows(row map[string]float64, targets []*scrapeTarget, scraped []Metrics, answered []time.Time, realStart time.Time, dt time.Duration) {
 	// Rates compare the components that answered this tick and the last
 	// one, over the same span (ratable): both sides hold the same
 	// components, so one left out does not count as a drop to zero.
@@ -307,7 +335,10 @@ waiting:
 		m.prev[k] = m.last[k]
 		m.last[k] = v
 	}
+}
 
+// drainProbes adds the probes' figures for the interval dt to row.
+func (m *Measurer) drainProbes(row map[string]float64, dt time.Duration) {
 	if m.probe != nil {
 		for k, v := range m.probe.TakeInterval(dt) {
 			row[k] = v
@@ -318,8 +349,6 @@ waiting:
 			row[k] = v
 		}
 	}
-	row["agents.converged"] = float64(m.converged.Load())
-	return row
 }
 
 // scrape reads t's /metrics and leaves the answer in t for the next tick.
@@ -349,8 +378,8 @@ func (m *Measurer) scrape(ctx context.Context, t *scrapeTarget) {
 // may be turned into rates over a tick that came tickGap after the last.
 // An overloaded component answers seconds late; its two readings then
 // span a different time than the tick, and a rate over the tick's
-// duration would be off by as much (at 1,000 agents a shard that answered
-// late once made the summed events/s peak at 162 million). Such a tick
+// duration would be off by as much (one late answer from one shard is
+// enough for a summed rate to spike by orders of magnitude). Such a tick
 // leaves the component out of the rates; totals come from the first and
 // last readings and lose nothing.
 func ratable(gap, tickGap time.Duration) bool {
@@ -364,19 +393,21 @@ func ratable(gap, tickGap time.Duration) bool {
 	return d <= tickGap/4+50*time.Millisecond
 }
 
-func spreadRow(row map[string]float64, base string, v []float64) {
+// spreadRow adds the mean, minimum and maximum of v to row as the series
+// mean, min and max.
+func spreadRow(row map[string]float64, v []float64, meanName, minName, maxName string) {
 	if len(v) == 0 {
 		return
 	}
 	s := spreadOf(v)
-	row[base+".mean"], row[base+".min"], row[base+".max"] = s.Mean, s.Min, s.Max
+	row[meanName], row[minName], row[maxName] = s.Mean, s.Min, s.Max
 }
 
-func spreadOf(v []float64) reports.Spread {
+func spreadOf(v []float64) results.Spread {
 	if len(v) == 0 {
-		return reports.Spread{}
+		return results.Spread{}
 	}
-	s := reports.Spread{Min: v[0], Max: v[0]}
+	s := results.Spread{Min: v[0], Max: v[0]}
 	var sum float64
 	for _, x := range v {
 		sum += x
@@ -526,7 +557,7 @@ func gaugeRows(row map[string]float64, cur map[string]Metrics) {
 		n, ok = c, true
 	}
 	if ok {
-		row[reports.SeriesIdentities] = n
+		row[results.SeriesIdentities] = n
 	}
 }
 
@@ -545,10 +576,10 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 				continue
 			}
 			all.Merge(h)
-			row[reports.SeriesName("apiserver.server.latency.p99", "verb", verb, "resource", res)] = h.Quantile(0.99)
+			row[results.SeriesName(results.SeriesServerLatencyP99, "verb", verb, "resource", res)] = h.Quantile(0.99)
 		}
 		if all.Count > 0 {
-			row["apiserver.server.latency.p99"] = all.Quantile(0.99)
+			row[results.SeriesServerLatencyP99] = all.Quantile(0.99)
 		}
 		cw := a.SumBy(mAPIRequests, nil, "verb", "resource")
 		pw := p.SumBy(mAPIRequests, nil, "verb", "resource")
@@ -556,80 +587,80 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 			verb, res := splitKey(k)
 			if isWrite(verb) {
 				if r := rate(v, pw[k]); r > 0 {
-					row[reports.SeriesName("api.writes.rate", "type", writeVerb(verb)+" "+res)] = r
+					row[results.SeriesName(results.SeriesAPIWritesRate, "type", writeVerb(verb)+" "+res)] = r
 				}
 			}
 		}
 		c429, _ := a.Sum(mAPIRequests, map[string]string{"code": "429"})
 		p429, _ := p.Sum(mAPIRequests, map[string]string{"code": "429"})
-		row["api.429.rate"] = rate(c429, p429)
+		row[results.SeriesAPI429Rate] = rate(c429, p429)
 		ce, _ := a.Sum(mAPIWatchEvents, nil)
 		pe, _ := p.Sum(mAPIWatchEvents, nil)
-		row["apiserver.watch.events.rate"] = rate(ce, pe)
+		row[results.SeriesAPIServerWatchEventsRate] = rate(ce, pe)
 		cb, _ := a.HistogramSum(mAPIWatchSizes, nil)
 		pb, _ := p.HistogramSum(mAPIWatchSizes, nil)
-		row["apiserver.watch.bytes.rate"] = rate(cb, pb)
+		row[results.SeriesAPIServerWatchBytesRate] = rate(cb, pb)
 	}
 	// Agents' own counters, summed over shards.
 	if ce, ok := eventsSum(cur); ok {
 		pe, _ := eventsSum(prev)
 		r := rate(ce, pe)
-		row["watch.events.rate"] = r
+		row[results.SeriesWatchEventsRate] = r
 		m.peakEv = math.Max(m.peakEv, r)
 		pby := eventsSumBy(prev)
 		for k, v := range eventsSumBy(cur) {
-			row[reports.SeriesName("watch.events.rate", "resource", k)] = rate(v, pby[k])
+			row[results.SeriesName(results.SeriesWatchEventsRate, "resource", k)] = rate(v, pby[k])
 		}
 	}
 	if cb, ok := agentsSum(cur, mAgentBytes, nil); ok {
 		pb, _ := agentsSum(prev, mAgentBytes, nil)
 		r := rate(cb, pb)
-		row["watch.bytes.rate"] = r
+		row[results.SeriesWatchBytesRate] = r
 		m.peakBy = math.Max(m.peakBy, r)
 	}
 	if c, ok := agentsSum(cur, mAgentThrottle, nil); ok {
 		p, _ := agentsSum(prev, mAgentThrottle, nil)
-		row["client.throttled.rate"] = rate(c, p)
+		row[results.SeriesClientThrottleRate] = rate(c, p)
 	}
 	if c, ok := createdSum(cur); ok {
 		p, _ := createdSum(prev)
-		row["identities.created.rate"] = rate(c, p)
+		row[results.SeriesIdentitiesCreate] = rate(c, p)
 	}
 	if c, ok := agentsSum(cur, mAgentDatapath, nil); ok {
 		p, _ := agentsSum(prev, mAgentDatapath, nil)
-		row["datapath.updates.rate"] = rate(c, p)
+		row[results.SeriesDatapathUpdatesRate] = rate(c, p)
 	}
 	if c, ok := agentsSum(cur, mAgent429, nil); ok {
 		p, _ := agentsSum(prev, mAgent429, nil)
-		if _, have := row["api.429.rate"]; !have {
-			row["api.429.rate"] = rate(c, p)
+		if _, have := row[results.SeriesAPI429Rate]; !have {
+			row[results.SeriesAPI429Rate] = rate(c, p)
 		}
 	}
 	for op, h := range deltaHists(agentsHistograms(cur, mAgentKV, "op"), agentsHistograms(prev, mAgentKV, "op")) {
 		if h.Count > 0 {
-			row[reports.SeriesName("kvstore.latency.p50", "op", op)] = h.Quantile(0.5)
-			row[reports.SeriesName("kvstore.latency.p99", "op", op)] = h.Quantile(0.99)
+			row[results.SeriesName(results.SeriesKVStoreLatencyP50, "op", op)] = h.Quantile(0.5)
+			row[results.SeriesName(results.SeriesKVStoreLatencyP99, "op", op)] = h.Quantile(0.99)
 		}
 	}
 	if c, p := cur["kvstore"], prev["kvstore"]; c != nil && p != nil {
 		h := deltaHists(c.Histograms(mEtcdFsync, nil), p.Histograms(mEtcdFsync, nil))[""]
 		if h != nil && h.Count > 0 {
-			row["kvstore.fsync.p99"] = h.Quantile(0.99)
+			row[results.SeriesKVStoreFsyncP99] = h.Quantile(0.99)
 		}
 	}
 	if c, p := cur["controlplane"], prev["controlplane"]; c != nil && p != nil {
 		h := deltaHists(c.Histograms(mXDSPush, nil), p.Histograms(mXDSPush, nil))[""]
 		if h != nil && h.Count > 0 {
-			row["xds.push.latency.p50"] = h.Quantile(0.5)
-			row["xds.push.latency.p99"] = h.Quantile(0.99)
+			row[results.SeriesXDSPushLatencyP50] = h.Quantile(0.5)
+			row[results.SeriesXDSPushLatencyP99] = h.Quantile(0.99)
 		}
 	}
 }
 
 // histSummary condenses a histogram delta into a LatencySummary; Max is
 // the upper bound of the highest non-empty bucket.
-func histSummary(verb, res string, h *Histogram) reports.LatencySummary {
-	s := reports.LatencySummary{Verb: verb, Resource: res, Count: int64(h.Count)}
+func histSummary(verb, res string, h *Histogram) results.LatencySummary {
+	s := results.LatencySummary{Verb: verb, Resource: res, Count: int64(h.Count)}
 	if h.Count == 0 {
 		return s
 	}
@@ -652,198 +683,6 @@ func finite(v float64) float64 {
 		return 0
 	}
 	return v
-}
-
-// IdentityCensus is the result of listing identities at the end of a mode.
-type IdentityCensus struct {
-	Final      int64
-	Duplicates int64 // identities beyond the first for each label set
-}
-
-// Summary condenses the mode from the first and last scrapes and the
-// process samples.
-func (m *Measurer) Summary(census *IdentityCensus) *reports.Summary {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := &reports.Summary{}
-	if m.probe != nil {
-		s.APILatency, s.Probe = m.probe.Summary()
-	}
-	first, last := m.first, m.last
-
-	if a, f := last["apiserver"], first["apiserver"]; a != nil && f != nil {
-		d := deltaHists(a.Histograms(mAPIDuration, nil, "verb", "resource"), f.Histograms(mAPIDuration, nil, "verb", "resource"))
-		keys := sortedKeys(d)
-		all := &Histogram{}
-		for _, k := range keys {
-			verb, res := splitKey(k)
-			if strings.EqualFold(verb, "WATCH") || strings.EqualFold(verb, "CONNECT") || d[k].Count == 0 {
-				continue
-			}
-			all.Merge(d[k])
-			s.ServerLatency = append(s.ServerLatency, histSummary(verb, res, d[k]))
-		}
-		if all.Count > 0 {
-			s.ServerLatency = append(s.ServerLatency, histSummary("*", "*", all))
-		}
-		s.Writes, s.WritesRejected = writeCounts(a.SumBy(mAPIRequests, nil, "verb", "resource", "code"), f.SumBy(mAPIRequests, nil, "verb", "resource", "code"))
-		c429, _ := a.Sum(mAPIRequests, map[string]string{"code": "429"})
-		f429, _ := f.Sum(mAPIRequests, map[string]string{"code": "429"})
-		s.Throttling = &reports.ThrottlingSummary{HTTP429: int64(c429 - f429)}
-	}
-	if len(s.Writes) == 0 {
-		// No server metrics: count the agents' own writes.
-		s.Writes, s.WritesRejected = writeCounts(agentsSumBy(last, mAgentRequests, "verb", "resource", "code"), agentsSumBy(first, mAgentRequests, "verb", "resource", "code"))
-	}
-	if c, ok := agentsSum(last, mAgentThrottle, nil); ok {
-		f, _ := agentsSum(first, mAgentThrottle, nil)
-		if s.Throttling == nil {
-			s.Throttling = &reports.ThrottlingSummary{}
-		}
-		s.Throttling.ClientThrottledRequests = int64(c - f)
-		cs, _ := agentsHistSum(last, mAgentThrottle)
-		fs, _ := agentsHistSum(first, mAgentThrottle)
-		s.Throttling.ClientThrottledSeconds = math.Max(0, cs-fs)
-		if c4, ok := agentsSum(last, mAgent429, nil); ok && s.Throttling.HTTP429 == 0 {
-			f4, _ := agentsSum(first, mAgent429, nil)
-			s.Throttling.HTTP429 = int64(c4 - f4)
-		}
-	}
-
-	// kvstore and xDS latency.
-	kv := deltaHists(agentsHistograms(last, mAgentKV, "op"), agentsHistograms(first, mAgentKV, "op"))
-	for _, op := range sortedKeys(kv) {
-		if kv[op].Count > 0 {
-			s.KVStoreLatency = append(s.KVStoreLatency, histSummary(op, "agents", kv[op]))
-		}
-	}
-	if m.kv != nil {
-		s.KVStoreLatency = append(s.KVStoreLatency, m.kv.Summary()...)
-	}
-	if c, f := last["controlplane"], first["controlplane"]; c != nil {
-		var fh map[string]*Histogram
-		if f != nil {
-			fh = f.Histograms(mXDSPush, nil)
-		}
-		if h := deltaHists(c.Histograms(mXDSPush, nil), fh)[""]; h != nil && h.Count > 0 {
-			s.XDSPushLatency = append(s.XDSPushLatency, histSummary("push", "*", h))
-		}
-	}
-
-	// Watch.
-	if ce, ok := eventsSum(last); ok {
-		fe, _ := eventsSum(first)
-		cb, _ := agentsSum(last, mAgentBytes, nil)
-		fb, _ := agentsSum(first, mAgentBytes, nil)
-		w := &reports.WatchSummary{Events: int64(ce - fe), Bytes: int64(cb - fb), PeakEventsPerSecond: m.peakEv, PeakBytesPerSecond: m.peakBy, EventsByResource: map[string]int64{}}
-		fby := eventsSumBy(first)
-		for k, v := range eventsSumBy(last) {
-			if n := int64(v - fby[k]); n > 0 {
-				w.EventsByResource[k] = n
-			}
-		}
-		s.Watch = w
-	}
-
-	// Identities.
-	if c, ok := createdSum(last); ok || census != nil {
-		f, _ := createdSum(first)
-		id := &reports.IdentitySummary{Created: int64(c - f)}
-		if cd, ok := agentsSum(last, mAgentDuplicates, nil); ok {
-			fd, _ := agentsSum(first, mAgentDuplicates, nil)
-			id.Duplicates = int64(cd - fd)
-		}
-		if n, ok := agentsSum(last, mCPIdentities, nil); ok {
-			id.Final = int64(n)
-		}
-		if census != nil && census.Final > id.Final {
-			id.Final = census.Final
-			id.Duplicates = max(id.Duplicates, census.Duplicates)
-		}
-		s.Identities = id
-	}
-	if c, ok := agentsSum(last, mAgentDatapath, nil); ok {
-		f, _ := agentsSum(first, mAgentDatapath, nil)
-		s.Datapath = &reports.DatapathSummary{Updates: int64(c - f)}
-	}
-
-	// Processes, agents and the harness.
-	var total, harness float64
-	haveHarness := false
-	var perAgentCPU, perAgentMean, perAgentPeak, perAgentPeakRSS, perAgentMeanRSS []float64
-	shards, agents := 0, 0
-	for _, p := range m.procs {
-		if !p.have {
-			continue
-		}
-		cpu := (p.cpu - p.firstCPU).Seconds()
-		mean := 0.0
-		if p.nRSS > 0 {
-			mean = p.sumRSS / float64(p.nRSS)
-		}
-		s.Processes = append(s.Processes, reports.ProcessSummary{Name: p.name, CPUSeconds: cpu, PeakCPU: p.peakCPU, PeakRSS: int64(p.peakRSS), MeanRSS: int64(mean)})
-		total += cpu
-		if p.self {
-			harness, haveHarness = cpu, true
-		}
-		if p.agents > 0 {
-			shards++
-			agents += p.agents
-			n := float64(p.agents)
-			perAgentCPU = append(perAgentCPU, cpu/n)
-			if d := p.lastAt.Sub(p.firstAt); d > 0 {
-				perAgentMean = append(perAgentMean, cpu/d.Seconds()/n)
-			}
-			perAgentPeak = append(perAgentPeak, p.peakCPU/n)
-			perAgentPeakRSS = append(perAgentPeakRSS, p.peakRSS/n)
-			perAgentMeanRSS = append(perAgentMeanRSS, mean/n)
-		}
-	}
-	if shards > 0 {
-		s.Agents = &reports.AgentSummary{Count: agents, Shards: shards, CPUSeconds: spreadOf(perAgentCPU), MeanCPU: spreadOf(perAgentMean),
-			PeakCPU: spreadOf(perAgentPeak), PeakRSS: spreadOf(perAgentPeakRSS), MeanRSS: spreadOf(perAgentMeanRSS)}
-		delta := func(result string) float64 {
-			c, _ := agentsSum(last, mAgentFrames, map[string]string{"result": result})
-			f, _ := agentsSum(first, mAgentFrames, map[string]string{"result": result})
-			return max(c-f, 0)
-		}
-		if hit, all := delta("hit"), delta("hit")+delta("miss")+delta("busy"); all > 0 {
-			s.Agents.SharedFrames = hit / all
-		}
-	}
-	if m.mem.samples > 0 || m.mem.processes > 0 {
-		s.Memory = &reports.MemorySummary{
-			PeakProcessesRSS:   int64(m.mem.processes),
-			PeakMachineUsed:    int64(m.mem.machine),
-			MachineUsedAtStart: int64(m.mem.atStart),
-			MachineTotal:       int64(m.mem.total),
-		}
-	}
-	if haveHarness {
-		// Over a short or idle stretch /proc's clock ticks may show no CPU
-		// at all; the harness then used none of none.
-		frac := 0.0
-		if total > 0 {
-			frac = harness / total
-		}
-		s.Harness = &reports.HarnessSummary{CPUSeconds: harness, FractionOfTotal: frac}
-		if c, ok := agentsSum(last, mAgentDigest, nil); ok {
-			f, _ := agentsSum(first, mAgentDigest, nil)
-			s.Harness.AgentDigestSeconds = max(c-f, 0)
-		}
-	}
-	for _, t := range m.targets {
-		if t.answered+t.failed == 0 {
-			continue
-		}
-		gap := t.maxGap
-		if m.lastRealAt.After(t.since) {
-			// Not answered since: the hole lasts until the last tick.
-			gap = max(gap, m.lastRealAt.Sub(t.since))
-		}
-		s.Scrapes = append(s.Scrapes, reports.ScrapeSummary{Component: t.component, Answered: t.answered, Failed: t.failed, MaxGapSeconds: gap.Seconds()})
-	}
-	return s
 }
 
 func agentsHistSum(ms map[string]Metrics, name string) (float64, bool) {

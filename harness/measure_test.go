@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 // metricsServer serves a /metrics page whose text the test sets.
@@ -287,7 +287,7 @@ func TestMeasurerTickDoesNotWaitForASlowComponent(t *testing.T) {
 	if s.Watch == nil || s.Watch.Events != 2*5000 {
 		t.Errorf("summary events %+v, want %d: the late answer counts in the totals", s.Watch, 2*5000)
 	}
-	byName := map[string]reports.ScrapeSummary{}
+	byName := map[string]results.ScrapeSummary{}
 	for _, sc := range s.Scrapes {
 		byName[sc.Component] = sc
 	}
@@ -323,8 +323,8 @@ apiserver_storage_objects{resource="pods"} 20000
 	}
 	api.set(page(7))
 	ctx := context.Background()
-	if row := m.Tick(ctx, time.Unix(1, 0)); row[reports.SeriesIdentities] != 7 {
-		t.Errorf("first tick: identities.count = %v, want 7 (no earlier answer needed)", row[reports.SeriesIdentities])
+	if row := m.Tick(ctx, time.Unix(1, 0)); row[results.SeriesIdentities] != 7 {
+		t.Errorf("first tick: identities.count = %v, want 7 (no earlier answer needed)", row[results.SeriesIdentities])
 	}
 	api.set(page(4321))
 	delay.Store(int64(400 * time.Millisecond))
@@ -332,7 +332,7 @@ apiserver_storage_objects{resource="pods"} 20000
 	if _, ok := row["api.429.rate"]; ok {
 		t.Fatalf("the late answer gave rates: %v", row)
 	}
-	if got := row[reports.SeriesIdentities]; got != 4321 {
+	if got := row[results.SeriesIdentities]; got != 4321 {
 		t.Errorf("late answer: identities.count = %v, want 4321", got)
 	}
 }

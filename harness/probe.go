@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 // ProbeNamespace and ProbeObject name the objects the probe creates and
@@ -157,19 +157,19 @@ func (p *Probe) TakeInterval(elapsed time.Duration) map[string]float64 {
 	for key, lats := range iv {
 		verb, res := splitKey(key)
 		sort.Float64s(lats)
-		out[reports.SeriesName("apiserver.latency.p50", "verb", verb, "resource", res)] = quantileSorted(lats, 0.5)
-		out[reports.SeriesName("apiserver.latency.p99", "verb", verb, "resource", res)] = quantileSorted(lats, 0.99)
-		out[reports.SeriesName("apiserver.latency.max", "verb", verb, "resource", res)] = lats[len(lats)-1]
+		out[results.SeriesName(results.SeriesAPILatencyP50, "verb", verb, "resource", res)] = quantileSorted(lats, 0.5)
+		out[results.SeriesName(results.SeriesAPILatencyP99, "verb", verb, "resource", res)] = quantileSorted(lats, 0.99)
+		out[results.SeriesName(results.SeriesAPILatencyMax, "verb", verb, "resource", res)] = lats[len(lats)-1]
 		every = append(every, lats...)
 	}
 	if len(every) > 0 {
 		sort.Float64s(every)
-		out["apiserver.latency.p50"] = quantileSorted(every, 0.5)
-		out["apiserver.latency.p99"] = quantileSorted(every, 0.99)
-		out["apiserver.latency.max"] = every[len(every)-1]
+		out[results.SeriesAPILatencyP50] = quantileSorted(every, 0.5)
+		out[results.SeriesAPILatencyP99] = quantileSorted(every, 0.99)
+		out[results.SeriesAPILatencyMax] = every[len(every)-1]
 	}
 	if elapsed > 0 {
-		out["probe.rate"] = float64(len(every)) / elapsed.Seconds()
+		out[results.SeriesProbeRate] = float64(len(every)) / elapsed.Seconds()
 	}
 	return out
 }
@@ -185,10 +185,10 @@ func splitKey(k string) (string, string) {
 
 // Summary returns the latency summaries over the whole run of the probe
 // (one per verb/resource and one "*"/"*"), and whether it held its rate.
-func (p *Probe) Summary() ([]reports.LatencySummary, *reports.ProbeSummary) {
+func (p *Probe) Summary() ([]results.LatencySummary, *results.ProbeSummary) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []reports.LatencySummary
+	var out []results.LatencySummary
 	var every []float64
 	var errs int64
 	keys := make([]string, 0, len(p.all))
@@ -210,7 +210,7 @@ func (p *Probe) Summary() ([]reports.LatencySummary, *reports.ProbeSummary) {
 	if end.IsZero() {
 		end = p.cfg.Now()
 	}
-	ps := &reports.ProbeSummary{TargetRate: p.cfg.Rate}
+	ps := &results.ProbeSummary{TargetRate: p.cfg.Rate}
 	if d := end.Sub(p.started).Seconds(); d > 0 && !p.started.IsZero() {
 		ps.AchievedRate = float64(p.done) / d
 	}
@@ -223,8 +223,8 @@ func (p *Probe) Summary() ([]reports.LatencySummary, *reports.ProbeSummary) {
 	return out, ps
 }
 
-func latencySummary(verb, res string, sorted []float64, errs int64) reports.LatencySummary {
-	s := reports.LatencySummary{Verb: verb, Resource: res, Count: int64(len(sorted)), Errors: errs}
+func latencySummary(verb, res string, sorted []float64, errs int64) results.LatencySummary {
+	s := results.LatencySummary{Verb: verb, Resource: res, Count: int64(len(sorted)), Errors: errs}
 	if len(sorted) > 0 {
 		s.P50 = quantileSorted(sorted, 0.5)
 		s.P90 = quantileSorted(sorted, 0.9)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -47,18 +47,18 @@ func TestProgressPlainAndLive(t *testing.T) {
 }
 
 func TestWriteSummaryTable(t *testing.T) {
-	r := &reports.Results{Modes: []reports.ModeResult{
-		{Mode: scenarios.ModeCRD, Status: reports.StatusOK, Summary: &reports.Summary{
-			APILatency:     []reports.LatencySummary{{Verb: "*", Resource: "*", P99: 2.5, Count: 10}},
-			KVStoreLatency: []reports.LatencySummary{{Verb: "put", P99: 0.015}},
-			Agents:         &reports.AgentSummary{MeanCPU: reports.Spread{Mean: 1.5}, PeakCPU: reports.Spread{Max: 2}, MeanRSS: reports.Spread{Mean: 1 << 30}, PeakRSS: reports.Spread{Max: 2 << 30}},
-			Watch:          &reports.WatchSummary{Events: 1234},
-			Memory:         &reports.MemorySummary{PeakProcessesRSS: 3 << 30, PeakMachineUsed: 5 << 29},
+	r := &results.Results{Modes: []results.ModeResult{
+		{Mode: scenarios.ModeCRD, Status: results.StatusOK, Summary: &results.Summary{
+			APILatency:     []results.LatencySummary{{Verb: "*", Resource: "*", P99: 2.5, Count: 10}},
+			KVStoreLatency: []results.LatencySummary{{Verb: "put", P99: 0.015}},
+			Agents:         &results.AgentSummary{MeanCPU: results.Spread{Mean: 1.5}, PeakCPU: results.Spread{Max: 2}, MeanRSS: results.Spread{Mean: 1 << 30}, PeakRSS: results.Spread{Max: 2 << 30}},
+			Watch:          &results.WatchSummary{Events: 1234},
+			Memory:         &results.MemorySummary{PeakProcessesRSS: 3 << 30, PeakMachineUsed: 5 << 29},
 			Writes:         map[string]int64{"create ciliumidentities": 5, "patch ciliumendpoints": 10},
-			Identities:     &reports.IdentitySummary{Duplicates: 4999},
-			Convergence:    []reports.ConvergenceSummary{{Agents: 200, Converged: 200, P50: 1, P99: 2, Max: 3}},
+			Identities:     &results.IdentitySummary{Duplicates: 4999},
+			Convergence:    []results.ConvergenceSummary{{Agents: 200, Converged: 200, P50: 1, P99: 2, Max: 3}},
 		}},
-		{Mode: scenarios.ModeKVStore, Status: reports.StatusSkipped, Reason: "no docker"},
+		{Mode: scenarios.ModeKVStore, Status: results.StatusSkipped, Reason: "no docker"},
 	}}
 	var buf bytes.Buffer
 	if err := WriteSummaryTable(&buf, r); err != nil {

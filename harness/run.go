@@ -13,16 +13,15 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/stampede-sim/stampede/internal/access"
 	"github.com/stampede-sim/stampede/internal/proc"
 	"github.com/stampede-sim/stampede/internal/ready"
 	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -132,7 +131,7 @@ func (c *Config) defaults() error {
 // report) under cfg.Out. It returns the results, also when a mode failed or
 // the run was interrupted; the error says what went wrong with the run as
 // a whole (interruption, a failed mode).
-func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
+func Run(ctx context.Context, cfg Config) (*results.Results, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -148,7 +147,7 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 	if err := os.WriteFile(scenarioFile, yml, 0o644); err != nil {
 		return nil, fmt.Errorf("run: write scenario: %w", err)
 	}
-	run := reports.Run{
+	run := results.Run{
 		Scenario:          sc.Name,
 		EffectiveScenario: sc,
 		Seed:              sc.Seed,
@@ -158,17 +157,17 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 		GoVersion:         runtime.Version(),
 		Command:           cfg.Command,
 		Started:           cfg.Now(),
-		Backend:           reports.Backend{Name: cfg.Backend.Name(), Facts: map[string]string{}},
+		Backend:           results.Backend{Name: cfg.Backend.Name(), Facts: map[string]string{}},
 		Machine:           machine(),
 		Datapath:          effectiveDatapath(sc.Agent.Datapath),
 	}
-	w, err := reports.NewWriter(reports.WriterConfig{Path: filepath.Join(cfg.Out, "results.json"), MinInterval: 2 * time.Second, Now: cfg.Now}, &reports.Results{Run: run})
+	w, err := results.NewWriter(results.WriterConfig{Path: filepath.Join(cfg.Out, "results.json"), MinInterval: 2 * time.Second, Now: cfg.Now}, &results.Results{Run: run})
 	if err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
-	if err := w.Update(func(r *reports.Results) {
+	if err := w.Update(func(r *results.Results) {
 		for _, m := range cfg.Modes {
-			r.Mode(m).Status = reports.StatusPending
+			r.Mode(m).Status = results.StatusPending
 		}
 	}); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
@@ -183,7 +182,7 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 		status, err := r.runMode(ctx, mode)
 		if err != nil {
 			cfg.Log.Warn("mode ended with an error", "mode", mode, "status", status, "err", err)
-			if status == reports.StatusFailed {
+			if status == results.StatusFailed {
 				failed = append(failed, fmt.Sprintf("%s: %v", mode, err))
 			}
 		}
@@ -200,13 +199,13 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 		reason = "modes failed: " + strings.Join(failed, "; ")
 		runErr = fmt.Errorf("%d of %d modes failed: %s", len(failed), len(cfg.Modes), strings.Join(failed, "; "))
 	}
-	if err := w.Update(func(res *reports.Results) {
+	if err := w.Update(func(res *results.Results) {
 		res.Run.Finished = &fin
 		res.Run.Complete = complete
 		res.Run.IncompleteReason = reason
 		for i := range res.Modes {
-			if res.Modes[i].Status == reports.StatusPending {
-				res.Modes[i].Status = reports.StatusIncomplete
+			if res.Modes[i].Status == results.StatusPending {
+				res.Modes[i].Status = results.StatusIncomplete
 				res.Modes[i].Reason = "not reached: " + reason
 			}
 		}
@@ -238,7 +237,7 @@ func Run(ctx context.Context, cfg Config) (*reports.Results, error) {
 // runner runs the modes of one run.
 type runner struct {
 	cfg          Config
-	w            *reports.Writer
+	w            *results.Writer
 	scenarioFile string
 	machineBytes int64
 }
@@ -255,345 +254,17 @@ type component struct {
 	agents int
 }
 
-// modeRun is the state of one mode while it runs.
-type modeRun struct {
-	mode    scenarios.Mode
-	dir     string
-	started time.Time
-	comps   []*component
-	backend bool
-}
-
-func (r *runner) update(fn func(m *reports.ModeResult), mode scenarios.Mode) {
-	if err := r.w.Update(func(res *reports.Results) { fn(res.Mode(mode)) }); err != nil {
+func (r *runner) update(fn func(m *results.ModeResult), mode scenarios.Mode) {
+	if err := r.w.Update(func(res *results.Results) { fn(res.Mode(mode)) }); err != nil {
 		r.cfg.Log.Warn("write results", "err", err)
 	}
 }
 
-// runMode runs one mode on fresh processes and returns its status.
-func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (st reports.Status, err error) {
-	cfg := r.cfg
-	sc := cfg.Scenario
-	log := cfg.Log.With("mode", mode)
-	mr := &modeRun{mode: mode, dir: filepath.Join(cfg.Out, string(mode)), started: cfg.Now()}
-	if err := os.MkdirAll(mr.dir, 0o755); err != nil {
-		return reports.StatusFailed, fmt.Errorf("create mode directory: %w", err)
-	}
-	started := mr.started
-	nice := agentNice(cfg.AgentNice, mode)
-	r.update(func(m *reports.ModeResult) {
-		m.Status = reports.StatusRunning
-		m.Started = &started
-		m.Shards = cfg.Shards
-		m.Agents = sc.Cluster.Nodes
-		m.AgentNice = nice
-	}, mode)
-
-	// The mode's context ends on interruption or when a component dies.
-	ctx, cancel := context.WithCancelCause(parent)
-	defer cancel(nil)
-
-	pr := newProgress(cfg.Progress, cfg.Live, mode, len(sc.Steps), sc.Cluster.Nodes, cfg.Now)
-	defer pr.finish()
-
-	topo, err := sc.Generate()
-	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("generate topology: %w", err), nil, nil)
-	}
-
-	// Users and tokens.
-	admin := User{Name: "stampede-admin", Role: RoleAdmin, Token: randomToken()}
-	operator := User{Name: "system:serviceaccount:kube-system:cilium-operator", Role: RoleOperator, Token: randomToken()}
-	users := []User{admin, operator}
-	if mode != scenarios.ModeXDS {
-		for _, n := range topo.Nodes {
-			users = append(users, User{Name: access.AgentUser(n.Name), Role: RoleAgent, Token: randomToken()})
-		}
-	}
-
-	// Backend.
-	pr.set("start backend", -1)
-	api, err := cfg.Backend.Start(ctx, BackendEnv{Dir: mr.dir, Mode: mode, Scenario: sc, Users: users, Executable: cfg.Executable, Log: log})
-	if err != nil {
-		var se *SkipError
-		if errors.As(err, &se) {
-			return r.endMode(mr, reports.StatusSkipped, err, nil, nil)
-		}
-		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), fmt.Errorf("start backend %s: %w", cfg.Backend.Name(), err), nil, nil)
-	}
-	mr.backend = true
-	if err := r.w.Update(func(res *reports.Results) {
-		for k, v := range api.Facts {
-			res.Run.Backend.Facts[k] = v
-		}
-	}); err != nil {
-		log.Warn("write results", "err", err)
-	}
-	// Backends that issue their own tokens (TokenRequest) replace ours.
-	if api.Tokens != nil {
-		for i := range users {
-			if tok, ok := api.Tokens[users[i].Name]; ok {
-				users[i].Token = tok
-			}
-		}
-		admin, operator = users[0], users[1]
-	}
-	// Objects must carry the backend's labels; namespace and pod labels
-	// are part of identities, so the ground truth gets them too.
-	if len(api.ObjectLabels) > 0 {
-		for i := range topo.Namespaces {
-			if topo.Namespaces[i].Labels == nil {
-				topo.Namespaces[i].Labels = map[string]string{}
-			}
-			for k, v := range api.ObjectLabels {
-				topo.Namespaces[i].Labels[k] = v
-			}
-		}
-	}
-	tokenFile := api.TokenFile
-	if tokenFile == "" {
-		tokenFile = filepath.Join(mr.dir, "tokens.csv")
-		if err := WriteTokenFile(tokenFile, users); err != nil {
-			return r.endMode(mr, reports.StatusFailed, err, nil, nil)
-		}
-	}
-
-	meas := NewMeasurer(&http.Client{Timeout: scrapeTimeout, Transport: scrapeTransport(api.CAFile)}, log)
-	for name, pid := range api.Processes {
-		meas.AddProcess(name, pid, 0)
-	}
-	for name, u := range api.MetricsURLs {
-		meas.AddScrape(name, u, admin.Token)
-	}
-
-	// kvstore.
-	kvURL := ""
-	var kvProbe *KVProbe
-	if mode == scenarios.ModeKVStore {
-		pr.set("start kvstore", -1)
-		c, a, err := r.startChild(ctx, mr, "kvstore", 0, "etcd", "--data-dir", filepath.Join(mr.dir, "kvstore-data"))
-		if err != nil {
-			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
-		}
-		kvURL = a.Endpoints["client"]
-		meas.AddProcess("kvstore", c.p.PID(), 0)
-		if m := a.Endpoints["metrics"]; m != "" {
-			meas.AddScrape("kvstore", metricsURL(m), "")
-		}
-		r.fact("kvstore.fsync", a.Extra["fsync"])
-		kvp, err := NewKVProbe(kvURL, 5)
-		if err != nil {
-			return r.endMode(mr, reports.StatusFailed, err, nil, nil)
-		}
-		defer kvp.Close()
-		meas.SetKVProbe(kvp)
-		kvProbe = kvp
-	}
-
-	// Control plane.
-	pr.set("start controlplane", -1)
-	opTokenFile := filepath.Join(mr.dir, "operator.token")
-	if err := os.WriteFile(opTokenFile, []byte(operator.Token+"\n"), 0o600); err != nil {
-		return r.endMode(mr, reports.StatusFailed, fmt.Errorf("write operator token: %w", err), nil, nil)
-	}
-	cpArgs := []string{"controlplane", "--mode", string(mode), "--scenario", r.scenarioFile,
-		"--api-url", api.URL, "--token-file", opTokenFile, "--xds-listen", "127.0.0.1:0"}
-	if api.CAFile != "" {
-		cpArgs = append(cpArgs, "--ca-file", api.CAFile)
-	}
-	if kvURL != "" {
-		cpArgs = append(cpArgs, "--kvstore", kvURL)
-	}
-	cpc, cpa, err := r.startChild(ctx, mr, "controlplane", 0, cpArgs...)
-	if err != nil {
-		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
-	}
-	meas.AddProcess("controlplane", cpc.p.PID(), 0)
-	if m := cpa.Endpoints["metrics"]; m != "" {
-		meas.AddScrape("controlplane", metricsURL(m), "")
-	}
-	xdsAddr := cpa.Endpoints["xds"]
-
-	// Agent shards, started concurrently.
-	pr.set(fmt.Sprintf("start %d agent shards", cfg.Shards), -1)
-	var agentURLs []string
-	type shardRes struct {
-		c   *component
-		url string
-		err error
-	}
-	res := make([]shardRes, cfg.Shards)
-	var wg sync.WaitGroup
-	for i := 0; i < cfg.Shards; i++ {
-		args := []string{"agents", "--shard", fmt.Sprintf("%d/%d", i, cfg.Shards), "--mode", string(mode),
-			"--scenario", r.scenarioFile, "--api-url", api.URL}
-		if api.CAFile != "" {
-			args = append(args, "--ca-file", api.CAFile)
-		}
-		if mode != scenarios.ModeXDS {
-			args = append(args, "--token-auth-file", tokenFile)
-		}
-		if kvURL != "" {
-			args = append(args, "--kvstore", kvURL)
-		}
-		if mode == scenarios.ModeXDS && xdsAddr != "" {
-			args = append(args, "--xds", xdsAddr)
-		}
-		if lim := shardMemoryLimit(r.machineBytes, cfg.Shards); lim > 0 {
-			args = append(args, "--memory-limit", strconv.FormatInt(lim, 10))
-		}
-		if nice != 0 {
-			args = append(args, "--nice", strconv.Itoa(nice))
-		}
-		n := shardSize(sc.Cluster.Nodes, cfg.Shards, i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, a, err := r.startChild(ctx, mr, fmt.Sprintf("agents-%d", i), n, args...)
-			res[i] = shardRes{c: c, err: err}
-			if err == nil {
-				res[i].url = a.Endpoints["metrics"]
-			}
-		}()
-	}
-	wg.Wait()
-	for i, s := range res {
-		if s.err != nil {
-			return r.endMode(mr, statusFor(ctx, reports.StatusFailed), s.err, nil, nil)
-		}
-		meas.AddProcess(fmt.Sprintf("agents-%d", i), s.c.p.PID(), s.c.agents)
-		if s.url == "" {
-			return r.endMode(mr, reports.StatusFailed, fmt.Errorf("agents-%d announced no \"metrics\" endpoint (see %s)", i, s.c.p.LogFile()), nil, nil)
-		}
-		meas.AddScrape(fmt.Sprintf("agents-%d", i), metricsURL(s.url), "")
-		agentURLs = append(agentURLs, strings.TrimSuffix(strings.TrimSuffix(s.url, "/"), "/metrics"))
-	}
-
-	// Watch every component: one that exits ends the mode.
-	watchDone := make(chan struct{})
-	var watchWG sync.WaitGroup
-	for _, c := range mr.comps {
-		watchWG.Add(1)
-		go func() {
-			defer watchWG.Done()
-			select {
-			case <-c.p.Done():
-				cancel(fmt.Errorf("%w: %s exited (%v); see %s", errComponent, c.p.Name(), c.p.Err(), c.p.LogFile()))
-			case <-watchDone:
-			}
-		}()
-	}
-	defer func() { close(watchDone); watchWG.Wait() }()
-
-	// Admin clients: one pool for the timeline, its own for the probe.
-	setupClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 8)
-	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
-	}
-	defer setupClient.close()
-	probeClient, err := newAPIClient(api.URL, api.CAFile, admin.Token, 16)
-	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
-	}
-	defer probeClient.close()
-	target := kubeProbeTarget{c: probeClient, labels: api.ObjectLabels}
-	if err := retry(ctx, func() error { return target.Prepare(ctx) }); err != nil {
-		return r.endMode(mr, statusFor(ctx, reports.StatusFailed), err, nil, nil)
-	}
-	probe, err := NewProbe(ProbeConfig{Target: target, Rate: sc.Measure.ProbeRate})
-	if err != nil {
-		return r.endMode(mr, reports.StatusFailed, err, nil, nil)
-	}
-	meas.SetProbe(probe)
-
-	// A baseline sample before the timeline: the mode's counters (writes,
-	// events) count from here.
-	base := meas.Tick(ctx, cfg.Now())
-	r.update(func(m *reports.ModeResult) { m.AppendSample(cfg.Now(), base) }, mode)
-
-	// Sampling and probing run until the timeline ends.
-	measCtx, stopMeas := context.WithCancel(ctx)
-	var measWG sync.WaitGroup
-	measWG.Add(2)
-	go func() { defer measWG.Done(); probe.Run(measCtx) }()
-	if kvProbe != nil {
-		measWG.Add(1)
-		go func() { defer measWG.Done(); kvProbe.Run(measCtx) }()
-	}
-	go func() { defer measWG.Done(); r.sample(measCtx, mode, meas, pr) }()
-
-	agentsSrc := &shardAgents{client: &http.Client{Timeout: 2 * time.Minute}, urls: agentURLs}
-	var conv []reports.ConvergenceSummary
-	tl, err := NewTimeline(TimelineConfig{
-		Scenario: sc, Topology: topo, Cluster: kubeCluster{c: setupClient, labels: api.ObjectLabels}, Agents: agentsSrc,
-		Now: cfg.Now, Log: log,
-		OnStep: func(s reports.StepResult) {
-			pr.set(s.Kind, s.Index)
-			r.update(func(m *reports.ModeResult) { upsertStep(m, s) }, mode)
-		},
-		OnConverged: func(c reports.ConvergenceSummary) { conv = append(conv, c) },
-		OnProgress: func(_ string, n, total int) {
-			meas.SetConverged(n)
-			pr.converged(n, total)
-		},
-	})
-	var tlErr error
-	if err != nil {
-		tlErr = err
-	} else {
-		tlErr = tl.Run(ctx)
-	}
-	// One last sample, then stop measuring.
-	stopMeas()
-	measWG.Wait()
-	final := meas.Tick(context.WithoutCancel(ctx), cfg.Now())
-	r.update(func(m *reports.ModeResult) { m.AppendSample(cfg.Now(), final) }, mode)
-
-	var census *IdentityCensus
-	if ctx.Err() == nil {
-		cctx, ccancel := context.WithTimeout(ctx, 2*time.Minute)
-		if kvProbe != nil {
-			// kvstore mode: the identities live in etcd.
-			census, err = kvProbe.IdentityCensus(cctx)
-		} else {
-			census, err = identityCensus(cctx, setupClient)
-		}
-		ccancel()
-		if err != nil {
-			log.Warn("identity census", "err", err)
-		}
-	}
-	summary := meas.Summary(census)
-	summary.Convergence = conv
-	summary.SLO = sloVerdicts(sc, summary)
-	if p := summary.Probe; p != nil && !p.HeldRate {
-		fmt.Fprintf(cfg.Progress, "[%s] warning: %s\n", mode, p.Detail)
-	}
-	if h := summary.Harness; h != nil && h.FractionOfTotal > 0.10 {
-		fmt.Fprintf(cfg.Progress, "[%s] warning: the harness used %.0f%% of the measured CPU (target < 10%%)\n", mode, 100*h.FractionOfTotal)
-	}
-
-	status := reports.StatusOK
-	var nc *ErrNotConverged
-	switch {
-	case tlErr == nil:
-	case errors.Is(context.Cause(ctx), errComponent):
-		status, tlErr = reports.StatusFailed, context.Cause(ctx)
-	case parent.Err() != nil:
-		status = reports.StatusIncomplete
-	case errors.As(tlErr, &nc):
-		status = reports.StatusFailed
-	default:
-		status = reports.StatusFailed
-	}
-	return r.endMode(mr, status, tlErr, summary, nil)
-}
-
 var errComponent = errors.New("component failed")
 
-func statusFor(ctx context.Context, def reports.Status) reports.Status {
+func statusFor(ctx context.Context, def results.Status) results.Status {
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errComponent) {
-		return reports.StatusIncomplete
+		return results.StatusIncomplete
 	}
 	return def
 }
@@ -649,7 +320,7 @@ func lastLine(s string) string {
 
 // endMode stops every process of the mode (agents first, the backend
 // last), verifies none is left, and records the mode's outcome.
-func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summary *reports.Summary, _ any) (reports.Status, error) {
+func (r *runner) endMode(mr *modeRun, status results.Status, cause error, summary *results.Summary) (results.Status, error) {
 	stopCtx, cancel := context.WithTimeout(context.Background(), r.cfg.Grace+30*time.Second)
 	defer cancel()
 	var stopErrs []error
@@ -690,8 +361,8 @@ func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summar
 	err := cause
 	if len(stopErrs) > 0 {
 		err = errors.Join(append([]error{cause}, stopErrs...)...)
-		if status == reports.StatusOK {
-			status = reports.StatusFailed
+		if status == results.StatusOK {
+			status = results.StatusFailed
 		}
 	}
 	fin := r.cfg.Now()
@@ -699,10 +370,10 @@ func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summar
 	if err != nil {
 		reason = err.Error()
 	}
-	if status != reports.StatusOK && reason == "" {
+	if status != results.StatusOK && reason == "" {
 		reason = string(status)
 	}
-	r.update(func(m *reports.ModeResult) {
+	r.update(func(m *results.ModeResult) {
 		m.Status = status
 		m.Reason = reason
 		m.Finished = &fin
@@ -710,13 +381,13 @@ func (r *runner) endMode(mr *modeRun, status reports.Status, cause error, summar
 			m.Summary = summary
 		}
 		for i := range m.Steps {
-			if m.Steps[i].Outcome == reports.OutcomeRunning {
-				m.Steps[i].Outcome = reports.OutcomeInterrupted
+			if m.Steps[i].Outcome == results.OutcomeRunning {
+				m.Steps[i].Outcome = results.OutcomeInterrupted
 				m.Steps[i].End = &fin
 			}
 		}
 	}, mr.mode)
-	if status == reports.StatusOK {
+	if status == results.StatusOK {
 		return status, nil
 	}
 	return status, err
@@ -739,7 +410,7 @@ func liveChildren() []int {
 	return out
 }
 
-func upsertStep(m *reports.ModeResult, s reports.StepResult) {
+func upsertStep(m *results.ModeResult, s results.StepResult) {
 	for i := range m.Steps {
 		if m.Steps[i].Index == s.Index {
 			m.Steps[i] = s
@@ -753,7 +424,7 @@ func (r *runner) fact(k, v string) {
 	if v == "" {
 		return
 	}
-	_ = r.w.Update(func(res *reports.Results) { res.Run.Backend.Facts[k] = v })
+	_ = r.w.Update(func(res *results.Results) { res.Run.Backend.Facts[k] = v })
 }
 
 // sample ticks the measurer at the scenario's interval and appends rows to
@@ -775,7 +446,7 @@ func (r *runner) sample(ctx context.Context, mode scenarios.Mode, meas *Measurer
 		}
 		rows := pending
 		pending = nil
-		r.update(func(m *reports.ModeResult) {
+		r.update(func(m *results.ModeResult) {
 			for _, x := range rows {
 				m.AppendSample(x.t, x.v)
 			}
@@ -793,7 +464,7 @@ func (r *runner) sample(ctx context.Context, mode scenarios.Mode, meas *Measurer
 		// A component slower than that answers into a later tick.
 		v := meas.TickWithin(ctx, now, interval*3/4)
 		pending = append(pending, row{now, v})
-		pr.events(v["watch.events.rate"], v["apiserver.watch.events.rate"])
+		pr.events(v[results.SeriesWatchEventsRate], v[results.SeriesAPIServerWatchEventsRate])
 		if now.Sub(lastFlush) >= flushEvery {
 			flush()
 		}
@@ -838,7 +509,7 @@ func identityCensus(ctx context.Context, c *apiClient) (*IdentityCensus, error) 
 }
 
 // sloVerdicts judges the probe's latency against the scenario's SLOs.
-func sloVerdicts(sc *scenarios.Scenario, s *reports.Summary) []reports.SLOVerdict {
+func sloVerdicts(sc *scenarios.Scenario, s *results.Summary) []results.SLOVerdict {
 	var mut, read, list float64
 	var have [3]bool
 	for _, l := range s.APILatency {
@@ -854,10 +525,10 @@ func sloVerdicts(sc *scenarios.Scenario, s *reports.Summary) []reports.SLOVerdic
 			list, have[2] = max(list, l.P99), true
 		}
 	}
-	var out []reports.SLOVerdict
+	var out []results.SLOVerdict
 	add := func(name string, ok bool, v float64, lim time.Duration) {
 		if ok {
-			out = append(out, reports.SLOVerdict{Name: name, Limit: lim.Seconds(), Value: v, Unit: "s", Pass: v <= lim.Seconds(), Detail: "probe p99"})
+			out = append(out, results.SLOVerdict{Name: name, Limit: lim.Seconds(), Value: v, Unit: "s", Pass: v <= lim.Seconds(), Detail: "probe p99"})
 		}
 	}
 	add("mutating p99", have[0], mut, sc.SLO.MutatingP99.Duration)
@@ -888,13 +559,13 @@ const AgentNiceAuto = -1
 // DefaultAgentNice is the nice value of the agent shards in kvstore mode
 // by default; the other modes run them at the measured processes'
 // priority. The agents are the load and etcd is what is measured; in a
-// cluster they do not share CPUs. On 2 cores at equal priority 1,000
-// agents' shards starved etcd's single apply loop (put applies summing to
-// 211 s in 4.5 minutes, "too many requests"), its lease renewals timed
-// out and every agent's session expired. In crd mode the same priority
-// made the agents' identity race worse instead: at 200 nodes the relabel
-// pushed agents past the 16,384-entry policy map, because agents that
-// see each other's identities later allocate more duplicates.
+// cluster they do not share CPUs. On a small machine at equal priority
+// the agents' shards starve etcd's single apply loop, its lease renewals
+// time out and every agent's session expires, so the run would measure
+// the CPU contention rather than etcd. In crd mode a lower priority makes
+// the agents' identity race worse instead: agents that see each other's
+// identities later allocate more duplicates, which can push them past the
+// policy map's capacity.
 const DefaultAgentNice = 10
 
 // agentNice is the nice value of mode's shards for the configured value.
@@ -910,8 +581,8 @@ func agentNice(configured int, mode scenarios.Mode) int {
 
 // shardMemoryLimit is the soft memory limit of each of n agent shards:
 // half the machine's memory, shared. Without it every shard's heap may
-// grow to twice its live data before a collection (GOGC=100), and 1,000
-// agents in 4 shards reached 17.6 GiB of 24 in ces mode; the other half
+// grow to twice its live data before a collection (GOGC=100), and a
+// large fleet then takes most of the machine's memory; the other half
 // is left to the kernel (BPF maps, socket buffers), the API server and
 // the rest. Zero when the machine's memory is unknown.
 func shardMemoryLimit(machineBytes int64, n int) int64 {
@@ -921,8 +592,8 @@ func shardMemoryLimit(machineBytes int64, n int) int64 {
 	return machineBytes / 2 / int64(n)
 }
 
-func machine() reports.Machine {
-	m := reports.Machine{Cores: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+func machine() results.Machine {
+	m := results.Machine{Cores: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH}
 	m.Hostname, _ = os.Hostname()
 	var u syscall.Utsname
 	if syscall.Uname(&u) == nil {
@@ -949,8 +620,8 @@ func machine() reports.Machine {
 // ("auto" picks bpf where BPF maps can be created, mem otherwise) and do not
 // announce it, so for "auto" this is the harness's expectation from its
 // own privileges, and Reason says so.
-func effectiveDatapath(requested string) reports.Datapath {
-	d := reports.Datapath{Requested: requested, Effective: requested}
+func effectiveDatapath(requested string) results.Datapath {
+	d := results.Datapath{Requested: requested, Effective: requested}
 	if requested == "bpf" || requested == "mem" {
 		return d
 	}
@@ -961,8 +632,6 @@ func effectiveDatapath(requested string) reports.Datapath {
 	}
 	return d
 }
-
-var _ = strconv.Itoa
 
 // metricsURL is the /metrics URL of an announced "metrics" endpoint, which
 // is either a base URL or already the /metrics URL.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -102,7 +102,7 @@ func TestRunSkipsUnavailableBackend(t *testing.T) {
 		t.Fatalf("run = %+v", res.Run)
 	}
 	for _, m := range res.Modes {
-		if m.Status != reports.StatusSkipped || !strings.Contains(m.Reason, "no Docker here") {
+		if m.Status != results.StatusSkipped || !strings.Contains(m.Reason, "no Docker here") {
 			t.Errorf("mode %s: %s %q, want skipped with the reason", m.Mode, m.Status, m.Reason)
 		}
 	}
@@ -120,7 +120,7 @@ func TestRunFailedComponent(t *testing.T) {
 		t.Errorf("err = %v, want both modes failed", err)
 	}
 	for _, m := range res.Modes {
-		if m.Status != reports.StatusFailed || !strings.Contains(m.Reason, "exited before it was ready") || !strings.Contains(m.Reason, "fakeapi.log") {
+		if m.Status != results.StatusFailed || !strings.Contains(m.Reason, "exited before it was ready") || !strings.Contains(m.Reason, "fakeapi.log") {
 			t.Errorf("mode %s: %s %q", m.Mode, m.Status, m.Reason)
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -42,7 +42,7 @@ func ScaleScenario(s *scenarios.Scenario, nodes int) (*scenarios.Scenario, error
 // RunAtNodes runs cfg.Scenario resized to nodes (see ScaleScenario) in
 // cfg.Modes, writing under cfg.Out/nodes-<n>, and returns its results. It
 // is the building block of capacity sweeps.
-func RunAtNodes(ctx context.Context, cfg Config, nodes int) (*reports.Results, error) {
+func RunAtNodes(ctx context.Context, cfg Config, nodes int) (*results.Results, error) {
 	if cfg.Scenario == nil {
 		return nil, fmt.Errorf("run at %d nodes: no scenario", nodes)
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 // WriteSummaryTable prints one row per mode: status, API latency (peak of
@@ -14,7 +14,7 @@ import (
 // memory (mean and max across shards), the peak memory of all processes
 // together and of the machine, watch events, writes, duplicate identities
 // and time to converge after the last change.
-func WriteSummaryTable(w io.Writer, r *reports.Results) error {
+func WriteSummaryTable(w io.Writer, r *results.Results) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "mode\tstatus\tAPI p99\tAPI peak p99\tkvstore p99\tagent CPU mean/max\tagent RSS mean/max\tpeak mem procs/machine\tevents\twrites\tduplicates\tconverge p50/p99/max")
 	for i := range r.Modes {
@@ -22,7 +22,7 @@ func WriteSummaryTable(w io.Writer, r *reports.Results) error {
 		row := []string{string(m.Mode), string(m.Status)}
 		s := m.Summary
 		if s == nil {
-			s = &reports.Summary{}
+			s = &results.Summary{}
 		}
 		api, peak := "-", "-"
 		for _, l := range s.APILatency {
@@ -84,7 +84,7 @@ func WriteSummaryTable(w io.Writer, r *reports.Results) error {
 		}
 		row = append(row, api, peak, kv, cpu, rss, mem, events, writes, dups, conv)
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
-		if m.Reason != "" && m.Status != reports.StatusOK {
+		if m.Reason != "" && m.Status != results.StatusOK {
 			fmt.Fprintf(tw, "  %s\t%s\n", m.Mode, truncate(m.Reason, 200))
 		}
 	}

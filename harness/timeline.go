@@ -16,7 +16,7 @@ import (
 	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/internal/truth"
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -41,9 +41,10 @@ type TimelineConfig struct {
 	Cluster  Cluster
 	Agents   AgentSource
 	// Workers is the number of concurrent admin writers in setup and
-	// churn steps (default 16: with 4, creating relabel-1k's 20,000 pods
-	// took over 10 minutes while 1,000 agents loaded the API server, and
-	// setup measured the harness instead of the cluster).
+	// churn steps (default 16: with fewer, creating a large scenario's
+	// pods while the agents load the API server is bounded by the
+	// harness's round trips, and setup measures the harness instead of
+	// the cluster).
 	Workers int
 	// PollInterval is how often convergence is checked (default 500ms).
 	PollInterval time.Duration
@@ -51,9 +52,9 @@ type TimelineConfig struct {
 	Now func() time.Time
 	Log *slog.Logger
 	// OnStep is called when a step starts and when it ends.
-	OnStep func(reports.StepResult)
+	OnStep func(results.StepResult)
 	// OnConverged is called at the end of each waitConverged step.
-	OnConverged func(reports.ConvergenceSummary)
+	OnConverged func(results.ConvergenceSummary)
 	// OnProgress is called on every convergence poll.
 	OnProgress func(step string, converged, total int)
 }
@@ -132,10 +133,10 @@ func NewTimeline(cfg TimelineConfig) (*Timeline, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.OnStep == nil {
-		cfg.OnStep = func(reports.StepResult) {}
+		cfg.OnStep = func(results.StepResult) {}
 	}
 	if cfg.OnConverged == nil {
-		cfg.OnConverged = func(reports.ConvergenceSummary) {}
+		cfg.OnConverged = func(results.ConvergenceSummary) {}
 	}
 	if cfg.OnProgress == nil {
 		cfg.OnProgress = func(string, int, int) {}
@@ -149,20 +150,20 @@ func (t *Timeline) Run(ctx context.Context) error {
 	for i, step := range t.cfg.Scenario.Steps {
 		kind := step.Kind()
 		start := t.cfg.Now()
-		t.cfg.OnStep(reports.StepResult{Index: i, Kind: kind, Start: start, Outcome: reports.OutcomeRunning})
+		t.cfg.OnStep(results.StepResult{Index: i, Kind: kind, Start: start, Outcome: results.OutcomeRunning})
 		t.cfg.Log.Info("step", "index", i, "kind", kind)
 		detail, err := t.runStep(ctx, i, step, start)
 		end := t.cfg.Now()
-		res := reports.StepResult{Index: i, Kind: kind, Start: start, End: &end, Outcome: reports.OutcomeOK, Detail: detail}
+		res := results.StepResult{Index: i, Kind: kind, Start: start, End: &end, Outcome: results.OutcomeOK, Detail: detail}
 		var nc *ErrNotConverged
 		switch {
 		case err == nil:
 		case errors.As(err, &nc):
-			res.Outcome, res.Detail = reports.OutcomeTimeout, err.Error()
+			res.Outcome, res.Detail = results.OutcomeTimeout, err.Error()
 		case ctx.Err() != nil:
-			res.Outcome, res.Detail = reports.OutcomeInterrupted, err.Error()
+			res.Outcome, res.Detail = results.OutcomeInterrupted, err.Error()
 		default:
-			res.Outcome, res.Detail = reports.OutcomeFailed, err.Error()
+			res.Outcome, res.Detail = results.OutcomeFailed, err.Error()
 		}
 		t.cfg.OnStep(res)
 		if err != nil {
@@ -485,7 +486,7 @@ func (t *Timeline) waitConverged(ctx context.Context, i int, timeout time.Durati
 	var lastMismatch []truth.Mismatch
 	var lastErr error
 	var lastLogged time.Time
-	summary := func(converged map[string]time.Time) reports.ConvergenceSummary {
+	summary := func(converged map[string]time.Time) results.ConvergenceSummary {
 		var ds []float64
 		for _, at := range converged {
 			d := at.Sub(since).Seconds()
@@ -495,7 +496,7 @@ func (t *Timeline) waitConverged(ctx context.Context, i int, timeout time.Durati
 			ds = append(ds, d)
 		}
 		sort.Float64s(ds)
-		return reports.ConvergenceSummary{
+		return results.ConvergenceSummary{
 			Step: max(t.trigger, i), Trigger: t.triggerKindOr("waitConverged"),
 			Agents: len(want), Converged: len(converged),
 			P50: quantileSorted(ds, 0.50), P99: quantileSorted(ds, 0.99), Max: quantileSorted(ds, 1),

@@ -13,7 +13,7 @@ import (
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/internal/truth"
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -224,13 +224,13 @@ steps:
 	fc := newFakeCluster()
 	fc.failPods = 2 // retried
 	agents := &lagAgents{sc: sc, cluster: fc, lag: 2, now: time.Now}
-	var steps []reports.StepResult
-	var conv []reports.ConvergenceSummary
+	var steps []results.StepResult
+	var conv []results.ConvergenceSummary
 	tl, err := NewTimeline(TimelineConfig{
 		Scenario: sc, Topology: topo, Cluster: fc, Agents: agents,
 		PollInterval: time.Millisecond,
-		OnStep:       func(s reports.StepResult) { steps = append(steps, s) },
-		OnConverged:  func(c reports.ConvergenceSummary) { conv = append(conv, c) },
+		OnStep:       func(s results.StepResult) { steps = append(steps, s) },
+		OnConverged:  func(c results.ConvergenceSummary) { conv = append(conv, c) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ steps:
 		t.Fatalf("got %d step events, want %d", len(steps), 2*len(sc.Steps))
 	}
 	for i := 1; i < len(steps); i += 2 {
-		if steps[i].Outcome != reports.OutcomeOK || steps[i].End == nil {
+		if steps[i].Outcome != results.OutcomeOK || steps[i].End == nil {
 			t.Errorf("step %d: %+v, want ok with an end", steps[i].Index, steps[i])
 		}
 	}
@@ -277,12 +277,12 @@ steps:
 `)
 	topo, _ := sc.Generate()
 	fc := newFakeCluster()
-	var steps []reports.StepResult
+	var steps []results.StepResult
 	tl, err := NewTimeline(TimelineConfig{
 		Scenario: sc, Topology: topo, Cluster: fc,
 		Agents:       &lagAgents{sc: sc, cluster: fc, broken: true, now: time.Now},
 		PollInterval: time.Millisecond,
-		OnStep:       func(s reports.StepResult) { steps = append(steps, s) },
+		OnStep:       func(s results.StepResult) { steps = append(steps, s) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +292,7 @@ steps:
 	if !errors.As(err, &nc) || nc.Converged != 0 || nc.Agents != 3 || nc.Step != 1 {
 		t.Fatalf("err = %v, want ErrNotConverged 0/3 at step 1", err)
 	}
-	if last := steps[len(steps)-1]; last.Outcome != reports.OutcomeTimeout || !strings.Contains(last.Detail, "0/3") {
+	if last := steps[len(steps)-1]; last.Outcome != results.OutcomeTimeout || !strings.Contains(last.Detail, "0/3") {
 		t.Errorf("last step = %+v, want a timeout naming 0/3", last)
 	}
 }
@@ -305,12 +305,12 @@ steps:
 `)
 	topo, _ := sc.Generate()
 	ctx, cancel := context.WithCancel(context.Background())
-	var steps []reports.StepResult
+	var steps []results.StepResult
 	tl, err := NewTimeline(TimelineConfig{
 		Scenario: sc, Topology: topo, Cluster: newFakeCluster(), Agents: &lagAgents{},
-		OnStep: func(s reports.StepResult) {
+		OnStep: func(s results.StepResult) {
 			steps = append(steps, s)
-			if s.Kind == "observe" && s.Outcome == reports.OutcomeRunning {
+			if s.Kind == "observe" && s.Outcome == results.OutcomeRunning {
 				cancel()
 			}
 		},
@@ -321,7 +321,7 @@ steps:
 	if err := tl.Run(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want canceled", err)
 	}
-	if last := steps[len(steps)-1]; last.Outcome != reports.OutcomeInterrupted {
+	if last := steps[len(steps)-1]; last.Outcome != results.OutcomeInterrupted {
 		t.Errorf("last step outcome %q, want interrupted", last.Outcome)
 	}
 }
@@ -408,12 +408,12 @@ steps:
 	for _, n := range topo.Nodes[:2] {
 		nodes = append(nodes, n.Name)
 	}
-	var conv []reports.ConvergenceSummary
+	var conv []results.ConvergenceSummary
 	tl, err := NewTimeline(TimelineConfig{
 		Scenario: sc, Topology: topo, Cluster: newFakeCluster(),
 		Agents:       overflowAgents{nodes: nodes},
 		PollInterval: time.Millisecond,
-		OnConverged:  func(c reports.ConvergenceSummary) { conv = append(conv, c) },
+		OnConverged:  func(c results.ConvergenceSummary) { conv = append(conv, c) },
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,10 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/stampede-sim/stampede/reports/capacity"
+	"github.com/stampede-sim/stampede/reports/internal/format"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 func capacityFigureName(metric string) string {
@@ -20,8 +24,8 @@ func capacityFigureName(metric string) string {
 // the fitted curve over the measured range (solid) and its extrapolation
 // to the largest target (dashed, with the 95 % prediction band shaded),
 // on log-log axes.
-func capacityFigures(rep *CapacityReport) []*Figure {
-	byMetric := map[string][]CapacityFit{}
+func capacityFigures(rep *capacity.CapacityReport) []*Figure {
+	byMetric := map[string][]capacity.CapacityFit{}
 	var order []string
 	for _, f := range rep.Fits {
 		if _, ok := byMetric[f.Metric.Name]; !ok {
@@ -102,9 +106,9 @@ func capacityFigures(rep *CapacityReport) []*Figure {
 			if sc := scatter(px, py, c); sc != nil {
 				p.Add(sc)
 				label := string(f.Mode)
-				if f.Err == "" && f.Fit.Model == ModelPower {
-					label += " (n^" + trimFloat(f.Fit.B) + ")"
-				} else if f.Err == "" && f.Fit.Model == ModelLinear {
+				if f.Err == "" && f.Fit.Model == capacity.ModelPower {
+					label += " (n^" + format.TrimFloat(f.Fit.B) + ")"
+				} else if f.Err == "" && f.Fit.Model == capacity.ModelLinear {
 					label += " (linear)"
 				}
 				p.Legend.Add(label, sc, &plotter.Line{LineStyle: draw.LineStyle{Color: c, Width: vg.Points(1.8)}})
@@ -121,9 +125,9 @@ func capacityFigures(rep *CapacityReport) []*Figure {
 		p.Add(eventMarker{X: maxN, Label: "measured range ends", Color: color.Gray{Y: 90}})
 		p.X.Min, p.X.Max = minN*0.8, maxT*1.2
 		p.X.Scale = plot.LogScale{}
-		p.X.Tick.Marker = logTicks{format: func(v float64) string { return formatCount(v) }}
+		p.X.Tick.Marker = logTicks{format: func(v float64) string { return format.Count(v) }}
 		p.Legend.Left = true
-		if !setLogY(p, func(v float64) string { return formatCount(v) }) {
+		if !setLogY(p, func(v float64) string { return format.Count(v) }) {
 			linearY(p)
 		}
 		figs = append(figs, &Figure{Name: capacityFigureName(name), Title: name + " against nodes: measured, fitted and extrapolated", Caption: caption,
@@ -141,7 +145,7 @@ func joinNodes(ns []int) string {
 }
 
 // metricAxis picks the axis unit and divisor for a metric's values.
-func metricAxis(m Metric, fits []CapacityFit) (string, float64) {
+func metricAxis(m results.Metric, fits []capacity.CapacityFit) (string, float64) {
 	var maxV float64
 	for _, f := range fits {
 		for _, p := range f.Points {
@@ -150,7 +154,7 @@ func metricAxis(m Metric, fits []CapacityFit) (string, float64) {
 	}
 	switch m.Unit {
 	case "bytes":
-		return byteUnit(maxV)
+		return format.ByteUnit(maxV)
 	case "s":
 		return "seconds", 1
 	case "cores":

@@ -1,28 +1,26 @@
-// Package reports owns the results schema (results.json), renders plots,
-// HTML and Markdown reports, runs the regression gate against a baseline,
-// and fits capacity models from node-count sweeps.
+// Package reports renders what a run measured: plots (gonum/plot, PNG
+// and SVG), report.md and a self-contained report.html for one run
+// (Render, called by `stampede report` and at the end of `stampede run`),
+// and capacity.md, capacity.html and the capacity plots for a fitted
+// capacity model (RenderCapacity).
 //
-// Results (results.go, SCHEMA.md, schema.json) is the contract between the
-// harness, which fills it, and everything here, which reads it. It is
-// versioned (SchemaVersion) and valid at every moment of a run: the
-// harness creates a Writer at the start of a run, changes the results only
-// through Writer.Update (which rewrites the file atomically, at most once
-// per WriterConfig.MinInterval) and calls Writer.Flush at the end and on
-// interruption. Validate checks a file against the embedded JSON Schema and
-// the rules it cannot express; ReadFile and Decode validate as they read.
+// The reports tree is four packages under one roof, each with its own
+// reason to change:
 //
-// Render draws Figures (gonum/plot, PNG and SVG) and writes report.md and a
-// self-contained report.html into a directory; `stampede report` and the
-// end of `stampede run` call it. Gate compares current runs with baseline
-// runs metric by metric (Metrics is the catalogue) and returns a
-// GateReport, whose Err is a *RegressionError when the gate fails; input
-// that cannot be compared is an *UnusableInputError. Sweep runs a scenario
-// at several node counts through a SweepRunner the command layer supplies
-// (built on the harness, which this package does not import),
-// BuildCapacity fits every cost against the node count and RenderCapacity
-// writes capacity.md, capacity.html and the capacity plots.
+//   - reports/results is the results schema (results.json, SCHEMA.md,
+//     schema.json), its incremental Writer, the well-known series names
+//     and the catalogue of comparable metrics. It is the contract between
+//     the harness, which fills it, and everything else here.
+//   - reports (this package) draws and writes documents from results.
+//   - reports/gate compares current runs with baseline runs.
+//   - reports/capacity sweeps node counts and fits how each cost grows.
 //
-// Nothing here starts goroutines that outlive a call; the only state is a
-// Writer's, guarded by its mutex. The package imports only scenarios from
-// this module.
+// reports/internal holds what they share without belonging to any of
+// them: number formatting, the format-independent document, atomic file
+// writes, two statistics and the tests' fixtures.
+//
+// Nothing here starts goroutines that outlive a call. The whole tree
+// imports only scenarios from this module; results imports nothing else
+// of the tree but its internal packages, so the harness depends on the
+// schema without depending on rendering.
 package reports

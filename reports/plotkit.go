@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"image/color"
 	"math"
-	"strconv"
-	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/stampede-sim/stampede/reports/internal/format"
+	"github.com/stampede-sim/stampede/reports/internal/stats"
 )
 
 // This file holds the plotting building blocks: colours, gap-aware lines and
@@ -207,7 +208,7 @@ func typicalStep(x []float64) float64 {
 	if len(d) == 0 {
 		return math.Inf(1)
 	}
-	return median(d)
+	return stats.Median(d)
 }
 
 // addLine draws y over x with gaps where values are missing; it adds a
@@ -391,7 +392,7 @@ func (countTicks) Ticks(lo, hi float64) []plot.Tick {
 	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
 	for i := range ticks {
 		if ticks[i].Label != "" {
-			ticks[i].Label = formatCount(ticks[i].Value)
+			ticks[i].Label = format.Count(ticks[i].Value)
 		}
 	}
 	return ticks
@@ -422,36 +423,14 @@ func formatSeconds(v float64) string {
 	case v == 0:
 		return "0"
 	case a < 1e-3:
-		return trimFloat(v*1e6) + "µs"
+		return format.TrimFloat(v*1e6) + "µs"
 	case a < 1:
-		return trimFloat(v*1e3) + "ms"
+		return format.TrimFloat(v*1e3) + "ms"
 	case a < 120:
-		return trimFloat(v) + "s"
+		return format.TrimFloat(v) + "s"
 	default:
-		return trimFloat(v/60) + "min"
+		return format.TrimFloat(v/60) + "min"
 	}
-}
-
-func trimFloat(v float64) string {
-	if math.Abs(v) >= 100 {
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	}
-	s := strconv.FormatFloat(v, 'f', 2, 64)
-	s = strings.TrimRight(s, "0")
-	return strings.TrimSuffix(s, ".")
-}
-
-// byteUnit picks a unit for byte values up to maxV.
-func byteUnit(maxV float64) (string, float64) {
-	switch {
-	case maxV >= 1<<30:
-		return "GiB", 1 << 30
-	case maxV >= 1<<20:
-		return "MiB", 1 << 20
-	case maxV >= 1<<10:
-		return "KiB", 1 << 10
-	}
-	return "B", 1
 }
 
 // scaled returns v divided by div (a copy).

@@ -5,13 +5,15 @@ import (
 	"image/color"
 	"math"
 	"sort"
-	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/stampede-sim/stampede/reports/internal/format"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 // Figures builds every figure of a report: per mode (API latency, CPU and
@@ -19,7 +21,7 @@ import (
 // kvstore and xDS latency where measured) and across modes (the same
 // series overlaid, and bar charts of the summaries). Modes without samples
 // get no per-mode figures; the report says why.
-func Figures(r *Results) []*Figure {
+func Figures(r *results.Results) []*Figure {
 	var out []*Figure
 	for i := range r.Modes {
 		out = append(out, modeFigures(r, &r.Modes[i])...)
@@ -29,7 +31,7 @@ func Figures(r *Results) []*Figure {
 }
 
 // Caption is the line that says what a figure measured.
-func Caption(r *Results) string {
+func Caption(r *results.Results) string {
 	parts := []string{"scenario " + r.Run.Scenario}
 	if r.Run.Nodes > 0 {
 		parts = append(parts, fmt.Sprintf("%d nodes", r.Run.Nodes))
@@ -53,7 +55,7 @@ func Caption(r *Results) string {
 }
 
 // column returns a series' values, or nil.
-func column(m *ModeResult, name string) []float64 {
+func column(m *results.ModeResult, name string) []float64 {
 	if m.Series == nil {
 		return nil
 	}
@@ -62,7 +64,7 @@ func column(m *ModeResult, name string) []float64 {
 
 // markers are the steps that changed the cluster, as offsets into the
 // mode's series.
-func markers(m *ModeResult, offset float64) []eventMarker {
+func markers(m *results.ModeResult, offset float64) []eventMarker {
 	if m.Series == nil {
 		return nil
 	}
@@ -88,7 +90,7 @@ func addMarkers(p *plot.Plot, ms []eventMarker) {
 
 // relabelOffset is the time of the mode's first relabel in its series (0
 // when it has none).
-func relabelOffset(m *ModeResult) (float64, bool) {
+func relabelOffset(m *results.ModeResult) (float64, bool) {
 	if m.Series == nil {
 		return 0, false
 	}
@@ -120,13 +122,13 @@ func processOrder(names []string) {
 
 // processSeries groups base{process=...} columns by process, summing the
 // agent shards (agents-<i>) into "agents" (a gap if any shard is missing).
-func processSeries(m *ModeResult, base string) (map[string][]float64, []string) {
+func processSeries(m *results.ModeResult, base string) (map[string][]float64, []string) {
 	out := map[string][]float64{}
 	if m.Series == nil {
 		return out, nil
 	}
 	for _, name := range m.Series.Names() {
-		b, labels, err := ParseSeriesName(name)
+		b, labels, err := results.ParseSeriesName(name)
 		if err != nil || b != base || len(labels) != 1 || labels[0].Name != "process" {
 			continue
 		}
@@ -167,192 +169,6 @@ func processColor(p string, i int) color.Color {
 	return colorAt(i + 8)
 }
 
-func modeFigures(r *Results, m *ModeResult) []*Figure {
-	if m.Series.Len() == 0 {
-		return nil
-	}
-	mode := string(m.Mode)
-	caption := Caption(r)
-	x := m.Series.T
-	ms := markers(m, 0)
-	var figs []*Figure
-
-	// API latency, log scale.
-	{
-		p := newPlot(mode+": API server latency per second (probe)", xSinceStart, "latency (log scale)")
-		drawn := false
-		drawn = addLine(p, "max", x, column(m, SeriesAPILatencyMax), true, color.Gray{Y: 150}, vg.Points(1), []vg.Length{vg.Points(3), vg.Points(2)}) || drawn
-		drawn = addLine(p, "p99", x, column(m, SeriesAPILatencyP99), true, palette[3], vg.Points(1.8), nil) || drawn
-		drawn = addLine(p, "p50", x, column(m, SeriesAPILatencyP50), true, palette[0], vg.Points(1.5), nil) || drawn
-		drawn = addLine(p, "p99 (server's own histogram)", x, column(m, SeriesServerLatencyP99), true, palette[2], vg.Points(1.2), []vg.Length{vg.Points(1), vg.Points(2)}) || drawn
-		if drawn {
-			addMarkers(p, ms)
-			setLogY(p, formatSeconds)
-			figs = append(figs, &Figure{Caption: caption, Name: mode + "-api-latency", Title: mode + ": API server latency (p50/p99/max per second, log scale)", Mode: mode, rows: [][]*plot.Plot{{p}}})
-		}
-	}
-
-	// CPU and memory per process.
-	{
-		cpu, cpuNames := processSeries(m, SeriesCPU)
-		rss, rssNames := processSeries(m, SeriesRSS)
-		if len(cpuNames) > 0 || len(rssNames) > 0 {
-			pc := newPlot(mode+": CPU per process", xSinceStart, "CPU (cores)")
-			drawnC, drawnM := false, false
-			for i, n := range cpuNames {
-				drawnC = addLine(pc, processLabel(n), x, cpu[n], false, processColor(n, i), vg.Points(1.5), nil) || drawnC
-			}
-			linearY(pc)
-			addMarkers(pc, ms)
-			var maxRSS float64
-			for _, n := range rssNames {
-				maxRSS = math.Max(maxRSS, nanZero(colMax(rss[n])))
-			}
-			unit, div := byteUnit(maxRSS)
-			pm := newPlot(mode+": resident memory per process", xSinceStart, "RSS ("+unit+")")
-			for i, n := range rssNames {
-				drawnM = addLine(pm, processLabel(n), x, scaled(rss[n], div), false, processColor(n, i), vg.Points(1.5), nil) || drawnM
-			}
-			linearY(pm)
-			addMarkers(pm, ms)
-			noSamples(pc, x, drawnC)
-			noSamples(pm, x, drawnM)
-			if drawnC || drawnM {
-				figs = append(figs, &Figure{Caption: caption, Name: mode + "-cpu-memory", Title: mode + ": CPU and memory per process", Mode: mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch})
-			}
-		}
-	}
-
-	// Per-agent cost: mean with a min-max band across shards.
-	{
-		mean, lo, hi := column(m, SeriesAgentsCPUMean), column(m, SeriesAgentsCPUMin), column(m, SeriesAgentsCPUMax)
-		rmean, rlo, rhi := column(m, SeriesAgentsRSSMean), column(m, SeriesAgentsRSSMin), column(m, SeriesAgentsRSSMax)
-		if mean != nil || rmean != nil {
-			c := processColors["agents"]
-			pc := newPlot(mode+": CPU per agent", xSinceStart, "CPU per agent (% of one core)")
-			if lo != nil && hi != nil {
-				addBand(pc, "min-max across shards", x, scaled(lo, 0.01), scaled(hi, 0.01), c)
-			}
-			drawnC := addLine(pc, "mean", x, scaled(mean, 0.01), false, c, vg.Points(1.5), nil)
-			linearY(pc)
-			addMarkers(pc, ms)
-			unit, div := byteUnit(nanZero(colMax(rhi, rmean)))
-			pm := newPlot(mode+": memory per agent", xSinceStart, "RSS per agent ("+unit+")")
-			if rlo != nil && rhi != nil {
-				addBand(pm, "min-max across shards", x, scaled(rlo, div), scaled(rhi, div), c)
-			}
-			drawnM := addLine(pm, "mean", x, scaled(rmean, div), false, c, vg.Points(1.5), nil)
-			linearY(pm)
-			addMarkers(pm, ms)
-			noSamples(pc, x, drawnC)
-			noSamples(pm, x, drawnM)
-			if drawnC || drawnM {
-				figs = append(figs, &Figure{Caption: caption, Name: mode + "-agents", Title: mode + ": CPU and memory per agent (mean, min-max band across shards)", Mode: mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch})
-			}
-		}
-	}
-
-	// Watch traffic.
-	{
-		ev, by := column(m, SeriesWatchEventsRate), column(m, SeriesWatchBytesRate)
-		if ev != nil || by != nil {
-			pe := newPlot(mode+": watch events delivered", xSinceStart, "events/s")
-			drawnE := addLine(pe, "", x, ev, false, palette[0], vg.Points(1.5), nil)
-			linearY(pe)
-			addMarkers(pe, ms)
-			unit, div := byteUnit(nanZero(colMax(by)))
-			pb := newPlot(mode+": watch bytes delivered", xSinceStart, unit+"/s")
-			drawnB := addLine(pb, "", x, scaled(by, div), false, palette[1], vg.Points(1.5), nil)
-			linearY(pb)
-			addMarkers(pb, ms)
-			noSamples(pe, x, drawnE)
-			noSamples(pb, x, drawnB)
-			if drawnE || drawnB {
-				figs = append(figs, &Figure{Caption: caption, Name: mode + "-watch", Title: mode + ": watch events/s and bytes/s delivered", Mode: mode, rows: [][]*plot.Plot{{pe, pb}}, width: 12 * vg.Inch})
-			}
-		}
-	}
-
-	// API writes by type and the identities that exist.
-	{
-		pw := newPlot(mode+": API writes by type", xSinceStart, "writes/s")
-		drawnW := false
-		i := 0
-		for _, name := range m.Series.Names() {
-			b, labels, err := ParseSeriesName(name)
-			if err != nil || b != SeriesAPIWritesRate || len(labels) == 0 {
-				continue
-			}
-			drawnW = addLine(pw, labels[0].Value, x, m.Series.Values[name], false, colorAt(i), vg.Points(1.4), nil) || drawnW
-			i++
-		}
-		linearY(pw)
-		addMarkers(pw, ms)
-		pi := newPlot(mode+": identities", xSinceStart, "identities")
-		drawnI := addLine(pi, "existing", x, column(m, SeriesIdentities), false, palette[4], vg.Points(1.5), nil)
-		linearY(pi)
-		addMarkers(pi, ms)
-		noSamples(pw, x, drawnW)
-		noSamples(pi, x, drawnI)
-		if drawnW || drawnI {
-			figs = append(figs, &Figure{Caption: caption, Name: mode + "-writes", Title: mode + ": API writes per second by type, and identities", Mode: mode, rows: [][]*plot.Plot{{pw, pi}}, width: 12 * vg.Inch})
-		}
-	}
-
-	// kvstore and xDS latency: p99 solid, p50 dashed, the harness's own
-	// kvstore probe dotted.
-	type latSeries struct {
-		base, legend string
-		dashes       []vg.Length
-	}
-	dashed := []vg.Length{vg.Points(4), vg.Points(2)}
-	dotted := []vg.Length{vg.Points(1), vg.Points(2)}
-	for _, lat := range []struct {
-		name, title string
-		series      []latSeries
-	}{
-		{"kvstore-latency", "kvstore latency p99 per second, by operation", []latSeries{
-			{SeriesKVStoreLatencyP99, "agents", nil},
-			{"kvstore.probe.latency.p99", "harness probe", dotted},
-		}},
-		{"xds-latency", "xDS push latency (change to ACK)", []latSeries{
-			{SeriesXDSPushLatencyP99, "p99", nil},
-			{SeriesXDSPushLatencyP50, "p50", dashed},
-		}},
-	} {
-		p := newPlot(mode+": "+lat.title, xSinceStart, "latency (log scale)")
-		drawn := false
-		colors := map[string]color.Color{}
-		for _, ls := range lat.series {
-			for _, name := range m.Series.Names() {
-				b, labels, err := ParseSeriesName(name)
-				if err != nil || b != ls.base {
-					continue
-				}
-				legend := ls.legend
-				key := ""
-				for _, l := range labels {
-					legend += " " + l.Value
-					key += l.Value
-				}
-				// One colour per operation across p50, p99 and probe.
-				c, ok := colors[key]
-				if !ok {
-					c = opColor(key, len(colors))
-					colors[key] = c
-				}
-				drawn = addLine(p, legend, x, m.Series.Values[name], true, c, vg.Points(1.5), ls.dashes) || drawn
-			}
-		}
-		if drawn {
-			addMarkers(p, ms)
-			setLogY(p, formatSeconds)
-			figs = append(figs, &Figure{Caption: caption, Name: mode + "-" + lat.name, Title: mode + ": " + lat.title + " (log scale)", Mode: mode, rows: [][]*plot.Plot{{p}}})
-		}
-	}
-	return figs
-}
-
 var opColors = map[string]color.RGBA{
 	"get": palette[0], "put": palette[3], "txn": palette[2], "lock": palette[4], "unlock": palette[6],
 	"create": palette[5], "delete": palette[7], "": palette[0],
@@ -373,8 +189,8 @@ func nanZero(v float64) float64 {
 }
 
 // comparedModes are the modes that have samples.
-func comparedModes(r *Results) []*ModeResult {
-	var out []*ModeResult
+func comparedModes(r *results.Results) []*results.ModeResult {
+	var out []*results.ModeResult
 	for i := range r.Modes {
 		if r.Modes[i].Series.Len() > 0 {
 			out = append(out, &r.Modes[i])
@@ -383,7 +199,7 @@ func comparedModes(r *Results) []*ModeResult {
 	return out
 }
 
-func compareFigures(r *Results) []*Figure {
+func compareFigures(r *results.Results) []*Figure {
 	modes := comparedModes(r)
 	var figs []*Figure
 	caption := Caption(r)
@@ -399,14 +215,14 @@ func compareFigures(r *Results) []*Figure {
 		if !aligned {
 			xLabel = xSinceStart
 		}
-		xOf := func(m *ModeResult) []float64 {
+		xOf := func(m *results.ModeResult) []float64 {
 			off := 0.0
 			if aligned {
 				off, _ = relabelOffset(m)
 			}
 			return shift(m.Series.T, off)
 		}
-		overlay := func(title, yLabel string, logY bool, yOf func(m *ModeResult) []float64) *plot.Plot {
+		overlay := func(title, yLabel string, logY bool, yOf func(m *results.ModeResult) []float64) *plot.Plot {
 			p := newPlot(title, xLabel, yLabel)
 			for _, m := range modes {
 				addLine(p, string(m.Mode), xOf(m), yOf(m), logY, modeColor(string(m.Mode)), vg.Points(1.6), nil)
@@ -422,38 +238,40 @@ func compareFigures(r *Results) []*Figure {
 			return p
 		}
 		lat := overlay("API server latency p99 per second (probe), all modes", "p99 latency (log scale)", true,
-			func(m *ModeResult) []float64 { return column(m, SeriesAPILatencyP99) })
+			func(m *results.ModeResult) []float64 { return column(m, results.SeriesAPILatencyP99) })
 		figs = append(figs, &Figure{Caption: caption, Name: "compare-api-latency", Title: "API server latency p99 per second, all modes (log scale)", rows: [][]*plot.Plot{{lat}}})
 
 		apiCPU := overlay("API server CPU, all modes", "CPU (cores)", false,
-			func(m *ModeResult) []float64 { return column(m, SeriesName(SeriesCPU, "process", "apiserver")) })
+			func(m *results.ModeResult) []float64 {
+				return column(m, results.SeriesName(results.SeriesCPU, "process", "apiserver"))
+			})
 		var maxAPIRSS, maxAgentRSS float64
 		for _, m := range modes {
-			maxAPIRSS = math.Max(maxAPIRSS, nanZero(colMax(column(m, SeriesName(SeriesRSS, "process", "apiserver")))))
-			maxAgentRSS = math.Max(maxAgentRSS, nanZero(colMax(column(m, SeriesAgentsRSSMean))))
+			maxAPIRSS = math.Max(maxAPIRSS, nanZero(colMax(column(m, results.SeriesName(results.SeriesRSS, "process", "apiserver")))))
+			maxAgentRSS = math.Max(maxAgentRSS, nanZero(colMax(column(m, results.SeriesAgentsRSSMean))))
 		}
-		apiUnit, apiDiv := byteUnit(maxAPIRSS)
+		apiUnit, apiDiv := format.ByteUnit(maxAPIRSS)
 		apiRSS := overlay("API server memory, all modes", "RSS ("+apiUnit+")", false,
-			func(m *ModeResult) []float64 {
-				return scaled(column(m, SeriesName(SeriesRSS, "process", "apiserver")), apiDiv)
+			func(m *results.ModeResult) []float64 {
+				return scaled(column(m, results.SeriesName(results.SeriesRSS, "process", "apiserver")), apiDiv)
 			})
 		agentCPU := overlay("CPU per agent (mean across shards), all modes", "CPU per agent (% of one core)", false,
-			func(m *ModeResult) []float64 { return scaled(column(m, SeriesAgentsCPUMean), 0.01) })
-		agUnit, agDiv := byteUnit(maxAgentRSS)
+			func(m *results.ModeResult) []float64 { return scaled(column(m, results.SeriesAgentsCPUMean), 0.01) })
+		agUnit, agDiv := format.ByteUnit(maxAgentRSS)
 		agentRSS := overlay("memory per agent (mean across shards), all modes", "RSS per agent ("+agUnit+")", false,
-			func(m *ModeResult) []float64 { return scaled(column(m, SeriesAgentsRSSMean), agDiv) })
+			func(m *results.ModeResult) []float64 { return scaled(column(m, results.SeriesAgentsRSSMean), agDiv) })
 		figs = append(figs, &Figure{Caption: caption, Name: "compare-resources", Title: "CPU and memory of the API server and per agent, all modes",
 			rows: [][]*plot.Plot{{apiCPU, apiRSS}, {agentCPU, agentRSS}}, width: 12 * vg.Inch, panelRow: 4 * vg.Inch})
 
 		ev := overlay("watch events delivered, all modes", "events/s", false,
-			func(m *ModeResult) []float64 { return column(m, SeriesWatchEventsRate) })
+			func(m *results.ModeResult) []float64 { return column(m, results.SeriesWatchEventsRate) })
 		var maxBytes float64
 		for _, m := range modes {
-			maxBytes = math.Max(maxBytes, nanZero(colMax(column(m, SeriesWatchBytesRate))))
+			maxBytes = math.Max(maxBytes, nanZero(colMax(column(m, results.SeriesWatchBytesRate))))
 		}
-		bu, bd := byteUnit(maxBytes)
+		bu, bd := format.ByteUnit(maxBytes)
 		by := overlay("watch bytes delivered, all modes", bu+"/s", false,
-			func(m *ModeResult) []float64 { return scaled(column(m, SeriesWatchBytesRate), bd) })
+			func(m *results.ModeResult) []float64 { return scaled(column(m, results.SeriesWatchBytesRate), bd) })
 		figs = append(figs, &Figure{Caption: caption, Name: "compare-watch", Title: "watch events/s and bytes/s, all modes", rows: [][]*plot.Plot{{ev, by}}, width: 12 * vg.Inch})
 	}
 	if bars := summaryBars(r); bars != nil {
@@ -508,45 +326,45 @@ func shift(v []float64, off float64) []float64 {
 type summaryMetric struct {
 	title, unit string
 	format      func(float64) string
-	value       func(*ModeResult) float64 // NaN: not measured
+	value       func(*results.ModeResult) float64 // NaN: not measured
 }
 
 func summaryMetrics() []summaryMetric {
 	return []summaryMetric{
-		{"API latency p99 (probe, whole mode)", "seconds", formatSeconds, func(m *ModeResult) float64 { return apiP99(m.Summary) }},
-		{"API server CPU", "CPU-seconds", formatCount, func(m *ModeResult) float64 { return processCPU(m.Summary, "apiserver") }},
-		{"peak CPU per agent (mean across shards)", "% of one core", formatCount, func(m *ModeResult) float64 {
+		{"API latency p99 (probe, whole mode)", "seconds", formatSeconds, func(m *results.ModeResult) float64 { return apiP99(m.Summary) }},
+		{"API server CPU", "CPU-seconds", format.Count, func(m *results.ModeResult) float64 { return results.ProcessCPU(m.Summary, "apiserver") }},
+		{"peak CPU per agent (mean across shards)", "% of one core", format.Count, func(m *results.ModeResult) float64 {
 			if m.Summary == nil || m.Summary.Agents == nil {
 				return math.NaN()
 			}
 			return m.Summary.Agents.PeakCPU.Mean * 100
 		}},
-		{"peak memory per agent (mean across shards)", "MiB", formatCount, func(m *ModeResult) float64 {
+		{"peak memory per agent (mean across shards)", "MiB", format.Count, func(m *results.ModeResult) float64 {
 			if m.Summary == nil || m.Summary.Agents == nil {
 				return math.NaN()
 			}
 			return m.Summary.Agents.PeakRSS.Mean / (1 << 20)
 		}},
-		{"watch events delivered", "events", formatCount, func(m *ModeResult) float64 {
+		{"watch events delivered", "events", format.Count, func(m *results.ModeResult) float64 {
 			if m.Summary == nil || m.Summary.Watch == nil {
 				return math.NaN()
 			}
 			return float64(m.Summary.Watch.Events)
 		}},
-		{"watch bytes delivered", "MiB", formatCount, func(m *ModeResult) float64 {
+		{"watch bytes delivered", "MiB", format.Count, func(m *results.ModeResult) float64 {
 			if m.Summary == nil || m.Summary.Watch == nil {
 				return math.NaN()
 			}
 			return float64(m.Summary.Watch.Bytes) / (1 << 20)
 		}},
-		{"time to converge after relabel (max over agents)", "seconds", formatSeconds, func(m *ModeResult) float64 {
-			c := relabelConvergence(m.Summary)
+		{"time to converge after relabel (max over agents)", "seconds", formatSeconds, func(m *results.ModeResult) float64 {
+			c := results.RelabelConvergence(m.Summary)
 			if c == nil {
 				return math.NaN()
 			}
 			return c.Max
 		}},
-		{"duplicate identities", "identities", formatCount, func(m *ModeResult) float64 {
+		{"duplicate identities", "identities", format.Count, func(m *results.ModeResult) float64 {
 			if m.Summary == nil || m.Summary.Identities == nil {
 				return math.NaN()
 			}
@@ -557,8 +375,8 @@ func summaryMetrics() []summaryMetric {
 
 // summaryBars is a grid of bar charts, one per summary metric, one bar per
 // mode that has a summary.
-func summaryBars(r *Results) *Figure {
-	var modes []*ModeResult
+func summaryBars(r *results.Results) *Figure {
+	var modes []*results.ModeResult
 	for i := range r.Modes {
 		if r.Modes[i].Summary != nil {
 			modes = append(modes, &r.Modes[i])
@@ -570,7 +388,7 @@ func summaryBars(r *Results) *Figure {
 	names := make([]string, len(modes))
 	for i, m := range modes {
 		names[i] = string(m.Mode)
-		if m.Status != StatusOK {
+		if m.Status != results.StatusOK {
 			names[i] += " (" + string(m.Status) + ")"
 		}
 	}
@@ -627,68 +445,18 @@ func summaryBars(r *Results) *Figure {
 	return &Figure{Caption: Caption(r), Name: "compare-summary", Title: "summary per mode (bar charts)", rows: rows, width: 14 * vg.Inch, panelRow: 3.6 * vg.Inch}
 }
 
-// formatCount writes a count or amount compactly (12.3k, 4.5M).
-func formatCount(v float64) string {
-	a := math.Abs(v)
-	switch {
-	case a > 0 && a < 0.01:
-		return strconv.FormatFloat(v, 'g', 2, 64)
-	case a >= 1e9:
-		return trimFloat(v/1e9) + "G"
-	case a >= 1e6:
-		return trimFloat(v/1e6) + "M"
-	case a >= 1e4:
-		return trimFloat(v/1e3) + "k"
-	}
-	return trimFloat(v)
-}
-
 // apiP99 is the p99 over all probe requests ("*"), NaN if unknown.
-func apiP99(s *Summary) float64 {
-	if l := findLatency(s.apiLatency(), "*", "*"); l != nil {
+func apiP99(s *results.Summary) float64 {
+	if l := results.FindLatency(apiLatency(s), "*", "*"); l != nil {
 		return l.P99
 	}
 	return math.NaN()
 }
 
-func (s *Summary) apiLatency() []LatencySummary {
+// apiLatency is s's probe latencies; s may be nil.
+func apiLatency(s *results.Summary) []results.LatencySummary {
 	if s == nil {
 		return nil
 	}
 	return s.APILatency
-}
-
-func findLatency(ls []LatencySummary, verb, resource string) *LatencySummary {
-	for i := range ls {
-		if ls[i].Verb == verb && ls[i].Resource == resource {
-			return &ls[i]
-		}
-	}
-	return nil
-}
-
-func processCPU(s *Summary, name string) float64 {
-	if s == nil {
-		return math.NaN()
-	}
-	for _, p := range s.Processes {
-		if p.Name == name {
-			return p.CPUSeconds
-		}
-	}
-	return math.NaN()
-}
-
-// relabelConvergence is the convergence entry of the first relabel (nil
-// when there is none).
-func relabelConvergence(s *Summary) *ConvergenceSummary {
-	if s == nil {
-		return nil
-	}
-	for i := range s.Convergence {
-		if s.Convergence[i].Trigger == "relabel" {
-			return &s.Convergence[i]
-		}
-	}
-	return nil
 }

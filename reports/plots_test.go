@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stampede-sim/stampede/reports/internal/fixture"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -16,7 +18,7 @@ import (
 // fixture, and of degenerate input, in PNG and SVG. Set
 // STAMPEDE_PLOTS_DIR to keep the images for a look.
 func TestFiguresRender(t *testing.T) {
-	empty := fixtureResults(t)
+	empty := fixture.Full(t)
 	for i := range empty.Modes {
 		m := &empty.Modes[i]
 		// Every sample missing, zeros on a log axis, one sample only.
@@ -44,18 +46,18 @@ func TestFiguresRender(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		r    *Results
+		r    *results.Results
 		want []string
 	}{
-		{name: "full", r: fixtureResults(t), want: []string{
+		{name: "full", r: fixture.Full(t), want: []string{
 			"crd-api-latency", "crd-cpu-memory", "crd-agents", "crd-watch", "crd-writes",
 			"kvstore-kvstore-latency", "xds-xds-latency",
 			"compare-api-latency", "compare-resources", "compare-watch", "compare-summary",
 		}},
-		{name: "partial", r: partialResults(t), want: []string{"crd-api-latency", "ces-api-latency", "compare-api-latency", "compare-summary"}},
+		{name: "partial", r: fixture.Partial(t), want: []string{"crd-api-latency", "ces-api-latency", "compare-api-latency", "compare-summary"}},
 		{name: "degenerate", r: empty},
-		{name: "nothing", r: &Results{SchemaVersion: SchemaVersion, Run: Run{Scenario: "x", Started: time.Unix(0, 0)},
-			Modes: []ModeResult{{Mode: scenarios.ModeCRD, Status: StatusSkipped, Reason: "no"}}}},
+		{name: "nothing", r: &results.Results{SchemaVersion: results.SchemaVersion, Run: results.Run{Scenario: "x", Started: time.Unix(0, 0)},
+			Modes: []results.ModeResult{{Mode: scenarios.ModeCRD, Status: results.StatusSkipped, Reason: "no"}}}},
 	}
 	keep := os.Getenv("STAMPEDE_PLOTS_DIR")
 	for _, tt := range tests {

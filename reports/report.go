@@ -11,6 +11,11 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/stampede-sim/stampede/reports/internal/atomicfile"
+	"github.com/stampede-sim/stampede/reports/internal/document"
+	"github.com/stampede-sim/stampede/reports/internal/format"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 // RenderConfig configures Render.
@@ -57,7 +62,7 @@ type Rendered struct {
 // into cfg.Dir. Partial results render too: what was not measured is
 // reported as missing. A figure that cannot be drawn does not stop the
 // report; it is listed in Rendered.FigureErrors.
-func Render(ctx context.Context, cfg RenderConfig, r *Results) (*Rendered, error) {
+func Render(ctx context.Context, cfg RenderConfig, r *results.Results) (*Rendered, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -91,11 +96,11 @@ func Render(ctx context.Context, cfg RenderConfig, r *Results) (*Rendered, error
 	}
 	doc := buildDocument(r, drawn, failed)
 	out.Markdown = filepath.Join(cfg.Dir, "report.md")
-	if err := writeFileAtomic(out.Markdown, []byte(doc.markdown())); err != nil {
+	if err := atomicfile.Write(out.Markdown, []byte(doc.Markdown())); err != nil {
 		return nil, fmt.Errorf("render: %w", err)
 	}
 	out.HTML = filepath.Join(cfg.Dir, "report.html")
-	if err := writeFileAtomic(out.HTML, []byte(doc.htmlPage(pngs))); err != nil {
+	if err := atomicfile.Write(out.HTML, []byte(doc.HTMLPage(pngs))); err != nil {
 		return nil, fmt.Errorf("render: %w", err)
 	}
 	cfg.Log.Info("report written", "markdown", out.Markdown, "html", out.HTML, "plots", len(out.Plots))
@@ -103,37 +108,37 @@ func Render(ctx context.Context, cfg RenderConfig, r *Results) (*Rendered, error
 }
 
 // buildDocument is the report's content.
-func buildDocument(r *Results, figs []*Figure, failed map[string]error) *document {
-	d := &document{title: "Stampede report: " + r.Run.Scenario}
-	d.p("%s", Caption(r))
+func buildDocument(r *results.Results, figs []*Figure, failed map[string]error) *document.Document {
+	d := &document.Document{Title: "Stampede report: " + r.Run.Scenario}
+	d.P("%s", Caption(r))
 	if r.Run.Complete {
-		d.p("The run is **complete**.")
+		d.P("The run is **complete**.")
 	} else {
 		reason := r.Run.IncompleteReason
 		if reason == "" {
 			reason = "the run has not finished (or was killed before it could say why)"
 		}
-		d.p("**INCOMPLETE RUN**: %s. Figures and tables show what was measured until then.", reason)
+		d.P("**INCOMPLETE RUN**: %s. Figures and tables show what was measured until then.", reason)
 	}
 
 	environment(d, r)
 
-	d.h(2, "Summary")
-	d.p("Latencies are from the harness's constant-rate probe unless marked server-side; convergence is measured from the start of the relabel; \"-\" means not measured in that mode or on that backend.")
+	d.H(2, "Summary")
+	d.P("Latencies are from the harness's constant-rate probe unless marked server-side; convergence is measured from the start of the relabel; \"-\" means not measured in that mode or on that backend.")
 	latencyTable(d, r)
 	costTable(d, r)
 
-	d.h(2, "What did not run")
+	d.H(2, "What did not run")
 	var notRun []string
 	for _, m := range r.Modes {
 		switch m.Status {
-		case StatusOK, StatusRunning:
+		case results.StatusOK, results.StatusRunning:
 			continue
 		}
 		reason := m.Reason
 		switch {
 		case reason != "":
-		case m.Status == StatusPending:
+		case m.Status == results.StatusPending:
 			reason = "not reached"
 		default:
 			reason = "no reason recorded"
@@ -141,15 +146,15 @@ func buildDocument(r *Results, figs []*Figure, failed map[string]error) *documen
 		notRun = append(notRun, fmt.Sprintf("`%s`: %s: %s", m.Mode, m.Status, reason))
 	}
 	if len(notRun) == 0 {
-		d.p("Every mode ran to the end of its timeline.")
+		d.P("Every mode ran to the end of its timeline.")
 	} else {
-		d.list(notRun...)
+		d.List(notRun...)
 	}
 
-	d.h(2, "SLO verdicts")
+	d.H(2, "SLO verdicts")
 	sloTable(d, r)
 
-	d.h(2, "Probe and harness")
+	d.H(2, "Probe and harness")
 	probeTable(d, r)
 
 	byMode := map[string][]*Figure{}
@@ -168,27 +173,27 @@ func buildDocument(r *Results, figs []*Figure, failed map[string]error) *documen
 	sort.Strings(failedNames)
 
 	if len(across) > 0 {
-		d.h(2, "Across modes")
+		d.H(2, "Across modes")
 		for _, f := range across {
-			d.img(f.Name, f.Title)
+			d.Img(f.Name, f.Title)
 		}
 	}
 	for i := range r.Modes {
 		modeSection(d, r, &r.Modes[i], byMode[string(r.Modes[i].Mode)])
 	}
 	if len(failedNames) > 0 {
-		d.h(2, "Figures that could not be drawn")
+		d.H(2, "Figures that could not be drawn")
 		var items []string
 		for _, n := range failedNames {
 			items = append(items, fmt.Sprintf("`%s`: %v", n, failed[n]))
 		}
-		d.list(items...)
+		d.List(items...)
 	}
 	return d
 }
 
-func environment(d *document, r *Results) {
-	d.h(2, "Scenario and environment")
+func environment(d *document.Document, r *results.Results) {
+	d.H(2, "Scenario and environment")
 	run := r.Run
 	rows := [][]string{{"scenario", run.Scenario}}
 	if sc := run.EffectiveScenario; sc != nil {
@@ -208,8 +213,8 @@ func environment(d *document, r *Results) {
 		}
 		rows = append(rows, []string{"modes in the scenario", strings.Join(modes, ", ")})
 		rows = append(rows, []string{"SLO limits", fmt.Sprintf("mutating p99 ≤ %s, read p99 ≤ %s, list p99 ≤ %s",
-			fmtSec(sc.SLO.MutatingP99.Seconds()), fmtSec(sc.SLO.ReadP99.Seconds()), fmtSec(sc.SLO.ListP99.Seconds()))})
-		rows = append(rows, []string{"probe", fmt.Sprintf("%s req/s, sampling every %s", sig3(sc.Measure.ProbeRate), sc.Measure.SampleInterval.Duration)})
+			format.Sec(sc.SLO.MutatingP99.Seconds()), format.Sec(sc.SLO.ReadP99.Seconds()), format.Sec(sc.SLO.ListP99.Seconds()))})
+		rows = append(rows, []string{"probe", fmt.Sprintf("%s req/s, sampling every %s", format.Sig3(sc.Measure.ProbeRate), sc.Measure.SampleInterval.Duration)})
 	} else {
 		rows = append(rows, []string{"cluster", fmt.Sprintf("%d nodes, %d pods", run.Nodes, run.Pods)})
 	}
@@ -232,7 +237,7 @@ func environment(d *document, r *Results) {
 		rows = append(rows, []string{"backend flags", "`" + strings.Join(run.Backend.Flags, " ") + "`"})
 	}
 	mach := run.Machine
-	machine := fmt.Sprintf("%d cores, %s memory, kernel %s", mach.Cores, fmtBytes(float64(mach.MemoryBytes)), mach.Kernel)
+	machine := fmt.Sprintf("%d cores, %s memory, kernel %s", mach.Cores, format.Bytes(float64(mach.MemoryBytes)), mach.Kernel)
 	if mach.OS != "" {
 		machine += ", " + mach.OS + "/" + mach.Arch
 	}
@@ -248,72 +253,62 @@ func environment(d *document, r *Results) {
 	}
 	when := run.Started.UTC().Format(time.RFC3339)
 	if run.Finished != nil {
-		when += " → " + run.Finished.UTC().Format(time.RFC3339) + " (" + fmtDuration(run.Finished.Sub(run.Started)) + ")"
+		when += " → " + run.Finished.UTC().Format(time.RFC3339) + " (" + format.Duration(run.Finished.Sub(run.Started)) + ")"
 	} else {
 		when += " → (not finished)"
 	}
 	rows = append(rows, []string{"run", when})
-	d.table([]string{"what", "value"}, rows)
+	d.Table([]string{"what", "value"}, rows)
 }
 
 // statusCell is a mode's status for the summary tables.
-func statusCell(m *ModeResult) string {
-	if m.Status == StatusOK {
+func statusCell(m *results.ModeResult) string {
+	if m.Status == results.StatusOK {
 		return "ok"
 	}
 	return "**" + string(m.Status) + "**"
 }
 
-func latencyTable(d *document, r *Results) {
+func latencyTable(d *document.Document, r *results.Results) {
 	var rows [][]string
 	for i := range r.Modes {
 		m := &r.Modes[i]
 		s := m.Summary
 		row := []string{string(m.Mode), statusCell(m)}
 		if s == nil {
-			rows = append(rows, append(row, missing, missing, missing, missing, missing, missing, missing, missing))
+			rows = append(rows, append(row, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing))
 			continue
 		}
-		all := findLatency(s.APILatency, "*", "*")
+		all := results.FindLatency(s.APILatency, "*", "*")
 		p99, maxL := math.NaN(), math.NaN()
 		if all != nil {
 			p99, maxL = all.P99, all.Max
 		}
 		server := math.NaN()
-		if l := worstP99(s.ServerLatency); l != nil {
+		if l := results.WorstP99(s.ServerLatency); l != nil {
 			server = l.P99
 		}
-		kv := missing
-		if l := worstP99(s.KVStoreLatency); l != nil {
-			kv = fmtSec(l.P99) + " (" + l.Verb + ")"
+		kv := format.Missing
+		if l := results.WorstP99(s.KVStoreLatency); l != nil {
+			kv = format.Sec(l.P99) + " (" + l.Verb + ")"
 		}
-		xds := missing
-		if l := worstP99(s.XDSPushLatency); l != nil {
-			xds = fmtSec(l.P99)
+		xds := format.Missing
+		if l := results.WorstP99(s.XDSPushLatency); l != nil {
+			xds = format.Sec(l.P99)
 		}
-		conv, convN := missing, missing
-		if c := relabelConvergence(s); c != nil {
-			conv = fmtSec(c.P50) + " / " + fmtSec(c.P99) + " / " + fmtSec(c.Max)
+		conv, convN := format.Missing, format.Missing
+		if c := results.RelabelConvergence(s); c != nil {
+			conv = format.Sec(c.P50) + " / " + format.Sec(c.P99) + " / " + format.Sec(c.Max)
 			convN = fmt.Sprintf("%d/%d", c.Converged, c.Agents)
 		}
-		rows = append(rows, append(row, fmtSec(p99), fmtSec(maxL), fmtSec(server), kv, xds, conv, convN, sloCell(s)))
+		rows = append(rows, append(row, format.Sec(p99), format.Sec(maxL), format.Sec(server), kv, xds, conv, convN, sloCell(s)))
 	}
-	d.table([]string{"mode", "status", "API p99", "API max", "server-side p99 (worst)", "kvstore p99 (worst op)", "xDS push p99", "converge after relabel p50 / p99 / max", "agents converged", "SLO"}, rows)
+	d.Table([]string{"mode", "status", "API p99", "API max", "server-side p99 (worst)", "kvstore p99 (worst op)", "xDS push p99", "converge after relabel p50 / p99 / max", "agents converged", "SLO"}, rows)
 }
 
-func worstP99(ls []LatencySummary) *LatencySummary {
-	var w *LatencySummary
-	for i := range ls {
-		if w == nil || ls[i].P99 > w.P99 {
-			w = &ls[i]
-		}
-	}
-	return w
-}
-
-func sloCell(s *Summary) string {
+func sloCell(s *results.Summary) string {
 	if len(s.SLO) == 0 {
-		return missing
+		return format.Missing
 	}
 	var failed []string
 	for _, v := range s.SLO {
@@ -327,69 +322,60 @@ func sloCell(s *Summary) string {
 	return "**FAIL**: " + strings.Join(failed, ", ")
 }
 
-func costTable(d *document, r *Results) {
+func costTable(d *document.Document, r *results.Results) {
 	var rows [][]string
 	for i := range r.Modes {
 		m := &r.Modes[i]
 		s := m.Summary
 		row := []string{string(m.Mode)}
 		if s == nil {
-			rows = append(rows, append(row, missing, missing, missing, missing, missing, missing, missing, missing, missing, missing))
+			rows = append(rows, append(row, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing, format.Missing))
 			continue
 		}
-		api := missing
-		if p := findProcess(s, "apiserver"); p != nil {
-			api = fmtFloat(p.CPUSeconds) + " CPU-s, peak " + fmtBytes(float64(p.PeakRSS))
+		api := format.Missing
+		if p := results.FindProcess(s, "apiserver"); p != nil {
+			api = format.Float(p.CPUSeconds) + " CPU-s, peak " + format.Bytes(float64(p.PeakRSS))
 		}
-		agCPU, agRSS := missing, missing
+		agCPU, agRSS := format.Missing, format.Missing
 		if a := s.Agents; a != nil {
-			agCPU = fmtCorePct(a.PeakCPU.Mean) + " / " + fmtCorePct(a.PeakCPU.Max)
-			agRSS = fmtBytes(a.PeakRSS.Mean) + " / " + fmtBytes(a.PeakRSS.Max)
+			agCPU = format.CorePct(a.PeakCPU.Mean) + " / " + format.CorePct(a.PeakCPU.Max)
+			agRSS = format.Bytes(a.PeakRSS.Mean) + " / " + format.Bytes(a.PeakRSS.Max)
 		}
-		mem := missing
+		mem := format.Missing
 		if mm := s.Memory; mm != nil {
-			mem = fmtBytes(float64(mm.PeakProcessesRSS)) + " / " + fmtBytes(float64(mm.PeakMachineUsed))
+			mem = format.Bytes(float64(mm.PeakProcessesRSS)) + " / " + format.Bytes(float64(mm.PeakMachineUsed))
 		}
-		events, bytes := missing, missing
+		events, bytes := format.Missing, format.Missing
 		if w := s.Watch; w != nil {
-			events = fmtInt(w.Events)
-			bytes = fmtBytes(float64(w.Bytes))
+			events = format.Int(w.Events)
+			bytes = format.Bytes(float64(w.Bytes))
 		}
-		writes := missing
+		writes := format.Missing
 		if s.Writes != nil {
 			n, rejected := s.WriteTotals()
-			writes = fmtInt(n)
+			writes = format.Int(n)
 			if rejected > 0 {
-				writes += " (" + fmtInt(rejected) + " rejected)"
+				writes += " (" + format.Int(rejected) + " rejected)"
 			}
 		}
-		throttle := missing
+		throttle := format.Missing
 		if t := s.Throttling; t != nil {
-			throttle = fmt.Sprintf("%s / %s (%s)", fmtInt(t.HTTP429), fmtInt(t.ClientThrottledRequests), fmtSec(t.ClientThrottledSeconds))
+			throttle = fmt.Sprintf("%s / %s (%s)", format.Int(t.HTTP429), format.Int(t.ClientThrottledRequests), format.Sec(t.ClientThrottledSeconds))
 		}
-		ids := missing
+		ids := format.Missing
 		if id := s.Identities; id != nil {
-			ids = fmtInt(id.Created) + " / " + fmtInt(id.Duplicates)
+			ids = format.Int(id.Created) + " / " + format.Int(id.Duplicates)
 		}
-		dp := missing
+		dp := format.Missing
 		if s.Datapath != nil {
-			dp = fmtInt(s.Datapath.Updates)
+			dp = format.Int(s.Datapath.Updates)
 		}
 		rows = append(rows, append(row, api, agCPU, agRSS, mem, events, bytes, writes, throttle, ids, dp))
 	}
-	d.table([]string{"mode", "API server", "peak CPU per agent (mean / max shard)", "peak RSS per agent (mean / max shard)", "peak memory: all processes / machine", "watch events", "watch bytes", "API writes", "429s / client-throttled (wait summed over agents)", "identities created / duplicates", "datapath updates"}, rows)
+	d.Table([]string{"mode", "API server", "peak CPU per agent (mean / max shard)", "peak RSS per agent (mean / max shard)", "peak memory: all processes / machine", "watch events", "watch bytes", "API writes", "429s / client-throttled (wait summed over agents)", "identities created / duplicates", "datapath updates"}, rows)
 }
 
-func findProcess(s *Summary, name string) *ProcessSummary {
-	for i := range s.Processes {
-		if s.Processes[i].Name == name {
-			return &s.Processes[i]
-		}
-	}
-	return nil
-}
-
-func sloTable(d *document, r *Results) {
+func sloTable(d *document.Document, r *results.Results) {
 	var rows [][]string
 	for _, m := range r.Modes {
 		if m.Summary == nil {
@@ -400,21 +386,21 @@ func sloTable(d *document, r *Results) {
 			if !v.Pass {
 				verdict = "**FAIL**"
 			}
-			val, lim := fmtFloat(v.Value)+" "+v.Unit, fmtFloat(v.Limit)+" "+v.Unit
+			val, lim := format.Float(v.Value)+" "+v.Unit, format.Float(v.Limit)+" "+v.Unit
 			if v.Unit == "s" {
-				val, lim = fmtSec(v.Value), fmtSec(v.Limit)
+				val, lim = format.Sec(v.Value), format.Sec(v.Limit)
 			}
 			rows = append(rows, []string{string(m.Mode), v.Name, val, lim, verdict, v.Detail})
 		}
 	}
 	if len(rows) == 0 {
-		d.p("No SLO was judged.")
+		d.P("No SLO was judged.")
 		return
 	}
-	d.table([]string{"mode", "SLO", "value", "limit", "verdict", "detail"}, rows)
+	d.Table([]string{"mode", "SLO", "value", "limit", "verdict", "detail"}, rows)
 }
 
-func probeTable(d *document, r *Results) {
+func probeTable(d *document.Document, r *results.Results) {
 	var rows [][]string
 	var warn []string
 	for _, m := range r.Modes {
@@ -422,70 +408,70 @@ func probeTable(d *document, r *Results) {
 		if s == nil || (s.Probe == nil && s.Harness == nil) {
 			continue
 		}
-		target, achieved, held := missing, missing, missing
+		target, achieved, held := format.Missing, format.Missing, format.Missing
 		if p := s.Probe; p != nil {
-			target = fmtRate(p.TargetRate, "req/s")
-			achieved = fmtRate(p.AchievedRate, "req/s")
+			target = format.Rate(p.TargetRate, "req/s")
+			achieved = format.Rate(p.AchievedRate, "req/s")
 			held = "yes"
 			if !p.HeldRate {
 				held = "**no**"
 				warn = append(warn, fmt.Sprintf("`%s`: the probe did not hold its rate (%s); its latencies understate the server's. %s", m.Mode, achieved, p.Detail))
 			}
 		}
-		hcpu, hfrac, digests := missing, missing, missing
+		hcpu, hfrac, digests := format.Missing, format.Missing, format.Missing
 		if h := s.Harness; h != nil {
-			hcpu = fmtFloat(h.CPUSeconds) + " CPU-s"
-			hfrac = sig3(h.FractionOfTotal*100) + " %"
+			hcpu = format.Float(h.CPUSeconds) + " CPU-s"
+			hfrac = format.Sig3(h.FractionOfTotal*100) + " %"
 			if h.AgentDigestSeconds > 0 {
-				digests = fmtFloat(h.AgentDigestSeconds) + " CPU-s"
+				digests = format.Float(h.AgentDigestSeconds) + " CPU-s"
 			}
 		}
 		rows = append(rows, []string{string(m.Mode), target, achieved, held, hcpu, hfrac, digests})
 	}
 	if len(rows) == 0 {
-		d.p("Not measured.")
+		d.P("Not measured.")
 		return
 	}
-	d.table([]string{"mode", "probe target", "probe achieved", "held its rate", "harness CPU", "harness share of all CPU", "agents' status digests"}, rows)
-	d.list(warn...)
+	d.Table([]string{"mode", "probe target", "probe achieved", "held its rate", "harness CPU", "harness share of all CPU", "agents' status digests"}, rows)
+	d.List(warn...)
 }
 
-func modeSection(d *document, r *Results, m *ModeResult, figs []*Figure) {
-	d.h(2, "Mode "+string(m.Mode))
+func modeSection(d *document.Document, r *results.Results, m *results.ModeResult, figs []*Figure) {
+	d.H(2, "Mode "+string(m.Mode))
 	line := "Status: " + statusCell(m)
 	if m.Reason != "" {
 		line += ": " + m.Reason
 	}
-	d.p("%s.", line)
+	d.P("%s.", line)
 	if m.Started != nil {
 		info := "Started " + m.Started.UTC().Format(time.RFC3339)
 		if m.Finished != nil {
-			info += ", took " + fmtDuration(m.Finished.Sub(*m.Started))
+			info += ", took " + format.Duration(m.Finished.Sub(*m.Started))
 		}
 		if m.Agents > 0 {
 			info += fmt.Sprintf("; %d agents in %d shard processes", m.Agents, m.Shards)
 		}
-		d.p("%s.", info)
+		d.P("%s.", info)
 	}
 	if len(m.Steps) > 0 {
 		var rows [][]string
 		for _, st := range m.Steps {
-			start := missing
+			start := format.Missing
 			if m.Started != nil {
-				start = "+" + fmtDuration(st.Start.Sub(*m.Started))
+				start = "+" + format.Duration(st.Start.Sub(*m.Started))
 			}
 			dur := "(running)"
 			if st.End != nil {
-				dur = fmtDuration(st.End.Sub(st.Start))
+				dur = format.Duration(st.End.Sub(st.Start))
 			}
 			out := st.Outcome
-			if out != OutcomeOK {
+			if out != results.OutcomeOK {
 				out = "**" + out + "**"
 			}
 			rows = append(rows, []string{fmt.Sprint(st.Index), st.Kind, start, dur, out, st.Detail})
 		}
-		d.h(3, "Timeline")
-		d.table([]string{"step", "kind", "start", "duration", "outcome", "detail"}, rows)
+		d.H(3, "Timeline")
+		d.Table([]string{"step", "kind", "start", "duration", "outcome", "detail"}, rows)
 	}
 	s := m.Summary
 	if s != nil {
@@ -496,30 +482,32 @@ func modeSection(d *document, r *Results, m *ModeResult, figs []*Figure) {
 		if len(s.Processes) > 0 {
 			var rows [][]string
 			for _, p := range s.Processes {
-				rows = append(rows, []string{p.Name, fmtFloat(p.CPUSeconds), fmtCorePct(p.PeakCPU), fmtBytes(float64(p.PeakRSS)), fmtBytes(float64(p.MeanRSS))})
+				rows = append(rows, []string{p.Name, format.Float(p.CPUSeconds), format.CorePct(p.PeakCPU), format.Bytes(float64(p.PeakRSS)), format.Bytes(float64(p.MeanRSS))})
 			}
-			d.h(3, "Processes")
-			d.table([]string{"process", "CPU-seconds", "peak CPU", "peak RSS", "mean RSS"}, rows)
+			d.H(3, "Processes")
+			d.Table([]string{"process", "CPU-seconds", "peak CPU", "peak RSS", "mean RSS"}, rows)
 		}
 		if a := s.Agents; a != nil {
-			d.h(3, "Per agent")
-			d.p("%d agents in %d shards; per agent = shard figure / agents in the shard; mean, min and max across shards.", a.Count, a.Shards)
+			d.H(3, "Per agent")
+			d.P("%d agents in %d shards; per agent = shard figure / agents in the shard; mean, min and max across shards.", a.Count, a.Shards)
 			if a.SharedFrames > 0 {
-				d.p("%.1f %% of the frames of unfiltered watches were decoded once per shard and shared by its agents, so per-agent CPU leaves out most decoding a real agent does.", 100*a.SharedFrames)
+				d.P("%.1f %% of the frames of unfiltered watches were decoded once per shard and shared by its agents, so per-agent CPU leaves out most decoding a real agent does.", 100*a.SharedFrames)
 			}
-			sp := func(v Spread, f func(float64) string) []string { return []string{f(v.Mean), f(v.Min), f(v.Max)} }
-			d.table([]string{"figure", "mean", "min", "max"}, [][]string{
-				append([]string{"CPU-seconds"}, sp(a.CPUSeconds, fmtFloat)...),
-				append([]string{"mean CPU"}, sp(a.MeanCPU, fmtCorePct)...),
-				append([]string{"peak CPU"}, sp(a.PeakCPU, fmtCorePct)...),
-				append([]string{"peak RSS"}, sp(a.PeakRSS, fmtBytes)...),
-				append([]string{"mean RSS"}, sp(a.MeanRSS, fmtBytes)...),
+			sp := func(v results.Spread, f func(float64) string) []string {
+				return []string{f(v.Mean), f(v.Min), f(v.Max)}
+			}
+			d.Table([]string{"figure", "mean", "min", "max"}, [][]string{
+				append([]string{"CPU-seconds"}, sp(a.CPUSeconds, format.Float)...),
+				append([]string{"mean CPU"}, sp(a.MeanCPU, format.CorePct)...),
+				append([]string{"peak CPU"}, sp(a.PeakCPU, format.CorePct)...),
+				append([]string{"peak RSS"}, sp(a.PeakRSS, format.Bytes)...),
+				append([]string{"mean RSS"}, sp(a.MeanRSS, format.Bytes)...),
 			})
 		}
 		var facts []string
 		if w := s.Watch; w != nil {
-			facts = append(facts, fmt.Sprintf("watch: %s events, %s delivered; peak %s events/s, %s/s%s", fmtInt(w.Events), fmtBytes(float64(w.Bytes)),
-				sig3(w.PeakEventsPerSecond), fmtBytes(w.PeakBytesPerSecond), countMapSuffix(w.EventsByResource)))
+			facts = append(facts, fmt.Sprintf("watch: %s events, %s delivered; peak %s events/s, %s/s%s", format.Int(w.Events), format.Bytes(float64(w.Bytes)),
+				format.Sig3(w.PeakEventsPerSecond), format.Bytes(w.PeakBytesPerSecond), countMapSuffix(w.EventsByResource)))
 		}
 		if len(s.Writes) > 0 {
 			facts = append(facts, "API writes:"+countMapSuffix(s.Writes))
@@ -528,41 +516,41 @@ func modeSection(d *document, r *Results, m *ModeResult, figs []*Figure) {
 			facts = append(facts, "API writes not answered with a 2xx (409 Conflict, 429 Too Many Requests, ...):"+countMapSuffix(s.WritesRejected))
 		}
 		if t := s.Throttling; t != nil {
-			facts = append(facts, fmt.Sprintf("throttling: %s responses 429, %s requests waited in client rate limiters for %s in total", fmtInt(t.HTTP429), fmtInt(t.ClientThrottledRequests), fmtSec(t.ClientThrottledSeconds)))
+			facts = append(facts, fmt.Sprintf("throttling: %s responses 429, %s requests waited in client rate limiters for %s in total", format.Int(t.HTTP429), format.Int(t.ClientThrottledRequests), format.Sec(t.ClientThrottledSeconds)))
 		}
 		for _, sc := range s.Scrapes {
 			// A hole of a few intervals is a busy moment; beyond that the
 			// component's series has gaps worth knowing about.
 			if sc.Failed > 0 || sc.MaxGapSeconds > 5 {
 				facts = append(facts, fmt.Sprintf("metrics of %s: %s scrapes answered, %s failed, up to %s without an answer (its rates have gaps there; its totals are exact)",
-					sc.Component, fmtInt(int64(sc.Answered)), fmtInt(int64(sc.Failed)), fmtSec(sc.MaxGapSeconds)))
+					sc.Component, format.Int(int64(sc.Answered)), format.Int(int64(sc.Failed)), format.Sec(sc.MaxGapSeconds)))
 			}
 		}
 		if id := s.Identities; id != nil {
-			facts = append(facts, fmt.Sprintf("identities: %s created, %s duplicates, %s at the end", fmtInt(id.Created), fmtInt(id.Duplicates), fmtInt(id.Final)))
+			facts = append(facts, fmt.Sprintf("identities: %s created, %s duplicates, %s at the end", format.Int(id.Created), format.Int(id.Duplicates), format.Int(id.Final)))
 		}
 		if dp := s.Datapath; dp != nil {
-			facts = append(facts, "datapath updates: "+fmtInt(dp.Updates)+countMapSuffix(dp.ByMap))
+			facts = append(facts, "datapath updates: "+format.Int(dp.Updates)+countMapSuffix(dp.ByMap))
 		}
 		for _, c := range s.Convergence {
-			f := fmt.Sprintf("convergence after step %d (%s): %d/%d agents, p50 %s, p99 %s, max %s", c.Step, c.Trigger, c.Converged, c.Agents, fmtSec(c.P50), fmtSec(c.P99), fmtSec(c.Max))
+			f := fmt.Sprintf("convergence after step %d (%s): %d/%d agents, p50 %s, p99 %s, max %s", c.Step, c.Trigger, c.Converged, c.Agents, format.Sec(c.P50), format.Sec(c.P99), format.Sec(c.Max))
 			if c.PolicyOverflow > 0 {
-				f += fmt.Sprintf("; %s agents refused an endpoint policy larger than the policy map (agent.policyMapMax)", fmtInt(int64(c.PolicyOverflow)))
+				f += fmt.Sprintf("; %s agents refused an endpoint policy larger than the policy map (agent.policyMapMax)", format.Int(int64(c.PolicyOverflow)))
 			}
 			facts = append(facts, f)
 		}
 		if len(facts) > 0 {
-			d.h(3, "Counts")
-			d.list(facts...)
+			d.H(3, "Counts")
+			d.List(facts...)
 		}
 	}
 	if len(figs) > 0 {
-		d.h(3, "Plots")
+		d.H(3, "Plots")
 		for _, f := range figs {
-			d.img(f.Name, f.Title)
+			d.Img(f.Name, f.Title)
 		}
 	} else if m.Series.Len() == 0 {
-		d.p("No time series were recorded for this mode.")
+		d.P("No time series were recorded for this mode.")
 	}
 }
 
@@ -577,12 +565,12 @@ func countMapSuffix(m map[string]int64) string {
 	sort.Strings(keys)
 	var parts []string
 	for _, k := range keys {
-		parts = append(parts, k+" "+fmtInt(m[k]))
+		parts = append(parts, k+" "+format.Int(m[k]))
 	}
 	return " (" + strings.Join(parts, ", ") + ")"
 }
 
-func latencySection(d *document, title string, ls []LatencySummary) {
+func latencySection(d *document.Document, title string, ls []results.LatencySummary) {
 	if len(ls) == 0 {
 		return
 	}
@@ -590,12 +578,12 @@ func latencySection(d *document, title string, ls []LatencySummary) {
 	for _, l := range ls {
 		res := l.Resource
 		if res == "" {
-			res = missing
+			res = format.Missing
 		}
-		rows = append(rows, []string{l.Verb, res, fmtSec(l.P50), fmtSec(l.P90), fmtSec(l.P99), fmtSec(l.Max), fmtInt(l.Count), fmtInt(l.Errors)})
+		rows = append(rows, []string{l.Verb, res, format.Sec(l.P50), format.Sec(l.P90), format.Sec(l.P99), format.Sec(l.Max), format.Int(l.Count), format.Int(l.Errors)})
 	}
-	d.h(3, title)
-	d.table([]string{"verb", "resource", "p50", "p90", "p99", "max", "count", "errors"}, rows)
+	d.H(3, title)
+	d.Table([]string{"verb", "resource", "p50", "p90", "p99", "max", "count", "errors"}, rows)
 }
 
 // writeFigure writes f into plotDir in each format, reusing the PNG already
@@ -612,7 +600,7 @@ func (out *Rendered) writeFigure(f *Figure, png []byte, formats []string, plotDi
 			}
 		}
 		path := filepath.Join(plotDir, f.Name+"."+format)
-		if err := writeFileAtomic(path, data); err != nil {
+		if err := atomicfile.Write(path, data); err != nil {
 			return err
 		}
 		out.Plots = append(out.Plots, path)

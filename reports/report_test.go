@@ -6,12 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stampede-sim/stampede/reports/internal/fixture"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 func TestRenderGolden(t *testing.T) {
-	for name, r := range map[string]*Results{
-		"full":    fixtureResults(t),
-		"partial": partialResults(t),
+	for name, r := range map[string]*results.Results{
+		"full":    fixture.Full(t),
+		"partial": fixture.Partial(t),
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -33,7 +36,7 @@ func TestRenderGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "report-"+name+".md", md)
+			fixture.Golden(t, "report-"+name+".md", md)
 			// Every image the Markdown links exists.
 			for _, line := range strings.Split(string(md), "\n") {
 				if i := strings.Index(line, "](plots/"); i >= 0 {
@@ -61,15 +64,15 @@ func TestRenderGolden(t *testing.T) {
 }
 
 func TestRenderConfig(t *testing.T) {
-	if _, err := Render(context.Background(), RenderConfig{}, fixtureResults(t)); err == nil {
+	if _, err := Render(context.Background(), RenderConfig{}, fixture.Full(t)); err == nil {
 		t.Error("Render without a directory succeeded")
 	}
-	if _, err := Render(context.Background(), RenderConfig{Dir: t.TempDir(), Formats: []string{"gif"}}, fixtureResults(t)); err == nil || !strings.Contains(err.Error(), "formats[0]") {
+	if _, err := Render(context.Background(), RenderConfig{Dir: t.TempDir(), Formats: []string{"gif"}}, fixture.Full(t)); err == nil || !strings.Contains(err.Error(), "formats[0]") {
 		t.Errorf("bad format: got %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := Render(ctx, RenderConfig{Dir: t.TempDir()}, fixtureResults(t)); err == nil {
+	if _, err := Render(ctx, RenderConfig{Dir: t.TempDir()}, fixture.Full(t)); err == nil {
 		t.Error("Render with a cancelled context succeeded")
 	}
 }

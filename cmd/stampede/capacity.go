@@ -14,6 +14,8 @@ import (
 
 	"github.com/stampede-sim/stampede/harness"
 	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/capacity"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -21,7 +23,7 @@ func newCapacityCmd(g *globals) *cobra.Command {
 	var (
 		scenario, api, modes, out string
 		nodes, targets            []int
-		results                   []string
+		resultFiles               []string
 		shards                    int
 	)
 	cmd := &cobra.Command{
@@ -54,10 +56,10 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 					ms = append(ms, mode)
 				}
 			}
-			var rs []*reports.Results
+			var rs []*results.Results
 			name := scenario
-			if len(results) > 0 {
-				if rs, err = reports.ReadResultsFiles(results); err != nil {
+			if len(resultFiles) > 0 {
+				if rs, err = results.ReadResultsFiles(resultFiles); err != nil {
 					return &exitError{code: 2, err: fmt.Errorf("--results: %w", err)}
 				}
 				name = strings.SplitN(rs[0].Run.Scenario, "@", 2)[0]
@@ -75,7 +77,7 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 						return &exitError{code: 2, err: err}
 					}
 				}
-				rs, err = reports.Sweep(cmd.Context(), reports.SweepConfig{
+				rs, err = capacity.Sweep(cmd.Context(), capacity.SweepConfig{
 					Scenario: sc, Nodes: nodes, Modes: ms, Log: log,
 					Run: harnessSweepRunner(api, out, shards, log, cmd.ErrOrStderr()),
 				})
@@ -92,7 +94,7 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 				}
 			}
 			rs = filterModes(rs, ms)
-			rep, err := reports.BuildCapacity(rs, targets)
+			rep, err := capacity.BuildCapacity(rs, targets)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -123,8 +125,8 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 	f.StringVar(&scenario, "scenario", "relabel", "built-in scenario name or scenario file to sweep")
 	f.IntSliceVar(&nodes, "nodes", []int{25, 50, 100, 200}, "node counts to run (pods per node kept)")
 	f.StringVar(&modes, "modes", "", "comma-separated modes (default: the scenario's)")
-	f.StringSliceVar(&results, "results", nil, "fit these results.json files instead of running (comma-separated or repeated)")
-	f.IntSliceVar(&targets, "targets", reports.DefaultCapacityTargets, "node counts to extrapolate to")
+	f.StringSliceVar(&resultFiles, "results", nil, "fit these results.json files instead of running (comma-separated or repeated)")
+	f.IntSliceVar(&targets, "targets", capacity.DefaultCapacityTargets, "node counts to extrapolate to")
 	f.StringVar(&out, "out", "", "output directory (default out/capacity-<scenario>-<timestamp>)")
 	f.StringVar(&api, "api", "fake", "API server backend for the runs: fake, local, kind or kubeconfig=PATH")
 	f.IntVar(&shards, "shards", 0, "agent processes per run (default: from the machine)")
@@ -133,8 +135,8 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 
 // harnessSweepRunner runs one size of the sweep with the harness, each
 // under out/nodes-<n>, on a fresh backend.
-func harnessSweepRunner(api, out string, shards int, log *slog.Logger, progress io.Writer) reports.SweepRunner {
-	return func(ctx context.Context, sc *scenarios.Scenario, nodes int, modes []scenarios.Mode) (*reports.Results, error) {
+func harnessSweepRunner(api, out string, shards int, log *slog.Logger, progress io.Writer) capacity.SweepRunner {
+	return func(ctx context.Context, sc *scenarios.Scenario, nodes int, modes []scenarios.Mode) (*results.Results, error) {
 		backend, err := harness.ParseBackend(api)
 		if err != nil {
 			return nil, err
@@ -147,7 +149,7 @@ func harnessSweepRunner(api, out string, shards int, log *slog.Logger, progress 
 }
 
 // filterModes keeps only the given modes (all when none are given).
-func filterModes(rs []*reports.Results, modes []scenarios.Mode) []*reports.Results {
+func filterModes(rs []*results.Results, modes []scenarios.Mode) []*results.Results {
 	if len(modes) == 0 {
 		return rs
 	}
@@ -156,7 +158,7 @@ func filterModes(rs []*reports.Results, modes []scenarios.Mode) []*reports.Resul
 		keep[m] = true
 	}
 	for _, r := range rs {
-		var ms []reports.ModeResult
+		var ms []results.ModeResult
 		for _, m := range r.Modes {
 			if keep[m.Mode] {
 				ms = append(ms, m)

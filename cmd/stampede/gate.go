@@ -9,7 +9,8 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
-	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/gate"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 func newGateCmd(g *globals) *cobra.Command {
@@ -38,28 +39,28 @@ Exit status: 0 pass, 1 regression or hard limit broken, 2 unusable input
 				return printDefaultRules(out)
 			}
 			if listMetrics {
-				for _, m := range reports.Metrics() {
+				for _, m := range results.Metrics() {
 					fmt.Fprintf(out, "%-22s %-6s %s\n", m.Name, m.Unit, m.Help)
 				}
 				return nil
 			}
-			var rules *reports.GateRules
+			var rules *gate.GateRules
 			if rulesFile != "" {
-				r, err := reports.LoadGateRules(rulesFile)
+				r, err := gate.LoadGateRules(rulesFile)
 				if err != nil {
 					return &exitError{code: 2, err: err}
 				}
 				rules = r
 			}
-			base, err := reports.ReadResultsFiles(baseline)
+			base, err := results.ReadResultsFiles(baseline)
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("--baseline: %w", err)}
 			}
-			cur, err := reports.ReadResultsFiles(current)
+			cur, err := results.ReadResultsFiles(current)
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("--current: %w", err)}
 			}
-			rep, err := reports.Gate(base, cur, rules)
+			rep, err := gate.Gate(base, cur, rules)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -70,7 +71,7 @@ Exit status: 0 pass, 1 regression or hard limit broken, 2 unusable input
 				}
 			}
 			if err := rep.Err(); err != nil {
-				var re *reports.RegressionError
+				var re *gate.RegressionError
 				if errors.As(err, &re) {
 					return &exitError{code: 1, err: fmt.Errorf("gate failed: %d checks failed", len(re.Failures))}
 				}
@@ -89,7 +90,7 @@ Exit status: 0 pass, 1 regression or hard limit broken, 2 unusable input
 }
 
 func printDefaultRules(w io.Writer) error {
-	data, err := yaml.Marshal(reports.GateRules{Rules: reports.DefaultGateRules()})
+	data, err := yaml.Marshal(gate.GateRules{Rules: gate.DefaultGateRules()})
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 // gateFixture writes a copy of the reports fixture, edited by edit.
 func gateFixture(t *testing.T, name string, edit func(m map[string]any)) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "reports", "testdata", "results-full.json"))
+	data, err := os.ReadFile(filepath.Join("..", "..", "reports", "results", "testdata", "results-full.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

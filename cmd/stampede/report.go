@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stampede-sim/stampede/reports"
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 func newReportCmd(g *globals) *cobra.Command {
@@ -25,7 +26,7 @@ Output goes to --out, by default the directory of the results file.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			r, err := reports.ReadFile(args[0])
+			r, err := results.ReadFile(args[0])
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}

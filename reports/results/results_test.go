@@ -1,4 +1,4 @@
-package reports
+package results_test
 
 import (
 	"encoding/json"
@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/stampede-sim/stampede/reports/internal/fixture"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -21,9 +23,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func mustEncode(t *testing.T, r *Results) []byte {
+func mustEncode(t *testing.T, r *results.Results) []byte {
 	t.Helper()
-	data, err := Encode(r)
+	data, err := results.Encode(r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,17 +36,17 @@ func mustEncode(t *testing.T, r *Results) []byte {
 // harness and reports tests use) in step with the fixture and checks that
 // they validate.
 func TestExampleResults(t *testing.T) {
-	for name, r := range map[string]*Results{
-		"results-full.json":    fixtureResults(t),
-		"results-partial.json": partialResults(t),
+	for name, r := range map[string]*results.Results{
+		"results-full.json":    fixture.Full(t),
+		"results-partial.json": fixture.Partial(t),
 	} {
 		t.Run(name, func(t *testing.T) {
 			data := mustEncode(t, r)
-			if err := Validate(data); err != nil {
+			if err := results.Validate(data); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
-			golden(t, name, data)
-			back, err := Decode(data)
+			fixture.Golden(t, name, data)
+			back, err := results.Decode(data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,7 +101,7 @@ func TestValidateRejects(t *testing.T) {
 			mode(m, 0)["summary"].(map[string]any)["writesRejected"] = map[string]any{"patch ciliumendpoints": -1}
 		}, want: "/modes/0/summary/writesRejected/patch ciliumendpoints"},
 	}
-	base := mustEncode(t, fixtureResults(t))
+	base := mustEncode(t, fixture.Full(t))
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var m map[string]any
@@ -111,17 +113,17 @@ func TestValidateRejects(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = Validate(data)
+			err = results.Validate(data)
 			if err == nil {
 				t.Fatal("Validate accepted invalid results")
 			}
 			if tt.isVers {
-				if !errors.Is(err, ErrUnsupportedVersion) {
+				if !errors.Is(err, results.ErrUnsupportedVersion) {
 					t.Fatalf("got %v, want ErrUnsupportedVersion", err)
 				}
 				return
 			}
-			var ie *InvalidError
+			var ie *results.InvalidError
 			if !errors.As(err, &ie) {
 				t.Fatalf("got %T %v, want *InvalidError", err, err)
 			}
@@ -130,7 +132,7 @@ func TestValidateRejects(t *testing.T) {
 			}
 		})
 	}
-	if err := Validate([]byte("not json")); err == nil {
+	if err := results.Validate([]byte("not json")); err == nil {
 		t.Error("Validate accepted garbage")
 	}
 }
@@ -141,10 +143,10 @@ func mode(m map[string]any, i int) map[string]any {
 
 func TestMinimalResultsValid(t *testing.T) {
 	// The first thing a harness writes: run metadata, no modes yet.
-	r := &Results{Run: Run{Scenario: "relabel", Started: fixtureStart, Backend: Backend{Name: "fake"},
-		Machine: Machine{Cores: 2, MemoryBytes: 1 << 30, Kernel: "6"}, Datapath: Datapath{Requested: "auto", Effective: "mem"}}}
+	r := &results.Results{Run: results.Run{Scenario: "relabel", Started: fixture.Start, Backend: results.Backend{Name: "fake"},
+		Machine: results.Machine{Cores: 2, MemoryBytes: 1 << 30, Kernel: "6"}, Datapath: results.Datapath{Requested: "auto", Effective: "mem"}}}
 	dir := t.TempDir()
-	w, err := NewWriter(WriterConfig{Path: filepath.Join(dir, "results.json")}, r)
+	w, err := results.NewWriter(results.WriterConfig{Path: filepath.Join(dir, "results.json")}, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +154,7 @@ func TestMinimalResultsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Validate(data); err != nil {
+	if err := results.Validate(data); err != nil {
 		t.Fatalf("minimal results invalid: %v\n%s", err, data)
 	}
 }
@@ -160,9 +162,9 @@ func TestMinimalResultsValid(t *testing.T) {
 func TestWriterIncremental(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "out", "results.json")
-	full := fixtureResults(t)
-	start := Results{Run: full.Run}
-	w, err := NewWriter(WriterConfig{Path: path}, &start)
+	full := fixture.Full(t)
+	start := results.Results{Run: full.Run}
+	w, err := results.NewWriter(results.WriterConfig{Path: path}, &start)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,9 +175,9 @@ func TestWriterIncremental(t *testing.T) {
 			defer wg.Done()
 			// Ten samples per update keep the test quick.
 			for lo := 0; lo < len(m.Series.T); lo += 10 {
-				err := w.Update(func(r *Results) {
+				err := w.Update(func(r *results.Results) {
 					mr := r.Mode(m.Mode)
-					mr.Status = StatusRunning
+					mr.Status = results.StatusRunning
 					mr.Started = m.Started
 					for i := lo; i < lo+10 && i < len(m.Series.T); i++ {
 						row := map[string]float64{}
@@ -197,12 +199,12 @@ func TestWriterIncremental(t *testing.T) {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Error(err)
-		} else if err := Validate(data); err != nil {
+		} else if err := results.Validate(data); err != nil {
 			t.Errorf("intermediate file invalid: %v", err)
 		}
 	}
 	wg.Wait()
-	got, err := ReadFile(path)
+	got, err := results.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,10 +237,10 @@ func TestWriterIncremental(t *testing.T) {
 }
 
 func TestSeriesAppendBackfills(t *testing.T) {
-	s := NewSeries(fixtureStart, time.Second)
-	s.Append(fixtureStart, map[string]float64{"a": 1})
-	s.Append(fixtureStart.Add(time.Second), map[string]float64{"b": 2})
-	s.Append(fixtureStart.Add(2*time.Second), map[string]float64{"a": 3, "b": 4})
+	s := results.NewSeries(fixture.Start, time.Second)
+	s.Append(fixture.Start, map[string]float64{"a": 1})
+	s.Append(fixture.Start.Add(time.Second), map[string]float64{"b": 2})
+	s.Append(fixture.Start.Add(2*time.Second), map[string]float64{"a": 3, "b": 4})
 	data, err := json.Marshal(s.Values)
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +251,7 @@ func TestSeriesAppendBackfills(t *testing.T) {
 	if diff := cmp.Diff([]float64{0, 1, 2}, s.T); diff != "" {
 		t.Errorf("t (-want +got):\n%s", diff)
 	}
-	var back map[string]Column
+	var back map[string]results.Column
 	if err := json.Unmarshal(data, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -262,13 +264,13 @@ func TestParseSeriesName(t *testing.T) {
 	tests := []struct {
 		in      string
 		base    string
-		labels  []Label
+		labels  []results.Label
 		wantErr bool
 	}{
 		{in: "cpu", base: "cpu"},
-		{in: "cpu{process=apiserver}", base: "cpu", labels: []Label{{"process", "apiserver"}}},
-		{in: "apiserver.latency.p99{verb=PATCH,resource=ciliumendpoints}", base: "apiserver.latency.p99", labels: []Label{{"verb", "PATCH"}, {"resource", "ciliumendpoints"}}},
-		{in: "api.writes.rate{type=create pods}", base: "api.writes.rate", labels: []Label{{"type", "create pods"}}},
+		{in: "cpu{process=apiserver}", base: "cpu", labels: []results.Label{{"process", "apiserver"}}},
+		{in: "apiserver.latency.p99{verb=PATCH,resource=ciliumendpoints}", base: "apiserver.latency.p99", labels: []results.Label{{"verb", "PATCH"}, {"resource", "ciliumendpoints"}}},
+		{in: "api.writes.rate{type=create pods}", base: "api.writes.rate", labels: []results.Label{{"type", "create pods"}}},
 		{in: "cpu{process", wantErr: true},
 		{in: "{a=b}", wantErr: true},
 		{in: "cpu{process}", wantErr: true},
@@ -276,7 +278,7 @@ func TestParseSeriesName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			base, labels, err := ParseSeriesName(tt.in)
+			base, labels, err := results.ParseSeriesName(tt.in)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
 			}
@@ -294,7 +296,7 @@ func TestParseSeriesName(t *testing.T) {
 				for _, l := range labels {
 					pairs = append(pairs, l.Name, l.Value)
 				}
-				if got := SeriesName(base, pairs...); got != tt.in {
+				if got := results.SeriesName(base, pairs...); got != tt.in {
 					t.Errorf("SeriesName round trip: %q", got)
 				}
 			}
@@ -303,15 +305,15 @@ func TestParseSeriesName(t *testing.T) {
 }
 
 func TestWriterMinInterval(t *testing.T) {
-	now := fixtureStart
+	now := fixture.Start
 	path := filepath.Join(t.TempDir(), "results.json")
-	w, err := NewWriter(WriterConfig{Path: path, MinInterval: time.Second, Now: func() time.Time { return now }}, fixtureResults(t))
+	w, err := results.NewWriter(results.WriterConfig{Path: path, MinInterval: time.Second, Now: func() time.Time { return now }}, fixture.Full(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	reason := func() string {
 		t.Helper()
-		r, err := ReadFile(path)
+		r, err := results.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -319,7 +321,7 @@ func TestWriterMinInterval(t *testing.T) {
 	}
 	set := func(s string) {
 		t.Helper()
-		if err := w.Update(func(r *Results) { r.Run.IncompleteReason = s }); err != nil {
+		if err := w.Update(func(r *results.Results) { r.Run.IncompleteReason = s }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -340,7 +342,7 @@ func TestWriterMinInterval(t *testing.T) {
 	if got := reason(); got != "c" {
 		t.Errorf("after Flush: got %q, want c", got)
 	}
-	if _, err := NewWriter(WriterConfig{}, nil); err == nil {
+	if _, err := results.NewWriter(results.WriterConfig{}, nil); err == nil {
 		t.Error("NewWriter accepted an empty path")
 	}
 }

@@ -1,4 +1,4 @@
-package reports
+package results_test
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stampede-sim/stampede/reports/internal/fixture"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -15,29 +17,29 @@ import (
 // every WriterConfig.MinInterval, so ms/op over that interval is the
 // writer's share of a core.
 func BenchmarkWriterFlush(b *testing.B) {
-	r := &Results{Run: Run{Scenario: "relabel", Started: fixtureStart, Backend: Backend{Name: "fake"},
-		Machine: Machine{Cores: 2, MemoryBytes: 24 << 30, Kernel: "6"}, Datapath: Datapath{Requested: "auto", Effective: "mem"}}}
+	r := &results.Results{Run: results.Run{Scenario: "relabel", Started: fixture.Start, Backend: results.Backend{Name: "fake"},
+		Machine: results.Machine{Cores: 2, MemoryBytes: 24 << 30, Kernel: "6"}, Datapath: results.Datapath{Requested: "auto", Effective: "mem"}}}
 	for _, m := range scenarios.AllModes {
 		mr := r.Mode(m)
-		mr.Status = StatusOK
+		mr.Status = results.StatusOK
 		for sec := range 240 {
 			row := map[string]float64{}
 			for k := range 80 {
 				row[fmt.Sprintf("series.%d{process=agents-%d}", k, k%8)] = float64(sec*k) * 1.000001
 			}
-			mr.AppendSample(fixtureStart.Add(time.Duration(sec)*time.Second), row)
+			mr.AppendSample(fixture.Start.Add(time.Duration(sec)*time.Second), row)
 		}
 	}
-	w, err := NewWriter(WriterConfig{Path: filepath.Join(b.TempDir(), "results.json")}, r)
+	w, err := results.NewWriter(results.WriterConfig{Path: filepath.Join(b.TempDir(), "results.json")}, r)
 	if err != nil {
 		b.Fatal(err)
 	}
-	data, err := Encode(r)
+	data, err := results.Encode(r)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if err := w.Update(func(*Results) {}); err != nil {
+		if err := w.Update(func(*results.Results) {}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,8 @@
-package reports
+// Package document holds a report's content independent of its format,
+// so that the Markdown and the HTML version of the run report, the
+// capacity report and the gate summary say the same thing. It has no
+// state beyond a Document's and imports nothing from this module.
+package document
 
 import (
 	"encoding/base64"
@@ -7,10 +11,10 @@ import (
 	"strings"
 )
 
-// document is a report's content independent of its format, so that
+// Document is a report's content independent of its format, so that
 // report.md and report.html say the same thing.
-type document struct {
-	title  string
+type Document struct {
+	Title  string
 	blocks []block
 }
 
@@ -34,36 +38,42 @@ type block struct {
 	image string // figure name
 }
 
-func (d *document) h(level int, text string) {
+// H adds a heading of level (1 is the title level).
+func (d *Document) H(level int, text string) {
 	d.blocks = append(d.blocks, block{kind: blockHeading, level: level, text: text})
 }
 
-func (d *document) p(format string, args ...any) {
+// P adds a paragraph; format and args are as for fmt.Sprintf.
+func (d *Document) P(format string, args ...any) {
 	d.blocks = append(d.blocks, block{kind: blockPara, text: fmt.Sprintf(format, args...)})
 }
 
-func (d *document) list(items ...string) {
+// List adds a bulleted list.
+func (d *Document) List(items ...string) {
 	if len(items) == 0 {
 		return
 	}
 	d.blocks = append(d.blocks, block{kind: blockList, items: items})
 }
 
-func (d *document) table(head []string, rows [][]string) {
+// Table adds a table with a header row.
+func (d *Document) Table(head []string, rows [][]string) {
 	if len(rows) == 0 {
 		return
 	}
 	d.blocks = append(d.blocks, block{kind: blockTable, head: head, rows: rows})
 }
 
-func (d *document) img(name, alt string) {
+// Img adds the figure called name, with alt text.
+func (d *Document) Img(name, alt string) {
 	d.blocks = append(d.blocks, block{kind: blockImage, image: name, text: alt})
 }
 
-// markdown renders the document; images point at plots/<name>.png.
-func (d *document) markdown() string {
+// markdown renders the Document; images point at plots/<name>.png.
+// Markdown renders the document as Markdown.
+func (d *Document) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %s\n", d.title)
+	fmt.Fprintf(&b, "# %s\n", d.Title)
 	for _, bl := range d.blocks {
 		b.WriteByte('\n')
 		switch bl.kind {
@@ -106,12 +116,14 @@ func mdEscape(s string) string {
 	return s
 }
 
-// htmlPage renders the document as one self-contained page; images are
+// htmlPage renders the Document as one self-contained page; images are
 // embedded from pngs (figure name -> PNG) as data URIs.
-func (d *document) htmlPage(pngs map[string][]byte) string {
+// HTMLPage renders the document as one self-contained HTML page, with
+// the figures inlined from pngs (by figure name).
+func (d *Document) HTMLPage(pngs map[string][]byte) string {
 	var b strings.Builder
 	b.WriteString("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n")
-	fmt.Fprintf(&b, "<title>%s</title>\n", html.EscapeString(d.title))
+	fmt.Fprintf(&b, "<title>%s</title>\n", html.EscapeString(d.Title))
 	b.WriteString(`<style>
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.2em; font-size: 0.9em; }
@@ -126,7 +138,7 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 </head>
 <body>
 `)
-	fmt.Fprintf(&b, "<h1>%s</h1>\n", html.EscapeString(d.title))
+	fmt.Fprintf(&b, "<h1>%s</h1>\n", html.EscapeString(d.Title))
 	section := ""
 	for _, bl := range d.blocks {
 		switch bl.kind {

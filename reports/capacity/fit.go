@@ -1,8 +1,10 @@
-package reports
+package capacity
 
 import (
 	"fmt"
 	"math"
+
+	"github.com/stampede-sim/stampede/reports/internal/format"
 )
 
 // Model names of a Fit.
@@ -179,9 +181,9 @@ func (f Fit) String() string {
 		if !math.IsNaN(f.BStdErr) {
 			s += fmt.Sprintf(" (exponent ±%.2f)", f.BStdErr)
 		}
-		return s + fmt.Sprintf(", R²=%.3f in log-log, RMSE %s%%", f.R2, trimFloat(f.RelRMSE*100))
+		return s + fmt.Sprintf(", R²=%.3f in log-log, RMSE %s%%", f.R2, format.TrimFloat(f.RelRMSE*100))
 	case ModelLinear:
-		return fmt.Sprintf("%.4g + %.4g·n, R²=%.3f, RMSE %s%%", f.A, f.B, f.R2, trimFloat(f.RelRMSE*100))
+		return fmt.Sprintf("%.4g + %.4g·n, R²=%.3f, RMSE %s%%", f.A, f.B, f.R2, format.TrimFloat(f.RelRMSE*100))
 	}
 	return fmt.Sprintf("constant %.4g", f.A)
 }

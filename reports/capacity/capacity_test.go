@@ -1,16 +1,15 @@
-package reports
+package capacity
 
 import (
 	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/stampede-sim/stampede/reports/internal/fixture"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -100,39 +99,6 @@ func TestFitBestChoosesModel(t *testing.T) {
 	}
 }
 
-// sweepResults synthesises a sweep: crd's watch events grow as n^2 and its
-// mutating p99 as 1e-4*n^1.5 s (so it reaches 1 s at 464 nodes); xds grows
-// linearly with a 1 s SLO it never reaches.
-func sweepResults(t *testing.T, nodes ...int) []*Results {
-	var out []*Results
-	for _, n := range nodes {
-		rng := rand.New(rand.NewPCG(uint64(n), uint64(len(out))))
-		noise := func() float64 { return 1 + 0.04*(2*rng.Float64()-1) }
-		x := float64(n)
-		r := &Results{SchemaVersion: SchemaVersion, Run: Run{Scenario: "relabel@" + time.Duration(n).String(), Nodes: n, Pods: 100 * n,
-			Started: fixtureStart, Complete: true, Backend: Backend{Name: "fake"}, Machine: Machine{Cores: 2, MemoryBytes: 24 << 30, Kernel: "6"},
-			Datapath: Datapath{Requested: "auto", Effective: "mem"}}}
-		r.Run.Scenario = "relabel@" + fmtInt(int64(n))
-		for _, m := range []scenarios.Mode{scenarios.ModeCRD, scenarios.ModeXDS} {
-			var events, p99, rss, conv float64
-			if m == scenarios.ModeCRD {
-				events, p99, rss, conv = 3*x*x*noise(), 1e-4*math.Pow(x, 1.5)*noise(), 4e6*math.Pow(x, 0.3)*noise(), 0.5*x*noise()
-			} else {
-				events, p99, rss, conv = 120*x*noise(), 0.01*noise(), 2e6*noise(), 2*noise()
-			}
-			r.Modes = append(r.Modes, ModeResult{Mode: m, Status: StatusOK, Summary: &Summary{
-				APILatency:  []LatencySummary{{Verb: "*", Resource: "*", P50: p99 / 5, P90: p99 / 2, P99: p99, Max: p99 * 1.3, Count: 100}},
-				Watch:       &WatchSummary{Events: int64(events), Bytes: int64(events * 1000)},
-				Agents:      &AgentSummary{Count: n, Shards: 1, PeakRSS: Spread{Mean: rss, Min: rss, Max: rss}},
-				Convergence: []ConvergenceSummary{{Step: 3, Trigger: "relabel", Agents: n, Converged: n, P50: conv / 2, P99: conv, Max: conv}},
-				SLO:         []SLOVerdict{{Name: "mutating p99", Limit: 1, Value: p99, Unit: "s", Pass: p99 <= 1}},
-			}})
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
 func findFit(t *testing.T, rep *CapacityReport, mode scenarios.Mode, metric string) CapacityFit {
 	t.Helper()
 	for _, f := range rep.Fits {
@@ -145,7 +111,7 @@ func findFit(t *testing.T, rep *CapacityReport, mode scenarios.Mode, metric stri
 }
 
 func TestBuildCapacity(t *testing.T) {
-	rep, err := BuildCapacity(sweepResults(t, 25, 50, 100, 200), nil)
+	rep, err := BuildCapacity(fixture.Sweep(t, 25, 50, 100, 200), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +147,7 @@ func TestBuildCapacity(t *testing.T) {
 		t.Errorf("xds breaks the SLO at %g nodes: %s", xs.BreaksAt, xs.BreakNote)
 	}
 	// Measured beyond the limit: the measurement says so.
-	rep2, err := BuildCapacity(sweepResults(t, 100, 200, 400, 800), nil)
+	rep2, err := BuildCapacity(fixture.Sweep(t, 100, 200, 400, 800), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,17 +157,17 @@ func TestBuildCapacity(t *testing.T) {
 }
 
 func TestBuildCapacityUnusable(t *testing.T) {
-	mixed := sweepResults(t, 25, 50)
+	mixed := fixture.Sweep(t, 25, 50)
 	mixed[1].Run.Scenario = "other@50"
-	for name, rs := range map[string][]*Results{
+	for name, rs := range map[string][]*results.Results{
 		"none":      nil,
-		"one size":  sweepResults(t, 50, 50),
+		"one size":  fixture.Sweep(t, 50, 50),
 		"mixed":     mixed,
-		"node-less": {{Run: Run{Scenario: "relabel"}}},
+		"node-less": {{Run: results.Run{Scenario: "relabel"}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := BuildCapacity(rs, nil)
-			var ue *UnusableInputError
+			var ue *results.UnusableInputError
 			if !errors.As(err, &ue) {
 				t.Errorf("got %v, want *UnusableInputError", err)
 			}
@@ -209,15 +175,15 @@ func TestBuildCapacityUnusable(t *testing.T) {
 	}
 }
 
-func TestSweepAndRenderCapacity(t *testing.T) {
+func TestSweep(t *testing.T) {
 	sc, err := scenarios.Builtin("relabel-small")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var asked []int
-	runner := func(ctx context.Context, s *scenarios.Scenario, nodes int, modes []scenarios.Mode) (*Results, error) {
+	runner := func(ctx context.Context, s *scenarios.Scenario, nodes int, modes []scenarios.Mode) (*results.Results, error) {
 		asked = append(asked, nodes)
-		return sweepResults(t, nodes)[0], nil
+		return fixture.Sweep(t, nodes)[0], nil
 	}
 	rs, err := Sweep(context.Background(), SweepConfig{Scenario: sc, Nodes: []int{100, 25, 50, 200}, Run: runner})
 	if err != nil {
@@ -226,39 +192,15 @@ func TestSweepAndRenderCapacity(t *testing.T) {
 	if len(rs) != 4 || asked[0] != 25 || asked[3] != 200 {
 		t.Fatalf("sweep ran %v", asked)
 	}
-	rep, err := BuildCapacity(rs, nil)
-	if err != nil {
+	if _, err := BuildCapacity(rs, nil); err != nil {
 		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if k := os.Getenv("STAMPEDE_REPORT_DIR"); k != "" {
-		dir = filepath.Join(k, "capacity")
-	}
-	out, err := RenderCapacity(context.Background(), CapacityConfig{Dir: dir}, rep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(out.FigureErrors) > 0 {
-		t.Errorf("figures: %v", out.FigureErrors)
-	}
-	md, err := os.ReadFile(out.Markdown)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"SLO breaking points", "| crd | mutating p99 | 1.00 s | **", "50,000 nodes", "plots/capacity-watch-events.png", "Range of validity"} {
-		if !strings.Contains(string(md), want) {
-			t.Errorf("capacity.md lacks %q", want)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(dir, "plots", "capacity-watch-events.svg")); err != nil {
-		t.Error(err)
 	}
 	// A runner that fails outright stops the sweep with what it has.
-	failing := func(ctx context.Context, s *scenarios.Scenario, nodes int, modes []scenarios.Mode) (*Results, error) {
+	failing := func(ctx context.Context, s *scenarios.Scenario, nodes int, modes []scenarios.Mode) (*results.Results, error) {
 		if nodes > 50 {
 			return nil, errors.New("boom")
 		}
-		return sweepResults(t, nodes)[0], nil
+		return fixture.Sweep(t, nodes)[0], nil
 	}
 	rs, err = Sweep(context.Background(), SweepConfig{Scenario: sc, Nodes: []int{25, 50, 100}, Run: failing})
 	if err == nil || len(rs) != 2 || !strings.Contains(err.Error(), "100 nodes") {

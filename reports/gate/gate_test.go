@@ -1,15 +1,17 @@
-package reports
+package gate
 
 import (
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/stampede-sim/stampede/reports/internal/fixture"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
 // jitter scales the fixture's summary figures by f, as run-to-run noise.
-func jitter(r *Results, f float64) *Results {
+func jitter(r *results.Results, f float64) *results.Results {
 	for i := range r.Modes {
 		s := r.Modes[i].Summary
 		if s == nil {
@@ -40,16 +42,16 @@ func jitter(r *Results, f float64) *Results {
 	return r
 }
 
-func runs(t *testing.T, factors ...float64) []*Results {
-	var out []*Results
+func runs(t *testing.T, factors ...float64) []*results.Results {
+	var out []*results.Results
 	for _, f := range factors {
-		out = append(out, jitter(fixtureResults(t), f))
+		out = append(out, jitter(fixture.Full(t), f))
 	}
 	return out
 }
 
 // relaxSLO raises every SLO limit so that the fixture meets them.
-func relaxSLO(rs []*Results) []*Results {
+func relaxSLO(rs []*results.Results) []*results.Results {
 	for _, r := range rs {
 		for i := range r.Modes {
 			if s := r.Modes[i].Summary; s != nil {
@@ -66,8 +68,8 @@ func relaxSLO(rs []*Results) []*Results {
 func TestGateGolden(t *testing.T) {
 	tests := []struct {
 		name     string
-		baseline []*Results
-		current  []*Results
+		baseline []*results.Results
+		current  []*results.Results
 		rules    string
 		failed   bool
 	}{
@@ -76,7 +78,7 @@ func TestGateGolden(t *testing.T) {
 		{
 			name:     "regression",
 			baseline: runs(t, 1.0, 0.98, 1.02),
-			current: func() []*Results {
+			current: func() []*results.Results {
 				rs := runs(t, 1.0, 1.01, 0.99)
 				for i, r := range rs {
 					// crd: API p99 up 40 %, a regression.
@@ -112,12 +114,12 @@ ignoreSLO: true
 		{
 			name:     "mode-failed",
 			baseline: runs(t, 1.0),
-			current: func() []*Results {
-				r := fixtureResults(t)
-				r.Modes[4] = ModeResult{Mode: scenarios.ModeXDS, Status: StatusFailed, Reason: "controlplane exited: exit status 1"}
-				r.Modes[3] = ModeResult{Mode: scenarios.ModeOperator, Status: StatusSkipped, Reason: "no operator in this test"}
+			current: func() []*results.Results {
+				r := fixture.Full(t)
+				r.Modes[4] = results.ModeResult{Mode: scenarios.ModeXDS, Status: results.StatusFailed, Reason: "controlplane exited: exit status 1"}
+				r.Modes[3] = results.ModeResult{Mode: scenarios.ModeOperator, Status: results.StatusSkipped, Reason: "no operator in this test"}
 				r.Run.Complete = false
-				return []*Results{r}
+				return []*results.Results{r}
 			}(),
 			failed: true,
 		},
@@ -135,7 +137,7 @@ ignoreSLO: true
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "gate-"+tt.name+".txt", []byte(rep.Table()))
+			fixture.Golden(t, "gate-"+tt.name+".txt", []byte(rep.Table()))
 			if rep.Failed() != tt.failed {
 				t.Errorf("Failed() = %v, want %v", rep.Failed(), tt.failed)
 			}
@@ -148,23 +150,23 @@ ignoreSLO: true
 }
 
 func TestGateUnusable(t *testing.T) {
-	other := fixtureResults(t)
+	other := fixture.Full(t)
 	other.Run.Scenario = "relabel"
-	partial := partialResults(t)
+	partial := fixture.Partial(t)
 	tests := []struct {
 		name              string
-		baseline, current []*Results
+		baseline, current []*results.Results
 		want              string
 	}{
 		{name: "no baseline", current: runs(t, 1), want: "no baseline results"},
 		{name: "no current", baseline: runs(t, 1), want: "no current results"},
-		{name: "different scenario", baseline: runs(t, 1), current: []*Results{other}, want: `current[0] ran scenario "relabel"`},
-		{name: "partial", baseline: runs(t, 1), current: []*Results{partial}, want: "current[0] mode ces is incomplete"},
+		{name: "different scenario", baseline: runs(t, 1), current: []*results.Results{other}, want: `current[0] ran scenario "relabel"`},
+		{name: "partial", baseline: runs(t, 1), current: []*results.Results{partial}, want: "current[0] mode ces is incomplete"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Gate(tt.baseline, tt.current, nil)
-			var ue *UnusableInputError
+			var ue *results.UnusableInputError
 			if !errors.As(err, &ue) {
 				t.Fatalf("got %v, want *UnusableInputError", err)
 			}
@@ -215,34 +217,14 @@ func TestParseGateRules(t *testing.T) {
 	}
 }
 
-func TestMedianSpread(t *testing.T) {
-	tests := []struct {
-		in          []float64
-		med, spread float64
-	}{
-		{[]float64{3}, 3, 0},
-		{[]float64{1, 3}, 2, 1},
-		{[]float64{10, 9, 11}, 10, 0.2},
-		{[]float64{0, 0}, 0, 0},
-	}
-	for _, tt := range tests {
-		if got := median(tt.in); got != tt.med {
-			t.Errorf("median(%v) = %g, want %g", tt.in, got, tt.med)
-		}
-		if got := spread(tt.in); got < tt.spread-1e-12 || got > tt.spread+1e-12 {
-			t.Errorf("spread(%v) = %g, want %g", tt.in, got, tt.spread)
-		}
-	}
-}
-
 func TestGateSweepName(t *testing.T) {
-	cur := fixtureResults(t)
+	cur := fixture.Full(t)
 	cur.Run.Scenario += "@20"
-	if _, err := Gate(runs(t, 1), []*Results{cur}, nil); err != nil {
+	if _, err := Gate(runs(t, 1), []*results.Results{cur}, nil); err != nil {
 		t.Errorf("a sweep's resized scenario at the same size should compare: %v", err)
 	}
 	cur.Run.Nodes = 40
-	if _, err := Gate(runs(t, 1), []*Results{cur}, nil); err == nil {
+	if _, err := Gate(runs(t, 1), []*results.Results{cur}, nil); err == nil {
 		t.Error("different node counts compared")
 	}
 }

@@ -1,4 +1,4 @@
-package reports
+package results
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stampede-sim/stampede/reports/internal/atomicfile"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -130,37 +131,10 @@ func (w *Writer) flush() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(w.cfg.Path, data); err != nil {
+	if err := atomicfile.Write(w.cfg.Path, data); err != nil {
 		return err
 	}
 	w.dirty = false
 	w.lastWrite = w.cfg.Now()
-	return nil
-}
-
-// writeFileAtomic replaces path with data so that readers see the old or
-// the new content, never a mix.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	cerr := f.Close()
-	for _, e := range []error{werr, cerr} {
-		if e != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("write %s: %w", path, e)
-		}
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
 	return nil
 }

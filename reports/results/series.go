@@ -1,4 +1,4 @@
-package reports
+package results
 
 import (
 	"bytes"
@@ -234,9 +234,17 @@ const (
 	// Watch events/s and bytes/s delivered, optionally by {resource=...}.
 	SeriesWatchEventsRate = "watch.events.rate"
 	SeriesWatchBytesRate  = "watch.bytes.rate"
+	// Watch events/s and bytes/s the API server says it sent.
+	SeriesAPIServerWatchEventsRate = "apiserver.watch.events.rate"
+	SeriesAPIServerWatchBytesRate  = "apiserver.watch.bytes.rate"
 	// kvstore latency by {op=get|put|...}, seconds.
 	SeriesKVStoreLatencyP50 = "kvstore.latency.p50"
 	SeriesKVStoreLatencyP99 = "kvstore.latency.p99"
+	// The harness's own kvstore probe by {op=...}, seconds.
+	SeriesKVStoreProbeLatencyP50 = "kvstore.probe.latency.p50"
+	SeriesKVStoreProbeLatencyP99 = "kvstore.probe.latency.p99"
+	// The kvstore's WAL fsync p99 over the interval, seconds.
+	SeriesKVStoreFsyncP99 = "kvstore.fsync.p99"
 	// xDS push latency, seconds.
 	SeriesXDSPushLatencyP50 = "xds.push.latency.p50"
 	SeriesXDSPushLatencyP99 = "xds.push.latency.p99"
