@@ -89,9 +89,10 @@ func decode(t, name string, a *anypb.Any) (decoded, error) {
 		own = strconv.FormatUint(uint64(m.GetId()), 10)
 	case *xdsapi.IdentityHosts:
 		own = strconv.FormatUint(m.GetPolicy(), 10)
-	case *xdsapi.Policy:
-		own = m.GetNamespace() + "/" + m.GetName()
-	case *xdsapi.Endpoint:
+	case interface {
+		GetNamespace() string
+		GetName() string
+	}: // *xdsapi.Policy and *xdsapi.Endpoint
 		own = m.GetNamespace() + "/" + m.GetName()
 	}
 	if name == "" {

@@ -235,9 +235,20 @@ func (m *Model) unpublish(st *podState) {
 
 // Flush computes the resource changes since the previous Flush. It
 // returns an error if identities ran out; the other changes are still in
-// the batch.
+// the batch. Pods go first: they allocate and release the identities whose
+// resources the later steps publish or withdraw.
 func (m *Model) Flush() (*Changes, error) {
 	c := &Changes{}
+	err := m.flushPods(c)
+	m.flushIdentities(c)
+	m.flushHosts(c)
+	m.flushPolicies(c)
+	return c, err
+}
+
+// flushPods republishes every pod of a relabelled namespace and every
+// changed or deleted pod.
+func (m *Model) flushPods(c *Changes) error {
 	var errs []error
 	for ns := range m.dirtyNS {
 		for name := range m.byNS[ns] {
@@ -253,61 +264,69 @@ func (m *Model) Flush() (*Changes, error) {
 	}
 	clear(m.deletedPods)
 	for key := range m.dirtyPods {
-		st := m.pods[key]
-		nsLabels, nsOK := m.namespaces[st.Namespace]
-		oldID, oldAssigned, oldNode, oldIP := st.id, st.assigned, st.pubNode, st.pubIP
-		publish := nsOK && st.Node != "" && st.IP.IsValid()
-		var newID identity.ID
-		if publish {
-			l := identity.PodLabels(m.filter, identity.PodInfo{
-				Cluster: m.cluster, Namespace: st.Namespace, ServiceAccount: st.ServiceAccount,
-				PodLabels: st.Labels, NamespaceLabels: nsLabels,
-			}, nil)
-			if oldAssigned && m.labels[oldID].Equal(l) {
-				newID = oldID
-			} else {
-				id, err := m.allocate(l)
-				if err != nil {
-					errs = append(errs, err)
-					publish = false
-				} else {
-					newID = id
-				}
-			}
+		if err := m.flushPod(c, key); err != nil {
+			errs = append(errs, err)
 		}
-		if oldAssigned && (!publish || newID != oldID || oldIP != st.IP) {
-			// Withdraw the old address (and reference, if the identity changed).
-			if h := m.hosts[oldID]; h != nil {
-				delete(h, oldIP)
-				m.dirtyHosts[oldID] = true
-			}
-			if !publish || newID != oldID {
-				m.release(oldID)
-			}
-			st.assigned = false
-		}
-		if oldNode != "" && (!publish || oldNode != st.Node) {
-			c.Delete(xdsapi.TypeEndpoint, oldNode, key)
-			st.pubNode = ""
-		}
-		if !publish {
-			continue
-		}
-		if oldAssigned && newID == oldID && oldIP == st.IP {
-			// identity and address unchanged
-		} else {
-			if m.hosts[newID] == nil {
-				m.hosts[newID] = map[netip.Addr]struct{}{}
-			}
-			m.hosts[newID][st.IP] = struct{}{}
-			m.dirtyHosts[newID] = true
-		}
-		st.id, st.assigned, st.pubIP, st.pubNode = newID, true, st.IP, st.Node
-		c.Set(xdsapi.TypeEndpoint, st.Node, key, &xdsapi.Endpoint{
-			Namespace: st.Namespace, Name: st.Name, Ip: st.IP.String(), Identity: uint32(newID), Node: st.Node,
-		})
 	}
 	clear(m.dirtyPods)
+	return errors.Join(errs...)
+}
+
+// flushPod publishes one pod's endpoint with its current identity, or
+// withdraws it while its namespace, node or address is unknown.
+func (m *Model) flushPod(c *Changes, key string) error {
+	st := m.pods[key]
+	nsLabels, nsOK := m.namespaces[st.Namespace]
+	oldID, oldAssigned, oldNode, oldIP := st.id, st.assigned, st.pubNode, st.pubIP
+	publish := nsOK && st.Node != "" && st.IP.IsValid()
+	var newID identity.ID
+	var err error
+	if publish {
+		l := identity.PodLabels(m.filter, identity.PodInfo{
+			Cluster: m.cluster, Namespace: st.Namespace, ServiceAccount: st.ServiceAccount,
+			PodLabels: st.Labels, NamespaceLabels: nsLabels,
+		}, nil)
+		if oldAssigned && m.labels[oldID].Equal(l) {
+			newID = oldID
+		} else if newID, err = m.allocate(l); err != nil {
+			publish = false
+		}
+	}
+	if oldAssigned && (!publish || newID != oldID || oldIP != st.IP) {
+		// Withdraw the old address (and reference, if the identity changed).
+		if h := m.hosts[oldID]; h != nil {
+			delete(h, oldIP)
+			m.dirtyHosts[oldID] = true
+		}
+		if !publish || newID != oldID {
+			m.release(oldID)
+		}
+		st.assigned = false
+	}
+	if oldNode != "" && (!publish || oldNode != st.Node) {
+		c.Delete(xdsapi.TypeEndpoint, oldNode, key)
+		st.pubNode = ""
+	}
+	if !publish {
+		return err
+	}
+	if !oldAssigned || newID != oldID || oldIP != st.IP {
+		if m.hosts[newID] == nil {
+			m.hosts[newID] = map[netip.Addr]struct{}{}
+		}
+		m.hosts[newID][st.IP] = struct{}{}
+		m.dirtyHosts[newID] = true
+	}
+	st.id, st.assigned, st.pubIP, st.pubNode = newID, true, st.IP, st.Node
+	c.Set(xdsapi.TypeEndpoint, st.Node, key, &xdsapi.Endpoint{
+		Namespace: st.Namespace, Name: st.Name, Ip: st.IP.String(), Identity: uint32(newID), Node: st.Node,
+	})
+	return nil
+}
+
+// flushIdentities publishes identities that gained their first reference
+// and withdraws, and frees, those that lost their last.
+func (m *Model) flushIdentities(c *Changes) {
 	for id := range m.newIDs {
 		if m.refs[id] > 0 {
 			l := m.labels[id]
@@ -331,6 +350,11 @@ func (m *Model) Flush() (*Changes, error) {
 		m.free = append(m.free, id)
 	}
 	clear(m.goneIDs)
+}
+
+// flushHosts publishes the sorted addresses of every identity whose set
+// of addresses changed.
+func (m *Model) flushHosts(c *Changes) {
 	for id := range m.dirtyHosts {
 		h := m.hosts[id]
 		if len(h) == 0 {
@@ -346,6 +370,10 @@ func (m *Model) Flush() (*Changes, error) {
 		c.Set(xdsapi.TypeIdentityHosts, "", id.String(), &xdsapi.IdentityHosts{Policy: uint64(id), HostAddresses: ss})
 	}
 	clear(m.dirtyHosts)
+}
+
+// flushPolicies publishes changed policies and withdraws deleted ones.
+func (m *Model) flushPolicies(c *Changes) {
 	for key := range m.dirtyPolicies {
 		rules, ok := m.policies[key]
 		if !ok {
@@ -356,7 +384,6 @@ func (m *Model) Flush() (*Changes, error) {
 		c.Set(xdsapi.TypePolicy, "", key, xdsapi.PolicyFromRules(ns, name, rules))
 	}
 	clear(m.dirtyPolicies)
-	return c, errors.Join(errs...)
 }
 
 func splitKey(key string) (string, string) {
