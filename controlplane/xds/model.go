@@ -329,13 +329,7 @@ func (m *Model) flushPod(c *Changes, key string) error {
 func (m *Model) flushIdentities(c *Changes) {
 	for id := range m.newIDs {
 		if m.refs[id] > 0 {
-			l := m.labels[id]
-			ls := make([]string, len(l))
-			for i, x := range l {
-				ls[i] = x.String()
-			}
-			slices.Sort(ls)
-			c.Set(xdsapi.TypeIdentity, "", id.String(), &xdsapi.Identity{Id: uint32(id), Labels: ls})
+			c.Set(xdsapi.TypeIdentity, "", id.String(), identityResource(id, m.labels[id]))
 		}
 	}
 	clear(m.newIDs)
@@ -361,13 +355,7 @@ func (m *Model) flushHosts(c *Changes) {
 			c.Delete(xdsapi.TypeIdentityHosts, "", id.String())
 			continue
 		}
-		addrs := slices.Collect(maps.Keys(h))
-		slices.SortFunc(addrs, netip.Addr.Compare)
-		ss := make([]string, len(addrs))
-		for i, a := range addrs {
-			ss[i] = a.String()
-		}
-		c.Set(xdsapi.TypeIdentityHosts, "", id.String(), &xdsapi.IdentityHosts{Policy: uint64(id), HostAddresses: ss})
+		c.Set(xdsapi.TypeIdentityHosts, "", id.String(), hostsResource(id, h))
 	}
 	clear(m.dirtyHosts)
 }
@@ -386,6 +374,28 @@ func (m *Model) flushPolicies(c *Changes) {
 	clear(m.dirtyPolicies)
 }
 
+// identityResource is the published form of an identity: its labels,
+// sorted, so that equal label sets publish equal resources.
+func identityResource(id identity.ID, l identity.Labels) *xdsapi.Identity {
+	ls := make([]string, len(l))
+	for i, x := range l {
+		ls[i] = x.String()
+	}
+	slices.Sort(ls)
+	return &xdsapi.Identity{Id: uint32(id), Labels: ls}
+}
+
+// hostsResource is the published form of an identity's addresses, sorted.
+func hostsResource(id identity.ID, h map[netip.Addr]struct{}) *xdsapi.IdentityHosts {
+	addrs := slices.Collect(maps.Keys(h))
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	ss := make([]string, len(addrs))
+	for i, a := range addrs {
+		ss[i] = a.String()
+	}
+	return &xdsapi.IdentityHosts{Policy: uint64(id), HostAddresses: ss}
+}
+
 func splitKey(key string) (string, string) {
 	for i := 0; i < len(key); i++ {
 		if key[i] == '/' {
@@ -400,24 +410,13 @@ func splitKey(key string) (string, string) {
 func (m *Model) Snapshot() *Changes {
 	c := &Changes{}
 	for id, l := range m.labels {
-		ls := make([]string, len(l))
-		for i, x := range l {
-			ls[i] = x.String()
-		}
-		slices.Sort(ls)
-		c.Set(xdsapi.TypeIdentity, "", id.String(), &xdsapi.Identity{Id: uint32(id), Labels: ls})
+		c.Set(xdsapi.TypeIdentity, "", id.String(), identityResource(id, l))
 	}
 	for id, h := range m.hosts {
 		if len(h) == 0 {
 			continue
 		}
-		addrs := slices.Collect(maps.Keys(h))
-		slices.SortFunc(addrs, netip.Addr.Compare)
-		ss := make([]string, len(addrs))
-		for i, a := range addrs {
-			ss[i] = a.String()
-		}
-		c.Set(xdsapi.TypeIdentityHosts, "", id.String(), &xdsapi.IdentityHosts{Policy: uint64(id), HostAddresses: ss})
+		c.Set(xdsapi.TypeIdentityHosts, "", id.String(), hostsResource(id, h))
 	}
 	for key, rules := range m.policies {
 		ns, name := splitKey(key)
