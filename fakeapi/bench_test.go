@@ -507,7 +507,7 @@ func BenchmarkConcurrentPatch(b *testing.B) {
 				return
 			}
 			start := time.Now()
-			if _, err := st.update(o.GetNamespace(), o.GetName(), "status", st.patchMutation(p, o.GetNamespace(), o.GetName()), nil); err != nil {
+			if _, err := st.update(o.GetNamespace(), o.GetName(), "status", "bench", st.patchMutation(p, o.GetNamespace(), o.GetName()), nil); err != nil {
 				b.Error(err)
 				return
 			}

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 )
 
@@ -137,4 +139,46 @@ func httpClient(t *testing.T, s *Server) *http.Client {
 		t.Fatal(err)
 	}
 	return &http.Client{Transport: tr}
+}
+
+// TestServerSetMetadata checks the metadata kube-apiserver sets: uid,
+// creationTimestamp, managedFields per field manager (and per
+// subresource), generation only for pods and custom resources and bumped
+// only by changes outside metadata and status.
+func TestServerSetMetadata(t *testing.T) {
+	s := start(t, Config{})
+	cfg := s.RESTConfig()
+	cfg.UserAgent = "stampede-agent/node-1"
+	cs, _ := clientsFor(t, cfg)
+	ctx := t.Context()
+	p, err := cs.CoreV1().Pods("default").Create(ctx, pod("default", "p", "n1", map[string]string{"a": "b"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.UID == "" || p.CreationTimestamp.IsZero() || p.Generation != 1 {
+		t.Errorf("created pod: uid %q created %v generation %d", p.UID, p.CreationTimestamp, p.Generation)
+	}
+	if len(p.ManagedFields) != 1 || p.ManagedFields[0].Manager != "stampede-agent" || p.ManagedFields[0].Operation != metav1.ManagedFieldsOperationUpdate ||
+		!strings.Contains(string(p.ManagedFields[0].FieldsV1.Raw), `"f:labels":{".":{},"f:a":{}}`) || !strings.Contains(string(p.ManagedFields[0].FieldsV1.Raw), `"k:{\"name\":\"c\"}"`) {
+		t.Errorf("created pod managedFields: %+v", p.ManagedFields)
+	}
+	p, err = cs.CoreV1().Pods("default").Patch(ctx, "p", types.MergePatchType, []byte(`{"status":{"podIP":"10.0.0.1"}}`), metav1.PatchOptions{FieldManager: "kubelet"}, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.ManagedFields) != 2 || p.ManagedFields[0].Manager != "kubelet" || p.ManagedFields[0].Subresource != "status" || p.Generation != 1 {
+		t.Errorf("after a status patch: generation %d, managedFields %+v", p.Generation, p.ManagedFields)
+	}
+	p, err = cs.CoreV1().Pods("default").Patch(ctx, "p", types.MergePatchType, []byte(`{"metadata":{"labels":{"a":"c"}}}`), metav1.PatchOptions{})
+	if err != nil || p.Generation != 1 {
+		t.Errorf("a label change bumped generation to %d (%v)", p.Generation, err)
+	}
+	p, err = cs.CoreV1().Pods("default").Patch(ctx, "p", types.MergePatchType, []byte(`{"spec":{"activeDeadlineSeconds":5}}`), metav1.PatchOptions{})
+	if err != nil || p.Generation != 2 {
+		t.Errorf("a spec change left generation at %d (%v)", p.Generation, err)
+	}
+	c, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Data: map[string]string{"k": "v"}}, metav1.CreateOptions{})
+	if err != nil || c.Generation != 0 || len(c.ManagedFields) != 1 {
+		t.Errorf("configmap: generation %d, managedFields %+v (%v)", c.Generation, c.ManagedFields, err)
+	}
 }

@@ -145,7 +145,12 @@
 // # Differences from kube-apiserver
 //
 // No admission, defaulting, schema validation or pruning beyond metadata;
-// no managedFields or server-side apply (415); dryRun writes are refused
+// managedFields are kept per field manager and subresource as Update
+// entries with field sets derived from the JSON (lists keyed by name or
+// atomic) rather than from the type's schema; no server-side apply (415);
+// generation is set for pods and custom resources only and bumped by
+// changes outside metadata and status; a write that changes nothing is
+// not written (same resourceVersion, no event); dryRun writes are refused
 // (400); no graceful pod deletion (pods go at once); a continue token lists
 // the current state after its key rather than a snapshot at its
 // resourceVersion; resourceVersionMatch=Exact is served only if the

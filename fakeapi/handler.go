@@ -669,6 +669,8 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, rq *request
 		writeError(w, err)
 		return
 	}
+	d.meta.ManagedFields = nil
+	rq.store.setManagedFields(d, fieldManager(r), "", s.cfg.Now())
 	o, err := rq.store.create(d)
 	if err != nil {
 		writeError(w, err)
@@ -712,12 +714,14 @@ func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, rq *request
 			}
 			created = true
 			d.meta.ResourceVersion = ""
+			d.meta.ManagedFields = nil
+			rq.store.setManagedFields(d, fieldManager(r), "", s.cfg.Now())
 			return rq.store.create(d)
 		}
 	}
 	// update may call the mutation again (the object changed meanwhile)
 	// and changes what it returns: each call gets its own copy of d.
-	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, func(*document, []byte) (*document, error) {
+	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, fieldManager(r), func(*document, []byte) (*document, error) {
 		c := *d
 		c.fields = maps.Clone(d.fields)
 		return &c, nil
@@ -749,7 +753,7 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, rq *request)
 		return
 	}
 	p.name = rq.name
-	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, rq.store.patchMutation(p, rq.namespace, rq.name), nil)
+	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, fieldManager(r), rq.store.patchMutation(p, rq.namespace, rq.name), nil)
 	if err != nil {
 		writeError(w, err)
 		return

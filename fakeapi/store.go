@@ -253,7 +253,10 @@ func (s *store) create(d *document) (*object, error) {
 	}
 	d.meta.UID = types.UID(uuid.NewString())
 	d.meta.CreationTimestamp = metav1.NewTime(s.now().UTC().Truncate(time.Second))
-	d.meta.Generation = 1
+	d.meta.Generation = 0
+	if s.res.hasGeneration() {
+		d.meta.Generation = 1
+	}
 	d.meta.DeletionTimestamp = nil
 	d.meta.DeletionGracePeriodSeconds = nil
 	if s.res.status {
@@ -299,7 +302,7 @@ type mutation func(cur *document, curRaw []byte) (*document, error)
 // and the object encoded: with the whole update under the lock, 1,000
 // agents' CiliumEndpoint PATCHes queued for the lock for seconds each
 // (relabel-1k), holding every mutating in-flight slot.
-func (s *store) update(namespace, name, subresource string, mutate mutation, create func() (*object, error)) (*object, error) {
+func (s *store) update(namespace, name, subresource, manager string, mutate mutation, create func() (*object, error)) (*object, error) {
 	key := objectKey(namespace, name)
 	for {
 		s.mu.RLock()
@@ -311,7 +314,7 @@ func (s *store) update(namespace, name, subresource string, mutate mutation, cre
 			}
 			return nil, apierrors.NewNotFound(s.res.groupResource(), name)
 		}
-		nd, err := s.nextVersion(cur, subresource, mutate)
+		nd, err := s.nextVersion(cur, subresource, manager, mutate)
 		if err != nil {
 			return nil, err
 		}
@@ -322,6 +325,7 @@ func (s *store) update(namespace, name, subresource string, mutate mutation, cre
 		if noop, err := isNoop(cur, nd); err != nil || noop {
 			return cur, err
 		}
+		touchManagedFields(nd, manager, subresource, s.now())
 		nodeName := cur.nodeName
 		if s.res.nodeNameField {
 			nodeName = nd.nodeName()
@@ -335,7 +339,7 @@ func (s *store) update(namespace, name, subresource string, mutate mutation, cre
 
 // nextVersion is the document that replaces cur: mutate's result with the
 // server-owned fields kept, checked against cur's preconditions.
-func (s *store) nextVersion(cur *object, subresource string, mutate mutation) (*document, error) {
+func (s *store) nextVersion(cur *object, subresource, manager string, mutate mutation) (*document, error) {
 	curDoc, err := decodeDocument(cur.raw)
 	if err != nil {
 		return nil, apierrors.NewInternalError(fmt.Errorf("stored %s %s: %w", s.res.name, cur.key, err))
@@ -357,6 +361,7 @@ func (s *store) nextVersion(cur *object, subresource string, mutate mutation) (*
 		} else {
 			delete(curDoc.fields, "status")
 		}
+		s.setManagedFields(curDoc, manager, subresource, s.now())
 		return curDoc, nil
 	}
 	if s.res.status {
@@ -384,9 +389,11 @@ func (s *store) nextVersion(cur *object, subresource string, mutate mutation) (*
 	if s.res.status {
 		skip = append(skip, "status")
 	}
-	if !sameContent(nd, curDoc, skip...) {
+	if s.res.hasGeneration() && !sameContent(nd, curDoc, skip...) {
 		nd.meta.Generation++
 	}
+	nd.meta.ManagedFields = curDoc.meta.ManagedFields
+	s.setManagedFields(nd, manager, subresource, s.now())
 	return nd, nil
 }
 
