@@ -173,10 +173,18 @@ const (
 )
 
 // watchChanSize is the channel size kube-apiserver would give a watcher
-// of st (indexed: served by the spec.nodeName trigger).
+// of st (indexed: served by the spec.nodeName trigger): the watch cache's
+// capacity, which starts at 100 events and doubles while the cache holds
+// less than eventFreshDuration of history (up to 100*1024), divided by
+// eventFreshDuration in seconds (watch_cache.go, resizeCacheLocked and
+// suggestedWatchChannelSize, v1.36).
 func watchChanSize(st *store, indexed bool) int {
-	size := int(math.Ceil(st.eventRate.perSecond(st.now(), st.head.Load())))
-	size = max(size, minWatchChanSize)
+	events := st.eventRate.recent(st.now(), st.head.Load())
+	capacity := 100
+	for capacity < events && capacity < 100*1024 {
+		capacity *= 2
+	}
+	size := max(int(math.Ceil(float64(capacity)/eventFreshDuration.Seconds())), minWatchChanSize)
 	switch {
 	case st.res.name == "pods" && indexed:
 		return min(size, maxWatchChanSizeWithIndexAndTrigger)
@@ -187,38 +195,43 @@ func watchChanSize(st *store, indexed bool) int {
 	}
 }
 
-// rateWindow estimates a store's events per second over the last
-// eventFreshDuration, from the event count at the start of the window.
+// rateWindow counts a store's events over the last eventFreshDuration.
 type rateWindow struct {
 	mu        sync.Mutex
 	start     time.Time
 	startHead uint64
-	rate      float64 // of the last full window
+	last      int // events of the last full window
 }
 
-func (w *rateWindow) perSecond(now time.Time, head uint64) float64 {
+// recent is the number of events in about the last eventFreshDuration.
+func (w *rateWindow) recent(now time.Time, head uint64) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.start.IsZero() {
 		w.start, w.startHead = now, head
 	}
-	if el := now.Sub(w.start); el >= eventFreshDuration {
-		w.rate = float64(head-w.startHead) / el.Seconds()
+	if now.Sub(w.start) >= eventFreshDuration {
+		w.last = int(head - w.startHead)
 		w.start, w.startHead = now, head
 	}
-	return w.rate
+	return max(w.last, int(head-w.startHead))
 }
 
-// watchBacklog is how many unwritten events a watcher may hold before it
-// is closed. Without capacity it is WatchBuffer. With capacity it is
-// kube-apiserver's: a cacheWatcher buffers chanSize events in its input
-// channel and chanSize in its result channel; when both are full the
-// dispatcher waits at most its timeout budget (0.1 s) and then terminates
-// the watcher (cache_watcher.go, cacheWatcher.add, v1.36), and the client
-// re-lists and re-watches.
-func (s *Server) watchBacklog(st *store, indexed bool) uint64 {
-	if s.budget == nil {
-		return uint64(s.cfg.WatchBuffer)
+// tooFarBehind tells whether, with the capacity model, a watcher must be
+// closed after its batch waited for the budget while arrived events came
+// in: those are what would have queued in kube-apiserver's cacheWatcher,
+// which buffers chanSize events in its input channel and chanSize in its
+// result channel; when both are full the dispatcher waits at most its
+// timeout budget (0.1 s) and terminates the watcher (k8s.io/apiserver
+// pkg/storage/cacher/cache_watcher.go, cacheWatcher.add, v1.36), and the
+// client re-lists and re-watches. Only the modelled wait counts, not the
+// time the fake itself takes to write or its batching window, so that the
+// outcome depends on the budget and not on the machine the fake runs on.
+// Indexed watchers are woken only for their node's events; their backlog
+// is not tracked.
+func (s *Server) tooFarBehind(st *store, indexed bool, arrived uint64) bool {
+	if s.budget == nil || indexed || arrived == 0 {
+		return false
 	}
-	return uint64(min(2*watchChanSize(st, indexed), s.cfg.WatchBuffer))
+	return arrived > uint64(2*watchChanSize(st, indexed))
 }

@@ -131,6 +131,8 @@ type watchWriter struct {
 	sent    int
 	cost    float64 // CPU-seconds of the batch (capacity model)
 	budget  *budget
+	st      *store
+	arrived uint64 // events appended while the last batch waited for the budget
 	events  prometheus.Counter
 	sizes   prometheus.Observer
 }
@@ -160,8 +162,11 @@ func (ww *watchWriter) flush(ctx context.Context) error {
 	if ww.bw == nil {
 		return nil
 	}
+	ww.arrived = 0
 	if ww.cost > 0 {
+		h0 := ww.st.head.Load()
 		ww.budget.wait(ctx, "watch", ww.cost)
+		ww.arrived = ww.st.head.Load() - h0
 		ww.cost = 0
 	}
 	err := ww.bw.Flush()
@@ -198,7 +203,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 	gauge := s.metrics.registeredWatchers.WithLabelValues(res.group, res.version, res.kind)
 	gauge.Inc()
 	defer gauge.Dec()
-	ww := &watchWriter{w: w, flusher: flusher,
+	ww := &watchWriter{w: w, flusher: flusher, st: st,
 		events: s.metrics.watchEvents.WithLabelValues(res.group, res.version, res.name),
 		sizes:  s.metrics.watchEventSizes.WithLabelValues(res.group, res.version, res.name)}
 	defer func() { _ = ww.flush(context.WithoutCancel(ctx)) }()
@@ -283,7 +288,7 @@ func (s *Server) followWatch(ctx context.Context, rq *request, p *watchParams, w
 		unlock()
 		// An indexed watcher is only woken for its node's events, so only
 		// losing events to the ring's eviction makes it too slow.
-		ok := indexed || head-max(pos, startHead) <= s.watchBacklog(st, indexed)
+		ok := indexed || head-max(pos, startHead) <= uint64(s.cfg.WatchBuffer)
 		if ok {
 			batch, ok = st.readEvents(batch[:0], pos, head)
 		}
@@ -311,6 +316,11 @@ func (s *Server) followWatch(ctx context.Context, rq *request, p *watchParams, w
 			}
 		}
 		if err := ww.flush(ctx); err != nil {
+			return
+		}
+		if s.tooFarBehind(st, indexed, ww.arrived) {
+			s.metrics.terminatedWatchers.WithLabelValues(res.group, res.name).Inc()
+			s.log.Debug("fakeapi watcher fell behind the capacity model, closing", "resource", res.name, "user", rq.user.name)
 			return
 		}
 		select {
