@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apiserver/pkg/apis/flowcontrol/bootstrap"
-	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	authnuser "k8s.io/apiserver/pkg/authentication/user"
 	apirequest "k8s.io/apiserver/pkg/endpoints/request"
 	genericfilters "k8s.io/apiserver/pkg/server/filters"
@@ -98,9 +97,12 @@ func (a *apf) run(ctx context.Context) (stop func(), err error) {
 		<-done
 		factory.Shutdown()
 	}
-	probe := &authnuser.DefaultInfo{Name: serviceaccount.MakeUsername("kube-system", "apf-ready"), Groups: append(serviceaccount.MakeGroupNames("kube-system"), authnuser.AllAuthenticated)}
+	// The controller digests priority levels and flow schemas together,
+	// once both informers have synced; a queuing level's max seats are set
+	// then. Waiting for that (rather than classifying a probe request)
+	// leaves APF's metrics untouched.
 	deadline := time.Now().Add(30 * time.Second)
-	for a.classify(ctx, probe) != bootstrap.SuggestedPriorityLevelConfigurationWorkloadHigh.Name {
+	for a.ctl.GetMaxSeats(bootstrap.SuggestedPriorityLevelConfigurationWorkloadHigh.Name) == 0 {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			stop()
 			return nil, errors.New("apf: the config controller did not take in the bootstrap configuration within 30s")
@@ -108,20 +110,6 @@ func (a *apf) run(ctx context.Context) (stop func(), err error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return stop, nil
-}
-
-// classify returns the priority level the controller puts a GET of u in.
-func (a *apf) classify(ctx context.Context, u authnuser.Info) string {
-	var pl string
-	digest := utilflowcontrol.RequestDigest{
-		RequestInfo: &apirequest.RequestInfo{IsResourceRequest: true, Verb: "get", APIPrefix: "api", APIVersion: "v1", Resource: "namespaces", Name: "default"},
-		User:        u,
-	}
-	a.ctl.Handle(ctx, digest,
-		func(_ *flowcontrolv1.FlowSchema, p *flowcontrolv1.PriorityLevelConfiguration, _ string) { pl = p.Name },
-		func() fcrequest.WorkEstimate { return fcrequest.WorkEstimate{InitialSeats: 1} },
-		func(bool) {}, func() {})
-	return pl
 }
 
 type nextKey struct{}
