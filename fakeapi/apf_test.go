@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -160,4 +161,67 @@ func TestAPFQueuesThenRejects(t *testing.T) {
 	if n := metricValue(t, s, "apiserver_flowcontrol_request_wait_duration_seconds", `flow_schema="global-default",priority_level="global-default"`); n < queued {
 		t.Errorf("request_wait_duration_seconds has %v samples, want >= %d", n, queued)
 	}
+}
+
+// TestAPFListIsWider checks that APF's work estimator gives a LIST of many
+// objects more seats than a GET (kube-apiserver's list work estimator:
+// seats by object count and size, at most 10 or 100), and that a watch's
+// initialization is estimated as a list of what it starts with.
+func TestAPFListIsWider(t *testing.T) {
+	u := Token{Token: "u-tok", User: "someone"}
+	s := start(t, Config{Tokens: []Token{u}})
+	st := s.storeFor("", "v1", "configmaps")
+	for i := range 2000 {
+		d, err := decodeDocument(fmt.Appendf(nil, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c%d"},"data":{"k":"%0500d"}}`, i, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.prepareMeta(d, "default", ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.create(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	match := `flow_schema="global-default",priority_level="global-default"`
+	seats := func(path string) float64 {
+		t.Helper()
+		before := metricSum(t, s, "apiserver_flowcontrol_work_estimated_seats", match)
+		if code, _, body := rawRequestAs(t, s, u.Token, "GET", path, "", nil); code != 200 {
+			t.Fatalf("GET %s: %d %.200s", path, code, body)
+		}
+		return metricSum(t, s, "apiserver_flowcontrol_work_estimated_seats", match) - before
+	}
+	get := seats("/api/v1/namespaces/default/configmaps/c1")
+	list := seats("/api/v1/namespaces/default/configmaps")
+	t.Logf("estimated seats: GET %v, LIST of 2000 objects of ~0.6 KiB %v", get, list)
+	if get != 1 || list <= get {
+		t.Errorf("estimated seats: GET %v, LIST of 2000 objects %v; want 1 and more", get, list)
+	}
+}
+
+// metricSum is the sum of a histogram's observations (metricValue gives
+// their count).
+func metricSum(t *testing.T, s *Server, name, match string) float64 {
+	t.Helper()
+	mfs, err := gatherers(s.cfg.Registry).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			if m.Histogram != nil && strings.Contains(strings.Join(labels, ","), match) {
+				sum += m.Histogram.GetSampleSum()
+			}
+		}
+	}
+	return sum
 }
