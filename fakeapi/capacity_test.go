@@ -2,9 +2,11 @@ package fakeapi
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,6 +148,54 @@ func TestCapacitySlowWatcherIsTerminated(t *testing.T) {
 			terminated := metricValue(t, s, "apiserver_terminated_watchers_total", `resource="configmaps"`) == 1
 			if terminated != tc.terminated || (tc.terminated && got >= 31) || (!tc.terminated && got != 31) {
 				t.Errorf("watcher got %d of 31 events, terminated %v; want terminated %v", got, terminated, tc.terminated)
+			}
+		})
+	}
+}
+
+// TestCapacityOverloadIsRejectedByAPF sends one user's GETs at a steady
+// 200/s to a server whose global-default level has a seat or two (server
+// limit 1). Without the model each is served in milliseconds and nothing
+// queues; with a budget that serves 2 GETs/s (0.5 CPU-s each, 1 core) the
+// requests hold their seats while they wait for it, the flow's 6 queues of
+// 50 fill in about 1.5 s, and APF rejects what comes after with 429
+// (queue-full): overload shows as kube-apiserver shows it.
+func TestCapacityOverloadIsRejectedByAPF(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		capacity *Capacity
+	}{
+		{"capacity", &Capacity{Cores: 1, Profile: testProfile(t, 0.5, 1e-6)}},
+		{"no capacity", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := Token{Token: "u-tok", User: "someone"}
+			s := start(t, Config{Tokens: []Token{u}, MaxRequestsInflight: 1, MaxMutatingRequestsInflight: -1, Capacity: tc.capacity})
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			client := httpClient(t, s)
+			var wg sync.WaitGroup
+			var rejected atomic.Int64
+			tick := time.NewTicker(5 * time.Millisecond)
+			defer tick.Stop()
+			for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && rejected.Load() == 0; <-tick.C {
+				wg.Go(func() {
+					req, _ := http.NewRequestWithContext(ctx, "GET", s.URL()+"/api/v1/namespaces/default", nil)
+					req.Header.Set("Authorization", "Bearer "+u.Token)
+					resp, err := client.Do(req)
+					if err != nil {
+						return // cancelled below
+					}
+					_ = resp.Body.Close()
+					if resp.StatusCode == http.StatusTooManyRequests {
+						rejected.Add(1)
+					}
+				})
+			}
+			cancel()
+			wg.Wait()
+			if got := rejected.Load() > 0; got != (tc.capacity != nil) {
+				t.Errorf("429s: %d, want them only with the model", rejected.Load())
 			}
 		})
 	}
