@@ -131,9 +131,6 @@ func checkShape(data []byte) (any, *shapeCheck, error) {
 func decode(doc any) (*Scenario, error) {
 	js, err := json.Marshal(doc)
 	if err != nil {
-		if nf := nonFinite(data); len(nf) > 0 {
-			return nf, nil
-		}
 		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(js))
