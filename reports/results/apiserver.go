@@ -102,7 +102,8 @@ func (a APIServer) Describe() string {
 	return fmt.Sprintf("%s (model %q)", a.Backend, a.Model)
 }
 
-// Short is a's account in a few words, for naming it beside another.
+// Short is a's account in a few words, for naming it beside another; a
+// capacity profile is named with the moment it was measured.
 func (a APIServer) Short() string {
 	switch {
 	case a.Model == ModelCapacity && a.Capacity != nil:
@@ -110,7 +111,7 @@ func (a APIServer) Short() string {
 	case a.Model == ModelNone:
 		return a.Backend + " without capacity model"
 	}
-	return a.Backend + " backend (" + a.Model + ")"
+	return a.Describe()
 }
 
 // Comparable reports whether figures measured against a and b can be
