@@ -1,7 +1,9 @@
 package harness
 
 import (
+	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +60,20 @@ func TestRunAPIServerVersionFromFacts(t *testing.T) {
 	a, err = apiServerRecord("local", sc, nil)
 	if err != nil || a.Capacity != nil {
 		t.Errorf("local backend with a scenario capacity: %+v, %v (the capacity is the fake's only)", a, err)
+	}
+}
+
+// TestSummaryTableNamesAPIServer: the table `stampede run` prints at the end
+// says which API server its API latencies stand for.
+func TestSummaryTableNamesAPIServer(t *testing.T) {
+	r := &results.Results{Run: results.Run{Backend: results.Backend{Name: "fake"}, APIServer: &results.APIServer{Backend: "fake", Model: results.ModelNone}},
+		Modes: []results.ModeResult{{Mode: scenarios.ModeCRD, Status: results.StatusOK}}}
+	var buf bytes.Buffer
+	if err := WriteSummaryTable(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	want := "API server: fake without capacity model — the simulator's own latency, not a kube-apiserver's\n"
+	if !strings.HasSuffix(buf.String(), want) {
+		t.Errorf("table does not end with %q:\n%s", want, buf.String())
 	}
 }
