@@ -61,9 +61,6 @@ type APIServer struct {
 	// CAFile is the PEM file that verifies the server's certificate
 	// (empty for plain HTTP).
 	CAFile string
-	// TokenFile is a kube-apiserver static token CSV (token,user,uid,groups)
-	// holding every user's token; agents pick their own row from it.
-	TokenFile string
 	// Kubeconfig is an admin kubeconfig for kubectl and for users.
 	Kubeconfig string
 	// Processes are the processes to measure (name -> PID), for example

@@ -65,6 +65,23 @@ func WriteTokenFile(path string, users []User) error {
 	return nil
 }
 
+// writeAgentTokens writes the token of each agent user for the agent
+// shards, in the static token file format with the agent's own user name
+// (access.AgentUser, "node:<name>"), which is how agentsim.LoadAgentTokens
+// finds a node's token.
+func writeAgentTokens(path string, users []User) error {
+	var sb strings.Builder
+	for i, u := range users {
+		if u.Role == RoleAgent {
+			fmt.Fprintf(&sb, "%s,%s,%d\n", u.Token, u.Name, i+1)
+		}
+	}
+	if err := os.WriteFile(path, []byte(sb.String()), 0o600); err != nil {
+		return fmt.Errorf("write agent tokens: %w", err)
+	}
+	return nil
+}
+
 // Start implements Backend.
 func (b *FakeBackend) Start(ctx context.Context, env BackendEnv) (*APIServer, error) {
 	b.mu.Lock()
@@ -116,7 +133,6 @@ func (b *FakeBackend) Start(ctx context.Context, env BackendEnv) (*APIServer, er
 	api := &APIServer{
 		URL:         a.Endpoints["api"],
 		CAFile:      a.Extra["ca"],
-		TokenFile:   tokens,
 		Kubeconfig:  kubeconfig,
 		Processes:   map[string]int{"apiserver": p.PID()},
 		MetricsURLs: map[string]string{},

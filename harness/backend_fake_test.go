@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/stampede-sim/stampede/agentsim"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -172,5 +173,28 @@ func TestWriteTokenFileAgentsAsCiliumServiceAccount(t *testing.T) {
 		"n1,system:serviceaccount:kube-system:cilium,2,\"system:serviceaccounts,system:serviceaccounts:kube-system,stampede:agents\"\n"
 	if diff := cmp.Diff(want, string(data)); diff != "" {
 		t.Errorf("token file (-want +got):\n%s", diff)
+	}
+}
+
+// TestAgentTokensReachEachAgent checks that the agent shards can tell which
+// token is whose although the API server knows every agent as one service
+// account: the file written for them is read back by the agents' own loader.
+func TestAgentTokensReachEachAgent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent-tokens.csv")
+	users := []User{
+		{Name: "admin", Role: RoleAdmin, Token: "a"},
+		{Name: "node:n1", Role: RoleAgent, Token: "t1"},
+		{Name: "node:n2", Role: RoleAgent, Token: "t2"},
+	}
+	if err := writeAgentTokens(path, users); err != nil {
+		t.Fatal(err)
+	}
+	got, err := agentsim.LoadAgentTokens(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"n1": "t1", "n2": "t2"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("agent tokens (-want +got):\n%s", diff)
 	}
 }

@@ -66,8 +66,8 @@ type KubeconfigConfig struct {
 // ServiceAccount per user, the mode's ClusterRoles and bindings for those
 // ServiceAccounts (admin is bound to cluster-admin), and, only when
 // allowed, the CRDs. Users get tokens from the TokenRequest API (a real
-// cluster has no static token file), returned in APIServer.Tokens and
-// TokenFile. Stop deletes exactly the objects that carry the run label
+// cluster has no static token file), returned in APIServer.Tokens.
+// Stop deletes exactly the objects that carry the run label
 // (namespaces, cluster-scoped objects of the cilium.io types, Nodes,
 // ClusterRoles, ClusterRoleBindings and CRDs) and nothing else.
 type KubeconfigBackend struct {
@@ -170,10 +170,6 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 	if err != nil {
 		return nil, err
 	}
-	tokenFile := filepath.Join(env.Dir, "tokens.csv")
-	if err := WriteTokenFile(tokenFile, issued); err != nil {
-		return nil, fmt.Errorf("kubeconfig backend: %w", err)
-	}
 	var admin User
 	for _, u := range issued {
 		if u.Role == RoleAdmin {
@@ -194,7 +190,6 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 	return &APIServer{
 		URL:          strings.TrimSuffix(rc.Host, "/"),
 		CAFile:       caFile,
-		TokenFile:    tokenFile,
 		Kubeconfig:   kubeconfig,
 		Processes:    map[string]int{},
 		MetricsURLs:  map[string]string{"apiserver": strings.TrimSuffix(rc.Host, "/") + "/metrics"},

@@ -311,7 +311,6 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 	return &APIServer{
 		URL:        url,
 		CAFile:     certs.caFile,
-		TokenFile:  tokens,
 		Kubeconfig: kubeconfig,
 		Processes:  map[string]int{"apiserver": b.api.PID(), "etcd": b.etcd.PID()},
 		MetricsURLs: map[string]string{

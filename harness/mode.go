@@ -245,12 +245,12 @@ func (mr *modeRun) startBackend(ctx context.Context) error {
 			}
 		}
 	}
-	mr.tokenFile = api.TokenFile
-	if mr.tokenFile == "" {
-		mr.tokenFile = filepath.Join(mr.dir, "tokens.csv")
-		if err := WriteTokenFile(mr.tokenFile, mr.users); err != nil {
-			return failed(err)
-		}
+	// The API server may authenticate every agent as Cilium's one service
+	// account (WriteTokenFile), so the shards get a file of their own that
+	// says which token is which node's.
+	mr.tokenFile = filepath.Join(mr.dir, "agent-tokens.csv")
+	if err := writeAgentTokens(mr.tokenFile, mr.users); err != nil {
+		return failed(err)
 	}
 	mr.meas = NewMeasurer(&http.Client{Timeout: scrapeTimeout, Transport: scrapeTransport(api.CAFile)}, mr.log)
 	for name, pid := range api.Processes {
