@@ -44,6 +44,9 @@ func Parse(source string, data []byte) (*Scenario, error) {
 	}
 	doc, shape, err := checkShape(data)
 	if err != nil {
+		if nf := nonFinite(data); len(nf) > 0 {
+			return nil, &ValidationError{Source: source, Errors: nf}
+		}
 		return nil, fmt.Errorf("%s: not valid YAML: %w", source, err)
 	}
 	s, err := decode(doc)
