@@ -39,7 +39,11 @@ func capacityFigures(rep *capacity.CapacityReport) []*Figure {
 	for _, t := range rep.Targets {
 		maxT = math.Max(maxT, float64(t))
 	}
-	caption := "scenario " + rep.Scenario + " · measured at " + joinNodes(rep.Nodes) + " nodes · " + rep.Backend + " API server · solid: fit over the measured range, dashed + band: extrapolation (95 % prediction interval)"
+	var apis []string
+	for _, a := range rep.APIServers {
+		apis = append(apis, a.String())
+	}
+	caption := "scenario " + rep.Scenario + " · measured at " + joinNodes(rep.Nodes) + " nodes · " + strings.Join(apis, "; ") + " · solid: fit over the measured range, dashed + band: extrapolation (95 % prediction interval)"
 	var figs []*Figure
 	for _, name := range order {
 		fits := byMetric[name]
@@ -106,6 +110,9 @@ func capacityFigures(rep *capacity.CapacityReport) []*Figure {
 			if sc := scatter(px, py, c); sc != nil {
 				p.Add(sc)
 				label := string(f.Mode)
+				if len(rep.APIServers) > 1 {
+					label += ", " + f.API.Label()
+				}
 				if f.Err == "" && f.Fit.Model == capacity.ModelPower {
 					label += " (n^" + format.TrimFloat(f.Fit.B) + ")"
 				} else if f.Err == "" && f.Fit.Model == capacity.ModelLinear {
