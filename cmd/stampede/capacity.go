@@ -234,7 +234,7 @@ func checkCapacityFlags(cmd *cobra.Command, cores []float64, api string, fromRes
 func printVerdicts(w io.Writer, rep *capacity.CapacityReport) {
 	for _, v := range rep.Verdicts {
 		b := v.Break
-		at := string(b.Kind)
+		at := orDash(v.SLO) + " " + string(b.Kind)
 		if b.Stated() {
 			hi := "beyond"
 			if !math.IsInf(b.Hi, 1) {
@@ -242,11 +242,18 @@ func printVerdicts(w io.Writer, rep *capacity.CapacityReport) {
 			}
 			at = fmt.Sprintf("breaks %s at %.0f nodes (%.0f to %s)", v.SLO, b.Nodes, b.Lo, hi)
 		}
-		fmt.Fprintf(w, "  %-8s %-20s %s: %s\n", v.Mode, v.API.Label(), at, b.Reason)
+		fmt.Fprintf(w, "  %-8s %-18s %s: %s\n", v.Mode, v.API.Label(), at, b.Reason)
 		if len(b.Settle) > 0 {
-			fmt.Fprintf(w, "  %-8s %-20s to settle it, also run --nodes %s\n", "", "", joinInts(b.Settle))
+			fmt.Fprintf(w, "  %-8s %-18s to settle it, also run --nodes %s\n", "", "", joinInts(b.Settle))
 		}
 	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func joinInts(ns []int) string {

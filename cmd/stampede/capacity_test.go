@@ -31,8 +31,8 @@ func TestCapacityFromResults(t *testing.T) {
 		t.Fatalf("%v\n%s", err, text)
 	}
 	for _, want := range []string{"capacity model of relabel-small from 4 runs at [20 40 80 160] nodes",
-		"crd      no capacity model    no-capacity-model: measured on the fake API server without a capacity model",
-		"xds      no capacity model    not-applicable: xds agents never talk to the API server", "capacity.html"} {
+		"crd      no capacity model  mutating p99 no-capacity-model: measured on the fake API server without a capacity model",
+		"xds      no capacity model  mutating p99 not-applicable: xds agents never talk to the API server", "capacity.html"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}

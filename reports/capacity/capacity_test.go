@@ -386,3 +386,38 @@ func TestSweepAPICores(t *testing.T) {
 		}
 	}
 }
+
+// TestVerdictPrefersStatements: the verdict of a mode is its stated
+// breaking point at the fewest nodes, else the SLO closest to one.
+func TestVerdictPrefersStatements(t *testing.T) {
+	api := APIServer{Backend: "fake", Cores: 4}
+	fit := func(slo string, b BreakingPoint) CapacityFit {
+		lim := 1.0
+		return CapacityFit{Metric: results.Metric{Name: "slo: " + slo}, Limit: &lim, Break: b}
+	}
+	nan := math.NaN()
+	beyond := BreakingPoint{Kind: BreakBeyond, Nodes: nan}
+	noInterval := BreakingPoint{Kind: BreakNoInterval, Nodes: nan}
+	at := func(n float64) BreakingPoint {
+		return BreakingPoint{Kind: BreakProjected, Nodes: n, Lo: n / 2, Hi: n * 2}
+	}
+	tests := []struct {
+		name string
+		fits []CapacityFit
+		slo  string
+	}{
+		{"fewest nodes", []CapacityFit{fit("mutating p99", at(500)), fit("read p99", at(300)), fit("list p99", beyond)}, "read p99"},
+		{"stated over unstated", []CapacityFit{fit("mutating p99", beyond), fit("read p99", noInterval), fit("list p99", at(900))}, "list p99"},
+		{"no interval over beyond", []CapacityFit{fit("mutating p99", beyond), fit("read p99", noInterval)}, "read p99"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if v := verdictOf(scenarios.ModeCRD, api, tt.fits); v.SLO != tt.slo {
+				t.Errorf("verdict on %q (%+v), want %q", v.SLO, v.Break, tt.slo)
+			}
+		})
+	}
+	if v := verdictOf(scenarios.ModeCRD, api, nil); v.Break.Kind != BreakNoFit {
+		t.Errorf("no SLOs: %+v", v)
+	}
+}

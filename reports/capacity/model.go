@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/stampede-sim/stampede/reports/internal/stats"
 	"github.com/stampede-sim/stampede/reports/results"
@@ -274,8 +275,21 @@ func fitInto(cf *CapacityFit, targets []int, maxNodes float64) {
 }
 
 // verdictOf sums up a mode's SLO fits on one API server: the stated
-// breaking point at the fewest nodes, else the first SLO's reason.
+// breaking point at the fewest nodes; else the SLO closest to a statement
+// (within reach but without an interval, then beyond reach), else the
+// first SLO's reason.
 func verdictOf(mode scenarios.Mode, api APIServer, fits []CapacityFit) ModeVerdict {
+	rank := func(b BreakingPoint) int {
+		switch {
+		case b.Stated():
+			return 0
+		case b.Kind == BreakNoInterval:
+			return 1
+		case b.Kind == BreakBeyond:
+			return 2
+		}
+		return 3
+	}
 	v := ModeVerdict{Mode: mode, API: api}
 	found := false
 	for _, f := range fits {
@@ -283,9 +297,9 @@ func verdictOf(mode scenarios.Mode, api APIServer, fits []CapacityFit) ModeVerdi
 			continue
 		}
 		b := f.Break
-		better := !found || b.Stated() && (!v.Break.Stated() || b.Nodes < v.Break.Nodes)
+		better := !found || rank(b) < rank(v.Break) || b.Stated() && v.Break.Stated() && b.Nodes < v.Break.Nodes
 		if better {
-			v.SLO, v.Break, found = f.Metric.Name[len("slo: "):], b, true
+			v.SLO, v.Break, found = strings.TrimPrefix(f.Metric.Name, "slo: "), b, true
 		}
 	}
 	if !found {
