@@ -60,15 +60,9 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			var ms []scenarios.Mode
-			if modes != "" {
-				for i, m := range strings.Split(modes, ",") {
-					mode := scenarios.Mode(strings.TrimSpace(m))
-					if !mode.Valid() {
-						return &exitError{code: 2, err: fmt.Errorf("--modes[%d]: unknown mode %q (known: %v)", i, mode, scenarios.AllModes)}
-					}
-					ms = append(ms, mode)
-				}
+			ms, err := parseCapacityModes(modes)
+			if err != nil {
+				return &exitError{code: 2, err: err}
 			}
 			cores, err := parseAPICores(apiCores)
 			if err != nil {
@@ -119,18 +113,7 @@ Exit status: 0 done, 1 a run or the rendering failed, 2 unusable input.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			res, err := reports.RenderCapacity(cmd.Context(), reports.CapacityConfig{Dir: out, Log: log}, rep)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "capacity model of %s from %d runs at %v nodes\n", rep.Scenario, len(rs), rep.Nodes)
-			printVerdicts(w, rep)
-			fmt.Fprintf(w, "wrote %s\nwrote %s\nwrote %d plot files\n", res.Markdown, res.HTML, len(res.Plots))
-			if len(res.FigureErrors) > 0 {
-				return fmt.Errorf("%d capacity figures could not be drawn: %v", len(res.FigureErrors), errors.Join(res.FigureErrors...))
-			}
-			return nil
+			return renderCapacity(cmd, rep, len(rs), out, log)
 		},
 	}
 	f := cmd.Flags()
@@ -182,6 +165,38 @@ func filterModes(rs []*results.Results, modes []scenarios.Mode) []*results.Resul
 		r.Modes = ms
 	}
 	return rs
+}
+
+// parseCapacityModes parses --modes (empty: the scenario's).
+func parseCapacityModes(modes string) ([]scenarios.Mode, error) {
+	if modes == "" {
+		return nil, nil
+	}
+	var ms []scenarios.Mode
+	for i, m := range strings.Split(modes, ",") {
+		mode := scenarios.Mode(strings.TrimSpace(m))
+		if !mode.Valid() {
+			return nil, fmt.Errorf("--modes[%d]: unknown mode %q (known: %v)", i, mode, scenarios.AllModes)
+		}
+		ms = append(ms, mode)
+	}
+	return ms, nil
+}
+
+// renderCapacity writes the report under out and prints the verdicts.
+func renderCapacity(cmd *cobra.Command, rep *capacity.CapacityReport, runs int, out string, log *slog.Logger) error {
+	res, err := reports.RenderCapacity(cmd.Context(), reports.CapacityConfig{Dir: out, Log: log}, rep)
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "capacity model of %s from %d runs at %v nodes\n", rep.Scenario, runs, rep.Nodes)
+	printVerdicts(w, rep)
+	fmt.Fprintf(w, "wrote %s\nwrote %s\nwrote %d plot files\n", res.Markdown, res.HTML, len(res.Plots))
+	if len(res.FigureErrors) > 0 {
+		return fmt.Errorf("%d capacity figures could not be drawn: %v", len(res.FigureErrors), errors.Join(res.FigureErrors...))
+	}
+	return nil
 }
 
 // parseAPICores parses --api-cores: comma-separated API server sizes in
