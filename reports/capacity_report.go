@@ -63,6 +63,16 @@ func RenderCapacity(ctx context.Context, cfg CapacityConfig, rep *capacity.Capac
 	return out, nil
 }
 
+// capacityRanges says which node counts each API server's fits rest on
+// (the ×factor columns are relative to each one's largest).
+func capacityRanges(rep *capacity.CapacityReport) string {
+	var parts []string
+	for i, a := range rep.APIServers {
+		parts = append(parts, fmt.Sprintf("%s at %s nodes", a.Label(), joinNodes(rep.APINodes[i])))
+	}
+	return "Fits are made per mode and API server, each from its own runs: " + strings.Join(parts, "; ") + ". The ×factor of a projection is relative to the largest node count measured on its API server."
+}
+
 func fmtNodes(n int) string { return format.Int(int64(n)) }
 
 func capacityDocument(rep *capacity.CapacityReport, figs []*Figure) *document.Document {
@@ -89,6 +99,7 @@ func capacityDocument(rep *capacity.CapacityReport, figs []*Figure) *document.Do
 			"and their error grows with the distance (the ×factor column). Intervals are 95 %% prediction intervals of the fit; "+
 			"they cover the scatter of the measured points, not changes of mechanism.", fmtNodes(rep.Nodes[0]), fmtNodes(maxN), fmtNodes(maxN)),
 		"With two node counts a fit is exact and has no error estimate; sweep at least four sizes (e.g. --nodes 25,50,100,200).",
+		capacityRanges(rep),
 		capacityBreakRules(rep),
 	)
 	if len(rep.Notes) > 0 {

@@ -28,6 +28,9 @@ type APIServer struct {
 // or, for results without one, from the fake backend's "capacity" fact.
 func apiServerOf(r *results.Results) APIServer {
 	a := APIServer{Backend: r.Run.Backend.Name}
+	if a.Backend != string(scenarios.BackendFake) {
+		return a // the capacity model is the fake's alone
+	}
 	if sc := r.Run.EffectiveScenario; sc != nil {
 		if c := sc.API.Capacity; c != nil {
 			a.Cores, a.Profile = c.Cores, c.Profile

@@ -421,3 +421,11 @@ func TestVerdictPrefersStatements(t *testing.T) {
 		t.Errorf("no SLOs: %+v", v)
 	}
 }
+
+func TestAPIServerOfIgnoresCapacityOffTheFake(t *testing.T) {
+	r := &results.Results{Run: results.Run{Backend: results.Backend{Name: "local"},
+		EffectiveScenario: &scenarios.Scenario{API: scenarios.API{Capacity: &scenarios.Capacity{Cores: 4}}}}}
+	if got := apiServerOf(r); got != (APIServer{Backend: "local"}) {
+		t.Errorf("got %+v", got)
+	}
+}

@@ -67,8 +67,10 @@ type CapacityReport struct {
 	Nodes       []int
 	PodsPerNode float64
 	Targets     []int
-	// APIServers are the API servers the runs measured against, in order.
+	// APIServers are the API servers the runs measured against, in order;
+	// APINodes[i] the node counts measured on APIServers[i].
 	APIServers []APIServer
+	APINodes   [][]int
 	// MaxExtrapolation is how far beyond the data breaking points are
 	// stated.
 	MaxExtrapolation float64
@@ -147,6 +149,16 @@ func BuildCapacity(rs []*results.Results, opt Options) (*CapacityReport, error) 
 		rep.Notes = append(rep.Notes, "pods per node differ between runs; costs are fitted against nodes only")
 	}
 	slices.SortFunc(rep.APIServers, compareAPIServers)
+	for _, a := range rep.APIServers {
+		var ns []int
+		for _, r := range groups[a] {
+			if !slices.Contains(ns, r.Run.Nodes) {
+				ns = append(ns, r.Run.Nodes)
+			}
+		}
+		slices.Sort(ns)
+		rep.APINodes = append(rep.APINodes, ns)
+	}
 	for _, mode := range results.ModeOrder(rs) {
 		for _, a := range rep.APIServers {
 			fits := fitGroup(groups[a], mode, a, opt)
