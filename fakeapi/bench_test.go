@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
 	"github.com/stampede-sim/stampede/internal/ready"
 )
 
@@ -49,6 +50,7 @@ func runBenchServer(readyFile string) int {
 		MaxRequestsInflight:         -1,
 		MaxMutatingRequestsInflight: -1,
 		WatchBatchWindow:            time.Duration(benchEnv("WINDOW_MS", 0)) * time.Millisecond,
+		Capacity:                    benchCapacity(),
 	}
 	if err := Run(ctx, cfg, RunOptions{ReadyFile: readyFile}); err != nil {
 		fmt.Fprintln(os.Stderr, "bench server:", err)
@@ -374,7 +376,7 @@ func scrapeSizes(b *testing.B, cfg *rest.Config) (sum, count float64) {
 // client-go against an in-process server (client and server share the
 // process, so ns/op includes the client's encoding).
 func BenchmarkCreate(b *testing.B) {
-	s := start(b, Config{MaxMutatingRequestsInflight: -1})
+	s := start(b, Config{MaxMutatingRequestsInflight: -1, Capacity: benchCapacity()})
 	ns := benchCEP(0, 0).GetNamespace()
 	cs, dc := clients(b, s)
 	_ = cs
@@ -507,7 +509,7 @@ func BenchmarkConcurrentPatch(b *testing.B) {
 				return
 			}
 			start := time.Now()
-			if _, err := st.update(o.GetNamespace(), o.GetName(), "status", st.patchMutation(p, o.GetNamespace(), o.GetName()), nil); err != nil {
+			if _, err := st.update(o.GetNamespace(), o.GetName(), "status", "bench", st.patchMutation(p, o.GetNamespace(), o.GetName()), nil); err != nil {
 				b.Error(err)
 				return
 			}
@@ -516,4 +518,21 @@ func BenchmarkConcurrentPatch(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "patches/s")
 	b.ReportMetric(float64(waited.Load())/float64(b.N)/1e3, "us-per-patch")
+}
+
+// benchCapacity is the capacity model STAMPEDE_FAKEAPI_BENCH_CAPACITY_CORES
+// asks for (0: none), with the capacity package's placeholder profile
+// (tests only; its costs are of the order of a real profile's). Enough
+// cores that the budget never throttles measure what the model's own
+// bookkeeping costs the fake.
+func benchCapacity() *Capacity {
+	cores := benchEnv("CAPACITY_CORES", 0)
+	if cores <= 0 {
+		return nil
+	}
+	p, err := capacity.Load("capacity/testdata/placeholder.yaml")
+	if err != nil {
+		panic(err)
+	}
+	return &Capacity{Cores: float64(cores), Profile: p}
 }

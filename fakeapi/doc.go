@@ -70,8 +70,20 @@
 // any authenticated user everything. /healthz, /livez, /readyz, /version,
 // /metrics and /debug/pprof/ need no token. RequestsByUser and
 // stampede_fakeapi_requests_by_user_total{user} count requests per user.
-// MaxRequestsInflight and MaxMutatingRequestsInflight bound concurrent
-// requests (watches excluded) and answer 429 with Retry-After: 1 beyond.
+// API Priority and Fairness is kube-apiserver's own (k8s.io/apiserver
+// v0.36: its config controller, fair queuing and WithPriorityAndFairness
+// filter, between authentication and authorization as in kube-apiserver)
+// with the bootstrap FlowSchemas and PriorityLevelConfigurations and the
+// server concurrency limit MaxRequestsInflight +
+// MaxMutatingRequestsInflight (as kube-apiserver computes it when APF is
+// on; both negative: no limit, no APF). Requests are classified by their
+// user and kube-apiserver's RequestInfo, take the seats its work estimator
+// gives (LISTs by object count and size, mutating requests by watchers),
+// wait in shuffle-sharded queues (at most 15 s, RequestTimeout/4), and get
+// 429 with Retry-After only when their queues are full or the wait
+// expired. A watch holds its seats until its initial events are written.
+// The configuration objects live in a client-go fake clientset the
+// controller reads, not in the served API.
 // Bodies over MaxBodyBytes (3 MiB) are 413. A panicking handler answers 500
 // and is counted in stampede_fakeapi_handler_panics_total.
 //
@@ -93,6 +105,25 @@
 // triggers. A woken watcher waits WatchBatchWindow (50 ms) for more events
 // and writes them in one batch through a pooled buffer.
 //
+// # Capacity model
+//
+// With Config.Capacity (`--capacity-cores`, `--capacity-profile`) the
+// server has the CPU of a kube-apiserver with its etcd of Cores cores of
+// the calibration machine (capacity.go). Every request is charged its
+// profile cost, Requests[verb] by objects returned and KiB of bodies (a
+// write before it runs, a read after, a watch's initial events as a list),
+// and every watch event Watch.Encode once plus Watch.Deliver per watcher.
+// The budget serves that work in arrival order at Cores CPU-seconds per
+// second and no piece faster than one core; a request holding its APF
+// seats waits until its work is served, a watcher until its batch is, so
+// request latency, APF queueing and 429s, and watch delivery delay follow
+// from the load. A watcher then may hold two watch-channel sizes of events
+// (kube-apiserver's cacheWatcher input and result channels, sized as
+// suggestedWatchChannelSize does) before it is closed, instead of
+// WatchBuffer. stampede_fakeapi_modelled_cpu_seconds_total{kind} is the
+// CPU the model charged; stampede_fakeapi_modelled_backlog_seconds how far
+// behind it is. Without Capacity the server is as fast as its machine.
+//
 // # Metrics
 //
 // On the server's own registry (Config.Registry), named and labelled as
@@ -104,12 +135,22 @@
 // apiserver_registered_watchers{group, version, kind},
 // apiserver_watch_events_total and apiserver_watch_events_sizes{group,
 // version, resource} (per delivered event), apiserver_terminated_watchers_total{group,
-// resource}, apiserver_storage_objects{resource}.
+// resource}, apiserver_storage_objects{resource}. /metrics also serves
+// APF's apiserver_flowcontrol_* metrics (request_wait_duration_seconds,
+// rejected_requests_total, current_inqueue_requests,
+// dispatched_requests_total, ... with priority_level and flow_schema
+// labels), which k8s.io/apiserver records only into component-base's
+// process-wide legacyregistry: servers in one process share them.
 //
 // # Differences from kube-apiserver
 //
 // No admission, defaulting, schema validation or pruning beyond metadata;
-// no managedFields or server-side apply (415); dryRun writes are refused
+// managedFields are kept per field manager and subresource as Update
+// entries with field sets derived from the JSON (lists keyed by name or
+// atomic) rather than from the type's schema; no server-side apply (415);
+// generation is set for pods and custom resources only and bumped by
+// changes outside metadata and status; a write that changes nothing is
+// not written (same resourceVersion, no event); dryRun writes are refused
 // (400); no graceful pod deletion (pods go at once); a continue token lists
 // the current state after its key rather than a snapshot at its
 // resourceVersion; resourceVersionMatch=Exact is served only if the

@@ -1,18 +1,12 @@
 package fakeapi
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -22,11 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
-	"k8s.io/apimachinery/pkg/util/validation/field"
-	clientscheme "k8s.io/client-go/kubernetes/scheme"
-	"sigs.k8s.io/yaml"
 )
 
 // request is one parsed resource request.
@@ -38,6 +27,7 @@ type request struct {
 	name        string
 	subresource string
 	user        *user
+	objects     int // objects a list or deletecollection returned
 }
 
 func (rq *request) scope() string {
@@ -123,7 +113,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 		return
 	case path == "/metrics":
-		promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		promhttp.HandlerFor(gatherers(s.cfg.Registry), promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return
 	case strings.HasPrefix(path, "/debug/pprof"):
 		servePprof(w, r)
@@ -140,39 +130,41 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	s.countUser(u.name)
 
-	if path == "/openapi/v2" {
-		serveOpenAPIV2(w, r)
-		return
-	}
-	parsed, disc, err := s.parse(r)
-	if err != nil {
+	var next http.HandlerFunc
+	switch parsed, disc, err := s.parse(r); {
+	case r.URL.Path == "/openapi/v2":
+		next = serveOpenAPIV2
+	case err != nil:
 		writeError(w, err)
 		return
+	case disc != nil:
+		next = disc
+	default:
+		rq = parsed
+		rq.user = u
+		next = func(w http.ResponseWriter, r *http.Request) { s.serveAuthorized(w, r, rq) }
 	}
-	if disc != nil {
-		disc(w, r)
+	// As in kube-apiserver's handler chain (k8s.io/apiserver
+	// pkg/server/config.go DefaultBuildHandlerChain), API Priority and
+	// Fairness sits between authentication and authorization. A server
+	// used as a handler without Start has no APF running.
+	if s.apf != nil && s.apf.filter != nil {
+		s.apf.serve(w, r, u, next)
 		return
 	}
-	rq = parsed
-	rq.user = u
+	next(w, r)
+}
 
+// serveAuthorized serves a resource request once APF dispatched it.
+func (s *Server) serveAuthorized(w http.ResponseWriter, r *http.Request, rq *request) {
 	if rq.verb != "watch" {
-		sem, kind := s.readOnly, "readOnly"
+		kind := "readOnly"
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			sem, kind = s.mutating, "mutating"
+			kind = "mutating"
 		}
-		if sem != nil {
-			select {
-			case sem <- struct{}{}:
-			default:
-				w.Header().Set("Retry-After", "1")
-				writeError(w, apierrors.NewTooManyRequests("Too many requests, please try again later.", 1))
-				return
-			}
-			g := s.metrics.inflight.WithLabelValues(kind)
-			g.Inc()
-			defer func() { <-sem; g.Dec() }()
-		}
+		g := s.metrics.inflight.WithLabelValues(kind)
+		g.Inc()
+		defer g.Dec()
 	}
 	if err := s.authorize(rq); err != nil {
 		writeError(w, err)
@@ -180,6 +172,10 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	if r.URL.Query().Has("dryRun") && rq.verb != "get" && rq.verb != "list" && rq.verb != "watch" {
 		writeError(w, apierrors.NewBadRequest("dryRun is not supported by fakeapi"))
+		return
+	}
+	if s.budget != nil {
+		s.budget.chargeRequest(w, r, rq, func() { s.serveResource(w, r, rq) })
 		return
 	}
 	s.serveResource(w, r, rq)
@@ -244,10 +240,14 @@ func (s *Server) authenticate(r *http.Request) (*user, error) {
 		}
 		return nil, apierrors.NewUnauthorized("Unauthorized")
 	}
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
+	// The scheme is case-insensitive, as kube-apiserver's bearer token
+	// authenticator reads it (k8s.io/apiserver
+	// pkg/authentication/request/bearertoken/bearertoken.go, v1.36).
+	parts := strings.SplitN(h, " ", 3)
+	if len(parts) < 2 || !strings.EqualFold(parts[0], "bearer") {
 		return nil, apierrors.NewUnauthorized("Unauthorized")
 	}
+	tok := parts[1]
 	u := s.tokens[strings.TrimSpace(tok)]
 	if u == nil {
 		return nil, apierrors.NewUnauthorized("Unauthorized")
@@ -424,477 +424,5 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, rq *reque
 		s.serveDelete(w, r, rq)
 	case "deletecollection":
 		s.serveDeleteCollection(w, r, rq)
-	}
-}
-
-func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, rq *request) {
-	o, err := rq.store.get(rq.namespace, rq.name)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if wantsTable(r) {
-		s.writeTable(w, []*object{o}, o.rv, "")
-		return
-	}
-	writeJSON(w, http.StatusOK, o.raw)
-}
-
-// continueToken is the (opaque to clients) state of a paged list.
-type continueToken struct {
-	V     string `json:"v"`
-	RV    uint64 `json:"rv"`
-	Start string `json:"start"`
-}
-
-func (s *Server) serveList(w http.ResponseWriter, r *http.Request, rq *request) {
-	q := r.URL.Query()
-	f, err := parseFilter(rq.res, rq.namespace, q)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	rvParam, match := q.Get("resourceVersion"), q.Get("resourceVersionMatch")
-	var limit int64
-	if l := q.Get("limit"); l != "" {
-		limit, err = strconv.ParseInt(l, 10, 64)
-		if err != nil || limit < 0 {
-			writeError(w, apierrors.NewBadRequest(fmt.Sprintf("limit: invalid value %q", l)))
-			return
-		}
-	}
-	cont := q.Get("continue")
-	if match != "" && rvParam == "" {
-		writeError(w, invalidListOptions("resourceVersionMatch", match, "resourceVersionMatch is forbidden unless resourceVersion is provided"))
-		return
-	}
-	if match != "" && match != string(metav1.ResourceVersionMatchExact) && match != string(metav1.ResourceVersionMatchNotOlderThan) {
-		writeError(w, invalidListOptions("resourceVersionMatch", match, "must be one of Exact, NotOlderThan"))
-		return
-	}
-	if cont != "" && rvParam != "" && rvParam != "0" {
-		writeError(w, invalidListOptions("resourceVersion", rvParam, "specifying resource version is not allowed when using continue"))
-		return
-	}
-	var want uint64
-	if rvParam != "" {
-		want, err = strconv.ParseUint(rvParam, 10, 64)
-		if err != nil {
-			writeError(w, invalidListOptions("resourceVersion", rvParam, "must be a non-negative integer"))
-			return
-		}
-	}
-	if rvParam == "0" {
-		limit = 0 // served from the watch cache in full, as kube-apiserver does
-	}
-	var tok continueToken
-	if cont != "" {
-		b, err := base64.RawURLEncoding.DecodeString(cont)
-		if err == nil {
-			err = json.Unmarshal(b, &tok)
-		}
-		if err != nil || tok.V != "meta.k8s.io/v1" {
-			writeError(w, apierrors.NewBadRequest(fmt.Sprintf("continue key is not valid: %q", cont)))
-			return
-		}
-	}
-	objs, _, cur := rq.store.snapshot(f)
-	if want > cur {
-		writeError(w, tooLargeRV(want, cur))
-		return
-	}
-	listRV := cur
-	if match == string(metav1.ResourceVersionMatchExact) && want != 0 {
-		if last := rq.store.lastRV(); last > want {
-			writeError(w, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", want, last)))
-			return
-		}
-		listRV = want
-	}
-	if cont != "" {
-		listRV = tok.RV
-	}
-	sort.Slice(objs, func(i, j int) bool { return objs[i].key < objs[j].key })
-	if tok.Start != "" {
-		i := sort.Search(len(objs), func(i int) bool { return objs[i].key > tok.Start })
-		objs = objs[i:]
-	}
-	var next string
-	var remaining int64
-	if limit > 0 && int64(len(objs)) > limit {
-		remaining = int64(len(objs)) - limit
-		objs = objs[:limit]
-		b, _ := json.Marshal(continueToken{V: "meta.k8s.io/v1", RV: listRV, Start: objs[len(objs)-1].key})
-		next = base64.RawURLEncoding.EncodeToString(b)
-	}
-	if wantsTable(r) {
-		s.writeTable(w, objs, listRV, next)
-		return
-	}
-	writeList(w, rq.res, objs, listRV, next, remaining)
-}
-
-func writeList(w http.ResponseWriter, res *resource, objs []*object, rv uint64, next string, remaining int64) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	bw := &stickyWriter{w: bufio.NewWriterSize(w, 32<<10)}
-	bw.printf(`{"kind":%q,"apiVersion":%q,"metadata":{"resourceVersion":"%d"`, res.kind+"List", res.apiVersion(), rv)
-	if next != "" {
-		bw.printf(`,"continue":%q,"remainingItemCount":%d`, next, remaining)
-	}
-	bw.write([]byte(`},"items":[`))
-	for i, o := range objs {
-		if i > 0 {
-			bw.write([]byte{','})
-		}
-		bw.write(o.raw)
-	}
-	bw.write([]byte("]}\n"))
-	bw.flush()
-}
-
-func invalidListOptions(fieldName, value, detail string) error {
-	return apierrors.NewInvalid(metav1.SchemeGroupVersion.WithKind("ListOptions").GroupKind(), "", field.ErrorList{field.Invalid(field.NewPath(fieldName), value, detail)})
-}
-
-func tooLargeRV(want, cur uint64) error {
-	err := apierrors.NewTimeoutError(fmt.Sprintf("Too large resource version: %d, current: %d", want, cur), 1)
-	err.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: metav1.CauseTypeResourceVersionTooLarge, Message: "Too large resource version"}}
-	return err
-}
-
-// readBody reads a request body within the size limit.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("limit is %d", s.cfg.MaxBodyBytes))
-		}
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("read request body: %v", err))
-	}
-	return body, nil
-}
-
-// protobufToJSON converts a Kubernetes protobuf envelope of a built-in
-// type to JSON.
-func protobufToJSON(body []byte) ([]byte, error) {
-	obj, _, err := protobufCodec.Decode(body, nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(obj)
-}
-
-var protobufCodec = protobuf.NewSerializer(clientscheme.Scheme, clientscheme.Scheme)
-
-func unsupportedMediaType(ct string) error {
-	return &apierrors.StatusError{ErrStatus: metav1.Status{
-		Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType, Reason: metav1.StatusReasonUnsupportedMediaType,
-		Message: fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got %q)", ct),
-	}}
-}
-
-// decodeBody decodes a JSON or YAML request body, or a protobuf one for
-// a built-in type (kubectl sends those).
-func decodeBody(r *http.Request, res *resource, body []byte) (*document, error) {
-	ct := r.Header.Get("Content-Type")
-	if strings.HasPrefix(ct, "application/vnd.kubernetes.protobuf") {
-		if res.smp == nil {
-			return nil, unsupportedMediaType(ct)
-		}
-		j, err := protobufToJSON(body)
-		if err != nil {
-			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid protobuf in request body: %v", err))
-		}
-		body = j
-	} else if strings.Contains(ct, "cbor") {
-		return nil, unsupportedMediaType(ct)
-	}
-	if strings.HasPrefix(ct, "application/yaml") {
-		j, err := yaml.YAMLToJSON(body)
-		if err != nil {
-			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid YAML in request body: %v", err))
-		}
-		body = j
-	}
-	return decodeDocument(body)
-}
-
-func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, rq *request) {
-	body, err := s.readBody(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	d, err := decodeBody(r, rq.res, body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := rq.store.prepareMeta(d, rq.namespace, ""); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := s.checkNamespace(rq); err != nil {
-		writeError(w, err)
-		return
-	}
-	o, err := rq.store.create(d)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, o.raw)
-}
-
-// checkNamespace refuses writes into a namespace that does not exist.
-func (s *Server) checkNamespace(rq *request) error {
-	if !rq.res.namespaced {
-		return nil
-	}
-	if _, err := s.storeFor("", "v1", "namespaces").get("", rq.namespace); err != nil {
-		return err
-	}
-	return nil
-}
-
-func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, rq *request) {
-	body, err := s.readBody(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	d, err := decodeBody(r, rq.res, body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := rq.store.prepareMeta(d, rq.namespace, rq.name); err != nil {
-		writeError(w, err)
-		return
-	}
-	created := false
-	var create func() (*object, error)
-	if rq.res.createOnUpdate && rq.subresource == "" {
-		create = func() (*object, error) {
-			if err := s.checkNamespace(rq); err != nil {
-				return nil, err
-			}
-			created = true
-			d.meta.ResourceVersion = ""
-			return rq.store.create(d)
-		}
-	}
-	// update may call the mutation again (the object changed meanwhile)
-	// and changes what it returns: each call gets its own copy of d.
-	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, func(*document, []byte) (*document, error) {
-		c := *d
-		c.fields = maps.Clone(d.fields)
-		return &c, nil
-	}, create)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	code := http.StatusOK
-	if created {
-		code = http.StatusCreated
-	}
-	writeJSON(w, code, o.raw)
-}
-
-func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, rq *request) {
-	body, err := s.readBody(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	ct := r.Header.Get("Content-Type")
-	if i := strings.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	p, err := newPatcher(rq.res, strings.TrimSpace(ct), body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, rq.store.patchMutation(p, rq.namespace, rq.name), nil)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, o.raw)
-}
-
-// patchMutation applies p to the current object.
-func (s *store) patchMutation(p *patcher, namespace, name string) mutation {
-	return func(_ *document, curRaw []byte) (*document, error) {
-		out, err := p.apply(curRaw)
-		if err != nil {
-			return nil, err
-		}
-		d, err := decodeDocument(out)
-		if err != nil {
-			return nil, apierrors.NewInvalid(s.res.groupKind(), name, field.ErrorList{field.Invalid(field.NewPath("patch"), truncate(p.body, 256), err.Error())})
-		}
-		if err := s.prepareMeta(d, namespace, name); err != nil {
-			return nil, err
-		}
-		return d, nil
-	}
-}
-
-func (s *Server) deletePreconditions(w http.ResponseWriter, r *http.Request) (preconditions, error) {
-	var pre preconditions
-	body, err := s.readBody(w, r)
-	if err != nil {
-		return pre, err
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return pre, nil
-	}
-	var opts metav1.DeleteOptions
-	if err := json.Unmarshal(body, &opts); err != nil {
-		return pre, apierrors.NewBadRequest(fmt.Sprintf("invalid DeleteOptions: %v", err))
-	}
-	if opts.Preconditions != nil {
-		if opts.Preconditions.UID != nil {
-			pre.uid = string(*opts.Preconditions.UID)
-		}
-		if opts.Preconditions.ResourceVersion != nil {
-			pre.rv = *opts.Preconditions.ResourceVersion
-		}
-	}
-	return pre, nil
-}
-
-func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, rq *request) {
-	pre, err := s.deletePreconditions(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	o, err := rq.store.remove(rq.namespace, rq.name, pre)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if rq.res.name == "namespaces" {
-		s.deleteNamespaceContents(rq.name)
-	}
-	writeJSON(w, http.StatusOK, o.raw)
-}
-
-// deleteNamespaceContents removes what a namespace held (kube-apiserver's
-// namespace controller does this while the namespace is Terminating).
-func (s *Server) deleteNamespaceContents(ns string) {
-	for _, r := range s.resources {
-		if !r.namespaced {
-			continue
-		}
-		st := s.stores[r]
-		for _, k := range st.keysIn(ns) {
-			_, name := splitKey(k)
-			_, _ = st.remove(ns, name, preconditions{})
-		}
-	}
-}
-
-func (s *Server) serveDeleteCollection(w http.ResponseWriter, r *http.Request, rq *request) {
-	f, err := parseFilter(rq.res, rq.namespace, r.URL.Query())
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if _, err := s.deletePreconditions(w, r); err != nil {
-		writeError(w, err)
-		return
-	}
-	objs, _, _ := rq.store.snapshot(f)
-	sort.Slice(objs, func(i, j int) bool { return objs[i].key < objs[j].key })
-	var deleted []*object
-	for _, o := range objs {
-		d, err := rq.store.remove(o.namespace, o.name, preconditions{})
-		if err != nil {
-			continue // deleted meanwhile
-		}
-		if rq.res.name == "namespaces" {
-			s.deleteNamespaceContents(o.name)
-		}
-		deleted = append(deleted, d)
-	}
-	writeList(w, rq.res, deleted, rq.store.rv.Load(), "", 0)
-}
-
-func writeJSON(w http.ResponseWriter, code int, raw []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(raw)+1))
-	w.WriteHeader(code)
-	_, _ = w.Write(raw)
-	_, _ = w.Write([]byte{'\n'})
-}
-
-func writeJSONValue(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		writeError(w, apierrors.NewInternalError(err))
-		return
-	}
-	writeJSON(w, code, b)
-}
-
-// writeError writes err as a metav1.Status.
-func writeError(w http.ResponseWriter, err error) {
-	var se apierrors.APIStatus
-	if !errors.As(err, &se) {
-		se = apierrors.NewInternalError(err)
-	}
-	st := se.Status()
-	st.Kind, st.APIVersion = "Status", "v1"
-	if st.Status == "" {
-		st.Status = metav1.StatusFailure
-	}
-	if st.Code == 0 {
-		st.Code = http.StatusInternalServerError
-	}
-	if st.Details != nil && st.Details.RetryAfterSeconds > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(st.Details.RetryAfterSeconds)))
-	}
-	b, merr := json.Marshal(&st)
-	if merr != nil {
-		b = []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}`)
-	}
-	writeJSON(w, int(st.Code), b)
-}
-
-func schema2(r *resource, sub string) schema.GroupResource {
-	gr := r.groupResource()
-	gr.Resource += "/" + sub
-	return gr
-}
-
-// stickyWriter writes a streamed response; after the first error (the
-// client went away) it writes nothing more.
-type stickyWriter struct {
-	w   *bufio.Writer
-	err error
-}
-
-func (s *stickyWriter) write(b []byte) {
-	if s.err == nil {
-		_, s.err = s.w.Write(b)
-	}
-}
-
-func (s *stickyWriter) printf(format string, args ...any) {
-	if s.err == nil {
-		_, s.err = fmt.Fprintf(s.w, format, args...)
-	}
-}
-
-func (s *stickyWriter) flush() {
-	if s.err == nil {
-		s.err = s.w.Flush()
 	}
 }

@@ -78,7 +78,6 @@ func (d *document) checkType(r *resource) error {
 
 // encode serializes the document with its metadata.
 func (d *document) encode() ([]byte, error) {
-	d.meta.ManagedFields = nil
 	m, err := json.Marshal(&d.meta)
 	if err != nil {
 		return nil, fmt.Errorf("encode metadata: %w", err)

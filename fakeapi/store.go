@@ -1,6 +1,7 @@
 package fakeapi
 
 import (
+	"bytes"
 	"crypto/rand"
 	"fmt"
 	"strconv"
@@ -70,6 +71,9 @@ type event struct {
 	// watcher reading the ring without the lock checks it to notice a
 	// slot the writer has reused meanwhile.
 	seq uint64
+	// encoded is set by the first watcher that pays the event's encoding
+	// in the capacity model; the others only pay its delivery.
+	encoded atomic.Bool
 }
 
 // newEvent makes an event and the object it carries: the object's JSON
@@ -103,6 +107,12 @@ type store struct {
 	// pod watches) only on events of their node, as kube-apiserver's
 	// indexed watch triggers do.
 	nodeWaiters map[string]chan struct{}
+	// objBytes is the size of the stored objects' JSON, for APF's
+	// size-based LIST cost estimate (average object size).
+	objBytes atomic.Int64
+	// eventRate sizes watch channels as kube-apiserver's watch cache
+	// does (capacity model, see watchChanSize).
+	eventRate rateWindow
 }
 
 func newStore(res *resource, rv *atomic.Uint64, history int, now func() time.Time) *store {
@@ -117,6 +127,14 @@ func newStore(res *resource, rv *atomic.Uint64, history int, now func() time.Tim
 // notify channel is swapped and closed, so a watcher that loads the
 // channel and then head either sees the event or is woken for it.
 func (s *store) appendLocked(e *event) {
+	switch {
+	case e.typ == eventDeleted && e.prev != nil:
+		s.objBytes.Add(-int64(len(e.prev.raw)))
+	case e.prev != nil:
+		s.objBytes.Add(int64(len(e.obj.raw) - len(e.prev.raw)))
+	default:
+		s.objBytes.Add(int64(len(e.obj.raw)))
+	}
 	n := uint64(len(s.ring))
 	h := s.head.Load()
 	if h >= n {
@@ -235,7 +253,10 @@ func (s *store) create(d *document) (*object, error) {
 	}
 	d.meta.UID = types.UID(uuid.NewString())
 	d.meta.CreationTimestamp = metav1.NewTime(s.now().UTC().Truncate(time.Second))
-	d.meta.Generation = 1
+	d.meta.Generation = 0
+	if s.res.hasGeneration() {
+		d.meta.Generation = 1
+	}
 	d.meta.DeletionTimestamp = nil
 	d.meta.DeletionGracePeriodSeconds = nil
 	if s.res.status {
@@ -281,7 +302,7 @@ type mutation func(cur *document, curRaw []byte) (*document, error)
 // and the object encoded: with the whole update under the lock, 1,000
 // agents' CiliumEndpoint PATCHes queued for the lock for seconds each
 // (relabel-1k), holding every mutating in-flight slot.
-func (s *store) update(namespace, name, subresource string, mutate mutation, create func() (*object, error)) (*object, error) {
+func (s *store) update(namespace, name, subresource, manager string, mutate mutation, create func() (*object, error)) (*object, error) {
 	key := objectKey(namespace, name)
 	for {
 		s.mu.RLock()
@@ -293,10 +314,18 @@ func (s *store) update(namespace, name, subresource string, mutate mutation, cre
 			}
 			return nil, apierrors.NewNotFound(s.res.groupResource(), name)
 		}
-		nd, err := s.nextVersion(cur, subresource, mutate)
+		nd, err := s.nextVersion(cur, subresource, manager, mutate)
 		if err != nil {
 			return nil, err
 		}
+		// A write that changes nothing is not written: no new
+		// resourceVersion, no watch event (kube-apiserver's etcd3 store,
+		// k8s.io/apiserver pkg/storage/etcd3/store.go GuaranteedUpdate,
+		// v1.36, returns the existing object when the new bytes equal it).
+		if noop, err := isNoop(cur, nd); err != nil || noop {
+			return cur, err
+		}
+		touchManagedFields(nd, manager, subresource, s.now())
 		nodeName := cur.nodeName
 		if s.res.nodeNameField {
 			nodeName = nd.nodeName()
@@ -310,7 +339,7 @@ func (s *store) update(namespace, name, subresource string, mutate mutation, cre
 
 // nextVersion is the document that replaces cur: mutate's result with the
 // server-owned fields kept, checked against cur's preconditions.
-func (s *store) nextVersion(cur *object, subresource string, mutate mutation) (*document, error) {
+func (s *store) nextVersion(cur *object, subresource, manager string, mutate mutation) (*document, error) {
 	curDoc, err := decodeDocument(cur.raw)
 	if err != nil {
 		return nil, apierrors.NewInternalError(fmt.Errorf("stored %s %s: %w", s.res.name, cur.key, err))
@@ -332,6 +361,7 @@ func (s *store) nextVersion(cur *object, subresource string, mutate mutation) (*
 		} else {
 			delete(curDoc.fields, "status")
 		}
+		s.setManagedFields(curDoc, manager, subresource, s.now())
 		return curDoc, nil
 	}
 	if s.res.status {
@@ -359,10 +389,24 @@ func (s *store) nextVersion(cur *object, subresource string, mutate mutation) (*
 	if s.res.status {
 		skip = append(skip, "status")
 	}
-	if !sameContent(nd, curDoc, skip...) {
+	if s.res.hasGeneration() && !sameContent(nd, curDoc, skip...) {
 		nd.meta.Generation++
 	}
+	nd.meta.ManagedFields = curDoc.meta.ManagedFields
+	s.setManagedFields(nd, manager, subresource, s.now())
 	return nd, nil
+}
+
+// isNoop tells whether nd, given cur's resourceVersion, encodes to cur.
+func isNoop(cur *object, nd *document) (bool, error) {
+	rv := nd.meta.ResourceVersion
+	nd.meta.ResourceVersion = strconv.FormatUint(cur.rv, 10)
+	raw, err := nd.encode()
+	nd.meta.ResourceVersion = rv
+	if err != nil {
+		return false, apierrors.NewInternalError(err)
+	}
+	return bytes.Equal(raw, cur.raw), nil
 }
 
 // commitUpdate stores nd as the new version of the object at key if that

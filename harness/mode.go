@@ -181,12 +181,29 @@ func (mr *modeRun) generate(context.Context) error {
 	return nil
 }
 
+// recordAPIServer writes which API server the mode's figures stand for;
+// facts of the started backend add a kube-apiserver's version.
+func (mr *modeRun) recordAPIServer(facts map[string]string) error {
+	cfg := mr.r.cfg
+	a, err := apiServerRecord(cfg.Backend.Name(), cfg.Scenario, facts)
+	if err != nil {
+		return fmt.Errorf("record API server: %w", err)
+	}
+	if err := mr.r.w.Update(func(res *results.Results) { res.Run.APIServer = a }); err != nil {
+		mr.log.Warn("write results", "err", err)
+	}
+	return nil
+}
+
 // startBackend starts the API server backend, takes the tokens it issued
 // and the labels its objects must carry, writes the token file if it has
 // none, and starts measuring its processes.
 func (mr *modeRun) startBackend(ctx context.Context) error {
 	cfg := mr.r.cfg
 	mr.pr.set("start backend", -1)
+	if err := mr.recordAPIServer(nil); err != nil {
+		return failed(err)
+	}
 	api, err := cfg.Backend.Start(ctx, BackendEnv{Dir: mr.dir, Mode: mr.mode, Scenario: cfg.Scenario, Users: mr.users, Executable: cfg.Executable, Log: mr.log})
 	if err != nil {
 		var se *SkipError
@@ -203,6 +220,9 @@ func (mr *modeRun) startBackend(ctx context.Context) error {
 		}
 	}); err != nil {
 		mr.log.Warn("write results", "err", err)
+	}
+	if err := mr.recordAPIServer(api.Facts); err != nil {
+		return failed(err)
 	}
 	// Backends that issue their own tokens (TokenRequest) replace ours.
 	if api.Tokens != nil {

@@ -13,7 +13,8 @@ import (
 // the per-second p99 and p99 over the mode), kvstore latency, agent CPU and
 // memory (mean and max across shards), the peak memory of all processes
 // together and of the machine, watch events, writes, duplicate identities
-// and time to converge after the last change.
+// and time to converge after the last change; then which API server the API
+// figures stand for.
 func WriteSummaryTable(w io.Writer, r *results.Results) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "mode\tstatus\tAPI p99\tAPI peak p99\tkvstore p99\tagent CPU mean/max\tagent RSS mean/max\tpeak mem procs/machine\tevents\twrites\tduplicates\tconverge p50/p99/max")
@@ -88,7 +89,14 @@ func WriteSummaryTable(w io.Writer, r *results.Results) error {
 			fmt.Fprintf(tw, "  %s\t%s\n", m.Mode, truncate(m.Reason, 200))
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if r.Run.APIServer == nil && r.Run.Backend.Name == "" {
+		return nil
+	}
+	_, err := fmt.Fprintf(w, "API server: %s\n", results.APIServerOf(r).Describe())
+	return err
 }
 
 func secs(v float64) string {

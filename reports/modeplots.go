@@ -15,11 +15,13 @@ import (
 // started, with the timeline's events marked. Each method draws one
 // figure and returns nil when the mode has nothing to show in it.
 type modePlots struct {
-	m       *results.ModeResult
-	mode    string
-	caption string
-	x       []float64
-	ms      []eventMarker
+	m    *results.ModeResult
+	mode string
+	// caption is for figures of the agents, kvstore and xDS; apiCaption,
+	// which also names the API server, for those the API server shapes.
+	caption, apiCaption string
+	x                   []float64
+	ms                  []eventMarker
 }
 
 // modeFigures draws the figures of mode m, in the order the report shows
@@ -28,7 +30,7 @@ func modeFigures(r *results.Results, m *results.ModeResult) []*Figure {
 	if m.Series.Len() == 0 {
 		return nil
 	}
-	mp := &modePlots{m: m, mode: string(m.Mode), caption: Caption(r), x: m.Series.T, ms: markers(m, 0)}
+	mp := &modePlots{m: m, mode: string(m.Mode), caption: Caption(r), apiCaption: APICaption(r), x: m.Series.T, ms: markers(m, 0)}
 	var figs []*Figure
 	for _, f := range []*Figure{mp.apiLatency(), mp.processes(), mp.perAgent(), mp.watch(), mp.writes(), mp.kvstoreLatency(), mp.xdsLatency()} {
 		if f != nil {
@@ -50,7 +52,7 @@ func (mp *modePlots) apiLatency() *Figure {
 	if drawn {
 		addMarkers(p, mp.ms)
 		setLogY(p, formatSeconds)
-		return &Figure{Caption: mp.caption, Name: mp.mode + "-api-latency", Title: mp.mode + ": API server latency (p50/p99/max per second, log scale)", Mode: mp.mode, rows: [][]*plot.Plot{{p}}}
+		return &Figure{Caption: mp.apiCaption, Name: mp.mode + "-api-latency", Title: mp.mode + ": API server latency (p50/p99/max per second, log scale)", Mode: mp.mode, rows: [][]*plot.Plot{{p}}}
 	}
 	return nil
 }
@@ -82,7 +84,7 @@ func (mp *modePlots) processes() *Figure {
 		noSamples(pc, mp.x, drawnC)
 		noSamples(pm, mp.x, drawnM)
 		if drawnC || drawnM {
-			return &Figure{Caption: mp.caption, Name: mp.mode + "-cpu-memory", Title: mp.mode + ": CPU and memory per process", Mode: mp.mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch}
+			return &Figure{Caption: mp.apiCaption, Name: mp.mode + "-cpu-memory", Title: mp.mode + ": CPU and memory per process", Mode: mp.mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch}
 		}
 	}
 	return nil
@@ -135,7 +137,7 @@ func (mp *modePlots) watch() *Figure {
 		noSamples(pe, mp.x, drawnE)
 		noSamples(pb, mp.x, drawnB)
 		if drawnE || drawnB {
-			return &Figure{Caption: mp.caption, Name: mp.mode + "-watch", Title: mp.mode + ": watch events/s and bytes/s delivered", Mode: mp.mode, rows: [][]*plot.Plot{{pe, pb}}, width: 12 * vg.Inch}
+			return &Figure{Caption: mp.apiCaption, Name: mp.mode + "-watch", Title: mp.mode + ": watch events/s and bytes/s delivered", Mode: mp.mode, rows: [][]*plot.Plot{{pe, pb}}, width: 12 * vg.Inch}
 		}
 	}
 	return nil
@@ -164,7 +166,7 @@ func (mp *modePlots) writes() *Figure {
 	noSamples(pw, mp.x, drawnW)
 	noSamples(pi, mp.x, drawnI)
 	if drawnW || drawnI {
-		return &Figure{Caption: mp.caption, Name: mp.mode + "-writes", Title: mp.mode + ": API writes per second by type, and identities", Mode: mp.mode, rows: [][]*plot.Plot{{pw, pi}}, width: 12 * vg.Inch}
+		return &Figure{Caption: mp.apiCaption, Name: mp.mode + "-writes", Title: mp.mode + ": API writes per second by type, and identities", Mode: mp.mode, rows: [][]*plot.Plot{{pw, pi}}, width: 12 * vg.Inch}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -33,6 +34,29 @@ type Figure struct {
 	width    vg.Length
 	height   vg.Length
 	panelRow vg.Length // height per row when height is 0
+}
+
+// wrapCaption splits a caption into lines no wider than width, breaking
+// its own lines at spaces: the account of the API server alone can be
+// wider than a figure.
+func wrapCaption(sty draw.TextStyle, caption string, width vg.Length) []string {
+	var out []string
+	for _, line := range strings.Split(caption, "\n") {
+		cur := ""
+		for _, word := range strings.Fields(line) {
+			next := word
+			if cur != "" {
+				next = cur + " " + word
+			}
+			if cur != "" && sty.Width(next) > width {
+				out = append(out, cur)
+				next = word
+			}
+			cur = next
+		}
+		out = append(out, cur)
+	}
+	return out
 }
 
 // Encode draws the figure as "png" or "svg".
@@ -66,8 +90,9 @@ func (f *Figure) Encode(format string) (data []byte, err error) {
 		sty.Color = color.Gray{Y: 60}
 		sty.XAlign = draw.XCenter
 		sty.YAlign = draw.YTop
-		dc.FillText(sty, vg.Point{X: (dc.Min.X + dc.Max.X) / 2, Y: dc.Max.Y - vg.Points(4)}, f.Caption)
-		dc.Max.Y -= vg.Points(18)
+		lines := wrapCaption(sty, f.Caption, w-vg.Points(24))
+		dc.FillText(sty, vg.Point{X: (dc.Min.X + dc.Max.X) / 2, Y: dc.Max.Y - vg.Points(4)}, strings.Join(lines, "\n"))
+		dc.Max.Y -= vg.Points(18) + vg.Length(len(lines)-1)*sty.Height("M")
 	}
 	cols := 0
 	for _, r := range f.rows {

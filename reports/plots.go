@@ -54,6 +54,18 @@ func Caption(r *results.Results) string {
 	return strings.Join(parts, " · ")
 }
 
+// APICaption is Caption with a second line that says which API server the
+// figure's API figures stand for: a kube-apiserver, or the fake with or
+// without a capacity model (whose latency is then the simulator's own).
+func APICaption(r *results.Results) string {
+	return Caption(r) + "\n" + apiServerLine(r)
+}
+
+// apiServerLine names the API server r's API figures stand for.
+func apiServerLine(r *results.Results) string {
+	return "API server: " + results.APIServerOf(r).Describe()
+}
+
 // column returns a series' values, or nil.
 func column(m *results.ModeResult, name string) []float64 {
 	if m.Series == nil {
@@ -202,7 +214,7 @@ func comparedModes(r *results.Results) []*results.ModeResult {
 func compareFigures(r *results.Results) []*Figure {
 	modes := comparedModes(r)
 	var figs []*Figure
-	caption := Caption(r)
+	caption := APICaption(r)
 	if len(modes) >= 2 {
 		// Align every mode at its relabel so the storms line up.
 		aligned := true
@@ -442,7 +454,7 @@ func summaryBars(r *results.Results) *Figure {
 		p.X.Min, p.X.Max = -0.6, float64(len(modes))-0.4
 		rows[len(rows)-1] = append(rows[len(rows)-1], p)
 	}
-	return &Figure{Caption: Caption(r), Name: "compare-summary", Title: "summary per mode (bar charts)", rows: rows, width: 14 * vg.Inch, panelRow: 3.6 * vg.Inch}
+	return &Figure{Caption: APICaption(r), Name: "compare-summary", Title: "summary per mode (bar charts)", rows: rows, width: 14 * vg.Inch, panelRow: 3.6 * vg.Inch}
 }
 
 // apiP99 is the p99 over all probe requests ("*"), NaN if unknown.

@@ -6,8 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/vg"
 
 	"github.com/stampede-sim/stampede/reports/internal/fixture"
 	"github.com/stampede-sim/stampede/reports/results"
@@ -98,5 +102,61 @@ func TestFiguresRender(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAPIFiguresSayWhichAPIServer: every figure that shows the API server's
+// latency, CPU, writes or watch delivery names the API server it stands for
+// in its caption, and the drawn caption, wrapped to the figure's width,
+// carries all of it.
+func TestAPIFiguresSayWhichAPIServer(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		r    *results.Results
+		want string
+	}{
+		{"capacity", fixture.Full(t), "API server: fake with capacity 8 cores of Test CPU @ 2.00GHz (profile kube-apiserver-v1.36.3, measured 2026-12-03 on a 2-core machine) — modelled kube-apiserver v1.36.3 + etcd"},
+		{"no model", fixture.Partial(t), "API server: fake without capacity model — the simulator's own latency, not a kube-apiserver's"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			api := 0
+			for _, f := range Figures(tt.r) {
+				isAPI := strings.HasSuffix(f.Name, "-api-latency") || strings.HasSuffix(f.Name, "-cpu-memory") ||
+					strings.HasSuffix(f.Name, "-writes") || strings.HasSuffix(f.Name, "-watch") || strings.HasPrefix(f.Name, "compare-")
+				if has := strings.Contains(f.Caption, tt.want); has != isAPI {
+					t.Errorf("%s: caption names the API server: %v, want %v (caption %q)", f.Name, has, isAPI, f.Caption)
+				}
+				if isAPI {
+					api++
+				}
+			}
+			if api == 0 {
+				t.Fatal("no API figure drawn")
+			}
+		})
+	}
+	f := Figures(fixture.Full(t))[0]
+	svg, err := f.Encode("svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The account is wider than the figure: it is drawn on more than one
+	// line, every word of it.
+	drawn := string(svg)
+	for _, word := range []string{"capacity", "kube-apiserver-v1.36.3,", "2026-12-03", "modelled"} {
+		if !strings.Contains(drawn, word) {
+			t.Errorf("%s.svg lacks %q of the caption", f.Name, word)
+		}
+	}
+	sty := plot.New().Title.TextStyle
+	sty.Font.Size = vg.Points(10)
+	lines := wrapCaption(sty, f.Caption, 10*vg.Inch-vg.Points(24))
+	if len(lines) < 3 {
+		t.Errorf("caption of %s in %d lines, want the API server line wrapped: %q", f.Name, len(lines), lines)
+	}
+	for _, l := range lines {
+		if w := sty.Width(l); w > 10*vg.Inch-vg.Points(24) && strings.Contains(l, " ") {
+			t.Errorf("line %q is %v wide, over the figure", l, w)
+		}
 	}
 }

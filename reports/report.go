@@ -124,7 +124,7 @@ func buildDocument(r *results.Results, figs []*Figure, failed map[string]error) 
 	environment(d, r)
 
 	d.H(2, "Summary")
-	d.P("Latencies are from the harness's constant-rate probe unless marked server-side; convergence is measured from the start of the relabel; \"-\" means not measured in that mode or on that backend.")
+	d.P("Latencies are from the harness's constant-rate probe unless marked server-side; convergence is measured from the start of the relabel; \"-\" means not measured in that mode or on that backend. %s.", apiServerLine(r))
 	latencyTable(d, r)
 	costTable(d, r)
 
@@ -233,6 +233,7 @@ func environment(d *document.Document, r *results.Results) {
 		backend += " (" + strings.Join(facts, ", ") + ")"
 	}
 	rows = append(rows, []string{"API server backend", backend})
+	rows = append(rows, []string{"API figures stand for", results.APIServerOf(r).Describe()})
 	if len(run.Backend.Flags) > 0 {
 		rows = append(rows, []string{"backend flags", "`" + strings.Join(run.Backend.Flags, " ") + "`"})
 	}

@@ -44,6 +44,8 @@ func Parse(source string, data []byte) (*Scenario, error) {
 	}
 	doc, shape, err := checkShape(data)
 	if err != nil {
+		// JSON cannot carry .nan and .inf: the conversion fails without
+		// naming a field, so name them.
 		if nf := nonFinite(data); len(nf) > 0 {
 			return nil, &ValidationError{Source: source, Errors: nf}
 		}

@@ -31,7 +31,9 @@ Default rules are built in (--print-rules shows them as a rules file);
 --rules FILE adds to them or, with replaceDefaults: true, replaces them.
 
 Exit status: 0 pass, 1 regression or hard limit broken, 2 unusable input
-(unreadable or invalid files, different scenarios, partial runs).`,
+(unreadable or invalid files, different scenarios, partial runs, runs
+against different API servers: another backend, or the fake with another
+capacity model or none).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()

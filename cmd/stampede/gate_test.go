@@ -46,6 +46,9 @@ func TestGateExitCodes(t *testing.T) {
 		crd["reason"] = "interrupted"
 	})
 	invalid := gateFixture(t, "invalid.json", func(m map[string]any) { delete(m, "run") })
+	fourCores := gateFixture(t, "four-cores.json", func(m map[string]any) {
+		m["run"].(map[string]any)["apiServer"].(map[string]any)["capacity"].(map[string]any)["cores"] = 4
+	})
 	dir := t.TempDir()
 	noSLO := filepath.Join(dir, "noslo.yaml")
 	if err := os.WriteFile(noSLO, []byte("ignoreSLO: true\n"), 0o644); err != nil {
@@ -67,6 +70,7 @@ func TestGateExitCodes(t *testing.T) {
 		{"regression", []string{"--baseline", base, "--current", slower, "--rules", noSLO}, 1, "crd api.p99"},
 		{"partial", []string{"--baseline", base, "--current", partial}, 2, "incomplete"},
 		{"invalid", []string{"--baseline", invalid, "--current", base}, 2, "missing property 'run'"},
+		{"other API server capacity", []string{"--baseline", base, "--current", fourCores}, 2, "current[0] ran against API server fake with capacity 4 cores"},
 		{"missing file", []string{"--baseline", filepath.Join(dir, "nope.json"), "--current", base}, 2, "nope.json"},
 		{"no current", []string{"--baseline", base}, 2, "--current"},
 		{"bad rules", []string{"--baseline", base, "--current", base, "--rules", badRules}, 2, "rules[0].maxIncrese"},

@@ -267,6 +267,13 @@ func Builtins() []string {
 	return names
 }
 
+func shippedList() string {
+	if b := Builtins(); len(b) > 0 {
+		return strings.Join(b, ", ")
+	}
+	return "none"
+}
+
 // ErrNoProfile is returned by Builtin for a name that is not shipped.
 var ErrNoProfile = errors.New("no such shipped capacity profile")
 
@@ -275,7 +282,7 @@ func Builtin(name string) (*Profile, error) {
 	data, err := shipped.ReadFile(path.Join("profiles", name+".yaml"))
 	if err != nil || strings.ContainsAny(name, "/\\") {
 		return nil, fmt.Errorf("capacity profile %q: %w (shipped: %s; measure one with stampede calibrate)",
-			name, ErrNoProfile, strings.Join(Builtins(), ", "))
+			name, ErrNoProfile, shippedList())
 	}
 	p, err := Parse(data)
 	if err != nil {
@@ -298,7 +305,7 @@ func Resolve(nameOrPath string) (*Profile, error) {
 	if !strings.ContainsAny(nameOrPath, "/\\.") {
 		if _, err := os.Stat(nameOrPath); err != nil {
 			return nil, fmt.Errorf("capacity profile %q: %w (shipped: %s; or give a file path)",
-				nameOrPath, ErrNoProfile, strings.Join(Builtins(), ", "))
+				nameOrPath, ErrNoProfile, shippedList())
 		}
 	}
 	return Load(nameOrPath)

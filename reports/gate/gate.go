@@ -99,6 +99,7 @@ func Gate(baseline, current []*results.Results, rules *GateRules) (*GateReport, 
 	report := &GateReport{}
 	all := append(append([]*results.Results{}, baseline...), current...)
 	ref := all[0].Run
+	refAPI := results.APIServerOf(all[0])
 	backends := map[string]bool{}
 	for i, r := range all {
 		side, idx := "current", i-len(baseline)
@@ -112,6 +113,12 @@ func Gate(baseline, current []*results.Results, rules *GateRules) (*GateReport, 
 		}
 		if r.Run.Nodes != ref.Nodes || r.Run.Pods != ref.Pods {
 			problems = append(problems, fmt.Sprintf("%s[%d] has %d nodes/%d pods, baseline[0] %d/%d", side, idx, r.Run.Nodes, r.Run.Pods, ref.Nodes, ref.Pods))
+		}
+		// A latency of the fake without a capacity model is the simulator's;
+		// with one, it is that of a server of the modelled size; neither
+		// compares with another size or with a real kube-apiserver.
+		if api := results.APIServerOf(r); !api.Comparable(refAPI) {
+			problems = append(problems, fmt.Sprintf("%s[%d] ran against API server %s, baseline[0] against %s: figures of different API servers are not comparable", side, idx, api.Short(), refAPI.Short()))
 		}
 		backends[fmt.Sprintf("%s API server, %s datapath, %d cores", r.Run.Backend.Name, r.Run.Datapath.Effective, r.Run.Machine.Cores)] = true
 		for _, m := range r.Modes {

@@ -153,11 +153,38 @@ func TestGateUnusable(t *testing.T) {
 	other := fixture.Full(t)
 	other.Run.Scenario = "relabel"
 	partial := fixture.Partial(t)
+	apiServer := func(edit func(a *results.APIServer)) []*results.Results {
+		r := fixture.Full(t)
+		a := *r.Run.APIServer
+		c := *a.Capacity
+		a.Capacity = &c
+		edit(&a)
+		r.Run.APIServer = &a
+		return []*results.Results{r}
+	}
+	fourCores := apiServer(func(a *results.APIServer) { a.Capacity.Cores = 4 })
+	otherProfile := apiServer(func(a *results.APIServer) { a.Capacity.Profile = "mine" })
+	noModel := apiServer(func(a *results.APIServer) { a.Model, a.Capacity = results.ModelNone, nil })
+	local := apiServer(func(a *results.APIServer) {
+		*a = results.APIServer{Backend: "local", Model: results.ModelKubeAPIServer, KubernetesVersion: "v1.36.3"}
+	})
+	local[0].Run.Backend.Name = "local"
+	// Results written before run.apiServer: the fake had no model then.
+	old := fixture.Full(t)
+	old.Run.APIServer = nil
 	tests := []struct {
 		name              string
 		baseline, current []*results.Results
 		want              string
 	}{
+		{name: "other cores", baseline: runs(t, 1), current: fourCores,
+			want: "current[0] ran against API server fake with capacity 4 cores (profile kube-apiserver-v1.36.3 measured 2026-12-03T09:00:00Z), baseline[0] against fake with capacity 8 cores (profile kube-apiserver-v1.36.3 measured 2026-12-03T09:00:00Z): figures of different API servers are not comparable"},
+		{name: "other profile", baseline: runs(t, 1), current: otherProfile, want: "current[0] ran against API server fake with capacity 8 cores (profile mine measured"},
+		{name: "capacity against none", baseline: noModel, current: runs(t, 1, 1),
+			want: "current[1] ran against API server fake with capacity 8 cores (profile kube-apiserver-v1.36.3 measured 2026-12-03T09:00:00Z), baseline[0] against fake without capacity model"},
+		{name: "fake against local", baseline: local, current: noModel,
+			want: "current[0] ran against API server fake without capacity model, baseline[0] against kube-apiserver v1.36.3 + etcd (local backend)"},
+		{name: "old fake results against capacity", baseline: []*results.Results{old}, current: runs(t, 1), want: "baseline[0] against fake without capacity model"},
 		{name: "no baseline", current: runs(t, 1), want: "no baseline results"},
 		{name: "no current", baseline: runs(t, 1), want: "no current results"},
 		{name: "different scenario", baseline: runs(t, 1), current: []*results.Results{other}, want: `current[0] ran scenario "relabel"`},

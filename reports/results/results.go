@@ -58,6 +58,11 @@ type Run struct {
 	IncompleteReason string `json:"incompleteReason,omitempty"`
 	// Backend is the API server backend.
 	Backend Backend `json:"backend"`
+	// APIServer says which API server the API figures stand for: a
+	// kube-apiserver, or the fake with or without a capacity model. The
+	// harness writes it when a mode starts; results written before it
+	// existed lack it (APIServerOf then derives it from Backend).
+	APIServer *APIServer `json:"apiServer,omitempty"`
 	// Machine is the host the run ran on.
 	Machine Machine `json:"machine"`
 	// Datapath is the datapath the agents used.

@@ -100,6 +100,22 @@ func TestValidateRejects(t *testing.T) {
 		{name: "negative rejected writes", edit: func(m map[string]any) {
 			mode(m, 0)["summary"].(map[string]any)["writesRejected"] = map[string]any{"patch ciliumendpoints": -1}
 		}, want: "/modes/0/summary/writesRejected/patch ciliumendpoints"},
+		{name: "capacity of zero cores", edit: func(m map[string]any) { apiCapacity(m)["cores"] = 0 }, want: "/run/apiServer/capacity/cores"},
+		{name: "capacity without profile", edit: func(m map[string]any) { delete(apiCapacity(m), "profile") }, want: "/run/apiServer/capacity"},
+		{name: "unknown API server model", edit: func(m map[string]any) { apiServer(m)["model"] = "fast" }, want: "/run/apiServer/model"},
+		{name: "model capacity without capacity", edit: func(m map[string]any) { delete(apiServer(m), "capacity") }, want: "/run/apiServer/capacity: missing for model capacity"},
+		{name: "model none with capacity", edit: func(m map[string]any) { apiServer(m)["model"] = "none" }, want: "/run/apiServer/capacity: present for model none"},
+		{name: "fake as kube-apiserver", edit: func(m map[string]any) {
+			apiServer(m)["model"] = "kube-apiserver"
+			delete(apiServer(m), "capacity")
+		}, want: "/run/apiServer/model: kube-apiserver, but the backend is the fake"},
+		{name: "API server of another backend", edit: func(m map[string]any) {
+			apiServer(m)["backend"] = "local"
+		}, want: `/run/apiServer/backend: "local", but run/backend/name is "fake"`},
+		{name: "local backend with a capacity model", edit: func(m map[string]any) {
+			apiServer(m)["backend"] = "local"
+			m["run"].(map[string]any)["backend"].(map[string]any)["name"] = "local"
+		}, want: "/run/apiServer/model: capacity, but backend local is a kube-apiserver"},
 	}
 	base := mustEncode(t, fixture.Full(t))
 	for _, tt := range tests {
@@ -135,6 +151,14 @@ func TestValidateRejects(t *testing.T) {
 	if err := results.Validate([]byte("not json")); err == nil {
 		t.Error("Validate accepted garbage")
 	}
+}
+
+func apiServer(m map[string]any) map[string]any {
+	return m["run"].(map[string]any)["apiServer"].(map[string]any)
+}
+
+func apiCapacity(m map[string]any) map[string]any {
+	return apiServer(m)["capacity"].(map[string]any)
 }
 
 func mode(m map[string]any, i int) map[string]any {

@@ -119,7 +119,7 @@ func flattenSchemaErrors(ve *jsonschema.ValidationError) []string {
 
 // check applies the rules the JSON Schema cannot express.
 func (r *Results) check() []string {
-	var p []string
+	p := r.checkAPIServer()
 	for i, m := range r.Modes {
 		at := fmt.Sprintf("/modes/%d", i)
 		if s := m.Series; s != nil {
