@@ -78,7 +78,11 @@ func breakCells(b capacity.BreakingPoint) []string {
 			hi = fmtNodes(int(math.Round(b.Hi)))
 		}
 		interval = fmt.Sprintf("%s to %s", fmtNodes(int(math.Round(b.Lo))), hi)
-		if b.Kind == capacity.BreakMeasured {
+		switch {
+		case b.Kind == capacity.BreakMeasured && b.Lo == 0:
+			at = "**at most " + fmtNodes(int(math.Round(b.Nodes))) + " nodes**"
+			interval = "at or below the smallest size measured"
+		case b.Kind == capacity.BreakMeasured:
 			interval = fmt.Sprintf("between %s and %s (measured)", fmtNodes(int(math.Round(b.Lo))), hi)
 		}
 	} else if b.Kind == capacity.BreakBeyond {

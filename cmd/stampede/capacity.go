@@ -256,6 +256,9 @@ func printVerdicts(w io.Writer, rep *capacity.CapacityReport) {
 				hi = fmt.Sprintf("%.0f", b.Hi)
 			}
 			at = fmt.Sprintf("breaks %s at %.0f nodes (%.0f to %s)", v.SLO, b.Nodes, b.Lo, hi)
+			if b.Lo == 0 {
+				at = fmt.Sprintf("breaks %s at %.0f nodes or fewer", v.SLO, b.Nodes)
+			}
 		}
 		fmt.Fprintf(w, "  %-8s %-18s %s: %s\n", v.Mode, v.API.Label(), at, b.Reason)
 		if len(b.Settle) > 0 {

@@ -10,7 +10,10 @@ import (
 	"testing"
 )
 
-func TestCapacityFromResults(t *testing.T) {
+// capacitySweepFiles writes the results fixture at four node counts; with
+// noCapacity the runs are made to have been on the fake without a capacity
+// model.
+func capacitySweepFiles(t *testing.T, noCapacity bool) []string {
 	var files []string
 	for _, n := range []float64{20, 40, 80, 160} {
 		files = append(files, gateFixture(t, "nodes.json", func(m map[string]any) {
@@ -18,6 +21,10 @@ func TestCapacityFromResults(t *testing.T) {
 			run["nodes"] = n
 			run["pods"] = 100 * n
 			run["scenario"] = "relabel-small@" + strconv.Itoa(int(n))
+			if noCapacity {
+				run["apiServer"] = map[string]any{"backend": "fake", "model": "none"}
+				delete(run["effectiveScenario"].(map[string]any)["api"].(map[string]any), "capacity")
+			}
 			for _, mode := range m["modes"].([]any) {
 				s := mode.(map[string]any)["summary"].(map[string]any)
 				w := s["watch"].(map[string]any)
@@ -25,14 +32,33 @@ func TestCapacityFromResults(t *testing.T) {
 			}
 		}))
 	}
+	return files
+}
+
+func TestCapacityFromResults(t *testing.T) {
+	// Without a capacity model no breaking point is stated; xds never has one.
+	text, err := runCLI(t, "capacity", "--results", strings.Join(capacitySweepFiles(t, true), ","), "--out", t.TempDir(), "--modes", "crd,xds")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	for _, want := range []string{"crd      no capacity model  mutating p99 no-capacity-model: measured on the fake API server without a capacity model",
+		"xds      no capacity model  mutating p99 not-applicable: xds agents never talk to the API server"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	// The fixture ran on the fake with an 8-core capacity model, and crd's
+	// mutating p99 is over its limit at every size.
+	files := capacitySweepFiles(t, false)
 	out := t.TempDir()
-	text, err := runCLI(t, "capacity", "--results", strings.Join(files, ","), "--out", out, "--modes", "crd,xds")
+	text, err = runCLI(t, "capacity", "--results", strings.Join(files, ","), "--out", out, "--modes", "crd,xds")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}
 	for _, want := range []string{"capacity model of relabel-small from 4 runs at [20 40 80 160] nodes",
-		"crd      no capacity model  mutating p99 no-capacity-model: measured on the fake API server without a capacity model",
-		"xds      no capacity model  mutating p99 not-applicable: xds agents never talk to the API server", "capacity.html"} {
+		"crd      8 cores            breaks mutating p99 at 20 nodes or fewer: measured 13.2 s at 20 nodes, the smallest size measured",
+		"to settle it, also run --nodes 5,10",
+		"xds      8 cores            mutating p99 not-applicable", "capacity.html"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}

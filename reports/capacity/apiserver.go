@@ -24,12 +24,22 @@ type APIServer struct {
 	Profile string
 }
 
-// apiServerOf reads the API server of a run from the scenario it recorded,
-// or, for results without one, from the fake backend's "capacity" fact.
+// apiServerOf reads the API server of a run from run.apiServer, or, for
+// results written before it was recorded, from the scenario the run
+// recorded or the fake backend's "capacity" fact.
 func apiServerOf(r *results.Results) APIServer {
 	a := APIServer{Backend: r.Run.Backend.Name}
 	if a.Backend != string(scenarios.BackendFake) {
 		return a // the capacity model is the fake's alone
+	}
+	if ra := r.Run.APIServer; ra != nil {
+		switch {
+		case ra.Model == results.ModelNone:
+			return a
+		case ra.Model == results.ModelCapacity && ra.Capacity != nil:
+			a.Cores, a.Profile = ra.Capacity.Cores, ra.Capacity.Profile
+			return a
+		}
 	}
 	if sc := r.Run.EffectiveScenario; sc != nil {
 		if c := sc.API.Capacity; c != nil {

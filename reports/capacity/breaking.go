@@ -48,7 +48,8 @@ type BreakingPoint struct {
 	// count at which the fit's prediction interval reaches the limit (Hi is
 	// +Inf when the lower prediction bound does not reach it within the
 	// allowed extrapolation); for a measurement, the largest measured node
-	// count below the limit (0 if none) and the smallest above it.
+	// count below the limit (0 if none: it broke at the smallest size) and
+	// the smallest above it.
 	Lo, Hi float64
 	// Reason says how it was found, or why nothing is stated.
 	Reason string
@@ -93,6 +94,11 @@ func judgeBreak(cf *CapacityFit, reach float64) BreakingPoint {
 			b.Reason = fmt.Sprintf("measured %s at %s nodes", cf.Metric.Format(p.Value), format.Int(int64(p.Nodes)))
 			if lastBelow > 0 {
 				b.Reason += fmt.Sprintf(", within the limit at %s", format.Int(int64(lastBelow)))
+			} else {
+				b.Reason += ", the smallest size measured: it breaks there or below"
+				if p.Nodes >= 4 {
+					b.Settle = []int{p.Nodes / 4, p.Nodes / 2}
+				}
 			}
 			return b
 		}

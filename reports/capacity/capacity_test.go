@@ -280,6 +280,10 @@ func TestAPIServerOf(t *testing.T) {
 		{"no capacity fact", results.Run{Backend: results.Backend{Name: "fake", Facts: map[string]string{"capacity": "none (no capacity model)"}}},
 			APIServer{Backend: "fake"}},
 		{"local", results.Run{Backend: results.Backend{Name: "local"}}, APIServer{Backend: "local"}},
+		{"run.apiServer", results.Run{Backend: results.Backend{Name: "fake"}, APIServer: &results.APIServer{Backend: "fake", Model: results.ModelCapacity,
+			Capacity: &results.APICapacity{Cores: 8, Profile: "kube-apiserver-v1.36.3"}}}, APIServer{Backend: "fake", Cores: 8, Profile: "kube-apiserver-v1.36.3"}},
+		{"run.apiServer without a model wins over the scenario", results.Run{Backend: results.Backend{Name: "fake"}, APIServer: &results.APIServer{Backend: "fake", Model: results.ModelNone},
+			EffectiveScenario: &scenarios.Scenario{API: scenarios.API{Capacity: &scenarios.Capacity{Cores: 4}}}}, APIServer{Backend: "fake"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
