@@ -75,6 +75,11 @@ func judgeBreak(cf *CapacityFit, reach float64) BreakingPoint {
 	for _, p := range cf.Points {
 		maxN = max(maxN, p.Nodes)
 	}
+	if maxN == 0 {
+		b.Kind = BreakNoFit
+		b.Reason = "no run of this mode on this API server finished: nothing measured"
+		return b
+	}
 	largest := fmt.Sprintf("largest measured %s nodes", format.Int(int64(maxN)))
 	if !AgentsUseAPIServer(cf.Mode) {
 		b.Kind = BreakNotApplicable

@@ -227,6 +227,18 @@ func TestBreakingPointRules(t *testing.T) {
 			}
 		})
 	}
+	// Every run of crd failed: nothing measured, nothing to settle.
+	failed := onAPI(fixture.Sweep(t, 3, 6), scenarios.BackendFake, 4)
+	for _, r := range failed {
+		r.Modes[0].Status = results.StatusFailed
+	}
+	rep, err := BuildCapacity(failed, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := rep.Verdicts[0].Break; b.Kind != BreakNoFit || len(b.Settle) != 0 || !strings.Contains(b.Reason, "nothing measured") {
+		t.Errorf("crd failed everywhere: %+v", b)
+	}
 	if _, err := BuildCapacity(fixture.Sweep(t, 25, 50), Options{MaxExtrapolation: 0.5}); err == nil || !strings.Contains(err.Error(), "max extrapolation") {
 		t.Errorf("reach 0.5: %v", err)
 	}
