@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strconv"
 
 	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
@@ -40,8 +41,10 @@ func ScaleScenario(s *scenarios.Scenario, nodes int) (*scenarios.Scenario, error
 }
 
 // RunAtNodes runs cfg.Scenario resized to nodes (see ScaleScenario) in
-// cfg.Modes, writing under cfg.Out/nodes-<n>, and returns its results. It
-// is the building block of capacity sweeps.
+// cfg.Modes, writing under cfg.Out/nodes-<n> (cfg.Out/api-<c>-cores/nodes-<n>
+// when the scenario gives the fake API server a capacity of c cores, so
+// that a sweep over API server sizes keeps its runs apart), and returns
+// its results. It is the building block of capacity sweeps.
 func RunAtNodes(ctx context.Context, cfg Config, nodes int) (*results.Results, error) {
 	if cfg.Scenario == nil {
 		return nil, fmt.Errorf("run at %d nodes: no scenario", nodes)
@@ -51,9 +54,18 @@ func RunAtNodes(ctx context.Context, cfg Config, nodes int) (*results.Results, e
 		return nil, err
 	}
 	cfg.Scenario = sc
-	cfg.Out = filepath.Join(cfg.Out, fmt.Sprintf("nodes-%d", nodes))
+	cfg.Out = SweepDir(cfg.Out, sc, nodes)
 	if cfg.Shards > 0 {
 		cfg.Shards = min(cfg.Shards, nodes)
 	}
 	return Run(ctx, cfg)
+}
+
+// SweepDir is where RunAtNodes writes the run of sc at nodes under out.
+func SweepDir(out string, sc *scenarios.Scenario, nodes int) string {
+	dir := fmt.Sprintf("nodes-%d", nodes)
+	if c := sc.API.Capacity; c != nil {
+		return filepath.Join(out, "api-"+strconv.FormatFloat(c.Cores, 'g', -1, 64)+"-cores", dir)
+	}
+	return filepath.Join(out, dir)
 }

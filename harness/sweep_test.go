@@ -39,3 +39,29 @@ func TestScaleScenario(t *testing.T) {
 		t.Error("0 nodes accepted")
 	}
 }
+
+// TestSweepDir: runs at different API server sizes land apart; without a
+// capacity the layout is as before.
+func TestSweepDir(t *testing.T) {
+	base, err := scenarios.Builtin("relabel-small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := SweepDir("out", base, 20); got != "out/nodes-20" {
+		t.Errorf("no capacity: %s", got)
+	}
+	c := *base
+	c.API.Capacity = &scenarios.Capacity{Cores: 2.5}
+	if got := SweepDir("out", &c, 20); got != "out/api-2.5-cores/nodes-20" {
+		t.Errorf("2.5 cores: %s", got)
+	}
+	// ScaleScenario keeps the capacity the sweep set.
+	c.API.Capacity.Profile = "../fakeapi/capacity/testdata/placeholder.yaml"
+	s, err := ScaleScenario(&c, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.API.Capacity == nil || s.API.Capacity.Cores != 2.5 {
+		t.Errorf("scaled scenario's capacity: %+v", s.API.Capacity)
+	}
+}

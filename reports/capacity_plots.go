@@ -39,7 +39,11 @@ func capacityFigures(rep *capacity.CapacityReport) []*Figure {
 	for _, t := range rep.Targets {
 		maxT = math.Max(maxT, float64(t))
 	}
-	caption := "scenario " + rep.Scenario + " · measured at " + joinNodes(rep.Nodes) + " nodes · " + rep.Backend + " API server · solid: fit over the measured range, dashed + band: extrapolation (95 % prediction interval)"
+	var apis []string
+	for _, a := range rep.APIServers {
+		apis = append(apis, a.Label())
+	}
+	caption := "scenario " + rep.Scenario + " · measured at " + joinNodes(rep.Nodes) + " nodes · API server: " + strings.Join(apis, ", ") + " · solid: fit over the measured range, dashed + band: extrapolation (95 % prediction interval)"
 	var figs []*Figure
 	for _, name := range order {
 		fits := byMetric[name]
@@ -57,13 +61,12 @@ func capacityFigures(rep *capacity.CapacityReport) []*Figure {
 				yLo, yHi = math.Min(yLo, v), math.Max(yHi, v)
 			}
 		}
-		xsIn := logSpace(minN, maxN, 40)
-		xsOut := logSpace(maxN, maxT, 60)
 		for _, f := range fits {
 			for _, pt := range f.Points {
 				widen(pt.Value / div)
 			}
 			if f.Err == "" {
+				_, xsOut := fitRange(f, maxT)
 				for _, v := range apply(f.Fit.Predict, xsOut) {
 					widen(v / div)
 				}
@@ -94,6 +97,7 @@ func capacityFigures(rep *capacity.CapacityReport) []*Figure {
 				py = append(py, pt.Value/div)
 			}
 			if f.Err == "" {
+				xsIn, xsOut := fitRange(f, maxT)
 				lo, hi := make([]float64, len(xsOut)), make([]float64, len(xsOut))
 				for i, x := range xsOut {
 					l, h := f.Fit.Interval(x)
@@ -104,8 +108,12 @@ func capacityFigures(rep *capacity.CapacityReport) []*Figure {
 				addLineGap(p, "", xsOut, scaled(apply(f.Fit.Predict, xsOut), div), true, c, vg.Points(1.4), []vg.Length{vg.Points(5), vg.Points(3)}, inf)
 			}
 			if sc := scatter(px, py, c); sc != nil {
+				sc.GlyphStyle.Shape = apiGlyph(rep, f.API)
 				p.Add(sc)
 				label := string(f.Mode)
+				if len(rep.APIServers) > 1 {
+					label += ", " + f.API.Label()
+				}
 				if f.Err == "" && f.Fit.Model == capacity.ModelPower {
 					label += " (n^" + format.TrimFloat(f.Fit.B) + ")"
 				} else if f.Err == "" && f.Fit.Model == capacity.ModelLinear {
@@ -134,6 +142,26 @@ func capacityFigures(rep *capacity.CapacityReport) []*Figure {
 			rows: [][]*plot.Plot{{p}}, width: 11 * vg.Inch, panelRow: 5 * vg.Inch})
 	}
 	return figs
+}
+
+// fitRange are the node counts to draw f at: over its own measured range
+// (solid) and from its largest measured count to maxT (dashed); each API
+// server's runs may cover other node counts.
+func fitRange(f capacity.CapacityFit, maxT float64) (in, out []float64) {
+	lo, hi := float64(f.Points[0].Nodes), float64(f.Points[len(f.Points)-1].Nodes)
+	return logSpace(lo, hi, 40), logSpace(hi, maxT, 60)
+}
+
+// apiGlyph tells API servers apart in a figure where a mode's colour
+// appears once per API server.
+func apiGlyph(rep *capacity.CapacityReport, a capacity.APIServer) draw.GlyphDrawer {
+	shapes := []draw.GlyphDrawer{draw.CircleGlyph{}, draw.TriangleGlyph{}, draw.SquareGlyph{}, draw.PyramidGlyph{}, draw.RingGlyph{}, draw.BoxGlyph{}, draw.CrossGlyph{}, draw.PlusGlyph{}}
+	for i, b := range rep.APIServers {
+		if a == b {
+			return shapes[i%len(shapes)]
+		}
+	}
+	return shapes[0]
 }
 
 func joinNodes(ns []int) string {

@@ -63,6 +63,16 @@ func RenderCapacity(ctx context.Context, cfg CapacityConfig, rep *capacity.Capac
 	return out, nil
 }
 
+// capacityRanges says which node counts each API server's fits rest on
+// (the ×factor columns are relative to each one's largest).
+func capacityRanges(rep *capacity.CapacityReport) string {
+	var parts []string
+	for i, a := range rep.APIServers {
+		parts = append(parts, fmt.Sprintf("%s at %s nodes", a.Label(), joinNodes(rep.APINodes[i])))
+	}
+	return "Fits are made per mode and API server, each from its own runs: " + strings.Join(parts, "; ") + ". The ×factor of a projection is relative to the largest node count measured on its API server."
+}
+
 func fmtNodes(n int) string { return format.Int(int64(n)) }
 
 func capacityDocument(rep *capacity.CapacityReport, figs []*Figure) *document.Document {
@@ -72,8 +82,12 @@ func capacityDocument(rep *capacity.CapacityReport, figs []*Figure) *document.Do
 		measured = append(measured, fmtNodes(n))
 	}
 	maxN := rep.Nodes[len(rep.Nodes)-1]
-	d.P("Measured at %s nodes (%s pods per node), %s API server, %d cores, %s memory.",
-		strings.Join(measured, ", "), format.Sig3(rep.PodsPerNode), rep.Backend, rep.Machine.Cores, format.Bytes(float64(rep.Machine.MemoryBytes)))
+	var apis []string
+	for _, a := range rep.APIServers {
+		apis = append(apis, a.String())
+	}
+	d.P("Measured at %s nodes (%s pods per node) against the %s, on a machine with %d cores and %s memory.",
+		strings.Join(measured, ", "), format.Sig3(rep.PodsPerNode), strings.Join(apis, "; the "), rep.Machine.Cores, format.Bytes(float64(rep.Machine.MemoryBytes)))
 	d.H(2, "How to read this")
 	d.List(
 		"Each cost is fitted against the node count n (pods grow with nodes at the ratio above, so the same fit holds for pods). "+
@@ -85,33 +99,17 @@ func capacityDocument(rep *capacity.CapacityReport, figs []*Figure) *document.Do
 			"and their error grows with the distance (the ×factor column). Intervals are 95 %% prediction intervals of the fit; "+
 			"they cover the scatter of the measured points, not changes of mechanism.", fmtNodes(rep.Nodes[0]), fmtNodes(maxN), fmtNodes(maxN)),
 		"With two node counts a fit is exact and has no error estimate; sweep at least four sizes (e.g. --nodes 25,50,100,200).",
+		capacityRanges(rep),
+		capacityBreakRules(rep),
 	)
 	if len(rep.Notes) > 0 {
 		d.H(2, "Notes")
 		d.List(rep.Notes...)
 	}
 
-	d.H(2, "SLO breaking points")
-	var rows [][]string
-	for _, f := range rep.Fits {
-		if f.Limit == nil {
-			continue
-		}
-		at := format.Missing
-		if !math.IsNaN(f.BreaksAt) {
-			at = "**" + fmtNodes(int(math.Round(f.BreaksAt))) + " nodes**"
-		}
-		note := f.BreakNote
-		if f.Err != "" {
-			note = "no fit: " + f.Err
-		}
-		rows = append(rows, []string{string(f.Mode), strings.TrimPrefix(f.Metric.Name, "slo: "), f.Metric.Format(*f.Limit), at, note})
-	}
-	if len(rows) == 0 {
-		d.P("The results hold no SLO verdicts.")
-	} else {
-		d.Table([]string{"mode", "SLO", "limit", "breaks at", "how"}, rows)
-	}
+	capacityVerdicts(d, rep)
+	capacityPublished(d, rep)
+	capacityBreaks(d, rep)
 
 	d.H(2, "Fits and projections")
 	head := []string{"mode", "cost", "measured"}
@@ -136,7 +134,11 @@ func capacityDocument(rep *capacity.CapacityReport, figs []*Figure) *document.Do
 			for _, p := range f.Points {
 				meas = append(meas, fmtNodes(p.Nodes)+": "+f.Metric.Format(p.Value))
 			}
-			row := []string{string(f.Mode), f.Metric.Name, strings.Join(meas, "; ")}
+			mode := string(f.Mode)
+			if len(rep.APIServers) > 1 {
+				mode += " (" + f.API.Label() + ")"
+			}
+			row := []string{mode, f.Metric.Name, strings.Join(meas, "; ")}
 			if f.Err != "" {
 				row = append(row, "no fit: "+f.Err, format.Missing)
 				for range rep.Targets {
