@@ -1,0 +1,150 @@
+package calibrate
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
+)
+
+// Noise model of a phase's CPU-seconds, for the fit's weights: an absolute
+// part (two /proc ticks of 10 ms and the idle baseline's wobble) and a part
+// proportional to the phase (other processes' cache and frequency effects on
+// a shared machine). A phase then weighs 1/variance.
+const (
+	noiseAbs = 0.02
+	noiseRel = 0.05
+)
+
+func weight(y float64) float64 {
+	return 1 / (noiseAbs*noiseAbs + noiseRel*noiseRel*y*y)
+}
+
+// CoefRow is one line of the coefficient table.
+type CoefRow struct {
+	Group, Name string
+	Coefficient capacity.Coefficient
+	R2          float64
+	Samples     int
+	// Note says how the coefficient was derived when not fitted directly.
+	Note string
+}
+
+// Model is the fitted cost model.
+type Model struct {
+	Requests map[string]capacity.RequestCost
+	Watch    capacity.WatchCost
+	Fit      capacity.Fit
+	Table    []CoefRow
+}
+
+// FitModel fits the capacity model's coefficients to the measured phases.
+//
+// LIST phases fit Base + PerObject*objects + PerKiB*KiB. The other verbs
+// always return one object, so their per-object and per-request costs are
+// one number: they fit an intercept and PerKiB, and PerObject is taken
+// from LIST (the cost of handling one object, as in a list) and Base is
+// the intercept less it, so that a request costs what was measured.
+//
+// Watch phases: every event costs the update that made it (measured per
+// size in the phase without watchers and subtracted) plus Encode +
+// EncodePerKiB*KiB once and Deliver + DeliverPerKiB*KiB per watcher.
+func FitModel(phases []Phase) (*Model, error) {
+	m := &Model{Requests: map[string]capacity.RequestCost{}, Fit: capacity.Fit{R2: map[string]float64{}}}
+	list, err := m.fitGroup(phases, "list", func(p Phase) []float64 {
+		return []float64{float64(p.Requests), float64(p.Objects), p.KiB()}
+	})
+	if err != nil {
+		return nil, err
+	}
+	perObject := capacity.Coefficient{Value: list.Coef[1], StdErr: list.StdErr[1]}
+	m.Requests["list"] = capacity.RequestCost{
+		Base:      capacity.Coefficient{Value: list.Coef[0], StdErr: list.StdErr[0]},
+		PerObject: perObject,
+		PerKiB:    capacity.Coefficient{Value: list.Coef[2], StdErr: list.StdErr[2]},
+	}
+	m.table("list", []string{"base", "perObject", "perKiB"}, list, nil)
+	for _, verb := range []string{"get", "create", "update", "patch", "delete"} {
+		f, err := m.fitGroup(phases, verb, func(p Phase) []float64 {
+			return []float64{float64(p.Requests), p.KiB()}
+		})
+		if err != nil {
+			return nil, err
+		}
+		base := capacity.Coefficient{Value: f.Coef[0] - perObject.Value, StdErr: math.Hypot(f.StdErr[0], perObject.StdErr)}
+		m.Requests[verb] = capacity.RequestCost{Base: base, PerObject: perObject,
+			PerKiB: capacity.Coefficient{Value: f.Coef[1], StdErr: f.StdErr[1]}}
+		for _, row := range []CoefRow{
+			{Name: "base", Coefficient: base, Note: fmt.Sprintf("intercept %.1f µs less list's perObject", 1e6*f.Coef[0])},
+			{Name: "perObject", Coefficient: perObject, Note: "from list"},
+			{Name: "perKiB", Coefficient: m.Requests[verb].PerKiB},
+		} {
+			row.Group, row.R2, row.Samples = verb, f.R2, f.Samples
+			m.Table = append(m.Table, row)
+		}
+	}
+	if err := m.fitWatch(phases); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Model) fitGroup(phases []Phase, verb string, x func(Phase) []float64) (FitResult, error) {
+	var rows []Row
+	for _, p := range phases {
+		if p.Verb == verb && p.Requests > 0 {
+			rows = append(rows, Row{X: x(p), Y: p.CPU, Weight: weight(p.CPU)})
+		}
+	}
+	f, err := LeastSquares(rows)
+	if err != nil {
+		return f, fmt.Errorf("fit %s: %w", verb, err)
+	}
+	m.record(verb, f)
+	return f, nil
+}
+
+func (m *Model) record(group string, f FitResult) {
+	m.Fit.R2[group] = f.R2
+	m.Fit.Samples += f.Samples
+	m.Fit.MaxRelResidual = math.Max(m.Fit.MaxRelResidual, f.MaxRelResidual)
+}
+
+func (m *Model) table(group string, names []string, f FitResult, notes map[string]string) {
+	for j, n := range names {
+		m.Table = append(m.Table, CoefRow{Group: group, Name: n, Coefficient: capacity.Coefficient{Value: f.Coef[j], StdErr: f.StdErr[j]},
+			R2: f.R2, Samples: f.Samples, Note: notes[n]})
+	}
+}
+
+func (m *Model) fitWatch(phases []Phase) error {
+	// The cost of one update without watchers, per object size.
+	ref := map[string]float64{}
+	for _, p := range phases {
+		if p.Verb == "watch" && p.Watchers == 0 && p.Requests > 0 {
+			ref[p.Size] = p.CPU / float64(p.Requests)
+		}
+	}
+	var rows []Row
+	for _, p := range phases {
+		if p.Verb != "watch" || p.Watchers == 0 {
+			continue
+		}
+		r, ok := ref[p.Size]
+		if !ok {
+			return fmt.Errorf("fit watch: no phase without watchers for size %s", p.Size)
+		}
+		e, kib, w := float64(p.Events), p.EventKiB(), float64(p.Watchers)
+		y := p.CPU - r*float64(p.Requests)
+		rows = append(rows, Row{X: []float64{e, e * kib, e * w, e * w * kib}, Y: y, Weight: weight(p.CPU)})
+	}
+	f, err := LeastSquares(rows)
+	if err != nil {
+		return fmt.Errorf("fit watch: %w", err)
+	}
+	m.record("watch", f)
+	c := func(j int) capacity.Coefficient { return capacity.Coefficient{Value: f.Coef[j], StdErr: f.StdErr[j]} }
+	m.Watch = capacity.WatchCost{Encode: c(0), EncodePerKiB: c(1), Deliver: c(2), DeliverPerKiB: c(3)}
+	m.table("watch", []string{"encode", "encodePerKiB", "deliver", "deliverPerKiB"}, f, nil)
+	return nil
+}
