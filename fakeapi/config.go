@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/yaml"
+
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -78,6 +81,11 @@ type Config struct {
 	BookmarkInterval time.Duration
 	// MaxBodyBytes bounds request bodies; larger ones get 413 (default 3 MiB).
 	MaxBodyBytes int64
+	// Capacity, if set, gives the server the capacity of a kube-apiserver
+	// (with its etcd) of Capacity.Cores cores: requests and watch events
+	// are charged the profile's costs against that budget (see
+	// capacity.go). Nil serves every request as fast as the machine can.
+	Capacity *Capacity
 	// Registry receives the server's metrics and is served on /metrics.
 	// Nil means a new registry of the server's own.
 	Registry *prometheus.Registry
@@ -85,6 +93,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+}
+
+// Capacity sizes the server's capacity model.
+type Capacity struct {
+	// Cores is the virtual CPU budget, in cores of the machine Profile was
+	// measured on.
+	Cores float64
+	// Profile holds the cost of each request and watch event.
+	Profile *capacity.Profile
 }
 
 // Token is one static bearer token and the identity it stands for.
@@ -156,6 +173,16 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("maxBodyBytes: must not be negative, got %d", c.MaxBodyBytes))
+	}
+	if cp := c.Capacity; cp != nil {
+		if math.IsNaN(cp.Cores) || math.IsInf(cp.Cores, 0) || cp.Cores <= 0 {
+			errs = append(errs, fmt.Errorf("capacity.cores: must be a positive finite number, got %v", cp.Cores))
+		}
+		if cp.Profile == nil {
+			errs = append(errs, errors.New("capacity.profile: must be set"))
+		} else if err := cp.Profile.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("capacity.profile: %w", err))
+		}
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Tokens {

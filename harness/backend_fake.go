@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
 	"github.com/stampede-sim/stampede/internal/access"
 	"github.com/stampede-sim/stampede/internal/proc"
+	"github.com/stampede-sim/stampede/scenarios"
 )
 
 // FakeBackend runs `stampede fakeapi` (the in-memory API server) as a child
@@ -69,6 +73,11 @@ func (b *FakeBackend) Start(ctx context.Context, env BackendEnv) (*APIServer, er
 	readyFile := filepath.Join(env.Dir, "fakeapi.ready")
 	args := []string{"fakeapi", "--listen", "127.0.0.1:0", "--tls",
 		"--token-file", tokens, "--authz-file", authzFile, "--ready-file", readyFile, "--kubeconfig-out", kubeconfig, "--cert-dir", env.Dir}
+	capArgs, capFact, err := capacityArgs(env.Scenario)
+	if err != nil {
+		return nil, fmt.Errorf("fake backend: %w", err)
+	}
+	args = append(args, capArgs...)
 	args = append(args, b.ExtraArgs...)
 	p, err := proc.Start(ctx, proc.Spec{
 		Name:      "apiserver",
@@ -93,7 +102,7 @@ func (b *FakeBackend) Start(ctx context.Context, env BackendEnv) (*APIServer, er
 		Kubeconfig:  kubeconfig,
 		Processes:   map[string]int{"apiserver": p.PID()},
 		MetricsURLs: map[string]string{},
-		Facts:       map[string]string{"apiserver": "stampede fakeapi", "apf": "disabled (max-inflight limits)"},
+		Facts:       map[string]string{"apiserver": "stampede fakeapi", "apf": "disabled (max-inflight limits)", "capacity": capFact},
 	}
 	if m := a.Endpoints["metrics"]; m != "" {
 		api.MetricsURLs["apiserver"] = metricsURL(m)
@@ -132,4 +141,30 @@ func (b *FakeBackend) Process() *proc.Process {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.p
+}
+
+// capacityArgs turns the scenario's api.capacity into fakeapi flags and a
+// fact for the report; no capacity is no flags (no model). A profile that
+// is a file is passed as an absolute path, since the child may resolve it
+// from another directory.
+func capacityArgs(s *scenarios.Scenario) ([]string, string, error) {
+	if s == nil || s.API.Capacity == nil {
+		return nil, "none (no capacity model)", nil
+	}
+	c := s.API.Capacity
+	profile := c.Profile
+	if _, err := os.Stat(profile); err == nil && !slices.Contains(capacity.Builtins(), profile) {
+		abs, err := filepath.Abs(profile)
+		if err != nil {
+			return nil, "", fmt.Errorf("api.capacity.profile: %w", err)
+		}
+		profile = abs
+	}
+	p, err := capacity.Resolve(profile)
+	if err != nil {
+		return nil, "", fmt.Errorf("api.capacity.profile: %w", err)
+	}
+	cores := strconv.FormatFloat(c.Cores, 'g', -1, 64)
+	fact := fmt.Sprintf("%s cores of %s (%d-core %s), profile %s", cores, p.Machine.CPUModel, p.Machine.Cores, p.Machine.Kernel, p.Name)
+	return []string{"--capacity-cores", cores, "--capacity-profile", profile}, fact, nil
 }

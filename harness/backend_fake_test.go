@@ -4,8 +4,11 @@ import (
 	"context"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -118,5 +121,35 @@ steps:
 	}
 	if _, err := filepath.Glob(filepath.Join(dir, "*.log")); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestCapacityArgs checks what the fake backend passes to `stampede
+// fakeapi` for api.capacity: nothing without it, and the cores and an
+// absolute profile path with it.
+func TestCapacityArgs(t *testing.T) {
+	args, fact, err := capacityArgs(&scenarios.Scenario{})
+	if err != nil || len(args) != 0 || !strings.HasPrefix(fact, "none") {
+		t.Errorf("no capacity: args %q, fact %q, err %v", args, fact, err)
+	}
+	rel := "../fakeapi/capacity/testdata/placeholder.yaml"
+	abs, err := filepath.Abs(rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &scenarios.Scenario{API: scenarios.API{Capacity: &scenarios.Capacity{Cores: 2.5, Profile: rel}}}
+	args, fact, err = capacityArgs(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"--capacity-cores", "2.5", "--capacity-profile", abs}, args); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(fact, "2.5 cores") || !strings.Contains(fact, "test-placeholder") {
+		t.Errorf("fact %q does not name the cores and the profile", fact)
+	}
+	sc.API.Capacity.Profile = "no-such-profile"
+	if _, _, err := capacityArgs(sc); err == nil || !strings.Contains(err.Error(), "api.capacity.profile") {
+		t.Errorf("unknown profile: err %v, want one naming api.capacity.profile", err)
 	}
 }

@@ -20,6 +20,9 @@ var durationType = reflect.TypeOf(Duration{})
 func checkShape(data []byte) ([]FieldError, error) {
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
+		if nf := nonFinite(data); len(nf) > 0 {
+			return nf, nil
+		}
 		return nil, err
 	}
 	var doc any

@@ -1,6 +1,10 @@
 package scenarios
 
-import "time"
+import (
+	"time"
+
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
+)
 
 // Cilium's defaults, as found in its sources (pkg/defaults, operator/option,
 // pkg/allocator). Scenarios may override each.
@@ -77,6 +81,9 @@ func (s *Scenario) Default() {
 			s.API.Kind = &KindKnobs{}
 		}
 		setInt(&s.API.Kind.Nodes, 1)
+	}
+	if c := s.API.Capacity; c != nil {
+		setStr(&c.Profile, capacity.DefaultProfile)
 	}
 
 	for i := range s.Steps {

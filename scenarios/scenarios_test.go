@@ -9,9 +9,16 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
+
+// placeholderProfile is the capacity package's hand-written test profile
+// (not a measured one; tests only).
+const placeholderProfile = "../fakeapi/capacity/testdata/placeholder.yaml"
 
 // base is a small valid scenario that table tests mutate.
 const base = `
@@ -81,6 +88,14 @@ func TestValidationErrors(t *testing.T) {
 		{"delete fraction", repl("  - observe", "  - deletePods: {fraction: 2}\n  - observe"), []string{"steps[3].deletePods.fraction: must be in (0, 1]"}},
 		{"bad pod order", repl("  - setup: {}", "  - setup: {podOrder: random}"), []string{`steps[0].setup.podOrder: must be interleaved or byDeployment, got "random"`}},
 		{"label filter regexp", repl("steps:", "agent: {labelFilter: ['k8s:app[']}\nsteps:"), []string{"agent.labelFilter[0]: label pattern"}},
+		{"capacity zero cores", repl("steps:", "api: {capacity: {cores: 0, profile: "+placeholderProfile+"}}\nsteps:"), []string{"api.capacity.cores: must be a positive finite number of cores, got 0"}},
+		{"capacity negative cores", repl("steps:", "api: {capacity: {cores: -2, profile: "+placeholderProfile+"}}\nsteps:"), []string{"api.capacity.cores: must be a positive finite number of cores, got -2"}},
+		{"capacity NaN cores", repl("steps:", "api: {capacity: {cores: .nan, profile: "+placeholderProfile+"}}\nsteps:"), []string{`api.capacity.cores: must be a finite number, got ".nan"`}},
+		{"capacity infinite cores", repl("steps:", "api: {capacity: {cores: .inf, profile: "+placeholderProfile+"}}\nsteps:"), []string{`api.capacity.cores: must be a finite number, got ".inf"`}},
+		{"capacity missing profile file", repl("steps:", "api: {capacity: {cores: 4, profile: testdata/absent.yaml}}\nsteps:"), []string{"api.capacity.profile: read capacity profile: open testdata/absent.yaml"}},
+		{"capacity unknown profile name", repl("steps:", "api: {capacity: {cores: 4, profile: kube-apiserver-v0}}\nsteps:"), []string{`api.capacity.profile: capacity profile "kube-apiserver-v0": no such shipped capacity profile`}},
+		{"capacity stale profile", repl("steps:", "api: {capacity: {cores: 4, profile: testdata/capacity-v1.35.yaml}}\nsteps:"), []string{"api.capacity.profile: capacity profile testdata/capacity-v1.35.yaml: kubeAPIServerVersion"}},
+		{"capacity on a real server", repl("steps:", "api: {backend: local, capacity: {cores: 4, profile: "+placeholderProfile+"}}\nsteps:"), []string{"api.capacity: is only used with backend fake"}},
 		{"several errors at once", func(s string) string {
 			return repl("nodes: 4", "nodes: 0")(repl("protocol: TCP", "protocol: SCTP")(s))
 		}, []string{"cluster.nodes: must be >= 1", "policies[0].ingress[0].ports[0].protocol: must be TCP or UDP"}},
@@ -160,6 +175,46 @@ func TestBuiltinsGolden(t *testing.T) {
 				t.Errorf("round trip (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestCapacityGolden checks how api.capacity defaults and round-trips: no
+// capacity stays absent (today's behaviour), and an empty profile becomes
+// the default shipped one.
+func TestCapacityGolden(t *testing.T) {
+	s, err := Parse("capacity", []byte(base+"api:\n  capacity: {cores: 2.5, profile: "+placeholderProfile+"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := yaml.Marshal(s.API)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "capacity.golden.yaml")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./scenarios -update)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("api (-want +got):\n%s", diff)
+	}
+	plain, err := Parse("base", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.API.Capacity != nil {
+		t.Errorf("a scenario without api.capacity got %+v", plain.API.Capacity)
+	}
+	var d Scenario
+	d.API.Capacity = &Capacity{Cores: 1}
+	d.Default()
+	if d.API.Capacity.Profile != capacity.DefaultProfile {
+		t.Errorf("default profile = %q, want %q", d.API.Capacity.Profile, capacity.DefaultProfile)
 	}
 }
 

@@ -214,6 +214,21 @@ type API struct {
 	Kubeconfig string `json:"kubeconfig,omitempty"`
 	// Kind configures the kind backend.
 	Kind *KindKnobs `json:"kind,omitempty"`
+	// Capacity gives the fake API server the capacity of a kube-apiserver
+	// (with its etcd) of a chosen size; absent, the fake has no capacity
+	// model and answers as fast as its machine lets it.
+	Capacity *Capacity `json:"capacity,omitempty"`
+}
+
+// Capacity sizes the fake API server's capacity model (package fakeapi).
+type Capacity struct {
+	// Cores is the virtual CPU budget, in cores of the machine the profile
+	// was measured on; > 0 and finite.
+	Cores float64 `json:"cores"`
+	// Profile is the calibration profile: a shipped name or a file path
+	// (default: the shipped profile of the kube-apiserver this project
+	// builds, capacity.DefaultProfile).
+	Profile string `json:"profile,omitempty"`
 }
 
 // KindKnobs configure the kind backend.

@@ -2,10 +2,13 @@ package scenarios
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
 )
 
 // MaxPods bounds the pods of a scenario.
@@ -347,6 +350,26 @@ func (s *Scenario) validateAPI(l *errs) {
 		if k.Nodes < 0 {
 			l.add("api.kind.nodes", "must be >= 0, got %d", k.Nodes)
 		}
+	}
+	s.validateCapacity(l)
+}
+
+// validateCapacity checks api.capacity and resolves its profile, so that a
+// missing or stale calibration is found when the scenario is loaded, not
+// when the fake API server starts.
+func (s *Scenario) validateCapacity(l *errs) {
+	c := s.API.Capacity
+	if c == nil {
+		return
+	}
+	if s.API.Backend != BackendFake {
+		l.add("api.capacity", "is only used with backend fake (a real API server has its own), got backend %s", s.API.Backend)
+	}
+	if math.IsNaN(c.Cores) || math.IsInf(c.Cores, 0) || c.Cores <= 0 {
+		l.add("api.capacity.cores", "must be a positive finite number of cores, got %v", c.Cores)
+	}
+	if _, err := capacity.Resolve(c.Profile); err != nil {
+		l.add("api.capacity.profile", "%v", err)
 	}
 }
 

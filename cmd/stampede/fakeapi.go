@@ -2,20 +2,24 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/spf13/cobra"
 
 	"github.com/stampede-sim/stampede/fakeapi"
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
 )
 
 func newFakeapiCmd(g *globals) *cobra.Command {
 	var (
-		cfg           fakeapi.Config
-		useTLS        bool
-		tokenFile     string
-		authzFile     string
-		kubeconfigOut string
-		readyFile     string
+		cfg             fakeapi.Config
+		useTLS          bool
+		tokenFile       string
+		authzFile       string
+		kubeconfigOut   string
+		readyFile       string
+		capacityCores   float64
+		capacityProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "fakeapi",
@@ -37,6 +41,18 @@ endpoints ("api", "metrics"; extra "ca", "token") on stdout and in
 				if cfg.Tokens, err = fakeapi.LoadTokenFile(tokenFile); err != nil {
 					return fmt.Errorf("--token-file: %w", err)
 				}
+			}
+			if capacityCores != 0 || cmd.Flags().Changed("capacity-cores") {
+				if math.IsNaN(capacityCores) || math.IsInf(capacityCores, 0) || capacityCores <= 0 {
+					return fmt.Errorf("--capacity-cores: must be a positive finite number, got %v", capacityCores)
+				}
+				profile, err := capacity.Resolve(capacityProfile)
+				if err != nil {
+					return fmt.Errorf("--capacity-profile: %w", err)
+				}
+				cfg.Capacity = &fakeapi.Capacity{Cores: capacityCores, Profile: profile}
+			} else if capacityProfile != "" {
+				return fmt.Errorf("--capacity-profile %s: needs --capacity-cores", capacityProfile)
 			}
 			if authzFile != "" {
 				if cfg.Rules, err = fakeapi.LoadAuthzFile(authzFile); err != nil {
@@ -63,6 +79,8 @@ endpoints ("api", "metrics"; extra "ca", "token") on stdout and in
 	f.IntVar(&cfg.WatchBuffer, "watch-buffer", fakeapi.DefaultWatchBuffer, "events a watcher may fall behind before it is closed")
 	f.DurationVar(&cfg.WatchBatchWindow, "watch-batch-window", fakeapi.DefaultWatchBatchWindow, "how long a woken watcher waits for more events before writing them in one batch (negative: write each event at once, as kube-apiserver does)")
 	f.DurationVar(&cfg.BookmarkInterval, "bookmark-interval", fakeapi.DefaultBookmarkInterval, "interval of watch bookmarks")
+	f.Float64Var(&capacityCores, "capacity-cores", 0, "serve with the capacity of a kube-apiserver (and its etcd) of this many cores of the profile's machine; 0: no capacity model")
+	f.StringVar(&capacityProfile, "capacity-profile", "", "calibration profile for --capacity-cores: a shipped name or a file (default: "+capacity.DefaultProfile+")")
 	f.StringVar(&kubeconfigOut, "kubeconfig-out", "", "write an admin kubeconfig to this path")
 	f.StringVar(&readyFile, "ready-file", "", "write the ready announcement (JSON) to this path once serving")
 	return cmd
