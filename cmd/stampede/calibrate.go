@@ -56,8 +56,8 @@ print both side by side and fail if they disagree beyond the tolerances.`,
 			}
 			res, err := calibrate.Run(cmd.Context(), cfg)
 			if res != nil && res.Model != nil {
-				fmt.Fprintf(stderr, "\ncalibrated kube-apiserver %s + etcd %s in %v: %d phases, idle baseline %.3f cores subtracted\n",
-					res.Profile.KubeAPIServerVersion, res.Profile.EtcdVersion, res.Wall.Round(1e9), len(res.Phases), res.Baseline)
+				fmt.Fprintf(stderr, "\ncalibrated kube-apiserver %s + etcd %s in %v: %d phases, idle baseline %.3f cores subtracted (%.3f before, %.3f after)\n",
+					res.Profile.KubeAPIServerVersion, res.Profile.EtcdVersion, res.Wall.Round(1e9), len(res.Phases), res.Baseline, res.IdleBefore, res.IdleAfter)
 				_ = calibrate.WriteTable(stderr, res.Model)
 			}
 			if err != nil {

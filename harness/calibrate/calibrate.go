@@ -2,6 +2,7 @@ package calibrate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -54,7 +55,10 @@ type Result struct {
 	// Baseline is the idle CPU rate (cores) of kube-apiserver and etcd
 	// together that was subtracted from every phase.
 	Baseline float64
-	Wall     time.Duration
+	// IdleBefore and IdleAfter are the idle rates measured before and
+	// after the workload; Baseline is their mean.
+	IdleBefore, IdleAfter float64
+	Wall                  time.Duration
 }
 
 // ErrNoKubeAPIServer is returned when the kube-apiserver binary has not
@@ -146,6 +150,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("calibrate: %w", err)
 	}
+	if cfg.Dir != "" {
+		// The raw phases, to refit or inspect.
+		if data, err := json.MarshalIndent(res.Phases, "", "  "); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, "phases.json"), data, 0o644)
+		}
+	}
 	model, err := FitModel(res.Phases)
 	if err != nil {
 		return nil, fmt.Errorf("calibrate: %w", err)
@@ -236,7 +246,7 @@ func measureWorkload(ctx context.Context, cfg Config, api *harness.APIServer, to
 	for i := range r.phases {
 		r.phases[i].CPU = r.phases[i].GrossCPU - baseline*r.phases[i].Wall.Seconds()
 	}
-	return &Result{Phases: r.phases, Baseline: baseline}, nil
+	return &Result{Phases: r.phases, Baseline: baseline, IdleBefore: idle0, IdleAfter: idle1}, nil
 }
 
 func machineFacts() capacity.Machine {

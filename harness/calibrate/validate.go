@@ -2,6 +2,7 @@ package calibrate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -123,7 +124,11 @@ func Validate(ctx context.Context, cfg ValidateConfig) (*Validation, error) {
 	if err := errors.Join(cfg.Profile.Write(f), f.Close()); err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
-	run := func(name string, b harness.Backend) (*reports.Results, error) {
+	fakeSc, err := withCapacity(sc, cfg.Cores, profile)
+	if err != nil {
+		return nil, err
+	}
+	run := func(name string, sc *scenarios.Scenario, b harness.Backend) (*reports.Results, error) {
 		fmt.Fprintf(cfg.Progress, "validate: %s run of %s (%v) ...\n", name, sc.Name, modes)
 		return harness.Run(ctx, harness.Config{Scenario: sc, Backend: b, Modes: modes, Out: filepath.Join(out, name),
 			Shards: cfg.Shards, AgentNice: harness.AgentNiceAuto, Executable: cfg.Executable,
@@ -131,9 +136,9 @@ func Validate(ctx context.Context, cfg ValidateConfig) (*Validation, error) {
 	}
 	local := &confinedBackend{LocalBackend: harness.NewLocalBackend(harness.LocalConfig{KubeAPIServer: cfg.KubeAPIServer, Progress: io.Discard}),
 		cores: cfg.Cores, name: fmt.Sprintf("stampede-validate-%d", os.Getpid()), cpu: map[scenarios.Mode]apiCPU{}}
-	localRes, localErr := run("local", local)
-	fake := &meteredFake{FakeBackend: fakeWithCapacity(cfg.Cores, profile), cpu: map[scenarios.Mode]apiCPU{}}
-	fakeRes, fakeErr := run("fake", fake)
+	localRes, localErr := run("local", sc, local)
+	fake := &meteredFake{FakeBackend: &harness.FakeBackend{}, cpu: map[scenarios.Mode]apiCPU{}}
+	fakeRes, fakeErr := run("fake", fakeSc, fake)
 	v := &Validation{Cores: cfg.Cores, Scenario: sc.Name, Profile: profile, Confinement: local.method}
 	for _, m := range modes {
 		v.Modes = append(v.Modes, compareMode(m, side("local", localRes, m, local.cpu[m]), side("fake", fakeRes, m, fake.cpu[m])))
@@ -144,11 +149,22 @@ func Validate(ctx context.Context, cfg ValidateConfig) (*Validation, error) {
 	return v, nil
 }
 
-// fakeWithCapacity is the fake backend with the capacity model on.
-//
-// TODO(c-fakeapi): once scenarios' api.capacity has landed, set it on the
-// scenario instead (the fake backend then turns it into these flags and
-// records the capacity in results).
-func fakeWithCapacity(cores float64, profile string) *harness.FakeBackend {
-	return &harness.FakeBackend{ExtraArgs: []string{"--capacity-cores", fmt.Sprint(cores), "--capacity-profile", profile}}
+// withCapacity returns a copy of s whose fake API server has a capacity of
+// cores with the profile file (api.capacity).
+func withCapacity(s *scenarios.Scenario, cores float64, profile string) (*scenarios.Scenario, error) {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("validate: copy scenario: %w", err)
+	}
+	var c scenarios.Scenario
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("validate: copy scenario: %w", err)
+	}
+	c.API.Backend = scenarios.BackendFake
+	c.API.Capacity = &scenarios.Capacity{Cores: cores, Profile: profile}
+	c.Default()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("validate: scenario with api.capacity: %w", err)
+	}
+	return &c, nil
 }

@@ -507,6 +507,13 @@ func (r *runner) watchPhase(ctx context.Context, s *set, watchers, rev int) erro
 				}
 			}
 		}
+		// Only now can every watcher's count be exact: more lines than
+		// updates would mean the stream is not one event per line.
+		for _, w := range ws {
+			if ev, _, _ := w.state(); ev != p.Events {
+				return fmt.Errorf("watcher read %d lines for %d events: the watch stream is not one event per line", ev, p.Events)
+			}
+		}
 		// EventBytes is what one watcher read, on average.
 		p.EventBytes /= int64(watchers)
 		return nil
