@@ -114,3 +114,39 @@ func TestLeastSquaresRejectsUnidentifiable(t *testing.T) {
 		t.Error("ragged rows: no error")
 	}
 }
+
+// TestFitPositiveHoldsNonPositive checks that a coefficient fitting below
+// zero is held at Floor, named, and the others refitted without it.
+func TestFitPositiveHoldsNonPositive(t *testing.T) {
+	var rows []Row
+	for i := range 20 {
+		x := []float64{1, float64(i), float64(i * i % 7)}
+		// The true second coefficient is negative: it cannot be a cost.
+		rows = append(rows, Row{X: x, Y: 5*x[0] - 0.01*x[1] + 2*x[2]})
+	}
+	f, err := FitPositive(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Coef[1] != Floor || f.Held[1] == "" || f.Held[0] != "" || f.Held[2] != "" {
+		t.Fatalf("coef %v held %q, want only coefficient 1 held at %g", f.Coef, f.Held, Floor)
+	}
+	for j := range f.Coef {
+		if f.Coef[j] <= 0 {
+			t.Errorf("coef %d = %v, want positive", j, f.Coef[j])
+		}
+	}
+	if math.Abs(f.Coef[2]-2) > 0.1 {
+		t.Errorf("coef 2 = %v, want about 2 after the refit", f.Coef[2])
+	}
+	// All positive already: the same as LeastSquares.
+	var exact []Row
+	for i := range 10 {
+		x := []float64{1, float64(i)}
+		exact = append(exact, Row{X: x, Y: 3 + 0.5*x[1]})
+	}
+	g, err := FitPositive(exact)
+	if err != nil || math.Abs(g.Coef[0]-3) > 1e-9 || math.Abs(g.Coef[1]-0.5) > 1e-9 {
+		t.Fatalf("FitPositive = %v, %v, want [3 0.5]", g.Coef, err)
+	}
+}

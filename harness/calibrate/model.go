@@ -63,7 +63,7 @@ func FitModel(phases []Phase) (*Model, error) {
 		PerObject: perObject,
 		PerKiB:    capacity.Coefficient{Value: list.Coef[2], StdErr: list.StdErr[2]},
 	}
-	m.table("list", []string{"base", "perObject", "perKiB"}, list, nil)
+	m.table("list", []string{"base", "perObject", "perKiB"}, list)
 	for _, verb := range []string{"get", "create", "update", "patch", "delete"} {
 		f, err := m.fitGroup(phases, verb, func(p Phase) []float64 {
 			return []float64{float64(p.Requests), p.KiB()}
@@ -72,12 +72,15 @@ func FitModel(phases []Phase) (*Model, error) {
 			return nil, err
 		}
 		base := capacity.Coefficient{Value: f.Coef[0] - perObject.Value, StdErr: math.Hypot(f.StdErr[0], perObject.StdErr)}
+		if base.Value <= 0 {
+			return nil, fmt.Errorf("fit %s: intercept %.1f µs is not above list's perObject %.1f µs", verb, 1e6*f.Coef[0], 1e6*perObject.Value)
+		}
 		m.Requests[verb] = capacity.RequestCost{Base: base, PerObject: perObject,
 			PerKiB: capacity.Coefficient{Value: f.Coef[1], StdErr: f.StdErr[1]}}
 		for _, row := range []CoefRow{
 			{Name: "base", Coefficient: base, Note: fmt.Sprintf("intercept %.1f µs less list's perObject", 1e6*f.Coef[0])},
 			{Name: "perObject", Coefficient: perObject, Note: "from list"},
-			{Name: "perKiB", Coefficient: m.Requests[verb].PerKiB},
+			{Name: "perKiB", Coefficient: m.Requests[verb].PerKiB, Note: f.Held[1]},
 		} {
 			row.Group, row.R2, row.Samples = verb, f.R2, f.Samples
 			m.Table = append(m.Table, row)
@@ -89,19 +92,100 @@ func FitModel(phases []Phase) (*Model, error) {
 	return m, nil
 }
 
-func (m *Model) fitGroup(phases []Phase, verb string, x func(Phase) []float64) (FitResult, error) {
+func (m *Model) fitGroup(phases []Phase, verb string, x func(Phase) []float64) (PositiveFit, error) {
 	var rows []Row
 	for _, p := range phases {
 		if p.Verb == verb && p.Requests > 0 {
 			rows = append(rows, Row{X: x(p), Y: p.CPU, Weight: weight(p.CPU)})
 		}
 	}
-	f, err := LeastSquares(rows)
+	f, err := FitPositive(rows)
 	if err != nil {
 		return f, fmt.Errorf("fit %s: %w", verb, err)
 	}
-	m.record(verb, f)
+	m.record(verb, f.FitResult)
 	return f, nil
+}
+
+// Floor is the value a coefficient gets when its fit is not positive: the
+// data do not tell it from zero, and a profile's costs must be positive.
+const Floor = 1e-9
+
+// PositiveFit is a least-squares fit whose coefficients are all positive:
+// a coefficient that fits to zero or below is held at Floor and the others
+// are refitted without it.
+type PositiveFit struct {
+	FitResult
+	// Held[j] is the unconstrained fit of coefficient j when it was held
+	// at Floor ("" otherwise).
+	Held []string
+}
+
+// FitPositive fits rows, holding coefficients that come out non-positive
+// at Floor (their StdErr is that of the unconstrained fit) and refitting
+// the rest, until all are positive.
+func FitPositive(rows []Row) (PositiveFit, error) {
+	full, err := LeastSquares(rows)
+	if err != nil {
+		return PositiveFit{}, err
+	}
+	p := len(full.Coef)
+	pf := PositiveFit{FitResult: full, Held: make([]string, p)}
+	free := make([]bool, p)
+	for j := range free {
+		free[j] = true
+	}
+	for {
+		worst := -1
+		for j := range p {
+			if free[j] && pf.Coef[j] <= 0 && (worst < 0 || pf.Coef[j]/pf.StdErr[j] < pf.Coef[worst]/pf.StdErr[worst]) {
+				worst = j
+			}
+		}
+		if worst < 0 {
+			return pf, nil
+		}
+		free[worst] = false
+		pf.Held[worst] = fmt.Sprintf("fitted %.1f ± %.1f µs: not distinguishable from 0, held at %g s", 1e6*pf.Coef[worst], 1e6*pf.StdErr[worst], Floor)
+		var idx []int
+		for j := range p {
+			if free[j] {
+				idx = append(idx, j)
+			}
+		}
+		if len(idx) == 0 {
+			return pf, fmt.Errorf("%w: no coefficient fits positive", ErrUnderdetermined)
+		}
+		sub := make([]Row, len(rows))
+		for i, r := range rows {
+			y := r.Y
+			x := make([]float64, 0, len(idx))
+			for j := range p {
+				if free[j] {
+					x = append(x, r.X[j])
+				} else {
+					y -= Floor * r.X[j]
+				}
+			}
+			sub[i] = Row{X: x, Y: y, Weight: r.Weight}
+		}
+		f, err := LeastSquares(sub)
+		if err != nil {
+			return pf, err
+		}
+		se := pf.StdErr
+		pf.FitResult = f
+		pf.Coef, pf.StdErr = make([]float64, p), make([]float64, p)
+		k := 0
+		for j := range p {
+			if free[j] {
+				pf.Coef[j], pf.StdErr[j] = f.Coef[k], f.StdErr[k]
+				k++
+			} else {
+				pf.Coef[j], pf.StdErr[j] = Floor, se[j]
+			}
+		}
+	}
 }
 
 func (m *Model) record(group string, f FitResult) {
@@ -110,10 +194,10 @@ func (m *Model) record(group string, f FitResult) {
 	m.Fit.MaxRelResidual = math.Max(m.Fit.MaxRelResidual, f.MaxRelResidual)
 }
 
-func (m *Model) table(group string, names []string, f FitResult, notes map[string]string) {
+func (m *Model) table(group string, names []string, f PositiveFit) {
 	for j, n := range names {
 		m.Table = append(m.Table, CoefRow{Group: group, Name: n, Coefficient: capacity.Coefficient{Value: f.Coef[j], StdErr: f.StdErr[j]},
-			R2: f.R2, Samples: f.Samples, Note: notes[n]})
+			R2: f.R2, Samples: f.Samples, Note: f.Held[j]})
 	}
 }
 
@@ -138,13 +222,13 @@ func (m *Model) fitWatch(phases []Phase) error {
 		y := p.CPU - r*float64(p.Requests)
 		rows = append(rows, Row{X: []float64{e, e * kib, e * w, e * w * kib}, Y: y, Weight: weight(p.CPU)})
 	}
-	f, err := LeastSquares(rows)
+	f, err := FitPositive(rows)
 	if err != nil {
 		return fmt.Errorf("fit watch: %w", err)
 	}
-	m.record("watch", f)
+	m.record("watch", f.FitResult)
 	c := func(j int) capacity.Coefficient { return capacity.Coefficient{Value: f.Coef[j], StdErr: f.StdErr[j]} }
 	m.Watch = capacity.WatchCost{Encode: c(0), EncodePerKiB: c(1), Deliver: c(2), DeliverPerKiB: c(3)}
-	m.table("watch", []string{"encode", "encodePerKiB", "deliver", "deliverPerKiB"}, f, nil)
+	m.table("watch", []string{"encode", "encodePerKiB", "deliver", "deliverPerKiB"}, f)
 	return nil
 }

@@ -173,11 +173,11 @@ func (r *runner) measure(ctx context.Context, p Phase, fn func(ctx context.Conte
 	if err := fn(ctx, &p); err != nil {
 		return fmt.Errorf("phase %s: %w", p, err)
 	}
-	p.Wall = time.Since(t0)
-	c1, err := r.meter.read()
+	c1, err := r.meter.settle(ctx, 3*time.Second)
 	if err != nil {
 		return err
 	}
+	p.Wall = time.Since(t0)
 	p.GrossCPU = (c1 - c0).Seconds()
 	p.CPU = p.GrossCPU - r.meter.baseline*p.Wall.Seconds()
 	r.phases = append(r.phases, p)
