@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 
@@ -13,6 +14,7 @@ import (
 func newCalibrateCmd(g *globals) *cobra.Command {
 	var (
 		out, name, dir, kubeAPIServer, executable string
+		refit                                     string
 		short, validate                           bool
 		vcfg                                      calibrate.ValidateConfig
 	)
@@ -22,7 +24,7 @@ func newCalibrateCmd(g *globals) *cobra.Command {
 		Long: `Start kube-apiserver (built by make tools) with its etcd on this machine,
 send a fixed, seeded workload (creates, gets, lists of 10/100/1000 objects,
 updates, patches and deletes of pods, namespaces, CiliumIdentities and
-CiliumEndpoints in two object sizes, and watch fan-out to 1-50 watchers),
+CiliumEndpoints in two object sizes, and watch fan-out to 1-200 watchers),
 read the CPU-seconds both processes spend in every phase from /proc (less
 their idle baseline), fit the capacity model's cost coefficients by least
 squares, and write the profile as YAML (--out, default stdout). A progress
@@ -42,6 +44,9 @@ print both side by side and fail if they disagree beyond the tolerances.`,
 				return err
 			}
 			stderr := cmd.ErrOrStderr()
+			if refit != "" {
+				return refitPhases(cmd, refit)
+			}
 			live := false
 			if f, ok := stderr.(*os.File); ok {
 				live = isatty.IsTerminal(f.Fd())
@@ -103,7 +108,24 @@ print both side by side and fail if they disagree beyond the tolerances.`,
 	f.StringSliceVar(&vcfg.Modes, "modes", []string{"crd", "kvstore"}, "--validate: modes to compare")
 	f.StringVar(&executable, "executable", "", "stampede binary to run the components with (default: this one)")
 	_ = f.MarkHidden("executable")
+	f.StringVar(&refit, "refit", "", "fit the phases.json of an earlier run (kept by --dir) again and print the table; measures nothing")
 	return cmd
+}
+
+func refitPhases(cmd *cobra.Command, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--refit: %w", err)
+	}
+	var phases []calibrate.Phase
+	if err := json.Unmarshal(data, &phases); err != nil {
+		return fmt.Errorf("--refit %s: %w", path, err)
+	}
+	m, err := calibrate.FitModel(phases)
+	if err != nil {
+		return fmt.Errorf("--refit %s: %w", path, err)
+	}
+	return calibrate.WriteTable(cmd.OutOrStdout(), m)
 }
 
 func writeProfile(cmd *cobra.Command, out string, res *calibrate.Result) error {

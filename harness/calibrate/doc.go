@@ -10,8 +10,8 @@
 // seeded Workload as the admin user over its own HTTP/1.1 connections:
 // for pods, namespaces, CiliumIdentities and CiliumEndpoints in two object
 // sizes, creates up to each list size, lists of every size, gets, updates,
-// patches and deletes; then CiliumIdentity updates with 0, 1, 5, 10, 25 and
-// 50 watchers of the collection connected, each watcher on its own
+// patches and deletes; then CiliumIdentity updates with 0, 1, 25, 50, 100
+// and 200 watchers of the collection connected, each watcher on its own
 // connection. Every phase is measured as the CPU-seconds (utime+stime from
 // /proc/PID/stat) kube-apiserver and etcd spent in it, less the idle
 // baseline for its duration. CPU-seconds rather than wall time make the

@@ -54,7 +54,7 @@ func DefaultWorkload() Workload {
 		ListSizes:   []int{10, 100, 1000},
 		ListObjects: 10000,
 		Requests:    500,
-		Watchers:    []int{1, 5, 10, 25, 50},
+		Watchers:    []int{1, 25, 50, 100, 200},
 		WatchEvents: 300,
 		Concurrency: 8,
 	}
