@@ -16,7 +16,8 @@
 // /proc/PID/stat) kube-apiserver and etcd spent in it, less the idle
 // baseline for its duration. CPU-seconds rather than wall time make the
 // figures robust to other load on the machine, though not immune (shared
-// caches, frequency). FitModel fits them by weighted least squares with
+// caches, SMT siblings, frequency, garbage collection landing in one phase
+// or the next). FitModel fits them by weighted least squares with
 // standard errors (LeastSquares, a small normal-equation solver) into a
 // capacity.Profile.
 //
