@@ -50,11 +50,11 @@ type Config struct {
 	// anything. Members of group "system:masters" (the admin token) are
 	// always allowed.
 	Rules []Rule
-	// MaxRequestsInflight bounds concurrent read-only requests
-	// (default 400); watches are not counted. Negative means unlimited.
-	MaxRequestsInflight int
-	// MaxMutatingRequestsInflight bounds concurrent writes (default 200).
-	// Negative means unlimited.
+	// MaxRequestsInflight + MaxMutatingRequestsInflight (defaults 400
+	// and 200; negative counts as 0) is the server concurrency limit that
+	// API Priority and Fairness shares out among priority levels, as
+	// kube-apiserver's is when APF is on. Both negative: no limit, no APF.
+	MaxRequestsInflight         int
 	MaxMutatingRequestsInflight int
 	// WatchHistory is how many events per resource are kept for watch
 	// resumption; older resourceVersions get 410 Gone (default 100000).

@@ -70,8 +70,20 @@
 // any authenticated user everything. /healthz, /livez, /readyz, /version,
 // /metrics and /debug/pprof/ need no token. RequestsByUser and
 // stampede_fakeapi_requests_by_user_total{user} count requests per user.
-// MaxRequestsInflight and MaxMutatingRequestsInflight bound concurrent
-// requests (watches excluded) and answer 429 with Retry-After: 1 beyond.
+// API Priority and Fairness is kube-apiserver's own (k8s.io/apiserver
+// v0.36: its config controller, fair queuing and WithPriorityAndFairness
+// filter, between authentication and authorization as in kube-apiserver)
+// with the bootstrap FlowSchemas and PriorityLevelConfigurations and the
+// server concurrency limit MaxRequestsInflight +
+// MaxMutatingRequestsInflight (as kube-apiserver computes it when APF is
+// on; both negative: no limit, no APF). Requests are classified by their
+// user and kube-apiserver's RequestInfo, take the seats its work estimator
+// gives (LISTs by object count and size, mutating requests by watchers),
+// wait in shuffle-sharded queues (at most 15 s, RequestTimeout/4), and get
+// 429 with Retry-After only when their queues are full or the wait
+// expired. A watch holds its seats until its initial events are written.
+// The configuration objects live in a client-go fake clientset the
+// controller reads, not in the served API.
 // Bodies over MaxBodyBytes (3 MiB) are 413. A panicking handler answers 500
 // and is counted in stampede_fakeapi_handler_panics_total.
 //
@@ -104,7 +116,12 @@
 // apiserver_registered_watchers{group, version, kind},
 // apiserver_watch_events_total and apiserver_watch_events_sizes{group,
 // version, resource} (per delivered event), apiserver_terminated_watchers_total{group,
-// resource}, apiserver_storage_objects{resource}.
+// resource}, apiserver_storage_objects{resource}. /metrics also serves
+// APF's apiserver_flowcontrol_* metrics (request_wait_duration_seconds,
+// rejected_requests_total, current_inqueue_requests,
+// dispatched_requests_total, ... with priority_level and flow_schema
+// labels), which k8s.io/apiserver records only into component-base's
+// process-wide legacyregistry: servers in one process share them.
 //
 // # Differences from kube-apiserver
 //

@@ -123,7 +123,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 		return
 	case path == "/metrics":
-		promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		promhttp.HandlerFor(gatherers(s.cfg.Registry), promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return
 	case strings.HasPrefix(path, "/debug/pprof"):
 		servePprof(w, r)
@@ -140,39 +140,41 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	s.countUser(u.name)
 
-	if path == "/openapi/v2" {
-		serveOpenAPIV2(w, r)
-		return
-	}
-	parsed, disc, err := s.parse(r)
-	if err != nil {
+	var next http.HandlerFunc
+	switch parsed, disc, err := s.parse(r); {
+	case r.URL.Path == "/openapi/v2":
+		next = serveOpenAPIV2
+	case err != nil:
 		writeError(w, err)
 		return
+	case disc != nil:
+		next = disc
+	default:
+		rq = parsed
+		rq.user = u
+		next = func(w http.ResponseWriter, r *http.Request) { s.serveAuthorized(w, r, rq) }
 	}
-	if disc != nil {
-		disc(w, r)
+	// As in kube-apiserver's handler chain (k8s.io/apiserver
+	// pkg/server/config.go DefaultBuildHandlerChain), API Priority and
+	// Fairness sits between authentication and authorization. A server
+	// used as a handler without Start has no APF running.
+	if s.apf != nil && s.apf.filter != nil {
+		s.apf.serve(w, r, u, next)
 		return
 	}
-	rq = parsed
-	rq.user = u
+	next(w, r)
+}
 
+// serveAuthorized serves a resource request once APF dispatched it.
+func (s *Server) serveAuthorized(w http.ResponseWriter, r *http.Request, rq *request) {
 	if rq.verb != "watch" {
-		sem, kind := s.readOnly, "readOnly"
+		kind := "readOnly"
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			sem, kind = s.mutating, "mutating"
+			kind = "mutating"
 		}
-		if sem != nil {
-			select {
-			case sem <- struct{}{}:
-			default:
-				w.Header().Set("Retry-After", "1")
-				writeError(w, apierrors.NewTooManyRequests("Too many requests, please try again later.", 1))
-				return
-			}
-			g := s.metrics.inflight.WithLabelValues(kind)
-			g.Inc()
-			defer func() { <-sem; g.Dec() }()
-		}
+		g := s.metrics.inflight.WithLabelValues(kind)
+		g.Inc()
+		defer g.Dec()
 	}
 	if err := s.authorize(rq); err != nil {
 		writeError(w, err)

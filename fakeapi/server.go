@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -43,8 +44,8 @@ type Server struct {
 	adminToken string
 	tokens     map[string]*user
 	metrics    *metrics
-	readOnly   chan struct{} // nil: unlimited
-	mutating   chan struct{}
+	apf        *apf // nil: no concurrency limit
+	apfStop    func()
 	byUser     sync.Map // user name -> *atomic.Int64
 
 	certPEM []byte
@@ -98,11 +99,12 @@ func New(cfg Config) (*Server, error) {
 	for _, t := range cfg.Tokens {
 		s.tokens[t.Token] = &user{name: t.User, groups: append(append([]string(nil), t.Groups...), "system:authenticated")}
 	}
-	if cfg.MaxRequestsInflight > 0 {
-		s.readOnly = make(chan struct{}, cfg.MaxRequestsInflight)
-	}
-	if cfg.MaxMutatingRequestsInflight > 0 {
-		s.mutating = make(chan struct{}, cfg.MaxMutatingRequestsInflight)
+	// With APF on, kube-apiserver's server concurrency limit is the sum
+	// of the two in-flight limits (k8s.io/apiserver pkg/server/options
+	// recommended.go, ApplyTo: MaxRequestsInFlight +
+	// MaxMutatingRequestsInFlight), shared out among priority levels.
+	if limit := max(cfg.MaxRequestsInflight, 0) + max(cfg.MaxMutatingRequestsInflight, 0); limit > 0 {
+		s.apf = newAPF(limit, s.storageStats)
 	}
 	m, err := newMetrics(cfg.Registry, s)
 	if err != nil {
@@ -122,6 +124,26 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// storageStats gives APF's work estimator the stored objects of a
+// resource, keyed as schema.GroupResource.String() ("pods",
+// "ciliumendpoints.cilium.io"), as kube-apiserver's object count tracker
+// does from etcd.
+func (s *Server) storageStats(groupResource string) (storage.Stats, error) {
+	for _, r := range s.resources {
+		if r.groupResource().String() != groupResource {
+			continue
+		}
+		st := s.stores[r]
+		n := int64(st.count())
+		stats := storage.Stats{ObjectCount: n}
+		if n > 0 {
+			stats.EstimatedAverageObjectSizeBytes = st.objBytes.Load() / n
+		}
+		return stats, nil
+	}
+	return storage.Stats{}, fmt.Errorf("no resource %s", groupResource)
 }
 
 func (s *Server) storeFor(group, version, plural string) *store {
@@ -168,6 +190,12 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{s.cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
+	}
+	if s.apf != nil {
+		if s.apfStop, err = s.apf.run(s.baseCtx); err != nil {
+			_ = ln.Close()
+			return err
+		}
 	}
 	s.wg.Add(2)
 	go func() {
@@ -273,6 +301,10 @@ func (s *Server) Close() error {
 	s.shutdown()
 	s.active.Wait()
 	s.wg.Wait()
+	if s.apfStop != nil {
+		s.apfStop()
+		s.apfStop = nil
+	}
 	if s.caFile != "" {
 		_ = os.Remove(s.caFile)
 	}

@@ -103,6 +103,9 @@ type store struct {
 	// pod watches) only on events of their node, as kube-apiserver's
 	// indexed watch triggers do.
 	nodeWaiters map[string]chan struct{}
+	// objBytes is the size of the stored objects' JSON, for APF's
+	// size-based LIST cost estimate (average object size).
+	objBytes atomic.Int64
 }
 
 func newStore(res *resource, rv *atomic.Uint64, history int, now func() time.Time) *store {
@@ -117,6 +120,14 @@ func newStore(res *resource, rv *atomic.Uint64, history int, now func() time.Tim
 // notify channel is swapped and closed, so a watcher that loads the
 // channel and then head either sees the event or is woken for it.
 func (s *store) appendLocked(e *event) {
+	switch {
+	case e.typ == eventDeleted && e.prev != nil:
+		s.objBytes.Add(-int64(len(e.prev.raw)))
+	case e.prev != nil:
+		s.objBytes.Add(int64(len(e.obj.raw) - len(e.prev.raw)))
+	default:
+		s.objBytes.Add(int64(len(e.obj.raw)))
+	}
 	n := uint64(len(s.ring))
 	h := s.head.Load()
 	if h >= n {

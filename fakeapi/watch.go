@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	utilflowcontrol "k8s.io/apiserver/pkg/util/flowcontrol"
 )
 
 // Watch events are written as {"type":"T","object":OBJECT}\n. The object
@@ -190,6 +191,10 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 	}
 	events.Add(float64(sent))
 	sent = 0
+	// The watch holds its APF seats until here, as kube-apiserver's
+	// cacheWatcher.process signals once the initial events are out
+	// (k8s.io/apiserver pkg/storage/cacher/cache_watcher.go, v1.36).
+	utilflowcontrol.WatchInitialized(r.Context())
 
 	ctx := r.Context()
 	deadline := time.NewTimer(timeout)

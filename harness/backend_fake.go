@@ -30,8 +30,22 @@ type FakeBackend struct {
 // Name implements Backend.
 func (b *FakeBackend) Name() string { return "fake" }
 
+// CiliumServiceAccount is the user agents authenticate as: Cilium's
+// service account in kube-system, as on a real cluster. API Priority and
+// Fairness then puts them in the FlowSchema kube-system-service-accounts
+// (priority level workload-high, one flow for all agents, since its
+// distinguisher is the user), on the fake as on kube-apiserver.
+const CiliumServiceAccount = "system:serviceaccount:kube-system:cilium"
+
+// serviceAccountGroups are the groups kube-apiserver gives a kube-system
+// service account (k8s.io/apiserver pkg/authentication/serviceaccount
+// MakeGroupNames).
+const serviceAccountGroups = "system:serviceaccounts,system:serviceaccounts:kube-system"
+
 // WriteTokenFile writes users as a kube-apiserver static token CSV
-// (token,user,uid,"group"), each user in its role's group (internal/access).
+// (token,user,uid,"groups"), each user in its role's group (internal/access);
+// agents (each with its own token) as CiliumServiceAccount with the
+// service-account groups besides.
 func WriteTokenFile(path string, users []User) error {
 	var sb strings.Builder
 	for i, u := range users {
@@ -39,7 +53,11 @@ func WriteTokenFile(path string, users []User) error {
 		if err != nil {
 			return fmt.Errorf("write token file: user %s: %w", u.Name, err)
 		}
-		fmt.Fprintf(&sb, "%s,%s,%d,\"%s\"\n", u.Token, u.Name, i+1, group)
+		name := u.Name
+		if u.Role == RoleAgent {
+			name, group = CiliumServiceAccount, serviceAccountGroups+","+group
+		}
+		fmt.Fprintf(&sb, "%s,%s,%d,\"%s\"\n", u.Token, name, i+1, group)
 	}
 	if err := os.WriteFile(path, []byte(sb.String()), 0o600); err != nil {
 		return fmt.Errorf("write token file: %w", err)
@@ -102,7 +120,7 @@ func (b *FakeBackend) Start(ctx context.Context, env BackendEnv) (*APIServer, er
 		Kubeconfig:  kubeconfig,
 		Processes:   map[string]int{"apiserver": p.PID()},
 		MetricsURLs: map[string]string{},
-		Facts:       map[string]string{"apiserver": "stampede fakeapi", "apf": "disabled (max-inflight limits)", "capacity": capFact},
+		Facts:       map[string]string{"apiserver": "stampede fakeapi", "apf": "kube-apiserver's (k8s.io/apiserver v0.36), bootstrap configuration; agents in kube-system-service-accounts/workload-high", "capacity": capFact},
 	}
 	if m := a.Endpoints["metrics"]; m != "" {
 		api.MetricsURLs["apiserver"] = metricsURL(m)

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -151,5 +152,25 @@ func TestCapacityArgs(t *testing.T) {
 	sc.API.Capacity.Profile = "no-such-profile"
 	if _, _, err := capacityArgs(sc); err == nil || !strings.Contains(err.Error(), "api.capacity.profile") {
 		t.Errorf("unknown profile: err %v, want one naming api.capacity.profile", err)
+	}
+}
+
+// TestWriteTokenFileAgentsAsCiliumServiceAccount checks that agents
+// authenticate as Cilium's service account in kube-system, so that APF
+// classifies them as a real cluster would.
+func TestWriteTokenFileAgentsAsCiliumServiceAccount(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.csv")
+	users := []User{{Name: "admin", Role: RoleAdmin, Token: "a"}, {Name: "node:n1", Role: RoleAgent, Token: "n1"}}
+	if err := WriteTokenFile(path, users); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "a,admin,1,\"system:masters\"\n" +
+		"n1,system:serviceaccount:kube-system:cilium,2,\"system:serviceaccounts,system:serviceaccounts:kube-system,stampede:agents\"\n"
+	if diff := cmp.Diff(want, string(data)); diff != "" {
+		t.Errorf("token file (-want +got):\n%s", diff)
 	}
 }
