@@ -105,6 +105,25 @@
 // triggers. A woken watcher waits WatchBatchWindow (50 ms) for more events
 // and writes them in one batch through a pooled buffer.
 //
+// # Capacity model
+//
+// With Config.Capacity (`--capacity-cores`, `--capacity-profile`) the
+// server has the CPU of a kube-apiserver with its etcd of Cores cores of
+// the calibration machine (capacity.go). Every request is charged its
+// profile cost, Requests[verb] by objects returned and KiB of bodies (a
+// write before it runs, a read after, a watch's initial events as a list),
+// and every watch event Watch.Encode once plus Watch.Deliver per watcher.
+// The budget serves that work in arrival order at Cores CPU-seconds per
+// second and no piece faster than one core; a request holding its APF
+// seats waits until its work is served, a watcher until its batch is, so
+// request latency, APF queueing and 429s, and watch delivery delay follow
+// from the load. A watcher then may hold two watch-channel sizes of events
+// (kube-apiserver's cacheWatcher input and result channels, sized as
+// suggestedWatchChannelSize does) before it is closed, instead of
+// WatchBuffer. stampede_fakeapi_modelled_cpu_seconds_total{kind} is the
+// CPU the model charged; stampede_fakeapi_modelled_backlog_seconds how far
+// behind it is. Without Capacity the server is as fast as its machine.
+//
 // # Metrics
 //
 // On the server's own registry (Config.Registry), named and labelled as

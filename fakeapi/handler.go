@@ -38,6 +38,7 @@ type request struct {
 	name        string
 	subresource string
 	user        *user
+	objects     int // objects a list or deletecollection returned
 }
 
 func (rq *request) scope() string {
@@ -182,6 +183,10 @@ func (s *Server) serveAuthorized(w http.ResponseWriter, r *http.Request, rq *req
 	}
 	if r.URL.Query().Has("dryRun") && rq.verb != "get" && rq.verb != "list" && rq.verb != "watch" {
 		writeError(w, apierrors.NewBadRequest("dryRun is not supported by fakeapi"))
+		return
+	}
+	if s.budget != nil {
+		s.budget.chargeRequest(w, r, rq, func() { s.serveResource(w, r, rq) })
 		return
 	}
 	s.serveResource(w, r, rq)
@@ -533,6 +538,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, rq *request) 
 		s.writeTable(w, objs, listRV, next)
 		return
 	}
+	rq.objects = len(objs)
 	writeList(w, rq.res, objs, listRV, next, remaining)
 }
 
@@ -826,6 +832,7 @@ func (s *Server) serveDeleteCollection(w http.ResponseWriter, r *http.Request, r
 		}
 		deleted = append(deleted, d)
 	}
+	rq.objects = len(deleted)
 	writeList(w, rq.res, deleted, rq.store.rv.Load(), "", 0)
 }
 

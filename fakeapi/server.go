@@ -46,6 +46,7 @@ type Server struct {
 	metrics    *metrics
 	apf        *apf // nil: no concurrency limit
 	apfStop    func()
+	budget     *budget  // nil: no capacity model
 	byUser     sync.Map // user name -> *atomic.Int64
 
 	certPEM []byte
@@ -111,6 +112,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if cfg.Capacity != nil {
+		if s.budget, err = newBudget(cfg.Capacity, cfg.Now, cfg.Registry); err != nil {
+			return nil, fmt.Errorf("register capacity metrics: %w", err)
+		}
+	}
 	// The namespaces a cluster starts with.
 	ns := s.storeFor("", "v1", "namespaces")
 	for _, name := range []string{"default", "kube-system", "kube-public", "kube-node-lease"} {

@@ -70,6 +70,9 @@ type event struct {
 	// watcher reading the ring without the lock checks it to notice a
 	// slot the writer has reused meanwhile.
 	seq uint64
+	// encoded is set by the first watcher that pays the event's encoding
+	// in the capacity model; the others only pay its delivery.
+	encoded atomic.Bool
 }
 
 // newEvent makes an event and the object it carries: the object's JSON
@@ -106,6 +109,9 @@ type store struct {
 	// objBytes is the size of the stored objects' JSON, for APF's
 	// size-based LIST cost estimate (average object size).
 	objBytes atomic.Int64
+	// eventRate sizes watch channels as kube-apiserver's watch cache
+	// does (capacity model, see watchChanSize).
+	eventRate rateWindow
 }
 
 func newStore(res *resource, rv *atomic.Uint64, history int, now func() time.Time) *store {

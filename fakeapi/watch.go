@@ -2,6 +2,7 @@ package fakeapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -42,68 +44,69 @@ func frame(t eventType, raw []byte) (full, obj []byte) {
 	return full, full[len(p) : len(p)+len(raw)]
 }
 
-func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request) {
+// watchParams are a watch request's options.
+type watchParams struct {
+	f           *filter
+	bookmarks   bool
+	sendInitial string
+	from        uint64
+	timeout     time.Duration
+	initial     bool // send the current state first
+}
+
+func parseWatchParams(rq *request, r *http.Request) (*watchParams, error) {
 	q := r.URL.Query()
 	f, err := parseFilter(rq.res, rq.namespace, q)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	bookmarks := q.Get("allowWatchBookmarks") == "true"
-	sendInitial := q.Get("sendInitialEvents")
+	p := &watchParams{f: f, bookmarks: q.Get("allowWatchBookmarks") == "true", sendInitial: q.Get("sendInitialEvents"), timeout: DefaultWatchTimeout}
 	rvParam, match := q.Get("resourceVersion"), q.Get("resourceVersionMatch")
 	switch {
-	case sendInitial != "" && sendInitial != "true" && sendInitial != "false":
-		writeError(w, invalidListOptions("sendInitialEvents", sendInitial, "must be true or false"))
-		return
-	case sendInitial == "true" && match != string(metav1.ResourceVersionMatchNotOlderThan):
-		writeError(w, invalidListOptions("resourceVersionMatch", match, "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"))
-		return
-	case sendInitial == "true" && !bookmarks:
-		writeError(w, invalidListOptions("allowWatchBookmarks", "false", "sendInitialEvents requires allowWatchBookmarks=true"))
-		return
-	case sendInitial == "" && match != "":
-		writeError(w, invalidListOptions("resourceVersionMatch", match, "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"))
-		return
+	case p.sendInitial != "" && p.sendInitial != "true" && p.sendInitial != "false":
+		return nil, invalidListOptions("sendInitialEvents", p.sendInitial, "must be true or false")
+	case p.sendInitial == "true" && match != string(metav1.ResourceVersionMatchNotOlderThan):
+		return nil, invalidListOptions("resourceVersionMatch", match, "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")
+	case p.sendInitial == "true" && !p.bookmarks:
+		return nil, invalidListOptions("allowWatchBookmarks", "false", "sendInitialEvents requires allowWatchBookmarks=true")
+	case p.sendInitial == "" && match != "":
+		return nil, invalidListOptions("resourceVersionMatch", match, "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided")
 	}
-	var from uint64
 	if rvParam != "" {
-		from, err = strconv.ParseUint(rvParam, 10, 64)
-		if err != nil {
-			writeError(w, invalidListOptions("resourceVersion", rvParam, "must be a non-negative integer"))
-			return
+		if p.from, err = strconv.ParseUint(rvParam, 10, 64); err != nil {
+			return nil, invalidListOptions("resourceVersion", rvParam, "must be a non-negative integer")
 		}
 	}
-	timeout := DefaultWatchTimeout
 	if t := q.Get("timeoutSeconds"); t != "" {
 		n, err := strconv.ParseInt(t, 10, 64)
 		if err != nil || n < 0 {
-			writeError(w, invalidListOptions("timeoutSeconds", t, "must be a non-negative integer"))
-			return
+			return nil, invalidListOptions("timeoutSeconds", t, "must be a non-negative integer")
 		}
 		if n > 0 {
-			timeout = time.Duration(n) * time.Second
+			p.timeout = time.Duration(n) * time.Second
 		}
 	}
-	initial := sendInitial == "true" || (sendInitial == "" && from == 0)
+	p.initial = p.sendInitial == "true" || (p.sendInitial == "" && p.from == 0)
+	return p, nil
+}
 
-	st := rq.store
-	var snap []*object
-	var pos, snapRV uint64
-	var tooOld error
+// watchStart is where a watch starts: the initial state (snap at snapRV)
+// and the first event to send (pos). startHead is the head when the watch
+// started: events already in the history are replayed and do not count
+// towards the watcher's backlog (kube-apiserver's watch cache sends them
+// from its cache, not through the watcher's buffer), so a watcher resuming
+// far behind is not closed at once.
+func watchStart(st *store, p *watchParams) (snap []*object, pos, snapRV, startHead uint64, err error) {
 	st.mu.RLock()
-	// Events already in the history when the watch starts are replayed
-	// and do not count towards WatchBuffer (kube-apiserver's watch cache
-	// sends them from its cache, not through the watcher's buffer): a
-	// watcher resuming far behind is not closed at once.
-	startHead := st.head.Load()
+	defer st.mu.RUnlock()
+	startHead = st.head.Load()
 	switch {
-	case initial:
+	case p.initial:
 		st.mu.RUnlock()
-		snap, pos, snapRV = st.snapshot(f)
+		snap, pos, snapRV = st.snapshot(p.f)
 		st.mu.RLock()
-	case from < st.floor:
-		tooOld = apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", from, st.floor))
+	case p.from < st.floor:
+		err = apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", p.from, st.floor))
 	default:
 		// The first retained event newer than from.
 		n := uint64(len(st.ring))
@@ -111,11 +114,79 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		if startHead > n {
 			lo = startHead - n
 		}
-		i := sort.Search(int(startHead-lo), func(i int) bool { return st.ring[(lo+uint64(i))%n].Load().obj.rv > from })
+		i := sort.Search(int(startHead-lo), func(i int) bool { return st.ring[(lo+uint64(i))%n].Load().obj.rv > p.from })
 		pos = lo + uint64(i)
 	}
-	st.mu.RUnlock()
+	return snap, pos, snapRV, startHead, err
+}
 
+// watchWriter writes one watcher's events in batches through a pooled
+// buffer, so the connection sees a few large writes per batch rather than
+// one per event, and with a capacity model charges each batch to the
+// budget before it goes out.
+type watchWriter struct {
+	w       http.ResponseWriter
+	flusher http.Flusher
+	bw      *bufio.Writer
+	sent    int
+	cost    float64 // CPU-seconds of the batch (capacity model)
+	budget  *budget
+	events  prometheus.Counter
+	sizes   prometheus.Observer
+}
+
+func (ww *watchWriter) write(e *event, b ...[]byte) error {
+	if ww.bw == nil {
+		ww.bw = writerPool.Get().(*bufio.Writer)
+		ww.bw.Reset(ww.w)
+	}
+	size := 0
+	for _, p := range b {
+		if _, err := ww.bw.Write(p); err != nil {
+			return err
+		}
+		size += len(p)
+	}
+	ww.sent++
+	ww.sizes.Observe(float64(size))
+	if ww.budget != nil {
+		ww.cost += ww.budget.watchCharge(e, size)
+	}
+	return nil
+}
+
+// flush waits until the budget has served the batch, then writes it.
+func (ww *watchWriter) flush(ctx context.Context) error {
+	if ww.bw == nil {
+		return nil
+	}
+	if ww.cost > 0 {
+		ww.budget.wait(ctx, "watch", ww.cost)
+		ww.cost = 0
+	}
+	err := ww.bw.Flush()
+	ww.bw.Reset(nil)
+	writerPool.Put(ww.bw)
+	ww.bw = nil
+	if err != nil {
+		return err
+	}
+	if ww.flusher != nil {
+		ww.flusher.Flush()
+	}
+	ww.events.Add(float64(ww.sent))
+	ww.sent = 0
+	return nil
+}
+
+func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request) {
+	p, err := parseWatchParams(rq, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	st, res, ctx := rq.store, rq.res, r.Context()
+	snap, pos, snapRV, startHead, tooOld := watchStart(st, p)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache, private")
 	w.WriteHeader(http.StatusOK)
@@ -124,83 +195,56 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		writeErrorEvent(w, tooOld)
 		return
 	}
-
-	res := rq.res
 	gauge := s.metrics.registeredWatchers.WithLabelValues(res.group, res.version, res.kind)
 	gauge.Inc()
 	defer gauge.Dec()
-	events := s.metrics.watchEvents.WithLabelValues(res.group, res.version, res.name)
-	sizes := s.metrics.watchEventSizes.WithLabelValues(res.group, res.version, res.name)
-
-	// Writes of one batch go through a pooled buffer, so the connection
-	// sees a few large writes per batch rather than one per event.
-	var bw *bufio.Writer
-	sent := 0
-	write := func(b ...[]byte) error {
-		if bw == nil {
-			bw = writerPool.Get().(*bufio.Writer)
-			bw.Reset(w)
-		}
-		size := 0
-		for _, p := range b {
-			if _, err := bw.Write(p); err != nil {
-				return err
-			}
-			size += len(p)
-		}
-		sent++
-		sizes.Observe(float64(size))
-		return nil
-	}
-	flush := func() error {
-		if bw == nil {
-			return nil
-		}
-		err := bw.Flush()
-		bw.Reset(nil)
-		writerPool.Put(bw)
-		bw = nil
-		if err != nil {
-			return err
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		return nil
-	}
-	defer func() { _ = flush() }()
-	if initial {
+	ww := &watchWriter{w: w, flusher: flusher,
+		events: s.metrics.watchEvents.WithLabelValues(res.group, res.version, res.name),
+		sizes:  s.metrics.watchEventSizes.WithLabelValues(res.group, res.version, res.name)}
+	defer func() { _ = ww.flush(context.WithoutCancel(ctx)) }()
+	if p.initial {
 		sort.Slice(snap, func(i, j int) bool { return snap[i].key < snap[j].key })
+		var size int64
 		for _, o := range snap {
-			if err := write(framePrefix[eventAdded], o.raw, frameSuffix); err != nil {
+			if err := ww.write(nil, framePrefix[eventAdded], o.raw, frameSuffix); err != nil {
+				return
+			}
+			size += int64(len(o.raw))
+		}
+		if p.sendInitial == "true" {
+			if err := ww.write(nil, bookmarkFrame(res, snapRV, true)); err != nil {
 				return
 			}
 		}
-		if sendInitial == "true" {
-			if err := write(bookmarkFrame(res, snapRV, true)); err != nil {
-				return
-			}
+		if s.budget != nil {
+			// The initial events are the watch's list (kube-apiserver
+			// serves them from the watch cache like a LIST).
+			s.budget.wait(ctx, "request", s.budget.requestCost("watch", len(snap), size))
 		}
 		snap = nil
 	}
-	if err := flush(); err != nil {
+	if err := ww.flush(ctx); err != nil {
 		return
 	}
 	if flusher != nil {
 		flusher.Flush()
 	}
-	events.Add(float64(sent))
-	sent = 0
 	// The watch holds its APF seats until here, as kube-apiserver's
 	// cacheWatcher.process signals once the initial events are out
 	// (k8s.io/apiserver pkg/storage/cacher/cache_watcher.go, v1.36).
-	utilflowcontrol.WatchInitialized(r.Context())
+	utilflowcontrol.WatchInitialized(ctx)
+	ww.budget = s.budget
+	s.followWatch(ctx, rq, p, ww, pos, startHead)
+}
 
-	ctx := r.Context()
-	deadline := time.NewTimer(timeout)
+// followWatch writes st's events from pos on until the watch ends, times
+// out, or falls further behind than its backlog allows.
+func (s *Server) followWatch(ctx context.Context, rq *request, p *watchParams, ww *watchWriter, pos, startHead uint64) {
+	st, res := rq.store, rq.res
+	deadline := time.NewTimer(p.timeout)
 	defer deadline.Stop()
 	var tick <-chan time.Time
-	if bookmarks && s.cfg.BookmarkInterval > 0 {
+	if p.bookmarks && s.cfg.BookmarkInterval > 0 {
 		t := time.NewTicker(s.cfg.BookmarkInterval)
 		defer t.Stop()
 		tick = t.C
@@ -210,9 +254,9 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 	coalesce := time.NewTimer(time.Hour)
 	coalesce.Stop()
 	defer coalesce.Stop()
+	f := p.f
 	everything := f.namespace == "" && f.labels == nil && len(f.fields) == 0
 	var batch []*event
-	lag := uint64(s.cfg.WatchBuffer)
 	indexNode, indexed := f.nodeIndex()
 	for {
 		// The wake-up channel first, then head: an event appended after
@@ -239,7 +283,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		unlock()
 		// An indexed watcher is only woken for its node's events, so only
 		// losing events to the ring's eviction makes it too slow.
-		ok := indexed || head-max(pos, startHead) <= lag
+		ok := indexed || head-max(pos, startHead) <= s.watchBacklog(st, indexed)
 		if ok {
 			batch, ok = st.readEvents(batch[:0], pos, head)
 		}
@@ -252,9 +296,9 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		for _, e := range batch {
 			var err error
 			if everything {
-				err = write(e.frame)
+				err = ww.write(e, e.frame)
 			} else {
-				err = writeFiltered(write, e, f)
+				err = writeFiltered(ww.write, e, f)
 			}
 			if err != nil {
 				return
@@ -262,16 +306,12 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		}
 		if wantBookmark {
 			wantBookmark = false
-			if err := write(bookmarkFrame(res, curRV, false)); err != nil {
+			if err := ww.write(nil, bookmarkFrame(res, curRV, false)); err != nil {
 				return
 			}
 		}
-		if sent > 0 {
-			if err := flush(); err != nil {
-				return
-			}
-			events.Add(float64(sent))
-			sent = 0
+		if err := ww.flush(ctx); err != nil {
+			return
 		}
 		select {
 		case <-notify:
@@ -296,26 +336,26 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 
 // writeFiltered writes e as a watcher with filter f sees it: an object
 // that starts matching is ADDED, one that stops matching is DELETED.
-func writeFiltered(write func(...[]byte) error, e *event, f *filter) error {
+func writeFiltered(write func(*event, ...[]byte) error, e *event, f *filter) error {
 	cur := f.matches(e.obj)
 	old := e.prev != nil && f.matches(e.prev)
 	switch e.typ {
 	case eventAdded:
 		if cur {
-			return write(e.frame)
+			return write(e, e.frame)
 		}
 	case eventDeleted:
 		if cur || old {
-			return write(e.frame)
+			return write(e, e.frame)
 		}
 	case eventModified:
 		switch {
 		case cur && old:
-			return write(e.frame)
+			return write(e, e.frame)
 		case cur:
-			return write(framePrefix[eventAdded], e.obj.raw, frameSuffix)
+			return write(e, framePrefix[eventAdded], e.obj.raw, frameSuffix)
 		case old:
-			return write(framePrefix[eventDeleted], e.obj.raw, frameSuffix)
+			return write(e, framePrefix[eventDeleted], e.obj.raw, frameSuffix)
 		}
 	}
 	return nil

@@ -1,0 +1,224 @@
+package fakeapi
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
+)
+
+// budget is the virtual CPU of a kube-apiserver (with its etcd) of cores
+// cores. Work is served in arrival order at the rate of cores CPU-seconds
+// per second, and no single piece of work faster than one core (a request
+// or a watcher is one goroutine): charge returns when a piece of work of
+// cost CPU-seconds would be done, so a server with more work than cores
+// falls behind and everything waits, as on a real server whose CPU is
+// saturated. Arrival order is a simplification of the Go scheduler's
+// sharing: the backlog and the throughput are the same, a large LIST
+// delays the small requests behind it rather than sharing with them.
+type budget struct {
+	cores   float64
+	profile *capacity.Profile
+	now     func() time.Time
+
+	mu   sync.Mutex
+	free time.Time // when everything charged so far is served
+
+	cpu     *prometheus.CounterVec // modelled CPU-seconds by kind
+	backlog prometheus.GaugeFunc
+}
+
+func newBudget(c *Capacity, now func() time.Time, reg prometheus.Registerer) (*budget, error) {
+	b := &budget{cores: c.Cores, profile: c.Profile, now: now}
+	b.cpu = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stampede_fakeapi_modelled_cpu_seconds_total",
+		Help: "CPU-seconds the capacity model charged (kube-apiserver and etcd as the calibration profile prices them), by kind: request or watch.",
+	}, []string{"kind"})
+	b.backlog = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "stampede_fakeapi_modelled_backlog_seconds",
+		Help: "How far the capacity model's virtual CPU is behind: the wait a new piece of work would see.",
+	}, func() float64 {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return max(0, b.free.Sub(b.now()).Seconds())
+	})
+	for _, c := range []prometheus.Collector{b.cpu, b.backlog} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// charge books cost CPU-seconds of kind and returns when it is served.
+func (b *budget) charge(kind string, cost float64) time.Time {
+	if cost <= 0 {
+		return time.Time{}
+	}
+	b.cpu.WithLabelValues(kind).Add(cost)
+	now := b.now()
+	b.mu.Lock()
+	start := b.free
+	if start.Before(now) {
+		start = now
+	}
+	b.free = start.Add(seconds(cost / b.cores))
+	done := b.free
+	b.mu.Unlock()
+	if alone := now.Add(seconds(cost)); alone.After(done) {
+		done = alone
+	}
+	return done
+}
+
+// wait charges cost and sleeps until it is served or ctx ends.
+func (b *budget) wait(ctx context.Context, kind string, cost float64) {
+	d := b.charge(kind, cost).Sub(b.now())
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+func kib(n int64) float64 { return float64(max(n, 0)) / 1024 }
+
+// requestCost is what a request of verb costs with objects objects and
+// bytes of request and response bodies; verbs without a profile entry
+// (discovery, deletecollection) are priced as the nearest one.
+func (b *budget) requestCost(verb string, objects int, bytes int64) float64 {
+	switch verb {
+	case "watch":
+		verb = "list" // a watch's initial events are its list
+	case "deletecollection":
+		verb = "delete"
+	case "get", "list", "create", "update", "patch", "delete":
+	default:
+		verb = "get"
+	}
+	return b.profile.Requests[verb].Seconds(objects, kib(bytes))
+}
+
+// isMutating tells the verbs charged before they run: a write's cost is
+// spent before it commits (decoding, admission, the etcd transaction), so
+// its watch event must not go out before the write has been served.
+func isMutating(verb string) bool {
+	switch verb {
+	case "create", "update", "patch", "delete", "deletecollection":
+		return true
+	}
+	return false
+}
+
+// chargeRequest serves serve within the budget: a write is charged before
+// it runs (its bodies estimated as twice the request's Content-Length),
+// a read after, by the objects and bytes it returned. Watches charge
+// their initial events and deliveries themselves (serveWatch).
+func (b *budget) chargeRequest(w http.ResponseWriter, r *http.Request, rq *request, serve func()) {
+	if rq.verb == "watch" {
+		serve()
+		return
+	}
+	if isMutating(rq.verb) {
+		b.wait(r.Context(), "request", b.requestCost(rq.verb, 1, 2*r.ContentLength))
+		serve()
+		return
+	}
+	serve()
+	var size int64
+	if rec, ok := w.(*recorder); ok {
+		size = rec.size
+	}
+	b.wait(r.Context(), "request", b.requestCost(rq.verb, max(rq.objects, 1), size))
+}
+
+// watchCharge prices the events one watcher writes: each event's Encode
+// once for all watchers (kube-apiserver's cachingObject serializes an
+// event once per encoding and shares it, k8s.io/apiserver
+// pkg/storage/cacher/caching_object.go, v1.36), and Deliver per watcher.
+func (b *budget) watchCharge(e *event, size int) float64 {
+	k := float64(size) / 1024
+	cost := b.profile.Watch.DeliverSeconds(k)
+	if e != nil && e.encoded.CompareAndSwap(false, true) {
+		cost += b.profile.Watch.EncodeSeconds(k)
+	}
+	return cost
+}
+
+// Watch channel sizes of kube-apiserver's watch cache
+// (k8s.io/apiserver pkg/storage/cacher/watch_cache.go, v1.36,
+// suggestedWatchChannelSize): about one second of the resource's events,
+// at least 10, at most 10 for a watcher served by an indexed trigger (pods
+// by spec.nodeName), 1000 for other watchers of an indexed resource, 100
+// otherwise.
+const (
+	minWatchChanSize                        = 10
+	maxWatchChanSizeWithIndexAndTrigger     = 10
+	maxWatchChanSizeWithIndexWithoutTrigger = 1000
+	maxWatchChanSizeWithoutIndex            = 100
+	// eventFreshDuration is the watch cache's history window
+	// (cacher.go DefaultEventFreshDuration: bookmark frequency + 15 s).
+	eventFreshDuration = 75 * time.Second
+)
+
+// watchChanSize is the channel size kube-apiserver would give a watcher
+// of st (indexed: served by the spec.nodeName trigger).
+func watchChanSize(st *store, indexed bool) int {
+	size := int(math.Ceil(st.eventRate.perSecond(st.now(), st.head.Load())))
+	size = max(size, minWatchChanSize)
+	switch {
+	case st.res.name == "pods" && indexed:
+		return min(size, maxWatchChanSizeWithIndexAndTrigger)
+	case st.res.name == "pods":
+		return min(size, maxWatchChanSizeWithIndexWithoutTrigger)
+	default:
+		return min(size, maxWatchChanSizeWithoutIndex)
+	}
+}
+
+// rateWindow estimates a store's events per second over the last
+// eventFreshDuration, from the event count at the start of the window.
+type rateWindow struct {
+	mu        sync.Mutex
+	start     time.Time
+	startHead uint64
+	rate      float64 // of the last full window
+}
+
+func (w *rateWindow) perSecond(now time.Time, head uint64) float64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.start.IsZero() {
+		w.start, w.startHead = now, head
+	}
+	if el := now.Sub(w.start); el >= eventFreshDuration {
+		w.rate = float64(head-w.startHead) / el.Seconds()
+		w.start, w.startHead = now, head
+	}
+	return w.rate
+}
+
+// watchBacklog is how many unwritten events a watcher may hold before it
+// is closed. Without capacity it is WatchBuffer. With capacity it is
+// kube-apiserver's: a cacheWatcher buffers chanSize events in its input
+// channel and chanSize in its result channel; when both are full the
+// dispatcher waits at most its timeout budget (0.1 s) and then terminates
+// the watcher (cache_watcher.go, cacheWatcher.add, v1.36), and the client
+// re-lists and re-watches.
+func (s *Server) watchBacklog(st *store, indexed bool) uint64 {
+	if s.budget == nil {
+		return uint64(s.cfg.WatchBuffer)
+	}
+	return uint64(min(2*watchChanSize(st, indexed), s.cfg.WatchBuffer))
+}

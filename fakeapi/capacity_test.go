@@ -1,0 +1,150 @@
+package fakeapi
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
+)
+
+// testProfile is the capacity package's hand-written placeholder (tests
+// only) with the given costs.
+func testProfile(t testing.TB, getBase, deliver float64) *capacity.Profile {
+	t.Helper()
+	p, err := capacity.Load("capacity/testdata/placeholder.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for verb, c := range p.Requests {
+		c.Base.Value = 1e-6
+		c.PerObject.Value, c.PerKiB.Value = 1e-9, 1e-9
+		if verb == "get" {
+			c.Base.Value = getBase
+		}
+		p.Requests[verb] = c
+	}
+	p.Watch.Encode.Value, p.Watch.EncodePerKiB.Value, p.Watch.DeliverPerKiB.Value = 1e-9, 1e-9, 1e-9
+	p.Watch.Deliver.Value = deliver
+	return p
+}
+
+// TestCapacityBoundsRequestLatency runs 40 GETs of 50 ms of CPU each from 8
+// clients against a server of 2 cores: the budget cannot serve them in less
+// than 40*0.05/2 = 1 s, and none faster than its own 50 ms. Without the
+// model the same load takes a fraction of that.
+func TestCapacityBoundsRequestLatency(t *testing.T) {
+	const (
+		clientsN, each = 8, 5
+		cost, cores    = 0.05, 2.0
+		floor          = clientsN * each * cost / cores
+	)
+	run := func(cfg Config) (time.Duration, time.Duration) {
+		s := start(t, cfg)
+		cs, _ := clients(t, s)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		fastest := time.Hour
+		begin := time.Now()
+		for range clientsN {
+			wg.Go(func() {
+				for range each {
+					t0 := time.Now()
+					if _, err := cs.CoreV1().Namespaces().Get(t.Context(), "default", metav1.GetOptions{}); err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					fastest = min(fastest, time.Since(t0))
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		elapsed := time.Since(begin)
+		if cfg.Capacity != nil {
+			if got := metricValue(t, s, "stampede_fakeapi_modelled_cpu_seconds_total", `kind="request"`); got < clientsN*each*cost {
+				t.Errorf("modelled request CPU = %v s, want >= %v", got, clientsN*each*cost)
+			}
+		}
+		return elapsed, fastest
+	}
+	on, fastestOn := run(Config{Capacity: &Capacity{Cores: cores, Profile: testProfile(t, cost, 1e-6)}})
+	if on < time.Duration(floor*float64(time.Second)) {
+		t.Errorf("with capacity: %d GETs took %s, less than the budget's %v s", clientsN*each, on, floor)
+	}
+	if fastestOn < 50*time.Millisecond {
+		t.Errorf("with capacity: a GET of 50 ms of CPU took %s", fastestOn)
+	}
+	off, _ := run(Config{})
+	if off >= time.Duration(floor*float64(time.Second)) {
+		t.Errorf("without capacity: %d GETs took %s, as long as with the model (%s)", clientsN*each, off, on)
+	}
+	t.Logf("40 GETs: %s with 2 cores of capacity, %s without", on, off)
+}
+
+// TestCapacitySlowWatcherIsTerminated checks kube-apiserver's cacheWatcher
+// behaviour under the model: a watcher whose deliveries the budget cannot
+// keep up with falls more than 2 channel sizes (2*10 events) behind and is
+// closed; without the model the same watcher gets every event.
+func TestCapacitySlowWatcherIsTerminated(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		capacity   *Capacity
+		terminated bool
+	}{
+		{"capacity", &Capacity{Cores: 1, Profile: testProfile(t, 1e-6, 1)}, true},
+		{"no capacity", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := start(t, Config{Capacity: tc.capacity, WatchBatchWindow: -1})
+			tr, err := rest.TransportFor(&rest.Config{TLSClientConfig: rest.TLSClientConfig{CAData: s.CAData()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), "GET", s.URL()+"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=1", nil)
+			req.Header.Set("Authorization", "Bearer "+s.AdminToken())
+			resp, err := (&http.Client{Transport: tr}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = resp.Body.Close() }()
+			waitFor(t, func() bool { return metricValue(t, s, "apiserver_registered_watchers", `kind="ConfigMap"`) == 1 })
+			st := s.storeFor("", "v1", "configmaps")
+			appendN := func(from, n int) {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				for i := from; i < from+n; i++ {
+					rv := st.rv.Add(1)
+					e := newEvent(eventAdded, fmt.Appendf(nil, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c%d","namespace":"default","resourceVersion":"%d"}}`, i, rv), "default", fmt.Sprintf("c%d", i), nil, "", rv, nil)
+					st.objs[e.obj.key] = e.obj
+					st.appendLocked(e)
+				}
+			}
+			// One event: with the model its delivery costs the watcher a
+			// second of the single core.
+			appendN(0, 1)
+			if tc.capacity != nil {
+				waitFor(t, func() bool { return metricValue(t, s, "stampede_fakeapi_modelled_cpu_seconds_total", `kind="watch"`) >= 1 })
+			}
+			// 30 more while it waits: more than its 2*10 buffered events.
+			appendN(1, 30)
+			got := 0
+			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(nil, 1<<20)
+			for got < 31 && sc.Scan() {
+				got++
+			}
+			terminated := metricValue(t, s, "apiserver_terminated_watchers_total", `resource="configmaps"`) == 1
+			if terminated != tc.terminated || (tc.terminated && got >= 31) || (!tc.terminated && got != 31) {
+				t.Errorf("watcher got %d of 31 events, terminated %v; want terminated %v", got, terminated, tc.terminated)
+			}
+		})
+	}
+}
