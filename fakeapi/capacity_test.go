@@ -131,7 +131,9 @@ func TestCapacitySlowWatcherIsTerminated(t *testing.T) {
 			// second of the single core.
 			appendN(0, 1)
 			if tc.capacity != nil {
-				waitFor(t, func() bool { return metricValue(t, s, "stampede_fakeapi_modelled_cpu_seconds_total", `kind="watch"`) >= 1 })
+				waitFor(t, func() bool {
+					return metricValue(t, s, "stampede_fakeapi_modelled_cpu_seconds_total", `kind="watch"`) >= 1
+				})
 			}
 			// 30 more while it waits: more than its 2*10 buffered events.
 			appendN(1, 30)
