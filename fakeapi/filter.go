@@ -38,13 +38,7 @@ func parseFilter(r *resource, namespace string, q url.Values) (*filter, error) {
 			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid field selector %q: %v", s, err))
 		}
 		for _, req := range sel.Requirements() {
-			switch req.Field {
-			case "metadata.name", "metadata.namespace":
-			case "spec.nodeName":
-				if !r.nodeNameField {
-					return nil, apierrors.NewBadRequest(fmt.Sprintf("field label not supported: %s", req.Field))
-				}
-			default:
+			if !r.selectableField(req.Field) {
 				return nil, apierrors.NewBadRequest(fmt.Sprintf("field label not supported: %s", req.Field))
 			}
 			f.fields = append(f.fields, req)
@@ -91,4 +85,15 @@ func (f *filter) nodeIndex() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// selectableField tells the field selector labels r supports.
+func (r *resource) selectableField(field string) bool {
+	switch field {
+	case "metadata.name", "metadata.namespace":
+		return true
+	case "spec.nodeName":
+		return r.nodeNameField
+	}
+	return false
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"mime"
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
@@ -21,7 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -251,10 +254,14 @@ func (s *Server) authenticate(r *http.Request) (*user, error) {
 		}
 		return nil, apierrors.NewUnauthorized("Unauthorized")
 	}
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
+	// The scheme is case-insensitive, as kube-apiserver's bearer token
+	// authenticator reads it (k8s.io/apiserver
+	// pkg/authentication/request/bearertoken/bearertoken.go, v1.36).
+	parts := strings.SplitN(h, " ", 3)
+	if len(parts) < 2 || !strings.EqualFold(parts[0], "bearer") {
 		return nil, apierrors.NewUnauthorized("Unauthorized")
 	}
+	tok := parts[1]
 	u := s.tokens[strings.TrimSpace(tok)]
 	if u == nil {
 		return nil, apierrors.NewUnauthorized("Unauthorized")
@@ -607,6 +614,20 @@ func unsupportedMediaType(ct string) error {
 // a built-in type (kubectl sends those).
 func decodeBody(r *http.Request, res *resource, body []byte) (*document, error) {
 	ct := r.Header.Get("Content-Type")
+	// kube-apiserver takes a missing Content-Type as JSON and answers any
+	// type it has no serializer for with 415 (k8s.io/apiserver
+	// pkg/endpoints/handlers/negotiation NegotiateInputSerializerForMediaType).
+	if ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		switch {
+		case err != nil:
+			return nil, unsupportedMediaType(ct)
+		case mt == "application/json", mt == "application/yaml":
+		case mt == "application/vnd.kubernetes.protobuf" && res.smp != nil:
+		default:
+			return nil, unsupportedMediaType(ct)
+		}
+	}
 	if strings.HasPrefix(ct, "application/vnd.kubernetes.protobuf") {
 		if res.smp == nil {
 			return nil, unsupportedMediaType(ct)
@@ -727,6 +748,7 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, rq *request)
 		writeError(w, err)
 		return
 	}
+	p.name = rq.name
 	o, err := rq.store.update(rq.namespace, rq.name, rq.subresource, rq.store.patchMutation(p, rq.namespace, rq.name), nil)
 	if err != nil {
 		writeError(w, err)
@@ -759,12 +781,14 @@ func (s *Server) deletePreconditions(w http.ResponseWriter, r *http.Request) (pr
 	if err != nil {
 		return pre, err
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return pre, nil
-	}
 	var opts metav1.DeleteOptions
-	if err := json.Unmarshal(body, &opts); err != nil {
-		return pre, apierrors.NewBadRequest(fmt.Sprintf("invalid DeleteOptions: %v", err))
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := json.Unmarshal(body, &opts); err != nil {
+			return pre, apierrors.NewBadRequest(fmt.Sprintf("invalid DeleteOptions: %v", err))
+		}
+	}
+	if err := deleteOptionsFromQuery(r, &opts); err != nil {
+		return pre, err
 	}
 	if opts.Preconditions != nil {
 		if opts.Preconditions.UID != nil {
@@ -906,4 +930,22 @@ func (s *stickyWriter) flush() {
 	if s.err == nil {
 		s.err = s.w.Flush()
 	}
+}
+
+// deleteOptionsFromQuery reads DeleteOptions from the query as
+// kube-apiserver's delete handler does (k8s.io/apiserver
+// pkg/endpoints/handlers/delete.go, v1.36): a parameter that does not
+// decode is 400, options that do not validate are 422 Invalid
+// DeleteOptions (ValidateDeleteOptions).
+func deleteOptionsFromQuery(r *http.Request, opts *metav1.DeleteOptions) error {
+	q := r.URL.Query()
+	if len(q) > 0 {
+		if err := metainternalversionscheme.ParameterCodec.DecodeParameters(q, metav1.SchemeGroupVersion, opts); err != nil {
+			return apierrors.NewBadRequest(err.Error())
+		}
+	}
+	if errs := metav1validation.ValidateDeleteOptions(opts); len(errs) > 0 {
+		return apierrors.NewInvalid(schema.GroupKind{Group: metav1.GroupName, Kind: "DeleteOptions"}, "", errs)
+	}
+	return nil
 }

@@ -24,6 +24,7 @@ const (
 type patcher struct {
 	res       *resource
 	kind      string
+	name      string // the patched object, for error messages
 	body      []byte
 	jsonPatch jsonpatch.Patch
 	opts      *jsonpatch.ApplyOptions
@@ -104,5 +105,5 @@ func (p *patcher) apply(cur []byte) (out []byte, err error) {
 }
 
 func (p *patcher) invalid(err error) error {
-	return apierrors.NewInvalid(p.res.groupKind(), "", field.ErrorList{field.Invalid(field.NewPath("patch"), truncate(p.body, 256), err.Error())})
+	return apierrors.NewInvalid(p.res.groupKind(), p.name, field.ErrorList{field.Invalid(field.NewPath("patch"), truncate(p.body, 256), err.Error())})
 }

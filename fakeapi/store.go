@@ -1,6 +1,7 @@
 package fakeapi
 
 import (
+	"bytes"
 	"crypto/rand"
 	"fmt"
 	"strconv"
@@ -314,6 +315,13 @@ func (s *store) update(namespace, name, subresource string, mutate mutation, cre
 		if err != nil {
 			return nil, err
 		}
+		// A write that changes nothing is not written: no new
+		// resourceVersion, no watch event (kube-apiserver's etcd3 store,
+		// k8s.io/apiserver pkg/storage/etcd3/store.go GuaranteedUpdate,
+		// v1.36, returns the existing object when the new bytes equal it).
+		if noop, err := isNoop(cur, nd); err != nil || noop {
+			return cur, err
+		}
 		nodeName := cur.nodeName
 		if s.res.nodeNameField {
 			nodeName = nd.nodeName()
@@ -380,6 +388,18 @@ func (s *store) nextVersion(cur *object, subresource string, mutate mutation) (*
 		nd.meta.Generation++
 	}
 	return nd, nil
+}
+
+// isNoop tells whether nd, given cur's resourceVersion, encodes to cur.
+func isNoop(cur *object, nd *document) (bool, error) {
+	rv := nd.meta.ResourceVersion
+	nd.meta.ResourceVersion = strconv.FormatUint(cur.rv, 10)
+	raw, err := nd.encode()
+	nd.meta.ResourceVersion = rv
+	if err != nil {
+		return false, apierrors.NewInternalError(err)
+	}
+	return bytes.Equal(raw, cur.raw), nil
 }
 
 // commitUpdate stores nd as the new version of the object at key if that
