@@ -19,7 +19,7 @@ import (
 // capacity model charged (kube-apiserver plus etcd as the profile prices
 // them), which validation compares with what the confined kube-apiserver
 // and etcd spent.
-const ModelledCPUMetric = "stampede_fakeapi_capacity_cpu_seconds_total"
+const ModelledCPUMetric = "stampede_fakeapi_modelled_cpu_seconds_total"
 
 // apiCPU is the API server CPU-seconds of one mode's backend, from its
 // Start to its Stop, with how it was obtained.

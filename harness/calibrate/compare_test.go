@@ -10,11 +10,11 @@ import (
 )
 
 func TestParseCounter(t *testing.T) {
-	body := []byte(`# HELP stampede_fakeapi_capacity_cpu_seconds_total CPU charged.
-# TYPE stampede_fakeapi_capacity_cpu_seconds_total counter
-stampede_fakeapi_capacity_cpu_seconds_total{kind="request"} 12.5
-stampede_fakeapi_capacity_cpu_seconds_total{kind="watch",x="a b"} 2.5
-stampede_fakeapi_capacity_cpu_seconds_total_other 100
+	body := []byte(`# HELP stampede_fakeapi_modelled_cpu_seconds_total CPU charged.
+# TYPE stampede_fakeapi_modelled_cpu_seconds_total counter
+stampede_fakeapi_modelled_cpu_seconds_total{kind="request"} 12.5
+stampede_fakeapi_modelled_cpu_seconds_total{kind="watch",x="a b"} 2.5
+stampede_fakeapi_modelled_cpu_seconds_total_other 100
 apiserver_request_total{code="200"} 7
 `)
 	got, err := parseCounter(body, ModelledCPUMetric)
