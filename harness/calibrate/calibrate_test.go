@@ -67,7 +67,7 @@ func TestCalibrateShort(t *testing.T) {
 			t.Errorf("no list phase returned %d objects (got %v)", n, lists)
 		}
 	}
-	// Delivering every event to 10 watchers costs more than to none.
+	// Delivering every event to the most watchers costs more than to none.
 	if most := w.Watchers[len(w.Watchers)-1]; watchCPU[most] <= watchCPU[0] {
 		t.Errorf("watch CPU with %d watchers %.2f s <= without %.2f s", most, watchCPU[most], watchCPU[0])
 	}

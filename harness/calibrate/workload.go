@@ -68,7 +68,7 @@ func ShortWorkload() Workload {
 		ListSizes:   []int{5, 20, 60},
 		ListObjects: 600,
 		Requests:    60,
-		Watchers:    []int{1, 4, 10},
+		Watchers:    []int{1, 50, 200},
 		WatchEvents: 60,
 		Concurrency: 8,
 	}
