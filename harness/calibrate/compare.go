@@ -78,6 +78,13 @@ type ModeValidation struct {
 	Checks      []Check
 }
 
+// Complete reports whether both runs of the mode finished (status ok):
+// figures of an incomplete run are not comparable, and every check of the
+// mode then fails.
+func (m ModeValidation) Complete() bool {
+	return m.Local.Status == string(reports.StatusOK) && m.Fake.Status == string(reports.StatusOK)
+}
+
 func side(backend string, res *reports.Results, mode scenarios.Mode, cpu apiCPU) Side {
 	s := Side{Backend: backend, CPU: cpu, Probe: map[string]reports.LatencySummary{}, ServerP99: math.NaN(), ConvergeP99: math.NaN()}
 	if cpu.Source == "" {
@@ -150,11 +157,13 @@ func compareMode(mode scenarios.Mode, local, fake Side) ModeValidation {
 		mv.Checks = append(mv.Checks, Check{Name: name, Local: l, Fake: f, Tolerance: tol})
 	}
 	cpu := Check{Name: "API server CPU-s", Local: local.CPU.Seconds, Fake: fake.CPU.Seconds, Tolerance: CPUTolerance}
+	var errs []string
 	for _, e := range []error{local.CPU.Err, fake.CPU.Err} {
 		if e != nil {
-			cpu.Err = strings.TrimSpace(cpu.Err + " " + e.Error())
+			errs = append(errs, e.Error())
 		}
 	}
+	cpu.Err = strings.Join(errs, "; ")
 	mv.Checks = append(mv.Checks, cpu)
 	keys := map[string]bool{}
 	for k := range local.Probe {
@@ -213,7 +222,7 @@ func (v *Validation) Failed() int {
 	n := 0
 	for _, m := range v.Modes {
 		for _, c := range m.Checks {
-			if !c.Pass() {
+			if c.Tolerance > 0 && (!c.Pass() || !m.Complete()) {
 				n++
 			}
 		}
@@ -230,12 +239,12 @@ func (v *Validation) WriteTable(w io.Writer) error {
 		v.Scenario, v.Confinement, v.Cores, v.Profile)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, m := range v.Modes {
-		fmt.Fprintf(tw, "\n%s mode\tlocal (%s)\tfake (%s)\tfake/local\tcheck\n", m.Mode, m.Local.Status, m.Fake.Status)
+		fmt.Fprintf(tw, "\n%s mode\tlocal (%s)\tfake (%s)\tfake/local\tcheck\n", m.Mode, short(m.Local.Status), short(m.Fake.Status))
 		for _, c := range m.Checks {
 			verdict := ""
 			if c.Tolerance > 0 {
 				verdict = fmt.Sprintf("within %gx: ", c.Tolerance)
-				if c.Pass() {
+				if c.Pass() && m.Complete() {
 					verdict += "pass"
 				} else {
 					verdict += "FAIL"
@@ -249,6 +258,11 @@ func (v *Validation) WriteTable(w io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write validation table: %w", err)
+	}
+	for _, m := range v.Modes {
+		if !m.Complete() {
+			fmt.Fprintf(w, "%s mode: not comparable, a run did not complete: local %s; fake %s\n", m.Mode, m.Local.Status, m.Fake.Status)
+		}
 	}
 	verdict := "PASS"
 	if !v.Passed() {
@@ -269,4 +283,11 @@ func num(f float64) string {
 	default:
 		return fmt.Sprintf("%.3g", f)
 	}
+}
+
+func short(s string) string {
+	if len(s) > 40 {
+		return s[:37] + "..."
+	}
+	return s
 }

@@ -81,6 +81,12 @@ func TestCompareModeFromResults(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, sb.String())
 		}
 	}
+	// An incomplete run fails every check of its mode.
+	inc := compareMode(scenarios.ModeCRD, local, fake)
+	inc.Fake.Status = "incomplete: interrupted"
+	if vi := (&Validation{Modes: []ModeValidation{inc}}); vi.Failed() != 4 {
+		t.Errorf("incomplete mode: Failed = %d, want all 4", vi.Failed())
+	}
 	// A side whose backend never started fails its CPU check.
 	missing := side("fake", nil, scenarios.ModeCRD, apiCPU{})
 	if c := compareMode(scenarios.ModeCRD, local, missing).Checks[0]; c.Pass() || c.Err == "" {
