@@ -3,18 +3,20 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
+	"github.com/stampede-sim/stampede/fakeapi/capacity"
 	"github.com/stampede-sim/stampede/harness/calibrate"
 )
 
 func newCalibrateCmd(g *globals) *cobra.Command {
 	var (
 		out, name, dir, kubeAPIServer, executable string
-		refit                                     string
+		refit, profile                            string
 		short, validate                           bool
 		vcfg                                      calibrate.ValidateConfig
 	)
@@ -59,6 +61,17 @@ print both side by side and fail if they disagree beyond the tolerances.`,
 			if _, err := calibrate.KubeAPIServer(kubeAPIServer); err != nil {
 				return err
 			}
+			if profile != "" {
+				if !validate {
+					return fmt.Errorf("--profile %s: only with --validate", profile)
+				}
+				p, err := capacity.Load(profile)
+				if err != nil {
+					return fmt.Errorf("--profile: %w", err)
+				}
+				vcfg.Profile = p
+				return runValidate(cmd, vcfg, kubeAPIServer, executable, dir, live, log)
+			}
 			res, err := calibrate.Run(cmd.Context(), cfg)
 			if res != nil && res.Model != nil {
 				fmt.Fprintf(stderr, "\ncalibrated kube-apiserver %s + etcd %s in %v: %d phases, idle baseline %.3f cores subtracted (%.3f before, %.3f after)\n",
@@ -75,24 +88,7 @@ print both side by side and fail if they disagree beyond the tolerances.`,
 				return nil
 			}
 			vcfg.Profile = res.Profile
-			vcfg.KubeAPIServer = cfg.KubeAPIServer
-			vcfg.Executable = executable
-			vcfg.Progress, vcfg.Live, vcfg.Log = stderr, live, log
-			if vcfg.Out == "" && dir != "" {
-				vcfg.Out = dir
-			}
-			v, err := calibrate.Validate(cmd.Context(), vcfg)
-			if v != nil {
-				fmt.Fprintln(cmd.OutOrStdout())
-				_ = v.WriteTable(cmd.OutOrStdout())
-			}
-			if err != nil {
-				return err
-			}
-			if !v.Passed() {
-				return &exitError{code: 1, err: fmt.Errorf("calibrate --validate: %d of %d checks failed", v.Failed(), v.Checks())}
-			}
-			return nil
+			return runValidate(cmd, vcfg, cfg.KubeAPIServer, executable, dir, live, log)
 		},
 	}
 	f := cmd.Flags()
@@ -108,6 +104,7 @@ print both side by side and fail if they disagree beyond the tolerances.`,
 	f.StringSliceVar(&vcfg.Modes, "modes", []string{"crd", "kvstore"}, "--validate: modes to compare")
 	f.StringVar(&executable, "executable", "", "stampede binary to run the components with (default: this one)")
 	_ = f.MarkHidden("executable")
+	f.StringVar(&profile, "profile", "", "--validate: validate this profile file instead of calibrating first")
 	f.StringVar(&refit, "refit", "", "fit the phases.json of an earlier run (kept by --dir) again and print the table; measures nothing")
 	return cmd
 }
@@ -144,5 +141,26 @@ func writeProfile(cmd *cobra.Command, out string, res *calibrate.Result) error {
 		return fmt.Errorf("--out %s: %w", out, err)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "profile written to %s\n", out)
+	return nil
+}
+
+func runValidate(cmd *cobra.Command, vcfg calibrate.ValidateConfig, kubeAPIServer, executable, dir string, live bool, log *slog.Logger) error {
+	vcfg.KubeAPIServer = kubeAPIServer
+	vcfg.Executable = executable
+	vcfg.Progress, vcfg.Live, vcfg.Log = cmd.ErrOrStderr(), live, log
+	if vcfg.Out == "" && dir != "" {
+		vcfg.Out = dir
+	}
+	v, err := calibrate.Validate(cmd.Context(), vcfg)
+	if v != nil {
+		fmt.Fprintln(cmd.OutOrStdout())
+		_ = v.WriteTable(cmd.OutOrStdout())
+	}
+	if err != nil {
+		return err
+	}
+	if !v.Passed() {
+		return &exitError{code: 1, err: fmt.Errorf("calibrate --validate: %d of %d checks failed", v.Failed(), v.Checks())}
+	}
 	return nil
 }

@@ -116,7 +116,12 @@ func (b *meteredFake) Start(ctx context.Context, env harness.BackendEnv) (*harne
 		_ = b.FakeBackend.Stop(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	// A counter with labels has no series until the model first charges
+	// something: absent at Start is zero.
 	v, err := scrapeCounter(ctx, c, ModelledCPUMetric)
+	if errors.Is(err, errNoMetric) {
+		v, err = 0, nil
+	}
 	b.mu.Lock()
 	b.mode, b.c, b.start = env.Mode, c, v
 	if err != nil {
@@ -139,6 +144,9 @@ func (b *meteredFake) Stop(ctx context.Context) error {
 	b.mu.Unlock()
 	return b.FakeBackend.Stop(ctx)
 }
+
+// errNoMetric is returned when the exposition has no series of the metric.
+var errNoMetric = errors.New("the fake API server exports no")
 
 // scrapeCounter sums every series of a counter in a Prometheus text
 // exposition.
@@ -182,7 +190,7 @@ func parseCounter(body []byte, metric string) (float64, error) {
 		found = true
 	}
 	if !found {
-		return 0, fmt.Errorf("the fake API server exports no %s (is its capacity model on?)", metric)
+		return 0, fmt.Errorf("%w %s (is its capacity model on?)", errNoMetric, metric)
 	}
 	return sum, nil
 }

@@ -195,7 +195,7 @@ func (c *Confinement) Release() error {
 
 func (c *Confinement) String() string {
 	if c.Path != "" {
-		return fmt.Sprintf("%s of %v cores (%s)", c.Method, c.Cores, c.Path)
+		return fmt.Sprintf("%s of %v cores (cgroup %s)", c.Method, c.Cores, filepath.Dir(c.Path))
 	}
 	return fmt.Sprintf("%s to %v CPUs", c.Method, c.Cores)
 }

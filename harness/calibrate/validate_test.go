@@ -3,10 +3,14 @@ package calibrate
 import (
 	"context"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stampede-sim/stampede/agentsim"
+	"github.com/stampede-sim/stampede/harness"
+	"github.com/stampede-sim/stampede/internal/access"
 	"github.com/stampede-sim/stampede/internal/testenv"
 )
 
@@ -17,6 +21,25 @@ func requireFakeCapacity(t *testing.T, exe string) {
 	out, _ := exec.Command(exe, "fakeapi", "--help").CombinedOutput()
 	if !strings.Contains(string(out), "--capacity-cores") {
 		testenv.Skip(t, "the fake API server of this build has no capacity model (stampede fakeapi --capacity-cores)")
+	}
+}
+
+// requireAgentTokens skips (fails when strict) unless an agent finds its
+// own token in the token file the backends write: without it every agent
+// request is 401 and no run can converge.
+func requireAgentTokens(t *testing.T) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tokens.csv")
+	node := "node-1"
+	if err := harness.WriteTokenFile(path, []harness.User{{Name: access.AgentUser(node), Role: harness.RoleAgent, Token: "t1"}}); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := agentsim.LoadAgentTokens(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokens[node] != "t1" {
+		testenv.Skip(t, "agents cannot find their tokens in harness.WriteTokenFile's file (agentsim.LoadAgentTokens found %v): runs cannot converge in this build", tokens)
 	}
 }
 
@@ -31,6 +54,7 @@ func TestValidateSmall(t *testing.T) {
 	bin := requireKubeAPIServer(t)
 	exe := stampedeBinary(t)
 	requireFakeCapacity(t, exe)
+	requireAgentTokens(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	res, err := Run(ctx, Config{KubeAPIServer: bin, Executable: exe, Workload: ShortWorkload(), Idle: 2 * time.Second, Progress: testWriter{t}})
