@@ -124,6 +124,7 @@ identities and a central xDS control plane) behave under churn at scale.`,
 		newCapacityCmd(g),
 		newControlplaneCmd(g),
 		newAgentsCmd(g),
+		newCalibrateCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,196 @@
+package calibrate
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/stampede-sim/stampede/harness"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// ModelledCPUMetric is the counter of CPU-seconds the fake API server's
+// capacity model charged (kube-apiserver plus etcd as the profile prices
+// them), which validation compares with what the confined kube-apiserver
+// and etcd spent.
+const ModelledCPUMetric = "stampede_fakeapi_modelled_cpu_seconds_total"
+
+// apiCPU is the API server CPU-seconds of one mode's backend, from its
+// Start to its Stop, with how it was obtained.
+type apiCPU struct {
+	Seconds float64
+	// Source says "measured" (/proc of kube-apiserver and etcd) or
+	// "modelled" (the fake's ModelledCPUMetric); Err why it is missing.
+	Source string
+	Err    error
+}
+
+// confinedBackend runs harness.LocalBackend with kube-apiserver and etcd
+// confined to a number of cores (the harness's agents, control plane and
+// probe stay outside) and measures their CPU from Start to Stop.
+type confinedBackend struct {
+	*harness.LocalBackend
+	cores float64
+	name  string
+
+	mu     sync.Mutex
+	conf   *Confinement
+	mode   scenarios.Mode
+	meter  *cpuMeter
+	start  float64
+	method string
+	cpu    map[scenarios.Mode]apiCPU
+}
+
+func (b *confinedBackend) Start(ctx context.Context, env harness.BackendEnv) (*harness.APIServer, error) {
+	api, err := b.LocalBackend.Start(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	pids := []int{api.Processes["apiserver"], api.Processes["etcd"]}
+	conf, err := Confine(fmt.Sprintf("%s-%s", b.name, env.Mode), b.cores, pids)
+	if err != nil {
+		_ = b.LocalBackend.Stop(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	meter := &cpuMeter{pids: pids}
+	c0, err := meter.read()
+	if err != nil {
+		_ = b.LocalBackend.Stop(context.WithoutCancel(ctx))
+		_ = conf.Release()
+		return nil, err
+	}
+	b.mu.Lock()
+	b.conf, b.mode, b.meter, b.start, b.method = conf, env.Mode, meter, c0.Seconds(), conf.String()
+	b.mu.Unlock()
+	api.Facts["confinement"] = conf.String()
+	return api, nil
+}
+
+func (b *confinedBackend) Stop(ctx context.Context) error {
+	b.mu.Lock()
+	if b.meter != nil {
+		c1, err := b.meter.read()
+		b.cpu[b.mode] = apiCPU{Seconds: c1.Seconds() - b.start, Source: "measured", Err: err}
+		b.meter = nil
+	}
+	conf := b.conf
+	b.conf = nil
+	b.mu.Unlock()
+	err := b.LocalBackend.Stop(ctx)
+	return errors.Join(err, conf.Release())
+}
+
+// meteredFake runs harness.FakeBackend and reads the capacity model's
+// charged CPU-seconds from its /metrics at Start and before Stop.
+type meteredFake struct {
+	*harness.FakeBackend
+
+	mu    sync.Mutex
+	mode  scenarios.Mode
+	c     *client
+	url   string
+	start float64
+	cpu   map[scenarios.Mode]apiCPU
+}
+
+func (b *meteredFake) Start(ctx context.Context, env harness.BackendEnv) (*harness.APIServer, error) {
+	api, err := b.FakeBackend.Start(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	token := ""
+	for _, u := range env.Users {
+		if u.Role == harness.RoleAdmin {
+			token = u.Token
+		}
+	}
+	c, err := newClient(api.MetricsURLs["apiserver"], api.CAFile, token, 1)
+	if err != nil {
+		_ = b.FakeBackend.Stop(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	// A counter with labels has no series until the model first charges
+	// something: absent at Start is zero.
+	v, err := scrapeCounter(ctx, c, ModelledCPUMetric)
+	if errors.Is(err, errNoMetric) {
+		v, err = 0, nil
+	}
+	b.mu.Lock()
+	b.mode, b.c, b.start = env.Mode, c, v
+	if err != nil {
+		b.cpu[env.Mode] = apiCPU{Source: "modelled", Err: err}
+		b.c = nil
+		c.close()
+	}
+	b.mu.Unlock()
+	return api, nil
+}
+
+func (b *meteredFake) Stop(ctx context.Context) error {
+	b.mu.Lock()
+	if b.c != nil {
+		v, err := scrapeCounter(ctx, b.c, ModelledCPUMetric)
+		b.cpu[b.mode] = apiCPU{Seconds: v - b.start, Source: "modelled", Err: err}
+		b.c.close()
+		b.c = nil
+	}
+	b.mu.Unlock()
+	return b.FakeBackend.Stop(ctx)
+}
+
+// errNoMetric is returned when the exposition has no series of the metric.
+var errNoMetric = errors.New("the fake API server exports no")
+
+// scrapeCounter sums every series of a counter in a Prometheus text
+// exposition.
+func scrapeCounter(ctx context.Context, c *client, metric string) (float64, error) {
+	body, _, err := c.do(ctx, "GET", "", "", nil)
+	if err != nil {
+		return 0, fmt.Errorf("scrape %s: %w", metric, err)
+	}
+	return parseCounter(body, metric)
+}
+
+func parseCounter(body []byte, metric string) (float64, error) {
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, rest, ok := strings.Cut(line, " ")
+		if n, _, hasLabels := strings.Cut(name, "{"); hasLabels {
+			name = n
+			if i := strings.LastIndex(line, "} "); i >= 0 {
+				rest = line[i+2:]
+			}
+		}
+		if !ok || name != metric {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil || math.IsNaN(v) {
+			return 0, fmt.Errorf("metric %s: bad value %q", metric, f[0])
+		}
+		sum += v
+		found = true
+	}
+	if !found {
+		return 0, fmt.Errorf("%w %s (is its capacity model on?)", errNoMetric, metric)
+	}
+	return sum, nil
+}

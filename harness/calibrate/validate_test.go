@@ -1,0 +1,90 @@
+package calibrate
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stampede-sim/stampede/agentsim"
+	"github.com/stampede-sim/stampede/harness"
+	"github.com/stampede-sim/stampede/internal/access"
+	"github.com/stampede-sim/stampede/internal/testenv"
+)
+
+// requireFakeCapacity skips (fails when strict) unless the fake API server
+// of this build has the capacity model's flags.
+func requireFakeCapacity(t *testing.T, exe string) {
+	t.Helper()
+	out, _ := exec.Command(exe, "fakeapi", "--help").CombinedOutput()
+	if !strings.Contains(string(out), "--capacity-cores") {
+		testenv.Skip(t, "the fake API server of this build has no capacity model (stampede fakeapi --capacity-cores)")
+	}
+}
+
+// requireAgentTokens skips (fails when strict) unless an agent finds its
+// own token in the token file the backends write: without it every agent
+// request is 401 and no run can converge.
+func requireAgentTokens(t *testing.T) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tokens.csv")
+	node := "node-1"
+	if err := harness.WriteTokenFile(path, []harness.User{{Name: access.AgentUser(node), Role: harness.RoleAgent, Token: "t1"}}); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := agentsim.LoadAgentTokens(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokens[node] != "t1" {
+		testenv.Skip(t, "agents cannot find their tokens in harness.WriteTokenFile's file (agentsim.LoadAgentTokens found %v): runs cannot converge in this build", tokens)
+	}
+}
+
+// TestValidateSmall is the CI-sized validation: calibrate with the short
+// workload, then relabel-small at 3 nodes in crd mode on kube-apiserver and
+// etcd confined to one core and on the fake with a capacity of one core.
+func TestValidateSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real kube-apiserver and two runs; -short")
+	}
+	testenv.RequireRoot(t)
+	bin := requireKubeAPIServer(t)
+	exe := stampedeBinary(t)
+	requireFakeCapacity(t, exe)
+	requireAgentTokens(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Config{KubeAPIServer: bin, Executable: exe, Workload: ShortWorkload(), Idle: 2 * time.Second, Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := Validate(ctx, ValidateConfig{Profile: res.Profile, Cores: 1, Scenario: "relabel-small", Nodes: 3, Modes: []string{"crd"},
+		KubeAPIServer: bin, Executable: exe, Out: t.TempDir(), Progress: testWriter{t}})
+	if v != nil {
+		var sb strings.Builder
+		_ = v.WriteTable(&sb)
+		t.Logf("\n%s", sb.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(v.Confinement, "cgroup") && !strings.HasPrefix(v.Confinement, "sched_setaffinity") {
+		t.Errorf("confinement = %q", v.Confinement)
+	}
+	m := v.Modes[0]
+	if e := m.Fake.CPU.Err; e != nil && strings.Contains(e.Error(), "exports no") {
+		testenv.Skip(t, "the fake API server's capacity model is not wired in this build: %v", e)
+	}
+	if m.Local.CPU.Seconds <= 0 || m.Fake.CPU.Seconds <= 0 {
+		t.Errorf("API server CPU: local %v, fake %v: want both measured", m.Local.CPU, m.Fake.CPU)
+	}
+	if m.Local.Identities == 0 || m.Fake.Identities == 0 {
+		t.Errorf("identities created: local %d, fake %d", m.Local.Identities, m.Fake.Identities)
+	}
+	if !v.Passed() {
+		t.Errorf("validation failed %d of %d checks", v.Failed(), v.Checks())
+	}
+}
