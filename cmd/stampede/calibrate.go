@@ -29,7 +29,7 @@ updates, patches and deletes of pods, namespaces, CiliumIdentities and
 CiliumEndpoints in two object sizes, and watch fan-out to 1-200 watchers),
 read the CPU-seconds both processes spend in every phase from /proc (less
 their idle baseline), fit the capacity model's cost coefficients by least
-squares, and write the profile as YAML (--out, default stdout). A progress
+squares, and write the profile as YAML (--profile-out, default stdout). A progress
 line goes to stderr; a table of the coefficients ends the run.
 
 CPU-seconds, not wall time, are measured, so other load on the machine
@@ -92,14 +92,14 @@ print both side by side and fail if they disagree beyond the tolerances.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&out, "out", "", "write the profile to this file (default: stdout)")
+	f.StringVar(&out, "profile-out", "", "write the profile to this file (default: stdout)")
 	f.StringVar(&name, "name", "", "the profile's name (default: kube-apiserver-<version>)")
 	f.StringVar(&dir, "dir", "", "keep the backend's logs and the validation runs here (default: a temporary directory, removed)")
 	f.StringVar(&kubeAPIServer, "kube-apiserver", "", "kube-apiserver binary (default: the one make tools builds)")
 	f.BoolVar(&short, "short", false, "a small workload (about a minute; coarser coefficients)")
 	f.BoolVar(&validate, "validate", false, "then compare a confined kube-apiserver with the capacity-modelled fake on relabel-small")
 	f.Float64Var(&vcfg.Cores, "cores", 2, "--validate: cores for kube-apiserver+etcd and capacity of the fake")
-	f.StringVar(&vcfg.Scenario, "scenario", "relabel-small", "--validate: scenario to run")
+	f.StringVar(&vcfg.Scenario, "scenario", "relabel-small", "--validate: built-in scenario name or scenario file to run")
 	f.IntVar(&vcfg.Nodes, "nodes", 0, "--validate: resize the scenario to this many nodes (default: as written)")
 	f.StringSliceVar(&vcfg.Modes, "modes", []string{"crd", "kvstore"}, "--validate: modes to compare")
 	f.StringVar(&executable, "executable", "", "stampede binary to run the components with (default: this one)")
@@ -131,14 +131,14 @@ func writeProfile(cmd *cobra.Command, out string, res *calibrate.Result) error {
 	}
 	f, err := os.Create(out)
 	if err != nil {
-		return fmt.Errorf("--out: %w", err)
+		return fmt.Errorf("--profile-out: %w", err)
 	}
 	if err := res.Profile.Write(f); err != nil {
 		f.Close()
-		return fmt.Errorf("--out %s: %w", out, err)
+		return fmt.Errorf("--profile-out %s: %w", out, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("--out %s: %w", out, err)
+		return fmt.Errorf("--profile-out %s: %w", out, err)
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "profile written to %s\n", out)
 	return nil

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/stampede-sim/stampede/harness"
 	"github.com/stampede-sim/stampede/scenarios"
@@ -88,17 +89,24 @@ func (b *confinedBackend) Stop(ctx context.Context) error {
 }
 
 // meteredFake runs harness.FakeBackend and reads the capacity model's
-// charged CPU-seconds from its /metrics at Start and before Stop.
+// charged CPU-seconds from its /metrics at Start and then every
+// meterInterval until the mode ends: the fake process ends with the mode's
+// context, before Stop is called, so Stop reports the last reading.
 type meteredFake struct {
 	*harness.FakeBackend
 
 	mu    sync.Mutex
 	mode  scenarios.Mode
-	c     *client
-	url   string
 	start float64
+	last  apiCPU
 	cpu   map[scenarios.Mode]apiCPU
+	stop  chan struct{} // closed by Stop: the meter returns
+	done  chan struct{} // closed when the meter of the current mode returns
 }
+
+// meterInterval is how often meteredFake reads the modelled CPU; the
+// figure Stop reports misses at most this much of the run's end.
+const meterInterval = time.Second
 
 func (b *meteredFake) Start(ctx context.Context, env harness.BackendEnv) (*harness.APIServer, error) {
 	api, err := b.FakeBackend.Start(ctx, env)
@@ -123,26 +131,65 @@ func (b *meteredFake) Start(ctx context.Context, env harness.BackendEnv) (*harne
 		v, err = 0, nil
 	}
 	b.mu.Lock()
-	b.mode, b.c, b.start = env.Mode, c, v
+	defer b.mu.Unlock()
+	b.mode, b.start, b.last = env.Mode, v, apiCPU{Source: "modelled", Err: err}
+	b.stop, b.done = make(chan struct{}), make(chan struct{})
 	if err != nil {
-		b.cpu[env.Mode] = apiCPU{Source: "modelled", Err: err}
-		b.c = nil
 		c.close()
+		close(b.done)
+		return api, nil
 	}
-	b.mu.Unlock()
+	go b.meter(ctx, c, b.stop, b.done)
 	return api, nil
+}
+
+// meter reads the modelled CPU every meterInterval until ctx ends or stop
+// is closed.
+func (b *meteredFake) meter(ctx context.Context, c *client, stop <-chan struct{}, done chan struct{}) {
+	defer close(done)
+	defer c.close()
+	t := time.NewTicker(meterInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		v, err := scrapeCounter(ctx, c, ModelledCPUMetric)
+		if ctx.Err() != nil {
+			return
+		}
+		b.mu.Lock()
+		if errors.Is(err, errNoMetric) {
+			v, err = b.start, nil
+		}
+		if err == nil {
+			b.last = apiCPU{Seconds: v - b.start, Source: "modelled"}
+		} else if b.last.Seconds == 0 {
+			b.last.Err = err
+		}
+		b.mu.Unlock()
+	}
 }
 
 func (b *meteredFake) Stop(ctx context.Context) error {
 	b.mu.Lock()
-	if b.c != nil {
-		v, err := scrapeCounter(ctx, b.c, ModelledCPUMetric)
-		b.cpu[b.mode] = apiCPU{Seconds: v - b.start, Source: "modelled", Err: err}
-		b.c.close()
-		b.c = nil
-	}
+	stop, done := b.stop, b.done
+	b.stop = nil
 	b.mu.Unlock()
-	return b.FakeBackend.Stop(ctx)
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+	err := b.FakeBackend.Stop(ctx)
+	b.mu.Lock()
+	b.cpu[b.mode] = b.last
+	b.done = nil
+	b.mu.Unlock()
+	return err
 }
 
 // errNoMetric is returned when the exposition has no series of the metric.
