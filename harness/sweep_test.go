@@ -47,6 +47,7 @@ func TestSweepDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	base.API.Capacity = nil
 	if got := SweepDir("out", base, 20); got != "out/nodes-20" {
 		t.Errorf("no capacity: %s", got)
 	}

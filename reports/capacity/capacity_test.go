@@ -365,6 +365,7 @@ func TestSweepAPICores(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sc.API.Capacity = nil // the sweep's sizes are the only capacity
 	type point struct {
 		cores   float64
 		profile string
