@@ -27,7 +27,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
+	"github.com/stampede-sim/stampede/internal/capacity"
 	"github.com/stampede-sim/stampede/internal/ready"
 )
 
@@ -530,7 +530,7 @@ func benchCapacity() *Capacity {
 	if cores <= 0 {
 		return nil
 	}
-	p, err := capacity.Load("capacity/testdata/placeholder.yaml")
+	p, err := capacity.Load("../internal/capacity/testdata/placeholder.yaml")
 	if err != nil {
 		panic(err)
 	}

@@ -13,14 +13,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 // testProfile is the capacity package's hand-written placeholder (tests
 // only) with the given costs.
 func testProfile(t testing.TB, getBase, deliver float64) *capacity.Profile {
 	t.Helper()
-	p, err := capacity.Load("capacity/testdata/placeholder.yaml")
+	p, err := capacity.Load("../internal/capacity/testdata/placeholder.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

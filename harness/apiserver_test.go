@@ -15,7 +15,7 @@ import (
 // stand for as soon as a mode starts, even when the backend then fails or
 // is skipped.
 func TestRunRecordsAPIServer(t *testing.T) {
-	placeholder := "../fakeapi/capacity/testdata/placeholder.yaml"
+	placeholder := "../internal/capacity/testdata/placeholder.yaml"
 	tests := []struct {
 		name    string
 		yaml    string
@@ -56,7 +56,7 @@ func TestRunAPIServerVersionFromFacts(t *testing.T) {
 	if a.Model != results.ModelKubeAPIServer || a.KubernetesVersion != "v1.36.3" || a.Capacity != nil {
 		t.Errorf("local: %+v", a)
 	}
-	sc := smallScenario(t, "api: {capacity: {cores: 4, profile: ../fakeapi/capacity/testdata/placeholder.yaml}}\nsteps: [{setup: {}}]")
+	sc := smallScenario(t, "api: {capacity: {cores: 4, profile: ../internal/capacity/testdata/placeholder.yaml}}\nsteps: [{setup: {}}]")
 	a, err = apiServerRecord("local", sc, nil)
 	if err != nil || a.Capacity != nil {
 		t.Errorf("local backend with a scenario capacity: %+v, %v (the capacity is the fake's only)", a, err)

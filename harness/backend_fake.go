@@ -11,8 +11,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
 	"github.com/stampede-sim/stampede/internal/access"
+	"github.com/stampede-sim/stampede/internal/capacity"
 	"github.com/stampede-sim/stampede/internal/proc"
 	"github.com/stampede-sim/stampede/scenarios"
 )

@@ -134,7 +134,7 @@ func TestCapacityArgs(t *testing.T) {
 	if err != nil || len(args) != 0 || !strings.HasPrefix(fact, "none") {
 		t.Errorf("no capacity: args %q, fact %q, err %v", args, fact, err)
 	}
-	rel := "../fakeapi/capacity/testdata/placeholder.yaml"
+	rel := "../internal/capacity/testdata/placeholder.yaml"
 	abs, err := filepath.Abs(rel)
 	if err != nil {
 		t.Fatal(err)

@@ -57,7 +57,7 @@ func TestSweepDir(t *testing.T) {
 		t.Errorf("2.5 cores: %s", got)
 	}
 	// ScaleScenario keeps the capacity the sweep set.
-	c.API.Capacity.Profile = "../fakeapi/capacity/testdata/placeholder.yaml"
+	c.API.Capacity.Profile = "../internal/capacity/testdata/placeholder.yaml"
 	s, err := ScaleScenario(&c, 10)
 	if err != nil {
 		t.Fatal(err)

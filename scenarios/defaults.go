@@ -3,7 +3,7 @@ package scenarios
 import (
 	"time"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 // Cilium's defaults, as found in its sources (pkg/defaults, operator/option,

@@ -11,14 +11,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/yaml"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
 // placeholderProfile is the capacity package's hand-written test profile
 // (not a measured one; tests only).
-const placeholderProfile = "../fakeapi/capacity/testdata/placeholder.yaml"
+const placeholderProfile = "../internal/capacity/testdata/placeholder.yaml"
 
 // base is a small valid scenario that table tests mutate.
 const base = `

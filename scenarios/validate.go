@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 // MaxPods bounds the pods of a scenario.

@@ -9,8 +9,8 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
 	"github.com/stampede-sim/stampede/harness/calibrate"
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 func newCalibrateCmd(g *globals) *cobra.Command {

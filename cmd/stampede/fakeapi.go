@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stampede-sim/stampede/fakeapi"
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 func newFakeapiCmd(g *globals) *cobra.Command {

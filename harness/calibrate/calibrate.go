@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
 	"github.com/stampede-sim/stampede/harness"
+	"github.com/stampede-sim/stampede/internal/capacity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 // testWriter sends progress lines to the test log.

@@ -1,7 +1,7 @@
 // Package calibrate measures what a real kube-apiserver and its etcd spend
 // per request and per watch event on this machine, fits the cost
 // coefficients of the fake API server's capacity model (package
-// fakeapi/capacity) to it, and validates the model against kube-apiserver.
+// internal/capacity) to it, and validates the model against kube-apiserver.
 //
 // Run (`stampede calibrate`) starts harness.LocalBackend: kube-apiserver
 // (built by `make tools`) and etcd, which runs as its own process (`stampede

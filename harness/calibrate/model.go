@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 // Noise model of a phase's CPU-seconds, for the fit's weights: an absolute

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stampede-sim/stampede/fakeapi/capacity"
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 // syntheticPhases generates the phases DefaultWorkload would measure if
