@@ -1,11 +1,8 @@
 package calibrate
 
 import (
-	"fmt"
 	"os"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/stampede-sim/stampede/internal/testenv"
 )
@@ -14,17 +11,7 @@ import (
 // components).
 var stampede testenv.StampedeBinary
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	stampede.Remove()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(stampede.Main(m)) }
 
 // stampedeBinary builds ./cmd/stampede once and returns its path.
 func stampedeBinary(t testing.TB) string {

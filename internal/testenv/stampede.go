@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // StampedeBinary builds ./cmd/stampede once per test binary, on first use,
@@ -47,4 +49,18 @@ func (b *StampedeBinary) Remove() {
 	if b.dir != "" {
 		os.RemoveAll(b.dir)
 	}
+}
+
+// Main runs a package's tests for TestMain: m.Run, then Remove, then,
+// when every test passed, a check that no goroutine outlived them.
+func (b *StampedeBinary) Main(m *testing.M) int {
+	code := m.Run()
+	b.Remove()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			return 1
+		}
+	}
+	return code
 }
