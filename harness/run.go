@@ -150,6 +150,7 @@ func Run(ctx context.Context, cfg Config) (*results.Results, error) {
 	run := results.Run{
 		Scenario:          sc.Name,
 		EffectiveScenario: sc,
+		Cilium:            results.CiliumOf(sc),
 		Seed:              sc.Seed,
 		Nodes:             sc.Cluster.Nodes,
 		Pods:              sc.PodCount(),

@@ -192,6 +192,25 @@ func buildDocument(r *results.Results, figs []*Figure, failed map[string]error) 
 	return d
 }
 
+// ciliumRow names the release profile of a run and the knobs the
+// scenario set against it.
+func ciliumRow(c *results.Cilium) string {
+	if c == nil {
+		return "Cilium 1.17 (written before release profiles: the agents followed 1.17's behaviour)"
+	}
+	s := fmt.Sprintf("Cilium %s (defaults read from %s)", c.Version, c.Read)
+	var own []string
+	for _, k := range c.Knobs {
+		if k.Source == "scenario" {
+			own = append(own, k.Path+"="+k.Value)
+		}
+	}
+	if len(own) > 0 {
+		s += "; set by the scenario: " + strings.Join(own, ", ")
+	}
+	return s
+}
+
 func environment(d *document.Document, r *results.Results) {
 	d.H(2, "Scenario and environment")
 	run := r.Run
@@ -219,6 +238,7 @@ func environment(d *document.Document, r *results.Results) {
 		rows = append(rows, []string{"cluster", fmt.Sprintf("%d nodes, %d pods", run.Nodes, run.Pods)})
 	}
 	rows = append(rows, []string{"seed", fmt.Sprint(run.Seed)})
+	rows = append(rows, []string{"agents and operator behave as", ciliumRow(run.Cilium)})
 	backend := run.Backend.Name
 	if len(run.Backend.Facts) > 0 {
 		keys := make([]string, 0, len(run.Backend.Facts))

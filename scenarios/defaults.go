@@ -46,29 +46,7 @@ func (s *Scenario) Default() {
 	setInt(&c.Placement.MaxPodsPerNode, DefaultMaxPodsPerNode)
 	setInt(&c.Workloads.ServiceAccounts, 1)
 
-	a := &s.Agent
-	setFloat(&a.ClientQPS, DefaultClientQPS)
-	setInt(&a.ClientBurst, DefaultClientBurst)
-	setDur(&a.IdentityChangeGracePeriod, DefaultIdentityChangeGracePeriod)
-	setDur(&a.LeaseTTL, DefaultLeaseTTL)
-	setInt(&a.AllocationAttempts, DefaultAllocationAttempts)
-	setDur(&a.AllocationBackoff, DefaultAllocationBackoff)
-	setStr(&a.Datapath, DefaultDatapath)
-	setInt(&a.PolicyMapMax, DefaultPolicyMapMax)
-
-	cp := &s.ControlPlane
-	setFloat(&cp.ClientQPS, DefaultOperatorClientQPS)
-	setInt(&cp.ClientBurst, DefaultOperatorClientBurst)
-	setInt(&cp.CES.MaxEndpointsPerSlice, DefaultCESMaxEndpointsPerSlice)
-	setFloat(&cp.CES.WriteQPS, DefaultCESWriteQPS)
-	setInt(&cp.CES.WriteBurst, DefaultCESWriteBurst)
-	setDur(&cp.CES.BatchInterval, DefaultCESBatchInterval)
-	setDur(&cp.IdentityGC.Interval, DefaultIdentityGCInterval)
-	setDur(&cp.IdentityGC.HeartbeatTimeout, DefaultIdentityHeartbeatTimeout)
-	if cp.XDS.Delta == nil {
-		t := true
-		cp.XDS.Delta = &t
-	}
+	s.applyRelease()
 
 	if len(s.Modes) == 0 {
 		s.Modes = append([]Mode(nil), AllModes...)

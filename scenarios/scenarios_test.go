@@ -139,7 +139,7 @@ func TestParseRejectsNonYAML(t *testing.T) {
 
 func TestBuiltinsGolden(t *testing.T) {
 	names := BuiltinNames()
-	if diff := cmp.Diff([]string{"relabel", "relabel-1k", "relabel-small"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"relabel", "relabel-1.17", "relabel-1k", "relabel-small"}, names); diff != "" {
 		t.Fatalf("built-ins (-want +got):\n%s", diff)
 	}
 	for _, name := range names {

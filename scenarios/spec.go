@@ -56,6 +56,7 @@ type Scenario struct {
 
 	Cluster      Cluster      `json:"cluster"`
 	Policies     []Policy     `json:"policies,omitempty"`
+	Cilium       Cilium       `json:"cilium"`
 	Agent        AgentKnobs   `json:"agent"`
 	ControlPlane ControlPlane `json:"controlPlane"`
 	Modes        []Mode       `json:"modes"`

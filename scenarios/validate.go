@@ -71,6 +71,7 @@ func (s *Scenario) Validate() error {
 		l.add("name", "invalid name %q: it names the output directory, so it must start with a letter or digit and hold at most 100 letters, digits, '.', '_', '-' and '@'", s.Name)
 	}
 	s.validateCluster(&l)
+	s.validateCilium(&l)
 	nsSet := map[string]bool{}
 	for _, ns := range s.Cluster.Namespaces {
 		nsSet[ns.Name] = true
@@ -318,15 +319,29 @@ func (s *Scenario) validateControlPlane(l *errs) {
 	positive(l, "controlPlane.identityGC.heartbeatTimeout", cp.IdentityGC.HeartbeatTimeout)
 }
 
+func (s *Scenario) validateCilium(l *errs) {
+	if _, err := LookupRelease(s.Cilium.Version); err != nil {
+		l.add("cilium.version", "%v", err)
+	}
+}
+
+// operatorModeSince is the first release with operator-managed identities
+// (the operator's CiliumIdentity controller, --identity-management-mode).
+const operatorModeSince = "1.18"
+
 func (s *Scenario) validateModes(l *errs) {
 	if len(s.Modes) == 0 {
 		l.add("modes", "must list at least one mode")
 	}
+	r := s.Release()
 	seen := map[Mode]bool{}
 	for i, m := range s.Modes {
 		p := fmt.Sprintf("modes[%d]", i)
 		if !m.Valid() {
 			l.add(p, "unknown mode %q (want one of crd, ces, kvstore, operator, xds)", m)
+		}
+		if m == ModeOperator && r != nil && !r.AtLeast(operatorModeSince) {
+			l.add(p, "mode operator needs Cilium >= %s (operator-managed identities); cilium.version is %s", operatorModeSince, r.Version)
 		}
 		if seen[m] {
 			l.add(p, "duplicate mode %q", m)

@@ -32,7 +32,12 @@ func newScenariosCmd(_ *globals) *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "show NAME|FILE",
 		Short: "Print the effective scenario (with every default filled in) as YAML",
-		Args:  cobra.ExactArgs(1),
+		Long: `Print the effective scenario as YAML, every default filled in, followed by
+a comment block that lists each agent and control-plane knob with where its
+value comes from: the scenario, or the default of the Cilium release that
+cilium.version names (with the Cilium file, flag or Helm value it was read
+from).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := scenarios.Resolve(args[0])
 			if err != nil {
@@ -42,8 +47,16 @@ func newScenariosCmd(_ *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = cmd.OutOrStdout().Write(out)
-			return err
+			w := cmd.OutOrStdout()
+			if _, err := w.Write(out); err != nil {
+				return err
+			}
+			r := s.Release()
+			fmt.Fprintf(w, "# Knobs of Cilium %s (defaults read from %s), and where each value comes from:\n", r.Version, r.Read)
+			for _, k := range s.Knobs() {
+				fmt.Fprintf(w, "#   %s = %s  (%s)\n", k.Path, k.Value, k.Source)
+			}
+			return nil
 		},
 	})
 	cmd.AddCommand(&cobra.Command{

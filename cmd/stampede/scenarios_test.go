@@ -29,6 +29,20 @@ func TestScenariosShow(t *testing.T) {
 			t.Errorf("show relabel lacks %q", want)
 		}
 	}
+	// The knobs follow, each with its source: the scenario's own
+	// identity GC, the release's client rate.
+	for _, want := range []string{
+		"#   controlPlane.identityGC.interval = 30s  (scenario)",
+		"#   agent.clientQPS = 10  (Cilium ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show relabel lacks the knob line %q", want)
+		}
+	}
+	old, err := runCLI(t, "scenarios", "show", "relabel-1.17")
+	if err != nil || !strings.Contains(old, "# Knobs of Cilium 1.17") {
+		t.Errorf("show relabel-1.17 does not resolve Cilium 1.17: %v\n%s", err, old)
+	}
 }
 
 func TestScenariosValidateExitCode(t *testing.T) {

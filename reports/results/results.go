@@ -63,10 +63,34 @@ type Run struct {
 	// harness writes it when a mode starts; results written before it
 	// existed lack it (APIServerOf then derives it from Backend).
 	APIServer *APIServer `json:"apiServer,omitempty"`
+	// Cilium is the Cilium release the agents and the control plane
+	// followed, with every knob and where its value came from; absent in
+	// files written before release profiles existed (those agents behaved
+	// as Cilium 1.17).
+	Cilium *Cilium `json:"cilium,omitempty"`
 	// Machine is the host the run ran on.
 	Machine Machine `json:"machine"`
 	// Datapath is the datapath the agents used.
 	Datapath Datapath `json:"datapath"`
+}
+
+// Cilium records the release profile of a run (scenarios.Release).
+type Cilium struct {
+	// Version is the minor release, "1.18".
+	Version string `json:"version"`
+	// Read is the tag whose sources and Helm chart the defaults came from.
+	Read string `json:"read"`
+	// Knobs are the effective agent and control-plane settings.
+	Knobs []scenarios.Knob `json:"knobs,omitempty"`
+}
+
+// CiliumOf records s's release profile; nil if its version is unknown.
+func CiliumOf(s *scenarios.Scenario) *Cilium {
+	r := s.Release()
+	if r == nil {
+		return nil
+	}
+	return &Cilium{Version: r.Version, Read: r.Read, Knobs: s.Knobs()}
 }
 
 // Backend describes the API server backend of a run.

@@ -1,0 +1,303 @@
+package scenarios
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Cilium selects the Cilium release whose defaults the simulated agents
+// and control plane follow. Every knob under agent and controlPlane that
+// the scenario leaves unset takes the release's default; a knob the
+// scenario sets keeps its value, if the release supports it.
+type Cilium struct {
+	// Version is a minor release ("1.17", "1.18", "1.19") or "latest"
+	// (the newest one Stampede has a profile of); empty means latest.
+	// Default replaces "latest" with the release it stands for.
+	Version string `json:"version"`
+}
+
+// VersionLatest stands for the newest release with a profile.
+const VersionLatest = "latest"
+
+// Release is one Cilium minor release's defaults for the knobs Stampede
+// models, and where each default was read.
+type Release struct {
+	// Version is the minor release, "1.18".
+	Version string
+	// Read names the tag whose sources and Helm chart the defaults were
+	// read from, "v1.18.6".
+	Read string
+	// Agent and ControlPlane hold the release's defaults; zero fields
+	// have no release-specific default.
+	Agent        AgentKnobs
+	ControlPlane ControlPlane
+	// Sources maps a knob's field path ("agent.clientQPS") to where its
+	// default comes from: a Cilium file and symbol, a Helm value, or
+	// "stampede" for the simulator's own choices.
+	Sources map[string]string
+}
+
+// releases are the profiles, oldest first. A profile's defaults are
+// Cilium's as a user gets them: Helm's where the chart sets the flag,
+// the binary's flag default otherwise.
+var releases = []*Release{release117(), release118(), release119()}
+
+// Releases lists the known minor releases, oldest first.
+func Releases() []string {
+	out := make([]string, len(releases))
+	for i, r := range releases {
+		out[i] = r.Version
+	}
+	return out
+}
+
+// LookupRelease finds a release profile by minor version or "latest".
+func LookupRelease(version string) (*Release, error) {
+	if version == "" || version == VersionLatest {
+		return releases[len(releases)-1], nil
+	}
+	for _, r := range releases {
+		if r.Version == version {
+			return r, nil
+		}
+	}
+	return nil, fmt.Errorf("unknown Cilium release %q; known: %s and %q", version, strings.Join(Releases(), ", "), VersionLatest)
+}
+
+// Release is the profile the scenario's cilium.version names, nil if the
+// version is unknown (Validate reports it).
+func (s *Scenario) Release() *Release {
+	r, err := LookupRelease(s.Cilium.Version)
+	if err != nil {
+		return nil
+	}
+	return r
+}
+
+// AtLeast tells whether release r is version v ("1.18") or newer.
+func (r *Release) AtLeast(v string) bool { return compareVersions(r.Version, v) >= 0 }
+
+// compareVersions orders "major.minor" strings numerically.
+func compareVersions(a, b string) int {
+	pa, pb := strings.SplitN(a, ".", 2), strings.SplitN(b, ".", 2)
+	for i := 0; i < 2; i++ {
+		var x, y int
+		if i < len(pa) {
+			x, _ = strconv.Atoi(pa[i])
+		}
+		if i < len(pb) {
+			y, _ = strconv.Atoi(pb[i])
+		}
+		if x != y {
+			return x - y
+		}
+	}
+	return 0
+}
+
+// applyRelease resolves cilium.version and fills every unset agent and
+// control-plane knob with the release's default. An unknown version is
+// kept for Validate to report.
+func (s *Scenario) applyRelease() {
+	r, err := LookupRelease(s.Cilium.Version)
+	if err != nil {
+		// Fill from the newest profile so that Validate reports the
+		// version alone, not every knob it left unset.
+		r = releases[len(releases)-1]
+	} else {
+		s.Cilium.Version = r.Version
+	}
+	fillZero(reflect.ValueOf(&s.Agent).Elem(), reflect.ValueOf(r.Agent))
+	fillZero(reflect.ValueOf(&s.ControlPlane).Elem(), reflect.ValueOf(r.ControlPlane))
+}
+
+// fillZero sets every zero field of dst (a struct) to src's value,
+// recursing into structs and copying what pointers and slices point to,
+// so that a scenario never shares memory with a release profile.
+func fillZero(dst, src reflect.Value) {
+	for i := 0; i < dst.NumField(); i++ {
+		d, v := dst.Field(i), src.Field(i)
+		if !d.CanSet() {
+			continue
+		}
+		switch {
+		case d.Kind() == reflect.Struct && d.Type() != reflect.TypeOf(Duration{}):
+			fillZero(d, v)
+		case !d.IsZero() || v.IsZero():
+		case d.Kind() == reflect.Pointer:
+			p := reflect.New(v.Type().Elem())
+			p.Elem().Set(v.Elem())
+			d.Set(p)
+		case d.Kind() == reflect.Slice:
+			d.Set(reflect.AppendSlice(reflect.MakeSlice(v.Type(), 0, v.Len()), v))
+		default:
+			d.Set(v)
+		}
+	}
+}
+
+// Knob is one resolved agent or control-plane setting.
+type Knob struct {
+	// Path is the field path, "agent.clientQPS".
+	Path string `json:"path"`
+	// Value is the effective value as YAML would write it.
+	Value string `json:"value"`
+	// Source says where the value comes from: the release's default with
+	// its source, or the scenario.
+	Source string `json:"source"`
+}
+
+// Knobs lists the effective agent and control-plane knobs of a defaulted
+// scenario, each with where its value comes from.
+func (s *Scenario) Knobs() []Knob {
+	r := s.Release()
+	var out []Knob
+	walk := func(prefix string, eff, def reflect.Value) {
+		walkKnobs(prefix, eff, def, func(path string, e, d reflect.Value) {
+			k := Knob{Path: path, Value: knobString(e), Source: "scenario"}
+			if r != nil && reflect.DeepEqual(e.Interface(), d.Interface()) {
+				switch src := r.Sources[path]; {
+				case src == "":
+					k.Source = "stampede's default"
+				case strings.HasPrefix(src, "stampede"):
+					k.Source = src
+				default:
+					k.Source = fmt.Sprintf("Cilium %s: %s", r.Version, src)
+				}
+			}
+			out = append(out, k)
+		})
+	}
+	var ra AgentKnobs
+	var rc ControlPlane
+	if r != nil {
+		ra, rc = r.Agent, r.ControlPlane
+	}
+	walk("agent", reflect.ValueOf(s.Agent), reflect.ValueOf(ra))
+	walk("controlPlane", reflect.ValueOf(s.ControlPlane), reflect.ValueOf(rc))
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+func walkKnobs(prefix string, eff, def reflect.Value, f func(path string, e, d reflect.Value)) {
+	t := eff.Type()
+	for i := 0; i < t.NumField(); i++ {
+		name := strings.Split(t.Field(i).Tag.Get("json"), ",")[0]
+		if name == "" || name == "-" {
+			continue
+		}
+		path := prefix + "." + name
+		e, d := eff.Field(i), def.Field(i)
+		if e.Kind() == reflect.Struct && e.Type() != reflect.TypeOf(Duration{}) {
+			walkKnobs(path, e, d, f)
+			continue
+		}
+		f(path, e, d)
+	}
+}
+
+func knobString(v reflect.Value) string {
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return "unset"
+		}
+		v = v.Elem()
+	}
+	switch x := v.Interface().(type) {
+	case Duration:
+		return x.String()
+	case time.Duration:
+		return x.String()
+	case []string:
+		return "[" + strings.Join(x, ", ") + "]"
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+// baseAgent and baseControlPlane are the defaults no release profile has
+// changed so far; each release starts from them.
+func baseAgent() AgentKnobs {
+	return AgentKnobs{
+		ClientQPS:                 DefaultClientQPS,
+		ClientBurst:               DefaultClientBurst,
+		IdentityChangeGracePeriod: D(DefaultIdentityChangeGracePeriod),
+		LeaseTTL:                  D(DefaultLeaseTTL),
+		AllocationAttempts:        DefaultAllocationAttempts,
+		AllocationBackoff:         D(DefaultAllocationBackoff),
+		Datapath:                  DefaultDatapath,
+		PolicyMapMax:              DefaultPolicyMapMax,
+	}
+}
+
+func baseControlPlane() ControlPlane {
+	delta := true
+	return ControlPlane{
+		ClientQPS:   DefaultOperatorClientQPS,
+		ClientBurst: DefaultOperatorClientBurst,
+		CES: CESKnobs{
+			MaxEndpointsPerSlice: DefaultCESMaxEndpointsPerSlice,
+			WriteQPS:             DefaultCESWriteQPS,
+			WriteBurst:           DefaultCESWriteBurst,
+			BatchInterval:        D(DefaultCESBatchInterval),
+		},
+		IdentityGC: IdentityGCKnobs{
+			Interval:         D(DefaultIdentityGCInterval),
+			HeartbeatTimeout: D(DefaultIdentityHeartbeatTimeout),
+		},
+		XDS: XDSKnobs{Delta: &delta},
+	}
+}
+
+// baseSources are the sources of the base defaults.
+func baseSources() map[string]string {
+	return map[string]string{
+		"agent.clientQPS":                          "pkg/k8s/client option defaults, --k8s-client-qps",
+		"agent.clientBurst":                        "pkg/k8s/client option defaults, --k8s-client-burst",
+		"agent.identityChangeGracePeriod":          "pkg/defaults IdentityChangeGracePeriod",
+		"agent.leaseTTL":                           "pkg/defaults KVstoreLeaseTTL",
+		"agent.allocationAttempts":                 "stampede: bound on allocation retries",
+		"agent.allocationBackoff":                  "stampede: first retry delay",
+		"agent.datapath":                           "stampede: bpf when the machine can load BPF maps",
+		"agent.policyMapMax":                       "pkg/defaults PolicyMapEntries",
+		"controlPlane.clientQPS":                   "operator/option defaults, --operator-k8s-client-qps",
+		"controlPlane.clientBurst":                 "operator/option defaults, --operator-k8s-client-burst",
+		"controlPlane.ces.maxEndpointsPerSlice":    "operator/option CESMaxCEPsInCES",
+		"controlPlane.ces.writeQPS":                "operator/option CESWriteQPSLimit",
+		"controlPlane.ces.writeBurst":              "operator/option CESWriteQPSBurst",
+		"controlPlane.ces.batchInterval":           "stampede: batching of slice writes",
+		"controlPlane.identityGC.interval":         "operator/option IdentityGCInterval",
+		"controlPlane.identityGC.heartbeatTimeout": "operator/option IdentityHeartbeatTimeout",
+		"controlPlane.xds.delta":                   "stampede: incremental xDS",
+	}
+}
+
+func newRelease(version, read string) *Release {
+	return &Release{
+		Version:      version,
+		Read:         read,
+		Agent:        baseAgent(),
+		ControlPlane: baseControlPlane(),
+		Sources:      baseSources(),
+	}
+}
+
+// release117 is the seed's era: the relabel storm of cilium/cilium#38030
+// was reported against it.
+func release117() *Release {
+	return newRelease("1.17", "v1.17")
+}
+
+// release118 introduced operator-managed identities.
+func release118() *Release {
+	return newRelease("1.18", "v1.18")
+}
+
+// release119 is the newest release whose sources Stampede's profiles
+// were checked against.
+func release119() *Release {
+	return newRelease("1.19", "v1.19")
+}
