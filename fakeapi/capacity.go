@@ -36,7 +36,7 @@ type budget struct {
 func newBudget(c *Capacity, now func() time.Time, reg prometheus.Registerer) (*budget, error) {
 	b := &budget{cores: c.Cores, profile: c.Profile, now: now}
 	b.cpu = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "stampede_fakeapi_modelled_cpu_seconds_total",
+		Name: capacity.ModelledCPUMetric,
 		Help: "CPU-seconds the capacity model charged (kube-apiserver and etcd as the calibration profile prices them), by kind: request or watch.",
 	}, []string{"kind"})
 	b.backlog = prometheus.NewGaugeFunc(prometheus.GaugeOpts{

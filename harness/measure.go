@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stampede-sim/stampede/internal/capacity"
 	"github.com/stampede-sim/stampede/internal/proc"
 	"github.com/stampede-sim/stampede/reports/results"
 )
@@ -42,6 +43,7 @@ const (
 	mCPEvents        = "stampede_controlplane_watch_events_total"
 	mCPIdentities    = "stampede_controlplane_identities"
 	mOpCreated       = "stampede_operator_identities_created_total"
+	mModelledCPU     = capacity.ModelledCPUMetric
 )
 
 // measuredProcess is a process whose CPU and RSS are sampled.
@@ -600,6 +602,10 @@ func (m *Measurer) metricRows(row map[string]float64, prev, cur map[string]Metri
 		cb, _ := a.HistogramSum(mAPIWatchSizes, nil)
 		pb, _ := p.HistogramSum(mAPIWatchSizes, nil)
 		row[results.SeriesAPIServerWatchBytesRate] = rate(cb, pb)
+		if cm, ok := a.Sum(mModelledCPU, nil); ok {
+			pm, _ := p.Sum(mModelledCPU, nil)
+			row[results.SeriesAPIServerModelledCPU] = rate(cm, pm)
+		}
 	}
 	// Agents' own counters, summed over shards.
 	if ce, ok := eventsSum(cur); ok {

@@ -1,12 +1,15 @@
 package harness
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/stampede-sim/stampede/reports/results"
 )
 
 func loadMetrics(t *testing.T, name string) Metrics {
@@ -102,5 +105,36 @@ func TestHistSummary(t *testing.T) {
 	s := histSummary("GET", "pods", h)
 	if s.Max != 0.2 || s.Count != 90 || s.P50 <= 0 || s.P99 > 0.2 {
 		t.Errorf("histSummary = %+v, want max 0.2 (highest non-empty bucket)", s)
+	}
+}
+
+// TestSummaryModelledCPU: a capacity-modelled fake's account of the CPU a
+// kube-apiserver would have spent reaches the summary as the difference
+// between the mode's first and last scrapes, by kind.
+func TestSummaryModelledCPU(t *testing.T) {
+	parse := func(req, watch float64) Metrics {
+		m, err := ParseMetrics(strings.NewReader(fmt.Sprintf("# TYPE %s counter\n%s{kind=\"request\"} %g\n%s{kind=\"watch\"} %g\n# TYPE apiserver_request_total counter\napiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 1\n",
+			mModelledCPU, mModelledCPU, req, mModelledCPU, watch)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	s := &results.Summary{}
+	summarizeAPIServer(s, map[string]Metrics{"apiserver": parse(1, 0.5)}, map[string]Metrics{"apiserver": parse(4, 2.5)})
+	if s.APIServerModel == nil {
+		t.Fatal("no apiServerModel in the summary of a capacity-modelled fake")
+	}
+	if got := s.APIServerModel.CPUSeconds; math.Abs(got-5) > 1e-9 {
+		t.Errorf("cpuSeconds = %g, want 5 (3 of requests + 2 of watch)", got)
+	}
+	if got := s.APIServerModel.ByKind["watch"]; math.Abs(got-2) > 1e-9 {
+		t.Errorf("byKind[watch] = %g, want 2", got)
+	}
+	none := &results.Summary{}
+	plain, _ := ParseMetrics(strings.NewReader("# TYPE apiserver_request_total counter\napiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 1\n"))
+	summarizeAPIServer(none, map[string]Metrics{"apiserver": plain}, map[string]Metrics{"apiserver": plain})
+	if none.APIServerModel != nil {
+		t.Errorf("an API server without the model's counter got apiServerModel %+v", none.APIServerModel)
 	}
 }

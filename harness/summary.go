@@ -52,6 +52,16 @@ func summarizeAPIServer(s *results.Summary, first, last map[string]Metrics) {
 			s.ServerLatency = append(s.ServerLatency, histSummary("*", "*", all))
 		}
 		s.Writes, s.WritesRejected = writeCounts(a.SumBy(mAPIRequests, nil, "verb", "resource", "code"), f.SumBy(mAPIRequests, nil, "verb", "resource", "code"))
+		if cur := a.SumBy(mModelledCPU, nil, "kind"); len(cur) > 0 {
+			prev := f.SumBy(mModelledCPU, nil, "kind")
+			ms := &results.APIServerModelSummary{ByKind: map[string]float64{}}
+			for k, v := range cur {
+				d := math.Max(0, v-prev[k])
+				ms.ByKind[k] = d
+				ms.CPUSeconds += d
+			}
+			s.APIServerModel = ms
+		}
 		c429, _ := a.Sum(mAPIRequests, map[string]string{"code": "429"})
 		f429, _ := f.Sum(mAPIRequests, map[string]string{"code": "429"})
 		s.Throttling = &results.ThrottlingSummary{HTTP429: int64(c429 - f429)}

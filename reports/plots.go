@@ -253,10 +253,15 @@ func compareFigures(r *results.Results) []*Figure {
 			func(m *results.ModeResult) []float64 { return column(m, results.SeriesAPILatencyP99) })
 		figs = append(figs, &Figure{Caption: caption, Name: "compare-api-latency", Title: "API server latency p99 per second, all modes (log scale)", rows: [][]*plot.Plot{{lat}}})
 
-		apiCPU := overlay("API server CPU, all modes", "CPU (cores)", false,
-			func(m *results.ModeResult) []float64 {
-				return column(m, results.SeriesName(results.SeriesCPU, "process", "apiserver"))
-			})
+		apiCPUTitle, apiCPUSeries := "API server CPU, all modes", results.SeriesName(results.SeriesCPU, "process", "apiserver")
+		switch results.APIServerOf(r).Model {
+		case results.ModelCapacity:
+			apiCPUTitle, apiCPUSeries = "API server CPU, all modes (modelled kube-apiserver + etcd)", results.SeriesAPIServerModelledCPU
+		case results.ModelNone:
+			apiCPUTitle = "API server CPU, all modes (the fake's own process: the simulator's cost)"
+		}
+		apiCPU := overlay(apiCPUTitle, "CPU (cores)", false,
+			func(m *results.ModeResult) []float64 { return column(m, apiCPUSeries) })
 		var maxAPIRSS, maxAgentRSS float64
 		for _, m := range modes {
 			maxAPIRSS = math.Max(maxAPIRSS, nanZero(colMax(column(m, results.SeriesName(results.SeriesRSS, "process", "apiserver")))))
@@ -341,10 +346,15 @@ type summaryMetric struct {
 	value       func(*results.ModeResult) float64 // NaN: not measured
 }
 
-func summaryMetrics() []summaryMetric {
+func summaryMetrics(r *results.Results) []summaryMetric {
+	api := results.APIServerOf(r)
+	_, apiWhat := results.APIServerCPU(api, nil)
 	return []summaryMetric{
 		{"API latency p99 (probe, whole mode)", "seconds", formatSeconds, func(m *results.ModeResult) float64 { return apiP99(m.Summary) }},
-		{"API server CPU", "CPU-seconds", format.Count, func(m *results.ModeResult) float64 { return results.ProcessCPU(m.Summary, "apiserver") }},
+		{"API server CPU (" + strings.TrimSuffix(apiWhat, " (not recorded)") + ")", "CPU-seconds", format.Count, func(m *results.ModeResult) float64 {
+			v, _ := results.APIServerCPU(api, m.Summary)
+			return v
+		}},
 		{"peak CPU per agent (mean across shards)", "% of one core", format.Count, func(m *results.ModeResult) float64 {
 			if m.Summary == nil || m.Summary.Agents == nil {
 				return math.NaN()
@@ -404,7 +414,7 @@ func summaryBars(r *results.Results) *Figure {
 			names[i] += " (" + string(m.Status) + ")"
 		}
 	}
-	metrics := summaryMetrics()
+	metrics := summaryMetrics(r)
 	const cols = 4
 	var rows [][]*plot.Plot
 	for i, sm := range metrics {

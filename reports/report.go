@@ -357,6 +357,13 @@ func costTable(d *document.Document, r *results.Results) {
 		if p := results.FindProcess(s, "apiserver"); p != nil {
 			api = format.Float(p.CPUSeconds) + " CPU-s, peak " + format.Bytes(float64(p.PeakRSS))
 		}
+		if a := results.APIServerOf(r); a.Model == results.ModelCapacity {
+			// The fake's process is the simulator; the model's account
+			// is what a kube-apiserver would have spent.
+			if v, what := results.APIServerCPU(a, s); !math.IsNaN(v) {
+				api = format.Float(v) + " CPU-s " + what + " (the fake's own: " + api + ")"
+			}
+		}
 		agCPU, agRSS := format.Missing, format.Missing
 		if a := s.Agents; a != nil {
 			agCPU = format.CorePct(a.PeakCPU.Mean) + " / " + format.CorePct(a.PeakCPU.Max)

@@ -13,14 +13,14 @@ import (
 	"time"
 
 	"github.com/stampede-sim/stampede/harness"
+	"github.com/stampede-sim/stampede/internal/capacity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
 // ModelledCPUMetric is the counter of CPU-seconds the fake API server's
-// capacity model charged (kube-apiserver plus etcd as the profile prices
-// them), which validation compares with what the confined kube-apiserver
-// and etcd spent.
-const ModelledCPUMetric = "stampede_fakeapi_modelled_cpu_seconds_total"
+// capacity model charged, which validation compares with what the
+// confined kube-apiserver and etcd spent.
+const ModelledCPUMetric = capacity.ModelledCPUMetric
 
 // apiCPU is the API server CPU-seconds of one mode's backend, from its
 // Start to its Stop, with how it was obtained.

@@ -25,6 +25,12 @@ const SchemaVersion = 1
 // Makefile's KUBE_VERSION); only profiles measured against it are accepted.
 const KubeAPIServerVersion = "v1.36.3"
 
+// ModelledCPUMetric is the counter of CPU-seconds a capacity-modelled
+// API server charged, by kind ("request", "watch"): what kube-apiserver
+// plus etcd would have spent as the profile prices the work. The fake
+// exports it; the harness and calibrate's validation read it.
+const ModelledCPUMetric = "stampede_fakeapi_modelled_cpu_seconds_total"
+
 // DefaultProfile is the shipped profile Resolve("") returns.
 const DefaultProfile = "kube-apiserver-" + KubeAPIServerVersion
 

@@ -64,6 +64,29 @@ func ProcessCPU(s *Summary, name string) float64 {
 	return math.NaN()
 }
 
+// APIServerCPU is a mode's API server CPU-seconds as the run's API
+// figures mean them, and what the number is: for a kube-apiserver, the
+// measured CPU of kube-apiserver and etcd; for the fake with a capacity
+// model, what the model charged (a kube-apiserver with its etcd as the
+// profile prices the work); for the fake without one, the fake's own
+// process CPU, the simulator's cost. NaN when not measured.
+func APIServerCPU(a APIServer, s *Summary) (float64, string) {
+	switch a.Model {
+	case ModelCapacity:
+		if s != nil && s.APIServerModel != nil {
+			return s.APIServerModel.CPUSeconds, "modelled kube-apiserver + etcd"
+		}
+		return math.NaN(), "modelled kube-apiserver + etcd (not recorded)"
+	case ModelNone:
+		return ProcessCPU(s, "apiserver"), "the fake's own process: the simulator's cost"
+	}
+	v := ProcessCPU(s, "apiserver")
+	if e := ProcessCPU(s, "etcd"); !math.IsNaN(e) && !math.IsNaN(v) {
+		return v + e, "measured kube-apiserver + etcd"
+	}
+	return v, "measured kube-apiserver"
+}
+
 // RelabelConvergence is the convergence entry of the first relabel (nil
 // when there is none).
 func RelabelConvergence(s *Summary) *ConvergenceSummary {

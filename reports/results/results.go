@@ -74,6 +74,15 @@ type Run struct {
 	Datapath Datapath `json:"datapath"`
 }
 
+// APIServerModelSummary is the capacity model's account of a mode.
+type APIServerModelSummary struct {
+	// CPUSeconds is the modelled CPU of kube-apiserver and etcd.
+	CPUSeconds float64 `json:"cpuSeconds"`
+	// ByKind splits it: "request" (requests, priced by verb, objects and
+	// bytes) and "watch" (watch events, priced per watcher and byte).
+	ByKind map[string]float64 `json:"byKind,omitempty"`
+}
+
 // Cilium records the release profile of a run (scenarios.Release).
 type Cilium struct {
 	// Version is the minor release, "1.18".
@@ -244,6 +253,12 @@ type Summary struct {
 	WritesRejected map[string]int64 `json:"writesRejected,omitempty"`
 	// Throttling counts server rejections and client-side rate limiting.
 	Throttling *ThrottlingSummary `json:"throttling,omitempty"`
+	// APIServerModel is what the fake API server's capacity model
+	// charged: the CPU a kube-apiserver with its etcd would have spent on
+	// the mode's requests and watch events, as the calibration profile
+	// prices them (apiServer.model "capacity" only). The fake's own
+	// process CPU (processes, name "apiserver") is the simulator's cost.
+	APIServerModel *APIServerModelSummary `json:"apiServerModel,omitempty"`
 	// Identities counts security identities.
 	Identities *IdentitySummary `json:"identities,omitempty"`
 	// Datapath counts datapath map updates across all agents.

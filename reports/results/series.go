@@ -237,6 +237,10 @@ const (
 	// Watch events/s and bytes/s the API server says it sent.
 	SeriesAPIServerWatchEventsRate = "apiserver.watch.events.rate"
 	SeriesAPIServerWatchBytesRate  = "apiserver.watch.bytes.rate"
+	// CPU (cores) the fake's capacity model charged per second: what a
+	// kube-apiserver with its etcd would have spent (apiServer.model
+	// "capacity" only).
+	SeriesAPIServerModelledCPU = "apiserver.modelled.cpu"
 	// kvstore latency by {op=get|put|...}, seconds.
 	SeriesKVStoreLatencyP50 = "kvstore.latency.p50"
 	SeriesKVStoreLatencyP99 = "kvstore.latency.p99"
