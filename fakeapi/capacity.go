@@ -143,14 +143,19 @@ func (b *budget) chargeRequest(w http.ResponseWriter, r *http.Request, rq *reque
 	b.wait(r.Context(), "request", b.requestCost(rq.verb, max(rq.objects, 1), size))
 }
 
-// watchCharge prices the events one watcher writes: each event's Encode
-// once for all watchers (kube-apiserver's cachingObject serializes an
-// event once per encoding and shares it, k8s.io/apiserver
-// pkg/storage/cacher/caching_object.go, v1.36), and Deliver per watcher.
-func (b *budget) watchCharge(e *event, size int) float64 {
+// watchCharge prices an event one watcher writes: Deliver per watcher,
+// and Encode once for all watchers of a live event (kube-apiserver wraps
+// an event in a cachingObject while it dispatches it, which serializes it
+// once per encoding and shares the bytes, k8s.io/apiserver
+// pkg/storage/cacher/cacher.go dispatchEvent and caching_object.go,
+// v0.36.3), but once per watcher for a replayed one: a watch that starts
+// or resumes from an older resourceVersion is served from the watch
+// cache's history, whose events carry no cached serialization (the same
+// comment in dispatchEvent: serializations are dropped after dispatch).
+func (b *budget) watchCharge(e *event, size int, replay bool) float64 {
 	k := float64(size) / 1024
 	cost := b.profile.Watch.DeliverSeconds(k)
-	if e != nil && e.encoded.CompareAndSwap(false, true) {
+	if replay || (e != nil && e.encoded.CompareAndSwap(false, true)) {
 		cost += b.profile.Watch.EncodeSeconds(k)
 	}
 	return cost

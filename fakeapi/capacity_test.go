@@ -200,3 +200,67 @@ func TestCapacityOverloadIsRejectedByAPF(t *testing.T) {
 		})
 	}
 }
+
+// TestCapacityReplayEncodesPerWatcher: kube-apiserver serializes a live
+// event once for all its watchers, but a watch that starts from an older
+// resourceVersion replays history whose events carry no shared
+// serialization, so each watcher pays the encoding (cacher.go
+// dispatchEvent, v0.36.3). Two watchers replaying 5 events cost 10
+// encodings; 3 live events to the same two watchers cost 3.
+func TestCapacityReplayEncodesPerWatcher(t *testing.T) {
+	const encode = 0.01
+	p := testProfile(t, 1e-6, 1e-9)
+	p.Watch.Encode.Value = encode
+	s := start(t, Config{Capacity: &Capacity{Cores: 64, Profile: p}, WatchBatchWindow: -1})
+	st := s.storeFor("", "v1", "configmaps")
+	appendN := func(from, n int) {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		for i := from; i < from+n; i++ {
+			rv := st.rv.Add(1)
+			e := newEvent(eventAdded, fmt.Appendf(nil, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"r%d","namespace":"default","resourceVersion":"%d"}}`, i, rv), "default", fmt.Sprintf("r%d", i), nil, "", rv, nil)
+			st.objs[e.obj.key] = e.obj
+			st.appendLocked(e)
+		}
+	}
+	from := st.rv.Load()
+	appendN(0, 5)
+	tr, err := rest.TransportFor(&rest.Config{TLSClientConfig: rest.TLSClientConfig{CAData: s.CAData()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scanners []*bufio.Scanner
+	for range 2 {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", fmt.Sprintf("%s/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=%d", s.URL(), from), nil)
+		req.Header.Set("Authorization", "Bearer "+s.AdminToken())
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = resp.Body.Close() })
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		scanners = append(scanners, sc)
+	}
+	read := func(n int) {
+		for _, sc := range scanners {
+			for range n {
+				if !sc.Scan() {
+					t.Fatalf("watch ended early: %v", sc.Err())
+				}
+			}
+		}
+	}
+	watchCPU := func() float64 { return metricValue(t, s, capacity.ModelledCPUMetric, `kind="watch"`) }
+	read(5)
+	waitFor(t, func() bool { return watchCPU() >= 10*encode*0.999 })
+	if got := watchCPU(); got > 10.5*encode {
+		t.Fatalf("replaying 5 events to 2 watchers charged %v s of watch CPU, want 10 encodings (%v s)", got, 10*encode)
+	}
+	appendN(5, 3)
+	read(3)
+	waitFor(t, func() bool { return watchCPU() >= 13*encode*0.999 })
+	if got := watchCPU(); got > 13.5*encode {
+		t.Errorf("3 live events to 2 watchers charged %v s more, want 3 encodings (%v s): a live event is encoded once", got-10*encode, 3*encode)
+	}
+}

@@ -135,6 +135,11 @@ type watchWriter struct {
 	arrived uint64 // events appended while the last batch waited for the budget
 	events  prometheus.Counter
 	sizes   prometheus.Observer
+	// replay is set while the writer sends events the store appended
+	// before the watch started: kube-apiserver serves those from the
+	// watch cache's history, whose objects carry no shared serialization,
+	// so each watcher encodes them itself.
+	replay bool
 }
 
 func (ww *watchWriter) write(e *event, b ...[]byte) error {
@@ -152,7 +157,7 @@ func (ww *watchWriter) write(e *event, b ...[]byte) error {
 	ww.sent++
 	ww.sizes.Observe(float64(size))
 	if ww.budget != nil {
-		ww.cost += ww.budget.watchCharge(e, size)
+		ww.cost += ww.budget.watchCharge(e, size, ww.replay)
 	}
 	return nil
 }
@@ -297,8 +302,10 @@ func (s *Server) followWatch(ctx context.Context, rq *request, p *watchParams, w
 			s.log.Debug("fakeapi watcher too slow, closing", "resource", res.name, "behind", head-pos, "user", rq.user.name)
 			return
 		}
+		first := pos
 		pos = head
-		for _, e := range batch {
+		for i, e := range batch {
+			ww.replay = first+uint64(i) < startHead
 			var err error
 			if everything {
 				err = ww.write(e, e.frame)
