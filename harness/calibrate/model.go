@@ -199,14 +199,16 @@ func (m *Model) table(group string, names []string, f PositiveFit) {
 	}
 }
 
-// fitWatch fits the per-watcher delivery costs over all watch phases,
-// those without watchers included: every phase is the same updates of
-// CiliumIdentities of one size, so the per-event cost of making the event
-// (the update, and encoding it once when anybody watches) is a nuisance
-// term per size, and the delivery cost is the slope in the number of
-// watchers. The encode-once cost is the difference between no watcher and
-// one, which is below the phases' noise on a shared machine; it is held at
-// Floor and named in the table.
+// fitWatch fits the watch costs. The live phases (watchers connected
+// while CiliumIdentities of one size are updated, those without watchers
+// included) give the per-watcher delivery as the slope in the number of
+// watchers; the per-event cost of making the event (the update, and
+// encoding it once when anybody watches) is a nuisance term per size.
+// The replay phases (watchers that start from before the updates and read
+// them from the watch cache's history) cost delivery plus an encoding per
+// watcher; less the live delivery, that is the encoding. A workload
+// without replay phases (profiles measured before they existed) leaves
+// the encoding held at Floor and says so.
 func (m *Model) fitWatch(phases []Phase) error {
 	evKiB := map[string]float64{}
 	n := map[string]int{}
@@ -216,16 +218,28 @@ func (m *Model) fitWatch(phases []Phase) error {
 			n[p.Size]++
 		}
 	}
-	var rows []Row
+	kibOf := func(p Phase) (float64, error) {
+		if n[p.Size] == 0 {
+			return 0, fmt.Errorf("fit watch: no phase with watchers for size %s", p.Size)
+		}
+		return evKiB[p.Size] / float64(n[p.Size]), nil
+	}
+	var rows, replay []Row
 	for _, p := range phases {
 		if p.Verb != "watch" {
 			continue
 		}
-		if n[p.Size] == 0 {
-			return fmt.Errorf("fit watch: no phase with watchers for size %s", p.Size)
+		kib, err := kibOf(p)
+		if err != nil {
+			return err
 		}
-		kib := evKiB[p.Size] / float64(n[p.Size])
-		e, w := float64(p.Requests), float64(p.Watchers)
+		w := float64(p.Watchers)
+		if p.Replay {
+			e := float64(p.Events)
+			replay = append(replay, Row{X: []float64{w, e * w, e * w * kib}, Y: p.CPU, Weight: weight(p.CPU)})
+			continue
+		}
+		e := float64(p.Requests)
 		rows = append(rows, Row{X: []float64{e, e * kib, e * w, e * w * kib}, Y: p.CPU, Weight: weight(p.CPU)})
 	}
 	f, err := FitPositive(rows)
@@ -234,14 +248,38 @@ func (m *Model) fitWatch(phases []Phase) error {
 	}
 	m.record("watch", f.FitResult)
 	c := func(j int) capacity.Coefficient { return capacity.Coefficient{Value: f.Coef[j], StdErr: f.StdErr[j]} }
-	const note = "not resolvable here (below the noise of the update that makes the event), held at 1e-09 s"
 	m.Watch = capacity.WatchCost{
 		Encode: capacity.Coefficient{Value: Floor}, EncodePerKiB: capacity.Coefficient{Value: Floor},
 		Deliver: c(2), DeliverPerKiB: c(3),
 	}
-	m.Table = append(m.Table,
-		CoefRow{Group: "watch", Name: "encode", Coefficient: m.Watch.Encode, R2: f.R2, Samples: f.Samples, Note: note},
-		CoefRow{Group: "watch", Name: "encodePerKiB", Coefficient: m.Watch.EncodePerKiB, R2: f.R2, Samples: f.Samples, Note: note})
 	m.table("watch", []string{"(update per event)", "(update per event-KiB)", "deliver", "deliverPerKiB"}, f)
+	if len(replay) == 0 {
+		const note = "no replay phases in this workload: held at 1e-09 s"
+		m.Table = append(m.Table,
+			CoefRow{Group: "watch", Name: "encode", Coefficient: m.Watch.Encode, R2: f.R2, Samples: f.Samples, Note: note},
+			CoefRow{Group: "watch", Name: "encodePerKiB", Coefficient: m.Watch.EncodePerKiB, R2: f.R2, Samples: f.Samples, Note: note})
+		return nil
+	}
+	rf, err := FitPositive(replay)
+	if err != nil {
+		return fmt.Errorf("fit watch replay: %w", err)
+	}
+	m.record("watch replay", rf.FitResult)
+	// The replayed event-watcher costs deliver + encode: the encoding is
+	// the difference, its error the two errors combined.
+	diff := func(j, k int, name string) capacity.Coefficient {
+		v := rf.Coef[j] - f.Coef[k]
+		se := math.Hypot(rf.StdErr[j], f.StdErr[k])
+		note := fmt.Sprintf("replayed %.2f µs less live deliver %.2f µs", rf.Coef[j]*1e6, f.Coef[k]*1e6)
+		if v <= 0 {
+			note = fmt.Sprintf("replayed %.2f µs not above live deliver %.2f µs: held at 1e-09 s", rf.Coef[j]*1e6, f.Coef[k]*1e6)
+			v = Floor
+		}
+		m.Table = append(m.Table, CoefRow{Group: "watch", Name: name, Coefficient: capacity.Coefficient{Value: v, StdErr: se}, R2: rf.R2, Samples: rf.Samples, Note: note})
+		return capacity.Coefficient{Value: v, StdErr: se}
+	}
+	m.Watch.Encode = diff(1, 2, "encode")
+	m.Watch.EncodePerKiB = diff(2, 3, "encodePerKiB")
+	m.table("watch replay", []string{"(per watch request)", "replayed per event", "replayed per event-KiB"}, rf)
 	return nil
 }

@@ -119,6 +119,12 @@ type Phase struct {
 	Watchers   int   `json:"watchers,omitempty"`
 	Events     int   `json:"events,omitempty"`
 	EventBytes int64 `json:"eventBytes,omitempty"`
+	// Replay marks a watch phase whose watchers start from a
+	// resourceVersion older than its events: kube-apiserver replays them
+	// from the watch cache's history, encoding them once per watcher.
+	// Requests are then the watch requests; the updates that made the
+	// events ran before the phase and are not in it.
+	Replay bool `json:"replay,omitempty"`
 	// Wall is the phase's duration; GrossCPU the CPU-seconds kube-apiserver
 	// and etcd used in it; CPU the same less the idle baseline.
 	Wall     time.Duration `json:"wall"`
@@ -144,6 +150,9 @@ func (p Phase) String() string {
 	}
 	if p.Verb == "watch" {
 		s += fmt.Sprintf(" to %d watchers", p.Watchers)
+		if p.Replay {
+			s += fmt.Sprintf(", replaying %d events", p.Events)
+		}
 	}
 	return s
 }
@@ -436,13 +445,53 @@ func (r *runner) watchPhases(ctx context.Context, size ObjectSize) error {
 			return err
 		}
 	}
+	for i, w := range r.w.Watchers {
+		// Every other replay phase replays half the events, so that the
+		// cost of a watch request is told apart from its events'.
+		events := len(s.names)
+		if i%2 == 1 {
+			events = max(1, events/2)
+		}
+		if err := r.replayPhase(ctx, s, w, events, 100+i); err != nil {
+			return err
+		}
+	}
 	return r.remove(ctx, s, 0, len(s.names))
 }
 
-func (r *runner) watchPhase(ctx context.Context, s *set, watchers, rev int) error {
-	out, _, err := r.c.do(ctx, "GET", s.k.collection("")+"?limit=1", "", nil)
+// replayPhase updates the first events objects of s (not measured), then measures
+// watchers watchers that start from the resourceVersion before those
+// updates and read them all: events kube-apiserver replays from its watch
+// cache's history, which carry no serialization shared between watchers
+// (k8s.io/apiserver pkg/storage/cacher/cacher.go dispatchEvent, v0.36.3,
+// shares it only while an event is dispatched live). Against the live
+// phases this resolves the per-watcher encoding.
+func (r *runner) replayPhase(ctx context.Context, s *set, watchers, events, rev int) error {
+	rv, err := r.collectionRV(ctx, s)
 	if err != nil {
 		return err
+	}
+	var discard Phase
+	if err := r.update(ctx, s, events, rev, &discard); err != nil {
+		return err
+	}
+	return r.measure(ctx, Phase{Verb: "watch", Resource: s.k.resource, Size: s.size.Name, Watchers: watchers, Replay: true}, func(ctx context.Context, p *Phase) error {
+		p.Events = events
+		p.Requests = watchers
+		ws, stop, err := r.startWatchers(ctx, s, watchers, rv)
+		defer stop()
+		if err != nil {
+			return err
+		}
+		return r.awaitWatchers(ctx, ws, p)
+	})
+}
+
+// collectionRV is the resourceVersion of s's collection now.
+func (r *runner) collectionRV(ctx context.Context, s *set) (string, error) {
+	out, _, err := r.c.do(ctx, "GET", s.k.collection("")+"?limit=1", "", nil)
+	if err != nil {
+		return "", err
 	}
 	var l struct {
 		Metadata struct {
@@ -450,33 +499,20 @@ func (r *runner) watchPhase(ctx context.Context, s *set, watchers, rev int) erro
 		} `json:"metadata"`
 	}
 	if err := json.Unmarshal(out, &l); err != nil || l.Metadata.ResourceVersion == "" {
-		return fmt.Errorf("list %s: no resourceVersion (%v)", s.k.resource, err)
+		return "", fmt.Errorf("list %s: no resourceVersion (%v)", s.k.resource, err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	ws := make([]*watcher, watchers)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-		for _, w := range ws {
-			if w != nil {
-				w.c.close()
-			}
-		}
-	}()
-	path := s.k.collection("") + "?watch=1&resourceVersion=" + l.Metadata.ResourceVersion
-	for i := range ws {
-		c, err := newClient(r.c.base, r.caFile, r.c.token, 1)
-		if err != nil {
-			return err
-		}
-		ws[i] = &watcher{c: c, progress: make(chan struct{}, 1)}
-		body, err := c.watch(wctx, path)
-		if err != nil {
-			return err
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); ws[i].read(body) }()
+	return l.Metadata.ResourceVersion, nil
+}
+
+func (r *runner) watchPhase(ctx context.Context, s *set, watchers, rev int) error {
+	rv, err := r.collectionRV(ctx, s)
+	if err != nil {
+		return err
+	}
+	ws, stop, err := r.startWatchers(ctx, s, watchers, rv)
+	defer stop()
+	if err != nil {
+		return err
 	}
 	return r.measure(ctx, Phase{Verb: "watch", Resource: s.k.resource, Size: s.size.Name, Watchers: watchers}, func(ctx context.Context, p *Phase) error {
 		if err := r.update(ctx, s, len(s.names), rev, p); err != nil {
@@ -486,38 +522,75 @@ func (r *runner) watchPhase(ctx context.Context, s *set, watchers, rev int) erro
 		if watchers == 0 {
 			return nil
 		}
-		deadline := time.NewTimer(2 * time.Minute)
-		defer deadline.Stop()
-		for _, w := range ws {
-			for {
-				ev, b, err := w.state()
-				if ev >= p.Events {
-					p.EventBytes += b
-					break
-				}
-				if err != nil {
-					return fmt.Errorf("watcher: %d of %d events, then %w", ev, p.Events, err)
-				}
-				select {
-				case <-w.progress:
-				case <-deadline.C:
-					return fmt.Errorf("watchers: %d of %d events after 2m", ev, p.Events)
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-		}
-		// Only now can every watcher's count be exact: more lines than
-		// updates would mean the stream is not one event per line.
-		for _, w := range ws {
-			if ev, _, _ := w.state(); ev != p.Events {
-				return fmt.Errorf("watcher read %d lines for %d events: the watch stream is not one event per line", ev, p.Events)
-			}
-		}
-		// EventBytes is what one watcher read, on average.
-		p.EventBytes /= int64(watchers)
-		return nil
+		return r.awaitWatchers(ctx, ws, p)
 	})
+}
+
+// startWatchers connects n watchers of s's collection from resourceVersion
+// rv, each on its own connection; stop closes them.
+func (r *runner) startWatchers(ctx context.Context, s *set, n int, rv string) ([]*watcher, func(), error) {
+	wctx, cancel := context.WithCancel(ctx)
+	ws := make([]*watcher, 0, n)
+	var wg sync.WaitGroup
+	stop := func() {
+		cancel()
+		wg.Wait()
+		for _, w := range ws {
+			w.c.close()
+		}
+	}
+	path := s.k.collection("") + "?watch=1&resourceVersion=" + rv
+	for range n {
+		c, err := newClient(r.c.base, r.caFile, r.c.token, 1)
+		if err != nil {
+			return ws, stop, err
+		}
+		w := &watcher{c: c, progress: make(chan struct{}, 1)}
+		ws = append(ws, w)
+		body, err := c.watch(wctx, path)
+		if err != nil {
+			return ws, stop, err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); w.read(body) }()
+	}
+	return ws, stop, nil
+}
+
+// awaitWatchers waits until every watcher has read p.Events events and
+// records what one watcher read on average.
+func (r *runner) awaitWatchers(ctx context.Context, ws []*watcher, p *Phase) error {
+	deadline := time.NewTimer(2 * time.Minute)
+	defer deadline.Stop()
+	for _, w := range ws {
+		for {
+			ev, b, err := w.state()
+			if ev >= p.Events {
+				p.EventBytes += b
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("watcher: %d of %d events, then %w", ev, p.Events, err)
+			}
+			select {
+			case <-w.progress:
+			case <-deadline.C:
+				return fmt.Errorf("watchers: %d of %d events after 2m", ev, p.Events)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	// Only now can every watcher's count be exact: more lines than
+	// updates would mean the stream is not one event per line.
+	for _, w := range ws {
+		if ev, _, _ := w.state(); ev != p.Events {
+			return fmt.Errorf("watcher read %d lines for %d events: the watch stream is not one event per line", ev, p.Events)
+		}
+	}
+	// EventBytes is what one watcher read, on average.
+	p.EventBytes /= int64(len(ws))
+	return nil
 }
 
 // watcher reads one watch stream and counts its events. kube-apiserver
