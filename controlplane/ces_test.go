@@ -82,7 +82,7 @@ func (c *cluster) sliceComposition(t *testing.T) map[string][]string {
 // slices.
 func TestCESSliceModesOnRelabel(t *testing.T) {
 	type outcome struct {
-		before, after   map[string][]string
+		before, after    map[string][]string
 		creates, deletes float64
 	}
 	run := func(t *testing.T, mode string) outcome {
