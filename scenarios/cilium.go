@@ -47,6 +47,11 @@ type Release struct {
 	// (ciliumEndpointSlice.rateLimits); they give controlPlane.ces.writeQPS
 	// and writeBurst when the scenario leaves them unset.
 	CESWriteRate []CESRateStep
+	// CESWriteMax, if set, is the highest CES write rate the release's
+	// operator applies: it lowers a higher configured QPS or burst to it
+	// without a word (operator/pkg/ciliumendpointslice CESWriteQPSLimitMax
+	// and CESWriteQPSBurstMax until cilium/cilium#43154 removed them).
+	CESWriteMax *CESRateStep
 }
 
 // CESRateStep is one step of Cilium's CES write rate ladder: from Nodes
@@ -383,12 +388,15 @@ func release117() *Release {
 	r.CESSliceModes = []string{SliceModeIdentity, SliceModeFCFS}
 	r.ControlPlane.CES.SliceMode = SliceModeIdentity
 	r.Sources["controlPlane.ces.sliceMode"] = "operator/pkg/ciliumendpointslice cell.go Config.CESSlicingMode, --ces-slice-mode identity (fcfs selectable)"
+	r.CESWriteMax = &CESRateStep{QPS: 50, Burst: 100}
 	return r
 }
 
 // release118 introduced operator-managed identities.
 func release118() *Release {
-	return newRelease("1.18", "v1.18")
+	r := newRelease("1.18", "v1.18")
+	r.CESWriteMax = &CESRateStep{QPS: 50, Burst: 100}
+	return r
 }
 
 // release119 is the newest release whose sources Stampede's profiles

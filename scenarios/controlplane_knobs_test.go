@@ -145,3 +145,14 @@ func TestControlPlaneKnobsNameCiliumSources(t *testing.T) {
 		t.Errorf("knob %s not listed", p)
 	}
 }
+
+func TestCESWriteRateAboveTheReleaseCapIsAnError(t *testing.T) {
+	_, err := Parse("t", []byte(base+"cilium: {version: \"1.18\"}\ncontrolPlane: {ces: {writeQPS: 80}}\n"))
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Errors) != 1 || ve.Errors[0].Path != "controlPlane.ces.writeQPS" || !strings.Contains(ve.Errors[0].Msg, "1.18") {
+		t.Fatalf("want one error at controlPlane.ces.writeQPS naming release 1.18, got %v", err)
+	}
+	if _, err := Parse("t", []byte(base+"cilium: {version: \"1.18\"}\ncontrolPlane: {ces: {writeQPS: 50, writeBurst: 100}}\n")); err != nil {
+		t.Errorf("the cap itself is allowed: %v", err)
+	}
+}

@@ -17,6 +17,14 @@ func (s *Scenario) validateControlPlaneKnobs(l *errs) {
 				m, r.Version, strings.Join(r.CESSliceModes, ", "))
 		}
 	}
+	if r := s.Release(); r != nil && r.CESWriteMax != nil {
+		if q := cp.CES.WriteQPS; q > r.CESWriteMax.QPS {
+			l.add("controlPlane.ces.writeQPS", "%g is above the %g qps Cilium %s's operator caps the CES write rate at (CESWriteQPSLimitMax)", q, r.CESWriteMax.QPS, r.Version)
+		}
+		if b := cp.CES.WriteBurst; b > r.CESWriteMax.Burst {
+			l.add("controlPlane.ces.writeBurst", "%d is above the burst of %d Cilium %s's operator caps the CES write rate at (CESWriteQPSBurstMax)", b, r.CESWriteMax.Burst, r.Version)
+		}
+	}
 	positive(l, "controlPlane.identityGC.rateInterval", cp.IdentityGC.RateInterval)
 	if cp.IdentityGC.RateLimit < 1 {
 		l.add("controlPlane.identityGC.rateLimit", "must be >= 1, got %d", cp.IdentityGC.RateLimit)
