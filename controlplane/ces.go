@@ -199,14 +199,15 @@ func (c *cesController) upsert(o any, now time.Time) {
 		delete(c.member, key)
 		c.touch(sn, now)
 	}
-	// FCFS: the fullest slice of the namespace that still has room
-	// (Cilium's "inserted into the largest, non-empty CiliumEndpointSlice"),
-	// the oldest on ties. Identity: the same among the non-empty slices of
-	// the endpoint's identity.
+	// FCFS: the fullest non-empty slice of the namespace that still has
+	// room (manager.go getLargestAvailableCESForNamespace), the oldest on
+	// ties. Identity: the same among the slices of the endpoint's identity
+	// (getLargestAvailableCESForIdentity). An emptied slice is never
+	// refilled: Cilium forgets it at once and deletes it.
 	var target *slice
 	for _, sn := range c.byNS[ns] {
 		s := c.slices[sn]
-		if byIdentity && (s.id != core.ID || len(s.members) == 0) {
+		if len(s.members) == 0 || (byIdentity && s.id != core.ID) {
 			continue
 		}
 		if len(s.members) < c.cfg.knobs.MaxEndpointsPerSlice && (target == nil || len(s.members) > len(target.members)) {
