@@ -389,6 +389,12 @@ func release117() *Release {
 	r.ControlPlane.CES.SliceMode = SliceModeIdentity
 	r.Sources["controlPlane.ces.sliceMode"] = "operator/pkg/ciliumendpointslice cell.go Config.CESSlicingMode, --ces-slice-mode identity (fcfs selectable)"
 	r.CESWriteMax = &CESRateStep{QPS: 50, Burst: 100}
+	// Operator-managed identities start in 1.18 (mode operator is refused
+	// for 1.17): the queue knobs carry 1.18's values, unused.
+	for _, k := range []string{"retryBaseDelay", "retryMaxDelay", "maxRetries"} {
+		p := "controlPlane.operatorIdentity." + k
+		r.Sources[p] = "stampede: unused before 1.18; 1.18's " + r.Sources[p]
+	}
 	return r
 }
 
