@@ -85,14 +85,26 @@ type cesConfig struct {
 }
 
 // cesController packs CiliumEndpoints into CiliumEndpointSlices as
-// Cilium's operator does in its first-come-first-served mode
-// (cilium/cilium operator/pkg/ciliumendpointslice, fcfsMode): a new
-// endpoint goes into the fullest slice of its namespace that has room (at
-// most maxEndpointsPerSlice), a new slice when none has; an endpoint stays
-// in its slice until deleted; changes are synced after DefaultCESSyncTime
-// (500 ms) so that consecutive ones are batched. Changes are batched every batchInterval and
-// written through a token bucket (writeQPS, writeBurst; Cilium's
-// --ces-write-qps-limit 10 and --ces-write-qps-burst 20).
+// Cilium's operator does (cilium/cilium operator/pkg/ciliumendpointslice),
+// in one of its two slice modes (controlPlane.ces.sliceMode):
+//
+//   - fcfs, first come first served (manager.go cesManagerFcfs, the only
+//     mode from v1.18): a new endpoint goes into the fullest slice of its
+//     namespace that has room (at most maxEndpointsPerSlice), a new slice
+//     when none has; an endpoint stays in its slice until deleted, so an
+//     identity change rewrites that one slice.
+//   - identity (manager.go cesManagerIdentity.UpdateCEPMapping and
+//     getLargestAvailableCESForIdentity, the default up to v1.17): a slice
+//     holds endpoints of one identity only; a new endpoint goes into the
+//     fullest non-empty slice of its namespace and identity that has room;
+//     an endpoint whose identity changes leaves its slice (which is
+//     rewritten, or deleted when empty) for one of the new identity (which
+//     may have to be created).
+//
+// Changes are batched every batchInterval (Cilium syncs a slice
+// DefaultCESSyncTime, 500 ms, after a change) and written through a token
+// bucket of writeQPS and writeBurst (Cilium's --ces-rate-limits step for
+// the cluster's node count, which scenarios resolve from cluster.nodes).
 type cesController struct {
 	cfg     cesConfig
 	limiter *rate.Limiter
@@ -112,6 +124,7 @@ type cesController struct {
 type slice struct {
 	name    string
 	ns      string
+	id      int64           // the identity of its endpoints, in identity mode
 	members map[string]bool // CEP names
 	rv      string          // "" until created
 	since   time.Time       // oldest unsynced change
@@ -119,6 +132,9 @@ type slice struct {
 
 func newCESController(cfg cesConfig) (*cesController, error) {
 	k := cfg.knobs
+	if k.SliceMode != scenarios.SliceModeFCFS && k.SliceMode != scenarios.SliceModeIdentity {
+		return nil, fmt.Errorf("controlPlane.ces.sliceMode: unknown slice mode %q", k.SliceMode)
+	}
 	if k.MaxEndpointsPerSlice <= 0 || k.WriteQPS <= 0 || k.WriteBurst <= 0 || k.BatchInterval.Duration <= 0 {
 		return nil, fmt.Errorf("controlPlane.ces: maxEndpointsPerSlice, writeQPS, writeBurst and batchInterval must be positive (got %d, %v, %d, %v)",
 			k.MaxEndpointsPerSlice, k.WriteQPS, k.WriteBurst, k.BatchInterval.Duration)
@@ -170,18 +186,30 @@ func (c *cesController) upsert(o any, now time.Time) {
 	defer c.mu.Unlock()
 	old, had := c.ceps[key]
 	c.ceps[key] = core
-	if s, ok := c.member[key]; ok {
-		if !had || !equalCore(old, core) {
-			c.touch(s, now)
+	byIdentity := c.cfg.knobs.SliceMode == scenarios.SliceModeIdentity
+	if sn, ok := c.member[key]; ok {
+		if !byIdentity || c.slices[sn].id == core.ID {
+			if !had || !equalCore(old, core) {
+				c.touch(sn, now)
+			}
+			return
 		}
-		return
+		// Identity mode: the endpoint leaves the slice of its old identity.
+		delete(c.slices[sn].members, name)
+		delete(c.member, key)
+		c.touch(sn, now)
 	}
-	// First come, first served: the fullest slice of the namespace that
-	// still has room (Cilium's fcfs mode: "inserted into the largest,
-	// non-empty CiliumEndpointSlice"), the oldest on ties.
+	// FCFS: the fullest non-empty slice of the namespace that still has
+	// room (manager.go getLargestAvailableCESForNamespace), the oldest on
+	// ties. Identity: the same among the slices of the endpoint's identity
+	// (getLargestAvailableCESForIdentity). An emptied slice is never
+	// refilled: Cilium forgets it at once and deletes it.
 	var target *slice
 	for _, sn := range c.byNS[ns] {
 		s := c.slices[sn]
+		if len(s.members) == 0 || (byIdentity && s.id != core.ID) {
+			continue
+		}
 		if len(s.members) < c.cfg.knobs.MaxEndpointsPerSlice && (target == nil || len(s.members) > len(target.members)) {
 			target = s
 		}
@@ -191,7 +219,7 @@ func (c *cesController) upsert(o any, now time.Time) {
 		for c.slices[n] != nil {
 			n = cesName()
 		}
-		target = &slice{name: n, ns: ns, members: map[string]bool{}}
+		target = &slice{name: n, ns: ns, id: core.ID, members: map[string]bool{}}
 		c.slices[n] = target
 		c.byNS[ns] = append(c.byNS[ns], n)
 		c.nslices.Set(float64(len(c.slices)))

@@ -6,13 +6,15 @@
 //     CiliumEndpoint uses are annotated, then deleted after the heartbeat
 //     timeout, as cilium-operator does).
 //   - ces: identity GC and the CiliumEndpointSlice controller (cesController:
-//     first come first served packing, at most 100 per slice, batched and
-//     rate-limited writes).
+//     first come first served or, as Cilium <= 1.17, by identity
+//     (controlPlane.ces.sliceMode), at most 100 per slice, batched writes
+//     at the release's Helm rate for the cluster's node count).
 //   - kvstore: the kvstore identity GC (kvstoreGC: master keys without value
-//     keys, deleted after two rounds).
+//     keys, deleted after two rounds). Both GCs delete at most
+//     identityGC.rateLimit per identityGC.rateInterval (gcLimiter).
 //   - operator: identity GC and operator-managed identities
 //     (operatorIdentities: one CiliumIdentity per label set, created only
-//     here).
+//     here, failures retried with the operator work queue's backoff).
 //   - xds: the xDS control plane (xdsSource watching Pods, Namespaces and
 //     CiliumNetworkPolicies into an xds.Model, served by an xds.Server; see
 //     controlplane/xds and, for the agent side, agentsim/xdsclient).

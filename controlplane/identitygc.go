@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,21 +21,17 @@ import (
 // identitybackend.HeartBeatAnnotation).
 const HeartbeatAnnotation = "io.cilium.heartbeat"
 
-// Cilium operator defaults for the deletion rate limit
-// (--identity-gc-rate-interval 1m, --identity-gc-rate-limit 2500).
-const (
-	gcRateInterval = time.Minute
-	gcRateLimit    = 2500
-)
-
 type identityGCConfig struct {
 	events   *prometheus.CounterVec
 	kube     *kube
 	interval time.Duration
 	timeout  time.Duration
-	now      func() time.Time
-	log      *slog.Logger
-	reg      prometheus.Registerer
+	// rateInterval and rateLimit bound deletions (gcLimiter).
+	rateInterval time.Duration
+	rateLimit    int
+	now          func() time.Time
+	log          *slog.Logger
+	reg          prometheus.Registerer
 }
 
 // identityGC garbage-collects CiliumIdentities as Cilium's operator does in
@@ -45,15 +40,15 @@ type identityGCConfig struct {
 // alive; one not marked alive for the heartbeat timeout is first annotated
 // with io.cilium.heartbeat (marked for deletion) and, if it is still unused
 // and expired at a later run, deleted with UID and resourceVersion
-// preconditions, rate limited. New and updated identities count as alive
-// when seen.
+// preconditions, at most rateLimit in each rateInterval window (gcLimiter).
+// New and updated identities count as alive when seen.
 type identityGC struct {
 	cfg identityGCConfig
 
 	mu        sync.Mutex
 	lastAlive map[string]time.Time
 
-	limiter *rate.Limiter
+	limiter *gcLimiter
 	runs    prometheus.Counter
 	deleted prometheus.Counter
 	marked  prometheus.Counter
@@ -65,10 +60,14 @@ func newIdentityGC(cfg identityGCConfig) (*identityGC, error) {
 	if cfg.interval <= 0 || cfg.timeout <= 0 {
 		return nil, fmt.Errorf("controlPlane.identityGC: interval (%v) and heartbeatTimeout (%v) must be positive", cfg.interval, cfg.timeout)
 	}
+	lim, err := newGCLimiter(cfg.rateInterval, cfg.rateLimit, nil)
+	if err != nil {
+		return nil, err
+	}
 	g := &identityGC{
 		cfg:       cfg,
 		lastAlive: map[string]time.Time{},
-		limiter:   rate.NewLimiter(rate.Every(gcRateInterval/gcRateLimit), gcRateLimit),
+		limiter:   lim,
 		runs:      prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_identity_gc_runs_total", Help: "Identity GC runs."}),
 		deleted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_identity_gc_deleted_total", Help: "Identities deleted by the GC."}),
 		marked:    prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_identity_gc_marked_total", Help: "Identities annotated for deletion."}),

@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"golang.org/x/time/rate"
 )
 
 // kvstore identity layout (Cilium pkg/kvstore/allocator), as the agents in
@@ -24,8 +23,12 @@ const (
 type kvstoreGCConfig struct {
 	endpoints []string
 	interval  time.Duration
-	log       *slog.Logger
-	reg       prometheus.Registerer
+	// rateInterval and rateLimit bound deletions (gcLimiter; Cilium passes
+	// the same limiter to the kvstore allocator's RunGC).
+	rateInterval time.Duration
+	rateLimit    int
+	log          *slog.Logger
+	reg          prometheus.Registerer
 }
 
 // kvstoreGC is the operator's identity GC in kvstore mode (cilium/cilium
@@ -34,10 +37,11 @@ type kvstoreGCConfig struct {
 // <base>/id/<ID> (value: the label key); a master key with no per-node
 // value key under <base>/value/<labelkey>/ is stale; a key found stale in
 // two consecutive rounds, unmodified in between (same mod revision), is
-// deleted (with a transaction comparing that revision), rate limited.
+// deleted (with a transaction comparing that revision), at most rateLimit
+// in each rateInterval window.
 type kvstoreGC struct {
 	cfg     kvstoreGCConfig
-	limiter *rate.Limiter
+	limiter *gcLimiter
 	stale   map[string]int64 // master key -> mod revision when found stale
 
 	runs    prometheus.Counter
@@ -50,9 +54,13 @@ func newKVStoreGC(cfg kvstoreGCConfig) (*kvstoreGC, error) {
 	if cfg.interval <= 0 {
 		return nil, fmt.Errorf("controlPlane.identityGC.interval must be positive, got %v", cfg.interval)
 	}
+	lim, err := newGCLimiter(cfg.rateInterval, cfg.rateLimit, nil)
+	if err != nil {
+		return nil, err
+	}
 	g := &kvstoreGC{
 		cfg:     cfg,
-		limiter: rate.NewLimiter(rate.Every(gcRateInterval/gcRateLimit), gcRateLimit),
+		limiter: lim,
 		stale:   map[string]int64{},
 		runs:    prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_identity_gc_runs_total", Help: "Identity GC runs."}),
 		deleted: prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_identity_gc_deleted_total", Help: "Identities deleted by the GC."}),

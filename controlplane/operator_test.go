@@ -309,3 +309,37 @@ func TestKVStoreGC(t *testing.T) {
 		return nil
 	})
 }
+
+// TestIdentityGCDeletionRate: with controlPlane.identityGC.rateLimit 2 per
+// hour-long window, the GC deletes 2 of 5 unused identities and leaves the
+// rest for the next window.
+func TestIdentityGCDeletionRate(t *testing.T) {
+	c := startCluster(t, "relabel-small", false)
+	for id := 256; id < 261; id++ {
+		c.createCID(t, id, "a"+strconv.Itoa(id))
+	}
+	c.sc.ControlPlane.IdentityGC.Interval = scenarios.Duration{Duration: 100 * time.Millisecond}
+	c.sc.ControlPlane.IdentityGC.HeartbeatTimeout = scenarios.Duration{Duration: 300 * time.Millisecond}
+	c.sc.ControlPlane.IdentityGC.RateInterval = scenarios.Duration{Duration: time.Hour}
+	c.sc.ControlPlane.IdentityGC.RateLimit = 2
+	_, stop := runControlplane(t, c, scenarios.ModeCRD, "")
+	defer stop()
+	count := func() int {
+		list, err := c.dyn.Resource(gvrCID).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list.Items)
+	}
+	eventually(t, 30*time.Second, "two identities deleted", func() error {
+		if n := count(); n > 3 {
+			return fmt.Errorf("%d identities left, want 3", n)
+		}
+		return nil
+	})
+	// Ten more GC intervals: the window's deletions are used up.
+	time.Sleep(time.Second)
+	if n := count(); n != 3 {
+		t.Errorf("%d identities left after the window's 2 deletions, want 3", n)
+	}
+}

@@ -28,6 +28,8 @@ type operatorIdentitiesConfig struct {
 	scenario *scenarios.Scenario
 	log      *slog.Logger
 	reg      prometheus.Registerer
+	// now is the clock of the retry backoff; default time.Now.
+	now func() time.Time
 }
 
 // operatorIdentities is Cilium's operator-managed identity mode (CFP-27752,
@@ -36,6 +38,16 @@ type operatorIdentitiesConfig struct {
 // CiliumIdentity per label set that has none; agents only read them. A
 // single writer with a view of every existing identity creates no
 // duplicates.
+//
+// A label set whose creation failed is retried as the operator's work
+// queue retries an item (cilium/cilium operator/pkg/ciliumidentity
+// controller.go, processNextItem with an ItemExponentialFailureRateLimiter
+// of defaultSyncBackOff 1 s to maxSyncBackOff 100 s and maxProcessRetries
+// 15, v1.18-v1.19): the r-th retry comes retryBaseDelay*2^r after the
+// failure, at most retryMaxDelay, and after maxRetries retries the label
+// set is dropped (its failure count forgotten) until a pod or namespace
+// event asks for it again. Unlike Cilium's queue, whose items are pods,
+// an event for a label set that is backing off does not retry it early.
 type operatorIdentities struct {
 	cfg    operatorIdentitiesConfig
 	filter *identity.Filter
@@ -46,9 +58,14 @@ type operatorIdentities struct {
 	pending map[string]identity.Labels
 	kick    chan struct{}
 	next    identity.ID
+	// failures counts the failed attempts of a pending label set since its
+	// last success or drop; retryAt is when it may be tried again.
+	failures map[string]int
+	retryAt  map[string]time.Time
 
 	created prometheus.Counter
 	errs    prometheus.Counter
+	dropped prometheus.Counter
 }
 
 func newOperatorIdentities(cfg operatorIdentitiesConfig) (*operatorIdentities, error) {
@@ -56,14 +73,24 @@ func newOperatorIdentities(cfg operatorIdentitiesConfig) (*operatorIdentities, e
 	if err != nil {
 		return nil, fmt.Errorf("agent.labelFilter: %w", err)
 	}
+	k := cfg.scenario.ControlPlane.OperatorIdentity
+	if k.RetryBaseDelay.Duration <= 0 || k.RetryMaxDelay.Duration < k.RetryBaseDelay.Duration || k.MaxRetries == nil || *k.MaxRetries < 0 {
+		return nil, fmt.Errorf("controlPlane.operatorIdentity: retryBaseDelay (%v) must be positive, retryMaxDelay (%v) at least retryBaseDelay, maxRetries set and >= 0",
+			k.RetryBaseDelay.Duration, k.RetryMaxDelay.Duration)
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
 	o := &operatorIdentities{
 		cfg: cfg, filter: f,
 		known: map[string]identity.ID{}, used: map[identity.ID]bool{}, pending: map[string]identity.Labels{},
 		kick: make(chan struct{}, 1), next: identity.MinID,
+		failures: map[string]int{}, retryAt: map[string]time.Time{},
 		created: prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_operator_identities_created_total", Help: "CiliumIdentities created by the operator."}),
 		errs:    prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_operator_identity_errors_total", Help: "Failed identity creations (retried)."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_operator_identity_dropped_total", Help: "Label sets dropped from the work queue after maxRetries retries."}),
 	}
-	for _, c := range []prometheus.Collector{o.created, o.errs} {
+	for _, c := range []prometheus.Collector{o.created, o.errs, o.dropped} {
 		if err := cfg.reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -204,6 +231,7 @@ func (o *operatorIdentities) run(ctx context.Context) error {
 		onPod(obj)
 	}
 	retry := time.NewTimer(time.Hour)
+	retry.Stop()
 	defer retry.Stop()
 	for {
 		select {
@@ -212,33 +240,74 @@ func (o *operatorIdentities) run(ctx context.Context) error {
 		case <-o.kick:
 		case <-retry.C:
 		}
-		if failed := o.createPending(ctx); failed {
-			retry.Reset(time.Second)
+		if next, ok := o.createPending(ctx); ok {
+			retry.Reset(next.Sub(o.cfg.now()))
 		}
 	}
 }
 
-// createPending creates a CiliumIdentity for every pending label set. It
-// reports whether some failed (to be retried).
-func (o *operatorIdentities) createPending(ctx context.Context) bool {
+// backoff is the delay before retry r (0-based): retryBaseDelay*2^r, at
+// most retryMaxDelay (client-go's ItemExponentialFailureRateLimiter).
+func (o *operatorIdentities) backoff(r int) time.Duration {
+	k := o.cfg.scenario.ControlPlane.OperatorIdentity
+	d := k.RetryBaseDelay.Duration
+	for i := 0; i < r && d < k.RetryMaxDelay.Duration; i++ {
+		d *= 2
+	}
+	return min(d, k.RetryMaxDelay.Duration)
+}
+
+// createPending creates a CiliumIdentity for every pending label set that
+// is not backing off. It returns when the earliest label set backing off
+// is due, ok false if none is.
+func (o *operatorIdentities) createPending(ctx context.Context) (next time.Time, ok bool) {
+	now := o.cfg.now()
 	o.mu.Lock()
 	work := make(map[string]identity.Labels, len(o.pending))
 	for k, l := range o.pending {
+		if at, waiting := o.retryAt[k]; waiting && at.After(now) {
+			if !ok || at.Before(next) {
+				next, ok = at, true
+			}
+			continue
+		}
 		work[k] = l
 	}
 	o.mu.Unlock()
-	failed := false
+	maxRetries := *o.cfg.scenario.ControlPlane.OperatorIdentity.MaxRetries
 	for key, l := range work {
 		if ctx.Err() != nil {
-			return false
+			return next, false
 		}
-		if err := o.create(ctx, key, l); err != nil {
-			failed = true
-			o.errs.Inc()
-			o.cfg.log.Warn("create identity", "labels", key, "error", err)
+		err := o.create(ctx, key, l)
+		o.mu.Lock()
+		if err == nil {
+			delete(o.failures, key)
+			delete(o.retryAt, key)
+			o.mu.Unlock()
+			continue
 		}
+		o.errs.Inc()
+		r := o.failures[key]
+		if r >= maxRetries {
+			delete(o.pending, key)
+			delete(o.failures, key)
+			delete(o.retryAt, key)
+			o.mu.Unlock()
+			o.dropped.Inc()
+			o.cfg.log.Warn("drop identity from the work queue after max retries", "labels", key, "retries", r, "error", err)
+			continue
+		}
+		o.failures[key] = r + 1
+		at := now.Add(o.backoff(r))
+		o.retryAt[key] = at
+		o.mu.Unlock()
+		if !ok || at.Before(next) {
+			next, ok = at, true
+		}
+		o.cfg.log.Warn("create identity", "labels", key, "retries", r, "error", err)
 	}
-	return failed
+	return next, ok
 }
 
 func (o *operatorIdentities) create(ctx context.Context, key string, l identity.Labels) error {

@@ -154,14 +154,16 @@ func build(cfg Config, reg *prometheus.Registry) (_ *process, err error) {
 	case scenarios.ModeXDS:
 		return p, buildXDS(p, cfg, k, events, reg)
 	case scenarios.ModeKVStore:
-		gc, err := newKVStoreGC(kvstoreGCConfig{endpoints: cfg.KVStore, interval: knobs.IdentityGC.Interval.Duration, log: p.log, reg: reg})
+		gc, err := newKVStoreGC(kvstoreGCConfig{endpoints: cfg.KVStore, interval: knobs.IdentityGC.Interval.Duration,
+			rateInterval: knobs.IdentityGC.RateInterval.Duration, rateLimit: knobs.IdentityGC.RateLimit, log: p.log, reg: reg})
 		if err != nil {
 			return nil, err
 		}
 		p.add("kvstore identity gc", gc.run)
 		return p, nil
 	}
-	gc, err := newIdentityGC(identityGCConfig{events: events, kube: k, interval: knobs.IdentityGC.Interval.Duration, timeout: knobs.IdentityGC.HeartbeatTimeout.Duration, now: cfg.Now, log: p.log, reg: reg})
+	gc, err := newIdentityGC(identityGCConfig{events: events, kube: k, interval: knobs.IdentityGC.Interval.Duration, timeout: knobs.IdentityGC.HeartbeatTimeout.Duration,
+		rateInterval: knobs.IdentityGC.RateInterval.Duration, rateLimit: knobs.IdentityGC.RateLimit, now: cfg.Now, log: p.log, reg: reg})
 	if err != nil {
 		return nil, err
 	}

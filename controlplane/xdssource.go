@@ -25,9 +25,6 @@ import (
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
-// flushInterval batches API events into one xDS change.
-const flushInterval = 100 * time.Millisecond
-
 type xdsSourceConfig struct {
 	events   *prometheus.CounterVec
 	kube     *kube
@@ -39,7 +36,10 @@ type xdsSourceConfig struct {
 
 // xdsSource watches Pods, Namespaces and CiliumNetworkPolicies, allocates
 // identities centrally (xds.Model) and publishes the resulting resources
-// to the xDS server in batches.
+// to the xDS server in batches, one every controlPlane.xds.flushInterval
+// at most. Central xDS is Stampede's design, not Cilium's, so the interval
+// is Stampede's choice: it bounds how many versions a burst of API events
+// (a relabel) pushes to every agent.
 type xdsSource struct {
 	cfg xdsSourceConfig
 
@@ -59,12 +59,16 @@ type xdsSource struct {
 	events    *prometheus.CounterVec
 	applyErrs prometheus.Counter
 	ids       prometheus.Gauge
+	flushes   prometheus.Counter
 }
 
 func newXDSSource(cfg xdsSourceConfig) (*xdsSource, error) {
 	f, err := identity.NewFilter(cfg.scenario.Agent.LabelFilter)
 	if err != nil {
 		return nil, fmt.Errorf("agent.labelFilter: %w", err)
+	}
+	if d := cfg.scenario.ControlPlane.XDS.FlushInterval.Duration; d <= 0 {
+		return nil, fmt.Errorf("controlPlane.xds.flushInterval must be positive, got %v", d)
 	}
 	s := &xdsSource{
 		cfg:       cfg,
@@ -73,11 +77,12 @@ func newXDSSource(cfg xdsSourceConfig) (*xdsSource, error) {
 		events:    cfg.events,
 		applyErrs: prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_xds_source_errors_total", Help: "Objects that could not be turned into xDS resources."}),
 		ids:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "stampede_controlplane_identities", Help: "Identities allocated by the control plane."}),
+		flushes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_xds_flushes_total", Help: "Batches of changes the xDS source published."}),
 	}
 	if cfg.scenario.ControlPlane.XDS.PersistIdentities {
 		s.persist = make(chan *xds.Changes, 1024)
 	}
-	for _, c := range []prometheus.Collector{s.applyErrs, s.ids} {
+	for _, c := range []prometheus.Collector{s.applyErrs, s.ids, s.flushes} {
 		if err := cfg.reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -193,13 +198,20 @@ func (s *xdsSource) run(ctx context.Context) error {
 	s.mu.Unlock()
 	s.flush(ctx)
 	close(s.synced)
-	t := time.NewTicker(flushInterval)
+	s.flushLoop(ctx)
+	return nil
+}
+
+// flushLoop publishes the pending changes every flushInterval until ctx
+// ends.
+func (s *xdsSource) flushLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.scenario.ControlPlane.XDS.FlushInterval.Duration)
 	defer t.Stop()
 	for {
 		s.flush(ctx)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
 	}
@@ -212,6 +224,7 @@ func (s *xdsSource) flush(ctx context.Context) {
 		return
 	}
 	s.dirty = false
+	s.flushes.Inc()
 	c, err := s.model.Flush()
 	s.ids.Set(float64(s.model.Identities()))
 	s.mu.Unlock()

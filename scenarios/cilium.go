@@ -39,6 +39,57 @@ type Release struct {
 	// default comes from: a Cilium file and symbol, a Helm value, or
 	// "stampede" for the simulator's own choices.
 	Sources map[string]string
+	// CESSliceModes lists the controlPlane.ces.sliceMode values the
+	// release's operator has.
+	CESSliceModes []string
+	// CESWriteRate are the steps of the CiliumEndpointSlice controller's
+	// write rate by node count, as the release's Helm chart sets them
+	// (ciliumEndpointSlice.rateLimits); they give controlPlane.ces.writeQPS
+	// and writeBurst when the scenario leaves them unset.
+	CESWriteRate []CESRateStep
+	// CESWriteMax, if set, is the highest CES write rate the release's
+	// operator applies: it lowers a higher configured QPS or burst to it
+	// without a word (operator/pkg/ciliumendpointslice CESWriteQPSLimitMax
+	// and CESWriteQPSBurstMax until cilium/cilium#43154 removed them).
+	CESWriteMax *CESRateStep
+}
+
+// CESRateStep is one step of Cilium's CES write rate ladder: from Nodes
+// nodes on, the controller writes at QPS with Burst.
+type CESRateStep struct {
+	Nodes int
+	QPS   float64
+	Burst int
+}
+
+// CESWriteRateFor is the step that applies to a cluster of nodes nodes:
+// the last one whose Nodes is at most nodes, the first one if none is
+// (Cilium operator/pkg/ciliumendpointslice rate_limit.go,
+// updateRateLimitWithNodes, v1.17-v1.19). ok is false if the release has
+// no steps.
+func (r *Release) CESWriteRateFor(nodes int) (step CESRateStep, ok bool) {
+	if len(r.CESWriteRate) == 0 {
+		return CESRateStep{}, false
+	}
+	step = r.CESWriteRate[0]
+	for _, st := range r.CESWriteRate[1:] {
+		if st.Nodes > nodes {
+			break
+		}
+		step = st
+	}
+	return step, true
+}
+
+// SupportsSliceMode tells whether the release's operator has CES slice
+// mode m.
+func (r *Release) SupportsSliceMode(m string) bool {
+	for _, x := range r.CESSliceModes {
+		if x == m {
+			return true
+		}
+	}
+	return false
 }
 
 // releases are the profiles, oldest first. A profile's defaults are
@@ -113,6 +164,15 @@ func (s *Scenario) applyRelease() {
 	}
 	fillZero(reflect.ValueOf(&s.Agent).Elem(), reflect.ValueOf(r.Agent))
 	fillZero(reflect.ValueOf(&s.ControlPlane).Elem(), reflect.ValueOf(r.ControlPlane))
+	// The CES write rate is the Helm step for the cluster's size.
+	if st, ok := r.CESWriteRateFor(s.Cluster.Nodes); ok {
+		if s.ControlPlane.CES.WriteQPS == 0 {
+			s.ControlPlane.CES.WriteQPS = st.QPS
+		}
+		if s.ControlPlane.CES.WriteBurst == 0 {
+			s.ControlPlane.CES.WriteBurst = st.Burst
+		}
+	}
 }
 
 // fillZero sets every zero field of dst (a struct) to src's value,
@@ -160,7 +220,11 @@ func (s *Scenario) Knobs() []Knob {
 		walkKnobs(prefix, eff, def, func(path string, e, d reflect.Value) {
 			k := Knob{Path: path, Value: knobString(e), Source: "scenario"}
 			if r != nil && reflect.DeepEqual(e.Interface(), d.Interface()) {
-				switch src := r.Sources[path]; {
+				src := r.Sources[path]
+				if st, ok := r.CESWriteRateFor(s.Cluster.Nodes); ok && (path == "controlPlane.ces.writeQPS" || path == "controlPlane.ces.writeBurst") {
+					src += fmt.Sprintf(", the step from %d nodes (cluster.nodes %d)", st.Nodes, s.Cluster.Nodes)
+				}
+				switch {
 				case src == "":
 					k.Source = "stampede's default"
 				case strings.HasPrefix(src, "stampede"):
@@ -176,6 +240,9 @@ func (s *Scenario) Knobs() []Knob {
 	var rc ControlPlane
 	if r != nil {
 		ra, rc = r.Agent, r.ControlPlane
+		if st, ok := r.CESWriteRateFor(s.Cluster.Nodes); ok {
+			rc.CES.WriteQPS, rc.CES.WriteBurst = st.QPS, st.Burst
+		}
 	}
 	walk("agent", reflect.ValueOf(s.Agent), reflect.ValueOf(ra))
 	walk("controlPlane", reflect.ValueOf(s.ControlPlane), reflect.ValueOf(rc))
@@ -235,65 +302,107 @@ func baseAgent() AgentKnobs {
 
 func baseControlPlane() ControlPlane {
 	delta := true
+	retries := DefaultOperatorIdentityMaxRetries
 	return ControlPlane{
 		ClientQPS:   DefaultOperatorClientQPS,
 		ClientBurst: DefaultOperatorClientBurst,
 		CES: CESKnobs{
 			MaxEndpointsPerSlice: DefaultCESMaxEndpointsPerSlice,
-			WriteQPS:             DefaultCESWriteQPS,
-			WriteBurst:           DefaultCESWriteBurst,
 			BatchInterval:        D(DefaultCESBatchInterval),
+			SliceMode:            SliceModeFCFS,
 		},
 		IdentityGC: IdentityGCKnobs{
 			Interval:         D(DefaultIdentityGCInterval),
 			HeartbeatTimeout: D(DefaultIdentityHeartbeatTimeout),
+			RateInterval:     D(DefaultIdentityGCRateInterval),
+			RateLimit:        DefaultIdentityGCRateLimit,
 		},
-		XDS: XDSKnobs{Delta: &delta},
+		XDS: XDSKnobs{Delta: &delta, FlushInterval: D(DefaultXDSFlushInterval)},
+		OperatorIdentity: OperatorIdentityKnobs{
+			RetryBaseDelay: D(DefaultOperatorIdentityRetryBase),
+			RetryMaxDelay:  D(DefaultOperatorIdentityRetryMax),
+			MaxRetries:     &retries,
+		},
+		KVStore: KVStoreKnobs{PeriodicSync: D(DefaultKVStorePeriodicSync)},
 	}
+}
+
+// helmCESRateLimits is the chart's ciliumEndpointSlice.rateLimits since
+// cilium/cilium#33946 (v1.17 on): 10 qps / burst 20 below 100 nodes,
+// 50 / 100 from 100 nodes. The operator's own flag default
+// (--ces-rate-limits) is the first step alone.
+func helmCESRateLimits() []CESRateStep {
+	return []CESRateStep{{Nodes: 0, QPS: 10, Burst: 20}, {Nodes: 100, QPS: 50, Burst: 100}}
 }
 
 // baseSources are the sources of the base defaults.
 func baseSources() map[string]string {
 	return map[string]string{
-		"agent.clientQPS":                          "pkg/k8s/client option defaults, --k8s-client-qps",
-		"agent.clientBurst":                        "pkg/k8s/client option defaults, --k8s-client-burst",
-		"agent.identityChangeGracePeriod":          "pkg/defaults IdentityChangeGracePeriod",
-		"agent.leaseTTL":                           "pkg/defaults KVstoreLeaseTTL",
-		"agent.allocationAttempts":                 "stampede: bound on allocation retries",
-		"agent.allocationBackoff":                  "stampede: first retry delay",
-		"agent.datapath":                           "stampede: bpf when the machine can load BPF maps",
-		"agent.policyMapMax":                       "pkg/defaults PolicyMapEntries",
-		"controlPlane.clientQPS":                   "operator/option defaults, --operator-k8s-client-qps",
-		"controlPlane.clientBurst":                 "operator/option defaults, --operator-k8s-client-burst",
-		"controlPlane.ces.maxEndpointsPerSlice":    "operator/option CESMaxCEPsInCES",
-		"controlPlane.ces.writeQPS":                "operator/option CESWriteQPSLimit",
-		"controlPlane.ces.writeBurst":              "operator/option CESWriteQPSBurst",
-		"controlPlane.ces.batchInterval":           "stampede: batching of slice writes",
-		"controlPlane.identityGC.interval":         "operator/option IdentityGCInterval",
-		"controlPlane.identityGC.heartbeatTimeout": "operator/option IdentityHeartbeatTimeout",
-		"controlPlane.xds.delta":                   "stampede: incremental xDS",
+		"agent.clientQPS":                              "pkg/k8s/client option defaults, --k8s-client-qps",
+		"agent.clientBurst":                            "pkg/k8s/client option defaults, --k8s-client-burst",
+		"agent.identityChangeGracePeriod":              "pkg/defaults IdentityChangeGracePeriod",
+		"agent.leaseTTL":                               "pkg/defaults KVstoreLeaseTTL",
+		"agent.allocationAttempts":                     "stampede: bound on allocation retries",
+		"agent.allocationBackoff":                      "stampede: first retry delay",
+		"agent.datapath":                               "stampede: bpf when the machine can load BPF maps",
+		"agent.policyMapMax":                           "pkg/defaults PolicyMapEntries",
+		"controlPlane.clientQPS":                       "operator/option defaults, --operator-k8s-client-qps",
+		"controlPlane.clientBurst":                     "operator/option defaults, --operator-k8s-client-burst",
+		"controlPlane.ces.maxEndpointsPerSlice":        "operator/option CESMaxCEPsInCES",
+		"controlPlane.ces.writeQPS":                    "Helm ciliumEndpointSlice.rateLimits (operator --ces-rate-limits, stepped by node count in operator/pkg/ciliumendpointslice rate_limit.go updateRateLimitWithNodes; cilium/cilium#33946)",
+		"controlPlane.ces.writeBurst":                  "Helm ciliumEndpointSlice.rateLimits (operator --ces-rate-limits, stepped by node count in operator/pkg/ciliumendpointslice rate_limit.go updateRateLimitWithNodes; cilium/cilium#33946)",
+		"controlPlane.ces.batchInterval":               "stampede: batching of slice writes",
+		"controlPlane.identityGC.interval":             "operator/option IdentityGCInterval",
+		"controlPlane.identityGC.heartbeatTimeout":     "operator/option IdentityHeartbeatTimeout",
+		"controlPlane.xds.delta":                       "stampede: incremental xDS",
+		"controlPlane.xds.flushInterval":               "stampede: batching of API events into xDS changes",
+		"controlPlane.ces.sliceMode":                   "operator/pkg/ciliumendpointslice: FCFS only since cilium/cilium#37211 removed identity slicing (--ces-slice-mode deprecated, ignored)",
+		"controlPlane.identityGC.rateInterval":         "operator/identitygc Config.RateInterval, --identity-gc-rate-interval",
+		"controlPlane.identityGC.rateLimit":            "operator/identitygc Config.RateLimit, --identity-gc-rate-limit",
+		"controlPlane.operatorIdentity.retryBaseDelay": "operator/pkg/ciliumidentity controller.go defaultSyncBackOff",
+		"controlPlane.operatorIdentity.retryMaxDelay":  "operator/pkg/ciliumidentity controller.go maxSyncBackOff",
+		"controlPlane.operatorIdentity.maxRetries":     "operator/pkg/ciliumidentity controller.go maxProcessRetries",
+		"controlPlane.kvstore.periodicSync":            "pkg/defaults KVstorePeriodicSync, --kvstore-periodic-sync",
 	}
 }
 
 func newRelease(version, read string) *Release {
 	return &Release{
-		Version:      version,
-		Read:         read,
-		Agent:        baseAgent(),
-		ControlPlane: baseControlPlane(),
-		Sources:      baseSources(),
+		Version:       version,
+		Read:          read,
+		Agent:         baseAgent(),
+		ControlPlane:  baseControlPlane(),
+		Sources:       baseSources(),
+		CESSliceModes: []string{SliceModeFCFS},
+		CESWriteRate:  helmCESRateLimits(),
 	}
 }
 
 // release117 is the seed's era: the relabel storm of cilium/cilium#38030
 // was reported against it.
 func release117() *Release {
-	return newRelease("1.17", "v1.17")
+	r := newRelease("1.17", "v1.17")
+	// Identity slicing is the operator's default until cilium/cilium#37211
+	// (v1.18) removed it; FCFS is selectable (operator/pkg/ciliumendpointslice
+	// cell.go, Config.CESSlicingMode).
+	r.CESSliceModes = []string{SliceModeIdentity, SliceModeFCFS}
+	r.ControlPlane.CES.SliceMode = SliceModeIdentity
+	r.Sources["controlPlane.ces.sliceMode"] = "operator/pkg/ciliumendpointslice cell.go Config.CESSlicingMode, --ces-slice-mode identity (fcfs selectable)"
+	r.CESWriteMax = &CESRateStep{QPS: 50, Burst: 100}
+	// Operator-managed identities start in 1.18 (mode operator is refused
+	// for 1.17): the queue knobs carry 1.18's values, unused.
+	for _, k := range []string{"retryBaseDelay", "retryMaxDelay", "maxRetries"} {
+		p := "controlPlane.operatorIdentity." + k
+		r.Sources[p] = "stampede: unused before 1.18; 1.18's " + r.Sources[p]
+	}
+	return r
 }
 
 // release118 introduced operator-managed identities.
 func release118() *Release {
-	return newRelease("1.18", "v1.18")
+	r := newRelease("1.18", "v1.18")
+	r.CESWriteMax = &CESRateStep{QPS: 50, Burst: 100}
+	return r
 }
 
 // release119 is the newest release whose sources Stampede's profiles

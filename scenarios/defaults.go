@@ -23,17 +23,27 @@ const (
 	DefaultOperatorClientQPS         = 100.0
 	DefaultOperatorClientBurst       = 200
 	DefaultCESMaxEndpointsPerSlice   = 100
-	DefaultCESWriteQPS               = 10.0
-	DefaultCESWriteBurst             = 20
 	DefaultCESBatchInterval          = 500 * time.Millisecond
 	DefaultIdentityGCInterval        = 15 * time.Minute
 	DefaultIdentityHeartbeatTimeout  = 30 * time.Minute
-	DefaultProbeRate                 = 10.0
-	DefaultSampleInterval            = time.Second
-	DefaultWaitTimeout               = 10 * time.Minute
-	DefaultMutatingP99               = time.Second
-	DefaultReadP99                   = time.Second
-	DefaultListP99                   = 30 * time.Second
+	// operator/identitygc Config defaults.
+	DefaultIdentityGCRateInterval = time.Minute
+	DefaultIdentityGCRateLimit    = 2500
+	// operator/pkg/ciliumidentity controller.go: the work queue's
+	// per-item exponential backoff and retry bound.
+	DefaultOperatorIdentityRetryBase  = time.Second
+	DefaultOperatorIdentityRetryMax   = 100 * time.Second
+	DefaultOperatorIdentityMaxRetries = 15
+	// pkg/defaults KVstorePeriodicSync.
+	DefaultKVStorePeriodicSync = 5 * time.Minute
+	// Stampede's own xDS server batches API events this long.
+	DefaultXDSFlushInterval = 100 * time.Millisecond
+	DefaultProbeRate        = 10.0
+	DefaultSampleInterval   = time.Second
+	DefaultWaitTimeout      = 10 * time.Minute
+	DefaultMutatingP99      = time.Second
+	DefaultReadP99          = time.Second
+	DefaultListP99          = 30 * time.Second
 )
 
 // Default fills every unset field with its default. It is idempotent and

@@ -183,6 +183,12 @@ type ControlPlane struct {
 	// ClientQPS and ClientBurst are the operator's client rate limits.
 	ClientQPS   float64 `json:"clientQPS"`
 	ClientBurst int     `json:"clientBurst"`
+	// OperatorIdentity configures the work queue of operator-managed
+	// identities (mode operator).
+	OperatorIdentity OperatorIdentityKnobs `json:"operatorIdentity"`
+	// KVStore configures the kvstore allocator's periodic work (mode
+	// kvstore).
+	KVStore KVStoreKnobs `json:"kvstore"`
 }
 
 // CESKnobs configure the CiliumEndpointSlice controller.
@@ -191,12 +197,50 @@ type CESKnobs struct {
 	WriteQPS             float64  `json:"writeQPS"`
 	WriteBurst           int      `json:"writeBurst"`
 	BatchInterval        Duration `json:"batchInterval"`
+	// SliceMode is how CiliumEndpoints are grouped into slices (Cilium
+	// --ces-slice-mode): SliceModeIdentity puts only endpoints of one
+	// identity in a slice, and moves an endpoint whose identity changes;
+	// SliceModeFCFS fills the fullest slice of the namespace and keeps an
+	// endpoint where it is. Which modes exist depends on the release.
+	SliceMode string `json:"sliceMode"`
 }
+
+// CiliumEndpointSlice slice modes (controlPlane.ces.sliceMode).
+const (
+	SliceModeIdentity = "identity"
+	SliceModeFCFS     = "fcfs"
+)
 
 // IdentityGCKnobs configure identity garbage collection.
 type IdentityGCKnobs struct {
 	Interval         Duration `json:"interval"`
 	HeartbeatTimeout Duration `json:"heartbeatTimeout"`
+	// RateInterval and RateLimit bound deletions: at most RateLimit
+	// identities are deleted in each RateInterval window (Cilium
+	// --identity-gc-rate-interval / --identity-gc-rate-limit).
+	RateInterval Duration `json:"rateInterval"`
+	RateLimit    int      `json:"rateLimit"`
+}
+
+// OperatorIdentityKnobs configure the operator's identity work queue
+// (Cilium operator/pkg/ciliumidentity): a label set whose CiliumIdentity
+// could not be created is retried after a per-item exponential backoff
+// from RetryBaseDelay up to RetryMaxDelay, and dropped after MaxRetries
+// retries until a pod or namespace event asks for it again.
+type OperatorIdentityKnobs struct {
+	RetryBaseDelay Duration `json:"retryBaseDelay"`
+	RetryMaxDelay  Duration `json:"retryMaxDelay"`
+	// MaxRetries may be 0 (never retried), hence a pointer.
+	MaxRetries *int `json:"maxRetries,omitempty"`
+}
+
+// KVStoreKnobs configure the kvstore identity allocator.
+type KVStoreKnobs struct {
+	// PeriodicSync is how often each agent's allocator re-creates the
+	// missing master keys of the identities it uses and its own value
+	// keys (Cilium --kvstore-periodic-sync); it races the kvstore
+	// identity GC, which deletes master keys without value keys.
+	PeriodicSync Duration `json:"periodicSync"`
 }
 
 // XDSKnobs configure the central xDS control plane.
@@ -205,6 +249,10 @@ type XDSKnobs struct {
 	Delta *bool `json:"delta,omitempty"`
 	// PersistIdentities makes the control plane also write CiliumIdentities.
 	PersistIdentities bool `json:"persistIdentities,omitempty"`
+	// FlushInterval is how often the control plane turns the API events
+	// it received into one batch of xDS changes (Stampede's design; Cilium
+	// has no central xDS server for this).
+	FlushInterval Duration `json:"flushInterval"`
 }
 
 // API selects the API server backend.

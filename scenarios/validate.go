@@ -317,6 +317,7 @@ func (s *Scenario) validateControlPlane(l *errs) {
 	positive(l, "controlPlane.ces.batchInterval", cp.CES.BatchInterval)
 	positive(l, "controlPlane.identityGC.interval", cp.IdentityGC.Interval)
 	positive(l, "controlPlane.identityGC.heartbeatTimeout", cp.IdentityGC.HeartbeatTimeout)
+	s.validateControlPlaneKnobs(l)
 }
 
 func (s *Scenario) validateCilium(l *errs) {
