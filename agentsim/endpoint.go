@@ -184,10 +184,11 @@ func (a *Agent) assignAfterGrace(p *localPod, id identity.ID, applied func()) {
 // relabelJitter delays the identity resolution of an endpoint whose
 // labels changed (it has an identity of other labels) by a random time up
 // to agent.identityMaxJitter, and tells whether the endpoint must wait
-// (caller holds mu). Cilium 1.18 and 1.19 do this since PR #38031 (the fix
-// for cilium/cilium#38030): daemon/k8s namespaceUpdater.update (namespace
-// labels) and pkg/endpoint Endpoint.UpdateLabelsFrom (pod labels, reached
-// from the pod watcher) pass option.Config.CiliumIdentityMaxJitter to
+// (caller holds mu). Cilium 1.18 and 1.19 do this since PR #38031 (the
+// fix for cilium/cilium#38030): pkg/endpointmanager
+// namespaceUpdater.update (namespace labels) and pkg/endpoint
+// Endpoint.UpdateLabelsFrom (pod labels, reached from the pod watcher)
+// pass option.Config.CiliumIdentityMaxJitter to
 // Endpoint.ModifyIdentityLabels, whose runIdentityResolver starts the
 // endpoint's resolve-identity controller with that Jitter: the controller
 // waits a random time in [0, jitter) before it resolves and allocates.
