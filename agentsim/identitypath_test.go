@@ -131,7 +131,7 @@ func (c *testCluster) cidNames(ctx context.Context) []string {
 // allocator jitter (PR #42282): with agent.allocationJitter the first
 // attempt waits at least the backoff; without it, it starts at once.
 func TestAllocationJitterWaitsBeforeFirstAttempt(t *testing.T) {
-	const backoff = 50 * time.Millisecond
+	const backoff = 200 * time.Millisecond
 	for _, on := range []bool{true, false} {
 		cfg := AgentConfig{Node: "n1", Mode: scenarios.ModeCRD, Metrics: newMetrics(prometheus.NewRegistry(), nil)}
 		cfg.Knobs.AllocationBackoff.Duration = backoff
