@@ -64,16 +64,16 @@ type AgentConfig struct {
 	Log *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// RegenInterval is the minimum time between two policy
-	// recomputations of the agent's endpoints (default 250ms): identity
-	// and policy events arriving meanwhile are handled together.
+	// RegenInterval, if set, replaces Knobs.PolicyTriggerInterval, the
+	// minimum time between two policy recomputations of the agent's
+	// endpoints: identity and policy events arriving meanwhile are
+	// handled together (tests shorten it).
 	RegenInterval time.Duration
 	// XDSStateOfTheWorld selects state-of-the-world ADS instead of delta
 	// (xds mode).
 	XDSStateOfTheWorld bool
-	// Workers is the number of endpoints synchronised concurrently
-	// (default 8; cilium-agent regenerates endpoints in parallel, bounded
-	// by its client rate limiter).
+	// Workers, if set, replaces Knobs.EndpointWorkers, the number of
+	// endpoints synchronised concurrently.
 	Workers int
 }
 
@@ -85,7 +85,10 @@ func (c *AgentConfig) setDefaults() {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 	if c.RegenInterval == 0 {
-		c.RegenInterval = 250 * time.Millisecond
+		c.RegenInterval = c.Knobs.PolicyTriggerInterval.Duration
+	}
+	if c.RegenInterval == 0 {
+		c.RegenInterval = scenarios.DefaultPolicyTriggerInterval
 	}
 	if c.Interner == nil {
 		// The agent keeps decoded strings through it: without one they
@@ -93,7 +96,10 @@ func (c *AgentConfig) setDefaults() {
 		c.Interner = &identity.Interner{}
 	}
 	if c.Workers == 0 {
-		c.Workers = 8
+		c.Workers = c.Knobs.EndpointWorkers
+	}
+	if c.Workers == 0 {
+		c.Workers = scenarios.DefaultEndpointWorkers
 	}
 	if c.Filter == nil {
 		c.Filter = identity.DefaultFilter()
@@ -115,6 +121,9 @@ func (c *AgentConfig) setDefaults() {
 	}
 	if c.Knobs.LeaseTTL.Duration == 0 {
 		c.Knobs.LeaseTTL.Duration = scenarios.DefaultLeaseTTL
+	}
+	if c.Knobs.KVStoreLockLeaseTTL.Duration == 0 {
+		c.Knobs.KVStoreLockLeaseTTL.Duration = scenarios.DefaultKVStoreLockLeaseTTL
 	}
 }
 

@@ -36,33 +36,61 @@ func (e *permanentError) Unwrap() error { return e.err }
 // An attempt that loses a race (the ID it picked was taken: a 409 Conflict
 // or a failed create-if-absent transaction) or fails is retried; an
 // attempt that finds the label set's identity meanwhile returns it.
+//
+// With agent.allocationJitter (Cilium 1.19, PR #42282: pkg/allocator
+// Allocator.Allocate with the CRD backend's jittered backoff template) the
+// CRD allocator also waits before a label set's first attempt, and every
+// wait is jittered (retryAllocation). The kvstore allocator does not: its
+// lock already keeps nodes from allocating a label set at once.
 func (a *Agent) allocateIdentity(ctx context.Context, l identity.Labels, key string) (identity.ID, error) {
 	attempt := a.createCIDOnce
+	jitter := a.allocationJitter()
 	if a.kv != nil {
 		attempt = a.kv.allocateOnce
+		jitter = false
 	}
-	return a.retryAllocation(ctx, key, func(ctx context.Context) (identity.ID, error) {
+	return a.retryAllocation(ctx, key, jitter, func(ctx context.Context) (identity.ID, error) {
 		return attempt(ctx, l, key)
 	})
 }
 
+// allocationJitter tells whether the CRD allocator jitters (Cilium 1.19).
+func (a *Agent) allocationJitter() bool {
+	j := a.cfg.Knobs.AllocationJitter
+	return j != nil && *j
+}
+
 // retryAllocation runs attempt until it succeeds, fails permanently or
 // AllocationAttempts attempts failed, waiting AllocationBackoff before the
-// second and twice as long before each further one.
-func (a *Agent) retryAllocation(ctx context.Context, key string, attempt func(context.Context) (identity.ID, error)) (identity.ID, error) {
+// second and twice as long before each further one. With jitter it also
+// waits before the first attempt, and the wait before attempt n (from 0)
+// is random in [AllocationBackoff, AllocationBackoff * 2^(n+1)], as
+// Cilium's pkg/backoff Exponential.Wait with Jitter (CalculateDuration)
+// draws it.
+func (a *Agent) retryAllocation(ctx context.Context, key string, jitter bool, attempt func(context.Context) (identity.ID, error)) (identity.ID, error) {
 	attempts := a.cfg.Knobs.AllocationAttempts
-	delay := a.cfg.Knobs.AllocationBackoff.Duration
+	base := a.cfg.Knobs.AllocationBackoff.Duration
+	delay := base
 	var lastErr error
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			a.ids.retries.Add(1)
 			a.m.allocRetries.Inc()
+		}
+		var wait time.Duration
+		switch {
+		case jitter:
+			wait = jitteredBackoff(base, i+1)
+		case i > 0:
+			wait = delay
+			delay *= 2
+		}
+		if wait > 0 {
 			select {
 			case <-ctx.Done():
 				return 0, ctx.Err()
-			case <-time.After(delay):
+			case <-time.After(wait):
 			}
-			delay *= 2
 		}
 		id, err := attempt(ctx)
 		if err == nil {
@@ -148,4 +176,20 @@ func (c *identityCache) randomFreeID() (identity.ID, bool) {
 		}
 	}
 	return 0, false
+}
+
+// jitteredBackoff is a random duration in [base, base * 2^n] (n capped so
+// that the bound stays finite).
+func jitteredBackoff(base time.Duration, n int) time.Duration {
+	if base <= 0 {
+		return 0
+	}
+	hi := base
+	for i := 0; i < n && hi < time.Hour; i++ {
+		hi *= 2
+	}
+	if hi <= base {
+		return base
+	}
+	return base + rand.N(hi-base+1)
 }

@@ -43,7 +43,7 @@ func TestRetryAllocation(t *testing.T) {
 			a := newAgentState(cfg)
 			calls := 0
 			start := time.Now()
-			id, err := a.retryAllocation(t.Context(), "k8s:app=a;", func(context.Context) (identity.ID, error) {
+			id, err := a.retryAllocation(t.Context(), "k8s:app=a;", false, func(context.Context) (identity.ID, error) {
 				calls++
 				if calls <= tt.failures {
 					if tt.permanent {
@@ -88,7 +88,7 @@ func TestRetryAllocationStopsWithContext(t *testing.T) {
 	cfg.setDefaults()
 	a := newAgentState(cfg)
 	ctx, cancel := context.WithCancel(t.Context())
-	_, err := a.retryAllocation(ctx, "k8s:app=a;", func(context.Context) (identity.ID, error) {
+	_, err := a.retryAllocation(ctx, "k8s:app=a;", false, func(context.Context) (identity.ID, error) {
 		cancel()
 		return 0, errors.New("connection reset")
 	})

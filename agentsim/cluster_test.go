@@ -61,6 +61,8 @@ func smallScenario(t testing.TB, mode scenarios.Mode, shrink bool) *scenarios.Sc
 		s.Cluster.Workloads.Replicas = 10
 	}
 	s.Agent.IdentityChangeGracePeriod = scenarios.D(200 * time.Millisecond)
+	jitter := scenarios.D(300 * time.Millisecond) // the release's 30s, test-sized
+	s.Agent.IdentityMaxJitter = &jitter
 	s.Agent.ClientQPS = 500
 	s.Agent.ClientBurst = 1000
 	s.Agent.Datapath = "mem"

@@ -13,8 +13,9 @@
 //     patch of /status after the identity-change grace period).
 //   - ces: as crd, with CiliumEndpointSlices instead of CiliumEndpoints.
 //   - kvstore: identities and ipcache in etcd (master key id/<ID>, per-node
-//     value keys with a lease, a lock per allocation, ipcache entries with
-//     a lease), watched by prefix; CiliumEndpoints are still written.
+//     value keys with a lease, a lock on each first local use of a label
+//     set held on a lock session with its own short lease, ipcache entries
+//     with a lease), watched by prefix; CiliumEndpoints are still written.
 //   - operator: as crd, but the operator creates identities; agents wait.
 //   - xds: no API server connection and no credentials; the agent is the
 //     Sink of an agentsim/xdsclient ADS stream.

@@ -32,8 +32,13 @@ type IPIdentityPair struct {
 	K8sPodName   string     `json:"K8sPodName,omitempty"`
 }
 
-// kvClient is one agent's etcd client and session (whose lease holds the
-// agent's value keys, ipcache entries and locks, kept alive by the session).
+// kvClient is one agent's etcd client and its two sessions: the main one,
+// whose lease (agent.leaseTTL) holds the agent's value keys and ipcache
+// entries, and the lock session, whose lease (agent.kvstoreLockLeaseTTL)
+// holds the allocator's locks, as Cilium's pkg/kvstore etcd client keeps a
+// lease manager for its keys and another one, with pkg/defaults
+// LockLeaseTTL (25 s), for its locks (1.17 to 1.19): a lock left behind
+// by a dead or cut-off agent blocks other nodes for 25 s, not 15 minutes.
 // When the session is lost (its lease expired or was revoked), keepAlive
 // opens a new one and writes the node's keys again under it, as
 // cilium-agent recreates its kvstore state.
@@ -44,6 +49,12 @@ type kvClient struct {
 
 	sessMu sync.Mutex
 	sess   *concurrency.Session
+
+	// lockTTL is the lock session's TTL in seconds; lockSess the lock
+	// session, opened at the first lock and again after it was lost.
+	lockTTL    int
+	lockSessMu sync.Mutex
+	lockSess   *concurrency.Session
 
 	identitiesSynced chan struct{}
 	ipcacheSynced    chan struct{}
@@ -84,28 +95,32 @@ func newKVClient(ctx context.Context, a *Agent) (*kvClient, error) {
 	if ttl < 1 {
 		ttl = 1
 	}
+	lockTTL := int(a.cfg.Knobs.KVStoreLockLeaseTTL.Seconds())
+	if lockTTL < 1 {
+		lockTTL = 1
+	}
 	k := &kvClient{
-		a: a, cli: cli, ttl: ttl,
+		a: a, cli: cli, ttl: ttl, lockTTL: lockTTL,
 		identitiesSynced: make(chan struct{}),
 		ipcacheSynced:    make(chan struct{}),
 		acquired:         map[string]identity.ID{},
 		releasing:        map[string]bool{},
 		written:          map[netip.Addr]kvIPEntry{},
 	}
-	if k.sess, err = k.newSession(ctx); err != nil {
+	if k.sess, err = k.newSession(ctx, k.ttl); err != nil {
 		cli.Close()
 		return nil, err
 	}
 	return k, nil
 }
 
-// newSession grants a lease and keeps it alive, retrying with backoff
-// until it succeeds or ctx ends.
-func (k *kvClient) newSession(ctx context.Context) (*concurrency.Session, error) {
+// newSession grants a lease of ttl seconds and keeps it alive, retrying
+// with backoff until it succeeds or ctx ends.
+func (k *kvClient) newSession(ctx context.Context, ttl int) (*concurrency.Session, error) {
 	a := k.a
 	start := time.Now()
 	for b := newBackoff(200*time.Millisecond, 10*time.Second); ; {
-		sess, err := concurrency.NewSession(k.cli, concurrency.WithTTL(k.ttl), concurrency.WithContext(ctx))
+		sess, err := concurrency.NewSession(k.cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
 		if err == nil {
 			a.m.kvOps.WithLabelValues("lease", "ok").Inc()
 			a.m.kvLatency.WithLabelValues("lease").Observe(time.Since(start).Seconds())
@@ -129,6 +144,28 @@ func (k *kvClient) session() *concurrency.Session {
 	return k.sess
 }
 
+// lockSession is the session whose lease holds this node's locks, opened
+// on first use and again once lost (its lease expired or was revoked), as
+// Cilium's lock lease manager grants a new lease when the old one is gone.
+// ctx is the agent's: the session is kept alive until it ends.
+func (k *kvClient) lockSession(ctx context.Context) (*concurrency.Session, error) {
+	k.lockSessMu.Lock()
+	defer k.lockSessMu.Unlock()
+	if s := k.lockSess; s != nil {
+		select {
+		case <-s.Done():
+		default:
+			return s, nil
+		}
+	}
+	s, err := k.newSession(ctx, k.lockTTL)
+	if err != nil {
+		return nil, err
+	}
+	k.lockSess = s
+	return s, nil
+}
+
 func (k *kvClient) close() {
 	// Closing the session revokes the lease: the node's keys go away, as
 	// when a cilium-agent stops.
@@ -137,6 +174,12 @@ func (k *kvClient) close() {
 	defer cancel()
 	_, _ = k.cli.Revoke(ctx, sess.Lease())
 	sess.Orphan()
+	k.lockSessMu.Lock()
+	if ls := k.lockSess; ls != nil {
+		_, _ = k.cli.Revoke(ctx, ls.Lease())
+		ls.Orphan()
+	}
+	k.lockSessMu.Unlock()
 	k.cli.Close()
 }
 
@@ -153,10 +196,16 @@ func (k *kvClient) observe(op string, start time.Time, err error) {
 var errIDTaken = errors.New("identity ID already taken")
 
 // allocateOnce is one attempt of the kvstore allocator (allocateIdentity
-// runs the retries): under the label set's lock, an existing value key
-// names the ID; otherwise a random free ID's master key is created only if
-// absent (a transaction on CreateRevision == 0), and this node's value key
-// references it.
+// runs the retries). It follows Cilium's pkg/allocator
+// Allocator.Allocate and lockedAllocate (1.17 to 1.19): a label set this
+// node already references (localKeys.use) needs no kvstore operation;
+// every other use, the first local use of a label set, takes the label
+// set's kvstore lock, even when the ID is known from the cache, because
+// lockedAllocate calls backend.Lock before anything else. Under the lock
+// the cached ID (GetIfLocked looks in the main cache first) or else an
+// existing value key names the ID; otherwise a random free ID's master key
+// is created only if absent (a transaction on CreateRevision == 0). Then
+// this node's value key references it (AcquireReference).
 func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key string) (identity.ID, error) {
 	a := k.a
 	start := time.Now()
@@ -164,17 +213,20 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 		return 0, fmt.Errorf("lock %s: %w", key, err)
 	}
 	defer k.pathLocks.unlock(key)
-	// Another worker of this node may have allocated the label set while
+	// Another worker of this node may have referenced the label set while
 	// this one waited: no need for the kvstore lock then.
 	a.mu.Lock()
 	ids := a.ids.idsOf(key)
 	a.mu.Unlock()
-	if len(ids) > 0 {
-		return ids[0], k.acquire(ctx, ids[0], key)
+	if len(ids) > 0 && k.references(key, ids[0]) {
+		return ids[0], nil
 	}
-	sess := k.session()
+	sess, err := k.lockSession(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("lock %s: %w", key, err)
+	}
 	mu := concurrency.NewMutex(sess, agentcontract.KVLockPrefix+key)
-	err := mu.Lock(ctx)
+	err = mu.Lock(ctx)
 	k.observe("lock", start, err)
 	if err != nil {
 		return 0, fmt.Errorf("lock %s: %w", key, err)
@@ -197,6 +249,12 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 			time.Sleep(b.next())
 		}
 	}()
+	a.mu.Lock()
+	ids = a.ids.idsOf(key)
+	a.mu.Unlock()
+	if len(ids) > 0 {
+		return ids[0], k.acquire(ctx, ids[0], key)
+	}
 	start = time.Now()
 	resp, err := k.cli.Get(ctx, agentcontract.KVValuePrefix+key+"/", clientv3.WithPrefix(), clientv3.WithLimit(1))
 	k.observe("get", start, err)
@@ -237,6 +295,15 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 		return 0, err
 	}
 	return id, nil
+}
+
+// references tells whether this node's value key of a label key names id
+// (Cilium's localKeys).
+func (k *kvClient) references(key string, id identity.ID) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	got, ok := k.acquired[key]
+	return ok && got == id
 }
 
 // acquire writes this node's value key for the identity (with the lease),
@@ -415,7 +482,7 @@ func (k *kvClient) keepAlive(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		sess, err := k.newSession(ctx)
+		sess, err := k.newSession(ctx, k.ttl)
 		if err != nil {
 			return
 		}

@@ -47,6 +47,10 @@ type localPod struct {
 	id        identity.ID
 	pendingID identity.ID
 	grace     *time.Timer
+	// jitterKey is the label key whose resolution waits out the relabel
+	// jitter until jitterUntil (see relabelJitter).
+	jitterKey   string
+	jitterUntil time.Time
 	// cepID is the identity the CiliumEndpoint carries; cepCreated says
 	// whether it was created.
 	cepID      identity.ID

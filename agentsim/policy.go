@@ -136,7 +136,12 @@ func (r *policyRegen) resolve(pods map[string]*localPod, ids *identityCache) (op
 func (a *Agent) triggerRegen() { a.pol.trigger() }
 
 // regenLoop recomputes endpoint policies when identities, rules or
-// endpoint identities change, at most once per RegenInterval.
+// endpoint identities change, at most once per RegenInterval, which
+// defaults to agent.policyTriggerInterval: Cilium's pkg/policy
+// NewUpdater runs its "policy_update" trigger (regenerating every local
+// endpoint) with MinInterval option.Config.PolicyTriggerInterval,
+// --policy-trigger-interval, default pkg/defaults PolicyTriggerInterval
+// = 1s (1.17 to 1.19).
 func (a *Agent) regenLoop(ctx context.Context) {
 	t := time.NewTimer(0)
 	<-t.C

@@ -195,9 +195,12 @@ func (x *XDSAgent) setEndpoint(namespace, name string, ip netip.Addr, id uint32)
 		p.allowed = nil
 	}
 	p.ip = ip
-	p.id = identity.ID(id)
-	p.cepCreated, p.cepID = true, p.id // no CiliumEndpoint in xds mode
-	a.triggerRegen()
+	p.cepCreated = true // no CiliumEndpoint in xds mode
+	// A new identity of an existing endpoint waits out the
+	// identity-change grace period, as in every other mode (assign):
+	// the control plane has already pushed it to every node, which is
+	// what the period gives them time for.
+	a.assignAfterGrace(p, identity.ID(id), func() { p.cepID = p.id })
 	return nil
 }
 

@@ -297,8 +297,15 @@ func baseAgent() AgentKnobs {
 		AllocationBackoff:         D(DefaultAllocationBackoff),
 		Datapath:                  DefaultDatapath,
 		PolicyMapMax:              DefaultPolicyMapMax,
+		IdentityMaxJitter:         ptr(D(0)),
+		AllocationJitter:          ptr(false),
+		KVStoreLockLeaseTTL:       D(DefaultKVStoreLockLeaseTTL),
+		PolicyTriggerInterval:     D(DefaultPolicyTriggerInterval),
+		EndpointWorkers:           DefaultEndpointWorkers,
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func baseControlPlane() ControlPlane {
 	delta := true
@@ -346,6 +353,11 @@ func baseSources() map[string]string {
 		"agent.allocationBackoff":                      "stampede: first retry delay",
 		"agent.datapath":                               "stampede: bpf when the machine can load BPF maps",
 		"agent.policyMapMax":                           "pkg/defaults PolicyMapEntries",
+		"agent.identityMaxJitter":                      "absent: --identity-max-jitter came with 1.18 (PR #38031), label changes resolve at once",
+		"agent.allocationJitter":                       "absent: the CRD allocator's jitter came with 1.19 (PR #42282)",
+		"agent.kvstoreLockLeaseTTL":                    "pkg/defaults LockLeaseTTL, the lease of the kvstore's lock session",
+		"agent.policyTriggerInterval":                  "pkg/defaults PolicyTriggerInterval, --policy-trigger-interval (pkg/policy Updater's trigger)",
+		"agent.endpointWorkers":                        "stampede: endpoints synchronised at once; Cilium resolves each endpoint's identity in its own controller and bounds endpoint builds by max(NumCPU, 2)",
 		"controlPlane.clientQPS":                       "operator/option defaults, --operator-k8s-client-qps",
 		"controlPlane.clientBurst":                     "operator/option defaults, --operator-k8s-client-burst",
 		"controlPlane.ces.maxEndpointsPerSlice":        "operator/option CESMaxCEPsInCES",
@@ -402,11 +414,28 @@ func release117() *Release {
 func release118() *Release {
 	r := newRelease("1.18", "v1.18")
 	r.CESWriteMax = &CESRateStep{QPS: 50, Burst: 100}
+	withIdentityMaxJitter(r)
 	return r
+}
+
+// withIdentityMaxJitter is PR #38031 (the fix for cilium/cilium#38030),
+// first released in 1.18.0: a label change of an existing endpoint, from
+// its namespace or its pod, reaches its identity resolution after a random
+// delay up to --identity-max-jitter. The chart has no value for it.
+func withIdentityMaxJitter(r *Release) {
+	r.Agent.IdentityMaxJitter = ptr(D(DefaultIdentityMaxJitter))
+	r.Sources["agent.identityMaxJitter"] = "pkg/defaults CiliumIdentityMaxJitter, --identity-max-jitter (PR #38031)"
 }
 
 // release119 is the newest release whose sources Stampede's profiles
 // were checked against.
 func release119() *Release {
-	return newRelease("1.19", "v1.19")
+	r := newRelease("1.19", "v1.19")
+	withIdentityMaxJitter(r)
+	// PR #42282 (merged November 2025, after 1.18): the CRD allocator
+	// waits a jittered backoff before a label set's first allocation and
+	// jitters its retries, to make duplicate CiliumIdentities rarer.
+	r.Agent.AllocationJitter = ptr(true)
+	r.Sources["agent.allocationJitter"] = "pkg/allocator Allocator.Allocate, jittered backoff of the CRD backend (PR #42282)"
+	return r
 }

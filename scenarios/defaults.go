@@ -20,6 +20,10 @@ const (
 	DefaultAllocationBackoff         = 20 * time.Millisecond
 	DefaultDatapath                  = "auto"
 	DefaultPolicyMapMax              = 16384 // pkg/defaults PolicyMapEntries
+	DefaultIdentityMaxJitter         = 30 * time.Second
+	DefaultKVStoreLockLeaseTTL       = 25 * time.Second
+	DefaultPolicyTriggerInterval     = time.Second
+	DefaultEndpointWorkers           = 8
 	DefaultOperatorClientQPS         = 100.0
 	DefaultOperatorClientBurst       = 200
 	DefaultCESMaxEndpointsPerSlice   = 100

@@ -173,6 +173,27 @@ type AgentKnobs struct {
 	// (Cilium --bpf-policy-map-max). A larger allowed set is refused, as
 	// Cilium's regeneration fails, and the endpoint keeps its old policy.
 	PolicyMapMax int `json:"policyMapMax"`
+	// IdentityMaxJitter bounds the random delay with which a label change
+	// of an existing endpoint (its pod's or its namespace's labels)
+	// reaches the endpoint's identity resolution (Cilium
+	// --identity-max-jitter, since 1.18). 0 resolves at once; unset takes
+	// the release's default.
+	IdentityMaxJitter *Duration `json:"identityMaxJitter,omitempty"`
+	// AllocationJitter makes the CRD allocator wait a random time before a
+	// label set's first allocation and jitters its retry backoff (Cilium
+	// 1.19, PR #42282). Unset takes the release's default.
+	AllocationJitter *bool `json:"allocationJitter,omitempty"`
+	// KVStoreLockLeaseTTL is the TTL of the separate kvstore session whose
+	// lease holds the allocator's locks (Cilium pkg/defaults LockLeaseTTL).
+	KVStoreLockLeaseTTL Duration `json:"kvstoreLockLeaseTTL"`
+	// PolicyTriggerInterval is the least time between two policy
+	// recomputations of the agent's endpoints (Cilium
+	// --policy-trigger-interval): identity and policy events arriving
+	// meanwhile are handled together.
+	PolicyTriggerInterval Duration `json:"policyTriggerInterval"`
+	// EndpointWorkers is how many of the agent's endpoints the simulator
+	// synchronises at once (identity and CiliumEndpoint).
+	EndpointWorkers int `json:"endpointWorkers"`
 }
 
 // ControlPlane holds the knobs of the operator and the xDS server.

@@ -278,6 +278,7 @@ func (s *Scenario) validateAgent(l *errs) {
 			l.add(fmt.Sprintf("agent.labelFilter[%d]", i), "%v", err)
 		}
 	}
+	s.validateIdentityKnobs(l)
 }
 
 // checkLabelFilterEntry checks one entry in Cilium's --labels syntax: an
