@@ -566,12 +566,8 @@ func (k *kvClient) rewrite(ctx context.Context, etcdKey string, current func() (
 	return true, k.put(ctx, etcdKey, val)
 }
 
-// kvstorePeriodicSync is how often an agent makes sure the master keys of
-// the identities it uses exist (Cilium's --kvstore-periodic-sync default).
-// A variable so that tests can shorten it.
-var kvstorePeriodicSync = 5 * time.Minute
-
-// syncLocalKeys re-creates, every kvstorePeriodicSync, the master key of
+// syncLocalKeys re-creates, every agent.kvstorePeriodicSync (Cilium's
+// --kvstore-periodic-sync), the master key of
 // each identity this node references if it is missing, and then the
 // node's value key, as Cilium's allocator does (syncLocalKeys and the
 // kvstore backend's UpdateKey). The operator's GC deletes a master key
@@ -579,7 +575,7 @@ var kvstorePeriodicSync = 5 * time.Minute
 // key can come later than that, and every other node then loses the
 // identity until a user re-creates it.
 func (k *kvClient) syncLocalKeys(ctx context.Context) {
-	t := time.NewTicker(kvstorePeriodicSync)
+	t := time.NewTicker(k.a.cfg.Knobs.KVStorePeriodicSync.Duration)
 	defer t.Stop()
 	for {
 		select {

@@ -36,9 +36,7 @@ func TestKVStoreModeConverges(t *testing.T) {
 	s.Agent.LeaseTTL = scenarios.D(time.Minute)
 	// Registered before the fleet's cleanup, so it runs after the agents
 	// stopped.
-	sync := kvstorePeriodicSync
-	t.Cleanup(func() { kvstorePeriodicSync = sync })
-	kvstorePeriodicSync = 2 * time.Second
+	s.Agent.KVStorePeriodicSync = scenarios.D(2 * time.Second)
 	c := startCluster(t, s)
 	c.setup(ctx)
 	cfg := c.fleetConfig(scenarios.ModeKVStore)

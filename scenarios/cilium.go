@@ -302,6 +302,7 @@ func baseAgent() AgentKnobs {
 		KVStoreLockLeaseTTL:       D(DefaultKVStoreLockLeaseTTL),
 		PolicyTriggerInterval:     D(DefaultPolicyTriggerInterval),
 		EndpointWorkers:           DefaultEndpointWorkers,
+		KVStorePeriodicSync:       D(DefaultKVStorePeriodicSync),
 	}
 }
 
@@ -330,7 +331,6 @@ func baseControlPlane() ControlPlane {
 			RetryMaxDelay:  D(DefaultOperatorIdentityRetryMax),
 			MaxRetries:     &retries,
 		},
-		KVStore: KVStoreKnobs{PeriodicSync: D(DefaultKVStorePeriodicSync)},
 	}
 }
 
@@ -374,7 +374,7 @@ func baseSources() map[string]string {
 		"controlPlane.operatorIdentity.retryBaseDelay": "operator/pkg/ciliumidentity controller.go defaultSyncBackOff",
 		"controlPlane.operatorIdentity.retryMaxDelay":  "operator/pkg/ciliumidentity controller.go maxSyncBackOff",
 		"controlPlane.operatorIdentity.maxRetries":     "operator/pkg/ciliumidentity controller.go maxProcessRetries",
-		"controlPlane.kvstore.periodicSync":            "pkg/defaults KVstorePeriodicSync, --kvstore-periodic-sync",
+		"agent.kvstorePeriodicSync":                    "pkg/defaults KVstorePeriodicSync, --kvstore-periodic-sync",
 	}
 }
 

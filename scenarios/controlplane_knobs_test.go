@@ -99,7 +99,7 @@ func TestControlPlaneKnobErrorsNameTheirField(t *testing.T) {
 		{"controlPlane: {operatorIdentity: {retryBaseDelay: -1s}}", "controlPlane.operatorIdentity.retryBaseDelay"},
 		{"controlPlane: {operatorIdentity: {retryBaseDelay: 10s, retryMaxDelay: 2s}}", "controlPlane.operatorIdentity.retryMaxDelay"},
 		{"controlPlane: {operatorIdentity: {maxRetries: -1}}", "controlPlane.operatorIdentity.maxRetries"},
-		{"controlPlane: {kvstore: {periodicSync: -5m}}", "controlPlane.kvstore.periodicSync"},
+		{"agent: {kvstorePeriodicSync: -5m}", "agent.kvstorePeriodicSync"},
 		{"controlPlane: {xds: {flushInterval: -1ms}}", "controlPlane.xds.flushInterval"},
 	} {
 		_, err := Parse("t", []byte(base+tc.yaml+"\n"))
@@ -129,7 +129,7 @@ func TestControlPlaneKnobsNameCiliumSources(t *testing.T) {
 		"controlPlane.operatorIdentity.retryBaseDelay": "operator/pkg/ciliumidentity",
 		"controlPlane.operatorIdentity.retryMaxDelay":  "operator/pkg/ciliumidentity",
 		"controlPlane.operatorIdentity.maxRetries":     "operator/pkg/ciliumidentity",
-		"controlPlane.kvstore.periodicSync":            "kvstore-periodic-sync",
+		"agent.kvstorePeriodicSync":                    "kvstore-periodic-sync",
 		"controlPlane.ces.sliceMode":                   "37211",
 		"controlPlane.xds.flushInterval":               "stampede",
 	}

@@ -186,6 +186,11 @@ type AgentKnobs struct {
 	// KVStoreLockLeaseTTL is the TTL of the separate kvstore session whose
 	// lease holds the allocator's locks (Cilium pkg/defaults LockLeaseTTL).
 	KVStoreLockLeaseTTL Duration `json:"kvstoreLockLeaseTTL"`
+	// KVStorePeriodicSync is how often each agent's allocator re-creates
+	// the missing master keys of the identities it uses and its own value
+	// keys (Cilium --kvstore-periodic-sync, an agent flag); it races the
+	// kvstore identity GC, which deletes master keys without value keys.
+	KVStorePeriodicSync Duration `json:"kvstorePeriodicSync"`
 	// PolicyTriggerInterval is the least time between two policy
 	// recomputations of the agent's endpoints (Cilium
 	// --policy-trigger-interval): identity and policy events arriving
@@ -207,9 +212,6 @@ type ControlPlane struct {
 	// OperatorIdentity configures the work queue of operator-managed
 	// identities (mode operator).
 	OperatorIdentity OperatorIdentityKnobs `json:"operatorIdentity"`
-	// KVStore configures the kvstore allocator's periodic work (mode
-	// kvstore).
-	KVStore KVStoreKnobs `json:"kvstore"`
 }
 
 // CESKnobs configure the CiliumEndpointSlice controller.
@@ -253,15 +255,6 @@ type OperatorIdentityKnobs struct {
 	RetryMaxDelay  Duration `json:"retryMaxDelay"`
 	// MaxRetries may be 0 (never retried), hence a pointer.
 	MaxRetries *int `json:"maxRetries,omitempty"`
-}
-
-// KVStoreKnobs configure the kvstore identity allocator.
-type KVStoreKnobs struct {
-	// PeriodicSync is how often each agent's allocator re-creates the
-	// missing master keys of the identities it uses and its own value
-	// keys (Cilium --kvstore-periodic-sync); it races the kvstore
-	// identity GC, which deletes master keys without value keys.
-	PeriodicSync Duration `json:"periodicSync"`
 }
 
 // XDSKnobs configure the central xDS control plane.

@@ -40,6 +40,5 @@ func (s *Scenario) validateControlPlaneKnobs(l *errs) {
 	case *oi.MaxRetries < 0:
 		l.add("controlPlane.operatorIdentity.maxRetries", "must be >= 0, got %d", *oi.MaxRetries)
 	}
-	positive(l, "controlPlane.kvstore.periodicSync", cp.KVStore.PeriodicSync)
 	positive(l, "controlPlane.xds.flushInterval", cp.XDS.FlushInterval)
 }

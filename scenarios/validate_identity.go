@@ -17,6 +17,7 @@ const (
 func (s *Scenario) validateIdentityKnobs(l *errs) {
 	a := s.Agent
 	r := s.Release()
+	positive(l, "agent.kvstorePeriodicSync", a.KVStorePeriodicSync)
 	if j := a.IdentityMaxJitter; j != nil {
 		switch {
 		case j.Duration < 0:
