@@ -27,6 +27,7 @@ const (
 	mAPIWatchEvents  = "apiserver_watch_events_total"
 	mAPIWatchSizes   = "apiserver_watch_events_sizes"
 	mAPIObjects      = "apiserver_storage_objects"
+	mAPITerminated   = "apiserver_terminated_watchers_total"
 	mAgentEvents     = "stampede_agent_watch_events_total"
 	mAgentBytes      = "stampede_agent_received_bytes_total"
 	mAgent429        = "stampede_agent_api_429_total"

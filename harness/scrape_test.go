@@ -138,3 +138,21 @@ func TestSummaryModelledCPU(t *testing.T) {
 		t.Errorf("an API server without the model's counter got apiServerModel %+v", none.APIServerModel)
 	}
 }
+
+// TestSummaryTerminatedWatchers: the watchers the API server closed for
+// falling behind reach the summary by resource.
+func TestSummaryTerminatedWatchers(t *testing.T) {
+	parse := func(n float64) Metrics {
+		m, err := ParseMetrics(strings.NewReader(fmt.Sprintf("# TYPE %s counter\n%s{group=\"cilium.io\",resource=\"ciliumidentities\"} %g\n# TYPE stampede_agent_watch_events_total counter\nstampede_agent_watch_events_total{resource=\"pods\"} 5\n", mAPITerminated, mAPITerminated, n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m := &Measurer{}
+	s := &results.Summary{}
+	m.summarizeWatch(s, map[string]Metrics{"apiserver": parse(2), "agents-0": parse(0)}, map[string]Metrics{"apiserver": parse(9), "agents-0": parse(0)})
+	if s.Watch == nil || s.Watch.TerminatedWatchers["ciliumidentities"] != 7 {
+		t.Fatalf("watch summary %+v, want 7 terminated ciliumidentities watchers", s.Watch)
+	}
+}

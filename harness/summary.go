@@ -124,6 +124,17 @@ func (m *Measurer) summarizeWatch(s *results.Summary, first, last map[string]Met
 				w.EventsByResource[k] = n
 			}
 		}
+		if a, f := last["apiserver"], first["apiserver"]; a != nil && f != nil {
+			prev := f.SumBy(mAPITerminated, nil, "resource")
+			for k, v := range a.SumBy(mAPITerminated, nil, "resource") {
+				if n := int64(v - prev[k]); n > 0 {
+					if w.TerminatedWatchers == nil {
+						w.TerminatedWatchers = map[string]int64{}
+					}
+					w.TerminatedWatchers[k] = n
+				}
+			}
+		}
 		s.Watch = w
 	}
 

@@ -34,7 +34,10 @@ type Side struct {
 	// but WATCH.
 	ServerP99   float64
 	WatchEvents int64
-	HTTP429     int64
+	// TerminatedWatchers is how many watchers the server closed for
+	// falling behind (kube-apiserver's cacheWatcher; the fake's model).
+	TerminatedWatchers int64
+	HTTP429            int64
 	// ConvergeP99 is the p99 of the agents' convergence after the last
 	// relabel (or the last step that waited for convergence).
 	ConvergeP99 float64
@@ -128,6 +131,9 @@ func side(backend string, res *results.Results, mode scenarios.Mode, cpu apiCPU)
 	}
 	if sum.Watch != nil {
 		s.WatchEvents = sum.Watch.Events
+		for _, n := range sum.Watch.TerminatedWatchers {
+			s.TerminatedWatchers += n
+		}
 	}
 	if sum.Throttling != nil {
 		s.HTTP429 = sum.Throttling.HTTP429
@@ -197,6 +203,7 @@ func compareMode(mode scenarios.Mode, local, fake Side) ModeValidation {
 	add("probe p99 all (s)", probe(local, "*", true), probe(fake, "*", true), LatencyTolerance)
 	add("apiserver_request_duration p99 (s)", local.ServerP99, fake.ServerP99, 0)
 	add("watch events delivered", float64(local.WatchEvents), float64(fake.WatchEvents), 0)
+	add("watchers closed as too slow", float64(local.TerminatedWatchers), float64(fake.TerminatedWatchers), 0)
 	add("HTTP 429", float64(local.HTTP429), float64(fake.HTTP429), 0)
 	add("converge p99 (s)", local.ConvergeP99, fake.ConvergeP99, ConvergenceTolerance)
 	add("identities created", float64(local.Identities), float64(fake.Identities), IdentitiesTolerance)

@@ -353,6 +353,11 @@ type WatchSummary struct {
 	// EventsByResource splits Events by resource (pods, ciliumendpoints,
 	// ciliumendpointslices, ciliumidentities, kvstore, xds, ...).
 	EventsByResource map[string]int64 `json:"eventsByResource,omitempty"`
+	// TerminatedWatchers counts, by resource, the watchers the API server
+	// closed because they fell behind (apiserver_terminated_watchers_total,
+	// which kube-apiserver and the fake both export); each one's client
+	// re-watches, and the events it missed are replayed to it.
+	TerminatedWatchers map[string]int64 `json:"terminatedWatchers,omitempty"`
 }
 
 // ThrottlingSummary counts rate limiting.
