@@ -118,8 +118,12 @@ func kvObjectKey(key []byte) uint64 { return maphash.Bytes(objectKeySeed, key) }
 // objectSizes is the size, as last received, of every object a watch
 // holds, as a cilium-agent's informer store holds the objects: lists
 // replace it, ADDED and MODIFIED set an object's size, DELETED removes
-// it. Used by the watch's goroutine only; its totals go to the resource's
-// counters.
+// it. Cilium's k8s resources (pkg/k8s/resource/resource.go,
+// (*resource).newInformer, read on main in 2026-12) keep every object of
+// a watched resource, after an optional transform to a slim type, in a
+// client-go Indexer keyed by namespace/name: added and updated objects are
+// stored, deleted ones removed. Used by the watch's goroutine only; its
+// totals go to the resource's counters.
 type objectSizes struct {
 	rw    *resourceWork
 	sizes map[uint64]uint32
