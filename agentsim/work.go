@@ -134,11 +134,11 @@ func newObjectSizes(rw *resourceWork) *objectSizes {
 	return &objectSizes{rw: rw, sizes: map[uint64]uint32{}}
 }
 
-// reset forgets every object (a list follows).
+// reset forgets every object (a list follows; its publish makes the new
+// totals visible at once, so Status never sees an empty cache between).
 func (s *objectSizes) reset() {
 	clear(s.sizes)
 	s.total = 0
-	s.publish()
 }
 
 // set records the size of object k (no publish: call publish after a
