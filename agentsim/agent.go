@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -187,8 +188,8 @@ func (c *AgentConfig) validate() error {
 //     while taking mu, never taken under it;
 //   - workQueue.mu is taken under mu (queueing an endpoint), never the
 //     other way round;
-//   - datapathWriter.mu, kvClient.mu and kvClient.sessMu are never held
-//     together with mu.
+//   - datapathWriter.mu, kvClient.mu and kvClient.sessMu are never waited
+//     for under mu (Status only tries datapathWriter.mu: peekStats).
 type Agent struct {
 	cfg AgentConfig
 	kc  *kubeClient
@@ -205,6 +206,12 @@ type Agent struct {
 	pol *policyRegen
 	dp  *datapathWriter
 	dig digests
+
+	// work counts what the agent received, holds and did (atomics, read
+	// without mu); moreWork, if set, adds what other parts count (the
+	// xDS client).
+	work     *agentWork
+	moreWork func(*agentcontract.Work)
 
 	// Read without mu.
 	status     statusCache
@@ -241,6 +248,8 @@ func newAgentState(cfg AgentConfig) *Agent {
 		ipc: newIPCache(ids),
 		pol: newPolicyRegen(),
 		dp:  newDatapathWriter(cfg.Datapath, log, cfg.Metrics),
+
+		work: newAgentWork(),
 	}
 	// Until the first report is computed, a busy agent reports itself
 	// not synced rather than making Status wait.

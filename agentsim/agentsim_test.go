@@ -90,6 +90,7 @@ func TestCRDRelabelConverges(t *testing.T) {
 		t.Errorf("agents counted %d duplicates, the API server holds %d", dups, allExtra)
 	}
 	c.checkObjects(ctx)
+	c.checkWork(ctx, f, scenarios.ModeCRD)
 	t.Logf("429s: %v", counterValue(t, f.m.tooMany))
 	// Every namespace's policies allow the same peers, so each agent's
 	// endpoints share one policy set, updated in place: the datapath

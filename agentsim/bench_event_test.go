@@ -126,8 +126,7 @@ func BenchmarkCEPEvent(b *testing.B) {
 		}
 	})
 	b.Run("agent", func(b *testing.B) {
-		r := &reflector[slimCEP, *slimCEP]{spec: resourceSpec{name: "ciliumendpoints"}, m: a.m, log: a.log}
-		r.h = handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}
+		r := newReflector[slimCEP](a, resourceSpec{name: "ciliumendpoints"}, handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}, nil)
 		b.ReportAllocs()
 		n := 0
 		for b.Loop() {
@@ -176,8 +175,7 @@ func BenchmarkSliceEventShared(b *testing.B) {
 				cfg := AgentConfig{Node: fmt.Sprintf("node-%04d", i), Mode: scenarios.ModeCES, Datapath: dp, Metrics: m}
 				cfg.setDefaults()
 				a := newAgentState(cfg)
-				r := &reflector[slimCES, *slimCES]{spec: resourceSpec{name: "ciliumendpointslices"}, m: m, log: a.log}
-				r.h = handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}
+				r := newReflector[slimCES](a, resourceSpec{name: "ciliumendpointslices"}, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}, nil)
 				readers[i] = r
 				// The first pass adds the endpoints; the measured
 				// passes are updates that change nothing, so that

@@ -60,6 +60,7 @@ func TestXDSModeWithControlPlane(t *testing.T) {
 	c.waitConverged(ctx, f, "after setup")
 	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
 	c.waitConverged(ctx, f, "after relabel")
+	c.checkWork(ctx, f, scenarios.ModeXDS)
 }
 
 // TestOperatorModeWithControlPlane: the project's operator creates the
@@ -103,4 +104,5 @@ func TestCESModeWithControlPlane(t *testing.T) {
 	if n := len(c.list(ctx, pathCESs)); n == 0 {
 		t.Error("no CiliumEndpointSlices")
 	}
+	c.checkWork(ctx, f, scenarios.ModeCES)
 }

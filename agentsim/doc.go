@@ -33,7 +33,11 @@
 // type and file that the Agent composes under one lock (the Agent's doc
 // says why and gives the lock order), and writes them to its
 // datapath.Datapath through a queue applied by its own writer goroutine.
-// It reports convergence digests built with internal/truth.
+// It reports convergence digests built with internal/truth, and what it
+// received, holds and did (agentcontract.Work, counted with atomics in
+// agentWork at the watches, the policy regeneration and the datapath
+// writer): the figures that carry over to a cilium-agent, unlike the
+// shard's CPU and memory.
 //
 // Lifecycle: New builds a Fleet (nothing connects); Run(ctx) runs every
 // agent until ctx ends and waits for all their goroutines; each agent

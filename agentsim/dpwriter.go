@@ -207,6 +207,26 @@ func (a *Agent) closeDatapath() {
 	}
 }
 
+// peekStats returns the datapath's counters without ever waiting: those
+// of the last call while the writer applies a batch (false if there were
+// none). It only tries the writer's lock, so Status may call it under
+// Agent.mu.
+func (w *datapathWriter) peekStats() (datapath.Stats, bool) {
+	if w.mu.TryLock() {
+		defer w.mu.Unlock()
+		if w.dp == nil {
+			return datapath.Stats{}, false
+		}
+		st := w.dp.Stats()
+		w.lastStats.Store(&st)
+		return st, true
+	}
+	if st := w.lastStats.Load(); st != nil {
+		return *st, true
+	}
+	return datapath.Stats{}, false
+}
+
 // stats returns the datapath's counters. While the writer applies a batch
 // (which can take seconds in a storm of large policy updates), it returns
 // the counters of the last call instead of waiting, so that /metrics

@@ -187,8 +187,7 @@ func TestAgentsShareSliceFrames(t *testing.T) {
 		cfg.setDefaults()
 		a := newAgentState(cfg)
 		all[i] = a
-		r := &reflector[slimCES, *slimCES]{spec: resourceSpec{name: "ciliumendpointslices"}, m: a.m, log: a.log, frames: cache}
-		r.h = handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}
+		r := newReflector[slimCES](a, resourceSpec{name: "ciliumendpointslices"}, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}, cache)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -620,6 +620,9 @@ func (k *kvClient) watchPrefix(ctx context.Context, name, prefix string, synced 
 	replace func(kvs []kvPair), event func(put bool, key string, value []byte)) {
 	b := newBackoff(800*time.Millisecond, 30*time.Second)
 	lists := 0
+	// What the agent received and holds of the prefix (agentWork).
+	rw := k.a.work.resource(name)
+	held := newObjectSizes(rw)
 	for ctx.Err() == nil {
 		if lists > 0 {
 			k.a.m.relists.WithLabelValues(name).Inc()
@@ -644,6 +647,12 @@ func (k *kvClient) watchPrefix(ctx context.Context, name, prefix string, synced 
 			kvs[i] = kvPair{key: string(kv.Key), value: kv.Value}
 			k.a.m.bytes.WithLabelValues(name).Add(float64(len(kv.Key) + len(kv.Value)))
 		}
+		held.reset()
+		for _, kv := range resp.Kvs {
+			rw.bytes.Add(uint64(len(kv.Key) + len(kv.Value)))
+			held.set(kvObjectKey(kv.Key), len(kv.Key)+len(kv.Value))
+		}
+		held.publish()
 		replace(kvs)
 		select {
 		case <-synced:
@@ -662,6 +671,14 @@ func (k *kvClient) watchPrefix(ctx context.Context, name, prefix string, synced 
 			for _, ev := range wr.Events {
 				k.a.m.events.WithLabelValues(name, ev.Type.String()).Inc()
 				k.a.m.bytes.WithLabelValues(name).Add(float64(len(ev.Kv.Key) + len(ev.Kv.Value)))
+				rw.events.Add(1)
+				rw.bytes.Add(uint64(len(ev.Kv.Key) + len(ev.Kv.Value)))
+				if ev.Type == clientv3.EventTypePut {
+					held.set(kvObjectKey(ev.Kv.Key), len(ev.Kv.Key)+len(ev.Kv.Value))
+				} else {
+					held.delete(kvObjectKey(ev.Kv.Key))
+				}
+				held.publish()
 				start := time.Now()
 				event(ev.Type == clientv3.EventTypePut, string(ev.Kv.Key), ev.Kv.Value)
 				k.a.m.eventLatency.WithLabelValues(name).Observe(time.Since(start).Seconds())

@@ -65,6 +65,7 @@ func TestKVStoreModeConverges(t *testing.T) {
 		t.Errorf("kvstore deletes after the relabel = %v, want one per value key of setup (%d)", got, before.Count)
 	}
 	c.checkObjects(ctx)
+	c.checkWork(ctx, f, scenarios.ModeKVStore)
 
 	// Every node loses its session (as when keepalives miss the TTL):
 	// etcd deletes the node's keys with the lease, and each agent opens a

@@ -168,6 +168,10 @@ func (a *Agent) regenerate() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ops, changed := a.pol.resolve(a.eps.pods, a.ids)
+	a.work.regens.Add(1)
+	for _, op := range ops {
+		a.work.epChanges.Add(uint64(len(op.eps)))
+	}
 	if changed {
 		a.dig.policyStale = true
 		a.changed()
@@ -184,6 +188,8 @@ type slimCNP struct {
 }
 
 func (o *slimCNP) resourceVersion() string { return o.Metadata.ResourceVersion }
+
+func (o *slimCNP) objectName() (string, string) { return o.Metadata.Namespace, o.Metadata.Name }
 
 func (a *Agent) compilePolicy(c *slimCNP) ([]policy.Rule, bool) {
 	rules, err := policy.Compile(&c.CiliumNetworkPolicy)

@@ -74,8 +74,7 @@ func TestSliceWatchDoesNotPinFrames(t *testing.T) {
 	cfg := AgentConfig{Node: "node-0000", Mode: scenarios.ModeCES, Datapath: dp, Metrics: newMetrics(prometheus.NewRegistry(), nil)}
 	cfg.setDefaults()
 	a := newAgentState(cfg)
-	r := &reflector[slimCES, *slimCES]{spec: resourceSpec{name: "ciliumendpointslices"}, m: a.m, log: a.log}
-	r.h = handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}
+	r := newReflector[slimCES](a, resourceSpec{name: "ciliumendpointslices"}, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}, nil)
 	if _, err := r.consume(bytes.NewReader(frames), ""); err != nil {
 		t.Fatal(err)
 	}

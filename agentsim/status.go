@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/internal/agentcontract"
 )
 
@@ -37,6 +38,9 @@ type Status struct {
 	Duplicates        uint64 `json:"duplicates"`
 	AllocationRetries uint64 `json:"allocationRetries"`
 	Events            uint64 `json:"events"`
+	// Work is what the agent received, holds and did: the figures that
+	// carry over to a cilium-agent (agentcontract.Work).
+	Work *agentcontract.Work `json:"work,omitempty"`
 
 	// at is when the report was computed.
 	at time.Time
@@ -103,7 +107,9 @@ func (a *Agent) statusLocked() Status {
 		AllocationRetries: a.ids.retries.Load(),
 		Events:            a.events.Load(),
 	}
+	w := &agentcontract.Work{Identities: st.Identities}
 	for _, p := range a.eps.pods {
+		w.PolicyMapKeys += len(p.allowed)
 		if p.id != 0 && p.allowed != nil && p.cepCreated && p.cepID == p.id {
 			st.EndpointsReady++
 		}
@@ -111,6 +117,22 @@ func (a *Agent) statusLocked() Status {
 			st.PendingIdentity++
 		}
 	}
+	a.work.add(w)
+	if a.moreWork != nil {
+		a.moreWork(w)
+	}
+	if ds, ok := a.dp.peekStats(); ok {
+		w.Datapath = string(ds.Kind)
+		w.DatapathUpdates, w.MapWrites = ds.Updates, ds.MapWrites
+		if ds.Kind == datapath.KindBPF {
+			// The kernel's figure for the maps this agent created; the
+			// mem datapath's MapBytes is an estimate of Go maps, not
+			// kernel memory, and is left out.
+			kb := ds.MapBytes
+			w.KernelMapBytes = &kb
+		}
+	}
+	st.Work = w
 	if st.PolicyOverflow > 0 {
 		st.PolicyDigest += fmt.Sprintf("%s%d", agentcontract.PolicyOverflowMarker, st.PolicyOverflow)
 	}

@@ -36,6 +36,9 @@ func (w *watchStatus) apiStatus() watchStatus { return *w }
 type slimObject interface {
 	resourceVersion() string
 	apiStatus() watchStatus
+	// objectName is the object's namespace (empty if cluster-scoped)
+	// and name.
+	objectName() (namespace, name string)
 }
 
 // slimPod is a Pod reduced to what identity and endpoints need.
@@ -149,3 +152,10 @@ func (o *slimNode) resourceVersion() string      { return o.Metadata.ResourceVer
 func (o *slimCID) resourceVersion() string       { return o.Metadata.ResourceVersion }
 func (o *slimCEP) resourceVersion() string       { return o.Metadata.ResourceVersion }
 func (o *slimCES) resourceVersion() string       { return o.Metadata.ResourceVersion }
+
+func (o *slimPod) objectName() (string, string)       { return o.Metadata.Namespace, o.Metadata.Name }
+func (o *slimNamespace) objectName() (string, string) { return "", o.Metadata.Name }
+func (o *slimNode) objectName() (string, string)      { return "", o.Metadata.Name }
+func (o *slimCID) objectName() (string, string)       { return "", o.Metadata.Name }
+func (o *slimCEP) objectName() (string, string)       { return o.Metadata.Namespace, o.Metadata.Name }
+func (o *slimCES) objectName() (string, string)       { return "", o.Metadata.Name }

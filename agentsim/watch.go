@@ -53,6 +53,8 @@ type watchFrame[T any] struct {
 type listBody[T any] struct {
 	Metadata listMeta `json:"metadata"`
 	Items    []T      `json:"items"`
+	// sizes are the items' sizes in the body, bytes.
+	sizes []int
 }
 
 // decodeList decodes a list response item by item from the stream, so
@@ -79,10 +81,12 @@ func decodeList[T any](body io.Reader) (listBody[T], error) {
 			}
 			for dec.More() {
 				var it T
+				at := dec.InputOffset()
 				if err := dec.Decode(&it); err != nil {
 					return lb, fmt.Errorf("items[%d]: %w", len(lb.Items), err)
 				}
 				lb.Items = append(lb.Items, it)
+				lb.sizes = append(lb.sizes, int(dec.InputOffset()-at))
 			}
 			if err := expectDelim(dec, ']'); err != nil {
 				return lb, fmt.Errorf("items: %w", err)
@@ -132,6 +136,11 @@ type reflector[T any, PT interface {
 	// frames, if set, shares decoded watch frames with the other agents of
 	// the process; the handler then gets objects it must not modify.
 	frames *frameCache
+	// work counts what the resource's lists and watches brought (events,
+	// bytes) and held keeps the size of every object the agent holds of
+	// it, as a cilium-agent's informer store holds them.
+	work *resourceWork
+	held *objectSizes
 }
 
 // newReflector is a's reflector of spec; frames, if set, shares decoded
@@ -140,7 +149,9 @@ func newReflector[T any, PT interface {
 	*T
 	slimObject
 }](a *Agent, spec resourceSpec, h handler[T], frames *frameCache) *reflector[T, PT] {
-	return &reflector[T, PT]{c: a.kc, spec: spec, h: h, log: a.log, m: a.m, synced: make(chan struct{}), frames: frames}
+	rw := a.work.resource(spec.name)
+	return &reflector[T, PT]{c: a.kc, spec: spec, h: h, log: a.log, m: a.m, synced: make(chan struct{}), frames: frames,
+		work: rw, held: newObjectSizes(rw)}
 }
 
 func (r *reflector[T, PT]) run(ctx context.Context) {
@@ -209,14 +220,17 @@ func (r *reflector[T, PT]) list(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("list %s: %w", r.spec.name, err)
 	}
-	lb, err := decodeList[T](body)
+	lb, err := decodeList[T](countingReader{r: body, n: &r.work.bytes})
 	body.Close()
 	if err != nil {
 		return "", fmt.Errorf("list %s: decode: %w", r.spec.name, err)
 	}
+	r.held.reset()
 	for i := range lb.Items {
 		prepare[T, PT](&lb.Items[i])
+		r.held.set(objectKey(PT(&lb.Items[i]).objectName()), lb.sizes[i])
 	}
+	r.held.publish()
 	r.h.replace(lb.Items)
 	select {
 	case <-r.synced:
@@ -249,7 +263,7 @@ func (r *reflector[T, PT]) watch(ctx context.Context, rv string) (string, error)
 	defer body.Close()
 	start := time.Now()
 	events := r.events
-	rv2, err := r.consume(body, rv)
+	rv2, err := r.consume(countingReader{r: body, n: &r.work.bytes}, rv)
 	if err == nil && r.events == events && time.Since(start) < time.Second {
 		// The server closed the watch at once without an event: it may
 		// be closing this client as too slow, as a fake API server or a
@@ -298,6 +312,13 @@ func (r *reflector[T, PT]) consume(body io.Reader, rv string) (string, error) {
 		case evAdded, evModified, evDeleted:
 			r.events++
 			r.m.events.WithLabelValues(r.spec.name, f.Type).Inc()
+			r.work.events.Add(1)
+			if k := objectKey(PT(&f.Object).objectName()); f.Type == evDeleted {
+				r.held.delete(k)
+			} else {
+				r.held.set(k, len(line))
+			}
+			r.held.publish()
 			start := time.Now()
 			r.h.event(f.Type, &f.Object)
 			r.m.eventLatency.WithLabelValues(r.spec.name).Observe(time.Since(start).Seconds())

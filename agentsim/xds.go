@@ -7,10 +7,12 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stampede-sim/stampede/agentsim/xdsclient"
 	"github.com/stampede-sim/stampede/datapath"
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/internal/policy"
 	"github.com/stampede-sim/stampede/internal/xdsapi"
@@ -26,7 +28,7 @@ type XDSAgent struct {
 	server string
 	hosts  map[identity.ID][]uint32
 	hmu    sync.Mutex
-	client *xdsclient.Client
+	client atomic.Pointer[xdsclient.Client]
 	types  sync.Map // typeURL -> true once applied
 }
 
@@ -43,7 +45,22 @@ func NewXDSAgent(cfg AgentConfig, server string) (*XDSAgent, error) {
 		return nil, fmt.Errorf("xds agent %s: control plane address must be set", cfg.Node)
 	}
 	a := newAgentState(cfg)
-	return &XDSAgent{a: a, server: server, hosts: map[identity.ID][]uint32{}}, nil
+	x := &XDSAgent{a: a, server: server, hosts: map[identity.ID][]uint32{}}
+	a.moreWork = x.addWork
+	return x, nil
+}
+
+// addWork adds what the ADS client received and holds, by type, to the
+// agent's report (xds-<type>).
+func (x *XDSAgent) addWork(w *agentcontract.Work) {
+	cl := x.client.Load()
+	if cl == nil {
+		return
+	}
+	for t, tw := range cl.Work() {
+		addTraffic(w, "xds-"+t, agentcontract.Traffic{Events: tw.Events, Bytes: tw.Bytes})
+		addHolding(w, "xds-"+t, agentcontract.Holding{Objects: tw.Objects, Bytes: tw.HeldBytes})
+	}
 }
 
 // Node is the agent's node name.
@@ -75,7 +92,7 @@ func (x *XDSAgent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("xds agent %s: %w", a.cfg.Node, err)
 	}
-	x.client = cl
+	x.client.Store(cl)
 	for _, f := range []func(context.Context){a.regenLoop, a.dpWriter} {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()

@@ -289,6 +289,7 @@ func (d *bpfDatapath) Stats() Stats {
 	st := d.st
 	dg := st.digest
 	s := Stats{
+		Kind:           KindBPF,
 		Updates:        st.updates,
 		MapWrites:      st.writes,
 		UpdateTime:     st.updateTime,

@@ -18,6 +18,8 @@ type IPCacheEntry struct {
 
 // Stats is what a datapath counts.
 type Stats struct {
+	// Kind is the implementation: bpf or mem.
+	Kind Kind
 	// Updates counts what Cilium's layout (one policy map per endpoint)
 	// would write: one per ipcache entry written or deleted, one per
 	// policy key an endpoint gains or loses, one per endpoint added or

@@ -129,6 +129,7 @@ func (m *memDatapath) Stats() Stats {
 	st := m.st
 	d := st.digest
 	return Stats{
+		Kind:           KindMem,
 		Updates:        st.updates,
 		UpdateTime:     st.updateTime,
 		MapWrites:      st.writes,

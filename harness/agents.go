@@ -66,7 +66,7 @@ func (s *shardAgents) poll(ctx context.Context, base string) ([]AgentStatus, err
 	}
 	out := make([]AgentStatus, 0, len(reports))
 	for _, r := range reports {
-		out = append(out, AgentStatus{Node: r.Node, IPCache: r.IPCacheDigest, Policy: r.PolicyDigest, LastChange: r.LastChange})
+		out = append(out, AgentStatus{Node: r.Node, IPCache: r.IPCacheDigest, Policy: r.PolicyDigest, LastChange: r.LastChange, Work: r.Work})
 	}
 	return out, nil
 }

@@ -97,6 +97,9 @@ func checkModes(t *testing.T, res *results.Results, modes []scenarios.Mode) {
 		if s.Agents == nil || s.Agents.Count != 20 {
 			t.Errorf("mode %s: agent summary %+v, want 20 agents", m.Mode, s.Agents)
 		}
+		if w := s.AgentWork; w == nil || w.Agents != 20 || w.Received["*"].Bytes.P50 == 0 || w.Cached["*"].Objects.P50 == 0 || w.Identities.P50 == 0 {
+			t.Errorf("mode %s: agents' work %+v, want what 20 agents received and hold", m.Mode, w)
+		}
 		if m.Series == nil || m.Series.Len() == 0 {
 			t.Errorf("mode %s: no series", m.Mode)
 		}

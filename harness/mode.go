@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stampede-sim/stampede/internal/access"
+	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -496,6 +497,7 @@ func (mr *modeRun) summarize(ctx context.Context) *results.Summary {
 		}
 	}
 	summary := mr.meas.Summary(census)
+	summary.AgentWork = mr.agentWork(ctx)
 	summary.Convergence = mr.conv
 	summary.SLO = sloVerdicts(cfg.Scenario, summary)
 	if p := summary.Probe; p != nil && !p.HeldRate {
@@ -505,6 +507,28 @@ func (mr *modeRun) summarize(ctx context.Context) *results.Summary {
 		fmt.Fprintf(cfg.Progress, "[%s] warning: the harness used %.0f%% of the measured CPU (target < 10%%)\n", mr.mode, 100*h.FractionOfTotal)
 	}
 	return summary
+}
+
+// agentWork reads every agent's report of what it received, holds and
+// did, at the end of the mode (also of one cut short, while the agents
+// still answer), and aggregates it.
+func (mr *modeRun) agentWork(ctx context.Context) *results.AgentWorkSummary {
+	if len(mr.agentURLs) == 0 {
+		return nil
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	src := &shardAgents{client: &http.Client{Timeout: 30 * time.Second}, urls: mr.agentURLs}
+	sts, err := src.Agents(actx)
+	if err != nil {
+		mr.log.Warn("read the agents' work reports", "err", err)
+		return nil
+	}
+	ws := make([]*agentcontract.Work, len(sts))
+	for i := range sts {
+		ws[i] = sts[i].Work
+	}
+	return agentWorkSummary(ws)
 }
 
 // modeStatus is the status a mode ends with after its timeline returned

@@ -27,6 +27,9 @@ type AgentStatus struct {
 	Policy  string
 	// LastChange is when the agent's state last changed (zero if unknown).
 	LastChange time.Time
+	// Work is what the agent received, holds and did (nil if it does not
+	// say).
+	Work *agentcontract.Work
 }
 
 // AgentSource lists the current status of every agent.

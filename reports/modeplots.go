@@ -97,7 +97,7 @@ func (mp *modePlots) perAgent() *Figure {
 	rmean, rlo, rhi := column(mp.m, results.SeriesAgentsRSSMean), column(mp.m, results.SeriesAgentsRSSMin), column(mp.m, results.SeriesAgentsRSSMax)
 	if mean != nil || rmean != nil {
 		c := processColors["agents"]
-		pc := newPlot(mp.mode+": CPU per agent", xSinceStart, "CPU per agent (% of one core)")
+		pc := newPlot(mp.mode+": simulator's CPU per agent ("+simulatorCost+")", xSinceStart, "CPU per agent (% of one core)")
 		if lo != nil && hi != nil {
 			addBand(pc, "min-max across shards", mp.x, scaled(lo, 0.01), scaled(hi, 0.01), c)
 		}
@@ -105,7 +105,7 @@ func (mp *modePlots) perAgent() *Figure {
 		linearY(pc)
 		addMarkers(pc, mp.ms)
 		unit, div := format.ByteUnit(nanZero(colMax(rhi, rmean)))
-		pm := newPlot(mp.mode+": memory per agent", xSinceStart, "RSS per agent ("+unit+")")
+		pm := newPlot(mp.mode+": simulator's memory per agent ("+simulatorCost+")", xSinceStart, "RSS per agent ("+unit+")")
 		if rlo != nil && rhi != nil {
 			addBand(pm, "min-max across shards", mp.x, scaled(rlo, div), scaled(rhi, div), c)
 		}
@@ -115,7 +115,7 @@ func (mp *modePlots) perAgent() *Figure {
 		noSamples(pc, mp.x, drawnC)
 		noSamples(pm, mp.x, drawnM)
 		if drawnC || drawnM {
-			return &Figure{Caption: mp.caption, Name: mp.mode + "-agents", Title: mp.mode + ": CPU and memory per agent (mean, min-max band across shards)", Mode: mp.mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch}
+			return &Figure{Caption: mp.caption, Name: mp.mode + "-agents", Title: mp.mode + ": the simulator's CPU and memory per agent, " + simulatorCost + " (mean, min-max band across shards)", Mode: mp.mode, rows: [][]*plot.Plot{{pc, pm}}, width: 12 * vg.Inch}
 		}
 	}
 	return nil

@@ -272,12 +272,12 @@ func compareFigures(r *results.Results) []*Figure {
 			func(m *results.ModeResult) []float64 {
 				return scaled(column(m, results.SeriesName(results.SeriesRSS, "process", "apiserver")), apiDiv)
 			})
-		agentCPU := overlay("CPU per agent (mean across shards), all modes", "CPU per agent (% of one core)", false,
+		agentCPU := overlay("simulator's CPU per agent ("+simulatorCost+"), mean across shards", "CPU per agent (% of one core)", false,
 			func(m *results.ModeResult) []float64 { return scaled(column(m, results.SeriesAgentsCPUMean), 0.01) })
 		agUnit, agDiv := format.ByteUnit(maxAgentRSS)
-		agentRSS := overlay("memory per agent (mean across shards), all modes", "RSS per agent ("+agUnit+")", false,
+		agentRSS := overlay("simulator's memory per agent ("+simulatorCost+"), mean across shards", "RSS per agent ("+agUnit+")", false,
 			func(m *results.ModeResult) []float64 { return scaled(column(m, results.SeriesAgentsRSSMean), agDiv) })
-		figs = append(figs, &Figure{Caption: caption, Name: "compare-resources", Title: "CPU and memory of the API server and per agent, all modes",
+		figs = append(figs, &Figure{Caption: caption, Name: "compare-resources", Title: "CPU and memory of the API server and of the simulator per agent (" + simulatorCost + "), all modes",
 			rows: [][]*plot.Plot{{apiCPU, apiRSS}, {agentCPU, agentRSS}}, width: 12 * vg.Inch, panelRow: 4 * vg.Inch})
 
 		ev := overlay("watch events delivered, all modes", "events/s", false,
@@ -292,6 +292,9 @@ func compareFigures(r *results.Results) []*Figure {
 		figs = append(figs, &Figure{Caption: caption, Name: "compare-watch", Title: "watch events/s and bytes/s, all modes", rows: [][]*plot.Plot{{ev, by}}, width: 12 * vg.Inch})
 	}
 	if bars := summaryBars(r); bars != nil {
+		figs = append(figs, bars)
+	}
+	if bars := agentWorkBars(r); bars != nil {
 		figs = append(figs, bars)
 	}
 	return figs
@@ -355,13 +358,13 @@ func summaryMetrics(r *results.Results) []summaryMetric {
 			v, _ := results.APIServerCPU(api, m.Summary)
 			return v
 		}},
-		{"peak CPU per agent (mean across shards)", "% of one core", format.Count, func(m *results.ModeResult) float64 {
+		{"simulator's peak CPU per agent\n(" + simulatorCost + ")", "% of one core", format.Count, func(m *results.ModeResult) float64 {
 			if m.Summary == nil || m.Summary.Agents == nil {
 				return math.NaN()
 			}
 			return m.Summary.Agents.PeakCPU.Mean * 100
 		}},
-		{"peak memory per agent (mean across shards)", "MiB", format.Count, func(m *results.ModeResult) float64 {
+		{"simulator's peak memory per agent\n(" + simulatorCost + ")", "MiB", format.Count, func(m *results.ModeResult) float64 {
 			if m.Summary == nil || m.Summary.Agents == nil {
 				return math.NaN()
 			}
@@ -397,7 +400,12 @@ func summaryMetrics(r *results.Results) []summaryMetric {
 
 // summaryBars is a grid of bar charts, one per summary metric, one bar per
 // mode that has a summary.
-func summaryBars(r *results.Results) *Figure {
+func summaryBars(r *results.Results) *Figure { return barsFigure(r, summaryMetrics(r)) }
+
+// barsFigure is a grid of bar charts, one per metric, one bar per mode
+// that has a summary, named and captioned as the summary bars (callers
+// rename it).
+func barsFigure(r *results.Results, metrics []summaryMetric) *Figure {
 	var modes []*results.ModeResult
 	for i := range r.Modes {
 		if r.Modes[i].Summary != nil {
@@ -414,7 +422,6 @@ func summaryBars(r *results.Results) *Figure {
 			names[i] += " (" + string(m.Status) + ")"
 		}
 	}
-	metrics := summaryMetrics(r)
 	const cols = 4
 	var rows [][]*plot.Plot
 	for i, sm := range metrics {

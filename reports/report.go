@@ -127,6 +127,7 @@ func buildDocument(r *results.Results, figs []*Figure, failed map[string]error) 
 	d.P("Latencies are from the harness's constant-rate probe unless marked server-side; convergence is measured from the start of the relabel; \"-\" means not measured in that mode or on that backend. %s.", apiServerLine(r))
 	latencyTable(d, r)
 	costTable(d, r)
+	agentWorkTable(d, r)
 
 	d.H(2, "What did not run")
 	var notRun []string
@@ -400,7 +401,7 @@ func costTable(d *document.Document, r *results.Results) {
 		}
 		rows = append(rows, append(row, api, agCPU, agRSS, mem, events, bytes, writes, throttle, ids, dp))
 	}
-	d.Table([]string{"mode", "API server", "peak CPU per agent (mean / max shard)", "peak RSS per agent (mean / max shard)", "peak memory: all processes / machine", "watch events", "watch bytes", "API writes", "429s / client-throttled (wait summed over agents)", "identities created / duplicates", "datapath updates"}, rows)
+	d.Table([]string{"mode", "API server", "simulator's peak CPU per agent, " + simulatorCost + " (mean / max shard)", "simulator's peak RSS per agent, " + simulatorCost + " (mean / max shard)", "peak memory: all processes / machine", "watch events", "watch bytes", "API writes", "429s / client-throttled (wait summed over agents)", "identities created / duplicates", "datapath updates"}, rows)
 }
 
 func sloTable(d *document.Document, r *results.Results) {
@@ -516,8 +517,9 @@ func modeSection(d *document.Document, r *results.Results, m *results.ModeResult
 			d.Table([]string{"process", "CPU-seconds", "peak CPU", "peak RSS", "mean RSS"}, rows)
 		}
 		if a := s.Agents; a != nil {
-			d.H(3, "Per agent")
-			d.P("%d agents in %d shards; per agent = shard figure / agents in the shard; mean, min and max across shards.", a.Count, a.Shards)
+			d.H(3, "Per agent: the simulator's cost, not a cilium-agent's")
+			d.P("%d agents in %d shards; per agent = shard figure / agents in the shard; mean, min and max across shards. "+
+				"These are the %s: its agents decode into slim types and share decoded frames and strings; what a cilium-agent would receive and hold follows.", a.Count, a.Shards, simulatorCost)
 			if a.SharedFrames > 0 {
 				d.P("%.1f %% of the frames of unfiltered watches were decoded once per shard and shared by its agents, so per-agent CPU leaves out most decoding a real agent does.", 100*a.SharedFrames)
 			}
@@ -531,6 +533,9 @@ func modeSection(d *document.Document, r *results.Results, m *results.ModeResult
 				append([]string{"peak RSS"}, sp(a.PeakRSS, format.Bytes)...),
 				append([]string{"mean RSS"}, sp(a.MeanRSS, format.Bytes)...),
 			})
+		}
+		if w := s.AgentWork; w != nil {
+			agentWorkByResource(d, w)
 		}
 		var facts []string
 		if w := s.Watch; w != nil {

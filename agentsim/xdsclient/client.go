@@ -105,6 +105,41 @@ type Client struct {
 
 	responses, applied, nacks, upserts, deletes, bytes, streams, reconnects atomic.Uint64
 	lastErr                                                                 atomic.Pointer[string]
+
+	// work counts by type what arrived and what the client holds (the
+	// map is built by New and only read after); sizes[type][name] is the
+	// payload size of every resource applied (touched by Run only).
+	work  map[string]*typeWork
+	sizes map[string]map[string]int
+}
+
+// typeWork is what arrived and is held of one type.
+type typeWork struct {
+	events, bytes  atomic.Uint64
+	objects, held  atomic.Int64
+	heldBytesLocal int64 // Run only
+}
+
+// TypeWork is what arrived and is held of one resource type.
+type TypeWork struct {
+	// Events counts the resources received (upserts and removals; in
+	// state of the world, every resource of every response, as the
+	// protocol resends them, and those found gone). Bytes is their
+	// serialized size (the Any's value; gRPC framing left out).
+	Events, Bytes uint64
+	// Objects is the number of resources held, HeldBytes their
+	// serialized size.
+	Objects, HeldBytes int64
+}
+
+// Work returns, by short type name (Identity, IdentityHosts, Policy,
+// Endpoint), what arrived and what the client holds.
+func (c *Client) Work() map[string]TypeWork {
+	out := make(map[string]TypeWork, len(c.work))
+	for t, w := range c.work {
+		out[shortType(t)] = TypeWork{Events: w.events.Load(), Bytes: w.bytes.Load(), Objects: w.objects.Load(), HeldBytes: w.held.Load()}
+	}
+	return out
 }
 
 // New validates cfg and returns a Client; it does not connect.
@@ -126,9 +161,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(5*time.Second, cfg.MinBackoff)
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), known: map[string]map[string]string{}, sotwVersion: map[string]string{}}
+	c := &Client{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), known: map[string]map[string]string{}, sotwVersion: map[string]string{},
+		work: map[string]*typeWork{}, sizes: map[string]map[string]int{}}
 	for _, t := range xdsapi.Types {
 		c.known[t] = map[string]string{}
+		c.work[t] = &typeWork{}
+		c.sizes[t] = map[string]int{}
 	}
 	return c, nil
 }
@@ -250,14 +288,18 @@ func (c *Client) applyDelta(resp *discovery.DeltaDiscoveryResponse) error {
 	if !ok {
 		return fmt.Errorf("unknown type %q", t)
 	}
+	w := c.work[t]
+	w.events.Add(uint64(len(resp.GetResources()) + len(resp.GetRemovedResources())))
 	items := make([]decoded, 0, len(resp.GetResources()))
 	for _, r := range resp.GetResources() {
 		c.bytes.Add(uint64(len(r.GetResource().GetValue())))
+		w.bytes.Add(uint64(len(r.GetResource().GetValue())))
 		d, err := decode(t, r.GetName(), r.GetResource())
 		if err != nil {
 			return err
 		}
 		d.version = r.GetVersion()
+		d.size = len(r.GetResource().GetValue())
 		items = append(items, d)
 	}
 	removed := make([]decoded, 0, len(resp.GetRemovedResources()))
@@ -324,8 +366,11 @@ func (c *Client) applySotW(resp *discovery.DiscoveryResponse) error {
 	}
 	var changed []decoded
 	seen := make(map[string]bool, len(resp.GetResources()))
+	w := c.work[t]
+	w.events.Add(uint64(len(resp.GetResources())))
 	for _, a := range resp.GetResources() {
 		c.bytes.Add(uint64(len(a.GetValue())))
+		w.bytes.Add(uint64(len(a.GetValue())))
 		d, err := decode(t, "", a)
 		if err != nil {
 			return err
@@ -335,6 +380,7 @@ func (c *Client) applySotW(resp *discovery.DiscoveryResponse) error {
 		}
 		seen[d.name] = true
 		d.version = string(a.GetValue())
+		d.size = len(a.GetValue())
 		if known[d.name] != d.version {
 			changed = append(changed, d)
 		}
@@ -349,23 +395,33 @@ func (c *Client) applySotW(resp *discovery.DiscoveryResponse) error {
 			gone = append(gone, d)
 		}
 	}
+	w.events.Add(uint64(len(gone)))
 	return c.apply(t, known, changed, gone, resp.GetVersionInfo())
 }
 
 // apply hands a validated response to the sink: upserts, then removals,
 // keeping known (name -> version) in step, then reports the version applied.
 func (c *Client) apply(t string, known map[string]string, upserts, removes []decoded, version string) error {
+	w, sizes := c.work[t], c.sizes[t]
+	defer func() {
+		w.objects.Store(int64(len(sizes)))
+		w.held.Store(w.heldBytesLocal)
+	}()
 	for _, d := range upserts {
 		if err := c.upsert(d); err != nil {
 			return err
 		}
 		known[d.name] = d.version
+		w.heldBytesLocal += int64(d.size - sizes[d.name])
+		sizes[d.name] = d.size
 	}
 	for _, d := range removes {
 		if err := c.remove(d); err != nil {
 			return err
 		}
 		delete(known, d.name)
+		w.heldBytesLocal -= int64(sizes[d.name])
+		delete(sizes, d.name)
 	}
 	c.cfg.Sink.Applied(t, version)
 	return nil

@@ -19,6 +19,7 @@ type decoded struct {
 	typ     string
 	name    string
 	version string
+	size    int // serialized bytes (upserts)
 
 	id        uint32 // identities and hosts
 	labels    []string

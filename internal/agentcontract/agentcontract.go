@@ -23,6 +23,9 @@ type Status struct {
 	PolicyDigest  string `json:"policyDigest"`
 	// LastChange is when the ipcache or policy state last changed.
 	LastChange time.Time `json:"lastChange"`
+	// Work is what the agent received, holds and did (absent from agents
+	// that do not count it).
+	Work *Work `json:"work,omitempty"`
 }
 
 // PolicyOverflowMarker follows an agent's policy digest, with the count,

@@ -29,3 +29,26 @@ func TestDecodeStatuses(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeStatusesWork(t *testing.T) {
+	body := `[{"node":"n1","work":{"received":{"pods":{"events":2,"bytes":300}},"cached":{"pods":{"objects":1,"bytes":150}},` +
+		`"identities":4,"policyRecomputations":3,"endpointPolicyChanges":1,"policyMapKeys":9,"datapath":"bpf","datapathUpdates":12,"mapWrites":5,"kernelMapBytes":8192}},` +
+		`{"node":"n2","work":{"datapath":"mem"}}]`
+	got, err := DecodeStatuses([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb := uint64(8192)
+	want := []Status{
+		{Node: "n1", Work: &Work{
+			Received: map[string]Traffic{"pods": {Events: 2, Bytes: 300}}, Cached: map[string]Holding{"pods": {Objects: 1, Bytes: 150}},
+			Identities: 4, PolicyRecomputations: 3, EndpointPolicyChanges: 1, PolicyMapKeys: 9,
+			Datapath: "bpf", DatapathUpdates: 12, MapWrites: 5, KernelMapBytes: &kb,
+		}},
+		// The mem datapath has no kernel maps: no figure, not zero.
+		{Node: "n2", Work: &Work{Datapath: "mem"}},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("DecodeStatuses (-want +got):\n%s", d)
+	}
+}

@@ -5,7 +5,8 @@
 //   - the status report an agent shard serves at StatusPath and the
 //     harness polls (Status, DecodeStatuses), and the PolicyOverflowMarker
 //     an agent appends to its policy digest when its datapath refused a
-//     policy;
+//     policy; the report's Work, what the agent received, holds and
+//     did, which the harness aggregates per mode;
 //   - the key layout of Cilium's kvstore identity allocator and ipcache,
 //     which kvstore-mode agents write and the harness's kvstore probe reads
 //     (KVIDPrefix and its siblings).
@@ -15,5 +16,5 @@
 // agentsim encodes an agent's report and decodes it here, so the two sides
 // cannot drift apart silently.
 //
-// The package holds constants, one type and one pure function.
+// The package holds constants, the report's types and one pure function.
 package agentcontract

@@ -239,8 +239,14 @@ type Summary struct {
 	// Processes are CPU and memory per measured process: apiserver, etcd
 	// (the backend's), kvstore, controlplane, agents-<i>, harness.
 	Processes []ProcessSummary `json:"processes,omitempty"`
-	// Agents is the cost per simulated agent across the shards.
+	// Agents is the cost per simulated agent across the shards: the
+	// simulator's cost, not a cilium-agent's.
 	Agents *AgentSummary `json:"agents,omitempty"`
+	// AgentWork is what the simulated agents received, held and did, per
+	// agent, read from their reports at the end of the mode: what a
+	// cilium-agent would receive and hold for the same cluster and
+	// traffic.
+	AgentWork *AgentWorkSummary `json:"agentWork,omitempty"`
 	// Watch is what watches delivered to agents and the control plane.
 	Watch *WatchSummary `json:"watch,omitempty"`
 	// Writes counts API writes by type, keyed "<verb> <resource>" (for
@@ -339,6 +345,72 @@ type AgentSummary struct {
 	// instead of each decoding the same bytes. Per-agent CPU is with that
 	// sharing; a real cilium-agent decodes every frame itself.
 	SharedFrames float64 `json:"sharedFrames,omitempty"`
+}
+
+// PerAgent is one figure of every agent: the sum over agents, and the
+// median, 99th percentile (nearest rank) and maximum of one agent's.
+type PerAgent struct {
+	Sum float64 `json:"sum"`
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// AgentWorkSummary is what the agents received, held and did, from each
+// agent's own report (internal/agentcontract.Work), counted from the
+// agent's start to the end of the mode (held figures: at the end). These
+// are the figures that carry over to a cilium-agent: its control-plane
+// traffic, the objects its caches hold, its identities, its policy work
+// and its BPF map writes, measured on the simulated agents' real traffic.
+// They are not CPU or memory: a cilium-agent's heap holds the cached
+// objects decoded, a multiple of their bytes as received that depends on
+// Cilium's types.
+type AgentWorkSummary struct {
+	// Agents is the number of agents whose report was read.
+	Agents int `json:"agents"`
+	// Datapath is the datapath the agents used: bpf or mem.
+	Datapath string `json:"datapath,omitempty"`
+	// Received is by resource (pods, ciliumendpoints, ..., kvstore-ipcache,
+	// xds-Identity, ...; "*" for all together): the watch events and the
+	// bytes of lists and watches an agent received.
+	Received map[string]TrafficPerAgent `json:"received,omitempty"`
+	// Cached is by resource ("*" for all together): the objects an agent
+	// holds and their bytes as received.
+	Cached map[string]HoldingPerAgent `json:"cached,omitempty"`
+	// Identities are the security identities an agent knows.
+	Identities PerAgent `json:"identities"`
+	// PolicyRecomputations are the passes that recomputed the policy of
+	// an agent's endpoints; EndpointPolicyChanges the endpoint policies
+	// they changed.
+	PolicyRecomputations  PerAgent `json:"policyRecomputations"`
+	EndpointPolicyChanges PerAgent `json:"endpointPolicyChanges"`
+	// PolicyMapKeys are the policy keys over an agent's endpoints, as
+	// Cilium's per-endpoint policy maps hold them.
+	PolicyMapKeys PerAgent `json:"policyMapKeys"`
+	// DatapathUpdates are the BPF map element writes and deletes Cilium's
+	// layout (a policy map per endpoint) needs for an agent's changes;
+	// MapWrites those the simulator's datapath did (endpoints with equal
+	// policies share keys there).
+	DatapathUpdates PerAgent `json:"datapathUpdates"`
+	MapWrites       PerAgent `json:"mapWrites"`
+	// KernelMapBytes is the kernel's memory of an agent's BPF maps (their
+	// fdinfo memlock) at the end: only with the bpf datapath; absent with
+	// mem, which has no kernel maps. The maps are the simulator's layout
+	// (an ipcache LPM trie, shared policy sets), not Cilium's
+	// preallocated per-endpoint maps.
+	KernelMapBytes *PerAgent `json:"kernelMapBytes,omitempty"`
+}
+
+// TrafficPerAgent is what arrived of one resource.
+type TrafficPerAgent struct {
+	Events PerAgent `json:"events"`
+	Bytes  PerAgent `json:"bytes"`
+}
+
+// HoldingPerAgent is what is held of one resource.
+type HoldingPerAgent struct {
+	Objects PerAgent `json:"objects"`
+	Bytes   PerAgent `json:"bytes"`
 }
 
 // WatchSummary is what watches delivered.
