@@ -230,8 +230,14 @@ func baseAgent() AgentKnobs {
 		AllocationBackoff:         D(DefaultAllocationBackoff),
 		Datapath:                  DefaultDatapath,
 		PolicyMapMax:              DefaultPolicyMapMax,
+		EndpointSyncInterval:      D(endpointSyncInterval),
 	}
 }
+
+// endpointSyncInterval is the RunInterval of the controller that
+// RunK8sCiliumEndpointSync starts per endpoint
+// (pkg/endpointmanager/endpointsynchronizer.go, 10 s in v1.17 to v1.19).
+const endpointSyncInterval = 10 * time.Second
 
 func baseControlPlane() ControlPlane {
 	delta := true
@@ -263,6 +269,8 @@ func baseSources() map[string]string {
 		"agent.allocationBackoff":                  "stampede: first retry delay",
 		"agent.datapath":                           "stampede: bpf when the machine can load BPF maps",
 		"agent.policyMapMax":                       "pkg/defaults PolicyMapEntries",
+		"agent.disableEndpointCRD":                 "pkg/option DisableCiliumEndpointCRD, --disable-endpoint-crd (default false)",
+		"agent.endpointSyncInterval":               "pkg/endpointmanager/endpointsynchronizer.go RunK8sCiliumEndpointSync, controller RunInterval",
 		"controlPlane.clientQPS":                   "operator/option defaults, --operator-k8s-client-qps",
 		"controlPlane.clientBurst":                 "operator/option defaults, --operator-k8s-client-burst",
 		"controlPlane.ces.maxEndpointsPerSlice":    "operator/option CESMaxCEPsInCES",

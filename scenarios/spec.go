@@ -173,6 +173,15 @@ type AgentKnobs struct {
 	// (Cilium --bpf-policy-map-max). A larger allowed set is refused, as
 	// Cilium's regeneration fails, and the endpoint keeps its old policy.
 	PolicyMapMax int `json:"policyMapMax"`
+	// DisableEndpointCRD stops the agents writing CiliumEndpoints and
+	// watching CiliumEndpoints or CiliumEndpointSlices (Cilium
+	// --disable-endpoint-crd). Only kvstore agents, which learn remote
+	// endpoints from the kvstore, can run without them.
+	DisableEndpointCRD bool `json:"disableEndpointCRD,omitempty"`
+	// EndpointSyncInterval is how often each endpoint's CiliumEndpoint
+	// synchroniser runs besides on identity change (the run interval of
+	// Cilium's sync-to-k8s-ciliumendpoint controller); > 0.
+	EndpointSyncInterval Duration `json:"endpointSyncInterval"`
 }
 
 // ControlPlane holds the knobs of the operator and the xDS server.
