@@ -48,9 +48,16 @@ type localPod struct {
 	pendingID identity.ID
 	grace     *time.Timer
 	// cepID is the identity the CiliumEndpoint carries; cepCreated says
-	// whether it was created.
+	// whether the agent holds it (created, or found by a GET), so that
+	// the next sync patches it (ciliumendpoint.go).
 	cepID      identity.ID
 	cepCreated bool
+	// cepUID is the CiliumEndpoint's metadata.uid, which every patch
+	// tests; cepStatus the status last written or read (nil: none);
+	// cepGot says a GET was made, so the next reads the latest version.
+	cepUID    string
+	cepStatus *EndpointStatus
+	cepGot    bool
 	// allowed is the policy pushed to the datapath (nil: none yet).
 	allowed []policykey.Key
 	deleted bool
@@ -136,7 +143,7 @@ func (a *Agent) removePod(k string, p *localPod) {
 		a.dig.policyStale = true
 		a.changed()
 	}
-	if p.cepCreated {
+	if p.cepCreated || p.cepUID != "" {
 		a.eps.queue.addDelete(k, p)
 	}
 }
