@@ -151,8 +151,13 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 		a.mu.Unlock()
 		switch {
 		case err == nil:
-			// The agent's own object (Cilium checks its owner before
-			// taking it over; here no other agent writes it).
+			// Cilium's updateCEPUID takes over an object only if it
+			// holds no uid yet or the same one (and the pod is local,
+			// as every pod an agent syncs is here): an endpoint never
+			// writes over an object it did not create or adopt.
+			if cepUID != "" && cepUID != cur.Metadata.UID {
+				return fmt.Errorf("endpoint %s: CiliumEndpoint uid %s is not the endpoint's %s", k, cur.Metadata.UID, cepUID)
+			}
 			cepUID = cur.Metadata.UID
 			a.cepSynced(k, id, cepUID, &cur.Status)
 			if reflect.DeepEqual(cur.Status, st) {

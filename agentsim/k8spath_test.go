@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -381,4 +382,98 @@ func mapsEqualAny(a, b map[string]any) bool {
 		}
 	}
 	return true
+}
+
+// A kvstore agent writes its endpoints' CiliumEndpoints (though no agent
+// watches them), unless agent.disableEndpointCRD turns the synchroniser
+// off (RunK8sCiliumEndpointSync returns at once with
+// DisableCiliumEndpointCRD).
+func TestKVStoreEndpointCRD(t *testing.T) {
+	for _, disable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("disableEndpointCRD=%v", disable), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			s := tinyScenario(t, scenarios.ModeKVStore)
+			s.Agent.DisableEndpointCRD = disable
+			c := startCluster(t, s)
+			c.setup(ctx)
+			var log requestLog
+			cfg := c.fleetConfig(scenarios.ModeKVStore)
+			cfg.REST = log.wrap(cfg.REST)
+			cfg.KVStore = []string{startEtcd(t)}
+			f := runFleet(t, ctx, cfg)
+			c.waitConverged(ctx, f, "after setup")
+			want := len(c.topo.Pods)
+			if disable {
+				want = 0
+			}
+			if n := len(c.list(ctx, pathCEPs)); n != want {
+				t.Errorf("%d CiliumEndpoints, want %d", n, want)
+			}
+			if n := len(cepRequests(log.snapshot())); n != want {
+				t.Errorf("CiliumEndpoint requests for %d pods, want %d", n, want)
+			}
+		})
+	}
+}
+
+// An endpoint never writes over a CiliumEndpoint it did not create: its
+// patch tests the uid it holds, and a GET that finds another object does
+// not adopt it (updateCEPUID).
+func TestCiliumEndpointOfAnotherUIDIsLeftAlone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := tinyScenario(t, scenarios.ModeCRD)
+	s.Cluster.Nodes = 1
+	s.Agent.IdentityChangeGracePeriod = scenarios.D(0)
+	s.Agent.EndpointSyncInterval = scenarios.D(100 * time.Millisecond)
+	c := startCluster(t, s)
+	c.setup(ctx)
+	var log requestLog
+	cfg := c.fleetConfig(scenarios.ModeCRD)
+	cfg.REST = log.wrap(cfg.REST)
+	f := runFleet(t, ctx, cfg)
+	c.waitConverged(ctx, f, "after setup")
+
+	// Replace one pod's CiliumEndpoint by another object of the same name.
+	p := c.topo.Pods[0]
+	path := "/apis/cilium.io/v2/namespaces/" + p.Namespace + "/ciliumendpoints/" + p.Name
+	if _, err := c.admin.do(ctx, http.MethodDelete, path, "", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.post(ctx, "/apis/cilium.io/v2/namespaces/"+p.Namespace+"/ciliumendpoints", map[string]any{
+		"apiVersion": "cilium.io/v2", "kind": "CiliumEndpoint",
+		"metadata": map[string]any{"name": p.Name, "namespace": p.Namespace},
+		"status":   map[string]any{"id": 99, "identity": map[string]any{"id": 99}},
+	})
+	// A new identity for every pod makes every endpoint write.
+	c.relabel(ctx, map[string]string{"env": "staging"})
+	deadline := time.Now().Add(5 * time.Second)
+	var patches, gets int
+	for time.Now().Before(deadline) && (patches == 0 || gets == 0) {
+		time.Sleep(100 * time.Millisecond)
+		patches, gets = 0, 0
+		for _, r := range cepRequests(log.snapshot())[p.Namespace+"/"+p.Name] {
+			switch {
+			case r.method == http.MethodPatch:
+				patches++
+			case r.method == http.MethodGet && r.query.Get("resourceVersion") == "":
+				gets++
+			}
+		}
+	}
+	if patches == 0 || gets == 0 {
+		t.Fatalf("%d patches and %d fresh GETs of the replaced CiliumEndpoint, want a failed patch and a GET", patches, gets)
+	}
+	raw, err := c.admin.do(ctx, http.MethodGet, path, "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cep cepReadBack
+	if err := json.Unmarshal(raw, &cep); err != nil {
+		t.Fatal(err)
+	}
+	if cep.Status.Identity.ID != 99 {
+		t.Errorf("the agent wrote over a CiliumEndpoint it does not own: identity %d", cep.Status.Identity.ID)
+	}
 }
