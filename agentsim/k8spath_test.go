@@ -115,12 +115,12 @@ func TestAgentWatchesAsCilium(t *testing.T) {
 			"/api/v1/namespaces",
 			"/api/v1/nodes?fieldSelector=metadata.name=" + node,
 			"/api/v1/pods?fieldSelector=spec.nodeName=" + node,
-			"/api/v1/services?labelSelector=!service.kubernetes.io/headless",
+			"/api/v1/services?labelSelector=!service.kubernetes.io/service-proxy-name",
 			"/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies",
 			"/apis/cilium.io/v2/ciliumnetworkpolicies",
 			"/apis/cilium.io/v2/ciliumnodes?fieldSelector=metadata.name=" + node,
 			"/apis/cilium.io/" + ccg + "/ciliumcidrgroups",
-			"/apis/discovery.k8s.io/v1/endpointslices?labelSelector=!service.kubernetes.io/headless",
+			"/apis/discovery.k8s.io/v1/endpointslices?labelSelector=endpointslice.kubernetes.io/managed-by!=endpointslice-mesh-controller.cilium.io",
 			"/apis/networking.k8s.io/v1/networkpolicies",
 		}
 	}

@@ -22,9 +22,15 @@ import (
 // agentCRDResourceNames):
 //
 //   - Pods of the agent's node (fieldSelector spec.nodeName), Namespaces;
-//   - Services and EndpointSlices of non-headless services (label
-//     selector !service.kubernetes.io/headless: daemon/k8s/resources.go
-//     ServiceNonHeadless and EndpointsNonHeadless);
+//   - Services not handed to another proxy (label selector
+//     !service.kubernetes.io/service-proxy-name) and EndpointSlices not
+//     mirrored from other clusters (endpointslice.kubernetes.io/managed-by
+//     != endpointslice-mesh-controller.cilium.io): pkg/k8s/resource_ctors.go
+//     ServiceResource and EndpointsResource with pkg/k8s/utils
+//     GetServiceAndEndpointListOptionsModifier and
+//     GetEndpointSliceListOptionsModifier, read by the load-balancer
+//     reflector (pkg/loadbalancer/reflectors/k8s.go) in v1.18 and v1.19;
+//     older versions of these modifiers also left headless services out;
 //   - the agent's own Node and own CiliumNode (fieldSelector
 //     metadata.name: LocalNodeResource, LocalCiliumNodeResource);
 //   - NetworkPolicies (enable-k8s-networkpolicy, default true),
@@ -58,9 +64,11 @@ const (
 	watchLocalCiliumNode = "ciliumnodes-local"
 )
 
-// nonHeadless selects the Services (and their EndpointSlices) that are
-// not headless, as Cilium's ServiceNonHeadless resource does.
-const nonHeadless = "!service.kubernetes.io/headless"
+// Label selectors of the Services and EndpointSlices watches.
+const (
+	selectServices       = "!service.kubernetes.io/service-proxy-name"
+	selectEndpointSlices = "endpointslice.kubernetes.io/managed-by!=endpointslice-mesh-controller.cilium.io"
+)
 
 // ccgVersionSince is the release that watches CiliumCIDRGroups at v2.
 const ccgVersionSince = "1.18"
@@ -80,8 +88,8 @@ func agentWatches(r *scenarios.Release, mode scenarios.Mode, node string, disabl
 	ws := []resourceSpec{
 		{name: "pods", path: pathPods, params: byName("spec.nodeName", node)},
 		{name: "namespaces", path: pathNamespaces},
-		{name: "services", path: pathServices, params: map[string]string{"labelSelector": nonHeadless}},
-		{name: "endpointslices", path: pathEndpointSlices, params: map[string]string{"labelSelector": nonHeadless}},
+		{name: "services", path: pathServices, params: map[string]string{"labelSelector": selectServices}},
+		{name: "endpointslices", path: pathEndpointSlices, params: map[string]string{"labelSelector": selectEndpointSlices}},
 		{name: "nodes", path: pathNodes, params: byName("metadata.name", node)},
 		{name: watchLocalCiliumNode, path: pathCiliumNodes, params: byName("metadata.name", node)},
 		{name: "networkpolicies", path: pathNetworkPolicies},
