@@ -161,6 +161,11 @@ func TestAgentWatchesAsCilium(t *testing.T) {
 			}
 			f := runFleet(t, ctx, cfg)
 			waitSynced(ctx, t, f)
+			// Each watch follows its list; give them time to open.
+			for deadline := time.Now().Add(10 * time.Second); len(log.watches()) < len(tc.want) && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond)
 			slices.Sort(tc.want)
 			if got := log.watches(); !slices.Equal(got, tc.want) {
 				t.Errorf("watches (-want +got):\n-%s\n+%s", strings.Join(tc.want, "\n-"), strings.Join(got, "\n+"))
@@ -175,7 +180,11 @@ func TestAgentWatchesAsCilium(t *testing.T) {
 				}
 			}
 			// The fake holds a watcher per watch.
-			if got := c.registeredWatchers(ctx); got != len(tc.want) {
+			got := c.registeredWatchers(ctx)
+			for deadline := time.Now().Add(5 * time.Second); got < len(tc.want) && time.Now().Before(deadline); got = c.registeredWatchers(ctx) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if got != len(tc.want) {
 				t.Errorf("the API server holds %d watchers, want %d", got, len(tc.want))
 			}
 		})
@@ -220,8 +229,7 @@ func startEtcd(t *testing.T) string {
 	return etcd.ClientURL()
 }
 
-// waitSynced waits until every agent of f finished its first lists, and
-// a little longer for the watches that follow them.
+// waitSynced waits until every agent of f finished its first lists.
 func waitSynced(ctx context.Context, t *testing.T, f *Fleet) {
 	t.Helper()
 	for {
@@ -238,7 +246,6 @@ func waitSynced(ctx context.Context, t *testing.T, f *Fleet) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
 }
 
 // cepRequests returns the requests to the CiliumEndpoint of each pod, by
