@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"time"
 
@@ -118,11 +119,12 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 		a.mu.Unlock()
 		return nil
 	}
-	st := a.endpointStatus(p)
-	if p.cepCreated && p.cepStatus != nil && reflect.DeepEqual(*p.cepStatus, st) {
+	state := a.cepStateOf(p)
+	if p.cepCreated && p.cepState == state {
 		a.mu.Unlock()
 		return nil
 	}
+	st := a.endpointStatus(p)
 	id, created, got, cepUID := p.id, p.cepCreated, p.cepGot, p.cepUID
 	ns, name, uid, ip := p.ns, p.name, p.uid, p.ip
 	var labels map[string]string
@@ -138,7 +140,7 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 		a.kv.releaseUnused(ctx, a.keysInUse())
 	}
 	if a.cfg.Knobs.DisableEndpointCRD {
-		a.cepSynced(k, id, "", &st)
+		a.cepSynced(k, id, "", state)
 		return nil
 	}
 	path := "/apis/cilium.io/v2/namespaces/" + ns + "/ciliumendpoints"
@@ -159,16 +161,21 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 				return fmt.Errorf("endpoint %s: CiliumEndpoint uid %s is not the endpoint's %s", k, cur.Metadata.UID, cepUID)
 			}
 			cepUID = cur.Metadata.UID
-			a.cepSynced(k, id, cepUID, &cur.Status)
 			if reflect.DeepEqual(cur.Status, st) {
+				a.cepSynced(k, id, cepUID, state)
 				return nil
 			}
+			a.mu.Lock()
+			if p := a.eps.pods[k]; p != nil {
+				p.cepUID = cepUID
+			}
+			a.mu.Unlock()
 		case httpCode(err) == http.StatusNotFound:
 			cepUID, err = a.createCEP(ctx, path, name, ns, uid, labels, st)
 			if err != nil {
 				return fmt.Errorf("write endpoint %s: %w", k, err)
 			}
-			a.cepSynced(k, id, cepUID, &st)
+			a.cepSynced(k, id, cepUID, state)
 			return nil
 		default:
 			return fmt.Errorf("read endpoint %s: %w", k, err)
@@ -196,14 +203,31 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 		}
 		return fmt.Errorf("write endpoint %s: %w", k, err)
 	}
-	a.cepSynced(k, id, cepUID, &st)
+	a.cepSynced(k, id, cepUID, state)
 	return nil
 }
 
-// cepSynced records that the endpoint's CiliumEndpoint carries status st
-// of identity id (uid "": keep the known one), and queues the endpoint
-// again if its identity changed meanwhile.
-func (a *Agent) cepSynced(k string, id identity.ID, uid string, st *EndpointStatus) {
+// cepState is what an endpoint's CiliumEndpoint status is built from
+// (endpointStatus; the pod's name and the node's IP do not change): equal
+// states give equal statuses, so comparing them is Cilium's comparison of
+// the status with the one last written, without building it.
+type cepState struct {
+	epID int64
+	id   identity.ID
+	// labelled: the identity's labels were known.
+	labelled bool
+	ip       netip.Addr
+}
+
+// cepStateOf is the state of p's status (caller holds mu).
+func (a *Agent) cepStateOf(p *localPod) cepState {
+	return cepState{epID: p.epID, id: p.id, labelled: a.ids.get(p.id) != nil, ip: p.ip}
+}
+
+// cepSynced records that the endpoint's CiliumEndpoint carries the status
+// of state (uid "": keep the known one), and queues the endpoint again if
+// its identity changed meanwhile.
+func (a *Agent) cepSynced(k string, id identity.ID, uid string, state cepState) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.eps.pods[k]
@@ -211,8 +235,8 @@ func (a *Agent) cepSynced(k string, id identity.ID, uid string, st *EndpointStat
 		return
 	}
 	p.cepCreated = true
-	p.cepID = identity.ID(st.Identity.ID)
-	p.cepStatus = st
+	p.cepID = state.id
+	p.cepState = state
 	if uid != "" {
 		p.cepUID = uid
 	}

@@ -53,11 +53,12 @@ type localPod struct {
 	cepID      identity.ID
 	cepCreated bool
 	// cepUID is the CiliumEndpoint's metadata.uid, which every patch
-	// tests; cepStatus the status last written or read (nil: none);
-	// cepGot says a GET was made, so the next reads the latest version.
-	cepUID    string
-	cepStatus *EndpointStatus
-	cepGot    bool
+	// tests; cepState what the status last written or read was built
+	// from; cepGot says a GET was made, so the next reads the latest
+	// version.
+	cepUID   string
+	cepState cepState
+	cepGot   bool
 	// allowed is the policy pushed to the datapath (nil: none yet).
 	allowed []policykey.Key
 	deleted bool
