@@ -41,6 +41,9 @@ type AgentConfig struct {
 	Cluster string
 	// Knobs are the scenario's agent settings (defaulted).
 	Knobs scenarios.AgentKnobs
+	// Release is the Cilium release the agent follows (default: the
+	// newest profile).
+	Release *scenarios.Release
 	// Filter is the identity label filter.
 	Filter *identity.Filter
 	// REST is the API server configuration (without the agent's token);
@@ -119,6 +122,12 @@ func (c *AgentConfig) setDefaults() {
 	}
 	if c.Knobs.ClientBurst == 0 {
 		c.Knobs.ClientBurst = scenarios.DefaultClientBurst
+	}
+	if c.Release == nil {
+		c.Release, _ = scenarios.LookupRelease(scenarios.VersionLatest)
+	}
+	if c.Knobs.EndpointSyncInterval.Duration == 0 {
+		c.Knobs.EndpointSyncInterval = c.Release.Agent.EndpointSyncInterval
 	}
 	if c.Knobs.LeaseTTL.Duration == 0 {
 		c.Knobs.LeaseTTL.Duration = scenarios.DefaultLeaseTTL
@@ -206,6 +215,9 @@ type Agent struct {
 	pol *policyRegen
 	dp  *datapathWriter
 	dig digests
+	// watched counts the objects of the watches nothing else reads; it
+	// has its own lock.
+	watched watchedObjects
 
 	// work counts what the agent received, holds and did (atomics, read
 	// without mu); moreWork, if set, adds what other parts count (the
@@ -289,47 +301,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); f(ctx) }()
 	}
 	var syncs []chan struct{}
-	watch := func(r interface {
-		run(context.Context)
-	}, synced chan struct{}) {
+	a.startWatches(func(run func(context.Context), synced chan struct{}) {
 		syncs = append(syncs, synced)
-		goRun(r.run)
-	}
-	nodeSel := map[string]string{"fieldSelector": "spec.nodeName=" + a.cfg.Node}
-	{
-		r := newReflector[slimNamespace](a, resourceSpec{name: "namespaces", path: pathNamespaces}, handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}, a.cfg.Frames)
-		watch(r, r.synced)
-	}
-	{
-		r := newReflector[slimPod](a, resourceSpec{name: "pods", path: pathPods, params: nodeSel}, handler[slimPod]{replace: a.replacePods, event: a.onPod}, nil)
-		watch(r, r.synced)
-	}
-	{
-		r := newReflector[slimNode](a, resourceSpec{name: "nodes", path: pathNodes}, handler[slimNode]{replace: a.replaceNodes, event: a.onNode}, a.cfg.Frames)
-		watch(r, r.synced)
-	}
-	{
-		r := newReflector[slimCNP](a, resourceSpec{name: "ciliumnetworkpolicies", path: pathCNPs}, handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}, a.cfg.Frames)
-		watch(r, r.synced)
-	}
-	switch a.cfg.Mode {
-	case scenarios.ModeCRD, scenarios.ModeOperator, scenarios.ModeCES:
-		r := newReflector[slimCID](a, resourceSpec{name: "ciliumidentities", path: pathCIDs}, handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}, a.cfg.Frames)
-		watch(r, r.synced)
-	case scenarios.ModeKVStore:
+		goRun(run)
+	})
+	if a.cfg.Mode == scenarios.ModeKVStore {
 		syncs = append(syncs, a.kv.identitiesSynced, a.kv.ipcacheSynced)
 		goRun(a.kv.watchIdentities)
 		goRun(a.kv.watchIPCache)
 		goRun(a.kv.keepAlive)
 		goRun(a.kv.syncLocalKeys)
-	}
-	switch a.cfg.Mode {
-	case scenarios.ModeCRD, scenarios.ModeOperator:
-		r := newReflector[slimCEP](a, resourceSpec{name: "ciliumendpoints", path: pathCEPs}, handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}, a.cfg.Frames)
-		watch(r, r.synced)
-	case scenarios.ModeCES:
-		r := newReflector[slimCES](a, resourceSpec{name: "ciliumendpointslices", path: pathCESs}, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}, a.cfg.Frames)
-		watch(r, r.synced)
 	}
 	goRun(a.regenLoop)
 	goRun(a.dpWriter)
@@ -347,6 +328,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for i := 0; i < a.cfg.Workers; i++ {
 		goRun(a.worker)
 	}
+	goRun(a.periodicEndpointSync)
 	a.mu.Lock()
 	for k := range a.eps.pods {
 		a.eps.queue.add(k)

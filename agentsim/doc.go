@@ -5,17 +5,22 @@
 // process. Agents put on the API server and the kvstore the load a
 // cilium-agent puts there and do the same work with what they receive:
 //
-//   - crd: list+watch Namespaces, own Pods (spec.nodeName field selector),
-//     Nodes, CiliumIdentities, CiliumEndpoints and CiliumNetworkPolicies;
-//     allocate identities by creating CiliumIdentities with a random free
-//     ID and no lock (agents race and create duplicates, which are
-//     counted); write a CiliumEndpoint per local pod (POST, then a JSON
-//     patch of /status after the identity-change grace period).
+//   - crd: list+watch what the release's cilium-agent watches (watches.go:
+//     Namespaces, own Pods, own Node and CiliumNode, Services,
+//     EndpointSlices, the policy kinds, CiliumNodes, CiliumIdentities and
+//     CiliumEndpoints); allocate identities by creating CiliumIdentities
+//     with a random free ID and no lock (agents race and create
+//     duplicates, which are counted); keep a CiliumEndpoint per local pod
+//     as Cilium's endpoint synchroniser does (ciliumendpoint.go: GET, then
+//     create with the pod's labels and owner; JSON patches that test the
+//     uid; nothing written while the status is unchanged).
 //   - ces: as crd, with CiliumEndpointSlices instead of CiliumEndpoints.
 //   - kvstore: identities and ipcache in etcd (master key id/<ID>, per-node
 //     value keys with a lease, a lock on each first local use of a label
 //     set held on a lock session with its own short lease, ipcache entries
-//     with a lease), watched by prefix; CiliumEndpoints are still written.
+//     with a lease), watched by prefix; CiliumEndpoints are still written
+//     (unless agent.disableEndpointCRD) but, as since Cilium 1.17, neither
+//     they nor CiliumNodes nor CiliumIdentities are watched.
 //   - operator: as crd, but the operator creates identities; agents wait.
 //   - xds: no API server connection and no credentials; the agent is the
 //     Sink of an agentsim/xdsclient ADS stream.
@@ -23,7 +28,7 @@
 // Received objects are decoded in one pass into slim types that keep only
 // what the agent uses. Every agent reads its own streams, but the agents
 // of a Fleet share the decoding of watch frames of unfiltered watches
-// (everything but pods): the API server sends every watcher the same bytes
+// (everything but the agent's own pods, Node and CiliumNode): the API server sends every watcher the same bytes
 // for an event, so the first agent to read a frame decodes it and the
 // others reuse the read-only result (frameCache). A shard's agents thus
 // spend less CPU on decoding than as many cilium-agents would.

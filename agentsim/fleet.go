@@ -158,7 +158,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		}
 		ac := AgentConfig{
 			Node: n.Name, NodeIP: n.IP, Mode: cfg.Mode, Cluster: s.Cluster.Name,
-			Knobs: s.Agent, Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
+			Knobs: s.Agent, Release: s.Release(), Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
 			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
 			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers,
 			XDSStateOfTheWorld: s.ControlPlane.XDS.Delta != nil && !*s.ControlPlane.XDS.Delta,

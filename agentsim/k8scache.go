@@ -6,7 +6,8 @@ import (
 
 // k8sCache is what the agent keeps of the cluster's Namespaces (their
 // labels are part of an endpoint's identity labels, as Cilium's k8s
-// watcher adds them) and Nodes (their InternalIPs). Guarded by Agent.mu.
+// watcher adds them) and the agent's own Node (its InternalIP; a
+// cilium-agent watches no other Node, watches.go). Guarded by Agent.mu.
 type k8sCache struct {
 	namespaces map[string]map[string]string
 	nodes      map[string]netip.Addr

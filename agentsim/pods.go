@@ -52,9 +52,17 @@ type localPod struct {
 	jitterKey   string
 	jitterUntil time.Time
 	// cepID is the identity the CiliumEndpoint carries; cepCreated says
-	// whether it was created.
+	// whether the agent holds it (created, or found by a GET), so that
+	// the next sync patches it (ciliumendpoint.go).
 	cepID      identity.ID
 	cepCreated bool
+	// cepUID is the CiliumEndpoint's metadata.uid, which every patch
+	// tests; cepState what the status last written or read was built
+	// from; cepGot says a GET was made, so the next reads the latest
+	// version.
+	cepUID   string
+	cepState cepState
+	cepGot   bool
 	// allowed is the policy pushed to the datapath (nil: none yet).
 	allowed []policykey.Key
 	deleted bool
@@ -140,7 +148,7 @@ func (a *Agent) removePod(k string, p *localPod) {
 		a.dig.policyStale = true
 		a.changed()
 	}
-	if p.cepCreated {
+	if p.cepCreated || p.cepUID != "" {
 		a.eps.queue.addDelete(k, p)
 	}
 }

@@ -20,11 +20,15 @@
 //
 // # What is served
 //
-// core/v1 namespaces, pods, nodes, configmaps and serviceaccounts;
-// coordination.k8s.io/v1 leases; cilium.io/v2 ciliumidentities,
-// ciliumendpoints, ciliumnetworkpolicies and ciliumnodes; cilium.io/v2alpha1
-// ciliumendpointslices. Namespaces, pods, nodes, ciliumidentities,
-// ciliumnetworkpolicies and ciliumnodes have a /status subresource (create
+// core/v1 namespaces, pods, nodes, services, configmaps and
+// serviceaccounts; coordination.k8s.io/v1 leases; discovery.k8s.io/v1
+// endpointslices; networking.k8s.io/v1 networkpolicies; cilium.io/v2
+// ciliumidentities, ciliumendpoints, ciliumnetworkpolicies,
+// ciliumclusterwidenetworkpolicies, ciliumcidrgroups and ciliumnodes;
+// cilium.io/v2alpha1 ciliumendpointslices and ciliumcidrgroups (a
+// collection of its own, not converted from v2). Namespaces, pods, nodes,
+// services, ciliumidentities, ciliumnetworkpolicies,
+// ciliumclusterwidenetworkpolicies and ciliumnodes have a /status subresource (create
 // and update of the main resource then ignore status; pods start Pending);
 // ciliumendpoints do not, so agents JSON-patch /status on the object.
 // Namespaces default, kube-system, kube-public and kube-node-lease exist

@@ -85,11 +85,18 @@ type objectsCollector struct {
 func (c *objectsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *objectsCollector) Collect(ch chan<- prometheus.Metric) {
+	// One series per group resource, as kube-apiserver counts what etcd
+	// holds: a resource served at two versions is summed.
+	counts := map[string]int{}
+	var names []string
 	for _, r := range c.s.resources {
-		name := r.name
-		if r.group != "" {
-			name += "." + r.group
+		name := r.groupResource().String()
+		if _, ok := counts[name]; !ok {
+			names = append(names, name)
 		}
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.s.stores[r].count()), name)
+		counts[name] += c.s.stores[r].count()
+	}
+	for _, name := range names {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[name]), name)
 	}
 }

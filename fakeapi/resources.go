@@ -3,6 +3,8 @@ package fakeapi
 import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
@@ -58,5 +60,20 @@ func builtinResources() []*resource {
 		{group: "cilium.io", version: "v2", name: "ciliumnetworkpolicies", singular: "ciliumnetworkpolicy", kind: "CiliumNetworkPolicy", namespaced: true, status: true, shortNames: []string{"cnp", "ciliumnp"}, categories: []string{"cilium", "ciliumpolicy"}},
 		{group: "cilium.io", version: "v2", name: "ciliumnodes", singular: "ciliumnode", kind: "CiliumNode", status: true, shortNames: []string{"cn", "ciliumn"}, categories: []string{"cilium"}},
 		{group: "cilium.io", version: "v2alpha1", name: "ciliumendpointslices", singular: "ciliumendpointslice", kind: "CiliumEndpointSlice", shortNames: []string{"ces"}, categories: []string{"cilium"}},
+		// What else a cilium-agent lists and watches (agentsim/watches.go).
+		// Served empty unless a client writes them: Stampede's scenarios
+		// have no Services or other policies, but each agent's LIST and
+		// its open watch are load the API server carries.
+		{version: "v1", name: "services", singular: "service", kind: "Service", namespaced: true, status: true, pendingStatus: `{"loadBalancer":{}}`, shortNames: []string{"svc"}, categories: []string{"all"}, smp: func() any { return &corev1.Service{} }},
+		{group: "discovery.k8s.io", version: "v1", name: "endpointslices", singular: "endpointslice", kind: "EndpointSlice", namespaced: true, smp: func() any { return &discoveryv1.EndpointSlice{} }},
+		{group: "networking.k8s.io", version: "v1", name: "networkpolicies", singular: "networkpolicy", kind: "NetworkPolicy", namespaced: true, shortNames: []string{"netpol"}, smp: func() any { return &networkingv1.NetworkPolicy{} }},
+		{group: "cilium.io", version: "v2", name: "ciliumclusterwidenetworkpolicies", singular: "ciliumclusterwidenetworkpolicy", kind: "CiliumClusterwideNetworkPolicy", status: true, shortNames: []string{"ccnp"}, categories: []string{"cilium", "ciliumpolicy"}},
+		// CiliumCIDRGroup is cilium.io/v2 since Cilium 1.18 (v2alpha1
+		// still served, deprecated; cilium/cilium#38940) and v2alpha1
+		// before. The fake serves both versions, but as two collections
+		// without conversion between them: a group written at one version
+		// is not seen at the other.
+		{group: "cilium.io", version: "v2", name: "ciliumcidrgroups", singular: "ciliumcidrgroup", kind: "CiliumCIDRGroup", shortNames: []string{"ccg"}, categories: []string{"cilium", "ciliumpolicy"}},
+		{group: "cilium.io", version: "v2alpha1", name: "ciliumcidrgroups", singular: "ciliumcidrgroup", kind: "CiliumCIDRGroup", shortNames: []string{"ccg"}, categories: []string{"cilium", "ciliumpolicy"}},
 	}
 }

@@ -425,6 +425,18 @@ func sampleObject(t testing.TB, r manifests.Resource, name, ns string) *unstruct
 				}},
 			},
 		})
+	case "ciliumclusterwidenetworkpolicies":
+		return toUnstructured(t, map[string]any{
+			"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+			"metadata": map[string]any{"name": name},
+			"spec":     map[string]any{"endpointSelector": map[string]any{"matchLabels": map[string]any{"app": "web"}}},
+		})
+	case "ciliumcidrgroups":
+		return toUnstructured(t, map[string]any{
+			"apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+			"metadata": map[string]any{"name": name},
+			"spec":     map[string]any{"externalCIDRs": []any{"192.0.2.0/24"}},
+		})
 	case "ciliumnodes":
 		return toUnstructured(t, map[string]any{
 			"apiVersion": "cilium.io/v2", "kind": "CiliumNode",

@@ -303,10 +303,16 @@ func baseAgent() AgentKnobs {
 		PolicyTriggerInterval:     D(DefaultPolicyTriggerInterval),
 		EndpointWorkers:           DefaultEndpointWorkers,
 		KVStorePeriodicSync:       D(DefaultKVStorePeriodicSync),
+		EndpointSyncInterval:      D(endpointSyncInterval),
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// endpointSyncInterval is the RunInterval of the controller that
+// RunK8sCiliumEndpointSync starts per endpoint
+// (pkg/endpointmanager/endpointsynchronizer.go, 10 s in v1.17 to v1.19).
+const endpointSyncInterval = 10 * time.Second
 
 func baseControlPlane() ControlPlane {
 	delta := true
@@ -375,6 +381,8 @@ func baseSources() map[string]string {
 		"controlPlane.operatorIdentity.retryMaxDelay":  "operator/pkg/ciliumidentity controller.go maxSyncBackOff",
 		"controlPlane.operatorIdentity.maxRetries":     "operator/pkg/ciliumidentity controller.go maxProcessRetries",
 		"agent.kvstorePeriodicSync":                    "pkg/defaults KVstorePeriodicSync, --kvstore-periodic-sync",
+		"agent.disableEndpointCRD":                     "pkg/option DisableCiliumEndpointCRD, --disable-endpoint-crd (default false)",
+		"agent.endpointSyncInterval":                   "pkg/endpointmanager/endpointsynchronizer.go RunK8sCiliumEndpointSync, controller RunInterval",
 	}
 }
 

@@ -199,6 +199,15 @@ type AgentKnobs struct {
 	// EndpointWorkers is how many of the agent's endpoints the simulator
 	// synchronises at once (identity and CiliumEndpoint).
 	EndpointWorkers int `json:"endpointWorkers"`
+	// DisableEndpointCRD stops the agents writing CiliumEndpoints and
+	// watching CiliumEndpoints or CiliumEndpointSlices (Cilium
+	// --disable-endpoint-crd). Only kvstore agents, which learn remote
+	// endpoints from the kvstore, can run without them.
+	DisableEndpointCRD bool `json:"disableEndpointCRD,omitempty"`
+	// EndpointSyncInterval is how often each endpoint's CiliumEndpoint
+	// synchroniser runs besides on identity change (the run interval of
+	// Cilium's sync-to-k8s-ciliumendpoint controller); > 0.
+	EndpointSyncInterval Duration `json:"endpointSyncInterval"`
 }
 
 // ControlPlane holds the knobs of the operator and the xDS server.

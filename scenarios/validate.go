@@ -248,6 +248,7 @@ func validatePolicy(l *errs, p string, pol Policy, ns map[string]bool) {
 }
 
 func (s *Scenario) validateAgent(l *errs) {
+	s.validateAgentK8s(l)
 	a := s.Agent
 	if a.ClientQPS <= 0 {
 		l.add("agent.clientQPS", "must be > 0, got %g", a.ClientQPS)

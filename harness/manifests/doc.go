@@ -2,8 +2,9 @@
 // real API server (the local kube-apiserver, a kind cluster, or an existing
 // cluster when asked to): the CustomResourceDefinitions of the cilium.io
 // types the project uses (CiliumIdentity, CiliumEndpoint,
-// CiliumEndpointSlice, CiliumNetworkPolicy, CiliumNode), embedded from
-// crds/.
+// CiliumEndpointSlice, CiliumNetworkPolicy, CiliumNode, and the
+// CiliumClusterwideNetworkPolicy and CiliumCIDRGroup the agents watch),
+// embedded from crds/.
 //
 // The CRDs are written for Stampede, minimal but structurally compatible
 // with Cilium's own: the fields Stampede writes have Cilium's names, types

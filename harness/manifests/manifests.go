@@ -36,6 +36,8 @@ type Resource struct {
 // resource name.
 func Resources() []Resource {
 	return []Resource{
+		{GVR: gvr("v2", "ciliumcidrgroups"), Kind: "CiliumCIDRGroup"},
+		{GVR: gvr("v2", "ciliumclusterwidenetworkpolicies"), Kind: "CiliumClusterwideNetworkPolicy"},
 		{GVR: gvr("v2", "ciliumendpoints"), Kind: "CiliumEndpoint", Namespaced: true},
 		{GVR: gvr("v2alpha1", "ciliumendpointslices"), Kind: "CiliumEndpointSlice"},
 		{GVR: gvr("v2", "ciliumidentities"), Kind: "CiliumIdentity"},

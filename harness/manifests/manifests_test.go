@@ -27,9 +27,16 @@ func TestCRDsMatchResources(t *testing.T) {
 		if (scope == "Namespaced") != r.Namespaced {
 			t.Errorf("%s: scope %q, namespaced %v", c.GetName(), scope, r.Namespaced)
 		}
+		// The resource's version is the CRD's storage version.
 		versions, _, _ := nestedSlice(c.Object, "spec", "versions")
-		if len(versions) != 1 || versions[0].(map[string]any)["name"] != r.GVR.Version {
-			t.Errorf("%s: versions %v, want one: %s", c.GetName(), versions, r.GVR.Version)
+		var storage []any
+		for _, v := range versions {
+			if v.(map[string]any)["storage"] == true {
+				storage = append(storage, v.(map[string]any)["name"])
+			}
+		}
+		if len(storage) != 1 || storage[0] != r.GVR.Version {
+			t.Errorf("%s: storage versions %v, want one: %s", c.GetName(), storage, r.GVR.Version)
 		}
 	}
 }

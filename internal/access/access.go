@@ -60,6 +60,7 @@ var (
 var ciliumResources = []string{
 	"ciliumidentities", "ciliumendpoints", "ciliumendpointslices",
 	"ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies", "ciliumnodes",
+	"ciliumcidrgroups",
 }
 
 // Roles returns the roles of mode, admin first. xds has no agent role.

@@ -1,0 +1,229 @@
+package agentsim
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// The resources a cilium-agent lists and watches, as the release it
+// follows does with Helm's defaults. Each is one reflector (a LIST, then a
+// WATCH resumed from its resourceVersion), over the agent's own
+// connection: together they set the start-up LIST load of a restart storm
+// and the API server's watcher count. Where this file counts objects
+// instead of acting on them, the simulation has no behaviour that depends
+// on them (no Services, no other policy kinds); the load is what matters.
+//
+// The set, v1.17 to v1.19 (daemon/k8s/resources.go ResourcesCell and
+// LocalNodeCell; pkg/k8s/watchers/watcher.go enableK8sWatchers and
+// ciliumResourceToGroupMapping; pkg/k8s/synced/crd.go
+// agentCRDResourceNames):
+//
+//   - Pods of the agent's node (fieldSelector spec.nodeName), Namespaces;
+//   - Services not handed to another proxy (label selector
+//     !service.kubernetes.io/service-proxy-name) and EndpointSlices not
+//     mirrored from other clusters (endpointslice.kubernetes.io/managed-by
+//     != endpointslice-mesh-controller.cilium.io): pkg/k8s/resource_ctors.go
+//     ServiceResource and EndpointsResource with pkg/k8s/utils
+//     GetServiceAndEndpointListOptionsModifier and
+//     GetEndpointSliceListOptionsModifier, read by the load-balancer
+//     reflector (pkg/loadbalancer/reflectors/k8s.go) in v1.18 and v1.19;
+//     older versions of these modifiers also left headless services out;
+//   - the agent's own Node and own CiliumNode (fieldSelector
+//     metadata.name: LocalNodeResource, LocalCiliumNodeResource);
+//   - NetworkPolicies (enable-k8s-networkpolicy, default true),
+//     CiliumNetworkPolicies, CiliumClusterwideNetworkPolicies and
+//     CiliumCIDRGroups (cilium.io/v2 since v1.18, cilium/cilium#38940;
+//     v2alpha1 before);
+//   - CiliumIdentities, unless identities live in the kvstore;
+//   - every CiliumNode and every CiliumEndpoint (or CiliumEndpointSlice
+//     with enable-cilium-endpoint-slice), unless a kvstore is configured:
+//     since v1.17 enableK8sWatchers starts neither in kvstore mode (the
+//     CRD to kvstore handover is gone, cilium/cilium#35741, and with it
+//     the hidden kvstore-pod-network-support flag in v1.18,
+//     cilium/cilium#38040). --disable-endpoint-crd drops the endpoint
+//     watch in every mode.
+//
+// Not modelled: watches of features Helm leaves off (LocalRedirectPolicy,
+// EgressGatewayPolicy, Envoy configs, BGP, L2 announcements, multi-pool
+// IPAM), and the agent's own writes of its CiliumNode.
+
+// Paths of the resources only this file watches.
+const (
+	pathServices        = "/api/v1/services"
+	pathEndpointSlices  = "/apis/discovery.k8s.io/v1/endpointslices"
+	pathNetworkPolicies = "/apis/networking.k8s.io/v1/networkpolicies"
+	pathCCNPs           = "/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies"
+	pathCiliumNodes     = "/apis/cilium.io/v2/ciliumnodes"
+)
+
+// Names of the watches whose resource name is shared with another watch.
+const (
+	watchLocalCiliumNode = "ciliumnodes-local"
+)
+
+// Label selectors of the Services and EndpointSlices watches.
+const (
+	selectServices       = "!service.kubernetes.io/service-proxy-name"
+	selectEndpointSlices = "endpointslice.kubernetes.io/managed-by!=endpointslice-mesh-controller.cilium.io"
+)
+
+// ccgVersionSince is the release that watches CiliumCIDRGroups at v2.
+const ccgVersionSince = "1.18"
+
+// pathCIDRGroups is the CiliumCIDRGroups collection release r watches.
+func pathCIDRGroups(r *scenarios.Release) string {
+	if r.AtLeast(ccgVersionSince) {
+		return "/apis/cilium.io/v2/ciliumcidrgroups"
+	}
+	return "/apis/cilium.io/v2alpha1/ciliumcidrgroups"
+}
+
+// agentWatches lists the watches of a cilium-agent of release r on node
+// in mode (not xds, whose agents have no API client).
+func agentWatches(r *scenarios.Release, mode scenarios.Mode, node string, disableEndpointCRD bool) []resourceSpec {
+	byName := func(f, v string) map[string]string { return map[string]string{"fieldSelector": f + "=" + v} }
+	ws := []resourceSpec{
+		{name: "pods", path: pathPods, params: byName("spec.nodeName", node)},
+		{name: "namespaces", path: pathNamespaces},
+		{name: "services", path: pathServices, params: map[string]string{"labelSelector": selectServices}},
+		{name: "endpointslices", path: pathEndpointSlices, params: map[string]string{"labelSelector": selectEndpointSlices}},
+		{name: "nodes", path: pathNodes, params: byName("metadata.name", node)},
+		{name: watchLocalCiliumNode, path: pathCiliumNodes, params: byName("metadata.name", node)},
+		{name: "networkpolicies", path: pathNetworkPolicies},
+		{name: "ciliumnetworkpolicies", path: pathCNPs},
+		{name: "ciliumclusterwidenetworkpolicies", path: pathCCNPs},
+		{name: "ciliumcidrgroups", path: pathCIDRGroups(r)},
+	}
+	if mode == scenarios.ModeKVStore {
+		return ws
+	}
+	ws = append(ws,
+		resourceSpec{name: "ciliumidentities", path: pathCIDs},
+		resourceSpec{name: "ciliumnodes", path: pathCiliumNodes},
+	)
+	switch {
+	case disableEndpointCRD:
+	case mode == scenarios.ModeCES:
+		ws = append(ws, resourceSpec{name: "ciliumendpointslices", path: pathCESs})
+	default:
+		ws = append(ws, resourceSpec{name: "ciliumendpoints", path: pathCEPs})
+	}
+	return ws
+}
+
+// startWatches starts a reflector per watch of the agent; start runs it
+// and waits for its first list before the endpoint workers start.
+func (a *Agent) startWatches(start func(run func(context.Context), synced chan struct{})) {
+	for _, spec := range agentWatches(a.cfg.Release, a.cfg.Mode, a.cfg.Node, a.cfg.Knobs.DisableEndpointCRD) {
+		// Watches of the agent's own objects are its alone; the others
+		// carry the same frames to every agent of the shard.
+		frames := a.cfg.Frames
+		if spec.params["fieldSelector"] != "" {
+			frames = nil
+		}
+		switch spec.name {
+		case "pods":
+			r := newReflector[slimPod](a, spec, handler[slimPod]{replace: a.replacePods, event: a.onPod}, frames)
+			start(r.run, r.synced)
+		case "namespaces":
+			r := newReflector[slimNamespace](a, spec, handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}, frames)
+			start(r.run, r.synced)
+		case "nodes":
+			r := newReflector[slimNode](a, spec, handler[slimNode]{replace: a.replaceNodes, event: a.onNode}, frames)
+			start(r.run, r.synced)
+		case "ciliumnetworkpolicies":
+			r := newReflector[slimCNP](a, spec, handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}, frames)
+			start(r.run, r.synced)
+		case "ciliumidentities":
+			r := newReflector[slimCID](a, spec, handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}, frames)
+			start(r.run, r.synced)
+		case "ciliumendpoints":
+			r := newReflector[slimCEP](a, spec, handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}, frames)
+			start(r.run, r.synced)
+		case "ciliumendpointslices":
+			r := newReflector[slimCES](a, spec, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}, frames)
+			start(r.run, r.synced)
+		default:
+			name := spec.name
+			r := newReflector[slimObjectMeta](a, spec, handler[slimObjectMeta]{
+				replace: func(items []slimObjectMeta) { a.watched.replace(name, items) },
+				event: func(typ string, o *slimObjectMeta) {
+					a.events.Add(1)
+					a.watched.event(name, typ, o)
+				},
+			}, frames)
+			start(r.run, r.synced)
+		}
+	}
+}
+
+// slimObjectMeta is an object of a resource the agent only counts: its
+// name, namespace and resourceVersion.
+type slimObjectMeta struct {
+	watchStatus
+	Metadata struct {
+		Name            string `json:"name"`
+		Namespace       string `json:"namespace,omitempty"`
+		ResourceVersion string `json:"resourceVersion"`
+	} `json:"metadata"`
+}
+
+func (o *slimObjectMeta) resourceVersion() string { return o.Metadata.ResourceVersion }
+
+func (o *slimObjectMeta) objectName() (string, string) { return o.Metadata.Namespace, o.Metadata.Name }
+
+func (o *slimObjectMeta) key() string {
+	return strings.Clone(podKey(o.Metadata.Namespace, o.Metadata.Name))
+}
+
+// watchedObjects is what the agent keeps of the resources it watches
+// without acting on them: the keys of their objects, per watch. It has
+// its own lock: nothing else reads it under Agent.mu.
+type watchedObjects struct {
+	mu   sync.Mutex
+	keys map[string]map[string]struct{}
+}
+
+func (w *watchedObjects) replace(name string, items []slimObjectMeta) {
+	keys := make(map[string]struct{}, len(items))
+	for i := range items {
+		keys[items[i].key()] = struct{}{}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.keys == nil {
+		w.keys = map[string]map[string]struct{}{}
+	}
+	w.keys[name] = keys
+}
+
+func (w *watchedObjects) event(name, typ string, o *slimObjectMeta) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.keys == nil {
+		w.keys = map[string]map[string]struct{}{}
+	}
+	m := w.keys[name]
+	if m == nil {
+		m = map[string]struct{}{}
+		w.keys[name] = m
+	}
+	k := podKey(o.Metadata.Namespace, o.Metadata.Name)
+	if typ == evDeleted {
+		delete(m, k)
+		return
+	}
+	if _, ok := m[k]; !ok {
+		m[o.key()] = struct{}{}
+	}
+}
+
+// count is the number of objects the watch named name holds.
+func (w *watchedObjects) count(name string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.keys[name])
+}
