@@ -119,16 +119,7 @@ func TestCapacitySlowWatcherIsTerminated(t *testing.T) {
 			defer func() { _ = resp.Body.Close() }()
 			waitFor(t, func() bool { return metricValue(t, s, "apiserver_registered_watchers", `kind="ConfigMap"`) == 1 })
 			st := s.storeFor("", "v1", "configmaps")
-			appendN := func(from, n int) {
-				st.mu.Lock()
-				defer st.mu.Unlock()
-				for i := from; i < from+n; i++ {
-					rv := st.rv.Add(1)
-					e := newEvent(eventAdded, fmt.Appendf(nil, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c%d","namespace":"default","resourceVersion":"%d"}}`, i, rv), "default", fmt.Sprintf("c%d", i), nil, "", rv, nil)
-					st.objs[e.obj.key] = e.obj
-					st.appendLocked(e)
-				}
-			}
+			appendN := func(from, n int) { appendConfigMaps(st, "c", from, n) }
 			// One event: with the model its delivery costs the watcher a
 			// second of the single core.
 			appendN(0, 1)
@@ -213,16 +204,7 @@ func TestCapacityReplayEncodesPerWatcher(t *testing.T) {
 	p.Watch.Encode.Value = encode
 	s := start(t, Config{Capacity: &Capacity{Cores: 64, Profile: p}, WatchBatchWindow: -1})
 	st := s.storeFor("", "v1", "configmaps")
-	appendN := func(from, n int) {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		for i := from; i < from+n; i++ {
-			rv := st.rv.Add(1)
-			e := newEvent(eventAdded, fmt.Appendf(nil, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"r%d","namespace":"default","resourceVersion":"%d"}}`, i, rv), "default", fmt.Sprintf("r%d", i), nil, "", rv, nil)
-			st.objs[e.obj.key] = e.obj
-			st.appendLocked(e)
-		}
-	}
+	appendN := func(from, n int) { appendConfigMaps(st, "r", from, n) }
 	from := st.rv.Load()
 	appendN(0, 5)
 	tr, err := rest.TransportFor(&rest.Config{TLSClientConfig: rest.TLSClientConfig{CAData: s.CAData()}})
@@ -262,5 +244,19 @@ func TestCapacityReplayEncodesPerWatcher(t *testing.T) {
 	waitFor(t, func() bool { return watchCPU() >= 13*encode*0.999 })
 	if got := watchCPU(); got > 13.5*encode {
 		t.Errorf("3 live events to 2 watchers charged %v s more, want 3 encodings (%v s): a live event is encoded once", got-10*encode, 3*encode)
+	}
+}
+
+// appendConfigMaps appends n ConfigMaps named <prefix><from>... to st as
+// ADDED events, as a write would, without going through a request.
+func appendConfigMaps(st *store, prefix string, from, n int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i := from; i < from+n; i++ {
+		rv := st.rv.Add(1)
+		name := fmt.Sprintf("%s%d", prefix, i)
+		e := newEvent(eventAdded, fmt.Appendf(nil, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":%q,"namespace":"default","resourceVersion":"%d"}}`, name, rv), "default", name, nil, "", rv, nil)
+		st.objs[e.obj.key] = e.obj
+		st.appendLocked(e)
 	}
 }
