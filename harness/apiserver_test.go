@@ -76,4 +76,7 @@ func TestSummaryTableNamesAPIServer(t *testing.T) {
 	if !strings.HasSuffix(buf.String(), want) {
 		t.Errorf("table does not end with %q:\n%s", want, buf.String())
 	}
+	if !strings.Contains(buf.String(), "sim. agent CPU and RSS: the simulator's cost") {
+		t.Errorf("table does not say the agents' CPU and RSS are the simulator's cost:\n%s", buf.String())
+	}
 }

@@ -10,14 +10,15 @@ import (
 )
 
 // WriteSummaryTable prints one row per mode: status, API latency (peak of
-// the per-second p99 and p99 over the mode), kvstore latency, agent CPU and
-// memory (mean and max across shards), the peak memory of all processes
+// the per-second p99 and p99 over the mode), kvstore latency, the simulated
+// agents' CPU and memory (mean and max across shards; the simulator's cost,
+// and the table says so), the peak memory of all processes
 // together and of the machine, watch events, writes, duplicate identities
 // and time to converge after the last change; then which API server the API
 // figures stand for.
 func WriteSummaryTable(w io.Writer, r *results.Results) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\tstatus\tAPI p99\tAPI peak p99\tkvstore p99\tagent CPU mean/max\tagent RSS mean/max\tpeak mem procs/machine\tevents\twrites\tduplicates\tconverge p50/p99/max")
+	fmt.Fprintln(tw, "mode\tstatus\tAPI p99\tAPI peak p99\tkvstore p99\tsim. agent CPU mean/max\tsim. agent RSS mean/max\tpeak mem procs/machine\tevents\twrites\tduplicates\tconverge p50/p99/max")
 	for i := range r.Modes {
 		m := &r.Modes[i]
 		row := []string{string(m.Mode), string(m.Status)}
@@ -90,6 +91,9 @@ func WriteSummaryTable(w io.Writer, r *results.Results) error {
 		}
 	}
 	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(w, "sim. agent CPU and RSS: the simulator's cost per simulated agent, not a cilium-agent's (the report shows what a cilium-agent would receive and hold)"); err != nil {
 		return err
 	}
 	if r.Run.APIServer == nil && r.Run.Backend.Name == "" {
