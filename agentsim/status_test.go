@@ -2,6 +2,7 @@ package agentsim
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -21,6 +22,15 @@ func TestStatusDoesNotWaitForBusyAgent(t *testing.T) {
 		t.Fatalf("busy agent: got %+v, want the placeholder of n1 (not synced)", st)
 	}
 	a.mu.Unlock()
+	// The busy call started a refresh that waited for the lock; it holds
+	// the lock for a moment once the test lets go. Wait for it, so that
+	// the next call finds the agent idle.
+	for deadline := time.Now().Add(10 * time.Second); a.status.refreshing.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the refresh the busy call started never finished")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if st := a.Status(); !st.Synced {
 		t.Fatalf("idle agent: got %+v, want a fresh report (synced)", st)
 	}
