@@ -41,8 +41,10 @@ func TestCalibrateShort(t *testing.T) {
 	}
 	lists := map[int64]bool{}
 	var watchCPU = map[int]float64{}
+	replays := 0
 	for _, p := range res.Phases {
-		if p.Requests == 0 || p.Bytes == 0 || p.Wall <= 0 {
+		// A replay phase sends only watch requests, without bodies.
+		if p.Requests == 0 || (p.Bytes == 0 && !p.Replay) || p.Wall <= 0 {
 			t.Errorf("%s: requests %d, bytes %d, wall %v: want all positive", p, p.Requests, p.Bytes, p.Wall)
 		}
 		switch p.Verb {
@@ -51,6 +53,17 @@ func TestCalibrateShort(t *testing.T) {
 				lists[p.Objects/int64(p.Requests)] = true
 			}
 		case "watch":
+			if p.Replay {
+				// Every other replay phase replays half the events.
+				replays++
+				if p.Events != w.WatchEvents && p.Events != w.WatchEvents/2 {
+					t.Errorf("%s: %d events replayed, want %d or %d", p, p.Events, w.WatchEvents, w.WatchEvents/2)
+				}
+				if p.EventKiB() < 0.3 {
+					t.Errorf("%s: %.2f KiB per replayed event, want a whole object", p, p.EventKiB())
+				}
+				continue
+			}
 			if p.Events != w.WatchEvents {
 				t.Errorf("%s: %d events, want %d", p, p.Events, w.WatchEvents)
 			}
@@ -66,6 +79,9 @@ func TestCalibrateShort(t *testing.T) {
 		if !lists[int64(n)] {
 			t.Errorf("no list phase returned %d objects (got %v)", n, lists)
 		}
+	}
+	if want := 2 * len(w.Watchers); replays != want {
+		t.Errorf("%d replay phases, want %d (one per watcher count and size)", replays, want)
 	}
 	// Delivering every event to the most watchers costs more than to none.
 	if most := w.Watchers[len(w.Watchers)-1]; watchCPU[most] <= watchCPU[0] {
