@@ -215,9 +215,6 @@ type Agent struct {
 	pol *policyRegen
 	dp  *datapathWriter
 	dig digests
-	// watched counts the objects of the watches nothing else reads; it
-	// has its own lock.
-	watched watchedObjects
 
 	// work counts what the agent received, holds and did (atomics, read
 	// without mu); moreWork, if set, adds what other parts count (the

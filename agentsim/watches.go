@@ -3,7 +3,6 @@ package agentsim
 import (
 	"context"
 	"strings"
-	"sync"
 
 	"github.com/stampede-sim/stampede/scenarios"
 )
@@ -126,38 +125,37 @@ func (a *Agent) startWatches(start func(run func(context.Context), synced chan s
 		}
 		switch spec.name {
 		case "pods":
-			r := newReflector[slimPod](a, spec, handler[slimPod]{replace: a.replacePods, event: a.onPod}, frames)
-			start(r.run, r.synced)
+			startReflector(a, spec, handler[slimPod]{replace: a.replacePods, event: a.onPod}, frames, start)
 		case "namespaces":
-			r := newReflector[slimNamespace](a, spec, handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}, frames)
-			start(r.run, r.synced)
+			startReflector(a, spec, handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}, frames, start)
 		case "nodes":
-			r := newReflector[slimNode](a, spec, handler[slimNode]{replace: a.replaceNodes, event: a.onNode}, frames)
-			start(r.run, r.synced)
+			startReflector(a, spec, handler[slimNode]{replace: a.replaceNodes, event: a.onNode}, frames, start)
 		case "ciliumnetworkpolicies":
-			r := newReflector[slimCNP](a, spec, handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}, frames)
-			start(r.run, r.synced)
+			startReflector(a, spec, handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}, frames, start)
 		case "ciliumidentities":
-			r := newReflector[slimCID](a, spec, handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}, frames)
-			start(r.run, r.synced)
+			startReflector(a, spec, handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}, frames, start)
 		case "ciliumendpoints":
-			r := newReflector[slimCEP](a, spec, handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}, frames)
-			start(r.run, r.synced)
+			startReflector(a, spec, handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}, frames, start)
 		case "ciliumendpointslices":
-			r := newReflector[slimCES](a, spec, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}, frames)
-			start(r.run, r.synced)
+			startReflector(a, spec, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}, frames, start)
 		default:
-			name := spec.name
-			r := newReflector[slimObjectMeta](a, spec, handler[slimObjectMeta]{
-				replace: func(items []slimObjectMeta) { a.watched.replace(name, items) },
-				event: func(typ string, o *slimObjectMeta) {
-					a.events.Add(1)
-					a.watched.event(name, typ, o)
-				},
-			}, frames)
-			start(r.run, r.synced)
+			// Counted only: the reflector's work counters already hold
+			// what a cilium-agent would (events, objects and their sizes).
+			startReflector(a, spec, handler[slimObjectMeta]{
+				replace: func([]slimObjectMeta) {},
+				event:   func(string, *slimObjectMeta) { a.events.Add(1) },
+			}, frames, start)
 		}
 	}
+}
+
+// startReflector starts a reflector of spec with handler h.
+func startReflector[T any, PT interface {
+	*T
+	slimObject
+}](a *Agent, spec resourceSpec, h handler[T], frames *frameCache, start func(run func(context.Context), synced chan struct{})) {
+	r := newReflector[T, PT](a, spec, h, frames)
+	start(r.run, r.synced)
 }
 
 // slimObjectMeta is an object of a resource the agent only counts: its
@@ -177,53 +175,4 @@ func (o *slimObjectMeta) objectName() (string, string) { return o.Metadata.Names
 
 func (o *slimObjectMeta) key() string {
 	return strings.Clone(podKey(o.Metadata.Namespace, o.Metadata.Name))
-}
-
-// watchedObjects is what the agent keeps of the resources it watches
-// without acting on them: the keys of their objects, per watch. It has
-// its own lock: nothing else reads it under Agent.mu.
-type watchedObjects struct {
-	mu   sync.Mutex
-	keys map[string]map[string]struct{}
-}
-
-func (w *watchedObjects) replace(name string, items []slimObjectMeta) {
-	keys := make(map[string]struct{}, len(items))
-	for i := range items {
-		keys[items[i].key()] = struct{}{}
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.keys == nil {
-		w.keys = map[string]map[string]struct{}{}
-	}
-	w.keys[name] = keys
-}
-
-func (w *watchedObjects) event(name, typ string, o *slimObjectMeta) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.keys == nil {
-		w.keys = map[string]map[string]struct{}{}
-	}
-	m := w.keys[name]
-	if m == nil {
-		m = map[string]struct{}{}
-		w.keys[name] = m
-	}
-	k := podKey(o.Metadata.Namespace, o.Metadata.Name)
-	if typ == evDeleted {
-		delete(m, k)
-		return
-	}
-	if _, ok := m[k]; !ok {
-		m[o.key()] = struct{}{}
-	}
-}
-
-// count is the number of objects the watch named name holds.
-func (w *watchedObjects) count(name string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.keys[name])
 }
