@@ -94,10 +94,11 @@ func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Se
 
 func kib(n int64) float64 { return float64(max(n, 0)) / 1024 }
 
-// requestCost is what a request of verb costs with objects objects and
-// bytes of request and response bodies; verbs without a profile entry
-// (discovery, deletecollection) are priced as the nearest one.
-func (b *budget) requestCost(verb string, objects int, bytes int64) float64 {
+// requestCost is what a request of verb on resource costs with objects
+// objects and bytes of request and response bodies; verbs without a
+// profile entry (discovery, deletecollection) are priced as the nearest
+// one.
+func (b *budget) requestCost(verb, resource string, objects int, bytes int64) float64 {
 	switch verb {
 	case "watch":
 		verb = "list" // a watch's initial events are its list
@@ -107,7 +108,42 @@ func (b *budget) requestCost(verb string, objects int, bytes int64) float64 {
 	default:
 		verb = "get"
 	}
-	return b.profile.Requests[verb].Seconds(objects, kib(bytes))
+	return b.profile.RequestSeconds(verb, resource, objects, kib(bytes))
+}
+
+// backgroundTick is how often the background work is charged.
+const backgroundTick = 250 * time.Millisecond
+
+// runBackground charges the profile's idle CPU rate until ctx ends: the
+// work kube-apiserver and etcd do with no request in flight (watch-cache
+// bookmarks, lease renewals, etcd's housekeeping) takes its share of the
+// server's cores whether or not the simulated cluster asks for anything.
+func (b *budget) runBackground(ctx context.Context) {
+	rate := b.profile.Background.Value
+	if rate <= 0 {
+		return
+	}
+	t := time.NewTicker(backgroundTick)
+	defer t.Stop()
+	last := b.now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			now := b.now()
+			b.charge("background", rate*now.Sub(last).Seconds())
+			last = now
+		}
+	}
+}
+
+// chargeScrape charges one scrape of the server's /metrics at what a
+// scrape of kube-apiserver's and etcd's costs them: the harness scrapes
+// every API server it measures once a second, and on kube-apiserver that
+// is work the server does (its metric registry holds thousands of series).
+func (b *budget) chargeScrape(ctx context.Context) {
+	b.wait(ctx, "metrics", b.profile.MetricsScrape.Value)
 }
 
 // isMutating tells the verbs charged before they run: a write's cost is
@@ -131,7 +167,7 @@ func (b *budget) chargeRequest(w http.ResponseWriter, r *http.Request, rq *reque
 		return
 	}
 	if isMutating(rq.verb) {
-		b.wait(r.Context(), "request", b.requestCost(rq.verb, 1, 2*r.ContentLength))
+		b.wait(r.Context(), "request", b.requestCost(rq.verb, rq.res.name, 1, 2*r.ContentLength))
 		serve()
 		return
 	}
@@ -140,7 +176,7 @@ func (b *budget) chargeRequest(w http.ResponseWriter, r *http.Request, rq *reque
 	if rec, ok := w.(*recorder); ok {
 		size = rec.size
 	}
-	b.wait(r.Context(), "request", b.requestCost(rq.verb, max(rq.objects, 1), size))
+	b.wait(r.Context(), "request", b.requestCost(rq.verb, rq.res.name, max(rq.objects, 1), size))
 }
 
 // watchCharge prices an event one watcher writes: Deliver per watcher,

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
@@ -258,5 +259,79 @@ func appendConfigMaps(st *store, prefix string, from, n int) {
 		e := newEvent(eventAdded, fmt.Appendf(nil, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":%q,"namespace":"default","resourceVersion":"%d"}}`, name, rv), "default", name, nil, "", rv, nil)
 		st.objs[e.obj.key] = e.obj
 		st.appendLocked(e)
+	}
+}
+
+// TestCapacityResourceFactorScalesRequests: a profile that measured
+// ConfigMap creates at three times the pooled create cost charges them
+// three times as much as ServiceAccount creates, for which it has no factor.
+func TestCapacityResourceFactorScalesRequests(t *testing.T) {
+	p := testProfile(t, 1e-6, 1e-6)
+	c := p.Requests["create"]
+	c.Base.Value = 0.01
+	p.Requests["create"] = c
+	p.Resources = map[string]map[string]capacity.Coefficient{"configmaps": {"create": {Value: 3, StdErr: 0.1}}}
+	s := start(t, Config{Capacity: &Capacity{Cores: 8, Profile: p}})
+	cs, _ := clients(t, s)
+	charged := func(create func() error) float64 {
+		before := metricValue(t, s, capacity.ModelledCPUMetric, `kind="request"`)
+		if err := create(); err != nil {
+			t.Fatal(err)
+		}
+		return metricValue(t, s, capacity.ModelledCPUMetric, `kind="request"`) - before
+	}
+	cm := charged(func() error {
+		_, err := cs.CoreV1().ConfigMaps("default").Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, metav1.CreateOptions{})
+		return err
+	})
+	sec := charged(func() error {
+		_, err := cs.CoreV1().ServiceAccounts("default").Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, metav1.CreateOptions{})
+		return err
+	})
+	if ratio := cm / sec; ratio < 2.9 || ratio > 3.1 {
+		t.Errorf("configmap create charged %v s, serviceaccount create %v s: ratio %.2f, want 3 (the configmaps factor)", cm, sec, ratio)
+	}
+}
+
+// TestCapacityChargesScrapesAndBackground: every scrape of /metrics is
+// charged at the profile's metricsScrape cost except the validation
+// meter's, and the idle rate is charged while the server runs.
+func TestCapacityChargesScrapesAndBackground(t *testing.T) {
+	p := testProfile(t, 1e-6, 1e-6)
+	p.MetricsScrape = capacity.Coefficient{Value: 0.02}
+	p.Background = capacity.Coefficient{Value: 0.5}
+	s := start(t, Config{Capacity: &Capacity{Cores: 2, Profile: p}})
+	scrape := func(meter bool) {
+		req, err := http.NewRequestWithContext(t.Context(), "GET", s.URL()+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if meter {
+			req.Header.Set(capacity.MeterHeader, "1")
+		}
+		tr, err := rest.TransportFor(&rest.Config{TLSClientConfig: rest.TLSClientConfig{CAData: s.CAData()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+	}
+	for range 3 {
+		scrape(false)
+	}
+	scrape(true)
+	if got := metricValue(t, s, capacity.ModelledCPUMetric, `kind="metrics"`); got < 0.0599 || got > 0.0601 {
+		t.Errorf("modelled scrape CPU = %v s after 3 scrapes and one meter reading, want 0.06", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for metricValue(t, s, capacity.ModelledCPUMetric, `kind="background"`) < 0.25 {
+		if time.Now().After(deadline) {
+			t.Fatalf("modelled background CPU = %v s after 5 s at 0.5 cores, want >= 0.25",
+				metricValue(t, s, capacity.ModelledCPUMetric, `kind="background"`))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

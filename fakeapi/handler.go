@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/stampede-sim/stampede/internal/capacity"
 )
 
 // request is one parsed resource request.
@@ -114,6 +116,9 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	case path == "/metrics":
 		promhttp.HandlerFor(gatherers(s.cfg.Registry), promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		if s.budget != nil && r.Header.Get(capacity.MeterHeader) == "" {
+			s.budget.chargeScrape(r.Context())
+		}
 		return
 	case strings.HasPrefix(path, "/debug/pprof"):
 		servePprof(w, r)

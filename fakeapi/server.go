@@ -204,6 +204,13 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if s.budget != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.budget.runBackground(s.baseCtx)
+		}()
+	}
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()

@@ -229,7 +229,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		if s.budget != nil {
 			// The initial events are the watch's list (kube-apiserver
 			// serves them from the watch cache like a LIST).
-			s.budget.wait(ctx, "request", s.budget.requestCost("watch", len(snap), size))
+			s.budget.wait(ctx, "request", s.budget.requestCost("watch", res.name, len(snap), size))
 		}
 		snap = nil
 	}

@@ -31,6 +31,13 @@ const KubeAPIServerVersion = "v1.36.3"
 // exports it; the harness and calibrate's validation read it.
 const ModelledCPUMetric = "stampede_fakeapi_modelled_cpu_seconds_total"
 
+// MeterHeader marks a request for /metrics that reads the model's own
+// account (calibrate --validate does, every second): the fake charges
+// every other scrape as Profile.MetricsScrape, since the harness's scrape
+// of kube-apiserver is work kube-apiserver does, but not this one, which
+// the local side of a validation has no counterpart of.
+const MeterHeader = "X-Stampede-Model-Meter"
+
 // DefaultProfile is the shipped profile Resolve("") returns.
 const DefaultProfile = "kube-apiserver-" + KubeAPIServerVersion
 
@@ -109,8 +116,34 @@ type Profile struct {
 	Machine              Machine   `json:"machine"`
 	// Requests has one entry per RequestVerbs key.
 	Requests map[string]RequestCost `json:"requests"`
-	Watch    WatchCost              `json:"watch"`
-	Fit      Fit                    `json:"fit"`
+	// Resources scales Requests for the resources calibration measured:
+	// resource (plural, "pods") -> verb -> factor, the CPU its phases
+	// spent over what Requests prices them at. A built-in kind stored as
+	// protobuf and a custom resource stored as JSON through the
+	// unstructured path differ by more than their sizes explain. Absent
+	// resources and verbs are priced by Requests alone (factor 1).
+	Resources map[string]map[string]Coefficient `json:"resources,omitempty"`
+	// Background is the CPU rate (cores) kube-apiserver and etcd spend
+	// with nothing asked of them (watch-cache bookmarks, lease renewals,
+	// etcd's own housekeeping), measured before and after the workload.
+	// Zero: not measured.
+	Background Coefficient `json:"background,omitzero"`
+	// MetricsScrape is the CPU-seconds one scrape of kube-apiserver's and
+	// etcd's /metrics costs both. Zero: not measured.
+	MetricsScrape Coefficient `json:"metricsScrape,omitzero"`
+	Watch         WatchCost   `json:"watch"`
+	Fit           Fit         `json:"fit"`
+}
+
+// RequestSeconds is the cost of a request of verb on resource returning
+// objects items in kib KiB: Requests[verb] scaled by the resource's
+// factor where calibration measured one.
+func (p *Profile) RequestSeconds(verb, resource string, objects int, kib float64) float64 {
+	s := p.Requests[verb].Seconds(objects, kib)
+	if f, ok := p.Resources[resource][verb]; ok {
+		s *= f.Value
+	}
+	return s
 }
 
 // ErrSchemaVersion and ErrKubeVersion tell a caller that a profile is well
@@ -140,6 +173,20 @@ func (p *Profile) Validate() error {
 	}
 	if err := p.validateRequests(); err != nil {
 		return err
+	}
+	if err := p.validateResources(); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		field string
+		c     Coefficient
+	}{{"background", p.Background}, {"metricsScrape", p.MetricsScrape}} {
+		if c.c == (Coefficient{}) {
+			continue // not measured
+		}
+		if err := c.c.validate(c.field); err != nil {
+			return err
+		}
 	}
 	for _, c := range []struct {
 		field string
@@ -185,6 +232,33 @@ func (p *Profile) validateRequests() error {
 	return nil
 }
 
+func (p *Profile) validateResources() error {
+	resources := make([]string, 0, len(p.Resources))
+	for r := range p.Resources {
+		resources = append(resources, r)
+	}
+	sort.Strings(resources)
+	for _, r := range resources {
+		if strings.TrimSpace(r) == "" {
+			return errors.New("resources: a resource name is empty")
+		}
+		verbs := make([]string, 0, len(p.Resources[r]))
+		for v := range p.Resources[r] {
+			verbs = append(verbs, v)
+		}
+		sort.Strings(verbs)
+		for _, v := range verbs {
+			if !isRequestVerb(v) {
+				return fmt.Errorf("resources.%s.%s: unknown verb (want %s)", r, v, strings.Join(RequestVerbs, ", "))
+			}
+			if err := p.Resources[r][v].validate("resources." + r + "." + v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func isRequestVerb(verb string) bool {
 	for _, v := range RequestVerbs {
 		if v == verb {
@@ -198,7 +272,7 @@ func isRequestVerb(verb string) bool {
 // negative cost would let the model serve work for free (or gain budget).
 func (c Coefficient) validate(field string) error {
 	if math.IsNaN(c.Value) || math.IsInf(c.Value, 0) || c.Value <= 0 {
-		return fmt.Errorf("%s.value: %v, must be a positive finite number of CPU-seconds", field, c.Value)
+		return fmt.Errorf("%s.value: %v, must be a positive finite number", field, c.Value)
 	}
 	if math.IsNaN(c.StdErr) || math.IsInf(c.StdErr, 0) || c.StdErr < 0 {
 		return fmt.Errorf("%s.stdErr: %v, must be a finite number >= 0", field, c.StdErr)

@@ -148,3 +148,48 @@ func TestResolve(t *testing.T) {
 		t.Errorf("Resolve(\"\") without a shipped default = %v, want ErrNoProfile", err)
 	}
 }
+
+// TestProfileResourcesAndIdle: resource factors scale a request's price,
+// and a malformed factor, background or scrape cost is refused with its
+// field path.
+func TestProfileResourcesAndIdle(t *testing.T) {
+	p, err := Load("testdata/placeholder.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := p.RequestSeconds("create", "ciliumendpoints", 1, 1)
+	p.Resources = map[string]map[string]Coefficient{"ciliumendpoints": {"create": {Value: 1.5, StdErr: 0.1}}}
+	p.Background = Coefficient{Value: 0.03, StdErr: 0.01}
+	p.MetricsScrape = Coefficient{Value: 0.04}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.RequestSeconds("create", "ciliumendpoints", 1, 1); math.Abs(got-1.5*base) > 1e-12 {
+		t.Errorf("ciliumendpoints create = %v, want 1.5 x %v", got, base)
+	}
+	if got := p.RequestSeconds("create", "pods", 1, 1); got != base {
+		t.Errorf("pods create (no factor) = %v, want %v", got, base)
+	}
+	var buf bytes.Buffer
+	if err := p.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if back, err := Parse(buf.Bytes()); err != nil || back.Resources["ciliumendpoints"]["create"].Value != 1.5 || back.Background.Value != 0.03 {
+		t.Fatalf("round trip: %v, %+v", err, back)
+	}
+	for _, tc := range []struct {
+		mutate func(*Profile)
+		field  string
+	}{
+		{func(p *Profile) { p.Resources["ciliumendpoints"]["create"] = Coefficient{Value: -1} }, "resources.ciliumendpoints.create.value"},
+		{func(p *Profile) { p.Resources["ciliumendpoints"]["watch"] = Coefficient{Value: 1} }, "resources.ciliumendpoints.watch: unknown verb"},
+		{func(p *Profile) { p.Background = Coefficient{Value: math.NaN()} }, "background.value"},
+		{func(p *Profile) { p.MetricsScrape = Coefficient{Value: 0.1, StdErr: -1} }, "metricsScrape.stdErr"},
+	} {
+		q, _ := Parse(buf.Bytes())
+		tc.mutate(q)
+		if err := q.Validate(); err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("want an error naming %s, got %v", tc.field, err)
+		}
+	}
+}

@@ -78,8 +78,10 @@ type Run struct {
 type APIServerModelSummary struct {
 	// CPUSeconds is the modelled CPU of kube-apiserver and etcd.
 	CPUSeconds float64 `json:"cpuSeconds"`
-	// ByKind splits it: "request" (requests, priced by verb, objects and
-	// bytes) and "watch" (watch events, priced per watcher and byte).
+	// ByKind splits it: "request" (requests, priced by verb, resource,
+	// objects and bytes), "watch" (watch events, priced per watcher and
+	// byte), "background" (the idle rate of kube-apiserver and etcd) and
+	// "metrics" (scrapes of /metrics).
 	ByKind map[string]float64 `json:"byKind,omitempty"`
 }
 
