@@ -35,7 +35,8 @@ line goes to stderr; a table of the coefficients ends the run.
 CPU-seconds, not wall time, are measured, so other load on the machine
 changes the figures little; a core of capacity is a core of this machine.
 
-With --validate, then run relabel-small (crd and kvstore mode) twice: on
+With --validate, then run relabel-small (crd and kvstore mode, agents as
+Cilium 1.17, whose identity allocation has no jitter) twice: on
 kube-apiserver and etcd confined to --cores cores, and on the fake API
 server with a capacity of --cores cores and the profile just measured;
 print both side by side and fail if they disagree beyond the tolerances.`,
@@ -101,6 +102,7 @@ print both side by side and fail if they disagree beyond the tolerances.`,
 	f.Float64Var(&vcfg.Cores, "cores", 2, "--validate: cores for kube-apiserver+etcd and capacity of the fake")
 	f.StringVar(&vcfg.Scenario, "scenario", "relabel-small", "--validate: built-in scenario name or scenario file to run")
 	f.IntVar(&vcfg.Nodes, "nodes", 0, "--validate: resize the scenario to this many nodes (default: as written)")
+	f.StringVar(&vcfg.Cilium, "cilium", calibrate.DefaultValidationRelease, "--validate: Cilium release the agents follow (\"\" keeps the scenario's; from 1.18 the identity jitter sets converge p99 on both servers alike)")
 	f.StringSliceVar(&vcfg.Modes, "modes", []string{"crd", "kvstore"}, "--validate: modes to compare")
 	f.StringVar(&executable, "executable", "", "stampede binary to run the components with (default: this one)")
 	_ = f.MarkHidden("executable")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,6 +125,9 @@ func (b *meteredFake) Start(ctx context.Context, env harness.BackendEnv) (*harne
 		_ = b.FakeBackend.Stop(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	// The meter is validation's own reading of the model's account, not
+	// a scrape the local side has: the fake does not charge it.
+	c.header = http.Header{capacity.MeterHeader: {"1"}}
 	// A counter with labels has no series until the model first charges
 	// something: absent at Start is zero.
 	v, err := scrapeCounter(ctx, c, ModelledCPUMetric)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -171,13 +172,30 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Commit:               commit(),
 		Machine:              machineFacts(),
 		Requests:             model.Requests,
+		Resources:            model.Resources,
+		Background:           background(res),
+		MetricsScrape:        model.MetricsScrape,
 		Watch:                model.Watch,
 		Fit:                  model.Fit,
+	}
+	if bg := res.Profile.Background; bg.Value > 0 {
+		model.Table = append(model.Table, CoefRow{Group: "idle", Name: "background", Coefficient: bg, Samples: 2, Unit: UnitCores,
+			Note: "kube-apiserver and etcd with nothing asked of them, before and after the workload"})
 	}
 	if err := res.Profile.Validate(); err != nil {
 		return res, fmt.Errorf("calibrate: the fitted profile is not usable: %w", err)
 	}
 	return res, nil
+}
+
+// background is the idle rate as a profile coefficient: the mean of the
+// two idle periods, its error half their difference; none when the
+// processes were measured idle at 0.
+func background(r *Result) capacity.Coefficient {
+	if r.Baseline <= 0 {
+		return capacity.Coefficient{}
+	}
+	return capacity.Coefficient{Value: r.Baseline, StdErr: math.Abs(r.IdleAfter-r.IdleBefore) / 2}
 }
 
 // startLocal starts harness.LocalBackend for an admin user only (crd
@@ -220,6 +238,9 @@ func measureWorkload(ctx context.Context, cfg Config, api *harness.APIServer, to
 	meter.baseline = idle0
 	w := cfg.Workload
 	total := len(kinds)*len(w.Sizes)*(2*len(w.ListSizes)+5) + len(w.Sizes)*(len(w.Watchers)+3)
+	if w.Scrapes > 0 {
+		total += 3
+	}
 	r := &runner{w: w, c: c, caFile: api.CAFile, meter: meter, rng: rand.New(rand.NewPCG(w.Seed, 0x5eed)),
 		objects: map[string]map[string]any{}}
 	r.onPhase = func(p Phase) {
@@ -234,6 +255,9 @@ func measureWorkload(ctx context.Context, cfg Config, api *harness.APIServer, to
 		if err := r.watchPhases(ctx, size); err != nil {
 			return nil, err
 		}
+	}
+	if err := r.scrapePhases(ctx, api.MetricsURLs); err != nil {
+		return nil, err
 	}
 	pr.set("measuring the idle baseline again (%v)", cfg.Idle)
 	idle1, err := meter.idle(ctx, cfg.Idle)

@@ -19,6 +19,8 @@ type client struct {
 	base  string
 	token string
 	http  *http.Client
+	// header is set on every request.
+	header http.Header
 }
 
 // newClient returns a client with its own transport, speaking HTTP/2 over
@@ -77,6 +79,9 @@ func (c *client) do(ctx context.Context, method, path, contentType string, body 
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
+	for k, v := range c.header {
+		req.Header[k] = v
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}

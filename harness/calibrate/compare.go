@@ -14,8 +14,10 @@ import (
 
 // Validation is the side-by-side comparison of the two runs.
 type Validation struct {
-	Cores       float64
-	Scenario    string
+	Cores    float64
+	Scenario string
+	// Cilium is the release the agents followed.
+	Cilium      string
 	Profile     string
 	Confinement string
 	Modes       []ModeValidation
@@ -242,8 +244,8 @@ func (v *Validation) Passed() bool { return v.Failed() == 0 }
 
 // WriteTable prints the comparison, one block per mode.
 func (v *Validation) WriteTable(w io.Writer) error {
-	fmt.Fprintf(w, "validation of %s: kube-apiserver+etcd confined by %s vs. fake with capacity %v cores (profile %s)\n",
-		v.Scenario, v.Confinement, v.Cores, v.Profile)
+	fmt.Fprintf(w, "validation of %s (agents as Cilium %s): kube-apiserver+etcd confined by %s vs. fake with capacity %v cores (profile %s)\n",
+		v.Scenario, v.Cilium, v.Confinement, v.Cores, v.Profile)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, m := range v.Modes {
 		fmt.Fprintf(tw, "\n%s mode\tlocal (%s)\tfake (%s)\tfake/local\tcheck\n", m.Mode, short(m.Local.Status), short(m.Fake.Status))

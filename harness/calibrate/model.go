@@ -3,6 +3,7 @@ package calibrate
 import (
 	"fmt"
 	"math"
+	"sort"
 
 	"github.com/stampede-sim/stampede/internal/capacity"
 )
@@ -28,14 +29,25 @@ type CoefRow struct {
 	Samples     int
 	// Note says how the coefficient was derived when not fitted directly.
 	Note string
+	// Unit is UnitCPUSeconds (the default), UnitFactor or UnitCores.
+	Unit string
 }
+
+// Units of a CoefRow.
+const (
+	UnitCPUSeconds = ""
+	UnitFactor     = "factor"
+	UnitCores      = "cores"
+)
 
 // Model is the fitted cost model.
 type Model struct {
-	Requests map[string]capacity.RequestCost
-	Watch    capacity.WatchCost
-	Fit      capacity.Fit
-	Table    []CoefRow
+	Requests      map[string]capacity.RequestCost
+	Resources     map[string]map[string]capacity.Coefficient
+	MetricsScrape capacity.Coefficient
+	Watch         capacity.WatchCost
+	Fit           capacity.Fit
+	Table         []CoefRow
 }
 
 // FitModel fits the capacity model's coefficients to the measured phases.
@@ -84,10 +96,119 @@ func FitModel(phases []Phase) (*Model, error) {
 			m.Table = append(m.Table, row)
 		}
 	}
+	m.fitResources(phases)
+	m.fitScrape(phases)
 	if err := m.fitWatch(phases); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// fitResources sets, for every resource and verb calibration measured in
+// at least two phases, the factor by which its phases cost more (or less)
+// than the pooled verb model prices them: the CPU they spent over the
+// modelled CPU, summed over the phases, with the standard error of the
+// per-phase ratios' mean. The pooled fit mixes built-in kinds (stored as
+// protobuf, served by generated code) with custom resources (stored as
+// JSON, decoded, schema-coerced and encoded as unstructured maps: in a
+// CPU profile of kube-apiserver under the relabel, apiextensions'
+// unstructuredSchemaCoercer and encoding/json's map encoder alone were
+// a fifth of its CPU), and a run's mix of resources is not calibration's.
+func (m *Model) fitResources(phases []Phase) {
+	type acc struct {
+		cpu, model float64
+		ratios     []float64
+	}
+	by := map[[2]string]*acc{}
+	for _, p := range phases {
+		rc, ok := m.Requests[p.Verb]
+		if !ok || p.Resource == "" || p.Requests == 0 || p.Replay || p.Verb == "watch" {
+			continue
+		}
+		per := float64(p.Objects) / float64(p.Requests)
+		if p.Verb != "list" {
+			per = 1
+		}
+		mod := float64(p.Requests)*(rc.Base.Value+rc.PerObject.Value*per) + rc.PerKiB.Value*p.KiB()
+		if mod <= 0 || p.CPU <= 0 {
+			continue
+		}
+		k := [2]string{p.Resource, p.Verb}
+		a := by[k]
+		if a == nil {
+			a = &acc{}
+			by[k] = a
+		}
+		a.cpu += p.CPU
+		a.model += mod
+		a.ratios = append(a.ratios, p.CPU/mod)
+	}
+	keys := make([][2]string, 0, len(by))
+	for k := range by {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i][0] != keys[j][0] {
+			return keys[i][0] < keys[j][0]
+		}
+		return keys[i][1] < keys[j][1]
+	})
+	for _, k := range keys {
+		a := by[k]
+		n := len(a.ratios)
+		if n < 2 {
+			continue
+		}
+		var mean, ss float64
+		for _, r := range a.ratios {
+			mean += r
+		}
+		mean /= float64(n)
+		for _, r := range a.ratios {
+			ss += (r - mean) * (r - mean)
+		}
+		c := capacity.Coefficient{Value: a.cpu / a.model, StdErr: math.Sqrt(ss/float64(n-1)) / math.Sqrt(float64(n))}
+		if m.Resources == nil {
+			m.Resources = map[string]map[string]capacity.Coefficient{}
+		}
+		if m.Resources[k[0]] == nil {
+			m.Resources[k[0]] = map[string]capacity.Coefficient{}
+		}
+		m.Resources[k[0]][k[1]] = c
+		m.Table = append(m.Table, CoefRow{Group: "resource " + k[0], Name: k[1], Coefficient: c, Samples: n, Unit: UnitFactor,
+			Note: "its phases' CPU over what the verb's coefficients price them at"})
+	}
+}
+
+// fitScrape sets the cost of one scrape of kube-apiserver's and etcd's
+// /metrics: the scrape phases' CPU over their scrapes, with the spread of
+// the phases.
+func (m *Model) fitScrape(phases []Phase) {
+	var cpu float64
+	var n int
+	var per []float64
+	for _, p := range phases {
+		if p.Verb == "scrape" && p.Requests > 0 {
+			cpu += p.CPU
+			n += p.Requests
+			per = append(per, p.CPU/float64(p.Requests))
+		}
+	}
+	if n == 0 || cpu <= 0 {
+		return
+	}
+	mean := cpu / float64(n)
+	var se float64
+	if len(per) > 1 {
+		var ss float64
+		for _, x := range per {
+			ss += (x - mean) * (x - mean)
+		}
+		se = math.Sqrt(ss/float64(len(per)-1)) / math.Sqrt(float64(len(per)))
+	}
+	m.MetricsScrape = capacity.Coefficient{Value: mean, StdErr: se}
+	m.Table = append(m.Table, CoefRow{Group: "metrics", Name: "scrape", Coefficient: m.MetricsScrape, Samples: len(per),
+		Note: "one scrape of kube-apiserver's and etcd's /metrics"})
 }
 
 func (m *Model) fitGroup(phases []Phase, verb string, x func(Phase) []float64) (PositiveFit, error) {

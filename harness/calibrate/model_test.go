@@ -215,3 +215,44 @@ func TestKubeAPIServerMissingSaysHowToBuild(t *testing.T) {
 		t.Fatalf("Run err = %v, want it to say `make tools`", err)
 	}
 }
+
+// TestFitResourcesAndScrape: a resource whose phases cost twice what the
+// pooled verb model prices gets a factor of 2, one that costs what it
+// prices gets 1, a resource measured in one phase only gets none; the
+// scrape phases give the cost of one scrape.
+func TestFitResourcesAndScrape(t *testing.T) {
+	m := &Model{Requests: map[string]capacity.RequestCost{
+		"create": {Base: capacity.Coefficient{Value: 1e-3}, PerObject: capacity.Coefficient{Value: 1e-9}, PerKiB: capacity.Coefficient{Value: 1e-5}},
+	}}
+	r := rand.New(rand.NewPCG(7, 1))
+	var phases []Phase
+	for _, res := range []struct {
+		name   string
+		factor float64
+		phases int
+	}{{"pods", 1, 4}, {"ciliumendpoints", 2, 4}, {"leases", 5, 1}} {
+		for i := range res.phases {
+			n := 100 * (i + 1)
+			kib := 2.0 * float64(n)
+			y := res.factor * (float64(n)*(1e-3+1e-9) + 1e-5*kib) * (1 + 0.02*r.NormFloat64())
+			phases = append(phases, Phase{Verb: "create", Resource: res.name, Requests: n, Objects: int64(n), Bytes: int64(kib * 1024), CPU: y})
+		}
+	}
+	for _, per := range []float64{0.030, 0.032, 0.028} {
+		phases = append(phases, Phase{Verb: "scrape", Resource: "metrics", Requests: 20, CPU: 20 * per})
+	}
+	m.fitResources(phases)
+	m.fitScrape(phases)
+	for res, want := range map[string]float64{"pods": 1, "ciliumendpoints": 2} {
+		got, ok := m.Resources[res]["create"]
+		if !ok || math.Abs(got.Value-want) > 0.05*want || got.StdErr <= 0 || got.StdErr > 0.05 {
+			t.Errorf("factor of %s create = %+v (present %v), want %v with a small positive stdErr", res, got, ok, want)
+		}
+	}
+	if _, ok := m.Resources["leases"]; ok {
+		t.Errorf("leases were measured in one phase and got a factor: %+v", m.Resources["leases"])
+	}
+	if got := m.MetricsScrape; math.Abs(got.Value-0.030) > 1e-9 || got.StdErr <= 0 {
+		t.Errorf("metrics scrape = %+v, want 0.030 s with a positive stdErr", got)
+	}
+}

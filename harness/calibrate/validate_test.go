@@ -2,11 +2,14 @@ package calibrate
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stampede-sim/stampede/internal/capacity"
 	"github.com/stampede-sim/stampede/internal/testenv"
 )
 
@@ -37,7 +40,7 @@ func TestValidateSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := Validate(ctx, ValidateConfig{Profile: res.Profile, Cores: 1, Scenario: "relabel-small", Nodes: 3, Modes: []string{"crd"},
+	v, err := Validate(ctx, ValidateConfig{Profile: res.Profile, Cores: 1, Scenario: "relabel-small", Nodes: 3, Modes: []string{"crd"}, Cilium: DefaultValidationRelease,
 		KubeAPIServer: bin, Executable: exe, Out: t.TempDir(), Progress: testWriter{t}})
 	if v != nil {
 		var sb strings.Builder
@@ -66,5 +69,31 @@ func TestValidateSmall(t *testing.T) {
 	// measured and compared.
 	if !v.Passed() {
 		t.Logf("validation: %d of %d checks outside their tolerance", v.Failed(), v.Checks())
+	}
+}
+
+// TestValidateConfigRelease: validation runs the agents as the release it
+// is given, with the modes it compares, and names the flag when the
+// release cannot run them.
+func TestValidateConfigRelease(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "kube-apiserver")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, err := capacity.Builtin(capacity.DefaultProfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ValidateConfig{Profile: p, Cores: 1, KubeAPIServer: bin, Cilium: DefaultValidationRelease}
+	sc, modes, err := cfg.defaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Cilium.Version != "1.17" || len(modes) != 2 || sc.Agent.IdentityMaxJitter.Duration != 0 {
+		t.Errorf("release %q, modes %v, identityMaxJitter %v: want 1.17's agents in crd and kvstore", sc.Cilium.Version, modes, sc.Agent.IdentityMaxJitter.Duration)
+	}
+	cfg = ValidateConfig{Profile: p, Cores: 1, KubeAPIServer: bin, Cilium: "1.17", Modes: []string{"operator"}}
+	if _, _, err := cfg.defaults(); err == nil || !strings.Contains(err.Error(), "--cilium") || !strings.Contains(err.Error(), "operator") {
+		t.Errorf("operator on 1.17: %v, want an error naming --cilium and the mode", err)
 	}
 }

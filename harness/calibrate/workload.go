@@ -37,6 +37,10 @@ type Workload struct {
 	WatchEvents int
 	// Concurrency is the number of requests in flight.
 	Concurrency int
+	// Scrapes is the number of scrapes of kube-apiserver's and etcd's
+	// /metrics in each of the three scrape phases (0: none, and the
+	// profile has no metricsScrape cost).
+	Scrapes int
 }
 
 // ObjectSize is one object size of the workload.
@@ -57,6 +61,7 @@ func DefaultWorkload() Workload {
 		Watchers:    []int{1, 25, 50, 100, 200},
 		WatchEvents: 300,
 		Concurrency: 8,
+		Scrapes:     20,
 	}
 }
 
@@ -71,6 +76,7 @@ func ShortWorkload() Workload {
 		Watchers:    []int{1, 50, 200},
 		WatchEvents: 60,
 		Concurrency: 8,
+		Scrapes:     5,
 	}
 }
 
@@ -91,6 +97,8 @@ func (w Workload) Validate() error {
 		return fmt.Errorf("workload.watchers: need at least 2 watcher counts, got %d", len(w.Watchers))
 	case w.WatchEvents <= 0:
 		return fmt.Errorf("workload.watchEvents: must be positive, got %d", w.WatchEvents)
+	case w.Scrapes < 0:
+		return fmt.Errorf("workload.scrapes: must not be negative, got %d", w.Scrapes)
 	case w.Concurrency <= 0:
 		return fmt.Errorf("workload.concurrency: must be positive, got %d", w.Concurrency)
 	}
@@ -639,4 +647,48 @@ func (w *watcher) state() (int, int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.events, w.bytes, w.err
+}
+
+// scrapePhases measure what a scrape of kube-apiserver's and etcd's
+// /metrics costs them: the harness scrapes both once a second during a
+// run, and on kube-apiserver a scrape walks thousands of series (every
+// verb, resource and bucket the workload touched). Three phases of
+// w.Scrapes scrapes each, sequential as the harness's are, so that the
+// fit has a spread.
+func (r *runner) scrapePhases(ctx context.Context, urls map[string]string) error {
+	if r.w.Scrapes == 0 {
+		return nil
+	}
+	var clients []*client
+	for _, name := range []string{"apiserver", "etcd"} {
+		u, ok := urls[name]
+		if !ok {
+			return fmt.Errorf("scrape phases: the backend has no %s metrics URL", name)
+		}
+		c, err := newClient(u, r.caFile, r.c.token, 1)
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		clients = append(clients, c)
+	}
+	for range 3 {
+		err := r.measure(ctx, Phase{Verb: "scrape", Resource: "metrics"}, func(ctx context.Context, p *Phase) error {
+			for range r.w.Scrapes {
+				for _, c := range clients {
+					body, _, err := c.do(ctx, "GET", "", "", nil)
+					if err != nil {
+						return err
+					}
+					p.Bytes += int64(len(body))
+				}
+				p.Requests++
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
