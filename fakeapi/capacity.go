@@ -1,6 +1,7 @@
 package fakeapi
 
 import (
+	"container/heap"
 	"context"
 	"math"
 	"net/http"
@@ -13,40 +14,78 @@ import (
 )
 
 // budget is the virtual CPU of a kube-apiserver (with its etcd) of cores
-// cores. Work is served in arrival order at the rate of cores CPU-seconds
-// per second, and no single piece of work faster than one core (a request
-// or a watcher is one goroutine): charge returns when a piece of work of
-// cost CPU-seconds would be done, so a server with more work than cores
-// falls behind and everything waits, as on a real server whose CPU is
-// saturated. Arrival order is a simplification of the Go scheduler's
-// sharing: the backlog and the throughput are the same, a large LIST
-// delays the small requests behind it rather than sharing with them.
+// cores, shared by the work in service as the Go scheduler shares a
+// process's cores among its runnable goroutines: each request or
+// watcher's write is one goroutine, the scheduler runs them in turn and
+// preempts one that runs longer than 10 ms (runtime/proc.go,
+// forcePreemptNS, Go 1.26), so CPU-bound work progresses in parallel at
+// an equal share each, no piece faster than one core (egalitarian
+// processor sharing). With n pieces in service each advances at
+// min(1, cores/n) CPU-seconds per second, so a server with more work than
+// cores slows every piece down, a large LIST more than a small GET, as on
+// a real server whose CPU is saturated. What is in service is bounded by
+// API Priority and Fairness's seats, which requests hold while they are
+// served, as on kube-apiserver.
+//
+// It is kept as virtual time: v is the CPU-seconds every piece in service
+// has received so far, and a piece of cost c arriving at v finishes when v
+// reaches v+c, so pieces finish in order of that tag and only the first
+// needs a timer.
 type budget struct {
 	cores   float64
 	profile *capacity.Profile
 	now     func() time.Time
 
-	mu   sync.Mutex
-	free time.Time // when everything charged so far is served
+	mu    sync.Mutex
+	v     float64   // CPU-seconds each piece in service has received
+	vAt   time.Time // when v was last advanced
+	jobs  jobHeap   // pieces in service, by finish tag
+	timer *time.Timer
 
 	cpu     *prometheus.CounterVec // modelled CPU-seconds by kind
 	backlog prometheus.GaugeFunc
+}
+
+// job is one piece of work in service: it is done when the budget's
+// virtual time reaches finish.
+type job struct {
+	finish float64
+	done   chan struct{} // closed when done; nil: nobody waits
+	index  int           // in jobHeap, -1 once removed
+}
+
+type jobHeap []*job
+
+func (h jobHeap) Len() int           { return len(h) }
+func (h jobHeap) Less(i, j int) bool { return h[i].finish < h[j].finish }
+func (h jobHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *jobHeap) Push(x any) {
+	j := x.(*job)
+	j.index = len(*h)
+	*h = append(*h, j)
+}
+func (h *jobHeap) Pop() any {
+	old := *h
+	j := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	j.index = -1
+	return j
 }
 
 func newBudget(c *Capacity, now func() time.Time, reg prometheus.Registerer) (*budget, error) {
 	b := &budget{cores: c.Cores, profile: c.Profile, now: now}
 	b.cpu = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: capacity.ModelledCPUMetric,
-		Help: "CPU-seconds the capacity model charged (kube-apiserver and etcd as the calibration profile prices them), by kind: request or watch.",
+		Help: "CPU-seconds the capacity model charged (kube-apiserver and etcd as the calibration profile prices them), by kind: request, watch, background or metrics.",
 	}, []string{"kind"})
 	b.backlog = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "stampede_fakeapi_modelled_backlog_seconds",
-		Help: "How far the capacity model's virtual CPU is behind: the wait a new piece of work would see.",
-	}, func() float64 {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return max(0, b.free.Sub(b.now()).Seconds())
-	})
+		Help: "How far the capacity model's virtual CPU is behind: the work in service, in seconds of all its cores.",
+	}, b.backlogSeconds)
 	for _, c := range []prometheus.Collector{b.cpu, b.backlog} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -55,39 +94,111 @@ func newBudget(c *Capacity, now func() time.Time, reg prometheus.Registerer) (*b
 	return b, nil
 }
 
-// charge books cost CPU-seconds of kind and returns when it is served.
-func (b *budget) charge(kind string, cost float64) time.Time {
-	if cost <= 0 {
-		return time.Time{}
-	}
-	b.cpu.WithLabelValues(kind).Add(cost)
-	now := b.now()
-	b.mu.Lock()
-	start := b.free
-	if start.Before(now) {
-		start = now
-	}
-	b.free = start.Add(seconds(cost / b.cores))
-	done := b.free
-	b.mu.Unlock()
-	if alone := now.Add(seconds(cost)); alone.After(done) {
-		done = alone
-	}
-	return done
-}
+// rate is the CPU-seconds per second each of n pieces in service gets.
+func (b *budget) rate(n int) float64 { return math.Min(1, b.cores/float64(n)) }
 
-// wait charges cost and sleeps until it is served or ctx ends.
-func (b *budget) wait(ctx context.Context, kind string, cost float64) {
-	d := b.charge(kind, cost).Sub(b.now())
-	if d <= 0 {
+// advance moves virtual time to now, finishing the pieces whose tags it
+// passes on the way (each finish changes the share of the others).
+// b.mu is held.
+func (b *budget) advance(now time.Time) {
+	if b.vAt.IsZero() || len(b.jobs) == 0 {
+		b.vAt = now
 		return
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+	for len(b.jobs) > 0 {
+		r := b.rate(len(b.jobs))
+		head := b.jobs[0]
+		need := seconds((head.finish - b.v) / r)
+		if b.vAt.Add(need).After(now) {
+			b.v += r * now.Sub(b.vAt).Seconds()
+			break
+		}
+		b.v = head.finish
+		b.vAt = b.vAt.Add(need)
+		heap.Pop(&b.jobs)
+		if head.done != nil {
+			close(head.done)
+		}
 	}
+	b.vAt = now
+}
+
+// schedule sets the timer for the next piece to finish. b.mu is held.
+func (b *budget) schedule() {
+	if len(b.jobs) == 0 {
+		if b.timer != nil {
+			b.timer.Stop()
+		}
+		return
+	}
+	d := seconds((b.jobs[0].finish - b.v) / b.rate(len(b.jobs)))
+	if b.timer == nil {
+		b.timer = time.AfterFunc(d, b.tick)
+		return
+	}
+	b.timer.Reset(d)
+}
+
+func (b *budget) tick() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.advance(b.now())
+	b.schedule()
+}
+
+// start books cost CPU-seconds of kind into service and returns its job
+// (done is closed when it is served; no job for no cost).
+func (b *budget) start(kind string, cost float64, wait bool) *job {
+	if cost <= 0 {
+		return nil
+	}
+	b.cpu.WithLabelValues(kind).Add(cost)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.advance(b.now())
+	j := &job{finish: b.v + cost}
+	if wait {
+		j.done = make(chan struct{})
+	}
+	heap.Push(&b.jobs, j)
+	b.schedule()
+	return j
+}
+
+// charge books cost CPU-seconds of kind that nobody waits for (the
+// background work): it takes its share of the cores while it lasts.
+func (b *budget) charge(kind string, cost float64) { b.start(kind, cost, false) }
+
+// wait books cost CPU-seconds of kind and returns when it is served or
+// ctx ends; work whose request was cancelled stops taking a share.
+func (b *budget) wait(ctx context.Context, kind string, cost float64) {
+	j := b.start(kind, cost, true)
+	if j == nil {
+		return
+	}
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		b.mu.Lock()
+		b.advance(b.now())
+		if j.index >= 0 {
+			heap.Remove(&b.jobs, j.index)
+			b.schedule()
+		}
+		b.mu.Unlock()
+	}
+}
+
+// backlogSeconds is the work in service over the server's cores.
+func (b *budget) backlogSeconds() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.advance(b.now())
+	var left float64
+	for _, j := range b.jobs {
+		left += j.finish - b.v
+	}
+	return left / b.cores
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -333,5 +334,66 @@ func TestCapacityChargesScrapesAndBackground(t *testing.T) {
 				metricValue(t, s, capacity.ModelledCPUMetric, `kind="background"`))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCapacitySharesCoresAmongWork: a 50 ms GET that arrives with a 1 s
+// LIST on a 1-core server is done after 100 ms (both run at half a core
+// until it finishes), not after the LIST as in arrival order, and the
+// LIST then has the core to itself and is done at 1.05 s; on 2 cores
+// neither runs faster than one core. The clock is the test's.
+func TestCapacitySharesCoresAmongWork(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	at := func(d time.Duration) { mu.Lock(); now = time.Unix(1000, 0).Add(d); mu.Unlock() }
+	done := func(j *job) bool {
+		select {
+		case <-j.done:
+			return true
+		default:
+			return false
+		}
+	}
+	for _, tc := range []struct {
+		cores                 float64
+		getDone, listDone     time.Duration
+		getOpenAt, listOpenAt time.Duration
+	}{
+		{cores: 1, getOpenAt: 90 * time.Millisecond, getDone: 110 * time.Millisecond, listOpenAt: 1040 * time.Millisecond, listDone: 1060 * time.Millisecond},
+		{cores: 2, getOpenAt: 40 * time.Millisecond, getDone: 60 * time.Millisecond, listOpenAt: 990 * time.Millisecond, listDone: 1010 * time.Millisecond},
+	} {
+		at(0)
+		b, err := newBudget(&Capacity{Cores: tc.cores, Profile: testProfile(t, 1e-6, 1e-6)}, clock, prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		list := b.start("request", 1.0, true)
+		get := b.start("request", 0.05, true)
+		step := func(d time.Duration) {
+			at(d)
+			b.mu.Lock()
+			b.advance(clock())
+			b.mu.Unlock()
+		}
+		step(tc.getOpenAt)
+		if done(get) {
+			t.Errorf("%v cores: the GET is done at %v, before its share of the cores could serve it", tc.cores, tc.getOpenAt)
+		}
+		step(tc.getDone)
+		if !done(get) {
+			t.Errorf("%v cores: the GET is not done at %v: it waits behind the LIST instead of sharing the cores", tc.cores, tc.getDone)
+		}
+		step(tc.listOpenAt)
+		if done(list) {
+			t.Errorf("%v cores: the LIST is done at %v", tc.cores, tc.listOpenAt)
+		}
+		step(tc.listDone)
+		if !done(list) {
+			t.Errorf("%v cores: the LIST is not done at %v", tc.cores, tc.listDone)
+		}
+		if got := b.backlogSeconds(); got != 0 {
+			t.Errorf("%v cores: backlog %v s with nothing in service", tc.cores, got)
+		}
 	}
 }
