@@ -1,7 +1,6 @@
 package fakeapi
 
 import (
-	"container/heap"
 	"context"
 	"math"
 	"net/http"
@@ -14,66 +13,48 @@ import (
 )
 
 // budget is the virtual CPU of a kube-apiserver (with its etcd) of cores
-// cores, shared by the work in service as the Go scheduler shares a
-// process's cores among its runnable goroutines: each request or
-// watcher's write is one goroutine, the scheduler runs them in turn and
-// preempts one that runs longer than 10 ms (runtime/proc.go,
-// forcePreemptNS, Go 1.26), so CPU-bound work progresses in parallel at
-// an equal share each, no piece faster than one core (egalitarian
-// processor sharing). With n pieces in service each advances at
-// min(1, cores/n) CPU-seconds per second, so a server with more work than
-// cores slows every piece down, a large LIST more than a small GET, as on
-// a real server whose CPU is saturated. What is in service is bounded by
-// API Priority and Fairness's seats, which requests hold while they are
-// served, as on kube-apiserver.
+// cores. Work is served round robin in slices of at most quantum
+// CPU-seconds, as the Go scheduler serves a process's goroutines (each
+// request, and each watcher's write, is one): a runnable goroutine waits
+// in a first-in first-out run queue, runs until it blocks or has run for
+// 10 ms, when the scheduler preempts it and puts it at the back of the
+// queue (runtime/proc.go, forcePreemptNS and sysmon's retake, Go 1.26).
+// So a request that needs less than a slice (a GET, a write) waits for
+// the work queued before it, once, and a LIST that needs many slices
+// waits for the queue once per slice: on a saturated server a large LIST
+// slows down far more than a small GET. No piece is done faster than one
+// core would do it alone. What is in service is bounded by API Priority
+// and Fairness's seats, which requests hold while they are served, as on
+// kube-apiserver.
 //
-// It is kept as virtual time: v is the CPU-seconds every piece in service
-// has received so far, and a piece of cost c arriving at v finishes when v
-// reaches v+c, so pieces finish in order of that tag and only the first
-// needs a timer.
+// Slices are served one after the other at the rate of cores CPU-seconds
+// per second (a fluid server: with 2 cores a slice takes half its
+// CPU-seconds of wall time).
 type budget struct {
 	cores   float64
 	profile *capacity.Profile
 	now     func() time.Time
 
-	mu    sync.Mutex
-	v     float64   // CPU-seconds each piece in service has received
-	vAt   time.Time // when v was last advanced
-	jobs  jobHeap   // pieces in service, by finish tag
-	timer *time.Timer
+	mu      sync.Mutex
+	queue   []*job    // run queue; queue[0] is in service
+	headEnd time.Time // when queue[0]'s current slice ends
+	timer   *time.Timer
 
 	cpu     *prometheus.CounterVec // modelled CPU-seconds by kind
 	backlog prometheus.GaugeFunc
 }
 
-// job is one piece of work in service: it is done when the budget's
-// virtual time reaches finish.
+// quantum is the longest a goroutine runs before the Go scheduler
+// preempts it (runtime/proc.go forcePreemptNS, Go 1.26). It is an upper
+// bound of a slice: a request that blocks (on etcd, on a full HTTP/2
+// flow-control window) yields sooner.
+const quantum = 0.010
+
+// job is one piece of work in the run queue.
 type job struct {
-	finish float64
-	done   chan struct{} // closed when done; nil: nobody waits
-	index  int           // in jobHeap, -1 once removed
-}
-
-type jobHeap []*job
-
-func (h jobHeap) Len() int           { return len(h) }
-func (h jobHeap) Less(i, j int) bool { return h[i].finish < h[j].finish }
-func (h jobHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *jobHeap) Push(x any) {
-	j := x.(*job)
-	j.index = len(*h)
-	*h = append(*h, j)
-}
-func (h *jobHeap) Pop() any {
-	old := *h
-	j := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	j.index = -1
-	return j
+	left      float64       // CPU-seconds still to serve
+	done      chan struct{} // closed when served; nil: nobody waits
+	notBefore time.Time     // arrival plus cost: no faster than one core
 }
 
 func newBudget(c *Capacity, now func() time.Time, reg prometheus.Registerer) (*budget, error) {
@@ -84,7 +65,7 @@ func newBudget(c *Capacity, now func() time.Time, reg prometheus.Registerer) (*b
 	}, []string{"kind"})
 	b.backlog = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "stampede_fakeapi_modelled_backlog_seconds",
-		Help: "How far the capacity model's virtual CPU is behind: the work in service, in seconds of all its cores.",
+		Help: "How far the capacity model's virtual CPU is behind: the work in its run queue, in seconds of all its cores.",
 	}, b.backlogSeconds)
 	for _, c := range []prometheus.Collector{b.cpu, b.backlog} {
 		if err := reg.Register(c); err != nil {
@@ -94,44 +75,38 @@ func newBudget(c *Capacity, now func() time.Time, reg prometheus.Registerer) (*b
 	return b, nil
 }
 
-// rate is the CPU-seconds per second each of n pieces in service gets.
-func (b *budget) rate(n int) float64 { return math.Min(1, b.cores/float64(n)) }
-
-// advance moves virtual time to now, finishing the pieces whose tags it
-// passes on the way (each finish changes the share of the others).
-// b.mu is held.
-func (b *budget) advance(now time.Time) {
-	if b.vAt.IsZero() || len(b.jobs) == 0 {
-		b.vAt = now
-		return
-	}
-	for len(b.jobs) > 0 {
-		r := b.rate(len(b.jobs))
-		head := b.jobs[0]
-		need := seconds((head.finish - b.v) / r)
-		if b.vAt.Add(need).After(now) {
-			b.v += r * now.Sub(b.vAt).Seconds()
-			break
-		}
-		b.v = head.finish
-		b.vAt = b.vAt.Add(need)
-		heap.Pop(&b.jobs)
-		if head.done != nil {
-			close(head.done)
-		}
-	}
-	b.vAt = now
+// slice is the wall time the head's next slice takes.
+func (b *budget) slice() time.Duration {
+	return seconds(math.Min(quantum, b.queue[0].left) / b.cores)
 }
 
-// schedule sets the timer for the next piece to finish. b.mu is held.
+// advance serves the slices that end by now. b.mu is held.
+func (b *budget) advance(now time.Time) {
+	for len(b.queue) > 0 && !b.headEnd.After(now) {
+		head := b.queue[0]
+		head.left -= math.Min(quantum, head.left)
+		b.queue = b.queue[1:]
+		end := b.headEnd
+		if head.left > 1e-12 {
+			b.queue = append(b.queue, head) // preempted: back of the queue
+		} else if head.done != nil {
+			close(head.done)
+		}
+		if len(b.queue) > 0 {
+			b.headEnd = end.Add(b.slice())
+		}
+	}
+}
+
+// schedule sets the timer for the end of the head's slice. b.mu is held.
 func (b *budget) schedule() {
-	if len(b.jobs) == 0 {
+	if len(b.queue) == 0 {
 		if b.timer != nil {
 			b.timer.Stop()
 		}
 		return
 	}
-	d := seconds((b.jobs[0].finish - b.v) / b.rate(len(b.jobs)))
+	d := b.headEnd.Sub(b.now())
 	if b.timer == nil {
 		b.timer = time.AfterFunc(d, b.tick)
 		return
@@ -146,31 +121,36 @@ func (b *budget) tick() {
 	b.schedule()
 }
 
-// start books cost CPU-seconds of kind into service and returns its job
-// (done is closed when it is served; no job for no cost).
+// start queues cost CPU-seconds of kind and returns its job (nil for no
+// cost); wait: somebody waits for it.
 func (b *budget) start(kind string, cost float64, wait bool) *job {
 	if cost <= 0 {
 		return nil
 	}
 	b.cpu.WithLabelValues(kind).Add(cost)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.advance(b.now())
-	j := &job{finish: b.v + cost}
+	now := b.now()
+	j := &job{left: cost, notBefore: now.Add(seconds(cost))}
 	if wait {
 		j.done = make(chan struct{})
 	}
-	heap.Push(&b.jobs, j)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.advance(now)
+	b.queue = append(b.queue, j)
+	if len(b.queue) == 1 {
+		b.headEnd = now.Add(b.slice())
+	}
 	b.schedule()
 	return j
 }
 
-// charge books cost CPU-seconds of kind that nobody waits for (the
-// background work): it takes its share of the cores while it lasts.
+// charge queues cost CPU-seconds of kind that nobody waits for (the
+// background work): it takes its turns like any other.
 func (b *budget) charge(kind string, cost float64) { b.start(kind, cost, false) }
 
-// wait books cost CPU-seconds of kind and returns when it is served or
-// ctx ends; work whose request was cancelled stops taking a share.
+// wait queues cost CPU-seconds of kind and returns when they are served
+// (and not before one core alone could serve them) or ctx ends; work whose
+// request was cancelled leaves the queue.
 func (b *budget) wait(ctx context.Context, kind string, cost float64) {
 	j := b.start(kind, cost, true)
 	if j == nil {
@@ -179,24 +159,46 @@ func (b *budget) wait(ctx context.Context, kind string, cost float64) {
 	select {
 	case <-j.done:
 	case <-ctx.Done():
-		b.mu.Lock()
-		b.advance(b.now())
-		if j.index >= 0 {
-			heap.Remove(&b.jobs, j.index)
-			b.schedule()
+		b.remove(j)
+		return
+	}
+	if d := j.notBefore.Sub(b.now()); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
 		}
-		b.mu.Unlock()
 	}
 }
 
-// backlogSeconds is the work in service over the server's cores.
+// remove takes a cancelled job out of the run queue.
+func (b *budget) remove(j *job) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	b.advance(now)
+	for i, q := range b.queue {
+		if q != j {
+			continue
+		}
+		b.queue = append(b.queue[:i], b.queue[i+1:]...)
+		if i == 0 && len(b.queue) > 0 {
+			b.headEnd = now.Add(b.slice())
+		}
+		b.schedule()
+		return
+	}
+}
+
+// backlogSeconds is the work in the run queue over the server's cores.
 func (b *budget) backlogSeconds() float64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.advance(b.now())
 	var left float64
-	for _, j := range b.jobs {
-		left += j.finish - b.v
+	for _, j := range b.queue {
+		left += j.left
 	}
 	return left / b.cores
 }

@@ -337,12 +337,13 @@ func TestCapacityChargesScrapesAndBackground(t *testing.T) {
 	}
 }
 
-// TestCapacitySharesCoresAmongWork: a 50 ms GET that arrives with a 1 s
-// LIST on a 1-core server is done after 100 ms (both run at half a core
-// until it finishes), not after the LIST as in arrival order, and the
-// LIST then has the core to itself and is done at 1.05 s; on 2 cores
-// neither runs faster than one core. The clock is the test's.
-func TestCapacitySharesCoresAmongWork(t *testing.T) {
+// TestCapacityServesRoundRobin: on a 1-core server a 5 ms GET that
+// arrives just after a 1 s LIST is done after the LIST's first 10 ms slice
+// and its own 5 ms (15 ms), not after the whole LIST as in arrival order;
+// the LIST is done at 1.005 s. On 2 cores slices take half the time, but
+// the LIST is still not done before one core alone would do it (1 s).
+// The clock is the test's.
+func TestCapacityServesRoundRobin(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Unix(1000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -355,13 +356,13 @@ func TestCapacitySharesCoresAmongWork(t *testing.T) {
 			return false
 		}
 	}
+	ms := time.Millisecond
 	for _, tc := range []struct {
-		cores                 float64
-		getDone, listDone     time.Duration
-		getOpenAt, listOpenAt time.Duration
+		cores                                    float64
+		getOpenAt, getDone, listOpenAt, listDone time.Duration
 	}{
-		{cores: 1, getOpenAt: 90 * time.Millisecond, getDone: 110 * time.Millisecond, listOpenAt: 1040 * time.Millisecond, listDone: 1060 * time.Millisecond},
-		{cores: 2, getOpenAt: 40 * time.Millisecond, getDone: 60 * time.Millisecond, listOpenAt: 990 * time.Millisecond, listDone: 1010 * time.Millisecond},
+		{cores: 1, getOpenAt: 14 * ms, getDone: 16 * ms, listOpenAt: 1004 * ms, listDone: 1006 * ms},
+		{cores: 2, getOpenAt: 7 * ms, getDone: 8 * ms, listOpenAt: 502 * ms, listDone: 503 * ms},
 	} {
 		at(0)
 		b, err := newBudget(&Capacity{Cores: tc.cores, Profile: testProfile(t, 1e-6, 1e-6)}, clock, prometheus.NewRegistry())
@@ -369,7 +370,7 @@ func TestCapacitySharesCoresAmongWork(t *testing.T) {
 			t.Fatal(err)
 		}
 		list := b.start("request", 1.0, true)
-		get := b.start("request", 0.05, true)
+		get := b.start("request", 0.005, true)
 		step := func(d time.Duration) {
 			at(d)
 			b.mu.Lock()
@@ -378,11 +379,11 @@ func TestCapacitySharesCoresAmongWork(t *testing.T) {
 		}
 		step(tc.getOpenAt)
 		if done(get) {
-			t.Errorf("%v cores: the GET is done at %v, before its share of the cores could serve it", tc.cores, tc.getOpenAt)
+			t.Errorf("%v cores: the GET is done at %v, before the LIST's slice and its own were served", tc.cores, tc.getOpenAt)
 		}
 		step(tc.getDone)
 		if !done(get) {
-			t.Errorf("%v cores: the GET is not done at %v: it waits behind the LIST instead of sharing the cores", tc.cores, tc.getDone)
+			t.Errorf("%v cores: the GET is not done at %v: it waits behind the whole LIST instead of its first slice", tc.cores, tc.getDone)
 		}
 		step(tc.listOpenAt)
 		if done(list) {
@@ -392,8 +393,11 @@ func TestCapacitySharesCoresAmongWork(t *testing.T) {
 		if !done(list) {
 			t.Errorf("%v cores: the LIST is not done at %v", tc.cores, tc.listDone)
 		}
+		if want := time.Unix(1000, 0).Add(time.Second); !list.notBefore.Equal(want) {
+			t.Errorf("%v cores: the LIST may end at %v, want not before %v (one core alone)", tc.cores, list.notBefore, want)
+		}
 		if got := b.backlogSeconds(); got != 0 {
-			t.Errorf("%v cores: backlog %v s with nothing in service", tc.cores, got)
+			t.Errorf("%v cores: backlog %v s with nothing queued", tc.cores, got)
 		}
 	}
 }

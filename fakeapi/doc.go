@@ -114,11 +114,14 @@
 // With Config.Capacity (`--capacity-cores`, `--capacity-profile`) the
 // server has the CPU of a kube-apiserver with its etcd of Cores cores of
 // the calibration machine (capacity.go). Every request is charged its
-// profile cost, Requests[verb] by objects returned and KiB of bodies (a
-// write before it runs, a read after, a watch's initial events as a list),
-// and every watch event Watch.Encode once plus Watch.Deliver per watcher.
-// The budget serves that work in arrival order at Cores CPU-seconds per
-// second and no piece faster than one core; a request holding its APF
+// profile cost, Requests[verb] by objects returned and KiB of bodies and
+// scaled by Resources[resource][verb] where measured (a write before it
+// runs, a read after, a watch's initial events as a list), and every watch
+// event Watch.Encode once (per watcher when replayed) plus Watch.Deliver
+// per watcher; the idle rate (Background) is charged all the time and a
+// scrape of /metrics as MetricsScrape. The budget serves that work round
+// robin in 10 ms slices at Cores CPU-seconds per second, as the Go
+// scheduler runs goroutines (no piece faster than one core); a request holding its APF
 // seats waits until its work is served, a watcher until its batch is, so
 // request latency, APF queueing and 429s, and watch delivery delay follow
 // from the load. A watcher then may hold two watch-channel sizes of events
