@@ -82,11 +82,8 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 	if s == nil {
 		return nil, errors.New("agentsim: Scenario must be set")
 	}
-	if !cfg.Mode.Valid() {
-		return nil, fmt.Errorf("agentsim: unknown mode %q (want one of %v)", cfg.Mode, scenarios.AllModes)
-	}
-	if !slices.Contains(s.Modes, cfg.Mode) {
-		return nil, fmt.Errorf("agentsim: scenario %s does not run mode %s (its modes: %v)", s.Name, cfg.Mode, s.Modes)
+	if !s.HasMode(cfg.Mode) {
+		return nil, fmt.Errorf("agentsim: scenario %s does not run mode %s (its modes: %v)", s.Name, cfg.Mode, s.ModeNames())
 	}
 	if cfg.Shards == 0 {
 		cfg.Shards = 1

@@ -234,7 +234,7 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 	if env.Executable == "" {
 		return nil, errors.New("local backend: BackendEnv.Executable is empty (needed to run `stampede etcd`)")
 	}
-	if !env.Mode.Valid() {
+	if !env.Mode.IsPreset() {
 		return nil, fmt.Errorf("local backend: unknown mode %q", env.Mode)
 	}
 	users, admin, err := checkUsers(env.Mode, env.Users)

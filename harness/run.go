@@ -80,11 +80,11 @@ func (c *Config) defaults() error {
 		return errors.New("run: no backend")
 	}
 	if len(c.Modes) == 0 {
-		c.Modes = c.Scenario.Modes
+		c.Modes = c.Scenario.ModeNames()
 	}
 	for i, m := range c.Modes {
-		if !m.Valid() {
-			return fmt.Errorf("run: modes[%d]: unknown mode %q (known: %v)", i, m, scenarios.AllModes)
+		if !c.Scenario.HasMode(m) {
+			return fmt.Errorf("run: modes[%d]: scenario %s has no mode %q (its modes: %v)", i, c.Scenario.Name, m, c.Scenario.ModeNames())
 		}
 	}
 	if c.Out == "" {

@@ -229,7 +229,7 @@ func environment(d *document.Document, r *results.Results) {
 		rows = append(rows, []string{"timeline", strings.Join(steps, " → ")})
 		var modes []string
 		for _, m := range sc.Modes {
-			modes = append(modes, string(m))
+			modes = append(modes, m.String())
 		}
 		rows = append(rows, []string{"modes in the scenario", strings.Join(modes, ", ")})
 		rows = append(rows, []string{"SLO limits", fmt.Sprintf("mutating p99 ≤ %s, read p99 ≤ %s, list p99 ≤ %s",

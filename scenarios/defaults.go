@@ -62,9 +62,7 @@ func (s *Scenario) Default() {
 
 	s.applyRelease()
 
-	if len(s.Modes) == 0 {
-		s.Modes = append([]Mode(nil), AllModes...)
-	}
+	s.defaultModes()
 	if s.API.Backend == "" {
 		s.API.Backend = BackendFake
 	}

@@ -6,31 +6,6 @@ import (
 	"time"
 )
 
-// Mode is a control-plane architecture under test.
-type Mode string
-
-// The modes Stampede knows. DESIGN.md describes what an agent does in each.
-const (
-	ModeCRD      Mode = "crd"
-	ModeCES      Mode = "ces"
-	ModeKVStore  Mode = "kvstore"
-	ModeOperator Mode = "operator"
-	ModeXDS      Mode = "xds"
-)
-
-// AllModes lists every mode in the order runs execute them.
-var AllModes = []Mode{ModeCRD, ModeCES, ModeKVStore, ModeOperator, ModeXDS}
-
-// Valid reports whether m is a known mode.
-func (m Mode) Valid() bool {
-	for _, k := range AllModes {
-		if m == k {
-			return true
-		}
-	}
-	return false
-}
-
 // BackendType selects which API server a run talks to.
 type BackendType string
 
@@ -59,7 +34,7 @@ type Scenario struct {
 	Cilium       Cilium       `json:"cilium"`
 	Agent        AgentKnobs   `json:"agent"`
 	ControlPlane ControlPlane `json:"controlPlane"`
-	Modes        []Mode       `json:"modes"`
+	Modes        []ModeSpec   `json:"modes"`
 	API          API          `json:"api"`
 	Steps        []Step       `json:"steps"`
 	Measure      Measure      `json:"measure"`

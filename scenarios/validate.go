@@ -328,31 +328,6 @@ func (s *Scenario) validateCilium(l *errs) {
 	}
 }
 
-// operatorModeSince is the first release with operator-managed identities
-// (the operator's CiliumIdentity controller, --identity-management-mode).
-const operatorModeSince = "1.18"
-
-func (s *Scenario) validateModes(l *errs) {
-	if len(s.Modes) == 0 {
-		l.add("modes", "must list at least one mode")
-	}
-	r := s.Release()
-	seen := map[Mode]bool{}
-	for i, m := range s.Modes {
-		p := fmt.Sprintf("modes[%d]", i)
-		if !m.Valid() {
-			l.add(p, "unknown mode %q (want one of crd, ces, kvstore, operator, xds)", m)
-		}
-		if m == ModeOperator && r != nil && !r.AtLeast(operatorModeSince) {
-			l.add(p, "mode operator needs Cilium >= %s (operator-managed identities); cilium.version is %s", operatorModeSince, r.Version)
-		}
-		if seen[m] {
-			l.add(p, "duplicate mode %q", m)
-		}
-		seen[m] = true
-	}
-}
-
 func (s *Scenario) validateAPI(l *errs) {
 	switch s.API.Backend {
 	case BackendFake, BackendLocal, BackendKind:

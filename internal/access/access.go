@@ -65,7 +65,7 @@ var ciliumResources = []string{
 
 // Roles returns the roles of mode, admin first. xds has no agent role.
 func Roles(mode scenarios.Mode) ([]Role, error) {
-	if !mode.Valid() {
+	if !mode.IsPreset() {
 		return nil, fmt.Errorf("access: unknown mode %q", mode)
 	}
 	roles := []Role{

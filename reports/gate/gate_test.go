@@ -215,11 +215,11 @@ func TestParseGateRules(t *testing.T) {
 		{name: "unknown rule field", in: "rules:\n- metric: api.p99\n- metric: api.max\n  maxIncrese: 0.1\n", want: []string{"rules[1].maxIncrese: unknown field"}},
 		{name: "wrong type", in: "rules:\n- metric: api.p99\n  maxIncrease: lots\n", want: []string{`rules[0].maxIncrease: want a number, got the string "lots"`}},
 		{name: "unknown metric", in: "rules:\n- metric: api.p100\n  limit: 1\n", want: []string{`rules[0].metric: unknown metric "api.p100"`}},
-		{name: "unknown mode", in: "rules:\n- metric: api.p99\n  modes: [crd, cni]\n  limit: 1\n", want: []string{`rules[0].modes[1]: unknown mode "cni"`}},
+		{name: "bad mode name", in: "rules:\n- metric: api.p99\n  modes: [crd, CNI_1]\n  limit: 1\n", want: []string{`rules[0].modes[1]: invalid mode name "CNI_1"`}},
 		{name: "negative", in: "rules:\n- metric: api.p99\n  maxIncrease: -1\n", want: []string{"rules[0].maxIncrease: must be >= 0"}},
 		{name: "no threshold", in: "rules:\n- metric: api.p99\n", want: []string{"rules[0]: sets no threshold"}},
 		{name: "bad spread", in: "spreadLimit: 0\n", want: []string{"spreadLimit: must be > 0"}},
-		{name: "bad slo mode", in: "sloModes: [crd, nope]\n", want: []string{`sloModes[1]: unknown mode "nope"`}},
+		{name: "bad slo mode", in: "sloModes: [crd, -nope]\n", want: []string{`sloModes[1]: invalid mode name "-nope"`}},
 		{name: "not a mapping", in: "- a\n- b\n", want: []string{"top level: want a mapping"}},
 		{name: "bad yaml", in: "rules: [\n", want: []string{"rules.yaml"}},
 	}
