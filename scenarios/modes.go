@@ -395,6 +395,8 @@ func validateAxes(l *errs, p string, a Axes) {
 		// (clustermesh-apiserver/clustermesh/converters.go).
 		switch a.Endpoints {
 		case EndpointsCEP, EndpointsCES, EndpointsCESSlim:
+		case EndpointsKVStore:
+			// Reported above: kvstore endpoints need the kvstore read path.
 		default:
 			l.add(p+".endpoints", "the mesh mirror carries CiliumEndpoints or CiliumEndpointSlices into its ipcache prefix (clustermesh-apiserver converters.go); want cep, ces or ces-slim")
 		}
@@ -415,7 +417,7 @@ func (s *Scenario) validateModeRelease(l *errs, p string, m ModeSpec, r *Release
 	if m.Identity == IdentityOperator && !r.AtLeast(operatorIdentitySince) {
 		l.add(p+".identity", "mode %s needs Cilium >= %s (operator-managed identities); cilium.version is %s", m.Name, operatorIdentitySince, r.Version)
 	}
-	if m.Endpoints == EndpointsCESSlim && !r.AtLeast(cesSlimSince) {
+	if m.Endpoints == EndpointsCESSlim && !r.SupportsCESController(CESControllerSlim) {
 		l.add(p+".endpoints", "mode %s needs Cilium >= %s: agents without CiliumEndpoints beside slim CiliumEndpointSlices came with cilium/cilium#45698; cilium.version is %s", m.Name, cesSlimSince, r.Version)
 	}
 	if m.ReadPath == ReadMesh && !r.AtLeast(meshSince) {

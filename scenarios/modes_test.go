@@ -129,3 +129,55 @@ func TestSelectModes(t *testing.T) {
 		t.Errorf("unknown name: got %v", err)
 	}
 }
+
+// TestRelease120Presets: 1.20 has the slim CES controller, so ces-slim
+// and mesh validate there and are among its default modes.
+func TestRelease120Presets(t *testing.T) {
+	s, err := Parse("t", []byte(base+"cilium: {version: \"1.20\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Mode{ModeCRD, ModeCES, ModeKVStore, ModeOperator, ModeXDS, ModeCESSlim, ModeMesh}
+	if diff := cmp.Diff(want, s.ModeNames()); diff != "" {
+		t.Errorf("1.20 default modes (-want +got):\n%s", diff)
+	}
+	if !s.Release().SupportsCESController(CESControllerSlim) {
+		t.Error("1.20 has no slim CES controller")
+	}
+	for _, y := range []string{
+		"modes: [{name: mesh-from-ces, identity: operator, endpoints: ces, readPath: mesh}]\n",
+		"modes: [{name: mesh-from-ceps, identity: operator, endpoints: cep, readPath: mesh}]\n",
+		"modes: [{name: agent-slim, identity: agent, endpoints: ces-slim, readPath: apiserver}]\n",
+		"agent: {disableEndpointCRD: true}\nmodes: [ces-slim, mesh, kvstore]\n",
+	} {
+		if _, err := Parse("t", []byte(base+"cilium: {version: \"1.20\"}\n"+y)); err != nil {
+			t.Errorf("%s: %v", y, err)
+		}
+	}
+}
+
+func TestModeValidation120(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		path, msg  string
+	}{
+		{name: "mesh with CRD identities", yaml: "modes: [{name: m, identity: agent, endpoints: ces-slim, readPath: mesh}]\n", path: "modes[0].identity", msg: "crdBackend.ListAndWatch"},
+		{name: "mesh with kvstore endpoints", yaml: "modes: [{name: m, identity: operator, endpoints: kvstore, readPath: mesh}]\n", path: "modes[0].endpoints", msg: "kvstore endpoints"},
+		{name: "slim with central identities", yaml: "modes: [{name: m, identity: central, endpoints: ces-slim, readPath: xds}]\n", path: "modes[0].endpoints", msg: "come together"},
+		{name: "mesh preset renamed axes", yaml: "modes: [{name: mesh, identity: operator, endpoints: ces, readPath: mesh}]\n", path: "modes[0].name", msg: "operator/ces-slim/mesh"},
+		{name: "replicas", yaml: "controlPlane: {mesh: {replicas: -1}}\n", path: "controlPlane.mesh.replicas", msg: "[1, 16]"},
+		{name: "storage medium", yaml: "controlPlane: {mesh: {storageMedium: tmpfs}}\n", path: "controlPlane.mesh.storageMedium", msg: "storageMedium"},
+		{name: "probe rate", yaml: "measure: {meshProbeRate: 1000}\n", path: "measure.meshProbeRate", msg: "(0, 100]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t", []byte(base+"cilium: {version: \"1.20\"}\n"+tc.yaml))
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("want a ValidationError at %s, got %v", tc.path, err)
+			}
+			if len(ve.Errors) != 1 || ve.Errors[0].Path != tc.path || !strings.Contains(ve.Errors[0].Msg, tc.msg) {
+				t.Fatalf("want exactly one error at %s containing %q, got %v", tc.path, tc.msg, ve.Errors)
+			}
+		})
+	}
+}

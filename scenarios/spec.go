@@ -196,7 +196,30 @@ type ControlPlane struct {
 	// OperatorIdentity configures the work queue of operator-managed
 	// identities (mode operator).
 	OperatorIdentity OperatorIdentityKnobs `json:"operatorIdentity"`
+	// Mesh configures the ClusterMesh etcd mirrors of the mesh read path.
+	Mesh MeshKnobs `json:"mesh"`
 }
+
+// MeshKnobs configure the clustermesh-apiserver replicas that modes with
+// the mesh read path run (CFP-44774).
+type MeshKnobs struct {
+	// Replicas is the number of replicas, each a mirror with its own etcd.
+	Replicas int `json:"replicas"`
+	// StorageMedium is where each replica's etcd keeps its data: "disk"
+	// (a fresh temporary directory) or "memory" (under /dev/shm), as Helm
+	// clustermesh.apiserver.etcd.storageMedium chooses the emptyDir's
+	// medium. Either way the store does not outlive its process.
+	StorageMedium string `json:"storageMedium"`
+	// APIServerFallback makes agents read Cilium's resources from the API
+	// server while no replica is reachable (CFP-44774, bootstrap option 1).
+	APIServerFallback *bool `json:"apiServerFallback,omitempty"`
+}
+
+// Storage media of the mirrors' etcd (controlPlane.mesh.storageMedium).
+const (
+	StorageDisk   = "disk"
+	StorageMemory = "memory"
+)
 
 // CESKnobs configure the CiliumEndpointSlice controller.
 type CESKnobs struct {
@@ -376,6 +399,10 @@ type Measure struct {
 	ProbeRate float64 `json:"probeRate"`
 	// SampleInterval is the interval of /proc and /metrics sampling.
 	SampleInterval Duration `json:"sampleInterval"`
+	// MeshProbeRate is the rate per second of the mirror-lag probe (modes
+	// with the mesh read path): a CiliumIdentity created on the API server
+	// and timed to its key in every replica.
+	MeshProbeRate float64 `json:"meshProbeRate"`
 }
 
 // SLO holds the thresholds results are judged against. Defaults are the

@@ -94,6 +94,9 @@ func (s *Scenario) Validate() error {
 	if s.Measure.ProbeRate <= 0 || s.Measure.ProbeRate > 1000 {
 		l.add("measure.probeRate", "must be in (0, 1000] requests per second, got %g", s.Measure.ProbeRate)
 	}
+	if r := s.Measure.MeshProbeRate; r <= 0 || r > 100 {
+		l.add("measure.meshProbeRate", "must be in (0, 100] probes per second, got %g (each probe is two identity events for every agent)", r)
+	}
 	if s.Measure.SampleInterval.Duration < 100e6 {
 		l.add("measure.sampleInterval", "must be >= 100ms, got %s", s.Measure.SampleInterval)
 	}
