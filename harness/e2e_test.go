@@ -78,7 +78,7 @@ func checkModes(t *testing.T, res *results.Results, modes []scenarios.Mode) {
 			t.Errorf("mode %s: %s: %s", m.Mode, m.Status, m.Reason)
 			continue
 		}
-		if want := agentNice(AgentNiceAuto, m.Mode); m.AgentNice != want {
+		if want := agentNice(AgentNiceAuto, presetAxes(t, m.Mode)); m.AgentNice != want {
 			t.Errorf("mode %s: agentNice %d, want %d", m.Mode, m.AgentNice, want)
 		}
 		s := m.Summary

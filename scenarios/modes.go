@@ -510,10 +510,14 @@ func (a Axes) AgentsWatchEndpointSlices() bool {
 	return a.AgentsWatchCiliumCRDs() && a.HasCES()
 }
 
-// RunsIdentityGC tells whether the operator's heartbeat identity GC runs:
-// for agent-allocated CiliumIdentities, as Cilium's operator does in CRD
-// allocation mode (operator/identitygc).
-func (a Axes) RunsIdentityGC() bool { return a.Identity == IdentityAgent }
+// RunsIdentityGC tells whether the operator's heartbeat GC of
+// CiliumIdentities runs (operator/identitygc, CRD allocation mode): for
+// agent- and operator-managed identities alike, as Stampede has run it in
+// mode operator (Cilium's CID controller deletes unused identities
+// itself, which Stampede does not model yet: design open question 8).
+func (a Axes) RunsIdentityGC() bool {
+	return a.Identity == IdentityAgent || a.Identity == IdentityOperator
+}
 
 // ValidName reports whether m may name a mode: a lower-case letter, then
 // at most 31 lower-case letters, digits and '-'.
