@@ -172,7 +172,9 @@ func Run(ctx context.Context, cfg Config) (*results.Results, error) {
 	}
 	if err := w.Update(func(r *results.Results) {
 		for _, m := range cfg.Modes {
-			r.Mode(m).Status = results.StatusPending
+			spec, _ := cfg.Scenario.ModeSpec(m) // defaults checked each is there
+			mr := r.Mode(m)
+			mr.Status, mr.Axes = results.StatusPending, spec.Axes
 		}
 	}); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
