@@ -34,9 +34,11 @@ type AgentConfig struct {
 	// Node is the node's name; NodeIP its InternalIP.
 	Node   string
 	NodeIP netip.Addr
-	// Mode is crd, ces, kvstore or operator (xds agents are built by
-	// NewXDSAgent).
+	// Mode is the mode's name, shown in status and metrics.
 	Mode scenarios.Mode
+	// Axes decide what the agent does (xds agents are built by
+	// NewXDSAgent). Zero: the axes of the preset Mode names.
+	Axes scenarios.Axes
 	// Cluster is the Cilium cluster name.
 	Cluster string
 	// Knobs are the scenario's agent settings (defaulted).
@@ -126,6 +128,11 @@ func (c *AgentConfig) setDefaults() {
 	if c.Release == nil {
 		c.Release, _ = scenarios.LookupRelease(scenarios.VersionLatest)
 	}
+	if c.Axes == (scenarios.Axes{}) {
+		if p, ok := scenarios.Preset(c.Mode); ok {
+			c.Axes = p.Axes
+		}
+	}
 	if c.Knobs.EndpointSyncInterval.Duration == 0 {
 		c.Knobs.EndpointSyncInterval = c.Release.Agent.EndpointSyncInterval
 	}
@@ -141,16 +148,21 @@ func (c *AgentConfig) validate() error {
 	if c.Node == "" {
 		return errors.New("agent: Node must be set")
 	}
-	switch c.Mode {
-	case scenarios.ModeCRD, scenarios.ModeCES, scenarios.ModeOperator:
-	case scenarios.ModeKVStore:
+	switch c.Axes.ReadPath {
+	case scenarios.ReadAPIServer:
+	case scenarios.ReadKVStore:
 		if len(c.KVStore) == 0 {
-			return fmt.Errorf("agent %s: kvstore mode needs kvstore endpoints", c.Node)
+			return fmt.Errorf("agent %s: mode %s reads the kvstore and needs kvstore endpoints", c.Node, c.Mode)
 		}
-	case scenarios.ModeXDS:
+	case scenarios.ReadXDS:
 		return fmt.Errorf("agent %s: xds agents have no API client; use NewXDSAgent", c.Node)
+	case scenarios.ReadMesh:
+		// The lead wires the mirror client (agentsim/mesh.go) when the
+		// mesh replicas exist; until then an agent would wait forever
+		// for identities nobody sends it.
+		return fmt.Errorf("agent %s: mode %s: the mesh read path is not wired yet", c.Node, c.Mode)
 	default:
-		return fmt.Errorf("agent %s: unknown mode %q", c.Node, c.Mode)
+		return fmt.Errorf("agent %s: mode %q has no read path (axes %s)", c.Node, c.Mode, c.Axes)
 	}
 	if c.REST == nil {
 		return fmt.Errorf("agent %s: REST config must be set in mode %s", c.Node, c.Mode)
@@ -286,7 +298,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		a.closeDatapath()
 	}()
-	if a.cfg.Mode == scenarios.ModeKVStore {
+	if a.cfg.Axes.HasKVStore() {
 		kv, err := newKVClient(ctx, a)
 		if err != nil {
 			return fmt.Errorf("agent %s: %w", a.cfg.Node, err)
@@ -302,7 +314,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		syncs = append(syncs, synced)
 		goRun(run)
 	})
-	if a.cfg.Mode == scenarios.ModeKVStore {
+	if a.cfg.Axes.HasKVStore() {
 		syncs = append(syncs, a.kv.identitiesSynced, a.kv.ipcacheSynced)
 		goRun(a.kv.watchIdentities)
 		goRun(a.kv.watchIPCache)

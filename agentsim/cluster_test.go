@@ -66,7 +66,11 @@ func smallScenario(t testing.TB, mode scenarios.Mode, shrink bool) *scenarios.Sc
 	s.Agent.ClientQPS = 500
 	s.Agent.ClientBurst = 1000
 	s.Agent.Datapath = "mem"
-	s.Modes = []scenarios.Mode{mode}
+	modes, err := scenarios.PresetModes(mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Modes = modes
 	return s
 }
 

@@ -93,7 +93,7 @@ func (a *Agent) syncPod(ctx context.Context, k string) error {
 	}
 	a.mu.Unlock()
 	if newID == 0 {
-		if a.cfg.Mode == scenarios.ModeOperator {
+		if a.cfg.Axes.OperatorManagesIdentities() {
 			// The operator creates the identity; its CiliumIdentity
 			// event queues this pod again.
 			return nil
@@ -102,7 +102,7 @@ func (a *Agent) syncPod(ctx context.Context, k string) error {
 		if newID, err = a.allocateIdentity(ctx, want, wantKey); err != nil {
 			return err
 		}
-	} else if a.cfg.Mode == scenarios.ModeKVStore {
+	} else if a.cfg.Axes.Identity == scenarios.IdentityKVStore {
 		var err error
 		if newID, err = a.kvReference(ctx, want, wantKey, newID); err != nil {
 			return err

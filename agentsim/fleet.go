@@ -82,11 +82,9 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 	if s == nil {
 		return nil, errors.New("agentsim: Scenario must be set")
 	}
-	if !cfg.Mode.Valid() {
-		return nil, fmt.Errorf("agentsim: unknown mode %q (want one of %v)", cfg.Mode, scenarios.AllModes)
-	}
-	if !slices.Contains(s.Modes, cfg.Mode) {
-		return nil, fmt.Errorf("agentsim: scenario %s does not run mode %s (its modes: %v)", s.Name, cfg.Mode, s.Modes)
+	spec, ok := s.ModeSpec(cfg.Mode)
+	if !ok {
+		return nil, fmt.Errorf("agentsim: scenario %s does not run mode %s (its modes: %v)", s.Name, cfg.Mode, s.ModeNames())
 	}
 	if cfg.Shards == 0 {
 		cfg.Shards = 1
@@ -94,16 +92,13 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 	if cfg.Shards < 0 || cfg.Shard < 0 || cfg.Shard >= cfg.Shards {
 		return nil, fmt.Errorf("agentsim: shard %d/%d: want 0 <= shard < shards", cfg.Shard, cfg.Shards)
 	}
-	switch cfg.Mode {
-	case scenarios.ModeXDS:
+	switch {
+	case spec.HasXDS():
 		if cfg.XDS == "" {
-			return nil, errors.New("agentsim: xds mode needs the control plane address (--xds)")
+			return nil, fmt.Errorf("agentsim: mode %s reads from the xDS control plane and needs its address (--xds)", cfg.Mode)
 		}
-	case scenarios.ModeKVStore:
-		if len(cfg.KVStore) == 0 {
-			return nil, errors.New("agentsim: kvstore mode needs the etcd endpoint (--kvstore)")
-		}
-		fallthrough
+	case spec.HasKVStore() && len(cfg.KVStore) == 0:
+		return nil, fmt.Errorf("agentsim: mode %s reads the kvstore and needs the etcd endpoint (--kvstore)", cfg.Mode)
 	default:
 		if cfg.REST == nil {
 			return nil, fmt.Errorf("agentsim: mode %s needs the API server (--api-url)", cfg.Mode)
@@ -157,14 +152,14 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 			return nil, fmt.Errorf("agentsim: datapath of %s: %w", n.Name, err)
 		}
 		ac := AgentConfig{
-			Node: n.Name, NodeIP: n.IP, Mode: cfg.Mode, Cluster: s.Cluster.Name,
+			Node: n.Name, NodeIP: n.IP, Mode: cfg.Mode, Axes: spec.Axes, Cluster: s.Cluster.Name,
 			Knobs: s.Agent, Release: s.Release(), Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
 			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
 			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers,
 			XDSStateOfTheWorld: s.ControlPlane.XDS.Delta != nil && !*s.ControlPlane.XDS.Delta,
 		}
 		var r runner
-		if cfg.Mode == scenarios.ModeXDS {
+		if spec.HasXDS() {
 			r, err = NewXDSAgent(ac, cfg.XDS)
 		} else {
 			r, err = NewAgent(ac)

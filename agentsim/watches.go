@@ -43,7 +43,22 @@ import (
 //     CRD to kvstore handover is gone, cilium/cilium#35741, and with it
 //     the hidden kvstore-pod-network-support flag in v1.18,
 //     cilium/cilium#38040). --disable-endpoint-crd drops the endpoint
-//     watch in every mode.
+//     watch in every mode but slim slices (below).
+//
+// By axes (scenarios.Axes): on the apiserver read path the 10 base
+// watches, CiliumIdentities, every CiliumNode and CiliumEndpoints, or
+// CiliumEndpointSlices with ces or ces-slim endpoints (13). With ces-slim
+// the slice watch stays even with --disable-endpoint-crd: since
+// cilium/cilium#45698 the flag pairs with the slim controller, slices
+// being the only endpoint source (inferred; the post-#45698
+// agentCRDResourceNames was not read). On the kvstore read path the 10
+// base watches. On the mesh read path (CFP-44774, "Scope of offloading")
+// the same 10: identities, endpoints or slices and every CiliumNode come
+// from a replica's etcd, but the agent keeps the watch of its own
+// CiliumNode, which is not a read of remote state: its node specer
+// (pkg/node NewNodeSpecer) and cluster-pool IPAM
+// (waitForNodeIPAMAllocationCIDROnCiliumNode) read its pod CIDRs there.
+// (The design proposed 9, without it.)
 //
 // Not modelled: watches of features Helm leaves off (LocalRedirectPolicy,
 // EgressGatewayPolicy, Envoy configs, BGP, L2 announcements, multi-pool
@@ -81,8 +96,8 @@ func pathCIDRGroups(r *scenarios.Release) string {
 }
 
 // agentWatches lists the watches of a cilium-agent of release r on node
-// in mode (not xds, whose agents have no API client).
-func agentWatches(r *scenarios.Release, mode scenarios.Mode, node string, disableEndpointCRD bool) []resourceSpec {
+// with axes (not the xds read path, whose agents have no API client).
+func agentWatches(r *scenarios.Release, axes scenarios.Axes, node string, disableEndpointCRD bool) []resourceSpec {
 	byName := func(f, v string) map[string]string { return map[string]string{"fieldSelector": f + "=" + v} }
 	ws := []resourceSpec{
 		{name: "pods", path: pathPods, params: byName("spec.nodeName", node)},
@@ -96,7 +111,7 @@ func agentWatches(r *scenarios.Release, mode scenarios.Mode, node string, disabl
 		{name: "ciliumclusterwidenetworkpolicies", path: pathCCNPs},
 		{name: "ciliumcidrgroups", path: pathCIDRGroups(r)},
 	}
-	if mode == scenarios.ModeKVStore {
+	if !axes.AgentsWatchCiliumCRDs() {
 		return ws
 	}
 	ws = append(ws,
@@ -104,8 +119,10 @@ func agentWatches(r *scenarios.Release, mode scenarios.Mode, node string, disabl
 		resourceSpec{name: "ciliumnodes", path: pathCiliumNodes},
 	)
 	switch {
+	case axes.Endpoints == scenarios.EndpointsCESSlim:
+		ws = append(ws, resourceSpec{name: "ciliumendpointslices", path: pathCESs})
 	case disableEndpointCRD:
-	case mode == scenarios.ModeCES:
+	case axes.Endpoints == scenarios.EndpointsCES:
 		ws = append(ws, resourceSpec{name: "ciliumendpointslices", path: pathCESs})
 	default:
 		ws = append(ws, resourceSpec{name: "ciliumendpoints", path: pathCEPs})
@@ -116,7 +133,7 @@ func agentWatches(r *scenarios.Release, mode scenarios.Mode, node string, disabl
 // startWatches starts a reflector per watch of the agent; start runs it
 // and waits for its first list before the endpoint workers start.
 func (a *Agent) startWatches(start func(run func(context.Context), synced chan struct{})) {
-	for _, spec := range agentWatches(a.cfg.Release, a.cfg.Mode, a.cfg.Node, a.cfg.Knobs.DisableEndpointCRD) {
+	for _, spec := range agentWatches(a.cfg.Release, a.cfg.Axes, a.cfg.Node, a.cfg.Knobs.DisableEndpointCRD) {
 		// Watches of the agent's own objects are its alone; the others
 		// carry the same frames to every agent of the shard.
 		frames := a.cfg.Frames

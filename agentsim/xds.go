@@ -36,8 +36,17 @@ var _ xdsclient.Sink = (*XDSAgent)(nil)
 
 // NewXDSAgent builds an xds-mode agent that will connect to server.
 func NewXDSAgent(cfg AgentConfig, server string) (*XDSAgent, error) {
-	cfg.Mode = scenarios.ModeXDS
+	if cfg.Mode == "" {
+		cfg.Mode = scenarios.ModeXDS
+	}
+	if cfg.Axes == (scenarios.Axes{}) {
+		p, _ := scenarios.Preset(scenarios.ModeXDS)
+		cfg.Axes = p.Axes
+	}
 	cfg.setDefaults()
+	if !cfg.Axes.HasXDS() {
+		return nil, fmt.Errorf("xds agent %s: mode %s (axes %s) does not read from the xDS control plane", cfg.Node, cfg.Mode, cfg.Axes)
+	}
 	if cfg.Node == "" || cfg.Datapath == nil || cfg.Metrics == nil {
 		return nil, errors.New("xds agent: Node, Datapath and Metrics must be set")
 	}

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/stampede-sim/stampede/scenarios"
@@ -26,8 +27,11 @@ type Backend interface {
 type BackendEnv struct {
 	// Dir is a directory of the run for this mode's backend files.
 	Dir string
-	// Mode decides the agents' permissions (RBAC or the fake's table).
+	// Mode names the mode; its axes decide the agents' permissions (RBAC
+	// or the fake's table).
 	Mode scenarios.Mode
+	// Axes are the mode's; zero means the axes of the preset Mode names.
+	Axes scenarios.Axes
 	// Scenario is the scenario being run.
 	Scenario *scenarios.Scenario
 	// Users are the identities the run needs: admin (the harness and its
@@ -82,4 +86,15 @@ type APIServer struct {
 	// creates on this server (the kubeconfig backend's clean-up deletes
 	// exactly the objects carrying them).
 	ObjectLabels map[string]string
+}
+
+// modeSpec is the mode's name and axes: Axes, or the preset's.
+func (e BackendEnv) modeSpec() (scenarios.ModeSpec, error) {
+	if e.Axes != (scenarios.Axes{}) {
+		return scenarios.ModeSpec{Name: e.Mode, Axes: e.Axes}, nil
+	}
+	if p, ok := scenarios.Preset(e.Mode); ok {
+		return p, nil
+	}
+	return scenarios.ModeSpec{}, fmt.Errorf("mode %q: no axes given and no preset of that name", e.Mode)
 }

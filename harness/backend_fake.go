@@ -96,7 +96,11 @@ func (b *FakeBackend) Start(ctx context.Context, env BackendEnv) (*APIServer, er
 	if err := WriteTokenFile(tokens, env.Users); err != nil {
 		return nil, err
 	}
-	authz, err := access.AuthzYAML(env.Mode)
+	mode, err := env.modeSpec()
+	if err != nil {
+		return nil, fmt.Errorf("fake backend: %w", err)
+	}
+	authz, err := access.AuthzYAML(mode)
 	if err != nil {
 		return nil, fmt.Errorf("fake backend: %w", err)
 	}

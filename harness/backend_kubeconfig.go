@@ -121,7 +121,11 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 	if err := b.identify(env); err != nil {
 		return nil, err
 	}
-	users, _, err := checkUsers(env.Mode, env.Users)
+	mode, err := env.modeSpec()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig backend: %w", err)
+	}
+	users, _, err := checkUsers(mode, env.Users)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig backend: %w", err)
 	}
@@ -161,7 +165,7 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 	}
 
 	ns := "stampede-" + b.runID
-	saOf, err := b.createServiceAccounts(ctx, cs, env.Mode, ns, users, labels)
+	saOf, err := b.createServiceAccounts(ctx, cs, mode, ns, users, labels)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +269,7 @@ func (b *KubeconfigBackend) ensureCRDs(ctx context.Context, dyn dynamic.Interfac
 // createServiceAccounts creates the run's namespace, one ServiceAccount
 // per user and the RBAC of the mode's roles (admin is cluster-admin), and
 // returns each user's ServiceAccount name.
-func (b *KubeconfigBackend) createServiceAccounts(ctx context.Context, cs kubernetes.Interface, mode scenarios.Mode, ns string, users []User, labels map[string]string) (map[string]string, error) {
+func (b *KubeconfigBackend) createServiceAccounts(ctx context.Context, cs kubernetes.Interface, mode scenarios.ModeSpec, ns string, users []User, labels map[string]string) (map[string]string, error) {
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("kubeconfig backend: create namespace %s: %w", ns, err)
 	}

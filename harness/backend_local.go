@@ -234,10 +234,11 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 	if env.Executable == "" {
 		return nil, errors.New("local backend: BackendEnv.Executable is empty (needed to run `stampede etcd`)")
 	}
-	if !env.Mode.Valid() {
-		return nil, fmt.Errorf("local backend: unknown mode %q", env.Mode)
+	mode, err := env.modeSpec()
+	if err != nil {
+		return nil, fmt.Errorf("local backend: %w", err)
 	}
-	users, admin, err := checkUsers(env.Mode, env.Users)
+	users, admin, err := checkUsers(mode, env.Users)
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)
 	}
@@ -296,7 +297,7 @@ func (b *LocalBackend) Start(ctx context.Context, env BackendEnv) (_ *APIServer,
 
 	cfg := &rest.Config{Host: url, BearerToken: admin.Token, TLSClientConfig: rest.TLSClientConfig{CAFile: certs.caFile},
 		QPS: 100, Burst: 200, UserAgent: "stampede-harness"}
-	version, err := setUpCluster(ctx, cfg, env.Mode)
+	version, err := setUpCluster(ctx, cfg, mode)
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)
 	}
@@ -441,7 +442,7 @@ func (b *LocalBackend) stopLocked(ctx context.Context) error {
 
 // checkUsers validates the run's users for mode and returns them with the
 // admin (generated if the run has none).
-func checkUsers(mode scenarios.Mode, in []User) ([]User, User, error) {
+func checkUsers(mode scenarios.ModeSpec, in []User) ([]User, User, error) {
 	var admin *User
 	seen := map[string]bool{}
 	users := make([]User, 0, len(in)+1)
@@ -450,7 +451,7 @@ func checkUsers(mode scenarios.Mode, in []User) ([]User, User, error) {
 			return nil, User{}, fmt.Errorf("users[%d] %q: %w", i, u.Name, err)
 		}
 		if !access.HasCredentials(mode, u.Role) {
-			return nil, User{}, fmt.Errorf("users[%d] %q: role %s has no API server credentials in %s mode", i, u.Name, u.Role, mode)
+			return nil, User{}, fmt.Errorf("users[%d] %q: role %s has no API server credentials in mode %s", i, u.Name, u.Role, mode.Name)
 		}
 		if u.Name == "" || u.Token == "" || strings.ContainsAny(u.Token+u.Name, ",\"\n") {
 			return nil, User{}, fmt.Errorf("users[%d] %q: name and token must be non-empty and free of commas, quotes and newlines", i, u.Name)
@@ -649,7 +650,7 @@ func waitReadyz(ctx context.Context, url, caFile, token string, p *proc.Process)
 // setUpCluster installs our CRDs and the mode's RBAC (bound to the token
 // file's groups) and returns the server's version. The cluster is the
 // run's own, so nothing it creates needs a run label.
-func setUpCluster(ctx context.Context, cfg *rest.Config, mode scenarios.Mode) (string, error) {
+func setUpCluster(ctx context.Context, cfg *rest.Config, mode scenarios.ModeSpec) (string, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return "", fmt.Errorf("client: %w", err)
@@ -676,7 +677,7 @@ func setUpCluster(ctx context.Context, cfg *rest.Config, mode scenarios.Mode) (s
 }
 
 // applyRBAC creates (or replaces) the mode's ClusterRoles and bindings.
-func applyRBAC(ctx context.Context, cs kubernetes.Interface, mode scenarios.Mode, opts access.RBACOptions) error {
+func applyRBAC(ctx context.Context, cs kubernetes.Interface, mode scenarios.ModeSpec, opts access.RBACOptions) error {
 	crs, crbs, err := access.RBAC(mode, opts)
 	if err != nil {
 		return err

@@ -68,7 +68,7 @@ func TestLocalBackendRejectsBadUsers(t *testing.T) {
 		users []User
 		want  string
 	}{
-		{"agent in xds", scenarios.ModeXDS, localUsers(scenarios.ModeCRD), "role agent has no API server credentials in xds mode"},
+		{"agent in xds", scenarios.ModeXDS, localUsers(scenarios.ModeCRD), "role agent has no API server credentials in mode xds"},
 		{"unknown role", scenarios.ModeCRD, []User{{Name: "x", Role: "root", Token: "t"}}, `unknown role "root"`},
 		{"duplicate token", scenarios.ModeCRD, []User{{Name: "a", Role: RoleAdmin, Token: "t"}, {Name: "b", Role: RoleAgent, Token: "t"}}, "duplicate token"},
 		{"comma", scenarios.ModeCRD, []User{{Name: "a,b", Role: RoleAdmin, Token: "t"}}, "free of commas"},
@@ -237,7 +237,8 @@ func TestLocalBackend(t *testing.T) {
 		}
 
 		// operator mode: only the operator creates identities.
-		if err := applyRBAC(ctx, cs, scenarios.ModeOperator, access.RBACOptions{}); err != nil {
+		op, _ := scenarios.Preset(scenarios.ModeOperator)
+		if err := applyRBAC(ctx, cs, op, access.RBACOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		waitRBAC(ctx, t, "operator mode: agent create CiliumIdentity", func() error {
@@ -247,7 +248,8 @@ func TestLocalBackend(t *testing.T) {
 		if _, err := operator.Resource(cidGVR).Create(ctx, cid(70004), metav1.CreateOptions{}); err != nil {
 			t.Errorf("operator mode: operator create CiliumIdentity: %v, want allowed", err)
 		}
-		if err := applyRBAC(ctx, cs, scenarios.ModeCRD, access.RBACOptions{}); err != nil {
+		crd, _ := scenarios.Preset(scenarios.ModeCRD)
+		if err := applyRBAC(ctx, cs, crd, access.RBACOptions{}); err != nil {
 			t.Fatal(err)
 		}
 

@@ -78,7 +78,7 @@ func checkModes(t *testing.T, res *results.Results, modes []scenarios.Mode) {
 			t.Errorf("mode %s: %s: %s", m.Mode, m.Status, m.Reason)
 			continue
 		}
-		if want := agentNice(AgentNiceAuto, m.Mode); m.AgentNice != want {
+		if want := agentNice(AgentNiceAuto, presetAxes(t, m.Mode)); m.AgentNice != want {
 			t.Errorf("mode %s: agentNice %d, want %d", m.Mode, m.AgentNice, want)
 		}
 		s := m.Summary
@@ -113,8 +113,11 @@ func TestRelabelSmallAllModesFake(t *testing.T) {
 		t.Skip("end-to-end run; -short")
 	}
 	start := time.Now()
-	res, out := runE2E(t, &FakeBackend{}, scenarios.AllModes)
-	checkModes(t, res, scenarios.AllModes)
+	// The five presets whose components exist; ces-slim and mesh are
+	// wired after issue 22's other parts land.
+	modes := scenarios.PresetNames()[:5]
+	res, out := runE2E(t, &FakeBackend{}, modes)
+	checkModes(t, res, modes)
 	t.Logf("relabel-small, all modes, fake backend: %v (output %s)", time.Since(start).Round(time.Second), out)
 }
 

@@ -40,6 +40,7 @@ import (
 type modeRun struct {
 	r       *runner
 	mode    scenarios.Mode
+	axes    scenarios.Axes
 	dir     string
 	started time.Time
 	nice    int
@@ -130,12 +131,17 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (results.S
 // beginMode creates the mode's directory and records the mode as running.
 func (r *runner) beginMode(mode scenarios.Mode) (*modeRun, error) {
 	cfg := r.cfg
+	spec, ok := cfg.Scenario.ModeSpec(mode)
+	if !ok {
+		return nil, fmt.Errorf("scenario %s has no mode %q", cfg.Scenario.Name, mode)
+	}
 	mr := &modeRun{
 		r:       r,
 		mode:    mode,
+		axes:    spec.Axes,
 		dir:     filepath.Join(cfg.Out, string(mode)),
 		started: cfg.Now(),
-		nice:    agentNice(cfg.AgentNice, mode),
+		nice:    agentNice(cfg.AgentNice, spec.Axes),
 		log:     cfg.Log.With("mode", mode),
 	}
 	if err := os.MkdirAll(mr.dir, 0o755); err != nil {
@@ -174,7 +180,7 @@ func (mr *modeRun) generate(context.Context) error {
 	mr.operator = User{Name: "system:serviceaccount:kube-system:cilium-operator", Role: RoleOperator, Token: randomToken()}
 	mr.users = []User{mr.admin, mr.operator}
 	// xds-mode agents read from the control plane, not the API server.
-	if mr.mode != scenarios.ModeXDS {
+	if mr.axes.AgentsHaveAPIClient() {
 		for _, n := range topo.Nodes {
 			mr.users = append(mr.users, User{Name: access.AgentUser(n.Name), Role: RoleAgent, Token: randomToken()})
 		}
@@ -205,7 +211,7 @@ func (mr *modeRun) startBackend(ctx context.Context) error {
 	if err := mr.recordAPIServer(nil); err != nil {
 		return failed(err)
 	}
-	api, err := cfg.Backend.Start(ctx, BackendEnv{Dir: mr.dir, Mode: mr.mode, Scenario: cfg.Scenario, Users: mr.users, Executable: cfg.Executable, Log: mr.log})
+	api, err := cfg.Backend.Start(ctx, BackendEnv{Dir: mr.dir, Mode: mr.mode, Axes: mr.axes, Scenario: cfg.Scenario, Users: mr.users, Executable: cfg.Executable, Log: mr.log})
 	if err != nil {
 		var se *SkipError
 		if errors.As(err, &se) {
@@ -263,10 +269,10 @@ func (mr *modeRun) startBackend(ctx context.Context) error {
 	return nil
 }
 
-// startKVStore starts etcd and the harness's kvstore probe in kvstore
-// mode; the other modes have no kvstore.
+// startKVStore starts etcd and the harness's kvstore probe in modes with
+// the kvstore read path; the other modes have no kvstore.
 func (mr *modeRun) startKVStore(ctx context.Context) error {
-	if mr.mode != scenarios.ModeKVStore {
+	if !mr.axes.HasKVStore() {
 		return nil
 	}
 	mr.pr.set("start kvstore", -1)
@@ -366,13 +372,13 @@ func (mr *modeRun) agentArgs(i int) []string {
 	if mr.api.CAFile != "" {
 		args = append(args, "--ca-file", mr.api.CAFile)
 	}
-	if mr.mode != scenarios.ModeXDS {
+	if mr.axes.AgentsHaveAPIClient() {
 		args = append(args, "--token-auth-file", mr.tokenFile)
 	}
 	if mr.kvURL != "" {
 		args = append(args, "--kvstore", mr.kvURL)
 	}
-	if mr.mode == scenarios.ModeXDS && mr.xdsAddr != "" {
+	if mr.axes.HasXDS() && mr.xdsAddr != "" {
 		args = append(args, "--xds", mr.xdsAddr)
 	}
 	if lim := shardMemoryLimit(mr.r.machineBytes, shards); lim > 0 {

@@ -138,7 +138,7 @@ func TestRunConfigErrors(t *testing.T) {
 		{Config{Backend: &FakeBackend{}, Out: "x"}, "no scenario"},
 		{Config{Scenario: sc, Out: "x"}, "no backend"},
 		{Config{Scenario: sc, Backend: &FakeBackend{}}, "no output directory"},
-		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", Modes: []scenarios.Mode{"cdr"}}, `unknown mode "cdr"`},
+		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", Modes: []scenarios.Mode{"cdr"}}, `has no mode "cdr"`},
 		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", Shards: -1}, "shards must be >= 0"},
 		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", AgentNice: 20}, "agent nice value must be 0 to 19"},
 		{Config{Scenario: sc, Backend: &FakeBackend{}, Out: "x", AgentNice: -2}, "agent nice value must be 0 to 19"},
@@ -156,18 +156,61 @@ func TestRunConfigErrors(t *testing.T) {
 }
 
 func TestAgentNicePerMode(t *testing.T) {
-	if got := agentNice(AgentNiceAuto, scenarios.ModeKVStore); got != DefaultAgentNice {
+	if got := agentNice(AgentNiceAuto, presetAxes(t, scenarios.ModeKVStore)); got != DefaultAgentNice {
 		t.Errorf("kvstore default: %d, want %d", got, DefaultAgentNice)
 	}
 	for _, m := range []scenarios.Mode{scenarios.ModeCRD, scenarios.ModeCES, scenarios.ModeOperator, scenarios.ModeXDS} {
-		if got := agentNice(AgentNiceAuto, m); got != 0 {
+		if got := agentNice(AgentNiceAuto, presetAxes(t, m)); got != 0 {
 			t.Errorf("%s default: %d, want 0", m, got)
 		}
-		if got := agentNice(5, m); got != 5 {
+		if got := agentNice(5, presetAxes(t, m)); got != 5 {
 			t.Errorf("%s with 5 configured: %d", m, got)
 		}
 	}
-	if got := agentNice(0, scenarios.ModeKVStore); got != 0 {
+	if got := agentNice(0, presetAxes(t, scenarios.ModeKVStore)); got != 0 {
 		t.Errorf("kvstore with 0 configured: %d", got)
+	}
+}
+
+func presetAxes(t testing.TB, m scenarios.Mode) scenarios.Axes {
+	t.Helper()
+	p, ok := scenarios.Preset(m)
+	if !ok {
+		t.Fatalf("no preset %s", m)
+	}
+	return p.Axes
+}
+
+// TestRefusesModesNotWired: ces-slim and mesh (and any mode on their
+// axes) are refused before anything starts, naming the mode.
+func TestRefusesModesNotWired(t *testing.T) {
+	sc, err := scenarios.Parse("t", []byte(`name: t
+cilium: {version: "1.20"}
+cluster:
+  nodes: 2
+  namespaces: [{name: a}]
+  workloads: {deploymentsPerNamespace: 1, replicas: 1}
+modes: [crd, ces-slim, {name: mesh-ces, identity: operator, endpoints: ces, readPath: mesh}]
+steps: [{setup: {}}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode scenarios.Mode
+		want string
+	}{
+		{scenarios.ModeCESSlim, "mode ces-slim: its components are not wired yet"},
+		{"mesh-ces", "mode mesh-ces: its components are not wired yet"},
+	} {
+		cfg := Config{Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCRD, tc.mode}, Out: t.TempDir()}
+		err := cfg.defaults()
+		if !errors.Is(err, ErrNotWired) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.mode, err, tc.want)
+		}
+	}
+	cfg := Config{Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCRD}, Out: t.TempDir()}
+	if err := cfg.defaults(); err != nil {
+		t.Errorf("crd alone: %v", err)
 	}
 }

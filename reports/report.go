@@ -16,6 +16,7 @@ import (
 	"github.com/stampede-sim/stampede/reports/internal/document"
 	"github.com/stampede-sim/stampede/reports/internal/format"
 	"github.com/stampede-sim/stampede/reports/results"
+	"github.com/stampede-sim/stampede/scenarios"
 )
 
 // RenderConfig configures Render.
@@ -125,6 +126,7 @@ func buildDocument(r *results.Results, figs []*Figure, failed map[string]error) 
 
 	d.H(2, "Summary")
 	d.P("Latencies are from the harness's constant-rate probe unless marked server-side; convergence is measured from the start of the relabel; \"-\" means not measured in that mode or on that backend. %s.", apiServerLine(r))
+	modesTable(d, r)
 	latencyTable(d, r)
 	costTable(d, r)
 	agentWorkTable(d, r)
@@ -229,7 +231,7 @@ func environment(d *document.Document, r *results.Results) {
 		rows = append(rows, []string{"timeline", strings.Join(steps, " → ")})
 		var modes []string
 		for _, m := range sc.Modes {
-			modes = append(modes, string(m))
+			modes = append(modes, m.String())
 		}
 		rows = append(rows, []string{"modes in the scenario", strings.Join(modes, ", ")})
 		rows = append(rows, []string{"SLO limits", fmt.Sprintf("mutating p99 ≤ %s, read p99 ≤ %s, list p99 ≤ %s",
@@ -289,6 +291,21 @@ func statusCell(m *results.ModeResult) string {
 		return "ok"
 	}
 	return "**" + string(m.Status) + "**"
+}
+
+// modesTable places each mode on the three axes: a mode is its name and
+// its axes, and two modes of one name with other axes are not the same.
+func modesTable(d *document.Document, r *results.Results) {
+	var rows [][]string
+	for i := range r.Modes {
+		m := &r.Modes[i]
+		kind := "preset"
+		if p, ok := scenarios.Preset(m.Mode); !ok || p.Axes != m.Axes {
+			kind = "own combination"
+		}
+		rows = append(rows, []string{string(m.Mode), string(m.Axes.Identity), string(m.Axes.Endpoints), string(m.Axes.ReadPath), kind})
+	}
+	d.Table([]string{"mode", "identity allocation", "endpoint distribution", "read path", "kind"}, rows)
 }
 
 func latencyTable(d *document.Document, r *results.Results) {

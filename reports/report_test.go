@@ -76,3 +76,29 @@ func TestRenderConfig(t *testing.T) {
 		t.Error("Render with a cancelled context succeeded")
 	}
 }
+
+// TestRenderV1Run renders a results.json of a real run written by the v1
+// code: it loads, is upgraded, and the modes table shows each mode's axes.
+func TestRenderV1Run(t *testing.T) {
+	r, err := results.ReadFile(filepath.Join("results", "testdata", "v1-relabel-small-run.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Render(context.Background(), RenderConfig{Dir: t.TempDir(), Formats: []string{"svg"}}, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(out.Markdown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range []string{
+		"| crd | agent | cep | apiserver | preset |",
+		"| kvstore | kvstore | kvstore | kvstore | preset |",
+		"| xds | central | xds | xds | preset |",
+	} {
+		if !strings.Contains(string(md), row) {
+			t.Errorf("report lacks the modes row %q", row)
+		}
+	}
+}

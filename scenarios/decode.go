@@ -19,7 +19,19 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-var durationType = reflect.TypeOf(Duration{})
+var (
+	durationType = reflect.TypeOf(Duration{})
+	modeSpecType = reflect.TypeOf(ModeSpec{})
+)
+
+// modeSpecObject is the object form of a mode as checkShape walks it
+// (ModeSpec embeds Axes, which the walk would not see through).
+type modeSpecObject struct {
+	Name      string `json:"name"`
+	Identity  string `json:"identity"`
+	Endpoints string `json:"endpoints"`
+	ReadPath  string `json:"readPath"`
+}
 
 // checkText rejects input that is not YAML text before the YAML parser
 // sees it, because the parser's own errors for these carry no position.
@@ -173,6 +185,17 @@ func (c *shapeCheck) walk(path string, v any, t reflect.Type) bool {
 			return false
 		}
 		return true
+	}
+	if t == modeSpecType {
+		// A mode is a preset's name or the object form.
+		if _, ok := v.(string); ok {
+			return true
+		}
+		if _, ok := v.(map[string]any); !ok {
+			c.reject(where, "must be a preset's name or a mapping {name, identity, endpoints, readPath}, got %s", describe(v))
+			return false
+		}
+		t = reflect.TypeOf(modeSpecObject{})
 	}
 	switch t.Kind() {
 	case reflect.Struct:

@@ -43,11 +43,20 @@ const (
 	// Stampede's own xDS server batches API events this long.
 	DefaultXDSFlushInterval = 100 * time.Millisecond
 	DefaultProbeRate        = 10.0
-	DefaultSampleInterval   = time.Second
-	DefaultWaitTimeout      = 10 * time.Minute
-	DefaultMutatingP99      = time.Second
-	DefaultReadP99          = time.Second
-	DefaultListP99          = 30 * time.Second
+	// DefaultMeshProbeRate is one mirror-lag probe a second: two identity
+	// events per agent per second on the mesh read path, small beside a
+	// relabel's (design open question 11).
+	DefaultMeshProbeRate = 1.0
+	// DefaultMeshReplicas is the smallest count that spreads agents and
+	// lets one replica fail; CFP-44774 gives none, Helm's default is 1
+	// (clustermesh.apiserver.replicas) and CFP-39876 calls several the
+	// production recommendation (design open question 1).
+	DefaultMeshReplicas   = 2
+	DefaultSampleInterval = time.Second
+	DefaultWaitTimeout    = 10 * time.Minute
+	DefaultMutatingP99    = time.Second
+	DefaultReadP99        = time.Second
+	DefaultListP99        = 30 * time.Second
 )
 
 // Default fills every unset field with its default. It is idempotent and
@@ -62,9 +71,7 @@ func (s *Scenario) Default() {
 
 	s.applyRelease()
 
-	if len(s.Modes) == 0 {
-		s.Modes = append([]Mode(nil), AllModes...)
-	}
+	s.defaultModes()
 	if s.API.Backend == "" {
 		s.API.Backend = BackendFake
 	}
@@ -88,6 +95,7 @@ func (s *Scenario) Default() {
 	}
 
 	setFloat(&s.Measure.ProbeRate, DefaultProbeRate)
+	setFloat(&s.Measure.MeshProbeRate, DefaultMeshProbeRate)
 	setDur(&s.Measure.SampleInterval, DefaultSampleInterval)
 	setDur(&s.SLO.MutatingP99, DefaultMutatingP99)
 	setDur(&s.SLO.ReadP99, DefaultReadP99)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -55,8 +56,8 @@ func TestParseValid(t *testing.T) {
 	if got := s.Steps[1].WaitConverged.Timeout.Duration; got != DefaultWaitTimeout {
 		t.Errorf("waitConverged.timeout = %s, want default %s", got, DefaultWaitTimeout)
 	}
-	if len(s.Modes) != len(AllModes) {
-		t.Errorf("modes = %v, want all", s.Modes)
+	if want := presetsOf(s.Release()); !reflect.DeepEqual(s.Modes, want) {
+		t.Errorf("modes = %v, want every preset of %s: %v", s.Modes, s.Cilium.Version, want)
 	}
 }
 
@@ -70,7 +71,7 @@ func TestValidationErrors(t *testing.T) {
 		{"unknown field", repl("nodes: 4", "nodes: 4\n  nodez: 1"), []string{`cluster.nodez: unknown field (did you mean "nodes"?)`}},
 		{"wrong type", repl("nodes: 4", "nodes: four"), []string{`cluster.nodes: must be an integer, got string "four"`}},
 		{"relabel unknown namespace", repl("namespaces: [a]", "namespaces: [a, ns-9]"), []string{`steps[2].relabel.namespaces[1]: no namespace "ns-9"`}},
-		{"unknown mode", repl("steps:", "modes: [crd, bogus]\nsteps:"), []string{`modes[1]: unknown mode "bogus"`}},
+		{"unknown mode", repl("steps:", "modes: [crd, bogus]\nsteps:"), []string{`modes[1]: unknown preset "bogus"`}},
 		{"duplicate mode", repl("steps:", "modes: [crd, crd]\nsteps:"), []string{`modes[1]: duplicate mode "crd"`}},
 		{"bad duration", repl("duration: 1s", "duration: soon"), []string{`steps[3].observe.duration: invalid duration "soon"`}},
 		{"negative duration", repl("duration: 1s", "duration: -1s"), []string{"steps[3].observe.duration: must be > 0"}},

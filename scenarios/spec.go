@@ -6,31 +6,6 @@ import (
 	"time"
 )
 
-// Mode is a control-plane architecture under test.
-type Mode string
-
-// The modes Stampede knows. DESIGN.md describes what an agent does in each.
-const (
-	ModeCRD      Mode = "crd"
-	ModeCES      Mode = "ces"
-	ModeKVStore  Mode = "kvstore"
-	ModeOperator Mode = "operator"
-	ModeXDS      Mode = "xds"
-)
-
-// AllModes lists every mode in the order runs execute them.
-var AllModes = []Mode{ModeCRD, ModeCES, ModeKVStore, ModeOperator, ModeXDS}
-
-// Valid reports whether m is a known mode.
-func (m Mode) Valid() bool {
-	for _, k := range AllModes {
-		if m == k {
-			return true
-		}
-	}
-	return false
-}
-
 // BackendType selects which API server a run talks to.
 type BackendType string
 
@@ -59,7 +34,7 @@ type Scenario struct {
 	Cilium       Cilium       `json:"cilium"`
 	Agent        AgentKnobs   `json:"agent"`
 	ControlPlane ControlPlane `json:"controlPlane"`
-	Modes        []Mode       `json:"modes"`
+	Modes        []ModeSpec   `json:"modes"`
 	API          API          `json:"api"`
 	Steps        []Step       `json:"steps"`
 	Measure      Measure      `json:"measure"`
@@ -221,7 +196,30 @@ type ControlPlane struct {
 	// OperatorIdentity configures the work queue of operator-managed
 	// identities (mode operator).
 	OperatorIdentity OperatorIdentityKnobs `json:"operatorIdentity"`
+	// Mesh configures the ClusterMesh etcd mirrors of the mesh read path.
+	Mesh MeshKnobs `json:"mesh"`
 }
+
+// MeshKnobs configure the clustermesh-apiserver replicas that modes with
+// the mesh read path run (CFP-44774).
+type MeshKnobs struct {
+	// Replicas is the number of replicas, each a mirror with its own etcd.
+	Replicas int `json:"replicas"`
+	// StorageMedium is where each replica's etcd keeps its data: "disk"
+	// (a fresh temporary directory) or "memory" (under /dev/shm), as Helm
+	// clustermesh.apiserver.etcd.storageMedium chooses the emptyDir's
+	// medium. Either way the store does not outlive its process.
+	StorageMedium string `json:"storageMedium"`
+	// APIServerFallback makes agents read Cilium's resources from the API
+	// server while no replica is reachable (CFP-44774, bootstrap option 1).
+	APIServerFallback *bool `json:"apiServerFallback,omitempty"`
+}
+
+// Storage media of the mirrors' etcd (controlPlane.mesh.storageMedium).
+const (
+	StorageDisk   = "disk"
+	StorageMemory = "memory"
+)
 
 // CESKnobs configure the CiliumEndpointSlice controller.
 type CESKnobs struct {
@@ -401,6 +399,10 @@ type Measure struct {
 	ProbeRate float64 `json:"probeRate"`
 	// SampleInterval is the interval of /proc and /metrics sampling.
 	SampleInterval Duration `json:"sampleInterval"`
+	// MeshProbeRate is the rate per second of the mirror-lag probe (modes
+	// with the mesh read path): a CiliumIdentity created on the API server
+	// and timed to its key in every replica.
+	MeshProbeRate float64 `json:"meshProbeRate"`
 }
 
 // SLO holds the thresholds results are judged against. Defaults are the

@@ -94,6 +94,9 @@ func (s *Scenario) Validate() error {
 	if s.Measure.ProbeRate <= 0 || s.Measure.ProbeRate > 1000 {
 		l.add("measure.probeRate", "must be in (0, 1000] requests per second, got %g", s.Measure.ProbeRate)
 	}
+	if r := s.Measure.MeshProbeRate; r <= 0 || r > 100 {
+		l.add("measure.meshProbeRate", "must be in (0, 100] probes per second, got %g (each probe is two identity events for every agent)", r)
+	}
 	if s.Measure.SampleInterval.Duration < 100e6 {
 		l.add("measure.sampleInterval", "must be >= 100ms, got %s", s.Measure.SampleInterval)
 	}
@@ -325,31 +328,6 @@ func (s *Scenario) validateControlPlane(l *errs) {
 func (s *Scenario) validateCilium(l *errs) {
 	if _, err := LookupRelease(s.Cilium.Version); err != nil {
 		l.add("cilium.version", "%v", err)
-	}
-}
-
-// operatorModeSince is the first release with operator-managed identities
-// (the operator's CiliumIdentity controller, --identity-management-mode).
-const operatorModeSince = "1.18"
-
-func (s *Scenario) validateModes(l *errs) {
-	if len(s.Modes) == 0 {
-		l.add("modes", "must list at least one mode")
-	}
-	r := s.Release()
-	seen := map[Mode]bool{}
-	for i, m := range s.Modes {
-		p := fmt.Sprintf("modes[%d]", i)
-		if !m.Valid() {
-			l.add(p, "unknown mode %q (want one of crd, ces, kvstore, operator, xds)", m)
-		}
-		if m == ModeOperator && r != nil && !r.AtLeast(operatorModeSince) {
-			l.add(p, "mode operator needs Cilium >= %s (operator-managed identities); cilium.version is %s", operatorModeSince, r.Version)
-		}
-		if seen[m] {
-			l.add(p, "duplicate mode %q", m)
-		}
-		seen[m] = true
 	}
 }
 

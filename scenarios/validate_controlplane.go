@@ -41,4 +41,23 @@ func (s *Scenario) validateControlPlaneKnobs(l *errs) {
 		l.add("controlPlane.operatorIdentity.maxRetries", "must be >= 0, got %d", *oi.MaxRetries)
 	}
 	positive(l, "controlPlane.xds.flushInterval", cp.XDS.FlushInterval)
+	s.validateMeshKnobs(l)
+}
+
+// validateMeshKnobs checks controlPlane.mesh. The knobs are checked in
+// every scenario (they have defaults) but used only by modes with the
+// mesh read path.
+func (s *Scenario) validateMeshKnobs(l *errs) {
+	m := s.ControlPlane.Mesh
+	if m.Replicas < 1 || m.Replicas > 16 {
+		l.add("controlPlane.mesh.replicas", "must be in [1, 16], got %d (each replica is a mirror and an etcd on this machine)", m.Replicas)
+	}
+	switch m.StorageMedium {
+	case StorageDisk, StorageMemory:
+	default:
+		l.add("controlPlane.mesh.storageMedium", "must be %q or %q (Helm clustermesh.apiserver.etcd.storageMedium), got %q", StorageDisk, StorageMemory, m.StorageMedium)
+	}
+	if m.APIServerFallback == nil {
+		l.add("controlPlane.mesh.apiServerFallback", "must be set")
+	}
 }

@@ -92,7 +92,7 @@ convergence digests) on stdout and in --ready-file.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&shard, "shard", "0/1", "this shard as i/n: runs the nodes with index % n == i")
-	f.StringVar(&mode, "mode", string(scenarios.ModeCRD), "control-plane mode: crd, ces, kvstore, operator or xds")
+	f.StringVar(&mode, "mode", string(scenarios.ModeCRD), "mode: crd, ces, kvstore, operator, xds, ces-slim, mesh or a mode the scenario names (its axes come from the scenario)")
 	f.StringVar(&scenario, "scenario", "relabel-small", "built-in scenario name or scenario file")
 	f.StringVar(&apiURL, "api-url", "", "Kubernetes API server URL (all modes but xds)")
 	f.StringVar(&caFile, "ca-file", "", "PEM file of the CA that signed the API server's certificate")

@@ -175,8 +175,8 @@ func parseCapacityModes(modes string) ([]scenarios.Mode, error) {
 	var ms []scenarios.Mode
 	for i, m := range strings.Split(modes, ",") {
 		mode := scenarios.Mode(strings.TrimSpace(m))
-		if !mode.Valid() {
-			return nil, fmt.Errorf("--modes[%d]: unknown mode %q (known: %v)", i, mode, scenarios.AllModes)
+		if !mode.ValidName() {
+			return nil, fmt.Errorf("--modes[%d]: invalid mode name %q (a preset, %v, or one of the scenario's modes)", i, mode, scenarios.PresetNames())
 		}
 		ms = append(ms, mode)
 	}

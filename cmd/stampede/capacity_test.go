@@ -75,8 +75,8 @@ func TestCapacityFromResults(t *testing.T) {
 	if exitCode(t.Context(), err) != 2 {
 		t.Errorf("one size: exit %d (%v), want 2", exitCode(t.Context(), err), err)
 	}
-	_, err = runCLI(t, "capacity", "--results", files[0], "--modes", "crd,nope")
-	if exitCode(t.Context(), err) != 2 || !strings.Contains(err.Error(), `unknown mode "nope"`) {
+	_, err = runCLI(t, "capacity", "--results", files[0], "--modes", "crd,No_Pe")
+	if exitCode(t.Context(), err) != 2 || !strings.Contains(err.Error(), `invalid mode name "No_Pe"`) {
 		t.Errorf("bad mode: %v", err)
 	}
 }

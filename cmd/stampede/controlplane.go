@@ -65,7 +65,7 @@ endpoints "metrics" (/metrics, /debug/pprof, and in xds mode
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&mode, "mode", "", "mode: crd, ces, kvstore, operator or xds (required)")
+	f.StringVar(&mode, "mode", "", "mode: crd, ces, kvstore, operator, xds, ces-slim, mesh or a mode the scenario names (its axes come from the scenario; required)")
 	f.StringVar(&scenario, "scenario", "", "built-in scenario name or scenario file (required)")
 	f.StringVar(&api, "api-url", "", "Kubernetes API server URL (required)")
 	f.StringVar(&caFile, "ca-file", "", "PEM file of the API server's CA")

@@ -60,6 +60,10 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 				for _, m := range strings.Split(modes, ",") {
 					ms = append(ms, scenarios.Mode(strings.TrimSpace(m)))
 				}
+				// A preset the scenario does not list is added to it.
+				if err := sc.SelectModes(ms); err != nil {
+					return fmt.Errorf("--modes: %w", err)
+				}
 			}
 			if out == "" {
 				if out, err = defaultOut("", sc.Name); err != nil {
@@ -105,7 +109,7 @@ Ctrl-C stops every process and keeps what was measured, marked incomplete.`,
 	f := cmd.Flags()
 	f.StringVar(&scenario, "scenario", "relabel", "built-in scenario name or scenario file")
 	f.StringVar(&api, "api", "fake", "API server backend: fake, local, kind or kubeconfig=PATH")
-	f.StringVar(&modes, "modes", "", "comma-separated modes to run (default: the scenario's)")
+	f.StringVar(&modes, "modes", "", "comma-separated modes to run: names from the scenario or presets (crd, ces, kvstore, operator, xds, ces-slim, mesh); default: the scenario's")
 	f.StringVar(&out, "out", "", "output directory (default out/<scenario>-<timestamp>); must not exist or be empty unless --force")
 	f.BoolVar(&force, "force", false, "write into an existing, non-empty --out directory (files of an earlier run that this one does not rewrite stay beside the new ones)")
 	f.IntVar(&shards, "shards", 0, "agent processes (default: about 250 agents each, at most 2x the cores)")

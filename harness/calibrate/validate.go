@@ -98,7 +98,7 @@ func (c *ValidateConfig) defaults() (*scenarios.Scenario, []scenarios.Mode, erro
 	var modes []scenarios.Mode
 	for i, m := range c.Modes {
 		mode := scenarios.Mode(m)
-		if !mode.Valid() || mode == scenarios.ModeXDS {
+		if !mode.IsPreset() || mode == scenarios.ModeXDS || mode == scenarios.ModeCESSlim || mode == scenarios.ModeMesh {
 			return nil, nil, fmt.Errorf("validate: --modes[%d]: %q is not a mode whose agents talk to the API server (want crd, ces, kvstore or operator)", i, m)
 		}
 		modes = append(modes, mode)

@@ -101,6 +101,13 @@ func Gate(baseline, current []*results.Results, rules *GateRules) (*GateReport, 
 	ref := all[0].Run
 	refAPI := results.APIServerOf(all[0])
 	backends := map[string]bool{}
+	// Modes compare by name, and a name must mean one set of axes: a
+	// "mesh" of other axes is another architecture.
+	type axesSeen struct {
+		axes  scenarios.Axes
+		where string
+	}
+	firstAxes := map[scenarios.Mode]axesSeen{}
 	for i, r := range all {
 		side, idx := "current", i-len(baseline)
 		if i < len(baseline) {
@@ -122,6 +129,12 @@ func Gate(baseline, current []*results.Results, rules *GateRules) (*GateReport, 
 		}
 		backends[fmt.Sprintf("%s API server, %s datapath, %d cores", r.Run.Backend.Name, r.Run.Datapath.Effective, r.Run.Machine.Cores)] = true
 		for _, m := range r.Modes {
+			where := fmt.Sprintf("%s[%d]", side, idx)
+			if seen, ok := firstAxes[m.Mode]; !ok {
+				firstAxes[m.Mode] = axesSeen{m.Axes, where}
+			} else if seen.axes != m.Axes {
+				problems = append(problems, fmt.Sprintf("mode %q: axes differ (%s %s, %s %s)", m.Mode, seen.where, seen.axes, where, m.Axes))
+			}
 			switch m.Status {
 			case results.StatusIncomplete, results.StatusPending, results.StatusRunning:
 				problems = append(problems, fmt.Sprintf("%s[%d] mode %s is %s (partial results cannot be judged)", side, idx, m.Mode, m.Status))

@@ -2,6 +2,7 @@ package gate
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -116,8 +117,8 @@ ignoreSLO: true
 			baseline: runs(t, 1.0),
 			current: func() []*results.Results {
 				r := fixture.Full(t)
-				r.Modes[4] = results.ModeResult{Mode: scenarios.ModeXDS, Status: results.StatusFailed, Reason: "controlplane exited: exit status 1"}
-				r.Modes[3] = results.ModeResult{Mode: scenarios.ModeOperator, Status: results.StatusSkipped, Reason: "no operator in this test"}
+				r.Modes[4] = results.ModeResult{Mode: scenarios.ModeXDS, Axes: presetAxes(scenarios.ModeXDS), Status: results.StatusFailed, Reason: "controlplane exited: exit status 1"}
+				r.Modes[3] = results.ModeResult{Mode: scenarios.ModeOperator, Axes: presetAxes(scenarios.ModeOperator), Status: results.StatusSkipped, Reason: "no operator in this test"}
 				r.Run.Complete = false
 				return []*results.Results{r}
 			}(),
@@ -172,6 +173,13 @@ func TestGateUnusable(t *testing.T) {
 	// Results written before run.apiServer: the fake had no model then.
 	old := fixture.Full(t)
 	old.Run.APIServer = nil
+	// A "ces" whose slices come from Pods is not the baseline's "ces".
+	otherAxes := fixture.Full(t)
+	for i := range otherAxes.Modes {
+		if otherAxes.Modes[i].Mode == scenarios.ModeCES {
+			otherAxes.Modes[i].Axes.Endpoints = scenarios.EndpointsCESSlim
+		}
+	}
 	tests := []struct {
 		name              string
 		baseline, current []*results.Results
@@ -189,6 +197,8 @@ func TestGateUnusable(t *testing.T) {
 		{name: "no current", baseline: runs(t, 1), want: "no current results"},
 		{name: "different scenario", baseline: runs(t, 1), current: []*results.Results{other}, want: `current[0] ran scenario "relabel"`},
 		{name: "partial", baseline: runs(t, 1), current: []*results.Results{partial}, want: "current[0] mode ces is incomplete"},
+		{name: "same name, other axes", baseline: runs(t, 1), current: []*results.Results{otherAxes},
+			want: `mode "ces": axes differ (baseline[0] agent/ces/apiserver, current[0] agent/ces-slim/apiserver)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,11 +225,11 @@ func TestParseGateRules(t *testing.T) {
 		{name: "unknown rule field", in: "rules:\n- metric: api.p99\n- metric: api.max\n  maxIncrese: 0.1\n", want: []string{"rules[1].maxIncrese: unknown field"}},
 		{name: "wrong type", in: "rules:\n- metric: api.p99\n  maxIncrease: lots\n", want: []string{`rules[0].maxIncrease: want a number, got the string "lots"`}},
 		{name: "unknown metric", in: "rules:\n- metric: api.p100\n  limit: 1\n", want: []string{`rules[0].metric: unknown metric "api.p100"`}},
-		{name: "unknown mode", in: "rules:\n- metric: api.p99\n  modes: [crd, cni]\n  limit: 1\n", want: []string{`rules[0].modes[1]: unknown mode "cni"`}},
+		{name: "bad mode name", in: "rules:\n- metric: api.p99\n  modes: [crd, CNI_1]\n  limit: 1\n", want: []string{`rules[0].modes[1]: invalid mode name "CNI_1"`}},
 		{name: "negative", in: "rules:\n- metric: api.p99\n  maxIncrease: -1\n", want: []string{"rules[0].maxIncrease: must be >= 0"}},
 		{name: "no threshold", in: "rules:\n- metric: api.p99\n", want: []string{"rules[0]: sets no threshold"}},
 		{name: "bad spread", in: "spreadLimit: 0\n", want: []string{"spreadLimit: must be > 0"}},
-		{name: "bad slo mode", in: "sloModes: [crd, nope]\n", want: []string{`sloModes[1]: unknown mode "nope"`}},
+		{name: "bad slo mode", in: "sloModes: [crd, -nope]\n", want: []string{`sloModes[1]: invalid mode name "-nope"`}},
 		{name: "not a mapping", in: "- a\n- b\n", want: []string{"top level: want a mapping"}},
 		{name: "bad yaml", in: "rules: [\n", want: []string{"rules.yaml"}},
 	}
@@ -253,5 +263,41 @@ func TestGateSweepName(t *testing.T) {
 	cur.Run.Nodes = 40
 	if _, err := Gate(runs(t, 1), []*results.Results{cur}, nil); err == nil {
 		t.Error("different node counts compared")
+	}
+}
+
+func presetAxes(m scenarios.Mode) scenarios.Axes {
+	p, _ := scenarios.Preset(m)
+	return p.Axes
+}
+
+// TestGateV1BaselineAgainstV2: a baseline read from a v1 file (upgraded,
+// preset axes) compares with a v2 run of the same presets.
+func TestGateV1BaselineAgainstV2(t *testing.T) {
+	v1, err := results.ReadFile(filepath.Join("..", "results", "testdata", "v1-relabel-small-run.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1.UpgradedFrom != results.SchemaVersionV1 {
+		t.Fatalf("not read as v1: %q", v1.UpgradedFrom)
+	}
+	cur, err := results.ReadFile(filepath.Join("..", "results", "testdata", "v1-relabel-small-run.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := results.Encode(cur) // written as v2
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := results.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Gate([]*results.Results{v1}, []*results.Results{v2}, nil)
+	if err != nil {
+		t.Fatalf("v1 baseline against v2 run: %v", err)
+	}
+	if len(rep.Rows) == 0 {
+		t.Fatal("no rows compared")
 	}
 }

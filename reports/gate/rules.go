@@ -251,8 +251,8 @@ func (g *GateRules) validate() []string {
 		p = append(p, fmt.Sprintf("spreadLimit: must be > 0, got %g", *g.SpreadLimit))
 	}
 	for i, m := range g.SLOModes {
-		if !m.Valid() {
-			p = append(p, fmt.Sprintf("sloModes[%d]: unknown mode %q (known: %v)", i, m, scenarios.AllModes))
+		if !m.ValidName() {
+			p = append(p, fmt.Sprintf("sloModes[%d]: invalid mode name %q (a preset, %v, or a scenario's own mode name)", i, m, scenarios.PresetNames()))
 		}
 	}
 	for i, r := range g.Rules {
@@ -263,8 +263,8 @@ func (g *GateRules) validate() []string {
 			p = append(p, fmt.Sprintf("%s.metric: unknown metric %q (known: %s)", at, r.Metric, strings.Join(results.MetricNames(), ", ")))
 		}
 		for j, m := range r.Modes {
-			if !m.Valid() {
-				p = append(p, fmt.Sprintf("%s.modes[%d]: unknown mode %q (known: %v)", at, j, m, scenarios.AllModes))
+			if !m.ValidName() {
+				p = append(p, fmt.Sprintf("%s.modes[%d]: invalid mode name %q (a preset, %v, or a scenario's own mode name)", at, j, m, scenarios.PresetNames()))
 			}
 		}
 		if r.MaxIncrease != nil && *r.MaxIncrease < 0 {

@@ -1,8 +1,11 @@
 // Package results owns the results schema: what one `stampede run`
 // measured, written as results.json. SCHEMA.md documents every field and
 // series; schema.json is the same contract as a JSON Schema, embedded and
-// enforced by Validate. testdata/results-*.json are example files, kept in
-// step with the reports tests' fixture.
+// enforced by Validate. schema-v1.json, the previous version, stays
+// embedded: Decode reads v1 files and upgrades them in memory (each mode
+// gets its preset's axes). testdata/results-*.json are example files, kept
+// in step with the reports tests' fixture; testdata/v1-relabel-small-run.json
+// is a v1 file of a real run.
 //
 // The schema is versioned (SchemaVersion) and a file is valid at every
 // moment of a run: the harness creates a Writer at the start of a run,

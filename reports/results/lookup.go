@@ -2,6 +2,7 @@ package results
 
 import (
 	"math"
+	"sort"
 	"strings"
 
 	"github.com/stampede-sim/stampede/scenarios"
@@ -110,21 +111,22 @@ func BaseScenario(name string) string {
 	return name
 }
 
-// ModeOrder lists the modes present in rs in the order of
-// scenarios.AllModes.
+// ModeOrder lists the modes present in rs: the presets first, in run
+// order (scenarios.PresetNames), then other names as they first appear.
 func ModeOrder(rs []*Results) []scenarios.Mode {
 	seen := map[scenarios.Mode]bool{}
 	var out []scenarios.Mode
-	for _, m := range scenarios.AllModes {
-		for _, r := range rs {
-			for _, mr := range r.Modes {
-				if mr.Mode == m && !seen[m] {
-					seen[m] = true
-					out = append(out, m)
-				}
+	for _, r := range rs {
+		for _, mr := range r.Modes {
+			if !seen[mr.Mode] {
+				seen[mr.Mode] = true
+				out = append(out, mr.Mode)
 			}
 		}
 	}
+	sort.SliceStable(out, func(i, j int) bool {
+		return scenarios.PresetOrder(out[i]) < scenarios.PresetOrder(out[j])
+	})
 	return out
 }
 

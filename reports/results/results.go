@@ -9,7 +9,11 @@ import (
 // SchemaVersion identifies the layout of results.json. A change that old
 // readers cannot ignore gets a new version; adding an optional field does
 // not.
-const SchemaVersion = "stampede.results/v1"
+const SchemaVersion = "stampede.results/v2"
+
+// SchemaVersionV1 is the previous layout: modes were one of five names,
+// without axes. Decode still reads it (see upgradeV1).
+const SchemaVersionV1 = "stampede.results/v1"
 
 // Results is the content of results.json: what one `stampede run` measured,
 // for every mode it ran. SCHEMA.md documents every field; schema.json is the
@@ -22,6 +26,9 @@ const SchemaVersion = "stampede.results/v1"
 type Results struct {
 	// SchemaVersion is always SchemaVersion.
 	SchemaVersion string `json:"schemaVersion"`
+	// UpgradedFrom is the version of the file Decode read, when it was
+	// older than SchemaVersion; it is not written.
+	UpgradedFrom string `json:"-"`
 	// Run describes the run as a whole.
 	Run Run `json:"run"`
 	// Modes holds one entry per mode of the run, in the order they ran
@@ -172,8 +179,11 @@ func (s Status) Valid() bool {
 
 // ModeResult is what one mode measured.
 type ModeResult struct {
-	// Mode is crd, ces, kvstore, operator or xds.
+	// Mode is the mode's name: a preset's or one the scenario gave.
 	Mode scenarios.Mode `json:"mode"`
+	// Axes place the mode on the three axes (identity allocation,
+	// endpoint distribution, read path).
+	Axes scenarios.Axes `json:"axes"`
 	// Status is the mode's outcome; Reason explains skipped, failed and
 	// incomplete.
 	Status Status `json:"status"`

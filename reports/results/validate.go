@@ -15,6 +15,8 @@ import (
 
 	_ "embed"
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/stampede-sim/stampede/scenarios"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 )
@@ -22,12 +24,29 @@ import (
 //go:embed schema.json
 var schemaJSON []byte
 
+// schemaV1JSON is the schema of stampede.results/v1, kept to read older
+// files (see upgradeV1).
+//
+//go:embed schema-v1.json
+var schemaV1JSON []byte
+
 // SchemaJSON returns the JSON Schema of results.json (a copy).
 func SchemaJSON() []byte { return bytes.Clone(schemaJSON) }
 
-const schemaURL = "https://stampede-sim.github.io/schemas/stampede.results/v1.json"
+const (
+	schemaURL   = "https://stampede-sim.github.io/schemas/stampede.results/v2.json"
+	schemaV1URL = "https://stampede-sim.github.io/schemas/stampede.results/v1.json"
+)
 
 var compiledSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
+	return compileSchema(schemaURL, schemaJSON)
+})
+
+var compiledSchemaV1 = sync.OnceValues(func() (*jsonschema.Schema, error) {
+	return compileSchema(schemaV1URL, schemaV1JSON)
+})
+
+func compileSchema(schemaURL string, schemaJSON []byte) (*jsonschema.Schema, error) {
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schemaJSON))
 	if err != nil {
 		return nil, fmt.Errorf("embedded schema: %w", err)
@@ -42,7 +61,7 @@ var compiledSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 		return nil, fmt.Errorf("embedded schema: %w", err)
 	}
 	return s, nil
-})
+}
 
 // ErrUnsupportedVersion is returned for a results file of another schema
 // version.
@@ -58,9 +77,10 @@ func (e *InvalidError) Error() string {
 	return "results do not match " + SchemaVersion + ":\n  " + strings.Join(e.Problems, "\n  ")
 }
 
-// Validate checks that data is a results.json of SchemaVersion: the JSON
-// Schema (schema.json) and the rules it cannot express (every series column
-// as long as the time axis, times ascending, converged <= agents). Partial
+// Validate checks that data is a results.json of SchemaVersion (or of
+// SchemaVersionV1, which Decode upgrades): the JSON Schema (schema.json,
+// schema-v1.json) and the rules it cannot express (every series column as
+// long as the time axis, times ascending, converged <= agents). Partial
 // results of an interrupted run are valid.
 func Validate(data []byte) error {
 	var head struct {
@@ -72,10 +92,15 @@ func Validate(data []byte) error {
 	if head.SchemaVersion == nil {
 		return &InvalidError{Problems: []string{"/schemaVersion: missing"}}
 	}
-	if *head.SchemaVersion != SchemaVersion {
-		return fmt.Errorf("%w %q (this stampede reads %q)", ErrUnsupportedVersion, *head.SchemaVersion, SchemaVersion)
+	compiled := compiledSchema
+	switch *head.SchemaVersion {
+	case SchemaVersion:
+	case SchemaVersionV1:
+		compiled = compiledSchemaV1
+	default:
+		return fmt.Errorf("%w %q (this stampede reads %q and %q)", ErrUnsupportedVersion, *head.SchemaVersion, SchemaVersion, SchemaVersionV1)
 	}
-	sch, err := compiledSchema()
+	sch, err := compiled()
 	if err != nil {
 		return err
 	}
@@ -164,7 +189,8 @@ func (r *Results) check() []string {
 	return p
 }
 
-// Decode validates data (see Validate) and decodes it.
+// Decode validates data (see Validate) and decodes it; a v1 file is
+// upgraded in memory to SchemaVersion (UpgradedFrom says so).
 func Decode(data []byte) (*Results, error) {
 	if err := Validate(data); err != nil {
 		return nil, err
@@ -173,7 +199,37 @@ func Decode(data []byte) (*Results, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("results: %w", err)
 	}
+	if r.SchemaVersion == SchemaVersionV1 {
+		if err := upgradeV1(&r); err != nil {
+			return nil, err
+		}
+	}
 	return &r, nil
+}
+
+// upgradeV1 gives every mode of a v1 file its preset's axes: v1 only ever
+// held the five presets crd, ces, kvstore, operator and xds, whose
+// meaning is unchanged. The effective scenario's modes (strings in v1)
+// get the same.
+func upgradeV1(r *Results) error {
+	for i := range r.Modes {
+		m := &r.Modes[i]
+		p, ok := scenarios.Preset(m.Mode)
+		if !ok {
+			return fmt.Errorf("results: %s file: /modes/%d: mode %q is no preset", SchemaVersionV1, i, m.Mode)
+		}
+		m.Axes = p.Axes
+	}
+	if sc := r.Run.EffectiveScenario; sc != nil {
+		for i, m := range sc.Modes {
+			if p, ok := scenarios.Preset(m.Name); ok && m.Axes == (scenarios.Axes{}) {
+				sc.Modes[i] = p
+			}
+		}
+	}
+	r.SchemaVersion = SchemaVersion
+	r.UpgradedFrom = SchemaVersionV1
+	return nil
 }
 
 // ReadFile reads and validates a results.json.

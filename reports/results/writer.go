@@ -58,9 +58,8 @@ func NewWriter(cfg WriterConfig, r *Results) (*Writer, error) {
 	if r == nil {
 		r = &Results{}
 	}
-	if r.SchemaVersion == "" {
-		r.SchemaVersion = SchemaVersion
-	}
+	// The writer writes only the current version.
+	r.SchemaVersion, r.UpgradedFrom = SchemaVersion, ""
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("results writer: %w", err)
 	}
@@ -106,7 +105,9 @@ func (r *Results) Mode(m scenarios.Mode) *ModeResult {
 			return &r.Modes[i]
 		}
 	}
-	r.Modes = append(r.Modes, ModeResult{Mode: m, Status: StatusPending})
+	// A preset's name gives its axes; the harness sets any mode's axes.
+	p, _ := scenarios.Preset(m)
+	r.Modes = append(r.Modes, ModeResult{Mode: m, Axes: p.Axes, Status: StatusPending})
 	return &r.Modes[len(r.Modes)-1]
 }
 
