@@ -31,9 +31,11 @@ const (
 
 // AgentConfig configures one Agent. Fleet fills it for each node.
 type AgentConfig struct {
-	// Node is the node's name; NodeIP its InternalIP.
-	Node   string
-	NodeIP netip.Addr
+	// Node is the node's name; NodeIP its InternalIP; PodCIDR the pod
+	// CIDR of its Node object (written into its CiliumNode).
+	Node    string
+	NodeIP  netip.Addr
+	PodCIDR netip.Prefix
 	// Mode is crd, ces, kvstore or operator (xds agents are built by
 	// NewXDSAgent).
 	Mode scenarios.Mode
@@ -297,6 +299,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
+	a.ensureCiliumNode(ctx) // ciliumnode.go
 	var syncs []chan struct{}
 	a.startWatches(func(run func(context.Context), synced chan struct{}) {
 		syncs = append(syncs, synced)

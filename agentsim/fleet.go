@@ -157,7 +157,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 			return nil, fmt.Errorf("agentsim: datapath of %s: %w", n.Name, err)
 		}
 		ac := AgentConfig{
-			Node: n.Name, NodeIP: n.IP, Mode: cfg.Mode, Cluster: s.Cluster.Name,
+			Node: n.Name, NodeIP: n.IP, PodCIDR: n.PodCIDR, Mode: cfg.Mode, Cluster: s.Cluster.Name,
 			Knobs: s.Agent, Release: s.Release(), Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
 			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
 			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers,
