@@ -81,6 +81,9 @@ type AgentConfig struct {
 	// Workers, if set, replaces Knobs.EndpointWorkers, the number of
 	// endpoints synchronised concurrently.
 	Workers int
+	// NoCEPWrites: the agent makes no CiliumEndpoint request of any verb
+	// but keeps its watches (slim CiliumEndpointSlices; see syncCEP).
+	NoCEPWrites bool
 }
 
 func (c *AgentConfig) setDefaults() {
