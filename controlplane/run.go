@@ -45,7 +45,20 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// CESSource is where CiliumEndpointSlices are built from:
+	// CESSourceCEPs (default; Cilium's default CES controller, mode ces)
+	// or CESSourcePods (its slim controller, ces-controller-mode=slim:
+	// from Pods, for agents that write no CiliumEndpoints). With
+	// CESSourcePods the CES controller runs in mode ces and in mode
+	// operator, and the identity GC counts identities used in slices.
+	CESSource string
 }
+
+// Values of Config.CESSource.
+const (
+	CESSourceCEPs = "ceps"
+	CESSourcePods = "pods"
+)
 
 func (c *Config) validate() error {
 	if c.Scenario == nil {
@@ -62,6 +75,17 @@ func (c *Config) validate() error {
 		}
 	default:
 		return fmt.Errorf("controlplane: unknown mode %q (want crd, ces, kvstore, operator or xds)", c.Mode)
+	}
+	switch c.CESSource {
+	case "":
+		c.CESSource = CESSourceCEPs
+	case CESSourceCEPs:
+	case CESSourcePods:
+		if c.Mode != scenarios.ModeCES && c.Mode != scenarios.ModeOperator {
+			return fmt.Errorf("controlplane: CiliumEndpointSlices from pods need mode ces or operator, not %s", c.Mode)
+		}
+	default:
+		return fmt.Errorf("controlplane: unknown CES source %q (want %s or %s)", c.CESSource, CESSourceCEPs, CESSourcePods)
 	}
 	if c.XDSListen == "" {
 		c.XDSListen = "127.0.0.1:0"
@@ -162,19 +186,21 @@ func build(cfg Config, reg *prometheus.Registry) (_ *process, err error) {
 		p.add("kvstore identity gc", gc.run)
 		return p, nil
 	}
+	withCES := cfg.Mode == scenarios.ModeCES || cfg.CESSource == CESSourcePods
 	gc, err := newIdentityGC(identityGCConfig{events: events, kube: k, interval: knobs.IdentityGC.Interval.Duration, timeout: knobs.IdentityGC.HeartbeatTimeout.Duration,
-		rateInterval: knobs.IdentityGC.RateInterval.Duration, rateLimit: knobs.IdentityGC.RateLimit, now: cfg.Now, log: p.log, reg: reg})
+		rateInterval: knobs.IdentityGC.RateInterval.Duration, rateLimit: knobs.IdentityGC.RateLimit, slices: withCES, now: cfg.Now, log: p.log, reg: reg})
 	if err != nil {
 		return nil, err
 	}
 	p.add("identity gc", gc.run)
-	switch cfg.Mode {
-	case scenarios.ModeCES:
-		ces, err := newCESController(cesConfig{events: events, kube: k, knobs: knobs.CES, log: p.log, reg: reg})
+	if withCES {
+		ces, err := newCESController(cesConfig{events: events, kube: k, knobs: knobs.CES, log: p.log, reg: reg, source: cfg.CESSource, scenario: cfg.Scenario})
 		if err != nil {
 			return nil, err
 		}
 		p.add("ces controller", ces.run)
+	}
+	switch cfg.Mode {
 	case scenarios.ModeOperator:
 		oi, err := newOperatorIdentities(operatorIdentitiesConfig{events: events, kube: k, scenario: cfg.Scenario, log: p.log, reg: reg})
 		if err != nil {
