@@ -5,12 +5,15 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/stampede-sim/stampede/controlplane"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -86,5 +89,44 @@ func TestNoCEPWritesMakesNoCiliumEndpointRequest(t *testing.T) {
 				t.Errorf("%g CiliumEndpoint requests, want at least one per pod (%d)", n, len(c.topo.Pods))
 			}
 		})
+	}
+}
+
+// Agents that write no CiliumEndpoints beside the control plane's slim
+// CES controller (slices built from pods, cilium/cilium PR #38388 with
+// #45698) converge before and after a relabel from the slices alone: the
+// slices need the CiliumNodes the agents create, and no CiliumEndpoint
+// request of any verb reaches the API server.
+func TestSlimCESWithControlPlane(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s := smallScenario(t, scenarios.ModeCES, true)
+	c := startCluster(t, s)
+	c.setup(ctx)
+	c.startControlPlane(t, scenarios.ModeCES, func(cfg *controlplane.Config) { cfg.CESSource = controlplane.CESSourcePods })
+	var log requestLog
+	cfg := c.fleetConfig(scenarios.ModeCES)
+	cfg.REST = log.wrap(cfg.REST)
+	cfg.NoCEPWrites = true
+	f := runFleet(t, ctx, cfg)
+	c.waitConverged(ctx, f, "after setup")
+	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
+	c.waitConverged(ctx, f, "after relabel")
+	if n := len(c.list(ctx, pathCESs)); n == 0 {
+		t.Error("no CiliumEndpointSlices")
+	}
+	if n := len(c.list(ctx, pathCiliumNodes)); n != len(c.topo.Nodes) {
+		t.Errorf("%d CiliumNodes, want one per node (%d)", n, len(c.topo.Nodes))
+	}
+	// The control plane's identity GC lists and watches CiliumEndpoints,
+	// so the agents' own requests are counted on their side.
+	reqs := log.snapshot()
+	for _, r := range reqs {
+		if slices.Contains(strings.Split(r.path, "/"), "ciliumendpoints") {
+			t.Errorf("agent request %s %s", r.method, r.path)
+		}
+	}
+	if len(reqs) == 0 {
+		t.Error("no agent request logged")
 	}
 }
