@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
 
 	"github.com/stampede-sim/stampede/controlplane"
 	"github.com/stampede-sim/stampede/internal/identity"
@@ -419,4 +421,39 @@ func TestSlimCESIdentityGCKeepsIdentitiesInSlices(t *testing.T) {
 
 func slicesOf(m map[string]bool) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// Bad CES source settings fail Run with the field or option named, before
+// anything reaches the API server.
+func TestSlimCESConfigErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		mode   scenarios.Mode
+		source string
+		edit   func(*scenarios.Scenario)
+		want   string
+	}{
+		{"identity slicing", scenarios.ModeCES, controlplane.CESSourcePods, func(s *scenarios.Scenario) { s.ControlPlane.CES.SliceMode = scenarios.SliceModeIdentity },
+			"controlPlane.ces.sliceMode"},
+		{"unknown source", scenarios.ModeCES, "endpoints", func(*scenarios.Scenario) {}, `unknown CES source "endpoints"`},
+		{"pods in crd mode", scenarios.ModeCRD, controlplane.CESSourcePods, func(*scenarios.Scenario) {}, "need mode ces or operator"},
+		{"bad label filter", scenarios.ModeCES, controlplane.CESSourcePods, func(s *scenarios.Scenario) { s.Agent.LabelFilter = []string{"k8s:(["} },
+			"agent.labelFilter"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sc, err := scenarios.Builtin("relabel-small")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.edit(sc)
+			err = controlplane.Run(t.Context(), controlplane.Config{Mode: tt.mode, Scenario: sc, REST: &rest.Config{Host: "http://127.0.0.1:1"}, CESSource: tt.source})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Run = %v, want an error containing %q", err, tt.want)
+			}
+			if g := runGoroutines(); g != "" {
+				t.Fatalf("Run returned with its goroutines still running:\n%s", g)
+			}
+		})
+	}
 }
