@@ -302,7 +302,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
-	a.ensureCiliumNode(ctx) // ciliumnode.go
+	goRun(a.ensureCiliumNode) // ciliumnode.go
 	var syncs []chan struct{}
 	a.startWatches(func(run func(context.Context), synced chan struct{}) {
 		syncs = append(syncs, synced)

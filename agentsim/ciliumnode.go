@@ -63,8 +63,8 @@ type ciliumNodeReadBack struct {
 // failure (nodediscovery.go backoffDuration, v1.19-v1.20).
 const ciliumNodeRetry = 500 * time.Millisecond
 
-// ensureCiliumNode creates or updates the agent's own CiliumNode before
-// its watches start, as cilium-agent's node discovery does at start-up
+// ensureCiliumNode creates or updates the agent's own CiliumNode at
+// start, as cilium-agent's node discovery does at start-up
 // (cilium/cilium pkg/nodediscovery/nodediscovery.go
 // updateCiliumNodeResource and mutateNodeResource, v1.19-v1.20, reached
 // from UpdateCiliumNodeResource in the daemon's start hook and from
@@ -74,7 +74,7 @@ const ciliumNodeRetry = 500 * time.Millisecond
 // carries the node's InternalIP in spec.addresses, its pod CIDR in
 // spec.ipam.podCIDRs and encryption key 0.
 //
-// Differences from Cilium, each worth at most a field of one request:
+// Differences from Cilium, each worth at most a field or one request:
 //   - Cilium's GET (K8sCiliumNodeWatcher.GetCiliumNode) reads the agent's
 //     CiliumNode store when that is initialised, and only otherwise asks
 //     the API server; here it always asks the API server.
@@ -87,8 +87,12 @@ const ciliumNodeRetry = 500 * time.Millisecond
 //     UID; Stampede's Nodes carry no labels), no health or ingress IP
 //     (neither endpoint is simulated), no CiliumInternalIP.
 //
-// Cilium exits after 10 failed attempts and its pod restarts and tries
-// again; the simulated agent keeps trying until ctx ends.
+// Cilium does this in the daemon's start hook and exits after 10 failed
+// attempts, so that its pod restarts and tries again; the simulated agent
+// does it beside its first lists and keeps trying until ctx ends, so that
+// an unreachable or overloaded API server delays neither its watches nor
+// their error counts. Its endpoints do not wait for it (Cilium's CRD IPAM
+// restoration does; Stampede models no IPAM).
 func (a *Agent) ensureCiliumNode(ctx context.Context) {
 	if a.kc == nil {
 		return

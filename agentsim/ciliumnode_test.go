@@ -35,6 +35,14 @@ func TestCiliumNodeCreatedByAgent(t *testing.T) {
 	cfg.REST = log.wrap(cfg.REST)
 	f := runFleet(t, ctx, cfg)
 	waitSynced(ctx, t, f)
+	// The agents write their CiliumNodes beside their first lists.
+	for len(c.list(ctx, pathCiliumNodes)) < len(c.topo.Nodes) || !c.ciliumNodeUpdated(ctx, stale) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("CiliumNodes: %d of %d", len(c.list(ctx, pathCiliumNodes)), len(c.topo.Nodes))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 
 	type cn struct {
 		Metadata struct {
@@ -135,4 +143,11 @@ func TestCiliumNodeFieldNames(t *testing.T) {
 	if string(b) != want {
 		t.Errorf("CiliumNode JSON:\n got %s\nwant %s", b, want)
 	}
+}
+
+// ciliumNodeUpdated says whether CiliumNode name no longer carries the
+// stale address the test left in it.
+func (c *testCluster) ciliumNodeUpdated(ctx context.Context, name string) bool {
+	raw, err := c.admin.do(ctx, http.MethodGet, pathCiliumNodes+"/"+name, "", nil, nil)
+	return err == nil && !strings.Contains(string(raw), "192.0.2.1")
 }

@@ -95,9 +95,11 @@ type cesSource interface {
 	endpointLocked(ns, name string) (coreCEP, bool)
 }
 
-// cesController packs CiliumEndpoints into CiliumEndpointSlices as
-// Cilium's operator does (cilium/cilium operator/pkg/ciliumendpointslice),
-// in one of its two slice modes (controlPlane.ces.sliceMode):
+// cesController packs endpoints into CiliumEndpointSlices as Cilium's
+// operator does (cilium/cilium operator/pkg/ciliumendpointslice): those of
+// CiliumEndpoints (ces_ceps.go, its default controller) or, in slim mode,
+// those of Pods (ces_pods.go, its slim controller), in one of its two
+// slice modes (controlPlane.ces.sliceMode; slim mode has FCFS only):
 //
 //   - fcfs, first come first served (manager.go cesManagerFcfs, the only
 //     mode from v1.18): a new endpoint goes into the fullest slice of its
