@@ -31,9 +31,11 @@ const (
 
 // AgentConfig configures one Agent. Fleet fills it for each node.
 type AgentConfig struct {
-	// Node is the node's name; NodeIP its InternalIP.
-	Node   string
-	NodeIP netip.Addr
+	// Node is the node's name; NodeIP its InternalIP; PodCIDR the pod
+	// CIDR of its Node object (written into its CiliumNode).
+	Node    string
+	NodeIP  netip.Addr
+	PodCIDR netip.Prefix
 	// Mode is the mode's name, shown in status and metrics.
 	Mode scenarios.Mode
 	// Axes decide what the agent does (xds agents are built by
@@ -81,6 +83,9 @@ type AgentConfig struct {
 	// Workers, if set, replaces Knobs.EndpointWorkers, the number of
 	// endpoints synchronised concurrently.
 	Workers int
+	// NoCEPWrites: the agent makes no CiliumEndpoint request of any verb
+	// but keeps its watches (slim CiliumEndpointSlices; see syncCEP).
+	NoCEPWrites bool
 }
 
 func (c *AgentConfig) setDefaults() {
@@ -309,6 +314,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
+	goRun(a.ensureCiliumNode) // ciliumnode.go
 	var syncs []chan struct{}
 	a.startWatches(func(run func(context.Context), synced chan struct{}) {
 		syncs = append(syncs, synced)

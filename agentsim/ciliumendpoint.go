@@ -110,8 +110,17 @@ func (a *Agent) endpointStatus(p *localPod) EndpointStatus {
 //     again; another failure too, and is retried.
 //
 // In kvstore mode the endpoint's ipcache entry is written to the kvstore
-// first; with agent.disableEndpointCRD nothing is written to the API
-// server.
+// first; with agent.disableEndpointCRD or NoCEPWrites nothing is written
+// to the API server.
+//
+// NoCEPWrites is --disable-endpoint-crd as cilium/cilium PR #45698 (merged
+// 2026, for pairing with the operator's ces-controller-mode=slim) made it:
+// the endpoint manager does not run EndpointSynchronizer.RunK8sCiliumEndpointSync
+// (pkg/endpointmanager/endpointsynchronizer.go) at all, so the agent makes
+// no CiliumEndpoint GET, create, patch or delete, while it keeps its
+// CiliumEndpointSlice watch (unlike agent.disableEndpointCRD here, which
+// models the flag before that PR and drops the endpoint watch too). The
+// endpoint still resolves its identity: only the write is skipped.
 func (a *Agent) syncCEP(ctx context.Context, k string) error {
 	a.mu.Lock()
 	p := a.eps.pods[k]
@@ -139,7 +148,7 @@ func (a *Agent) syncCEP(ctx context.Context, k string) error {
 		}
 		a.kv.releaseUnused(ctx, a.keysInUse())
 	}
-	if a.cfg.Knobs.DisableEndpointCRD {
+	if a.writesNoCEPs() {
 		a.cepSynced(k, id, "", state)
 		return nil
 	}
@@ -351,6 +360,12 @@ func (a *Agent) countCEPWrite(op string, err error) {
 	a.m.cepWrites.WithLabelValues(op, outcome).Inc()
 }
 
+// writesNoCEPs says whether the agent makes no CiliumEndpoint request
+// (agent.disableEndpointCRD, or NoCEPWrites: see syncCEP).
+func (a *Agent) writesNoCEPs() bool {
+	return a.cfg.Knobs.DisableEndpointCRD || a.cfg.NoCEPWrites
+}
+
 // deleteCEP deletes a removed pod's CiliumEndpoint (and kvstore entries)
 // with the object's uid as a precondition, so that it never deletes a
 // newer object of the same name, as Cilium's deleteCEP does
@@ -363,7 +378,7 @@ func (a *Agent) deleteCEP(ctx context.Context, k string, p *localPod) {
 	a.mu.Lock()
 	uid := p.cepUID
 	a.mu.Unlock()
-	if uid == "" || a.cfg.Knobs.DisableEndpointCRD {
+	if uid == "" || a.writesNoCEPs() {
 		return
 	}
 	body, err := json.Marshal(map[string]any{

@@ -151,6 +151,10 @@ func (c *testCluster) setup(ctx context.Context) {
 	for _, cnp := range policy.RenderAll(c.s.Policies, nss) {
 		c.post(ctx, "/apis/cilium.io/v2/namespaces/"+cnp.Metadata.Namespace+"/ciliumnetworkpolicies", cnp)
 	}
+	hostIP := map[string]string{}
+	for _, n := range c.topo.Nodes {
+		hostIP[n.Name] = n.IP.String()
+	}
 	c.parallel(len(c.topo.Pods), func(i int) {
 		p := c.topo.Pods[i]
 		c.post(ctx, "/api/v1/namespaces/"+p.Namespace+"/pods", map[string]any{
@@ -162,7 +166,7 @@ func (c *testCluster) setup(ctx context.Context) {
 			},
 		})
 		c.patch(ctx, "/api/v1/namespaces/"+p.Namespace+"/pods/"+p.Name+"/status", map[string]any{
-			"status": map[string]any{"phase": "Running", "podIP": p.IP.String(), "podIPs": []map[string]string{{"ip": p.IP.String()}}},
+			"status": map[string]any{"phase": "Running", "podIP": p.IP.String(), "podIPs": []map[string]string{{"ip": p.IP.String()}}, "hostIP": hostIP[p.Node]},
 		})
 	})
 }

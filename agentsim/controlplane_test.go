@@ -13,16 +13,20 @@ import (
 
 // startControlPlane runs the project's control plane (controlplane.Run) in
 // mode against the test cluster until the test's cleanup, and returns its
-// announcement.
-func (c *testCluster) startControlPlane(t *testing.T, mode scenarios.Mode) ready.Announcement {
+// announcement; edits change its Config.
+func (c *testCluster) startControlPlane(t *testing.T, mode scenarios.Mode, edits ...func(*controlplane.Config)) ready.Announcement {
 	t.Helper()
 	readyFile := filepath.Join(t.TempDir(), "cp.ready")
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
+	cfg := controlplane.Config{
+		Mode: mode, Scenario: c.s, REST: c.api.RESTConfig(), ReadyFile: readyFile, Logger: testLogger(t),
+	}
+	for _, e := range edits {
+		e(&cfg)
+	}
 	go func() {
-		errc <- controlplane.Run(ctx, controlplane.Config{
-			Mode: mode, Scenario: c.s, REST: c.api.RESTConfig(), ReadyFile: readyFile, Logger: testLogger(t),
-		})
+		errc <- controlplane.Run(ctx, cfg)
 	}()
 	t.Cleanup(func() {
 		cancel()

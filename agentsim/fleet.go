@@ -55,6 +55,9 @@ type Config struct {
 	// RegenInterval and Workers tune every agent (see AgentConfig).
 	RegenInterval time.Duration
 	Workers       int
+	// NoCEPWrites makes every agent write no CiliumEndpoints (see
+	// AgentConfig).
+	NoCEPWrites bool
 }
 
 // Fleet runs the agents of one shard in one process.
@@ -152,10 +155,10 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 			return nil, fmt.Errorf("agentsim: datapath of %s: %w", n.Name, err)
 		}
 		ac := AgentConfig{
-			Node: n.Name, NodeIP: n.IP, Mode: cfg.Mode, Axes: spec.Axes, Cluster: s.Cluster.Name,
+			Node: n.Name, NodeIP: n.IP, PodCIDR: n.PodCIDR, Mode: cfg.Mode, Axes: spec.Axes, Cluster: s.Cluster.Name,
 			Knobs: s.Agent, Release: s.Release(), Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
 			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
-			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers,
+			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers, NoCEPWrites: cfg.NoCEPWrites,
 			XDSStateOfTheWorld: s.ControlPlane.XDS.Delta != nil && !*s.ControlPlane.XDS.Delta,
 		}
 		var r runner

@@ -16,28 +16,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/stampede-sim/stampede/scenarios"
 )
-
-// slimCEP is the part of a CiliumEndpoint the CES controller copies.
-type slimCEP struct {
-	Metadata struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-	} `json:"metadata"`
-	Status struct {
-		Identity *struct {
-			ID int64 `json:"id"`
-		} `json:"identity,omitempty"`
-		Networking *cesNetworking `json:"networking,omitempty"`
-		Encryption *struct {
-			Key int `json:"key,omitempty"`
-		} `json:"encryption,omitempty"`
-	} `json:"status"`
-}
 
 // coreCEP is one endpoint of a CiliumEndpointSlice (cilium.io/v2alpha1
 // CoreCiliumEndpoint).
@@ -46,6 +28,18 @@ type coreCEP struct {
 	ID         int64          `json:"id"`
 	Networking *cesNetworking `json:"networking,omitempty"`
 	Encryption cesEncryption  `json:"encryption"`
+	// NamedPorts and ServiceAccount are filled by the slim source only
+	// (convertPodToCoreCEP); the CiliumEndpoint source leaves them out as
+	// the default controller's CiliumEndpoint conversion has none here.
+	NamedPorts     []cesNamedPort `json:"named-ports,omitempty"`
+	ServiceAccount string         `json:"service-account,omitempty"`
+}
+
+// cesNamedPort is a container port with a name (models.Port).
+type cesNamedPort struct {
+	Name     string `json:"name,omitempty"`
+	Port     uint16 `json:"port,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
 }
 
 type cesNetworking struct {
@@ -82,11 +76,30 @@ type cesConfig struct {
 	knobs  scenarios.CESKnobs
 	log    *slog.Logger
 	reg    prometheus.Registerer
+	// source is where slice members come from: CESSourceCEPs (default,
+	// Cilium's default CES controller) or CESSourcePods (its slim
+	// controller, ces_pods.go), which needs scenario.
+	source   string
+	scenario *scenarios.Scenario
 }
 
-// cesController packs CiliumEndpoints into CiliumEndpointSlices as
-// Cilium's operator does (cilium/cilium operator/pkg/ciliumendpointslice),
-// in one of its two slice modes (controlPlane.ces.sliceMode):
+// cesSource feeds a cesController with members (ces_ceps.go, ces_pods.go).
+type cesSource interface {
+	// start starts the source's informers, which place and remove
+	// members and mark slices dirty; it returns what must sync before
+	// the first write and a stop that shuts the informers down.
+	start(ctx context.Context) (synced []cache.InformerSynced, stop func(), err error)
+	// endpointLocked is the endpoint written for member name of
+	// namespace ns, false to leave it out of the slice for now (c.mu
+	// held).
+	endpointLocked(ns, name string) (coreCEP, bool)
+}
+
+// cesController packs endpoints into CiliumEndpointSlices as Cilium's
+// operator does (cilium/cilium operator/pkg/ciliumendpointslice): those of
+// CiliumEndpoints (ces_ceps.go, its default controller) or, in slim mode,
+// those of Pods (ces_pods.go, its slim controller), in one of its two
+// slice modes (controlPlane.ces.sliceMode; slim mode has FCFS only):
 //
 //   - fcfs, first come first served (manager.go cesManagerFcfs, the only
 //     mode from v1.18): a new endpoint goes into the fullest slice of its
@@ -107,6 +120,7 @@ type cesConfig struct {
 // the cluster's node count, which scenarios resolve from cluster.nodes).
 type cesController struct {
 	cfg     cesConfig
+	src     cesSource
 	limiter *rate.Limiter
 
 	mu     sync.Mutex
@@ -128,12 +142,29 @@ type slice struct {
 	members map[string]bool // CEP names
 	rv      string          // "" until created
 	since   time.Time       // oldest unsynced change
+	written []coreCEP       // the endpoints of the last successful write
 }
 
 func newCESController(cfg cesConfig) (*cesController, error) {
 	k := cfg.knobs
 	if k.SliceMode != scenarios.SliceModeFCFS && k.SliceMode != scenarios.SliceModeIdentity {
 		return nil, fmt.Errorf("controlPlane.ces.sliceMode: unknown slice mode %q", k.SliceMode)
+	}
+	if cfg.source == "" {
+		cfg.source = CESSourceCEPs
+	}
+	switch cfg.source {
+	case CESSourceCEPs:
+	case CESSourcePods:
+		if k.SliceMode != scenarios.SliceModeFCFS {
+			return nil, fmt.Errorf("controlPlane.ces.sliceMode: %q with CiliumEndpointSlices built from pods: Cilium's slim controller packs first come first served only (operator/pkg/ciliumendpointslice newSlimManager); use %q",
+				k.SliceMode, scenarios.SliceModeFCFS)
+		}
+		if cfg.scenario == nil {
+			return nil, errors.New("controlplane: the pods CES source needs the scenario")
+		}
+	default:
+		return nil, fmt.Errorf("controlplane: unknown CES source %q (want %s or %s)", cfg.source, CESSourceCEPs, CESSourcePods)
 	}
 	if k.MaxEndpointsPerSlice <= 0 || k.WriteQPS <= 0 || k.WriteBurst <= 0 || k.BatchInterval.Duration <= 0 {
 		return nil, fmt.Errorf("controlPlane.ces: maxEndpointsPerSlice, writeQPS, writeBurst and batchInterval must be positive (got %d, %v, %d, %v)",
@@ -153,6 +184,15 @@ func newCESController(cfg cesConfig) (*cesController, error) {
 			return nil, err
 		}
 	}
+	if cfg.source == CESSourcePods {
+		src, err := newPodSource(c)
+		if err != nil {
+			return nil, err
+		}
+		c.src = src
+	} else {
+		c.src = cepSource{c}
+	}
 	return c, nil
 }
 
@@ -167,47 +207,18 @@ func cesName() string {
 	return string(b)
 }
 
-func (c *cesController) upsert(o any, now time.Time) {
-	var cep slimCEP
-	if err := fromUnstructured(o, &cep); err != nil {
-		c.cfg.log.Warn("decode CiliumEndpoint", "error", err)
-		return
-	}
-	ns, name := cep.Metadata.Namespace, cep.Metadata.Name
-	core := coreCEP{Name: name, Networking: cep.Status.Networking}
-	if cep.Status.Identity != nil {
-		core.ID = cep.Status.Identity.ID
-	}
-	if cep.Status.Encryption != nil {
-		core.Encryption.Key = cep.Status.Encryption.Key
-	}
-	key := ns + "/" + name
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old, had := c.ceps[key]
-	c.ceps[key] = core
+// placeLocked puts a new member into a slice of its namespace (c.mu
+// held). FCFS: the fullest non-empty slice of the namespace that still
+// has room (manager.go getLargestAvailableCESForNamespace), the oldest on
+// ties. Identity: the same among the slices of the endpoint's identity id
+// (getLargestAvailableCESForIdentity). An emptied slice is never
+// refilled: Cilium forgets it at once and deletes it.
+func (c *cesController) placeLocked(ns, name string, id int64, now time.Time) {
 	byIdentity := c.cfg.knobs.SliceMode == scenarios.SliceModeIdentity
-	if sn, ok := c.member[key]; ok {
-		if !byIdentity || c.slices[sn].id == core.ID {
-			if !had || !equalCore(old, core) {
-				c.touch(sn, now)
-			}
-			return
-		}
-		// Identity mode: the endpoint leaves the slice of its old identity.
-		delete(c.slices[sn].members, name)
-		delete(c.member, key)
-		c.touch(sn, now)
-	}
-	// FCFS: the fullest non-empty slice of the namespace that still has
-	// room (manager.go getLargestAvailableCESForNamespace), the oldest on
-	// ties. Identity: the same among the slices of the endpoint's identity
-	// (getLargestAvailableCESForIdentity). An emptied slice is never
-	// refilled: Cilium forgets it at once and deletes it.
 	var target *slice
 	for _, sn := range c.byNS[ns] {
 		s := c.slices[sn]
-		if len(s.members) == 0 || (byIdentity && s.id != core.ID) {
+		if len(s.members) == 0 || (byIdentity && s.id != id) {
 			continue
 		}
 		if len(s.members) < c.cfg.knobs.MaxEndpointsPerSlice && (target == nil || len(s.members) > len(target.members)) {
@@ -219,30 +230,22 @@ func (c *cesController) upsert(o any, now time.Time) {
 		for c.slices[n] != nil {
 			n = cesName()
 		}
-		target = &slice{name: n, ns: ns, id: core.ID, members: map[string]bool{}}
+		target = &slice{name: n, ns: ns, id: id, members: map[string]bool{}}
 		c.slices[n] = target
 		c.byNS[ns] = append(c.byNS[ns], n)
 		c.nslices.Set(float64(len(c.slices)))
 	}
 	target.members[name] = true
-	c.member[key] = target.name
+	c.member[ns+"/"+name] = target.name
 	c.touch(target.name, now)
 }
 
-func (c *cesController) remove(o any, now time.Time) {
-	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = t.Obj
-	}
-	u, ok := o.(*unstructured.Unstructured)
-	if !ok {
-		return
-	}
-	key := u.GetNamespace() + "/" + u.GetName()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.ceps, key)
+// removeMemberLocked takes a member out of its slice, if it has one (c.mu
+// held).
+func (c *cesController) removeMemberLocked(ns, name string, now time.Time) {
+	key := ns + "/" + name
 	if s, ok := c.member[key]; ok {
-		delete(c.slices[s].members, u.GetName())
+		delete(c.slices[s].members, name)
 		delete(c.member, key)
 		c.touch(s, now)
 	}
@@ -256,7 +259,8 @@ func (c *cesController) touch(name string, now time.Time) {
 }
 
 func equalCore(a, b coreCEP) bool {
-	if a.Name != b.Name || a.ID != b.ID || a.Encryption != b.Encryption || (a.Networking == nil) != (b.Networking == nil) {
+	if a.Name != b.Name || a.ID != b.ID || a.Encryption != b.Encryption || (a.Networking == nil) != (b.Networking == nil) ||
+		a.ServiceAccount != b.ServiceAccount || !slices.Equal(a.NamedPorts, b.NamedPorts) {
 		return false
 	}
 	if a.Networking == nil {
@@ -266,22 +270,12 @@ func equalCore(a, b coreCEP) bool {
 }
 
 func (c *cesController) run(ctx context.Context) error {
-	f := dynamicinformer.NewDynamicSharedInformerFactory(c.cfg.kube.dyn, 0)
-	ceps := f.ForResource(gvrEndpoint).Informer()
-	if err := countEvents(ceps, c.cfg.events, "ciliumendpoints"); err != nil {
-		return err
-	}
-	reg, err := ceps.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { c.upsert(o, time.Now()) },
-		UpdateFunc: func(_, o any) { c.upsert(o, time.Now()) },
-		DeleteFunc: func(o any) { c.remove(o, time.Now()) },
-	})
+	synced, stop, err := c.src.start(ctx)
 	if err != nil {
 		return err
 	}
-	f.Start(ctx.Done())
-	defer f.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+	defer stop()
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil
 	}
 	if err := c.adoptExisting(ctx); err != nil {
@@ -352,17 +346,28 @@ func (c *cesController) write(ctx context.Context, name string) error {
 	}
 	delete(c.dirty, name)
 	since := s.since
-	obj := ciliumEndpointSlice{APIVersion: "cilium.io/v2alpha1", Kind: "CiliumEndpointSlice", Metadata: cesMeta{Name: name, ResourceVersion: s.rv}, Namespace: s.ns}
+	obj := ciliumEndpointSlice{APIVersion: "cilium.io/v2alpha1", Kind: "CiliumEndpointSlice", Metadata: cesMeta{Name: name, ResourceVersion: s.rv}, Namespace: s.ns,
+		Endpoints: []coreCEP{}}
 	members := make([]string, 0, len(s.members))
 	for m := range s.members {
 		members = append(members, m)
 	}
 	slices.Sort(members)
 	for _, m := range members {
-		obj.Endpoints = append(obj.Endpoints, c.ceps[s.ns+"/"+m])
+		if e, ok := c.src.endpointLocked(s.ns, m); ok {
+			obj.Endpoints = append(obj.Endpoints, e)
+		}
 	}
 	empty := len(members) == 0
 	created := s.rv != ""
+	// A slice whose members cannot be written yet (the slim source's
+	// pods without a known identity or CiliumNode) is not created until
+	// one can; one equal to what was last written is not written again
+	// (Cilium's reconciler compares with the slice it holds).
+	if !empty && (len(obj.Endpoints) == 0 && !created || created && slices.EqualFunc(obj.Endpoints, s.written, equalCore)) {
+		c.mu.Unlock()
+		return nil
+	}
 	if empty {
 		delete(c.slices, name)
 		c.byNS[s.ns] = slices.DeleteFunc(c.byNS[s.ns], func(x string) bool { return x == name })
@@ -419,6 +424,7 @@ func (c *cesController) write(ctx context.Context, name string) error {
 	c.lag.Observe(time.Since(since).Seconds())
 	if s := c.slices[name]; s != nil && out != nil {
 		s.rv = out.GetResourceVersion()
+		s.written = obj.Endpoints
 	}
 	return nil
 }

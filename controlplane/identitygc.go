@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,15 +30,22 @@ type identityGCConfig struct {
 	// rateInterval and rateLimit bound deletions (gcLimiter).
 	rateInterval time.Duration
 	rateLimit    int
-	now          func() time.Time
-	log          *slog.Logger
-	reg          prometheus.Registerer
+	// slices: CiliumEndpointSlices are on, so an identity a slice member
+	// carries is alive too.
+	slices bool
+	now    func() time.Time
+	log    *slog.Logger
+	reg    prometheus.Registerer
 }
 
 // identityGC garbage-collects CiliumIdentities as Cilium's operator does in
 // CRD mode (cilium/cilium operator/identitygc/crd_gc.go, heartbeat.go):
-// every interval, an identity that some CiliumEndpoint uses is marked
-// alive; one not marked alive for the heartbeat timeout is first annotated
+// every interval, an identity that some CiliumEndpoint uses, or, with
+// CiliumEndpointSlices on, some slice member carries (crd_gc.go gc with
+// enable-cilium-endpoint-slice: usedIdentitiesInCESs over the operator's
+// CiliumEndpointSlice store), is marked alive; without the slices, agents
+// that write no CiliumEndpoints (slim slices) would have every identity in
+// use deleted. One not marked alive for the heartbeat timeout is first annotated
 // with io.cilium.heartbeat (marked for deletion) and, if it is still unused
 // and expired at a later run, deleted with UID and resourceVersion
 // preconditions, at most rateLimit in each rateInterval window (gcLimiter).
@@ -110,9 +118,18 @@ func (g *identityGC) run(ctx context.Context) error {
 	if err := ceps.AddIndexers(cache.Indexers{"identity": cepIdentityIndex}); err != nil {
 		return err
 	}
+	synced := []cache.InformerSynced{cidsReg.HasSynced, ceps.HasSynced}
+	var inSlices cache.Store
+	if g.cfg.slices {
+		ces := f.ForResource(gvrSlice).Informer()
+		if err := countEvents(ces, g.cfg.events, "ciliumendpointslices"); err != nil {
+			return err
+		}
+		synced, inSlices = append(synced, ces.HasSynced), ces.GetStore()
+	}
 	f.Start(ctx.Done())
 	defer f.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), cidsReg.HasSynced, ceps.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil
 	}
 	t := time.NewTicker(g.cfg.interval)
@@ -123,7 +140,7 @@ func (g *identityGC) run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if err := g.gc(ctx, cids.GetStore(), ceps.GetIndexer()); err != nil && ctx.Err() == nil {
+		if err := g.gc(ctx, cids.GetStore(), ceps.GetIndexer(), usedInSlices(inSlices)); err != nil && ctx.Err() == nil {
 			g.errs.Inc()
 			g.cfg.log.Warn("identity gc", "error", err)
 		}
@@ -153,8 +170,34 @@ func cepIdentityIndex(o any) ([]string, error) {
 	return []string{fmt.Sprint(id)}, nil
 }
 
-// gc is one run over every identity.
-func (g *identityGC) gc(ctx context.Context, cids cache.Store, ceps cache.Indexer) error {
+// usedInSlices is the set of identity names that members of the
+// CiliumEndpointSlices in store carry (crd_gc.go usedIdentitiesInCESs);
+// nil store, nil set.
+func usedInSlices(store cache.Store) map[string]bool {
+	if store == nil {
+		return nil
+	}
+	used := map[string]bool{}
+	for _, o := range store.List() {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		eps, _, _ := unstructured.NestedSlice(u.Object, "endpoints")
+		for _, e := range eps {
+			if m, ok := e.(map[string]any); ok {
+				if id, ok, _ := unstructured.NestedInt64(m, "id"); ok {
+					used[strconv.FormatInt(id, 10)] = true
+				}
+			}
+		}
+	}
+	return used
+}
+
+// gc is one run over every identity; inSlices holds the identities slice
+// members carry.
+func (g *identityGC) gc(ctx context.Context, cids cache.Store, ceps cache.Indexer, inSlices map[string]bool) error {
 	g.runs.Inc()
 	now := g.cfg.now()
 	alive := 0
@@ -169,7 +212,7 @@ func (g *identityGC) gc(ctx context.Context, cids cache.Store, ceps cache.Indexe
 		if err != nil {
 			return fmt.Errorf("look up endpoints of identity %s: %w", name, err)
 		}
-		if len(used) > 0 {
+		if len(used) > 0 || inSlices[name] {
 			g.markAlive(name, now)
 			alive++
 			continue

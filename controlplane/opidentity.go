@@ -103,19 +103,13 @@ func (o *operatorIdentities) sawCID(obj any) {
 	if !ok {
 		return
 	}
-	id, err := identity.ParseID(u.GetName())
-	if err != nil {
-		return
-	}
-	sl, _, _ := unstructured.NestedStringMap(u.Object, "security-labels")
-	l, err := identity.FromSecurityLabels(sl)
+	id, key, err := cidLabelKey(u)
 	if err != nil {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.used[id] = true
-	key := l.Key()
 	if _, ok := o.known[key]; !ok {
 		o.known[key] = id
 	}
@@ -144,15 +138,41 @@ func (o *operatorIdentities) goneCID(obj any) {
 	}
 }
 
+// podIdentityLabels is the identity label set of pod p in namespace ns,
+// as Cilium's operator computes it from the pod and namespace labels
+// (operator/pkg/ciliumidentity GetRelevantLabelsForPod). Both of the
+// operator's readers of pods use it, the identity controller
+// (operatorIdentities) and the slim CiliumEndpointSlice source (ces_pods.go,
+// getPodCIDKey calls the same Cilium function), so that the two cannot
+// disagree on a pod's label key.
+func podIdentityLabels(f *identity.Filter, cluster string, p *corev1.Pod, ns *corev1.Namespace) identity.Labels {
+	return identity.PodLabels(f, identity.PodInfo{
+		Cluster: cluster, Namespace: p.Namespace, ServiceAccount: p.Spec.ServiceAccountName,
+		PodLabels: p.Labels, NamespaceLabels: ns.Labels,
+	}, nil)
+}
+
+// cidLabelKey is a CiliumIdentity's numeric ID and the label key of its
+// security labels, comparable with podIdentityLabels(...).Key().
+func cidLabelKey(u *unstructured.Unstructured) (identity.ID, string, error) {
+	id, err := identity.ParseID(u.GetName())
+	if err != nil {
+		return 0, "", err
+	}
+	sl, _, _ := unstructured.NestedStringMap(u.Object, "security-labels")
+	l, err := identity.FromSecurityLabels(sl)
+	if err != nil {
+		return 0, "", fmt.Errorf("identity %d: %w", id, err)
+	}
+	return id, l.Key(), nil
+}
+
 // need records the identity labels of a pod.
 func (o *operatorIdentities) need(p *corev1.Pod, ns *corev1.Namespace) {
 	if p.Spec.NodeName == "" {
 		return
 	}
-	l := identity.PodLabels(o.filter, identity.PodInfo{
-		Cluster: o.cfg.scenario.Cluster.Name, Namespace: p.Namespace, ServiceAccount: p.Spec.ServiceAccountName,
-		PodLabels: p.Labels, NamespaceLabels: ns.Labels,
-	}, nil)
+	l := podIdentityLabels(o.filter, o.cfg.scenario.Cluster.Name, p, ns)
 	key := l.Key()
 	o.mu.Lock()
 	_, known := o.known[key]

@@ -47,10 +47,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// CESSource is where CiliumEndpointSlices are built from:
+	// CESSourceCEPs (Cilium's default CES controller) or CESSourcePods (its
+	// slim controller, ces-controller-mode=slim: from Pods, for agents that
+	// write no CiliumEndpoints). Empty: as the mode's endpoints axis says
+	// (ces: CEPs, ces-slim: Pods; none otherwise). Tests set it to run the
+	// slim source under another mode's identities.
+	CESSource string
 
 	// axes are Mode's, set by validate.
 	axes scenarios.Axes
 }
+
+// Values of Config.CESSource.
+const (
+	CESSourceCEPs = "ceps"
+	CESSourcePods = "pods"
+)
 
 func (c *Config) validate() error {
 	if c.Scenario == nil {
@@ -69,10 +82,16 @@ func (c *Config) validate() error {
 	if c.axes.Identity == scenarios.IdentityKVStore && len(c.KVStore) == 0 {
 		return fmt.Errorf("controlplane: mode %s has kvstore identities and needs the etcd URL (--kvstore)", c.Mode)
 	}
-	if c.axes.CESSource() == "pods" {
-		// The slim CES source (controlplane/ces_pods.go) is wired by the
-		// lead when it lands; the CEP source would build nothing.
-		return fmt.Errorf("controlplane: mode %s: its components are not wired yet (slim CiliumEndpointSlices from Pods)", c.Mode)
+	switch c.CESSource {
+	case "":
+		c.CESSource = c.axes.CESSource()
+	case CESSourceCEPs:
+	case CESSourcePods:
+		if c.axes.Identity != scenarios.IdentityAgent && c.axes.Identity != scenarios.IdentityOperator {
+			return fmt.Errorf("controlplane: CiliumEndpointSlices from pods need CiliumIdentity objects (agent or operator identities), not mode %s (%s)", c.Mode, c.axes)
+		}
+	default:
+		return fmt.Errorf("controlplane: unknown CES source %q (want %s or %s)", c.CESSource, CESSourceCEPs, CESSourcePods)
 	}
 	if c.XDSListen == "" {
 		c.XDSListen = "127.0.0.1:0"
@@ -173,14 +192,15 @@ func build(cfg Config, reg *prometheus.Registry) (_ *process, err error) {
 		p.add("kvstore identity gc", gc.run)
 		return p, nil
 	}
+	withCES := cfg.CESSource != ""
 	gc, err := newIdentityGC(identityGCConfig{events: events, kube: k, interval: knobs.IdentityGC.Interval.Duration, timeout: knobs.IdentityGC.HeartbeatTimeout.Duration,
-		rateInterval: knobs.IdentityGC.RateInterval.Duration, rateLimit: knobs.IdentityGC.RateLimit, now: cfg.Now, log: p.log, reg: reg})
+		rateInterval: knobs.IdentityGC.RateInterval.Duration, rateLimit: knobs.IdentityGC.RateLimit, slices: withCES, now: cfg.Now, log: p.log, reg: reg})
 	if err != nil {
 		return nil, err
 	}
 	p.add("identity gc", gc.run)
-	if cfg.axes.CESSource() == "ceps" {
-		ces, err := newCESController(cesConfig{events: events, kube: k, knobs: knobs.CES, log: p.log, reg: reg})
+	if withCES {
+		ces, err := newCESController(cesConfig{events: events, kube: k, knobs: knobs.CES, log: p.log, reg: reg, source: cfg.CESSource, scenario: cfg.Scenario})
 		if err != nil {
 			return nil, err
 		}
