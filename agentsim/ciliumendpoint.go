@@ -361,9 +361,10 @@ func (a *Agent) countCEPWrite(op string, err error) {
 }
 
 // writesNoCEPs says whether the agent makes no CiliumEndpoint request
-// (agent.disableEndpointCRD, or NoCEPWrites: see syncCEP).
+// (agent.disableEndpointCRD, endpoints ces-slim, or NoCEPWrites: see
+// syncCEP).
 func (a *Agent) writesNoCEPs() bool {
-	return a.cfg.Knobs.DisableEndpointCRD || a.cfg.NoCEPWrites
+	return a.cfg.NoCEPWrites || !a.cfg.Axes.AgentsWriteCEPs(a.cfg.Knobs.DisableEndpointCRD)
 }
 
 // deleteCEP deletes a removed pod's CiliumEndpoint (and kvstore entries)

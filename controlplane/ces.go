@@ -28,11 +28,10 @@ type coreCEP struct {
 	ID         int64          `json:"id"`
 	Networking *cesNetworking `json:"networking,omitempty"`
 	Encryption cesEncryption  `json:"encryption"`
-	// NamedPorts and ServiceAccount are filled by the slim source only
-	// (convertPodToCoreCEP); the CiliumEndpoint source leaves them out as
-	// the default controller's CiliumEndpoint conversion has none here.
-	NamedPorts     []cesNamedPort `json:"named-ports,omitempty"`
-	ServiceAccount string         `json:"service-account,omitempty"`
+	// NamedPorts are filled by the slim source only (convertPodToCoreCEP);
+	// the CiliumEndpoint source leaves them out as the default
+	// controller's CiliumEndpoint conversion has none here.
+	NamedPorts []cesNamedPort `json:"named-ports,omitempty"`
 }
 
 // cesNamedPort is a container port with a name (models.Port).
@@ -260,7 +259,7 @@ func (c *cesController) touch(name string, now time.Time) {
 
 func equalCore(a, b coreCEP) bool {
 	if a.Name != b.Name || a.ID != b.ID || a.Encryption != b.Encryption || (a.Networking == nil) != (b.Networking == nil) ||
-		a.ServiceAccount != b.ServiceAccount || !slices.Equal(a.NamedPorts, b.NamedPorts) {
+		!slices.Equal(a.NamedPorts, b.NamedPorts) {
 		return false
 	}
 	if a.Networking == nil {

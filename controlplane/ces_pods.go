@@ -395,7 +395,12 @@ func (s *podSource) endpointLocked(ns, name string) (coreCEP, bool) {
 	if !ok {
 		return coreCEP{}, false
 	}
-	e := coreCEP{Name: p.Name, ID: int64(ch.selected), Networking: nw, Encryption: cesEncryption{Key: key}, ServiceAccount: p.Spec.ServiceAccountName}
+	// Cilium's convertPodToCoreCEP also fills the pod's service account
+	// ("service-account"). The CiliumEndpointSlice CRD Stampede's objects
+	// are checked against (../shared/reference/cilium-crds) predates that
+	// field: a kube-apiserver with that CRD prunes it, and Stampede's
+	// objects must be valid against it, so it is left out.
+	e := coreCEP{Name: p.Name, ID: int64(ch.selected), Networking: nw, Encryption: cesEncryption{Key: key}}
 	for _, ctr := range p.Spec.Containers {
 		for _, port := range ctr.Ports {
 			switch {

@@ -655,12 +655,11 @@ func metricsURL(ep string) string {
 var ErrNotWired = errors.New("its components are not wired yet")
 
 // runnable refuses modes whose components are not wired into the harness
-// yet: slim CiliumEndpointSlices (the operator's pod source and agents
-// without CiliumEndpoints) and the mesh read path (the replicas and the
-// agents' mirror client) come with the rest of issue 22. Running them
-// without would measure a cluster that never converges.
+// yet: the mesh read path (the replicas and the agents' mirror client)
+// comes with the rest of issue 22. Running it without would measure a
+// cluster that never converges.
 func runnable(m scenarios.ModeSpec) error {
-	if m.Endpoints == scenarios.EndpointsCESSlim || m.HasMesh() {
+	if m.HasMesh() {
 		return fmt.Errorf("mode %s: %w (%s)", m.Name, ErrNotWired, m.Axes)
 	}
 	return nil

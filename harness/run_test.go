@@ -190,7 +190,7 @@ cluster:
   nodes: 2
   namespaces: [{name: a}]
   workloads: {deploymentsPerNamespace: 1, replicas: 1}
-modes: [crd, ces-slim, {name: mesh-ces, identity: operator, endpoints: ces, readPath: mesh}]
+modes: [crd, ces-slim, mesh, {name: mesh-ces, identity: operator, endpoints: ces, readPath: mesh}]
 steps: [{setup: {}}]
 `))
 	if err != nil {
@@ -200,7 +200,7 @@ steps: [{setup: {}}]
 		mode scenarios.Mode
 		want string
 	}{
-		{scenarios.ModeCESSlim, "mode ces-slim: its components are not wired yet"},
+		{scenarios.ModeMesh, "mode mesh: its components are not wired yet"},
 		{"mesh-ces", "mode mesh-ces: its components are not wired yet"},
 	} {
 		cfg := Config{Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCRD, tc.mode}, Out: t.TempDir()}
@@ -209,8 +209,8 @@ steps: [{setup: {}}]
 			t.Errorf("%s: got %v, want %q", tc.mode, err, tc.want)
 		}
 	}
-	cfg := Config{Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCRD}, Out: t.TempDir()}
+	cfg := Config{Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCRD, scenarios.ModeCESSlim}, Out: t.TempDir()}
 	if err := cfg.defaults(); err != nil {
-		t.Errorf("crd alone: %v", err)
+		t.Errorf("crd and ces-slim: %v", err)
 	}
 }
