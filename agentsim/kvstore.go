@@ -19,9 +19,16 @@ import (
 	"github.com/stampede-sim/stampede/internal/identity"
 )
 
-// IPIdentityPair is the JSON value of an ipcache key, as Cilium's
-// identity.IPIdentityPair marshals it.
-type IPIdentityPair struct {
+// IPIdentityPair is the JSON value of an ipcache key (the shared
+// definition; the mesh mirror writes it, agents read it).
+type IPIdentityPair = agentcontract.IPIdentityPair
+
+// kvIPValue is the ipcache value kvstore-mode agents write, as
+// identity.IPIdentityPair marshalled in the releases kvstore mode follows
+// (cilium/cilium pkg/identity/identity.go before K8sPodUID and
+// K8sServiceAccount were added): Mask without omitempty, written as null.
+// Readers decode it with IPIdentityPair.
+type kvIPValue struct {
 	IP           net.IP     `json:"IP"`
 	Mask         net.IPMask `json:"Mask"`
 	HostIP       net.IP     `json:"HostIP"`
@@ -377,7 +384,7 @@ func (k *kvClient) putIP(ctx context.Context, ip netip.Addr, id identity.ID, ns,
 
 // ipValue is the JSON of an ipcache entry this node writes.
 func (k *kvClient) ipValue(ip netip.Addr, e kvIPEntry) (string, error) {
-	pair := IPIdentityPair{
+	pair := kvIPValue{
 		IP: net.IP(ip.AsSlice()), ID: uint32(e.id),
 		Metadata:     "cilium-global:default:" + k.a.cfg.Node,
 		K8sNamespace: e.ns, K8sPodName: e.pod,
