@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,6 +97,7 @@ type Server struct {
 	clientURL string
 	dataDir   string // the directory in use
 	clusterID uint64
+	closeOnce sync.Once
 }
 
 // Start starts etcd and returns once it serves clients.
@@ -186,11 +188,15 @@ func (s *Server) DataDir() string { return s.dataDir }
 
 // Close stops etcd and waits for it; an ephemeral data directory is
 // removed.
+// Close may be called more than once (a test kills a server it also
+// cleans up).
 func (s *Server) Close() {
-	s.etcd.Close()
-	if s.cfg.Ephemeral {
-		_ = os.RemoveAll(s.dataDir)
-	}
+	s.closeOnce.Do(func() {
+		s.etcd.Close()
+		if s.cfg.Ephemeral {
+			_ = os.RemoveAll(s.dataDir)
+		}
+	})
 }
 
 // RunConfig is the process around the server: where its diagnostics
