@@ -15,8 +15,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 
 	etcdserver "github.com/stampede-sim/stampede/controlplane/etcd"
+	"github.com/stampede-sim/stampede/controlplane/mesh"
+	"github.com/stampede-sim/stampede/fakeapi"
 	"github.com/stampede-sim/stampede/internal/agentcontract"
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
@@ -362,4 +368,113 @@ func TestMeshClientClusterIDChange(t *testing.T) {
 	if m.failovers.Load() == 0 {
 		t.Error("the cluster ID change was not handled as a reconnect")
 	}
+}
+
+// TestMeshClientFailoverWithMirrors runs the whole read path: two
+// mirrors (controlplane/mesh) fill two etcds from one API server; the
+// agent reads from replica 0; replica 0 dies (mirror and etcd) and, while
+// the agent moves, an endpoint is deleted and an identity created on the
+// API server. The agent ends with replica 1's content, which is the API
+// server's.
+func TestMeshClientFailoverWithMirrors(t *testing.T) {
+	api, err := fakeapi.New(fakeapi.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithCancel(context.Background())
+	if err := api.Start(actx); err != nil {
+		acancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { acancel(); api.Close() })
+	dyn, err := dynamic.NewForConfig(api.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvrNS := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	gvrCID := schema.GroupVersionResource{Group: "cilium.io", Version: "v2", Resource: "ciliumidentities"}
+	gvrCEP := schema.GroupVersionResource{Group: "cilium.io", Version: "v2", Resource: "ciliumendpoints"}
+	create := func(gvr schema.GroupVersionResource, ns string, obj map[string]any) {
+		t.Helper()
+		r := dyn.Resource(gvr)
+		var err error
+		if ns != "" {
+			_, err = r.Namespace(ns).Create(t.Context(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+		} else {
+			_, err = r.Create(t.Context(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cid := func(id int) map[string]any {
+		return map[string]any{"apiVersion": "cilium.io/v2", "kind": "CiliumIdentity", "metadata": map[string]any{"name": fmt.Sprint(id)},
+			"security-labels": map[string]any{"k8s:app": fmt.Sprint("a", id), "k8s:io.kubernetes.pod.namespace": "ns"}}
+	}
+	create(gvrNS, "", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "ns"}})
+	for i := 1; i <= 3; i++ {
+		create(gvrCID, "", cid(70000+i))
+		create(gvrCEP, "ns", map[string]any{"apiVersion": "cilium.io/v2", "kind": "CiliumEndpoint", "metadata": map[string]any{"name": fmt.Sprint("p", i), "namespace": "ns"},
+			"status": map[string]any{"identity": map[string]any{"id": int64(70000 + i)},
+				"networking": map[string]any{"addressing": []any{map[string]any{"ipv4": fmt.Sprint("10.0.0.", i)}}, "node": "192.168.0.1"}}})
+	}
+
+	replicas := []*meshReplica{startMeshReplica(t, 0), startMeshReplica(t, 1)}
+	stops := make([]func(), len(replicas))
+	for i, r := range replicas {
+		mr, err := mesh.New(mesh.Config{Replica: i, Cluster: "c1", Source: mesh.SourceCEP, Kube: dyn, Etcd: r.cli})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- mr.Run(ctx) }()
+		var once sync.Once
+		stops[i] = func() {
+			once.Do(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("mirror %d: %v", i, err)
+				}
+			})
+		}
+		t.Cleanup(stops[i])
+		waitMesh(t, fmt.Sprint("mirror ", i), func() error {
+			if !mr.Synced() {
+				return fmt.Errorf("not synced")
+			}
+			return nil
+		})
+	}
+
+	a := newMeshTestAgent(t)
+	m, err := newMeshClient(a, meshConfig{Replicas: []string{replicas[0].srv.ClientURL(), replicas[1].srv.ClientURL()}, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runMeshClient(t, m)
+	waitMesh(t, "state of replica 0", sameState(a, replicas[0], t))
+	if s := agentMeshState(a); len(s.IPs) != 3 || len(s.IDs) != 3 {
+		t.Fatalf("agent holds %d entries and %d identities, want 3 and 3", len(s.IPs), len(s.IDs))
+	}
+
+	stops[0]()
+	replicas[0].srv.Close()
+	if err := dyn.Resource(gvrCEP).Namespace("ns").Delete(t.Context(), "p2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	create(gvrCID, "", cid(70004))
+	waitMesh(t, "replica 1 follows the API server", func() error {
+		s := replicas[1].state(t, "c1")
+		if _, ok := s.IPs["10.0.0.2"]; ok || len(s.IDs) != 4 {
+			return fmt.Errorf("replica 1: %d identities, entries %v", len(s.IDs), s.IPs)
+		}
+		return nil
+	})
+	waitMesh(t, "agent on replica 1 with its content", func() error {
+		if m.current() != 1 {
+			return fmt.Errorf("on replica %d", m.current())
+		}
+		return sameState(a, replicas[1], t)()
+	})
 }

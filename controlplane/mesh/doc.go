@@ -20,8 +20,9 @@
 // namespace is exported, as unannotated ones are).
 //
 // Lifecycle: New validates the Config and registers the metrics; Run
-// grants the lease, writes, and returns when its context ends (revoking
-// the lease, so the keys go) or when the lease is lost. The caller owns
+// grants the lease, writes, and returns when its context ends (the lease
+// is left to expire: readers keep the keys until they move to another
+// replica) or when the lease is lost. The caller owns
 // and closes the etcd client. Run (run.go) is the whole `stampede mesh`
 // process, served by internal/daemon.
 package mesh

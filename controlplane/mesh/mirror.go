@@ -180,21 +180,21 @@ func (m *Mirror) Synced() bool {
 
 // Run mirrors until ctx ends. It grants the lease, writes the cluster
 // configuration, starts the informers and writers and the heartbeat, and
-// returns nil when ctx ends, or an error when the lease cannot be had or
-// is lost (the keys are gone with it: the replica must start again, as a
-// clustermesh-apiserver whose etcd session ends exits).
+// returns nil when ctx ends (leaving the lease to expire), or an error
+// when the lease cannot be had or is lost (the keys are gone with it: the
+// replica must start again).
 func (m *Mirror) Run(ctx context.Context) error {
 	cfg := m.cfg
 	sess, err := concurrency.NewSession(cfg.Etcd, concurrency.WithTTL(int(cfg.LeaseTTL.Seconds())), concurrency.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("mesh: etcd lease: %w", err)
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_, _ = cfg.Etcd.Revoke(rctx, sess.Lease())
-		cancel()
-		sess.Orphan()
-	}()
+	// At exit the lease is left to expire, not revoked: agents reading
+	// this replica keep its keys until they notice the replica is gone
+	// and list another one, instead of seeing every key deleted first.
+	// With the replica's etcd gone too (both containers of a pod, both
+	// processes of a Stampede replica) the keys go with it.
+	defer sess.Orphan()
 	lease := sess.Lease()
 
 	// The cluster configuration, at start (cmutils.EnforceClusterConfig in

@@ -52,9 +52,9 @@ func TestRunAnnouncesAndMirrors(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	// The lease is revoked at exit: the replica's keys go with it.
-	resp, err := cli.Get(t.Context(), "cilium/", clientv3.WithPrefix())
-	if err != nil || len(resp.Kvs) != 0 {
-		t.Errorf("after exit: %d keys, %v; want none", len(resp.Kvs), err)
+	// At exit the keys stay, on a lease left to expire.
+	resp, err := cli.Get(t.Context(), agentcontract.KVHeartbeatKey)
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+		t.Errorf("after exit: heartbeat %v, %v; want it kept, on a lease", resp, err)
 	}
 }
