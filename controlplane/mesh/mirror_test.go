@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
@@ -214,7 +215,8 @@ func TestMirrorGolden(t *testing.T) {
 			dyn := startAPI(t)
 			seed(t, dyn)
 			cli := startEtcd(t)
-			runMirror(t, Config{Source: src, Kube: dyn, Etcd: cli, Cluster: "c1"})
+			reg := prometheus.NewRegistry()
+			runMirror(t, Config{Replica: 3, Source: src, Kube: dyn, Etcd: cli, Cluster: "c1", Registerer: reg})
 			got, kvs := dump(t, cli)
 			golden := filepath.Join("testdata", "mirror-"+string(src)+".golden")
 			if *update {
@@ -230,6 +232,7 @@ func TestMirrorGolden(t *testing.T) {
 				t.Errorf("keys (-want +got):\n%s", d)
 			}
 			checkFields(t, kvs)
+			checkMetrics(t, reg)
 			checkCanaries(t, kvs, "c1")
 			for _, x := range kvs {
 				if x.lease == 0 {
@@ -296,6 +299,42 @@ func checkCanaries(t *testing.T, kvs []*kv, cluster string) {
 			if strings.HasPrefix(x.key, prefix) && x.create > kvs[i].create {
 				t.Errorf("%s was created after the canary %s", x.key, key)
 			}
+		}
+	}
+}
+
+// checkMetrics: every prefix's writes were timed from event receipt to
+// acknowledgement and counted, under the replica's label.
+func checkMetrics(t *testing.T, reg *prometheus.Registry) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := map[string]uint64{}
+	puts := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["replica"] != "3" {
+				t.Errorf("%s without replica label 3: %v", mf.GetName(), labels)
+			}
+			switch mf.GetName() {
+			case "stampede_mesh_apply_seconds":
+				applied[labels["prefix"]] = m.GetHistogram().GetSampleCount()
+			case "stampede_mesh_writes_total":
+				if labels["op"] == "put" && labels["outcome"] == "ok" {
+					puts[labels["prefix"]] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	for _, p := range []string{"identities", "ipcache", "nodes"} {
+		if applied[p] == 0 || puts[p] == 0 || float64(applied[p]) != puts[p] {
+			t.Errorf("prefix %s: %d apply times, %v puts; want as many as the (non-zero) puts", p, applied[p], puts[p])
 		}
 	}
 }
