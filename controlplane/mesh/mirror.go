@@ -273,13 +273,14 @@ func (m *Mirror) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); sync(wctx) }()
 	}
-	return m.heartbeat(wctx, sess)
+	return m.heartbeat(wctx, ctx, sess)
 }
 
 // heartbeat writes the heartbeat key every interval (Cilium's
 // heartbeat.Cell, pkg/kvstore HeartbeatPath and HeartbeatWriteInterval)
-// until ctx ends or the session is lost.
-func (m *Mirror) heartbeat(ctx context.Context, sess *concurrency.Session) error {
+// until ctx ends or the session is lost; parent is the context the
+// session was opened with.
+func (m *Mirror) heartbeat(ctx, parent context.Context, sess *concurrency.Session) error {
 	t := time.NewTicker(m.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -290,6 +291,12 @@ func (m *Mirror) heartbeat(ctx context.Context, sess *concurrency.Session) error
 		case <-ctx.Done():
 			return nil
 		case <-sess.Done():
+			// The session ends with Run's context too (WithContext), maybe
+			// before ctx, its child, is cancelled: only a session that
+			// ended on its own is lost.
+			if parent.Err() != nil {
+				return nil
+			}
 			return errors.New("mesh: etcd session lost; its keys are gone")
 		case <-t.C:
 		}
