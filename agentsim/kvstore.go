@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -19,9 +20,16 @@ import (
 	"github.com/stampede-sim/stampede/internal/identity"
 )
 
-// IPIdentityPair is the JSON value of an ipcache key, as Cilium's
-// identity.IPIdentityPair marshals it.
-type IPIdentityPair struct {
+// IPIdentityPair is the JSON value of an ipcache key (the shared
+// definition; the mesh mirror writes it, agents read it).
+type IPIdentityPair = agentcontract.IPIdentityPair
+
+// kvIPValue is the ipcache value kvstore-mode agents write, as
+// identity.IPIdentityPair marshalled in the releases kvstore mode follows
+// (cilium/cilium pkg/identity/identity.go before K8sPodUID and
+// K8sServiceAccount were added): Mask without omitempty, written as null.
+// Readers decode it with IPIdentityPair.
+type kvIPValue struct {
 	IP           net.IP     `json:"IP"`
 	Mask         net.IPMask `json:"Mask"`
 	HostIP       net.IP     `json:"HostIP"`
@@ -377,7 +385,7 @@ func (k *kvClient) putIP(ctx context.Context, ip netip.Addr, id identity.ID, ns,
 
 // ipValue is the JSON of an ipcache entry this node writes.
 func (k *kvClient) ipValue(ip netip.Addr, e kvIPEntry) (string, error) {
-	pair := IPIdentityPair{
+	pair := kvIPValue{
 		IP: net.IP(ip.AsSlice()), ID: uint32(e.id),
 		Metadata:     "cilium-global:default:" + k.a.cfg.Node,
 		K8sNamespace: e.ns, K8sPodName: e.pod,
@@ -614,9 +622,39 @@ func (k *kvClient) syncLocalKeys(ctx context.Context) {
 	}
 }
 
+// reader is the kvReader of the kvstore: it retries on the same etcd.
+func (k *kvClient) reader() *kvReader {
+	return &kvReader{a: k.a, cli: k.cli, observe: k.observe}
+}
+
+func (k *kvClient) watchIdentities(ctx context.Context) {
+	k.reader().watchIdentities(ctx, "kvstore-identities", k.identitiesSynced)
+}
+
+func (k *kvClient) watchIPCache(ctx context.Context) {
+	k.reader().watchIPCache(ctx, "kvstore-ipcache", k.ipcacheSynced)
+}
+
+// kvReader lists and watches prefixes of one etcd for one agent and
+// decodes what arrives into the agent's caches: the read side kvstore mode
+// (kvClient) and the mesh read path (meshClient) share, so that both
+// decode and count alike.
+type kvReader struct {
+	a   *Agent
+	cli *clientv3.Client
+	// observe records one etcd operation (kvClient.observe).
+	observe func(op string, start time.Time, err error)
+	// fail, if set, ends the watch on a failed list instead of retrying
+	// on the same etcd: the mesh client moves to another replica then.
+	fail func(error)
+	// check, if set, vets every response header (the mesh client compares
+	// the etcd cluster ID); an error is handled as a failed list.
+	check func(*etcdserverpb.ResponseHeader) error
+}
+
 // watchPrefix lists a prefix, hands the result to replace, then watches
 // from the next revision, listing again after compaction or errors.
-func (k *kvClient) watchPrefix(ctx context.Context, name, prefix string, synced chan struct{},
+func (k *kvReader) watchPrefix(ctx context.Context, name, prefix string, synced chan struct{},
 	replace func(kvs []kvPair), event func(put bool, key string, value []byte)) {
 	b := newBackoff(800*time.Millisecond, 30*time.Second)
 	lists := 0
@@ -631,6 +669,16 @@ func (k *kvClient) watchPrefix(ctx context.Context, name, prefix string, synced 
 		start := time.Now()
 		resp, err := k.cli.Get(ctx, prefix, clientv3.WithPrefix())
 		k.observe("list", start, err)
+		if err == nil && k.check != nil {
+			err = k.check(resp.Header)
+		}
+		if err != nil && k.fail != nil {
+			if ctx.Err() == nil {
+				k.a.m.watchErrors.WithLabelValues(name).Inc()
+			}
+			k.fail(err)
+			return
+		}
 		if err != nil {
 			k.a.m.watchErrors.WithLabelValues(name).Inc()
 			d := b.next()
@@ -663,7 +711,11 @@ func (k *kvClient) watchPrefix(ctx context.Context, name, prefix string, synced 
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		wch := k.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 		for wr := range wch {
-			if err := wr.Err(); err != nil {
+			err := wr.Err()
+			if err == nil && k.check != nil {
+				err = k.check(&wr.Header)
+			}
+			if err != nil {
 				k.a.m.watchErrors.WithLabelValues(name).Inc()
 				k.a.log.Debug("kvstore watch ended, listing again", "prefix", prefix, "err", err)
 				break
@@ -693,7 +745,9 @@ type kvPair struct {
 	value []byte
 }
 
-func (k *kvClient) watchIdentities(ctx context.Context) {
+// watchIdentities keeps the agent's identity cache equal to the identity
+// prefix (KVIDPrefix): master keys, value the label key.
+func (k *kvReader) watchIdentities(ctx context.Context, name string, synced chan struct{}) {
 	a := k.a
 	parse := func(key string, value []byte) (identity.ID, identity.Labels, string, bool) {
 		id, err := identity.ParseID(strings.TrimPrefix(key, agentcontract.KVIDPrefix))
@@ -707,7 +761,7 @@ func (k *kvClient) watchIdentities(ctx context.Context) {
 		}
 		return id, l, string(value), true
 	}
-	k.watchPrefix(ctx, "kvstore-identities", agentcontract.KVIDPrefix, k.identitiesSynced,
+	k.watchPrefix(ctx, name, agentcontract.KVIDPrefix, synced,
 		func(kvs []kvPair) {
 			a.mu.Lock()
 			defer a.mu.Unlock()
@@ -742,7 +796,9 @@ func (k *kvClient) watchIdentities(ctx context.Context) {
 // kvOwner is the owner of every kvstore ipcache entry: the key is the IP.
 const kvOwner = 1
 
-func (k *kvClient) watchIPCache(ctx context.Context) {
+// watchIPCache keeps the agent's ipcache entries of owner kvOwner equal
+// to the ipcache prefix (KVIPPrefix): IPIdentityPair values.
+func (k *kvReader) watchIPCache(ctx context.Context, name string, synced chan struct{}) {
 	a := k.a
 	parse := func(key string, value []byte) (uint32, identity.ID, bool) {
 		ip, err := netip.ParseAddr(strings.TrimPrefix(key, agentcontract.KVIPPrefix))
@@ -756,6 +812,8 @@ func (k *kvClient) watchIPCache(ctx context.Context) {
 		if value == nil {
 			return ipk, 0, true
 		}
+		// Only the identity is used: the narrow decode keeps the per-event
+		// cost of kvstore mode as it was measured.
 		var pair struct {
 			ID uint32 `json:"ID"`
 		}
@@ -764,7 +822,7 @@ func (k *kvClient) watchIPCache(ctx context.Context) {
 		}
 		return ipk, identity.ID(pair.ID), true
 	}
-	k.watchPrefix(ctx, "kvstore-ipcache", agentcontract.KVIPPrefix, k.ipcacheSynced,
+	k.watchPrefix(ctx, name, agentcontract.KVIPPrefix, synced,
 		func(kvs []kvPair) {
 			a.mu.Lock()
 			defer a.mu.Unlock()

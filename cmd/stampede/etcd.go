@@ -18,7 +18,11 @@ func newEtcdCmd(g *globals) *cobra.Command {
 loopback ephemeral ports until interrupted. Once it serves, it writes a JSON
 announcement to --ready-file and stdout with endpoints "client" (etcd client
 URL, also serving etcd's /metrics and /health) and "metrics" (/metrics and
-/debug/pprof), and extra "fsync" ("true" unless --unsafe-no-fsync).`,
+/debug/pprof), and extra "fsync" ("true" unless --unsafe-no-fsync),
+"data-dir", "ephemeral" and "cluster-id". With --ephemeral the data lives in
+a fresh directory under --data-dir, removed at exit, as a ClusterMesh etcd
+sidecar's emptyDir (a tmpfs --data-dir such as /dev/shm for storageMedium
+Memory); --initial-cluster-token gives each mesh replica its own cluster ID.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
@@ -33,6 +37,8 @@ URL, also serving etcd's /metrics and /health) and "metrics" (/metrics and
 	f := cmd.Flags()
 	f.StringVar(&cfg.Dir, "data-dir", "", "data directory (required)")
 	f.StringVar(&cfg.Host, "host", "127.0.0.1", "loopback address to listen on")
+	f.BoolVar(&cfg.Ephemeral, "ephemeral", false, "keep the data in a fresh directory under --data-dir, removed at exit")
+	f.StringVar(&cfg.InitialClusterToken, "initial-cluster-token", "", "etcd's initial cluster token (distinct per mesh replica, so that cluster IDs differ)")
 	f.BoolVar(&cfg.UnsafeNoFsync, "unsafe-no-fsync", false, "turn fsync off (faster, loses data on a crash; recorded in results)")
 	f.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", 8<<30, "backend size quota in bytes")
 	f.StringVar(&cfg.LogLevel, "etcd-log-level", "error", "etcd's own log level: debug, info, warn or error")

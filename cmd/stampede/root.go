@@ -123,6 +123,7 @@ identities and a central xDS control plane) behave under churn at scale.`,
 		newGateCmd(g),
 		newCapacityCmd(g),
 		newControlplaneCmd(g),
+		newMeshCmd(g),
 		newAgentsCmd(g),
 		newCalibrateCmd(g),
 	)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,7 +23,22 @@ import (
 // Config configures a Server. Zero values take the defaults noted.
 type Config struct {
 	// Dir is the data directory (required). It is created if missing.
+	// With Ephemeral it is the parent of a fresh directory the server
+	// creates at Start and removes at Close.
 	Dir string
+	// Ephemeral keeps no data beyond the server's life, as a
+	// clustermesh-apiserver's etcd sidecar keeps its data in an emptyDir
+	// (Helm clustermesh.apiserver.etcd.storageMedium: Disk or Memory; put
+	// Dir on a tmpfs such as /dev/shm for Memory): every start is a new
+	// cluster, filled again from the API server.
+	Ephemeral bool
+	// InitialClusterToken is etcd's --initial-cluster-token (default
+	// "etcd-cluster", etcd's). etcd derives the cluster ID from the
+	// members and this token, so distinct tokens give mesh replicas
+	// distinct cluster IDs, which agents compare to tell a reconnect to
+	// another replica (ClusterMesh validates the etcd cluster ID, cilium
+	// commit 174e721c).
+	InitialClusterToken string
 	// Host is the loopback address to listen on (default 127.0.0.1).
 	Host string
 	// UnsafeNoFsync turns fsync off: faster, and loses data on a crash.
@@ -79,6 +95,9 @@ type Server struct {
 	cfg       Config
 	etcd      *embed.Etcd
 	clientURL string
+	dataDir   string // the directory in use
+	clusterID uint64
+	closeOnce sync.Once
 }
 
 // Start starts etcd and returns once it serves clients.
@@ -89,11 +108,27 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd data dir: %w", err)
 	}
+	dataDir := cfg.Dir
+	if cfg.Ephemeral {
+		d, err := os.MkdirTemp(cfg.Dir, "etcd-")
+		if err != nil {
+			return nil, fmt.Errorf("etcd data dir: %w", err)
+		}
+		dataDir = d
+	}
+	removeEphemeral := func() {
+		if cfg.Ephemeral {
+			_ = os.RemoveAll(dataDir)
+		}
+	}
 	loop := func() url.URL { return url.URL{Scheme: "http", Host: net.JoinHostPort(cfg.Host, "0")} }
 
 	ec := embed.NewConfig()
 	ec.Name = "stampede"
-	ec.Dir = filepath.Join(cfg.Dir, "member-data")
+	ec.Dir = filepath.Join(dataDir, "member-data")
+	if cfg.InitialClusterToken != "" {
+		ec.InitialClusterToken = cfg.InitialClusterToken
+	}
 	ec.ListenClientUrls = []url.URL{loop()}
 	ec.AdvertiseClientUrls = []url.URL{loop()}
 	ec.ListenPeerUrls = []url.URL{loop()}
@@ -107,28 +142,30 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
+		removeEphemeral()
 		return nil, fmt.Errorf("start etcd: %w", err)
+	}
+	fail := func(err error) (*Server, error) {
+		e.Close()
+		removeEphemeral()
+		return nil, err
 	}
 	timer := time.NewTimer(cfg.StartTimeout)
 	defer timer.Stop()
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("start etcd: %w", err)
+		return fail(fmt.Errorf("start etcd: %w", err))
 	case <-timer.C:
-		e.Close()
-		return nil, fmt.Errorf("start etcd: not ready after %s", cfg.StartTimeout)
+		return fail(fmt.Errorf("start etcd: not ready after %s", cfg.StartTimeout))
 	case <-ctx.Done():
-		e.Close()
-		return nil, fmt.Errorf("start etcd: %w", ctx.Err())
+		return fail(fmt.Errorf("start etcd: %w", ctx.Err()))
 	}
 	if len(e.Clients) == 0 {
-		e.Close()
-		return nil, errors.New("start etcd: no client listener")
+		return fail(errors.New("start etcd: no client listener"))
 	}
 
-	s := &Server{cfg: cfg, etcd: e, clientURL: "http://" + e.Clients[0].Addr().String()}
+	s := &Server{cfg: cfg, etcd: e, clientURL: "http://" + e.Clients[0].Addr().String(), dataDir: dataDir, clusterID: uint64(e.Server.Cluster().ID())}
 	cfg.Log.Info("etcd started", "client", s.clientURL, "fsync", s.Fsync())
 	return s, nil
 }
@@ -142,9 +179,24 @@ func (s *Server) Fsync() bool { return !s.cfg.UnsafeNoFsync }
 // Err reports a fatal server error.
 func (s *Server) Err() <-chan error { return s.etcd.Err() }
 
-// Close stops etcd and waits for it.
+// ClusterID is etcd's cluster ID, which every response header carries.
+func (s *Server) ClusterID() uint64 { return s.clusterID }
+
+// DataDir is the data directory in use (with Config.Ephemeral, the fresh
+// one under Config.Dir).
+func (s *Server) DataDir() string { return s.dataDir }
+
+// Close stops etcd and waits for it; an ephemeral data directory is
+// removed.
+// Close may be called more than once (a test kills a server it also
+// cleans up).
 func (s *Server) Close() {
-	s.etcd.Close()
+	s.closeOnce.Do(func() {
+		s.etcd.Close()
+		if s.cfg.Ephemeral {
+			_ = os.RemoveAll(s.dataDir)
+		}
+	})
 }
 
 // RunConfig is the process around the server: where its diagnostics
@@ -175,9 +227,12 @@ func Run(ctx context.Context, cfg Config, rc RunConfig) error {
 		MetricsListen: rc.MetricsListen,
 		Gatherer:      prometheus.DefaultGatherer,
 		Endpoints:     map[string]string{"client": s.clientURL},
-		Extra:         map[string]string{"fsync": strconv.FormatBool(s.Fsync()), "data-dir": s.cfg.Dir},
-		ReadyFile:     rc.ReadyFile,
-		Stdout:        rc.Stdout,
+		Extra: map[string]string{
+			"fsync": strconv.FormatBool(s.Fsync()), "data-dir": s.dataDir,
+			"ephemeral": strconv.FormatBool(s.cfg.Ephemeral), "cluster-id": strconv.FormatUint(s.clusterID, 16),
+		},
+		ReadyFile: rc.ReadyFile,
+		Stdout:    rc.Stdout,
 	}, daemon.Part{Name: "etcd", Run: func(ctx context.Context) error {
 		select {
 		case <-ctx.Done():

@@ -121,3 +121,40 @@ func httpGet(t *testing.T, url string) string {
 	}
 	return string(b)
 }
+
+// TestClusterTokenAndEphemeral: two servers with distinct tokens have
+// distinct cluster IDs, which a client sees in every response header; an
+// ephemeral data directory is fresh under Dir and gone after Close.
+func TestClusterTokenAndEphemeral(t *testing.T) {
+	parent := t.TempDir()
+	ids := map[uint64]bool{}
+	for _, token := range []string{"stampede-mesh-0", "stampede-mesh-1"} {
+		s, err := Start(t.Context(), Config{Dir: parent, Ephemeral: true, InitialClusterToken: token, UnsafeNoFsync: true, LogLevel: "fatal"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if filepath.Dir(s.DataDir()) != parent {
+			t.Errorf("data dir %s is not under %s", s.DataDir(), parent)
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.ClientURL()}, DialTimeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := cli.Get(t.Context(), "k")
+		cli.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Header.ClusterId != s.ClusterID() {
+			t.Errorf("header cluster ID %x, server says %x", resp.Header.ClusterId, s.ClusterID())
+		}
+		ids[s.ClusterID()] = true
+		s.Close()
+		if _, err := os.Stat(s.DataDir()); !os.IsNotExist(err) {
+			t.Errorf("ephemeral data dir %s still there after Close (%v)", s.DataDir(), err)
+		}
+	}
+	if len(ids) != 2 {
+		t.Errorf("cluster IDs %v: want two distinct", ids)
+	}
+}

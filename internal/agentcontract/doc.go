@@ -9,7 +9,11 @@
 //     did, which the harness aggregates per mode;
 //   - the key layout of Cilium's kvstore identity allocator and ipcache,
 //     which kvstore-mode agents write and the harness's kvstore probe reads
-//     (KVIDPrefix and its siblings).
+//     (KVIDPrefix and its siblings);
+//   - the key layout and values of the ClusterMesh etcd a mesh replica
+//     (controlplane/mesh) writes and mesh-read-path agents read
+//     (KVNodesPrefix, KVSyncedPrefix, IPIdentityPair, NodeValue,
+//     ClusterConfig), so that writer and readers share one definition.
 //
 // An agent's report carries more fields than Status (its counters); those
 // are for people and logs, and the harness ignores them. A test in

@@ -16,6 +16,8 @@ type Work struct {
 	//     ciliumidentities, ciliumendpoints, ciliumendpointslices);
 	//   - kvstore-identities and kvstore-ipcache for the kvstore prefixes
 	//     watched in kvstore mode;
+	//   - mesh-identities, mesh-ipcache and mesh-nodes for the prefixes of
+	//     the ClusterMesh etcd mirror watched on the mesh read path;
 	//   - xds-<type> (xds-Identity, xds-IdentityHosts, xds-Policy,
 	//     xds-Endpoint) for the xDS resources of xds mode.
 	Received map[string]Traffic `json:"received,omitempty"`

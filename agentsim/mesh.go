@@ -1,0 +1,293 @@
+package agentsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/stampede-sim/stampede/internal/agentcontract"
+)
+
+// Resource names of the mesh read path in agentWork and the metrics.
+const (
+	meshIdentities = "mesh-identities"
+	meshIPCache    = "mesh-ipcache"
+	meshNodes      = "mesh-nodes"
+)
+
+// errClusterIDChanged is a response from another etcd than the one the
+// session started with.
+var errClusterIDChanged = errors.New("etcd cluster ID changed")
+
+// meshConfig configures an agent's mesh client.
+type meshConfig struct {
+	// Replicas are the client URLs of the replicas' etcds, in replica
+	// order (required).
+	Replicas []string
+	// Index is the agent's global node index: it starts on replica
+	// Index mod len(Replicas).
+	Index int
+	// Cluster is the cluster whose canaries it waits for (default: the
+	// agent's cluster).
+	Cluster string
+	// ProbeInterval and ProbeTimeout: how often the connection is checked
+	// with a read of the cluster configuration, and how long that read may
+	// take before the replica counts as lost (defaults 5s and 5s:
+	// Stampede's choices; Cilium's etcd status check was not read).
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+}
+
+// meshClient is an agent's read-only client of the ClusterMesh etcd
+// mirror, the read path of CFP-44774 ("Cilium Control Plane at Scale",
+// sections "Horizontal scaling" and "Non-Persistent etcd and
+// Reconciliation"; a proposal, not upstream). It reads identities, ipcache
+// entries and nodes from one replica with the same kvReader kvstore mode
+// uses:
+//   - sticky: it starts on replica Index mod N and stays while the
+//     connection lives (Cilium spreads agents through a Service);
+//   - it starts each prefix's watch only once the replica has written that
+//     prefix's sync canary, as a WatchStoreManager in sync mode does
+//     (pkg/kvstore/store/watchstoremgr.go wsmSync);
+//   - the first response's etcd cluster ID is compared with every later
+//     one; a different ID is another etcd, handled as a lost connection
+//     (ClusterMesh validates the cluster ID, cilium commit 174e721c);
+//   - on a lost connection it moves to the next replica and lists every
+//     prefix again; the lists replace what the agent held, so keys the new
+//     replica lacks are dropped, as restartableWatchStore.Watch marks all
+//     keys stale and drainKeys deletes those the new list did not carry
+//     (pkg/kvstore/store/watchstore.go).
+//
+// The API server fallback while no replica answers is not here.
+type meshClient struct {
+	a   *Agent
+	cfg meshConfig
+
+	identitiesSynced chan struct{}
+	ipcacheSynced    chan struct{}
+	nodesSynced      chan struct{}
+
+	replica   atomic.Int64 // replica in use, -1 while none
+	failovers atomic.Uint64
+	sessions  atomic.Uint64 // sessions that listed everything
+}
+
+// newMeshClient builds the mesh client of agent a. Run it with run; the
+// agent waits for the three channels of synced before its endpoints
+// start.
+func newMeshClient(a *Agent, cfg meshConfig) (*meshClient, error) {
+	if len(cfg.Replicas) == 0 {
+		return nil, errors.New("mesh: replicas: none")
+	}
+	for i, u := range cfg.Replicas {
+		if u == "" {
+			return nil, fmt.Errorf("mesh: replicas[%d]: empty URL", i)
+		}
+	}
+	if cfg.Index < 0 {
+		return nil, fmt.Errorf("mesh: index: %d is negative", cfg.Index)
+	}
+	if cfg.Cluster == "" {
+		cfg.Cluster = a.cfg.Cluster
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = 5 * time.Second
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = 5 * time.Second
+	}
+	m := &meshClient{
+		a: a, cfg: cfg,
+		identitiesSynced: make(chan struct{}), ipcacheSynced: make(chan struct{}), nodesSynced: make(chan struct{}),
+	}
+	m.replica.Store(-1)
+	return m, nil
+}
+
+// synced are the channels closed once each prefix was first listed.
+func (m *meshClient) synced() []chan struct{} {
+	return []chan struct{}{m.identitiesSynced, m.ipcacheSynced, m.nodesSynced}
+}
+
+// current is the replica in use, or -1.
+func (m *meshClient) current() int { return int(m.replica.Load()) }
+
+// run reads from the replicas until ctx ends.
+func (m *meshClient) run(ctx context.Context) {
+	n := len(m.cfg.Replicas)
+	i := m.cfg.Index % n
+	b := newBackoff(200*time.Millisecond, 10*time.Second)
+	failedInRow := 0
+	for ctx.Err() == nil {
+		listed, err := m.session(ctx, i)
+		if ctx.Err() != nil {
+			return
+		}
+		m.replica.Store(-1)
+		m.a.m.kvOps.WithLabelValues("mesh-session", "lost").Inc()
+		m.a.log.Warn("mesh replica lost; moving to the next", "replica", i, "err", err)
+		m.failovers.Add(1)
+		i = (i + 1) % n
+		if listed {
+			failedInRow = 0
+			b.reset()
+			continue
+		}
+		// A full round without a replica that answered: wait a little
+		// before the next round.
+		if failedInRow++; failedInRow%n == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(b.next()):
+			}
+		}
+	}
+}
+
+// session reads from replica i until its connection is lost or ctx ends;
+// listed tells whether it got as far as listing.
+func (m *meshClient) session(ctx context.Context, i int) (listed bool, err error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: []string{m.cfg.Replicas[i]}, DialTimeout: m.cfg.ProbeTimeout, Logger: zap.NewNop(), Context: ctx,
+	})
+	if err != nil {
+		return false, fmt.Errorf("mesh client: %w", err)
+	}
+	defer cli.Close()
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	// First contact: the cluster configuration, and the cluster ID.
+	configKey := agentcontract.KVClusterConfigPrefix + m.cfg.Cluster
+	pctx, pcancel := context.WithTimeout(sctx, m.cfg.ProbeTimeout)
+	resp, err := cli.Get(pctx, configKey)
+	pcancel()
+	if err != nil {
+		return false, fmt.Errorf("replica %d: %w", i, err)
+	}
+	clusterID := resp.Header.ClusterId
+	check := func(h *etcdserverpb.ResponseHeader) error {
+		if h != nil && h.ClusterId != clusterID {
+			return fmt.Errorf("%w: %x, was %x", errClusterIDChanged, h.ClusterId, clusterID)
+		}
+		return nil
+	}
+	m.replica.Store(int64(i))
+	r := &kvReader{
+		a: m.a, cli: cli, check: check,
+		observe: func(op string, start time.Time, err error) {
+			outcome := "ok"
+			if err != nil {
+				outcome = "error"
+			}
+			m.a.m.kvOps.WithLabelValues("mesh-"+op, outcome).Inc()
+			m.a.m.kvLatency.WithLabelValues("mesh-" + op).Observe(time.Since(start).Seconds())
+		},
+		fail: func(err error) { cancel(err) },
+	}
+
+	var wg sync.WaitGroup
+	var lists atomic.Int32
+	watch := func(canary string, run func(context.Context)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := m.waitCanary(sctx, cli, check, agentcontract.SyncedKey(m.cfg.Cluster, canary)); err != nil {
+				cancel(err)
+				return
+			}
+			lists.Add(1)
+			run(sctx)
+		}()
+	}
+	watch(agentcontract.KVSyncedIdentities, func(ctx context.Context) { r.watchIdentities(ctx, meshIdentities, m.identitiesSynced) })
+	watch(agentcontract.KVSyncedIPCache, func(ctx context.Context) { r.watchIPCache(ctx, meshIPCache, m.ipcacheSynced) })
+	watch(agentcontract.KVSyncedNodes, func(ctx context.Context) { r.watchNodes(ctx, meshNodes, m.cfg.Cluster, m.nodesSynced) })
+
+	// The connection is checked by reading the cluster configuration
+	// every ProbeInterval: an etcd client's watches survive a dead
+	// server silently (they reconnect in the background), so only a
+	// failed read says the replica is gone.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(m.cfg.ProbeInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+			}
+			pctx, pcancel := context.WithTimeout(sctx, m.cfg.ProbeTimeout)
+			resp, err := cli.Get(pctx, configKey)
+			pcancel()
+			if err == nil {
+				err = check(resp.Header)
+			}
+			if err != nil {
+				cancel(fmt.Errorf("replica %d: %w", i, err))
+				return
+			}
+		}
+	}()
+	<-sctx.Done()
+	wg.Wait()
+	if lists.Load() == 3 {
+		m.sessions.Add(1)
+		return true, context.Cause(sctx)
+	}
+	return false, context.Cause(sctx)
+}
+
+// waitCanary returns once key exists (wsmSync: a prefix is watched only
+// after the replica finished its first synchronization of it).
+func (m *meshClient) waitCanary(ctx context.Context, cli *clientv3.Client, check func(*etcdserverpb.ResponseHeader) error, key string) error {
+	resp, err := cli.Get(ctx, key)
+	if err == nil {
+		err = check(resp.Header)
+	}
+	if err != nil {
+		return fmt.Errorf("canary %s: %w", key, err)
+	}
+	if len(resp.Kvs) > 0 {
+		return nil
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for wr := range cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1)) {
+		if err := wr.Err(); err != nil {
+			return fmt.Errorf("canary %s: %w", key, err)
+		}
+		if err := check(&wr.Header); err != nil {
+			return fmt.Errorf("canary %s: %w", key, err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypePut {
+				return nil
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("canary %s: watch closed", key)
+}
+
+// watchNodes counts and holds the node entries of the cluster
+// (KVNodesPrefix/<cluster>/, NodeValue values). What an agent does with
+// remote nodes (tunnels, routes, node IPs in the ipcache) is not
+// modelled; the agent's work figures show what it received and holds.
+func (k *kvReader) watchNodes(ctx context.Context, name, cluster string, synced chan struct{}) {
+	k.watchPrefix(ctx, name, agentcontract.KVNodesPrefix+cluster+"/", synced,
+		func([]kvPair) {},
+		func(bool, string, []byte) { k.a.events.Add(1) })
+}
