@@ -56,6 +56,15 @@ type AgentConfig struct {
 	Token string
 	// KVStore lists the etcd endpoints (kvstore mode).
 	KVStore []string
+	// Mesh lists the client URLs of the ClusterMesh etcd mirrors, in
+	// replica order (the mesh read path); Index is the node's global
+	// index, which chooses the replica the agent starts on (Index mod
+	// len(Mesh)).
+	Mesh  []string
+	Index int
+	// MeshProbeInterval, if set, replaces how often the mesh client checks
+	// its replica (meshConfig.ProbeInterval; tests shorten it).
+	MeshProbeInterval time.Duration
 	// Datapath receives the agent's state; the agent closes it.
 	Datapath datapath.Datapath
 	// Interner shares immutable strings between the agents of a process.
@@ -162,10 +171,12 @@ func (c *AgentConfig) validate() error {
 	case scenarios.ReadXDS:
 		return fmt.Errorf("agent %s: xds agents have no API client; use NewXDSAgent", c.Node)
 	case scenarios.ReadMesh:
-		// The lead wires the mirror client (agentsim/mesh.go) when the
-		// mesh replicas exist; until then an agent would wait forever
-		// for identities nobody sends it.
-		return fmt.Errorf("agent %s: mode %s: the mesh read path is not wired yet", c.Node, c.Mode)
+		if len(c.Mesh) == 0 {
+			return fmt.Errorf("agent %s: mode %s reads the mesh mirrors and needs their etcd URLs", c.Node, c.Mode)
+		}
+		if c.Index < 0 {
+			return fmt.Errorf("agent %s: index %d is negative", c.Node, c.Index)
+		}
 	default:
 		return fmt.Errorf("agent %s: mode %q has no read path (axes %s)", c.Node, c.Mode, c.Axes)
 	}
@@ -217,11 +228,12 @@ func (c *AgentConfig) validate() error {
 //   - datapathWriter.mu, kvClient.mu and kvClient.sessMu are never waited
 //     for under mu (Status only tries datapathWriter.mu: peekStats).
 type Agent struct {
-	cfg AgentConfig
-	kc  *kubeClient
-	kv  *kvClient
-	m   *Metrics
-	log *slog.Logger
+	cfg  AgentConfig
+	kc   *kubeClient
+	kv   *kvClient
+	mesh *meshClient // the mesh read path
+	m    *Metrics
+	log  *slog.Logger
 
 	// mu guards the state of every subsystem below (see Locking).
 	mu  sync.Mutex
@@ -258,6 +270,14 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		return nil, fmt.Errorf("agent %s: %w", cfg.Node, err)
 	}
 	a.kc = kc
+	if cfg.Axes.HasMesh() {
+		m, err := newMeshClient(a, meshConfig{Replicas: cfg.Mesh, Index: cfg.Index, ProbeInterval: cfg.MeshProbeInterval})
+		if err != nil {
+			kc.close()
+			return nil, fmt.Errorf("agent %s: %w", cfg.Node, err)
+		}
+		a.mesh = m
+	}
 	return a, nil
 }
 
@@ -326,6 +346,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun(a.kv.watchIPCache)
 		goRun(a.kv.keepAlive)
 		goRun(a.kv.syncLocalKeys)
+	}
+	if a.mesh != nil {
+		// Identities, ipcache entries and nodes come from a mirror
+		// replica instead of the API server (agentWatches leaves those
+		// watches out); the agent still writes its CiliumNode there.
+		syncs = append(syncs, a.mesh.synced()...)
+		goRun(a.mesh.run)
 	}
 	goRun(a.regenLoop)
 	goRun(a.dpWriter)

@@ -75,10 +75,15 @@ func smallScenario(t testing.TB, mode scenarios.Mode, shrink bool) *scenarios.Sc
 }
 
 // startCluster starts an in-process fakeapi that lives until the test's
-// cleanup (after the fleet's, which is registered later).
-func startCluster(t testing.TB, s *scenarios.Scenario) *testCluster {
+// cleanup (after the fleet's, which is registered later); edits change
+// its Config.
+func startCluster(t testing.TB, s *scenarios.Scenario, edits ...func(*fakeapi.Config)) *testCluster {
 	t.Helper()
-	api, err := fakeapi.New(fakeapi.Config{Logger: testLogger(t), MaxMutatingRequestsInflight: -1, MaxRequestsInflight: -1})
+	acfg := fakeapi.Config{Logger: testLogger(t), MaxMutatingRequestsInflight: -1, MaxRequestsInflight: -1}
+	for _, e := range edits {
+		e(&acfg)
+	}
+	api, err := fakeapi.New(acfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,12 @@ type Config struct {
 	KVStore []string
 	// XDS is the control plane's gRPC address (xds mode).
 	XDS string
+	// Mesh lists the etcd client URLs of the ClusterMesh mirror replicas,
+	// in replica order (modes with the mesh read path): the agent of the
+	// node with global index k starts on replica k mod len(Mesh).
+	Mesh []string
+	// MeshProbeInterval tunes every agent's mesh client (see AgentConfig).
+	MeshProbeInterval time.Duration
 	// NewDatapath opens one agent's datapath. Default: datapath.Open with
 	// the scenario's agent.datapath kind, sized for the scenario.
 	NewDatapath func(ctx context.Context, node string) (datapath.Datapath, error)
@@ -102,6 +108,8 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		}
 	case spec.HasKVStore() && len(cfg.KVStore) == 0:
 		return nil, fmt.Errorf("agentsim: mode %s reads the kvstore and needs the etcd endpoint (--kvstore)", cfg.Mode)
+	case spec.HasMesh() && len(cfg.Mesh) == 0:
+		return nil, fmt.Errorf("agentsim: mode %s reads the mesh mirrors and needs their etcd URLs (--mesh)", cfg.Mode)
 	default:
 		if cfg.REST == nil {
 			return nil, fmt.Errorf("agentsim: mode %s needs the API server (--api-url)", cfg.Mode)
@@ -157,7 +165,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		ac := AgentConfig{
 			Node: n.Name, NodeIP: n.IP, PodCIDR: n.PodCIDR, Mode: cfg.Mode, Axes: spec.Axes, Cluster: s.Cluster.Name,
 			Knobs: s.Agent, Release: s.Release(), Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
-			KVStore: cfg.KVStore, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
+			KVStore: cfg.KVStore, Mesh: cfg.Mesh, Index: n.Index, MeshProbeInterval: cfg.MeshProbeInterval, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
 			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers, NoCEPWrites: cfg.NoCEPWrites,
 			XDSStateOfTheWorld: s.ControlPlane.XDS.Delta != nil && !*s.ControlPlane.XDS.Delta,
 		}

@@ -53,6 +53,7 @@ func TestParseAgentTokens(t *testing.T) {
 
 func TestNewRejectsBadInput(t *testing.T) {
 	s := smallScenario(t, scenarios.ModeCRD, true)
+	mesh := smallScenario(t, scenarios.ModeMesh, true)
 	rc := &rest.Config{Host: "http://127.0.0.1:1"}
 	tests := []struct {
 		name string
@@ -60,7 +61,8 @@ func TestNewRejectsBadInput(t *testing.T) {
 		want string
 	}{
 		{"no scenario", Config{Mode: scenarios.ModeCRD, REST: rc}, "Scenario must be set"},
-		{"unknown mode", Config{Scenario: s, Mode: "mesh", REST: rc}, `unknown mode "mesh"`},
+		{"unknown mode", Config{Scenario: s, Mode: "meshh", REST: rc}, "does not run mode meshh"},
+		{"mesh without replicas", Config{Scenario: mesh, Mode: scenarios.ModeMesh, REST: rc}, "needs their etcd URLs (--mesh)"},
 		{"mode not in scenario", Config{Scenario: s, Mode: scenarios.ModeKVStore, REST: rc, KVStore: []string{"x"}}, "does not run mode kvstore"},
 		{"bad shard", Config{Scenario: s, Mode: scenarios.ModeCRD, REST: rc, Shard: 2, Shards: 2}, "shard 2/2"},
 		{"no api", Config{Scenario: s, Mode: scenarios.ModeCRD}, "needs the API server"},

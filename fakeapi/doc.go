@@ -73,7 +73,8 @@
 // wildcards and answer 403 with RBAC's message otherwise; nil Rules allow
 // any authenticated user everything. /healthz, /livez, /readyz, /version,
 // /metrics and /debug/pprof/ need no token. RequestsByUser and
-// stampede_fakeapi_requests_by_user_total{user} count requests per user.
+// stampede_fakeapi_requests_by_user_total{user} count requests per user;
+// RequestCounts counts resource requests per user, verb and resource.
 // API Priority and Fairness is kube-apiserver's own (k8s.io/apiserver
 // v0.36: its config controller, fair queuing and WithPriorityAndFairness
 // filter, between authentication and authorization as in kube-apiserver)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -856,6 +857,23 @@ func TestAuth(t *testing.T) {
 	}
 	if v := metricValue(t, s, "stampede_fakeapi_requests_by_user_total", `user="node:n1"`); v != 2 {
 		t.Errorf("stampede_fakeapi_requests_by_user_total{user=node:n1} = %v", v)
+	}
+	// Per verb and resource: denied requests count, discovery does not.
+	want := map[RequestKey]int64{
+		{User: "reader", Verb: "list", Group: "", Resource: "pods"}:                        1,
+		{User: "reader", Verb: "create", Group: "cilium.io", Resource: "ciliumendpoints"}:  1,
+		{User: "node:n1", Verb: "create", Group: "cilium.io", Resource: "ciliumendpoints"}: 1,
+		{User: "node:n1", Verb: "delete", Group: "", Resource: "pods"}:                     1,
+		{User: AdminUser, Verb: "delete", Group: "cilium.io", Resource: "ciliumendpoints"}: 1,
+	}
+	got := s.RequestCounts()
+	for k := range got {
+		if k.User == AdminUser && k.Verb != "delete" {
+			delete(got, k) // the test helpers' own requests
+		}
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("RequestCounts (-want +got):\n%s", d)
 	}
 }
 

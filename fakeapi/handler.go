@@ -162,6 +162,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 
 // serveAuthorized serves a resource request once APF dispatched it.
 func (s *Server) serveAuthorized(w http.ResponseWriter, r *http.Request, rq *request) {
+	s.countRequest(rq)
 	if rq.verb != "watch" {
 		kind := "readOnly"
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

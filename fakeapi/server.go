@@ -49,6 +49,7 @@ type Server struct {
 	apfStop    func()
 	budget     *budget  // nil: no capacity model
 	byUser     sync.Map // user name -> *atomic.Int64
+	byRequest  sync.Map // RequestKey -> *atomic.Int64
 
 	certPEM []byte
 	cert    tls.Certificate
@@ -293,6 +294,42 @@ func (s *Server) RequestsByUser() map[string]int64 {
 		return true
 	})
 	return out
+}
+
+// RequestKey is what RequestCounts counts by: one user's requests of one
+// verb (get, list, watch, create, update, patch, delete,
+// deletecollection) on one resource of an API group; Resource is
+// "plural/subresource" for subresources, as in RBAC rules.
+type RequestKey struct {
+	User, Verb, Group, Resource string
+}
+
+// RequestCounts returns how many resource requests each user made, by
+// verb and resource (discovery and non-resource paths are not counted;
+// requests later denied are).
+func (s *Server) RequestCounts() map[RequestKey]int64 {
+	out := map[RequestKey]int64{}
+	s.byRequest.Range(func(k, v any) bool {
+		out[k.(RequestKey)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
+}
+
+// countRequest counts rq in RequestCounts.
+func (s *Server) countRequest(rq *request) {
+	k := RequestKey{Verb: rq.verb, Group: rq.res.group, Resource: rq.res.name}
+	if rq.user != nil {
+		k.User = rq.user.name
+	}
+	if rq.subresource != "" {
+		k.Resource += "/" + rq.subresource
+	}
+	v, ok := s.byRequest.Load(k)
+	if !ok {
+		v, _ = s.byRequest.LoadOrStore(k, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Add(1)
 }
 
 func (s *Server) shutdown() {

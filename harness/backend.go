@@ -49,6 +49,7 @@ const (
 	RoleAdmin    = "admin"
 	RoleOperator = "operator"
 	RoleAgent    = "agent"
+	RoleMesh     = "mesh"
 )
 
 // User is one identity and its bearer token.

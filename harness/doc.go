@@ -9,8 +9,12 @@
 //
 //  1. starts the Backend (FakeBackend runs `stampede fakeapi`) with one
 //     token per user: admin (the harness), operator (the control plane) and
-//     one agent user per node (none in xds mode);
-//  2. in kvstore mode starts `stampede etcd`, then `stampede controlplane`
+//     one agent user per node (none in xds mode), and on the mesh read path
+//     the clustermesh-apiserver's user;
+//  2. in kvstore mode starts `stampede etcd`; on the mesh read path
+//     controlPlane.mesh.replicas pairs of `stampede etcd --ephemeral` and
+//     `stampede mesh`, waiting for every replica's sync canaries (mesh.go);
+//     then `stampede controlplane`
 //     and the agent shards (`stampede agents --shard i/n`), each through
 //     internal/proc (own process group, log file under <out>/<mode>/, ready
 //     announcement), and watches them: one that exits fails the mode;

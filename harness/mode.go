@@ -24,7 +24,8 @@ import (
 //  1. generate the topology and the users (an admin, the operator and,
 //     except in xds mode, one user per agent);
 //  2. start the backend and take its tokens and object labels;
-//  3. start the kvstore (kvstore mode only) and the control plane;
+//  3. start the kvstore (kvstore read path only), the mesh mirror replicas
+//     (mesh read path only) and the control plane;
 //  4. start the agent shards, concurrently, and watch every component:
 //     one that exits ends the mode;
 //  5. prepare the probe;
@@ -56,13 +57,15 @@ type modeRun struct {
 	cleanups []func()
 
 	topo            *scenarios.Topology
-	users           []User // admin, operator, then the agents
+	users           []User // admin, operator, the agents, then the mirrors' user
 	admin, operator User
 	api             *APIServer
 	tokenFile       string
 	meas            *Measurer
 	kvURL           string
 	kvProbe         *KVProbe
+	meshUser        User     // the mirrors' user (mesh read path)
+	meshURLs        []string // the replicas' etcd client URLs, in order
 	xdsAddr         string
 	agentURLs       []string
 	setupClient     *apiClient
@@ -107,6 +110,7 @@ func (r *runner) runMode(parent context.Context, mode scenarios.Mode) (results.S
 		mr.generate,
 		mr.startBackend,
 		mr.startKVStore,
+		mr.startMesh,
 		mr.startControlPlane,
 		mr.startAgents,
 		mr.watchComponents,
@@ -169,7 +173,9 @@ func (mr *modeRun) cleanup() {
 	}
 }
 
-// generate makes the topology and the users of the mode.
+// generate makes the topology and the users of the mode: the admin, the
+// operator, one user per agent (except on the xds read path) and, on the
+// mesh read path, the mirrors' user.
 func (mr *modeRun) generate(context.Context) error {
 	topo, err := mr.r.cfg.Scenario.Generate()
 	if err != nil {
@@ -184,6 +190,10 @@ func (mr *modeRun) generate(context.Context) error {
 		for _, n := range topo.Nodes {
 			mr.users = append(mr.users, User{Name: access.AgentUser(n.Name), Role: RoleAgent, Token: randomToken()})
 		}
+	}
+	if mr.axes.HasMesh() {
+		mr.meshUser = newMeshUser()
+		mr.users = append(mr.users, mr.meshUser)
 	}
 	return nil
 }
@@ -239,6 +249,9 @@ func (mr *modeRun) startBackend(ctx context.Context) error {
 			}
 		}
 		mr.admin, mr.operator = mr.users[0], mr.users[1]
+		if mr.axes.HasMesh() {
+			mr.meshUser = mr.users[len(mr.users)-1]
+		}
 	}
 	// Objects must carry the backend's labels; namespace and pod labels
 	// are part of identities, so the ground truth gets them too.
@@ -377,6 +390,9 @@ func (mr *modeRun) agentArgs(i int) []string {
 	}
 	if mr.kvURL != "" {
 		args = append(args, "--kvstore", mr.kvURL)
+	}
+	if len(mr.meshURLs) > 0 {
+		args = append(args, "--mesh", strings.Join(mr.meshURLs, ","))
 	}
 	if mr.axes.HasXDS() && mr.xdsAddr != "" {
 		args = append(args, "--xds", mr.xdsAddr)

@@ -83,12 +83,8 @@ func (c *Config) defaults() error {
 		c.Modes = c.Scenario.ModeNames()
 	}
 	for i, m := range c.Modes {
-		spec, ok := c.Scenario.ModeSpec(m)
-		if !ok {
+		if _, ok := c.Scenario.ModeSpec(m); !ok {
 			return fmt.Errorf("run: modes[%d]: scenario %s has no mode %q (its modes: %v)", i, c.Scenario.Name, m, c.Scenario.ModeNames())
-		}
-		if err := runnable(spec); err != nil {
-			return fmt.Errorf("run: modes[%d]: %w", i, err)
 		}
 	}
 	if c.Out == "" {
@@ -648,19 +644,4 @@ func metricsURL(ep string) string {
 		return ep
 	}
 	return ep + "/metrics"
-}
-
-// ErrNotWired is returned for a mode whose components the harness does
-// not start yet.
-var ErrNotWired = errors.New("its components are not wired yet")
-
-// runnable refuses modes whose components are not wired into the harness
-// yet: the mesh read path (the replicas and the agents' mirror client)
-// comes with the rest of issue 22. Running it without would measure a
-// cluster that never converges.
-func runnable(m scenarios.ModeSpec) error {
-	if m.HasMesh() {
-		return fmt.Errorf("mode %s: %w (%s)", m.Name, ErrNotWired, m.Axes)
-	}
-	return nil
 }

@@ -181,9 +181,10 @@ func presetAxes(t testing.TB, m scenarios.Mode) scenarios.Axes {
 	return p.Axes
 }
 
-// TestRefusesModesNotWired: ces-slim and mesh (and any mode on their
-// axes) are refused before anything starts, naming the mode.
-func TestRefusesModesNotWired(t *testing.T) {
+// TestAcceptsMeshModes: modes on the mesh read path, the preset and a
+// combination of the scenario's own, are accepted now that the harness
+// starts their replicas.
+func TestAcceptsMeshModes(t *testing.T) {
 	sc, err := scenarios.Parse("t", []byte(`name: t
 cilium: {version: "1.20"}
 cluster:
@@ -196,21 +197,12 @@ steps: [{setup: {}}]
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		mode scenarios.Mode
-		want string
-	}{
-		{scenarios.ModeMesh, "mode mesh: its components are not wired yet"},
-		{"mesh-ces", "mode mesh-ces: its components are not wired yet"},
-	} {
-		cfg := Config{Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCRD, tc.mode}, Out: t.TempDir()}
-		err := cfg.defaults()
-		if !errors.Is(err, ErrNotWired) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: got %v, want %q", tc.mode, err, tc.want)
-		}
-	}
-	cfg := Config{Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCRD, scenarios.ModeCESSlim}, Out: t.TempDir()}
+	cfg := Config{Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCRD, scenarios.ModeCESSlim, scenarios.ModeMesh, "mesh-ces"}, Out: t.TempDir()}
 	if err := cfg.defaults(); err != nil {
-		t.Errorf("crd and ces-slim: %v", err)
+		t.Errorf("crd, ces-slim, mesh, mesh-ces: %v", err)
+	}
+	cfg = Config{Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{"meshh"}, Out: t.TempDir()}
+	if err := cfg.defaults(); err == nil || !strings.Contains(err.Error(), `no mode "meshh"`) {
+		t.Errorf("unknown mode: got %v", err)
 	}
 }

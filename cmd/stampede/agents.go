@@ -21,7 +21,7 @@ func newAgentsCmd(g *globals) *cobra.Command {
 	var (
 		shard, mode, scenario, apiURL, caFile, tokenFile, token string
 		xds, readyFile, metricsListen, memLimit                 string
-		kvstore                                                 []string
+		kvstore, mesh                                           []string
 		nice                                                    int
 	)
 	cmd := &cobra.Command{
@@ -64,7 +64,7 @@ convergence digests) on stdout and in --ready-file.`,
 			}
 			cfg := agentsim.Config{
 				Scenario: s, Mode: scenarios.Mode(mode), Shard: i, Shards: n,
-				XDS: xds, KVStore: kvstore, Log: log,
+				XDS: xds, KVStore: kvstore, Mesh: mesh, Log: log,
 			}
 			if cfg.Mode != scenarios.ModeXDS {
 				if apiURL == "" {
@@ -99,6 +99,7 @@ convergence digests) on stdout and in --ready-file.`,
 	f.StringVar(&tokenFile, "token-auth-file", "", `static token file, CSV lines token,user,uid,"group1,group2" (kube-apiserver format); the agent of node X uses the row of user "node:X"; a missing file means no per-agent tokens`)
 	f.StringVar(&token, "token", "", "bearer token of agents without a row in --token-auth-file")
 	f.StringSliceVar(&kvstore, "kvstore", nil, "etcd client URLs, comma separated (kvstore mode)")
+	f.StringSliceVar(&mesh, "mesh", nil, "etcd client URLs of the ClusterMesh mirror replicas in replica order, comma separated (modes with the mesh read path; node k starts on replica k mod n)")
 	f.StringVar(&xds, "xds", "", "control plane gRPC address host:port (xds mode)")
 	f.StringVar(&readyFile, "ready-file", "", "write the ready announcement (JSON) to this path once serving")
 	f.StringVar(&metricsListen, "metrics-listen", daemon.DefaultMetricsListen, "metrics, pprof and /agents listen address")

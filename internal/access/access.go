@@ -23,6 +23,7 @@ const (
 	GroupAdmins    = "system:masters"
 	GroupOperators = "stampede:operators"
 	GroupAgents    = "stampede:agents"
+	GroupMesh      = "stampede:mesh"
 )
 
 // AgentUserPrefix prefixes a simulated node's name to make its user name.
@@ -41,7 +42,7 @@ type Permission struct {
 
 // Role is the permissions of one kind of user in a mode.
 type Role struct {
-	// Name is RoleAdmin, RoleOperator or RoleAgent.
+	// Name is RoleAdmin, RoleOperator, RoleAgent or RoleMesh.
 	Name string
 	// Group is the group the role is granted to.
 	Group       string
@@ -64,7 +65,8 @@ var ciliumResources = []string{
 }
 
 // Roles returns the roles of mode, admin first. Agents without an API
-// client (the xds read path) have no role.
+// client (the xds read path) have no role; modes with the mesh read path
+// add the mirror replicas' read-only role (MeshRole).
 func Roles(mode scenarios.ModeSpec) ([]Role, error) {
 	if !mode.Name.ValidName() || mode.Identity == "" || mode.Endpoints == "" || mode.ReadPath == "" {
 		return nil, fmt.Errorf("access: mode %q: want a name and three axes, got %s", mode.Name, mode.Axes)
@@ -75,6 +77,11 @@ func Roles(mode scenarios.ModeSpec) ([]Role, error) {
 	}
 	if mode.AgentsHaveAPIClient() {
 		roles = append(roles, Role{Name: RoleAgent, Group: GroupAgents, Permissions: agentPermissions(mode)})
+	}
+	if mode.HasMesh() {
+		mr := MeshRole()
+		mr.Group = GroupMesh
+		roles = append(roles, mr)
 	}
 	return roles, nil
 }
@@ -144,8 +151,10 @@ func Group(role string) (string, error) {
 		return GroupOperators, nil
 	case RoleAgent:
 		return GroupAgents, nil
+	case RoleMesh:
+		return GroupMesh, nil
 	}
-	return "", fmt.Errorf("access: unknown role %q (want %s, %s or %s)", role, RoleAdmin, RoleOperator, RoleAgent)
+	return "", fmt.Errorf("access: unknown role %q (want %s, %s, %s or %s)", role, RoleAdmin, RoleOperator, RoleAgent, RoleMesh)
 }
 
 // HasCredentials reports whether a user of role has API server credentials

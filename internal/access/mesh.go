@@ -16,7 +16,9 @@ const MeshUser = "system:serviceaccount:kube-system:clustermesh-apiserver"
 // (converters.go newCiliumEndpointSliceOptions). That ClusterRole also let
 // the apiserver create and update objects for external workloads, a
 // feature since removed; the mirror writes nothing to the API server, so
-// its role grants no write. It is granted to MeshUser by name.
+// its role grants no write. Roles grants it to GroupMesh in modes with the
+// mesh read path (the harness puts MeshUser in that group);
+// MeshAuthzRules grants it to MeshUser by name.
 func MeshRole() Role {
 	return Role{
 		Name: RoleMesh,
