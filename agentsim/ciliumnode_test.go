@@ -114,15 +114,9 @@ func TestCiliumNodeCreatedByAgent(t *testing.T) {
 			t.Errorf("CiliumNode %s requests %v, want %v", n.Name, byNode[n.Name], want)
 		}
 	}
-
-	t.Run("schema", func(t *testing.T) {
-		schema := requireRefCRD(t, "ciliumnodes.yaml")
-		for _, raw := range items {
-			if errs := validateObject(t, schema, raw); len(errs) > 0 {
-				t.Errorf("CiliumNode does not fit Cilium's CRD: %v", errs)
-			}
-		}
-	})
+	// The reference CRDs (../shared/reference/cilium-crds) have no
+	// ciliumnodes.yaml to validate items against: TestCiliumNodeFieldNames
+	// checks the object's field names instead.
 }
 
 // The object an agent sends has the field names of Cilium's
