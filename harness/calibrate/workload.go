@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -560,7 +561,19 @@ func (r *runner) startWatchers(ctx context.Context, s *set, n int, rv string) ([
 			return ws, stop, err
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); w.read(body) }()
+		go func() {
+			defer wg.Done()
+			for w.read(body) && wctx.Err() == nil && w.rewatch() {
+				// kube-apiserver closed the watch (a cacheWatcher it
+				// found too slow, cache_watcher.go): watch again from
+				// the phase's resourceVersion and count from zero, as
+				// the history is replayed whole.
+				if body, err = c.watch(wctx, path); err != nil {
+					w.fail(err)
+					return
+				}
+			}
+		}()
 	}
 	return ws, stop, nil
 }
@@ -609,13 +622,43 @@ type watcher struct {
 	c        *client
 	progress chan struct{}
 
-	mu     sync.Mutex
-	events int
-	bytes  int64
-	err    error
+	mu        sync.Mutex
+	events    int
+	bytes     int64
+	err       error
+	rewatches int
 }
 
-func (w *watcher) read(body io.ReadCloser) {
+// maxRewatches is how often a watcher watches again after the server
+// closed its stream before it gives up.
+const maxRewatches = 3
+
+// rewatch resets the watcher's counts for a new stream, or records that
+// it has watched again too often.
+func (w *watcher) rewatch() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.rewatches >= maxRewatches {
+		return false
+	}
+	w.rewatches++
+	w.events, w.bytes, w.err = 0, 0, nil
+	return true
+}
+
+func (w *watcher) fail(err error) {
+	w.mu.Lock()
+	w.err = err
+	w.mu.Unlock()
+	select {
+	case w.progress <- struct{}{}:
+	default:
+	}
+}
+
+// read counts the events of one stream until it ends; it reports whether
+// the server ended it (EOF), which a new watch can resume.
+func (w *watcher) read(body io.ReadCloser) (closedByServer bool) {
 	defer body.Close()
 	buf := make([]byte, 64<<10)
 	for {
@@ -631,16 +674,19 @@ func (w *watcher) read(body io.ReadCloser) {
 			}
 		}
 		if err != nil {
-			w.mu.Lock()
-			w.err = err
-			w.mu.Unlock()
-			select {
-			case w.progress <- struct{}{}:
-			default:
+			if errors.Is(err, io.EOF) && w.rewatchesLeft() {
+				return true
 			}
-			return
+			w.fail(err)
+			return false
 		}
 	}
+}
+
+func (w *watcher) rewatchesLeft() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.rewatches < maxRewatches
 }
 
 func (w *watcher) state() (int, int64, error) {
