@@ -42,18 +42,8 @@ endpoints "metrics" (/metrics, /debug/pprof, and in xds mode
 			if err != nil {
 				return fmt.Errorf("--scenario: %w", err)
 			}
-			if api == "" {
-				return errors.New("--api-url: the API server URL is required")
-			}
-			if token != "" && tokenFile != "" {
-				return errors.New("--token and --token-file: give one, not both")
-			}
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return fmt.Errorf("--token-file: %w", err)
-				}
-				token = strings.TrimSpace(string(b))
+			if token, err = apiToken(api, token, tokenFile); err != nil {
+				return err
 			}
 			cfg.Mode = scenarios.Mode(mode)
 			cfg.Scenario = sc
@@ -79,4 +69,23 @@ endpoints "metrics" (/metrics, /debug/pprof, and in xds mode
 	_ = cmd.MarkFlagRequired("scenario")
 	_ = cmd.MarkFlagRequired("api-url")
 	return cmd
+}
+
+// apiToken checks the API server flags shared by the daemons that talk to
+// it (--api-url, --token, --token-file) and returns the bearer token.
+func apiToken(api, token, tokenFile string) (string, error) {
+	if api == "" {
+		return "", errors.New("--api-url: the API server URL is required")
+	}
+	if token != "" && tokenFile != "" {
+		return "", errors.New("--token and --token-file: give one, not both")
+	}
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return token, nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -35,18 +34,8 @@ endpoint "metrics" and extra "replica", "source", "cluster" and "etcd".`,
 			if err != nil {
 				return err
 			}
-			if api == "" {
-				return errors.New("--api-url: the API server URL is required")
-			}
-			if token != "" && tokenFile != "" {
-				return errors.New("--token and --token-file: give one, not both")
-			}
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return fmt.Errorf("--token-file: %w", err)
-				}
-				token = strings.TrimSpace(string(b))
+			if token, err = apiToken(api, token, tokenFile); err != nil {
+				return err
 			}
 			switch mesh.Source(source) {
 			case mesh.SourceCES, mesh.SourceCEP:
