@@ -102,10 +102,9 @@ func (r *Release) SupportsSliceMode(m string) bool {
 var releases = []*Release{release117(), release118(), release119(), release120()}
 
 // latestVersion is the release "latest" (and an unset cilium.version)
-// stands for. It stays 1.19 while the components of 1.20's presets
-// (ces-slim, mesh) are not wired into the harness: moving it would make
-// every scenario without modes list presets that cannot run yet.
-const latestVersion = "1.19"
+// stands for: the newest profile, now that the components of its presets
+// (ces-slim's slim CES controller, mesh's mirrors) run in the harness.
+const latestVersion = "1.20"
 
 // Releases lists the known minor releases, oldest first.
 func Releases() []string {
