@@ -169,14 +169,19 @@ func (c *typeCache) size() int {
 // each watch to the collection of its type (and node, for endpoints).
 type router struct {
 	prefix string
+	// onUnknown is told of every subscription to a type the server does
+	// not serve, with the order in which that type was first asked for
+	// (0 for the first unserved type) and whether this is that first time.
+	onUnknown func(typeURL string, ordinal int, first bool)
 
-	mu     sync.Mutex
-	global map[string]*typeCache
-	nodes  map[string]*typeCache
+	mu      sync.Mutex
+	global  map[string]*typeCache
+	nodes   map[string]*typeCache
+	unknown map[string]int // type URLs asked for and not served, by first-seen order
 }
 
-func newRouter(prefix string) *router {
-	r := &router{prefix: prefix, global: map[string]*typeCache{}, nodes: map[string]*typeCache{}}
+func newRouter(prefix string, onUnknown func(typeURL string, ordinal int, first bool)) *router {
+	r := &router{prefix: prefix, onUnknown: onUnknown, global: map[string]*typeCache{}, nodes: map[string]*typeCache{}, unknown: map[string]int{}}
 	for _, t := range xdsapi.Types {
 		if t != xdsapi.TypeEndpoint {
 			r.global[t] = newTypeCache(cacheKey{typeURL: t}, prefix)
@@ -216,8 +221,36 @@ func keyOf(typeURL, node string) cacheKey {
 	return cacheKey{typeURL: typeURL}
 }
 
+// unserved reports whether err is a watch on a type this server does not
+// serve; if so it tells onUnknown. Such a watch stays open and is never
+// answered, which is what go-control-plane's snapshot cache does for a
+// type its snapshot lacks (pkg/cache/v3/simple.go
+// snapshotCache.CreateWatch, v0.14.0): an error from CreateWatch would end
+// the whole ADS stream (pkg/server/sotw/v3/ads.go processADS and
+// pkg/server/delta/v3/server.go where it calls CreateDeltaWatch), served types included, so a client that
+// asks for one type too many would lose everything.
+func (r *router) unserved(typeURL string, err error) bool {
+	if !errors.Is(err, errUnknownType) {
+		return false
+	}
+	r.mu.Lock()
+	ord, seen := r.unknown[typeURL]
+	if !seen {
+		ord = len(r.unknown)
+		r.unknown[typeURL] = ord
+	}
+	r.mu.Unlock()
+	if r.onUnknown != nil {
+		r.onUnknown(typeURL, ord, !seen)
+	}
+	return true
+}
+
 func (r *router) CreateWatch(req *cache.Request, _ cache.Subscription, out chan cache.Response) (func(), error) {
 	c, err := r.lookup(keyOf(req.GetTypeUrl(), req.GetNode().GetId()))
+	if r.unserved(req.GetTypeUrl(), err) {
+		return func() {}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +259,9 @@ func (r *router) CreateWatch(req *cache.Request, _ cache.Subscription, out chan 
 
 func (r *router) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
 	c, err := r.lookup(keyOf(req.GetTypeUrl(), req.GetNode().GetId()))
+	if r.unserved(req.GetTypeUrl(), err) {
+		return func() {}, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -240,6 +240,7 @@ type metrics struct {
 	nacks     *prometheus.CounterVec
 	changes   prometheus.Counter
 	resources *prometheus.GaugeVec
+	unknown   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -256,8 +257,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		nacks:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stampede_xds_nacks_total", Help: "NACKs received, by type."}, []string{"type"}),
 		changes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "stampede_xds_changes_total", Help: "Applied batches that changed at least one resource."}),
 		resources: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "stampede_xds_resources", Help: "Resources held, by type."}, []string{"type"}),
+		unknown:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stampede_xds_unknown_type_requests_total", Help: "Subscriptions to a type URL this server does not serve, by type (at most maxUnknownTypes distinct, then \"other\"); they stay open unanswered and the stream keeps its served types."}, []string{"type"}),
 	}
-	for _, c := range []prometheus.Collector{m.latency, m.streams, m.responses, m.bytes, m.acks, m.nacks, m.changes, m.resources} {
+	for _, c := range []prometheus.Collector{m.latency, m.streams, m.responses, m.bytes, m.acks, m.nacks, m.changes, m.resources, m.unknown} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

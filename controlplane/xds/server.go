@@ -70,13 +70,32 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xds: register metrics: %w", err)
 	}
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		router:  newRouter(cfg.VersionPrefix),
 		tracker: newTracker(cfg.Now, cfg.VersionPrefix, m),
 		m:       m,
-	}, nil
+	}
+	s.router = newRouter(cfg.VersionPrefix, s.unknownType)
+	return s, nil
+}
+
+// maxUnknownTypes bounds the distinct type labels of
+// stampede_xds_unknown_type_requests_total; later ones count as "other",
+// so a client cannot grow the metric without bound.
+const maxUnknownTypes = 16
+
+// unknownType counts a subscription to a type this server does not serve,
+// and logs the first one of each type.
+func (s *Server) unknownType(typeURL string, ordinal int, first bool) {
+	label := typeURL
+	if ordinal >= maxUnknownTypes {
+		label = "other"
+	}
+	s.m.unknown.WithLabelValues(label).Inc()
+	if first {
+		s.log.Warn("xds subscription to a type this server does not serve: left unanswered, the stream's served types go on", "type", typeURL)
+	}
 }
 
 // Changes is a batch of resource updates for Apply. The zero value is an
