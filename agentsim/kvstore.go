@@ -54,6 +54,8 @@ type kvClient struct {
 	a   *Agent
 	cli *clientv3.Client
 	ttl int // lease TTL in seconds
+	// lim is the etcd client's rate limiter (agent.kvstoreQPS).
+	lim *kvLimiter
 
 	sessMu sync.Mutex
 	sess   *concurrency.Session
@@ -109,6 +111,7 @@ func newKVClient(ctx context.Context, a *Agent) (*kvClient, error) {
 	}
 	k := &kvClient{
 		a: a, cli: cli, ttl: ttl, lockTTL: lockTTL,
+		lim:              newKVLimiter(a.cfg.Knobs.KVStoreQPS, a.m),
 		identitiesSynced: make(chan struct{}),
 		ipcacheSynced:    make(chan struct{}),
 		acquired:         map[string]identity.ID{},
@@ -263,8 +266,13 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 	if len(ids) > 0 {
 		return ids[0], k.acquire(ctx, ids[0], key)
 	}
+	done, err := k.lim.wait(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("get value keys of %s: %w", key, err)
+	}
 	start = time.Now()
 	resp, err := k.cli.Get(ctx, agentcontract.KVValuePrefix+key+"/", clientv3.WithPrefix(), clientv3.WithLimit(1))
+	done()
 	k.observe("get", start, err)
 	if err != nil {
 		return 0, fmt.Errorf("get value keys of %s: %w", key, err)
@@ -286,11 +294,15 @@ func (k *kvClient) allocateOnce(ctx context.Context, l identity.Labels, key stri
 		return id, k.acquire(ctx, id, key)
 	}
 	master := agentcontract.KVIDPrefix + id.String()
+	if done, err = k.lim.wait(ctx); err != nil {
+		return 0, fmt.Errorf("create %s: %w", master, err)
+	}
 	start = time.Now()
 	tx, err := k.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(master), "=", 0)).
 		Then(clientv3.OpPut(master, key)).
 		Commit()
+	done()
 	k.observe("create", start, err)
 	if err != nil {
 		return 0, fmt.Errorf("create %s: %w", master, err)
@@ -344,8 +356,13 @@ func (k *kvClient) valueKey(key string) string {
 
 // put writes one of this node's keys with the current session's lease.
 func (k *kvClient) put(ctx context.Context, key, val string) error {
+	done, err := k.lim.wait(ctx)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
-	_, err := k.cli.Put(ctx, key, val, clientv3.WithLease(k.session().Lease()))
+	_, err = k.cli.Put(ctx, key, val, clientv3.WithLease(k.session().Lease()))
+	done()
 	k.observe("put", start, err)
 	return err
 }
@@ -447,8 +464,13 @@ func (k *kvClient) deleteOwn(ctx context.Context, etcdKey string, forget func(er
 		return
 	}
 	defer k.keyLocks.unlock(etcdKey)
+	done, err := k.lim.wait(ctx)
+	if err != nil {
+		return
+	}
 	start := time.Now()
-	_, err := k.cli.Delete(ctx, etcdKey)
+	_, err = k.cli.Delete(ctx, etcdKey)
+	done()
 	k.observe("delete", start, err)
 	k.mu.Lock()
 	forget(err)
@@ -602,11 +624,16 @@ func (k *kvClient) syncLocalKeys(ctx context.Context) {
 				return
 			}
 			master := agentcontract.KVIDPrefix + id.String()
+			done, err := k.lim.wait(ctx)
+			if err != nil {
+				return
+			}
 			start := time.Now()
 			tx, err := k.cli.Txn(ctx).
 				If(clientv3.Compare(clientv3.CreateRevision(master), "=", 0)).
 				Then(clientv3.OpPut(master, key)).
 				Commit()
+			done()
 			k.observe("sync", start, err)
 			if err != nil || !tx.Succeeded {
 				continue
@@ -624,7 +651,7 @@ func (k *kvClient) syncLocalKeys(ctx context.Context) {
 
 // reader is the kvReader of the kvstore: it retries on the same etcd.
 func (k *kvClient) reader() *kvReader {
-	return &kvReader{a: k.a, cli: k.cli, observe: k.observe}
+	return &kvReader{a: k.a, cli: k.cli, observe: k.observe, lim: k.lim}
 }
 
 func (k *kvClient) watchIdentities(ctx context.Context) {
@@ -650,6 +677,55 @@ type kvReader struct {
 	// check, if set, vets every response header (the mesh client compares
 	// the etcd cluster ID); an error is handled as a failed list.
 	check func(*etcdserverpb.ResponseHeader) error
+	// lim is the etcd client's rate limiter (nil: none): a list, however
+	// many pages, and each watch start wait on it once, as in Cilium's
+	// etcdClient.watch.
+	lim *kvLimiter
+}
+
+// list reads every key under prefix in pages of kvListBatch keys at one
+// revision, as Cilium's paginatedList does (serializable reads, sorted by
+// key). The returned header is the first page's, whose revision every
+// page was read at.
+func (k *kvReader) list(ctx context.Context, prefix string) (_ *etcdserverpb.ResponseHeader, _ []kvPair, err error) {
+	done, err := k.lim.wait(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer done()
+	began := time.Now()
+	defer func() { k.observe("list", began, err) }()
+	var (
+		header *etcdserverpb.ResponseHeader
+		out    []kvPair
+		rev    int64
+	)
+	start, end := prefix, clientv3.GetPrefixRangeEnd(prefix)
+	for {
+		var resp *clientv3.GetResponse
+		resp, err = k.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithRev(rev),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithSerializable(),
+			clientv3.WithLimit(kvListBatch))
+		if err != nil {
+			return nil, nil, err
+		}
+		if k.check != nil {
+			if err = k.check(resp.Header); err != nil {
+				return nil, nil, err
+			}
+		}
+		if header == nil {
+			header, rev = resp.Header, resp.Header.Revision
+			out = make([]kvPair, 0, resp.Count)
+		}
+		for _, kv := range resp.Kvs {
+			out = append(out, kvPair{key: string(kv.Key), value: kv.Value})
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return header, out, nil
+		}
+		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 // watchPrefix lists a prefix, hands the result to replace, then watches
@@ -666,12 +742,7 @@ func (k *kvReader) watchPrefix(ctx context.Context, name, prefix string, synced 
 			k.a.m.relists.WithLabelValues(name).Inc()
 		}
 		lists++
-		start := time.Now()
-		resp, err := k.cli.Get(ctx, prefix, clientv3.WithPrefix())
-		k.observe("list", start, err)
-		if err == nil && k.check != nil {
-			err = k.check(resp.Header)
-		}
+		header, kvs, err := k.list(ctx, prefix)
 		if err != nil && k.fail != nil {
 			if ctx.Err() == nil {
 				k.a.m.watchErrors.WithLabelValues(name).Inc()
@@ -690,15 +761,12 @@ func (k *kvReader) watchPrefix(ctx context.Context, name, prefix string, synced 
 			}
 			continue
 		}
-		kvs := make([]kvPair, len(resp.Kvs))
-		for i, kv := range resp.Kvs {
-			kvs[i] = kvPair{key: string(kv.Key), value: kv.Value}
-			k.a.m.bytes.WithLabelValues(name).Add(float64(len(kv.Key) + len(kv.Value)))
-		}
 		held.reset()
-		for _, kv := range resp.Kvs {
-			rw.bytes.Add(uint64(len(kv.Key) + len(kv.Value)))
-			held.set(kvObjectKey(kv.Key), len(kv.Key)+len(kv.Value))
+		for _, kv := range kvs {
+			n := len(kv.key) + len(kv.value)
+			k.a.m.bytes.WithLabelValues(name).Add(float64(n))
+			rw.bytes.Add(uint64(n))
+			held.set(kvObjectKeyString(kv.key), n)
 		}
 		held.publish()
 		replace(kvs)
@@ -708,8 +776,13 @@ func (k *kvReader) watchPrefix(ctx context.Context, name, prefix string, synced 
 			close(synced)
 		}
 		b.reset()
+		done, err := k.lim.wait(ctx)
+		if err != nil {
+			return
+		}
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := k.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+		wch := k.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(header.Revision+1))
+		done()
 		for wr := range wch {
 			err := wr.Err()
 			if err == nil && k.check != nil {

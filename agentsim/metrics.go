@@ -26,6 +26,10 @@ type Metrics struct {
 	allocFail       prometheus.Counter
 	kvOps           *prometheus.CounterVec
 	kvLatency       *prometheus.HistogramVec
+	// kvLimited and kvLimitWait count the etcd operations that passed the
+	// agents' kvstore rate limiter and the time they waited in it.
+	kvLimited   prometheus.Counter
+	kvLimitWait prometheus.Counter
 	cepWrites       *prometheus.CounterVec
 	eventLatency    *prometheus.HistogramVec
 	// sharedFrames counts watch frames found decoded by another agent of
@@ -97,6 +101,14 @@ func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
 			Help:    "kvstore operation latency by operation.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
 		}, []string{"op"}),
+		kvLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stampede_agent_kvstore_rate_limited_operations_total",
+			Help: "etcd operations that waited on the agents' kvstore rate limiter (Cilium's etcd.qps and etcd.maxInflight), summed over agents.",
+		}),
+		kvLimitWait: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stampede_agent_kvstore_rate_limit_wait_seconds_total",
+			Help: "Time etcd operations waited on the agents' kvstore rate limiter, summed over agents.",
+		}),
 		cepWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stampede_agent_endpoint_writes_total",
 			Help: "CiliumEndpoint writes by operation (create, patch) and outcome.",
@@ -117,7 +129,7 @@ func newMetrics(reg prometheus.Registerer, fleet *Fleet) *Metrics {
 	}
 	reg.MustRegister(m.events, m.bytes, m.requests, m.throttleWait, m.tooMany, m.relists,
 		m.watchErrors, m.created, m.duplicates, m.policyOverflows, m.allocRetries, m.allocFail, m.kvOps,
-		m.kvLatency, m.cepWrites, m.eventLatency, m.digestSeconds, m.sharedFrames)
+		m.kvLatency, m.kvLimited, m.kvLimitWait, m.cepWrites, m.eventLatency, m.digestSeconds, m.sharedFrames)
 	if fleet != nil {
 		reg.MustRegister(&fleetCollector{f: fleet})
 	}

@@ -43,6 +43,19 @@ func TestKVStoreModeConverges(t *testing.T) {
 	cfg.KVStore = []string{etcd.ClientURL()}
 	f := runFleet(t, ctx, cfg)
 	c.waitConverged(ctx, f, "after setup")
+	// Every etcd operation but locks passed Cilium's etcd.qps limiter:
+	// lists and watch starts too, so at least as many as the counted
+	// gets, creates, puts, deletes, syncs and lists.
+	limited := testutil.ToFloat64(f.Metrics().kvLimited)
+	var ops float64
+	for _, op := range []string{"get", "create", "put", "delete", "sync", "list"} {
+		for _, outcome := range []string{"ok", "error"} {
+			ops += testutil.ToFloat64(f.Metrics().kvOps.WithLabelValues(op, outcome))
+		}
+	}
+	if ops == 0 || limited < ops {
+		t.Errorf("rate-limited etcd operations = %v, want >= the %v non-lock operations counted", limited, ops)
+	}
 
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.ClientURL()}, DialTimeout: 5 * time.Second})
 	if err != nil {

@@ -115,6 +115,9 @@ func objectKey(namespace, name string) uint64 {
 // kvObjectKey hashes a kvstore key as objectKey hashes names.
 func kvObjectKey(key []byte) uint64 { return maphash.Bytes(objectKeySeed, key) }
 
+// kvObjectKeyString is kvObjectKey of a string key (the same hash).
+func kvObjectKeyString(key string) uint64 { return maphash.String(objectKeySeed, key) }
+
 // objectSizes is the size, as last received, of every object a watch
 // holds, as a cilium-agent's informer store holds the objects: lists
 // replace it, ADDED and MODIFIED set an object's size, DELETED removes

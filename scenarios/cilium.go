@@ -312,6 +312,7 @@ func baseAgent() AgentKnobs {
 		PolicyTriggerInterval:     D(DefaultPolicyTriggerInterval),
 		EndpointWorkers:           DefaultEndpointWorkers,
 		KVStorePeriodicSync:       D(DefaultKVStorePeriodicSync),
+		KVStoreQPS:                DefaultKVStoreQPS,
 		EndpointSyncInterval:      D(endpointSyncInterval),
 	}
 }
@@ -395,6 +396,7 @@ func baseSources() map[string]string {
 		"controlPlane.operatorIdentity.retryMaxDelay":  "operator/pkg/ciliumidentity controller.go maxSyncBackOff",
 		"controlPlane.operatorIdentity.maxRetries":     "operator/pkg/ciliumidentity controller.go maxProcessRetries",
 		"agent.kvstorePeriodicSync":                    "pkg/defaults KVstorePeriodicSync, --kvstore-periodic-sync",
+		"agent.kvstoreQPS":                             "pkg/defaults KVstoreQPS, --kvstore-opt etcd.qps (etcd.maxInflight defaults to it: pkg/kvstore/etcd.go newClient)",
 		"agent.disableEndpointCRD":                     "pkg/option DisableCiliumEndpointCRD, --disable-endpoint-crd (default false)",
 		"agent.endpointSyncInterval":                   "pkg/endpointmanager/endpointsynchronizer.go RunK8sCiliumEndpointSync, controller RunInterval",
 		"controlPlane.mesh.replicas":                   "stampede: 2, the fewest that spread agents and let one replica fail (CFP-44774 gives no count; Helm clustermesh.apiserver.replicas is 1; CFP-39876 recommends several in production)",

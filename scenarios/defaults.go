@@ -40,6 +40,9 @@ const (
 	DefaultOperatorIdentityMaxRetries = 15
 	// pkg/defaults KVstorePeriodicSync.
 	DefaultKVStorePeriodicSync = 5 * time.Minute
+	// DefaultKVStoreQPS is Cilium's pkg/defaults KVstoreQPS, the default
+	// of --kvstore-opt etcd.qps.
+	DefaultKVStoreQPS = 20
 	// Stampede's own xDS server batches API events this long.
 	DefaultXDSFlushInterval = 100 * time.Millisecond
 	DefaultProbeRate        = 10.0

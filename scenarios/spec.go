@@ -166,6 +166,10 @@ type AgentKnobs struct {
 	// keys (Cilium --kvstore-periodic-sync, an agent flag); it races the
 	// kvstore identity GC, which deletes master keys without value keys.
 	KVStorePeriodicSync Duration `json:"kvstorePeriodicSync"`
+	// KVStoreQPS limits each agent's etcd operations to this many a
+	// second and this many in flight (Cilium --kvstore-opt etcd.qps;
+	// etcd.maxInflight defaults to it); >= 1.
+	KVStoreQPS int `json:"kvstoreQPS"`
 	// PolicyTriggerInterval is the least time between two policy
 	// recomputations of the agent's endpoints (Cilium
 	// --policy-trigger-interval): identity and policy events arriving

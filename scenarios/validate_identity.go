@@ -18,6 +18,9 @@ func (s *Scenario) validateIdentityKnobs(l *errs) {
 	a := s.Agent
 	r := s.Release()
 	positive(l, "agent.kvstorePeriodicSync", a.KVStorePeriodicSync)
+	if q := a.KVStoreQPS; q < 1 || q > 100000 {
+		l.add("agent.kvstoreQPS", "must be in [1, 100000] etcd operations a second, got %d", q)
+	}
 	if j := a.IdentityMaxJitter; j != nil {
 		switch {
 		case j.Duration < 0:
