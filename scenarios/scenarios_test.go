@@ -182,7 +182,7 @@ func TestParseRejectsNonYAML(t *testing.T) {
 
 func TestBuiltinsGolden(t *testing.T) {
 	names := BuiltinNames()
-	if diff := cmp.Diff([]string{"relabel", "relabel-1.17", "relabel-1k", "relabel-small"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"churn-1k", "relabel", "relabel-1.17", "relabel-1k", "relabel-small"}, names); diff != "" {
 		t.Fatalf("built-ins (-want +got):\n%s", diff)
 	}
 	for _, name := range names {
@@ -282,6 +282,63 @@ func TestBuiltinShapes(t *testing.T) {
 	}
 	if _, err := Builtin("nope"); !errors.Is(err, ErrUnknownScenario) {
 		t.Errorf("Builtin(nope) = %v, want ErrUnknownScenario", err)
+	}
+}
+
+// TestChurn1kShape: churn-1k is CFP-44774's churn scaled down: 1,000
+// nodes, no pods at setup, three cycles of scaleAll to 10 and to 0 at
+// 100 pods/s in ces-slim and mesh, and after each scale-down an observe
+// long enough for the identity GC to delete what the cycle left: an
+// identity is annotated by a run at most heartbeatTimeout + interval
+// after it was last in use, and deleted by a run at most as long after
+// the annotation (which marks it alive again).
+func TestChurn1kShape(t *testing.T) {
+	s, err := Builtin("churn-1k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Cluster.Nodes != 1000 || s.PodCount() != 10000 {
+		t.Errorf("%d nodes, %d pods at the peak; want 1000, 10000", s.Cluster.Nodes, s.PodCount())
+	}
+	var modes []Mode
+	for _, m := range s.Modes {
+		modes = append(modes, m.Name)
+	}
+	if diff := cmp.Diff([]Mode{ModeCESSlim, ModeMesh}, modes); diff != "" {
+		t.Errorf("modes (-want +got):\n%s", diff)
+	}
+	if su := s.Steps[0].Setup; su == nil || su.CreatesPods() {
+		t.Fatalf("steps[0] = %+v, want setup without pods", s.Steps[0])
+	}
+	gc := s.ControlPlane.IdentityGC
+	gcWait := 2 * (gc.HeartbeatTimeout.Duration + gc.Interval.Duration)
+	var ups, downs int
+	for i, st := range s.Steps {
+		sa := st.ScaleAll
+		if sa == nil {
+			continue
+		}
+		if sa.Rate != 100 || len(sa.Namespaces) != 0 {
+			t.Errorf("steps[%d].scaleAll = %+v, want every namespace at 100 pods/s", i, sa)
+		}
+		switch sa.Replicas {
+		case s.Cluster.Workloads.Replicas:
+			ups++
+		case 0:
+			downs++
+			if i+2 >= len(s.Steps) || s.Steps[i+1].WaitConverged == nil || s.Steps[i+2].Observe == nil {
+				t.Errorf("steps[%d]: a scale-down not followed by waitConverged and observe", i)
+				continue
+			}
+			if d := s.Steps[i+2].Observe.Duration.Duration; d < gcWait {
+				t.Errorf("steps[%d].observe.duration = %v, shorter than the identity GC's %v", i+2, d, gcWait)
+			}
+		default:
+			t.Errorf("steps[%d].scaleAll.replicas = %d, want %d or 0", i, sa.Replicas, s.Cluster.Workloads.Replicas)
+		}
+	}
+	if ups != 3 || downs != 3 {
+		t.Errorf("%d scale-ups and %d scale-downs, want 3 cycles", ups, downs)
 	}
 }
 
