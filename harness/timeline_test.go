@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -645,4 +646,68 @@ func (r *recordingCluster) CreatePod(ctx context.Context, p *scenarios.Pod, host
 	r.order = append(r.order, p.Namespace+"/"+p.Deployment)
 	r.fakeCluster.mu.Unlock()
 	return r.fakeCluster.CreatePod(ctx, p, hostIP)
+}
+
+// TestChurnSmallFake runs one cycle of churn-1k at test size
+// (testdata/churn-small.yaml: 20 nodes, 5 namespaces x 2 deployments, 10
+// replicas, ces-slim) through the harness against the fake API server:
+// the agents converge after setup without pods, after the scale-up and
+// after the scale-down, and the identity GC deletes every identity the
+// cycle created within the final observe, sized from its knobs.
+func TestChurnSmallFake(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run; -short")
+	}
+	bin := stampedeBinary(t)
+	requireSubcommands(t, bin, "fakeapi", "controlplane", "agents")
+	sc, err := scenarios.LoadFile(filepath.Join("testdata", "churn-small.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	res, err := Run(ctx, Config{
+		Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCESSlim}, Out: out, Executable: bin,
+		Progress: testWriter{t}, Grace: 5 * time.Second, AgentNice: AgentNiceAuto,
+	})
+	if err != nil {
+		t.Errorf("run: %v", err)
+	}
+	if res == nil {
+		t.Fatal("no results")
+	}
+	t.Logf("churn-small, ces-slim, fake backend: %v (output %s)", time.Since(start).Round(time.Second), out)
+	if len(res.Modes) != 1 || res.Modes[0].Status != results.StatusOK {
+		t.Fatalf("modes = %+v, want ces-slim ok", res.Modes)
+	}
+	m := res.Modes[0]
+	for _, st := range m.Steps {
+		t.Logf("steps[%d] %s %s: %s", st.Index, st.Kind, st.End.Sub(st.Start).Round(time.Millisecond), st.Detail)
+	}
+	conv := m.Summary.Convergence
+	wantTriggers := []string{"setup", "scaleAll", "scaleAll"}
+	if len(conv) != len(wantTriggers) {
+		t.Fatalf("%d convergence summaries, want %d: %+v", len(conv), len(wantTriggers), conv)
+	}
+	for k, c := range conv {
+		if c.Trigger != wantTriggers[k] || c.Agents != sc.Cluster.Nodes || c.Converged != c.Agents {
+			t.Errorf("convergence %d = %+v, want trigger %s and %d/%d", k, c, wantTriggers[k], sc.Cluster.Nodes, sc.Cluster.Nodes)
+		}
+	}
+	// The identities: one per deployment created by the operator, none
+	// left at the end (only the identity GC deletes them).
+	deployments := int64(len(sc.Cluster.Namespaces) * sc.Cluster.Workloads.DeploymentsPerNamespace)
+	if id := m.Summary.Identities; id == nil || id.Created < deployments || id.Final != 0 {
+		t.Errorf("identities %+v, want at least %d created and 0 left after the GC", id, deployments)
+	}
+	deletes, ok := m.Series.Values["api.writes.rate{type=delete ciliumidentities}"]
+	deleted := false
+	for _, v := range deletes {
+		deleted = deleted || v > 0
+	}
+	if !ok || !deleted {
+		t.Errorf("no CiliumIdentity deletes in the series")
+	}
 }
