@@ -201,6 +201,9 @@ func (t *Timeline) runStep(ctx context.Context, i int, step scenarios.Step, star
 	case step.DeletePods != nil:
 		t.markTrigger(i, "deletePods", start)
 		return t.deletePods(ctx, i, step.DeletePods)
+	case step.ScaleAll != nil:
+		t.markTrigger(i, "scaleAll", start)
+		return t.scaleAll(ctx, i, step.ScaleAll)
 	}
 	return "", fmt.Errorf("steps[%d]: empty step", i)
 }
@@ -315,6 +318,13 @@ func (t *Timeline) setup(ctx context.Context, s *scenarios.SetupStep) (string, e
 	}); err != nil {
 		return "", fmt.Errorf("setup: create policies: %w", err)
 	}
+	if !s.CreatesPods() {
+		// The deployments exist only as names: the ground truth holds no
+		// pods until a scaleAll creates them.
+		for k := len(topo.Pods) - 1; k >= 0; k-- {
+			topo.RemovePod(topo.Pods[k])
+		}
+	}
 	pods := podCreationOrder(topo.Pods, s.PodOrder)
 	if err := t.parallel(ctx, len(pods), s.CreateQPS, func(ctx context.Context, i int) error {
 		return c.CreatePod(ctx, pods[i], topo.Nodes[pods[i].NodeIndex].IP.String())
@@ -425,6 +435,95 @@ func (t *Timeline) scale(ctx context.Context, i int, s *scenarios.ScaleStep) (st
 		return fmt.Sprintf("scaled %s/%s from %d to %d", s.Namespace, s.Deployment, len(cur), s.Replicas), nil
 	}
 	return fmt.Sprintf("%s/%s already has %d replicas", s.Namespace, s.Deployment, s.Replicas), nil
+}
+
+// scaleAll sets every deployment of the step's namespaces to Replicas
+// pods, one pod of each deployment in turn (as setup's interleaved order),
+// at most Rate creations and deletions a second in all. New pods are
+// placed in the topology before they are created, in that order, so that
+// placement stays deterministic; a deleted pod leaves the topology once
+// the API server has deleted it. Scaling down deletes a deployment's
+// newest pods first.
+func (t *Timeline) scaleAll(ctx context.Context, i int, s *scenarios.ScaleAllStep) (string, error) {
+	topo, sc := t.cfg.Topology, t.cfg.Scenario
+	names := s.Namespaces
+	if len(names) == 0 {
+		for _, ns := range topo.Namespaces {
+			names = append(names, ns.Name)
+		}
+	}
+	type deployment struct{ ns, name string }
+	var deps []deployment
+	cur := map[deployment][]*scenarios.Pod{}
+	for _, ns := range names {
+		if _, ok := topo.Namespace(ns); !ok {
+			return "", fmt.Errorf("steps[%d].scaleAll.namespaces: unknown namespace %q", i, ns)
+		}
+		for d := 0; d < sc.Cluster.Workloads.DeploymentsPerNamespace; d++ {
+			dep := deployment{ns, scenarios.DeploymentName(d)}
+			deps = append(deps, dep)
+			cur[dep] = nil
+		}
+	}
+	for _, p := range topo.Pods {
+		dep := deployment{p.Namespace, p.Deployment}
+		if pods, ok := cur[dep]; ok {
+			cur[dep] = append(pods, p)
+		}
+	}
+	type change struct {
+		pod    *scenarios.Pod
+		create bool
+	}
+	var changes []change
+	created, deleted := 0, 0
+	for r := 0; ; r++ {
+		more := false
+		for _, dep := range deps {
+			have := len(cur[dep])
+			switch {
+			case have+r < s.Replicas:
+				p, err := topo.AddPod(dep.ns, dep.name)
+				if err != nil {
+					return "", fmt.Errorf("steps[%d].scaleAll: %w", i, err)
+				}
+				changes = append(changes, change{p, true})
+				created++
+				more = true
+			case have-r > s.Replicas:
+				changes = append(changes, change{cur[dep][have-1-r], false})
+				deleted++
+				more = true
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	var mu sync.Mutex
+	begin := t.cfg.Now()
+	err := t.parallel(ctx, len(changes), s.Rate, func(ctx context.Context, j int) error {
+		c := changes[j]
+		if c.create {
+			return t.cfg.Cluster.CreatePod(ctx, c.pod, topo.Nodes[c.pod.NodeIndex].IP.String())
+		}
+		if err := t.cfg.Cluster.DeletePod(ctx, c.pod.Namespace, c.pod.Name); err != nil {
+			return err
+		}
+		mu.Lock()
+		topo.RemovePod(c.pod)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("steps[%d].scaleAll: %w", i, err)
+	}
+	took := t.cfg.Now().Sub(begin)
+	detail := fmt.Sprintf("scaled %d deployments to %d replicas: created %d and deleted %d pods", len(deps), s.Replicas, created, deleted)
+	if n := created + deleted; n > 0 && took > 0 {
+		detail += fmt.Sprintf(" in %s (%.1f pods/s)", took.Round(time.Millisecond), float64(n)/took.Seconds())
+	}
+	return detail, nil
 }
 
 func (t *Timeline) deletePods(ctx context.Context, i int, d *scenarios.DeletePodsStep) (string, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -497,5 +498,216 @@ steps:
 	}
 	if got := podCreationOrder(nil, scenarios.PodOrderInterleaved); len(got) != 0 {
 		t.Errorf("no pods: got %d", len(got))
+	}
+}
+
+// TestTimelineScaleAllChurn: setup without pods leaves the cluster and the
+// ground truth without pods; scaleAll to 5 then to 0 creates and deletes
+// every deployment's pods, the agents converge after each, and the
+// cluster's pods are the topology's.
+func TestTimelineScaleAllChurn(t *testing.T) {
+	sc := smallScenario(t, `
+steps:
+  - setup: {pods: false}
+  - waitConverged: {timeout: 1m}
+  - scaleAll: {replicas: 5, rate: 1000}
+  - waitConverged: {timeout: 1m}
+  - scaleAll: {replicas: 2, rate: 1000, namespaces: [b]}
+  - waitConverged: {timeout: 1m}
+  - scaleAll: {replicas: 0, rate: 1000}
+  - waitConverged: {timeout: 1m}
+`)
+	topo, err := sc.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := newFakeCluster()
+	agents := &lagAgents{sc: sc, cluster: fc, lag: 2, now: time.Now}
+	type seen struct {
+		pods, truthPods int
+		perDeploy       map[string]int
+	}
+	var after []seen
+	var conv []results.ConvergenceSummary
+	var steps []results.StepResult
+	tl, err := NewTimeline(TimelineConfig{
+		Scenario: sc, Topology: topo, Cluster: fc, Agents: agents,
+		PollInterval: time.Millisecond,
+		OnStep: func(s results.StepResult) {
+			steps = append(steps, s)
+			if s.End == nil || s.Kind == "waitConverged" {
+				return
+			}
+			fc.mu.Lock()
+			per := map[string]int{}
+			for _, p := range fc.pods {
+				per[p.Namespace+"/"+p.Deployment]++
+			}
+			after = append(after, seen{pods: len(fc.pods), truthPods: len(topo.Pods), perDeploy: per})
+			fc.mu.Unlock()
+		},
+		OnConverged: func(c results.ConvergenceSummary) { conv = append(conv, c) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tl.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// setup, scaleAll to 5, b to 2, all to 0.
+	want := []seen{
+		{0, 0, map[string]int{}},
+		{20, 20, map[string]int{"a/deploy-0": 5, "a/deploy-1": 5, "b/deploy-0": 5, "b/deploy-1": 5}},
+		{14, 14, map[string]int{"a/deploy-0": 5, "a/deploy-1": 5, "b/deploy-0": 2, "b/deploy-1": 2}},
+		{0, 0, map[string]int{}},
+	}
+	if len(after) != len(want) {
+		t.Fatalf("%d cluster-changing steps ended, want %d", len(after), len(want))
+	}
+	for k := range want {
+		if after[k].pods != want[k].pods || after[k].truthPods != want[k].truthPods || fmt.Sprint(after[k].perDeploy) != fmt.Sprint(want[k].perDeploy) {
+			t.Errorf("after change %d: cluster %d pods, topology %d, per deployment %v; want %+v", k, after[k].pods, after[k].truthPods, after[k].perDeploy, want[k])
+		}
+	}
+	wantTriggers := []string{"setup", "scaleAll", "scaleAll", "scaleAll"}
+	if len(conv) != len(wantTriggers) {
+		t.Fatalf("convergence summaries = %d, want %d", len(conv), len(wantTriggers))
+	}
+	for k, c := range conv {
+		if c.Trigger != wantTriggers[k] || c.Converged != 3 || c.Agents != 3 {
+			t.Errorf("convergence %d = %+v, want trigger %s and 3/3", k, c, wantTriggers[k])
+		}
+	}
+	// Each scaleAll is recorded with its start and end, as relabel is.
+	var scaled []results.StepResult
+	for _, s := range steps {
+		if s.Kind == "scaleAll" && s.End != nil {
+			scaled = append(scaled, s)
+		}
+	}
+	if len(scaled) != 3 || !strings.Contains(scaled[0].Detail, "created 20 and deleted 0 pods") || !strings.Contains(scaled[2].Detail, "created 0 and deleted 14 pods") {
+		t.Errorf("scaleAll steps = %+v, want three with their counts", scaled)
+	}
+	if len(fc.nodes) != 3 || len(fc.sas) != 2 || len(fc.cnps) != 2 || len(fc.ns) != 2 {
+		t.Errorf("setup without pods created nodes %d, service accounts %d, policies %d, namespaces %d; want 3 2 2 2", len(fc.nodes), len(fc.sas), len(fc.cnps), len(fc.ns))
+	}
+}
+
+// TestScaleAllInterleavesAndKeepsRate: the pods of a scaleAll take turns
+// by deployment, and the step takes at least as long as its rate says.
+func TestScaleAllInterleavesAndKeepsRate(t *testing.T) {
+	sc := smallScenario(t, `
+steps:
+  - setup: {pods: false}
+  - scaleAll: {replicas: 10, rate: 20}
+`)
+	topo, err := sc.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &recordingCluster{fakeCluster: newFakeCluster()}
+	tl, err := NewTimeline(TimelineConfig{Scenario: sc, Topology: topo, Cluster: rc, Agents: &lagAgents{}, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := tl.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if len(rc.order) != 40 {
+		t.Fatalf("created %d pods, want 40", len(rc.order))
+	}
+	// 4 deployments: each run of 4 creations holds each deployment once.
+	for r := 0; r < 10; r++ {
+		round := map[string]bool{}
+		for _, d := range rc.order[r*4 : r*4+4] {
+			round[d] = true
+		}
+		if len(round) != 4 {
+			t.Errorf("creations %d..%d are of %v, want one of each of the 4 deployments", r*4, r*4+3, rc.order[r*4:r*4+4])
+		}
+	}
+	// 40 pods at 20/s: the first 20 may go at once (the limiter's burst
+	// is one second's worth, as in setup), the other 20 take a second.
+	if took < 900*time.Millisecond {
+		t.Errorf("40 pods at 20/s took %v, want at least 1s", took)
+	}
+}
+
+// recordingCluster records the deployment of each pod created, in order.
+type recordingCluster struct {
+	*fakeCluster
+	order []string
+}
+
+func (r *recordingCluster) CreatePod(ctx context.Context, p *scenarios.Pod, hostIP string) error {
+	r.fakeCluster.mu.Lock()
+	r.order = append(r.order, p.Namespace+"/"+p.Deployment)
+	r.fakeCluster.mu.Unlock()
+	return r.fakeCluster.CreatePod(ctx, p, hostIP)
+}
+
+// TestChurnSmallFake runs one cycle of churn-1k at test size
+// (testdata/churn-small.yaml: 20 nodes, 5 namespaces x 2 deployments, 10
+// replicas, ces-slim) through the harness against the fake API server:
+// the agents converge after setup without pods, after the scale-up and
+// after the scale-down, and the identity GC deletes every identity the
+// cycle created within the final observe, sized from its knobs.
+func TestChurnSmallFake(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run; -short")
+	}
+	bin := stampedeBinary(t)
+	requireSubcommands(t, bin, "fakeapi", "controlplane", "agents")
+	sc, err := scenarios.LoadFile(filepath.Join("testdata", "churn-small.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	res, err := Run(ctx, Config{
+		Scenario: sc, Backend: &FakeBackend{}, Modes: []scenarios.Mode{scenarios.ModeCESSlim}, Out: out, Executable: bin,
+		Progress: testWriter{t}, Grace: 5 * time.Second, AgentNice: AgentNiceAuto,
+	})
+	if err != nil {
+		t.Errorf("run: %v", err)
+	}
+	if res == nil {
+		t.Fatal("no results")
+	}
+	t.Logf("churn-small, ces-slim, fake backend: %v (output %s)", time.Since(start).Round(time.Second), out)
+	if len(res.Modes) != 1 || res.Modes[0].Status != results.StatusOK {
+		t.Fatalf("modes = %+v, want ces-slim ok", res.Modes)
+	}
+	m := res.Modes[0]
+	for _, st := range m.Steps {
+		t.Logf("steps[%d] %s %s: %s", st.Index, st.Kind, st.End.Sub(st.Start).Round(time.Millisecond), st.Detail)
+	}
+	conv := m.Summary.Convergence
+	wantTriggers := []string{"setup", "scaleAll", "scaleAll"}
+	if len(conv) != len(wantTriggers) {
+		t.Fatalf("%d convergence summaries, want %d: %+v", len(conv), len(wantTriggers), conv)
+	}
+	for k, c := range conv {
+		if c.Trigger != wantTriggers[k] || c.Agents != sc.Cluster.Nodes || c.Converged != c.Agents {
+			t.Errorf("convergence %d = %+v, want trigger %s and %d/%d", k, c, wantTriggers[k], sc.Cluster.Nodes, sc.Cluster.Nodes)
+		}
+	}
+	// The identities: one per deployment created by the operator, none
+	// left at the end (only the identity GC deletes them).
+	deployments := int64(len(sc.Cluster.Namespaces) * sc.Cluster.Workloads.DeploymentsPerNamespace)
+	if id := m.Summary.Identities; id == nil || id.Created < deployments || id.Final != 0 {
+		t.Errorf("identities %+v, want at least %d created and 0 left after the GC", id, deployments)
+	}
+	deletes, ok := m.Series.Values["api.writes.rate{type=delete ciliumidentities}"]
+	deleted := false
+	for _, v := range deletes {
+		deleted = deleted || v > 0
+	}
+	if !ok || !deleted {
+		t.Errorf("no CiliumIdentity deletes in the series")
 	}
 }

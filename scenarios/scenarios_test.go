@@ -87,6 +87,17 @@ func TestValidationErrors(t *testing.T) {
 		{"bad backend", repl("steps:", "api: {backend: docker}\nsteps:"), []string{`api.backend: must be fake, local, kind or kubeconfig, got "docker"`}},
 		{"scale unknown deployment", repl("  - observe", "  - scale: {namespace: a, deployment: deploy-7, replicas: 2}\n  - observe"), []string{`steps[3].scale.deployment: no deployment "deploy-7"`}},
 		{"delete fraction", repl("  - observe", "  - deletePods: {fraction: 2}\n  - observe"), []string{"steps[3].deletePods.fraction: must be in (0, 1]"}},
+		{"scaleAll without rate", repl("  - observe", "  - scaleAll: {replicas: 2}\n  - observe"), []string{"steps[3].scaleAll.rate: must be > 0 pods per second, got 0"}},
+		{"scaleAll negative rate", repl("  - observe", "  - scaleAll: {replicas: 2, rate: -5}\n  - observe"), []string{"steps[3].scaleAll.rate: must be > 0 pods per second, got -5"}},
+		{"scaleAll negative replicas", repl("  - observe", "  - scaleAll: {replicas: -1, rate: 10}\n  - observe"), []string{"steps[3].scaleAll.replicas: must be in [0, 10000], got -1"}},
+		{"scaleAll unknown namespace", repl("  - observe", "  - scaleAll: {replicas: 2, rate: 10, namespaces: [b, ns-9]}\n  - observe"), []string{`steps[3].scaleAll.namespaces[1]: no namespace "ns-9"`}},
+		{"scaleAll duplicate namespace", repl("  - observe", "  - scaleAll: {replicas: 2, rate: 10, namespaces: [b, b]}\n  - observe"), []string{`steps[3].scaleAll.namespaces[1]: duplicate namespace "b"`}},
+		{"scaleAll does not fit", repl("  - observe", "  - scaleAll: {replicas: 300, rate: 10}\n  - observe"), []string{"steps[3].scaleAll.replicas: 1200 pods do not fit on 4 nodes of at most 110 pods"}},
+		{"scaleAll one namespace does not fit", repl("  - observe", "  - scaleAll: {replicas: 221, rate: 10, namespaces: [a]}\n  - observe"), []string{"steps[3].scaleAll.replicas: 442 pods do not fit on 4 nodes of at most 110 pods"}},
+		{"scaleAll misspelt field", repl("  - observe", "  - scaleAll: {replicas: 2, rate: 10, replica: 3}\n  - observe"), []string{`steps[3].scaleAll.replica: unknown field (did you mean "replicas"?)`}},
+		{"scaleAll rate not a number", repl("  - observe", "  - scaleAll: {replicas: 2, rate: fast}\n  - observe"), []string{`steps[3].scaleAll.rate: must be a number, got string "fast"`}},
+		{"scaleAll and scale in one step", repl("  - observe", "  - scaleAll: {replicas: 2, rate: 10}\n    scale: {namespace: a, deployment: deploy-0, replicas: 2}\n  - observe"), []string{"steps[3]: must set exactly one of setup, waitConverged, observe, relabel, scale, deletePods, scaleAll (has 2)"}},
+		{"setup pods not a boolean", repl("  - setup: {}", "  - setup: {pods: 'no'}"), []string{`steps[0].setup.pods: must be true or false, got string "no"`}},
 		{"bad pod order", repl("  - setup: {}", "  - setup: {podOrder: random}"), []string{`steps[0].setup.podOrder: must be interleaved or byDeployment, got "random"`}},
 		{"label filter regexp", repl("steps:", "agent: {labelFilter: ['k8s:app[']}\nsteps:"), []string{"agent.labelFilter[0]: label pattern"}},
 		{"capacity zero cores", repl("steps:", "api: {capacity: {cores: 0, profile: "+placeholderProfile+"}}\nsteps:"), []string{"api.capacity.cores: must be a positive finite number of cores, got 0"}},
@@ -119,6 +130,37 @@ func TestValidationErrors(t *testing.T) {
 
 // TestDecodeErrorsAreValidationErrors checks that every error of a file
 // comes back together, as a *ValidationError a caller can inspect.
+// TestSetupPodsAndScaleAll: setup creates pods unless told not to, and a
+// valid scaleAll keeps its fields.
+func TestSetupPodsAndScaleAll(t *testing.T) {
+	s, err := Parse("base", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if su := s.Steps[0].Setup; !su.CreatesPods() {
+		t.Errorf("setup.pods = %v: setup creates no pods, want the default true", *su.Pods)
+	}
+	churn := repl("  - setup: {}", "  - setup: {pods: false}")(repl("  - observe", "  - scaleAll: {replicas: 5, rate: 100, namespaces: [b]}\n  - observe")(base))
+	s, err = Parse("churn", []byte(churn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if su := s.Steps[0].Setup; su.Pods == nil || *su.Pods || su.CreatesPods() {
+		t.Errorf("setup.pods = %v, want false", su.Pods)
+	}
+	want := &ScaleAllStep{Replicas: 5, Rate: 100, Namespaces: []string{"b"}}
+	if diff := cmp.Diff(want, s.Steps[3].ScaleAll); diff != "" {
+		t.Errorf("scaleAll (-want +got):\n%s", diff)
+	}
+	if k := s.Steps[3].Kind(); k != "scaleAll" {
+		t.Errorf("Kind() = %q, want scaleAll", k)
+	}
+	// Scaling to zero needs no room on the nodes.
+	if _, err := Parse("zero", []byte(repl("  - observe", "  - scaleAll: {replicas: 0, rate: 1}\n  - observe")(base))); err != nil {
+		t.Errorf("scaleAll to 0: %v", err)
+	}
+}
+
 func TestDecodeErrorsAreValidationErrors(t *testing.T) {
 	_, err := Parse("f.yaml", []byte(repl("nodes: 4", "nodes: x\n  bogus: 1")(base)))
 	var ve *ValidationError
@@ -140,7 +182,7 @@ func TestParseRejectsNonYAML(t *testing.T) {
 
 func TestBuiltinsGolden(t *testing.T) {
 	names := BuiltinNames()
-	if diff := cmp.Diff([]string{"relabel", "relabel-1.17", "relabel-1k", "relabel-small"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"churn-1k", "relabel", "relabel-1.17", "relabel-1k", "relabel-small"}, names); diff != "" {
 		t.Fatalf("built-ins (-want +got):\n%s", diff)
 	}
 	for _, name := range names {
@@ -240,6 +282,63 @@ func TestBuiltinShapes(t *testing.T) {
 	}
 	if _, err := Builtin("nope"); !errors.Is(err, ErrUnknownScenario) {
 		t.Errorf("Builtin(nope) = %v, want ErrUnknownScenario", err)
+	}
+}
+
+// TestChurn1kShape: churn-1k is CFP-44774's churn scaled down: 1,000
+// nodes, no pods at setup, three cycles of scaleAll to 10 and to 0 at
+// 100 pods/s in ces-slim and mesh, and after each scale-down an observe
+// long enough for the identity GC to delete what the cycle left: an
+// identity is annotated by a run at most heartbeatTimeout + interval
+// after it was last in use, and deleted by a run at most as long after
+// the annotation (which marks it alive again).
+func TestChurn1kShape(t *testing.T) {
+	s, err := Builtin("churn-1k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Cluster.Nodes != 1000 || s.PodCount() != 10000 {
+		t.Errorf("%d nodes, %d pods at the peak; want 1000, 10000", s.Cluster.Nodes, s.PodCount())
+	}
+	var modes []Mode
+	for _, m := range s.Modes {
+		modes = append(modes, m.Name)
+	}
+	if diff := cmp.Diff([]Mode{ModeCESSlim, ModeMesh}, modes); diff != "" {
+		t.Errorf("modes (-want +got):\n%s", diff)
+	}
+	if su := s.Steps[0].Setup; su == nil || su.CreatesPods() {
+		t.Fatalf("steps[0] = %+v, want setup without pods", s.Steps[0])
+	}
+	gc := s.ControlPlane.IdentityGC
+	gcWait := 2 * (gc.HeartbeatTimeout.Duration + gc.Interval.Duration)
+	var ups, downs int
+	for i, st := range s.Steps {
+		sa := st.ScaleAll
+		if sa == nil {
+			continue
+		}
+		if sa.Rate != 100 || len(sa.Namespaces) != 0 {
+			t.Errorf("steps[%d].scaleAll = %+v, want every namespace at 100 pods/s", i, sa)
+		}
+		switch sa.Replicas {
+		case s.Cluster.Workloads.Replicas:
+			ups++
+		case 0:
+			downs++
+			if i+2 >= len(s.Steps) || s.Steps[i+1].WaitConverged == nil || s.Steps[i+2].Observe == nil {
+				t.Errorf("steps[%d]: a scale-down not followed by waitConverged and observe", i)
+				continue
+			}
+			if d := s.Steps[i+2].Observe.Duration.Duration; d < gcWait {
+				t.Errorf("steps[%d].observe.duration = %v, shorter than the identity GC's %v", i+2, d, gcWait)
+			}
+		default:
+			t.Errorf("steps[%d].scaleAll.replicas = %d, want %d or 0", i, sa.Replicas, s.Cluster.Workloads.Replicas)
+		}
+	}
+	if ups != 3 || downs != 3 {
+		t.Errorf("%d scale-ups and %d scale-downs, want 3 cycles", ups, downs)
 	}
 }
 

@@ -319,6 +319,7 @@ type Step struct {
 	Relabel       *RelabelStep       `json:"relabel,omitempty"`
 	Scale         *ScaleStep         `json:"scale,omitempty"`
 	DeletePods    *DeletePodsStep    `json:"deletePods,omitempty"`
+	ScaleAll      *ScaleAllStep      `json:"scaleAll,omitempty"`
 }
 
 // Kind names the step's type, as written in YAML.
@@ -336,12 +337,23 @@ func (s Step) Kind() string {
 		return "scale"
 	case s.DeletePods != nil:
 		return "deletePods"
+	case s.ScaleAll != nil:
+		return "scaleAll"
 	}
 	return ""
 }
 
-// SetupStep creates nodes, namespaces, policies and pods.
+// SetupStep creates nodes, namespaces, service accounts, policies and,
+// unless Pods is false, pods.
 type SetupStep struct {
+	// Pods creates the deployments' pods (unset: true; it is left unset
+	// by Default so that the effective form of existing scenarios, which
+	// results files embed, stays as it was). With false, setup
+	// creates everything else and the deployments exist only as names
+	// (and cluster.workloads.replicas as the most pods a step will ask
+	// for, which sizes the agents' maps): a later scaleAll creates the
+	// pods, at a rate the scenario chooses.
+	Pods *bool `json:"pods,omitempty"`
 	// CreateQPS bounds the harness's object creation rate (0: unlimited).
 	CreateQPS float64 `json:"createQPS,omitempty"`
 	// PodOrder is the order pods are created in: PodOrderInterleaved (the
@@ -352,6 +364,9 @@ type SetupStep struct {
 	// allocates its identity at once (the cold-start storm).
 	PodOrder string `json:"podOrder,omitempty"`
 }
+
+// CreatesPods reports whether setup creates the deployments' pods.
+func (s *SetupStep) CreatesPods() bool { return s.Pods == nil || *s.Pods }
 
 // Pod creation orders of the setup step.
 const (
@@ -395,6 +410,21 @@ type DeletePodsStep struct {
 	Fraction float64 `json:"fraction"`
 	// Rate in pods per second (0: as fast as possible).
 	Rate float64 `json:"rate,omitempty"`
+}
+
+// ScaleAllStep sets every deployment of the listed namespaces to the same
+// replica count, creating or deleting pods at a bounded overall rate: the
+// pod churn of a load generator (ClusterLoader2's deployments created and
+// deleted at a fixed pod throughput, as CFP-44774 ran it).
+type ScaleAllStep struct {
+	// Replicas is every deployment's replica count after the step.
+	Replicas int `json:"replicas"`
+	// Rate is the pods created or deleted per second over all
+	// deployments (> 0); the deployments take turns, one pod each, as
+	// setup's interleaved order does.
+	Rate float64 `json:"rate"`
+	// Namespaces to scale; empty means all.
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
 // Measure configures the harness's measurements.

@@ -384,13 +384,13 @@ func (s *Scenario) validateSteps(l *errs, ns map[string]bool) {
 	for i, st := range s.Steps {
 		p := fmt.Sprintf("steps[%d]", i)
 		n := 0
-		for _, set := range []bool{st.Setup != nil, st.WaitConverged != nil, st.Observe != nil, st.Relabel != nil, st.Scale != nil, st.DeletePods != nil} {
+		for _, set := range []bool{st.Setup != nil, st.WaitConverged != nil, st.Observe != nil, st.Relabel != nil, st.Scale != nil, st.DeletePods != nil, st.ScaleAll != nil} {
 			if set {
 				n++
 			}
 		}
 		if n != 1 {
-			l.add(p, "must set exactly one of setup, waitConverged, observe, relabel, scale, deletePods (has %d)", n)
+			l.add(p, "must set exactly one of setup, waitConverged, observe, relabel, scale, deletePods, scaleAll (has %d)", n)
 			continue
 		}
 		if st.Setup == nil && setupAt < 0 {
@@ -457,7 +457,46 @@ func (s *Scenario) validateSteps(l *errs, ns map[string]bool) {
 			if d.Rate < 0 {
 				l.add(p+".deletePods.rate", "must be >= 0, got %g", d.Rate)
 			}
+		case st.ScaleAll != nil:
+			s.validateScaleAll(l, p+".scaleAll", st.ScaleAll, ns)
 		}
+	}
+}
+
+// validateScaleAll checks a scaleAll step. The pods it asks for in its
+// namespaces must fit on the nodes (pods of other namespaces may make
+// the step fail when it runs; that is found then, with the same message).
+func (s *Scenario) validateScaleAll(l *errs, p string, sa *ScaleAllStep, ns map[string]bool) {
+	seen := map[string]bool{}
+	for j, n := range sa.Namespaces {
+		switch {
+		case !ns[n]:
+			l.add(fmt.Sprintf("%s.namespaces[%d]", p, j), "no namespace %q", n)
+		case seen[n]:
+			l.add(fmt.Sprintf("%s.namespaces[%d]", p, j), "duplicate namespace %q", n)
+		}
+		seen[n] = true
+	}
+	if sa.Replicas < 0 || sa.Replicas > 10000 {
+		l.add(p+".replicas", "must be in [0, 10000], got %d", sa.Replicas)
+	}
+	// JSON has no NaN or infinity, but a scenario built in Go may.
+	if !(sa.Rate > 0) || math.IsInf(sa.Rate, 0) {
+		l.add(p+".rate", "must be > 0 pods per second, got %g", sa.Rate)
+	}
+	if sa.Replicas <= 0 || sa.Replicas > 10000 {
+		return
+	}
+	nss := len(sa.Namespaces)
+	if nss == 0 {
+		nss = len(s.Cluster.Namespaces)
+	}
+	c := s.Cluster
+	pods := int64(nss) * int64(c.Workloads.DeploymentsPerNamespace) * int64(sa.Replicas)
+	if pods > MaxPods {
+		l.add(p+".replicas", "%d pods is more than the %d Stampede simulates", pods, MaxPods)
+	} else if c.Nodes > 0 && c.Placement.MaxPodsPerNode > 0 && pods > int64(c.Nodes)*int64(c.Placement.MaxPodsPerNode) {
+		l.add(p+".replicas", "%d pods do not fit on %d nodes of at most %d pods", pods, c.Nodes, c.Placement.MaxPodsPerNode)
 	}
 }
 
