@@ -19,7 +19,7 @@
 //     internal/proc (own process group, log file under <out>/<mode>/, ready
 //     announcement), and watches them: one that exits fails the mode;
 //  3. runs the Timeline (setup, waitConverged, observe, relabel, scale,
-//     deletePods) against the API server as admin, comparing the agents'
+//     deletePods, scaleAll) against the API server as admin, comparing the agents'
 //     digests (GET /agents of every shard) with internal/truth;
 //  4. meanwhile a Probe sends GET/LIST/PATCH requests at a constant rate on
 //     its own connection, a KVProbe does put/get on the kvstore, and the

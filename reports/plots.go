@@ -83,7 +83,7 @@ func markers(m *results.ModeResult, offset float64) []eventMarker {
 	var out []eventMarker
 	for _, s := range m.Steps {
 		switch s.Kind {
-		case "relabel", "scale", "deletePods":
+		case "relabel", "scale", "deletePods", "scaleAll":
 			out = append(out, eventMarker{
 				X:     s.Start.Sub(m.Series.Start).Seconds() - offset,
 				Label: s.Kind,

@@ -210,7 +210,7 @@ type StepResult struct {
 	// Index is the step's position in the scenario's steps.
 	Index int `json:"index"`
 	// Kind is the step's type as written in the scenario (setup,
-	// waitConverged, observe, relabel, scale, deletePods).
+	// waitConverged, observe, relabel, scale, deletePods, scaleAll).
 	Kind string `json:"kind"`
 	// Start and End bound the step; End is absent while it runs.
 	Start time.Time  `json:"start"`
@@ -488,7 +488,7 @@ type DatapathSummary struct {
 // after one step (setup or a relabel).
 type ConvergenceSummary struct {
 	// Step is the index of the step that changed the cluster; Trigger its
-	// kind (setup, relabel, scale, deletePods).
+	// kind (setup, relabel, scale, deletePods, scaleAll).
 	Step    int    `json:"step"`
 	Trigger string `json:"trigger"`
 	// Agents is the number of agents, Converged how many converged before
