@@ -376,7 +376,17 @@ func scrapeSizes(b *testing.B, cfg *rest.Config) (sum, count float64) {
 // client-go against an in-process server (client and server share the
 // process, so ns/op includes the client's encoding).
 func BenchmarkCreate(b *testing.B) {
-	s := start(b, Config{MaxMutatingRequestsInflight: -1, Capacity: benchCapacity()})
+	benchCreate(b, Config{MaxMutatingRequestsInflight: -1, Capacity: benchCapacity()})
+}
+
+// BenchmarkCreateStateDir is BenchmarkCreate with a state directory: what
+// the write-ahead log (one write(2) per committed write) adds to a create.
+func BenchmarkCreateStateDir(b *testing.B) {
+	benchCreate(b, Config{MaxMutatingRequestsInflight: -1, Capacity: benchCapacity(), StateDir: b.TempDir()})
+}
+
+func benchCreate(b *testing.B, cfg Config) {
+	s := start(b, cfg)
 	ns := benchCEP(0, 0).GetNamespace()
 	cs, dc := clients(b, s)
 	_ = cs

@@ -40,6 +40,11 @@ type Config struct {
 	// CertDir, if set with TLS, is where the self-signed certificate is
 	// written as ca.crt so that other processes can trust it.
 	CertDir string
+	// StateDir, if set, keeps what outlives the process (wal.go): the
+	// objects and resourceVersions, the admin token and the certificate,
+	// so that a server started again over it serves the same cluster, as
+	// a kube-apiserver restarted over its etcd does.
+	StateDir string
 	// Tokens are accepted bearer tokens in addition to the admin token the
 	// server always generates for RESTConfig.
 	Tokens []Token

@@ -1,6 +1,7 @@
 package fakeapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -50,6 +50,7 @@ type Server struct {
 	budget     *budget  // nil: no capacity model
 	byUser     sync.Map // user name -> *atomic.Int64
 	byRequest  sync.Map // RequestKey -> *atomic.Int64
+	wal        *wal     // the state directory's log (nil: no state directory)
 
 	certPEM []byte
 	cert    tls.Certificate
@@ -93,11 +94,11 @@ func New(cfg Config) (*Server, error) {
 		s.byPath[r.group+"/"+r.version+"/"+r.name] = r
 		s.stores[r] = newStore(r, &s.rv, cfg.WatchHistory, cfg.Now)
 	}
-	var tok [24]byte
-	if _, err := rand.Read(tok[:]); err != nil {
-		return nil, fmt.Errorf("generate admin token: %w", err)
+	tok, err := adminToken(cfg.StateDir)
+	if err != nil {
+		return nil, err
 	}
-	s.adminToken = hex.EncodeToString(tok[:])
+	s.adminToken = tok
 	s.tokens[s.adminToken] = &user{name: AdminUser, groups: []string{"system:masters", "system:authenticated"}}
 	for _, t := range cfg.Tokens {
 		s.tokens[t.Token] = &user{name: t.User, groups: append(append([]string(nil), t.Groups...), "system:authenticated")}
@@ -117,6 +118,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Capacity != nil {
 		if s.budget, err = newBudget(cfg.Capacity, cfg.Now, cfg.Registry); err != nil {
 			return nil, fmt.Errorf("register capacity metrics: %w", err)
+		}
+	}
+	if cfg.StateDir != "" {
+		restored, err := s.restoreState(cfg.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		if restored {
+			return s, nil
 		}
 	}
 	// The namespaces a cluster starts with.
@@ -359,10 +369,19 @@ func (s *Server) Close() error {
 	if s.caFile != "" {
 		_ = os.Remove(s.caFile)
 	}
-	return s.closeErr
+	return errors.Join(s.closeErr, s.wal.close())
 }
 
 func (s *Server) makeCert() error {
+	if certPEM, keyPEM, ok, err := stateKeyPair(s.cfg.StateDir); err != nil {
+		return err
+	} else if ok {
+		if s.cert, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			return fmt.Errorf("state dir: load key pair: %w", err)
+		}
+		s.certPEM = certPEM
+		return s.writeCA()
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)
@@ -403,6 +422,14 @@ func (s *Server) makeCert() error {
 	if err != nil {
 		return fmt.Errorf("load key pair: %w", err)
 	}
+	if err := saveKeyPair(s.cfg.StateDir, s.certPEM, keyPEM); err != nil {
+		return err
+	}
+	return s.writeCA()
+}
+
+// writeCA writes the certificate to the cert dir as ca.crt.
+func (s *Server) writeCA() error {
 	if s.cfg.CertDir != "" {
 		if err := os.MkdirAll(s.cfg.CertDir, 0o755); err != nil {
 			return fmt.Errorf("cert dir: %w", err)
@@ -411,6 +438,12 @@ func (s *Server) makeCert() error {
 		// meant to serve (fakeapi has no key for it), and Close removes
 		// the file it wrote.
 		p := filepath.Join(s.cfg.CertDir, "ca.crt")
+		// A server restarted over its state directory after a kill finds
+		// the ca.crt it wrote before: the same certificate, kept.
+		if old, err := os.ReadFile(p); err == nil && s.cfg.StateDir != "" && bytes.Equal(old, s.certPEM) {
+			s.caFile = p
+			return nil
+		}
 		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("cert dir: %s exists; fakeapi writes its own self-signed certificate there and removes it on exit, so give a directory without ca.crt", p)

@@ -113,6 +113,8 @@ type store struct {
 	// eventRate sizes watch channels as kube-apiserver's watch cache
 	// does (capacity model, see watchChanSize).
 	eventRate rateWindow
+	// wal records every event in the state directory (nil: none).
+	wal *wal
 }
 
 func newStore(res *resource, rv *atomic.Uint64, history int, now func() time.Time) *store {
@@ -134,6 +136,10 @@ func (s *store) appendLocked(e *event) {
 		s.objBytes.Add(int64(len(e.obj.raw) - len(e.prev.raw)))
 	default:
 		s.objBytes.Add(int64(len(e.obj.raw)))
+	}
+	if s.wal != nil {
+		// Its error is logged by the log itself; the write stands.
+		_ = s.wal.append(s.res, e)
 	}
 	n := uint64(len(s.ring))
 	h := s.head.Load()

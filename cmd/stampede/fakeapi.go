@@ -70,6 +70,7 @@ endpoints ("api", "metrics"; extra "ca", "token") on stdout and in
 	f.StringVar(&cfg.Listen, "listen", fakeapi.DefaultListen, "address of the API server (which also serves /metrics and /debug/pprof/)")
 	f.BoolVar(&useTLS, "tls", true, "serve HTTPS (HTTP/2 and HTTP/1.1) with a self-signed certificate; false serves plain HTTP/1.1 and h2c")
 	f.StringVar(&cfg.CertDir, "cert-dir", "", "directory to write the self-signed certificate to (ca.crt, which must not exist yet; removed on exit); default: a temporary directory")
+	f.StringVar(&cfg.StateDir, "state-dir", "", "keep the objects, resourceVersions, admin token and certificate here, so that a fakeapi started again over it (after a stop or a SIGKILL) serves the same cluster, as a kube-apiserver over its etcd; default: none (state in memory only)")
 	f.StringVar(&tokenFile, "token-auth-file", "", `static tokens, CSV lines token,user,uid,"group1,group2" (kube-apiserver format)`)
 	f.StringVar(&authzFile, "authz-file", "", "YAML list of rules {users, groups, verbs, apiGroups, resources} (\"*\" wildcards); absent: any authenticated user may do anything")
 	f.BoolVar(&cfg.AllowAnonymous, "anonymous-auth", false, "let requests without a token through as system:anonymous")
