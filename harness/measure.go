@@ -28,6 +28,7 @@ const (
 	mAPIWatchSizes   = "apiserver_watch_events_sizes"
 	mAPIObjects      = "apiserver_storage_objects"
 	mAPITerminated   = "apiserver_terminated_watchers_total"
+	mAPIWatchers     = "apiserver_registered_watchers"
 	mAgentEvents     = "stampede_agent_watch_events_total"
 	mAgentBytes      = "stampede_agent_received_bytes_total"
 	mAgent429        = "stampede_agent_api_429_total"
@@ -105,6 +106,8 @@ type Measurer struct {
 	// mem is the memory of all measured processes together and of the
 	// machine, over the samples.
 	mem memPeaks
+	// conns are the API server's registered watchers over the samples.
+	conns watchConns
 
 	converged atomic.Int64
 }
@@ -116,6 +119,37 @@ type memPeaks struct {
 	atStart   float64 // machine used at the first sample
 	total     float64
 	samples   int
+}
+
+// watchConns accumulates apiserver_registered_watchers over the scrapes
+// of the API server: the sum over kinds and each kind's peak.
+type watchConns struct {
+	peak, sum float64
+	samples   int
+	byKind    map[string]float64
+}
+
+// sample adds one scrape of the API server and returns its sum over
+// kinds; ok is false (and nothing is added) without the family.
+func (w *watchConns) sample(a Metrics) (total float64, ok bool) {
+	byKind := a.SumBy(mAPIWatchers, nil, "kind")
+	if byKind == nil {
+		return 0, false
+	}
+	if w.byKind == nil {
+		w.byKind = map[string]float64{}
+	}
+	for k, v := range byKind {
+		total += v
+		if k == "" {
+			k = "unknown"
+		}
+		w.byKind[k] = math.Max(w.byKind[k], v)
+	}
+	w.peak = math.Max(w.peak, total)
+	w.sum += total
+	w.samples++
+	return total, true
 }
 
 // NewMeasurer makes a Measurer that scrapes with client.
@@ -334,6 +368,11 @@ func (m *Measurer) scrapeRows(row map[string]float64, targets []*scrapeTarget, s
 		m.metricRows(row, ratePrev, rateCur, dt.Seconds())
 	}
 	gaugeRows(row, cur)
+	if a := cur["apiserver"]; a != nil {
+		if n, ok := m.conns.sample(a); ok {
+			row[results.SeriesAPIServerWatchConnections] = n
+		}
+	}
 	for k, v := range cur {
 		m.prev[k] = m.last[k]
 		m.last[k] = v

@@ -111,7 +111,8 @@ func (m *Measurer) summarizeLatency(s *results.Summary, first, last map[string]M
 
 }
 
-// summarizeWatch adds the watch events and bytes the agents received.
+// summarizeWatch adds the watch events and bytes the agents received and
+// the API server's watch connections.
 func (m *Measurer) summarizeWatch(s *results.Summary, first, last map[string]Metrics) {
 	if ce, ok := eventsSum(last); ok {
 		fe, _ := eventsSum(first)
@@ -137,7 +138,16 @@ func (m *Measurer) summarizeWatch(s *results.Summary, first, last map[string]Met
 		}
 		s.Watch = w
 	}
-
+	if c := m.conns; c.samples > 0 {
+		if s.Watch == nil {
+			s.Watch = &results.WatchSummary{}
+		}
+		wc := &results.WatchConnectionsSummary{Peak: int64(c.peak), Mean: c.sum / float64(c.samples), Samples: c.samples, ByResource: map[string]int64{}}
+		for k, v := range c.byKind {
+			wc.ByResource[k] = int64(v)
+		}
+		s.Watch.Connections = wc
+	}
 }
 
 // summarizeIdentities adds the identities created and left, the larger of

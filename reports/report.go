@@ -293,8 +293,10 @@ func statusCell(m *results.ModeResult) string {
 	return "**" + string(m.Status) + "**"
 }
 
-// modesTable places each mode on the three axes: a mode is its name and
-// its axes, and two modes of one name with other axes are not the same.
+// modesTable places each mode on the three axes (a mode is its name and
+// its axes, and two modes of one name with other axes are not the same)
+// beside the API server's peak watch connections, the figure the read
+// paths differ in most.
 func modesTable(d *document.Document, r *results.Results) {
 	var rows [][]string
 	for i := range r.Modes {
@@ -303,9 +305,13 @@ func modesTable(d *document.Document, r *results.Results) {
 		if p, ok := scenarios.Preset(m.Mode); !ok || p.Axes != m.Axes {
 			kind = "own combination"
 		}
-		rows = append(rows, []string{string(m.Mode), string(m.Axes.Identity), string(m.Axes.Endpoints), string(m.Axes.ReadPath), kind})
+		conns := format.Missing
+		if s := m.Summary; s != nil && s.Watch != nil && s.Watch.Connections != nil {
+			conns = format.Int(s.Watch.Connections.Peak)
+		}
+		rows = append(rows, []string{string(m.Mode), string(m.Axes.Identity), string(m.Axes.Endpoints), string(m.Axes.ReadPath), kind, conns})
 	}
-	d.Table([]string{"mode", "identity allocation", "endpoint distribution", "read path", "kind"}, rows)
+	d.Table([]string{"mode", "identity allocation", "endpoint distribution", "read path", "kind", "API watch connections (peak)"}, rows)
 }
 
 func latencyTable(d *document.Document, r *results.Results) {

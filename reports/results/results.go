@@ -442,6 +442,27 @@ type WatchSummary struct {
 	// which kube-apiserver and the fake both export); each one's client
 	// re-watches, and the events it missed are replayed to it.
 	TerminatedWatchers map[string]int64 `json:"terminatedWatchers,omitempty"`
+	// Connections are the API server's open watches
+	// (apiserver_registered_watchers, summed over kinds) as the
+	// harness's scrapes sampled them, in every mode: the figure
+	// CFP-44774 compares between read paths.
+	Connections *WatchConnectionsSummary `json:"connections,omitempty"`
+}
+
+// WatchConnectionsSummary is the API server's registered watchers over a
+// mode's scrapes of it.
+type WatchConnectionsSummary struct {
+	// Peak and Mean are of the sum over kinds, per scrape.
+	Peak int64   `json:"peak"`
+	Mean float64 `json:"mean"`
+	// Samples is the number of scrapes of the API server that had the
+	// family.
+	Samples int `json:"samples"`
+	// ByResource is each kind's own peak (kube-apiserver and the fake
+	// label the gauge by kind: CiliumIdentity, Pod, ...). The peaks of
+	// different kinds may fall in different scrapes, so they can add up
+	// to more than Peak.
+	ByResource map[string]int64 `json:"byResource,omitempty"`
 }
 
 // ThrottlingSummary counts rate limiting.
