@@ -40,12 +40,15 @@ const (
 	mAgentRequests   = "stampede_agent_api_requests_total"
 	mAgentDigest     = "stampede_agent_status_digest_seconds_total"
 	mAgentFrames     = "stampede_agent_shared_watch_frames_total"
-	mXDSPush         = "stampede_xds_push_latency_seconds"
-	mEtcdFsync       = "etcd_disk_wal_fsync_duration_seconds"
-	mCPEvents        = "stampede_controlplane_watch_events_total"
-	mCPIdentities    = "stampede_controlplane_identities"
-	mOpCreated       = "stampede_operator_identities_created_total"
-	mModelledCPU     = capacity.ModelledCPUMetric
+	// The mesh read path's agent counters (agentsim/metrics.go).
+	mAgentMeshFailovers = "stampede_agent_mesh_failovers_total"
+	mAgentMeshFallback  = "stampede_agent_mesh_fallback_seconds_total"
+	mXDSPush            = "stampede_xds_push_latency_seconds"
+	mEtcdFsync          = "etcd_disk_wal_fsync_duration_seconds"
+	mCPEvents           = "stampede_controlplane_watch_events_total"
+	mCPIdentities       = "stampede_controlplane_identities"
+	mOpCreated          = "stampede_operator_identities_created_total"
+	mModelledCPU        = capacity.ModelledCPUMetric
 )
 
 // measuredProcess is a process whose CPU and RSS are sampled.
@@ -93,6 +96,7 @@ type Measurer struct {
 	targets []*scrapeTarget
 	probe   *Probe
 	kv      *KVProbe
+	mesh    *MeshProbe
 	first   map[string]Metrics
 	prev    map[string]Metrics
 	last    map[string]Metrics
@@ -189,6 +193,14 @@ func (m *Measurer) SetKVProbe(k *KVProbe) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.kv = k
+}
+
+// SetMeshProbe sets the mirror-lag probe the summary reads (mesh read
+// path).
+func (m *Measurer) SetMeshProbe(p *MeshProbe) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mesh = p
 }
 
 // SetConverged records the agents converged at the last poll.

@@ -402,3 +402,70 @@ func TestMeasurerWatchConnections(t *testing.T) {
 		})
 	}
 }
+
+func meshAgentPage(failovers int, fallback float64) string {
+	return fmt.Sprintf(`# TYPE stampede_agent_mesh_failovers_total counter
+stampede_agent_mesh_failovers_total %d
+# TYPE stampede_agent_mesh_fallback_seconds_total counter
+stampede_agent_mesh_fallback_seconds_total %g
+`, failovers, fallback)
+}
+
+// TestMeasurerMeshSummary: summary.mesh carries the probe's lags and the
+// agents' failovers and fallback seconds over the mode, summed over
+// shards; without the agents' counters they are 0 and agentMetrics false.
+func TestMeasurerMeshSummary(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		first, last         [2]string
+		failovers           int64
+		fallback            float64
+		agentMetrics, probe bool
+	}{
+		{name: "counters", first: [2]string{meshAgentPage(1, 2), meshAgentPage(0, 0)}, last: [2]string{meshAgentPage(4, 12.5), meshAgentPage(2, 3)},
+			failovers: 5, fallback: 13.5, agentMetrics: true, probe: true},
+		{name: "no counters", first: [2]string{agentPage(1, 0, 0), agentPage(1, 0, 0)}, last: [2]string{agentPage(2, 0, 0), agentPage(2, 0, 0)}, probe: true},
+		{name: "no probe: no mesh", first: [2]string{meshAgentPage(1, 2), ""}, last: [2]string{meshAgentPage(4, 12.5), ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var shards [2]*metricsServer
+			m := NewMeasurer(http.DefaultClient, nil)
+			for i := range shards {
+				shards[i] = &metricsServer{}
+				srv := httptest.NewServer(shards[i])
+				defer srv.Close()
+				m.AddScrape(fmt.Sprintf("agents-%d", i), srv.URL+"/metrics", "admin")
+			}
+			if tc.probe {
+				mp := &MeshProbe{cfg: MeshProbeConfig{Replicas: []string{"r0", "r1"}}, lags: [][]float64{{0.1, 0.3}, {0.2}}, last: []float64{0.3}, errs: []int64{0, 1}, allErrs: 1, seen: []int64{4, 2}}
+				m.SetMeshProbe(mp)
+			}
+			for tick, pages := range [][2]string{tc.first, tc.last} {
+				for i := range shards {
+					shards[i].set(pages[i])
+				}
+				m.Tick(context.Background(), time.Unix(int64(1000+tick), 0))
+			}
+			got := m.Summary(nil).Mesh
+			if !tc.probe {
+				if got != nil {
+					t.Errorf("mesh = %+v without a probe", got)
+				}
+				return
+			}
+			want := &results.MeshSummary{
+				Replicas: 2, Failovers: tc.failovers, FallbackAgentSeconds: tc.fallback, AgentMetrics: tc.agentMetrics, ProbeEventsPerAgent: 4,
+				MirrorLag: results.MirrorLagSummary{
+					LagStats: results.LagStats{P50: 0.3, P90: 0.3, P99: 0.3, Max: 0.3, Count: 1, Errors: 1},
+					PerReplica: []results.ReplicaLag{
+						{Replica: 0, LagStats: results.LagStats{P50: 0.1, P90: 0.3, P99: 0.3, Max: 0.3, Count: 2}},
+						{Replica: 1, LagStats: results.LagStats{P50: 0.2, P90: 0.2, P99: 0.2, Max: 0.2, Count: 1, Errors: 1}},
+					},
+				},
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("mesh (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

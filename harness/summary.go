@@ -29,6 +29,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *results.Summary {
 	summarizeIdentities(s, first, last, census)
 	m.summarizeProcesses(s, first, last)
 	m.summarizeScrapes(s)
+	m.summarizeMesh(s, first, last)
 	return s
 }
 
@@ -258,4 +259,25 @@ func (m *Measurer) summarizeScrapes(s *results.Summary) {
 		}
 		s.Scrapes = append(s.Scrapes, results.ScrapeSummary{Component: t.component, Answered: t.answered, Failed: t.failed, MaxGapSeconds: gap.Seconds()})
 	}
+}
+
+// summarizeMesh adds the mirror lag, the probe's share of the agents'
+// events and the agents' failovers and fallback time (mesh read path).
+// What the replicas served comes from the agents' reports, which the mode
+// adds later (meshServed).
+func (m *Measurer) summarizeMesh(s *results.Summary, first, last map[string]Metrics) {
+	if m.mesh == nil {
+		return
+	}
+	lag, probeEvents := m.mesh.Summary()
+	ms := &results.MeshSummary{Replicas: len(m.mesh.cfg.Replicas), MirrorLag: lag, ProbeEventsPerAgent: probeEvents}
+	if c, ok := agentsSum(last, mAgentMeshFailovers, nil); ok {
+		f, _ := agentsSum(first, mAgentMeshFailovers, nil)
+		ms.Failovers, ms.AgentMetrics = int64(max(c-f, 0)), true
+	}
+	if c, ok := agentsSum(last, mAgentMeshFallback, nil); ok {
+		f, _ := agentsSum(first, mAgentMeshFallback, nil)
+		ms.FallbackAgentSeconds, ms.AgentMetrics = max(c-f, 0), true
+	}
+	s.Mesh = ms
 }
