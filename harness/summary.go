@@ -139,6 +139,17 @@ func (m *Measurer) summarizeWatch(s *results.Summary, first, last map[string]Met
 		}
 		s.Watch = w
 	}
+	if a, f := last["apiserver"], first["apiserver"]; a != nil && f != nil {
+		if c, ok := a.Sum(mAPIWatchEvents, nil); ok {
+			p, _ := f.Sum(mAPIWatchEvents, nil)
+			if n := int64(c - p); n > 0 {
+				if s.Watch == nil {
+					s.Watch = &results.WatchSummary{}
+				}
+				s.Watch.APIServerEvents = n
+			}
+		}
+	}
 	if c := m.conns; c.samples > 0 {
 		if s.Watch == nil {
 			s.Watch = &results.WatchSummary{}

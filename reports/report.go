@@ -130,6 +130,7 @@ func buildDocument(r *results.Results, figs []*Figure, failed map[string]error) 
 	latencyTable(d, r)
 	costTable(d, r)
 	agentWorkTable(d, r)
+	cfpSection(d, r)
 
 	d.H(2, "What did not run")
 	var notRun []string
@@ -560,10 +561,20 @@ func modeSection(d *document.Document, r *results.Results, m *results.ModeResult
 		if w := s.AgentWork; w != nil {
 			agentWorkByResource(d, w)
 		}
+		if s.Mesh != nil {
+			meshSection(d, m)
+		}
 		var facts []string
 		if w := s.Watch; w != nil {
 			facts = append(facts, fmt.Sprintf("watch: %s events, %s delivered; peak %s events/s, %s/s%s", format.Int(w.Events), format.Bytes(float64(w.Bytes)),
 				format.Sig3(w.PeakEventsPerSecond), format.Bytes(w.PeakBytesPerSecond), countMapSuffix(w.EventsByResource)))
+			if c := w.Connections; c != nil {
+				facts = append(facts, fmt.Sprintf("API server watch connections (apiserver_registered_watchers): peak %s, mean %s over %s scrapes; each kind's peak%s",
+					format.Int(c.Peak), format.Sig3(c.Mean), format.Int(int64(c.Samples)), countMapSuffix(c.ByResource)))
+			}
+			if w.APIServerEvents > 0 {
+				facts = append(facts, "watch events the API server sent to all its watchers (apiserver_watch_events_total): "+format.Int(w.APIServerEvents))
+			}
 		}
 		if len(s.Writes) > 0 {
 			facts = append(facts, "API writes:"+countMapSuffix(s.Writes))

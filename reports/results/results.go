@@ -450,6 +450,10 @@ type WatchSummary struct {
 	// harness's scrapes sampled them, in every mode: the figure
 	// CFP-44774 compares between read paths.
 	Connections *WatchConnectionsSummary `json:"connections,omitempty"`
+	// APIServerEvents is the watch events the API server says it sent
+	// over the mode to every watcher (apiserver_watch_events_total, as
+	// CFP-44774 counts them); omitted where the backend does not export it.
+	APIServerEvents int64 `json:"apiServerEvents,omitempty"`
 }
 
 // MeshSummary is a mode's ClusterMesh mirror replicas, as the harness's
