@@ -140,6 +140,11 @@ func (w *watchConns) sample(a Metrics) (total float64, ok bool) {
 	if byKind == nil {
 		return 0, false
 	}
+	if _, unlabelled := byKind[""]; unlabelled && len(byKind) == 1 {
+		// kube-apiserver and the fake label by kind; a release that
+		// labels by resource instead is keyed by that.
+		byKind = a.SumBy(mAPIWatchers, nil, "resource")
+	}
 	if w.byKind == nil {
 		w.byKind = map[string]float64{}
 	}
