@@ -93,12 +93,13 @@ func TestMeshProbe(t *testing.T) {
 
 	const delay = 30 * time.Millisecond
 	for _, tc := range []struct {
-		name   string
-		mirror bool
-	}{{"mirrored", true}, {"not mirrored", false}} {
+		name    string
+		mirror  bool
+		timeout time.Duration // long enough for a loaded -race run when mirrored
+	}{{"mirrored", true, 10 * time.Second}, {"not mirrored", false, 300 * time.Millisecond}} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &mirrorWriter{cli: cli, delay: delay, mirror: tc.mirror, created: map[string]bool{}, puts: map[string]chan struct{}{}}
-			p, err := NewMeshProbe(MeshProbeConfig{API: w, Replicas: []string{srv.ClientURL(), srv.ClientURL()}, Rate: 50, Timeout: 300 * time.Millisecond})
+			p, err := NewMeshProbe(MeshProbeConfig{API: w, Replicas: []string{srv.ClientURL(), srv.ClientURL()}, Rate: 50, Timeout: tc.timeout})
 			if err != nil {
 				t.Fatal(err)
 			}

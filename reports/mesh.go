@@ -96,7 +96,7 @@ func cfpSection(d *document.Document, r *results.Results) {
 	}
 	d.H(2, "mesh against ces-slim beside CFP-44774")
 	d.P("CFP-44774 measured its ClusterMesh KVStore mode against a baseline of operator identities and slim CiliumEndpointSlices, the presets `mesh` and `ces-slim`. "+
-		"Per minute figures are over each mode's whole duration. API server CPU here is %s.", cpuWhat)
+		"Per minute figures are over each mode's measured span (first to last sample). API server CPU here is %s.", cpuWhat)
 	d.Table([]string{"figure", "ces-slim", "mesh", "mesh / ces-slim", "CFP-44774"}, rows)
 	d.P("The ratios count the same metrics over a different population. The CFP's cluster had 1,000 nodes of kubelets, kube-proxies and other watchers of the API server, none of which Stampede runs; " +
 		"here the watchers are the simulated agents (the watches the profiled release's agents open with Helm's defaults), the control plane, the mirrors and the harness. " +
@@ -104,13 +104,18 @@ func cfpSection(d *document.Document, r *results.Results) {
 		"The mesh mode's figures include the harness's mirror-lag probe: one CiliumIdentity created and deleted per probe, whose events the API server sends to every CiliumIdentity watcher.")
 }
 
-// perMinute is v over m's duration in minutes (NaN without one).
+// perMinute is v over m's measured span in minutes: from the first to
+// the last sample, the span the summary's counters cover, or else from
+// the mode's start to its end (NaN without either).
 func perMinute(v float64, m *results.ModeResult) float64 {
-	if m.Started == nil || m.Finished == nil || math.IsNaN(v) {
-		return math.NaN()
+	mins := 0.0
+	if m.Series != nil && len(m.Series.T) >= 2 {
+		t := m.Series.T
+		mins = (t[len(t)-1] - t[0]) / 60
+	} else if m.Started != nil && m.Finished != nil {
+		mins = m.Finished.Sub(*m.Started).Minutes()
 	}
-	mins := m.Finished.Sub(*m.Started).Minutes()
-	if mins <= 0 {
+	if mins <= 0 || math.IsNaN(v) {
 		return math.NaN()
 	}
 	return v / mins

@@ -1,6 +1,7 @@
 package reports
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,22 @@ func TestMeshReportWithoutPair(t *testing.T) {
 	}
 	if !strings.Contains(md, "failovers and fallback: not measured") {
 		t.Error("missing counters reported as measured")
+	}
+}
+
+// TestPerMinute: over the samples' span when there are samples (the span
+// the counters cover), else over the mode's start to end.
+func TestPerMinute(t *testing.T) {
+	m := meshRun().Modes[0] // ten minutes from start to end
+	if got := perMinute(100, &m); got != 10 {
+		t.Errorf("without samples: %v per minute, want 10", got)
+	}
+	m.Series = &results.Series{T: []float64{5, 65, 125}}
+	if got := perMinute(100, &m); got != 50 {
+		t.Errorf("over two minutes of samples: %v per minute, want 50", got)
+	}
+	m.Started, m.Series = nil, nil
+	if got := perMinute(100, &m); !math.IsNaN(got) {
+		t.Errorf("without a span: %v, want NaN", got)
 	}
 }
