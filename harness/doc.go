@@ -22,7 +22,9 @@
 //     deletePods, scaleAll) against the API server as admin, comparing the agents'
 //     digests (GET /agents of every shard) with internal/truth;
 //  4. meanwhile a Probe sends GET/LIST/PATCH requests at a constant rate on
-//     its own connection, a KVProbe does put/get on the kvstore, and the
+//     its own connection, a KVProbe does put/get on the kvstore, on the
+//     mesh read path a MeshProbe times probe CiliumIdentities from the API
+//     server's answer to their keys in every replica (meshprobe.go), and the
 //     Measurer samples /proc and scrapes every /metrics endpoint once per
 //     interval into the mode's series (results.Series, named by the
 //     results.Series* constants);

@@ -28,6 +28,7 @@ const (
 	mAPIWatchSizes   = "apiserver_watch_events_sizes"
 	mAPIObjects      = "apiserver_storage_objects"
 	mAPITerminated   = "apiserver_terminated_watchers_total"
+	mAPIWatchers     = "apiserver_registered_watchers"
 	mAgentEvents     = "stampede_agent_watch_events_total"
 	mAgentBytes      = "stampede_agent_received_bytes_total"
 	mAgent429        = "stampede_agent_api_429_total"
@@ -39,12 +40,15 @@ const (
 	mAgentRequests   = "stampede_agent_api_requests_total"
 	mAgentDigest     = "stampede_agent_status_digest_seconds_total"
 	mAgentFrames     = "stampede_agent_shared_watch_frames_total"
-	mXDSPush         = "stampede_xds_push_latency_seconds"
-	mEtcdFsync       = "etcd_disk_wal_fsync_duration_seconds"
-	mCPEvents        = "stampede_controlplane_watch_events_total"
-	mCPIdentities    = "stampede_controlplane_identities"
-	mOpCreated       = "stampede_operator_identities_created_total"
-	mModelledCPU     = capacity.ModelledCPUMetric
+	// The mesh read path's agent counters (agentsim/metrics.go).
+	mAgentMeshFailovers = "stampede_agent_mesh_failovers_total"
+	mAgentMeshFallback  = "stampede_agent_mesh_fallback_seconds_total"
+	mXDSPush            = "stampede_xds_push_latency_seconds"
+	mEtcdFsync          = "etcd_disk_wal_fsync_duration_seconds"
+	mCPEvents           = "stampede_controlplane_watch_events_total"
+	mCPIdentities       = "stampede_controlplane_identities"
+	mOpCreated          = "stampede_operator_identities_created_total"
+	mModelledCPU        = capacity.ModelledCPUMetric
 )
 
 // measuredProcess is a process whose CPU and RSS are sampled.
@@ -92,6 +96,7 @@ type Measurer struct {
 	targets []*scrapeTarget
 	probe   *Probe
 	kv      *KVProbe
+	mesh    *MeshProbe
 	first   map[string]Metrics
 	prev    map[string]Metrics
 	last    map[string]Metrics
@@ -105,6 +110,8 @@ type Measurer struct {
 	// mem is the memory of all measured processes together and of the
 	// machine, over the samples.
 	mem memPeaks
+	// conns are the API server's registered watchers over the samples.
+	conns watchConns
 
 	converged atomic.Int64
 }
@@ -116,6 +123,42 @@ type memPeaks struct {
 	atStart   float64 // machine used at the first sample
 	total     float64
 	samples   int
+}
+
+// watchConns accumulates apiserver_registered_watchers over the scrapes
+// of the API server: the sum over kinds and each kind's peak.
+type watchConns struct {
+	peak, sum float64
+	samples   int
+	byKind    map[string]float64
+}
+
+// sample adds one scrape of the API server and returns its sum over
+// kinds; ok is false (and nothing is added) without the family.
+func (w *watchConns) sample(a Metrics) (total float64, ok bool) {
+	byKind := a.SumBy(mAPIWatchers, nil, "kind")
+	if byKind == nil {
+		return 0, false
+	}
+	if _, unlabelled := byKind[""]; unlabelled && len(byKind) == 1 {
+		// kube-apiserver and the fake label by kind; a release that
+		// labels by resource instead is keyed by that.
+		byKind = a.SumBy(mAPIWatchers, nil, "resource")
+	}
+	if w.byKind == nil {
+		w.byKind = map[string]float64{}
+	}
+	for k, v := range byKind {
+		total += v
+		if k == "" {
+			k = "unknown"
+		}
+		w.byKind[k] = math.Max(w.byKind[k], v)
+	}
+	w.peak = math.Max(w.peak, total)
+	w.sum += total
+	w.samples++
+	return total, true
 }
 
 // NewMeasurer makes a Measurer that scrapes with client.
@@ -155,6 +198,14 @@ func (m *Measurer) SetKVProbe(k *KVProbe) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.kv = k
+}
+
+// SetMeshProbe sets the mirror-lag probe the summary reads (mesh read
+// path).
+func (m *Measurer) SetMeshProbe(p *MeshProbe) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mesh = p
 }
 
 // SetConverged records the agents converged at the last poll.
@@ -334,6 +385,11 @@ func (m *Measurer) scrapeRows(row map[string]float64, targets []*scrapeTarget, s
 		m.metricRows(row, ratePrev, rateCur, dt.Seconds())
 	}
 	gaugeRows(row, cur)
+	if a := cur["apiserver"]; a != nil {
+		if n, ok := m.conns.sample(a); ok {
+			row[results.SeriesAPIServerWatchConnections] = n
+		}
+	}
 	for k, v := range cur {
 		m.prev[k] = m.last[k]
 		m.last[k] = v

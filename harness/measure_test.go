@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/stampede-sim/stampede/reports/results"
 )
 
@@ -334,5 +337,135 @@ apiserver_storage_objects{resource="pods"} 20000
 	}
 	if got := row[results.SeriesIdentities]; got != 4321 {
 		t.Errorf("late answer: identities.count = %v, want 4321", got)
+	}
+}
+
+func watchersPage(byKind map[string]int) string {
+	s := "# TYPE apiserver_registered_watchers gauge\n"
+	for _, k := range sortedKeys(byKind) {
+		s += fmt.Sprintf("apiserver_registered_watchers{group=\"\",kind=%q,version=\"v1\"} %d\n", k, byKind[k])
+	}
+	return s
+}
+
+func TestMeasurerWatchConnections(t *testing.T) {
+	tests := []struct {
+		name   string
+		pages  []map[string]int // nil: a page without the family
+		want   *results.WatchConnectionsSummary
+		series []float64 // apiserver.watch.connections per tick (-1: absent)
+	}{{
+		name:  "peak, mean and each kind's peak",
+		pages: []map[string]int{{"Pod": 3, "CiliumIdentity": 2}, {"Pod": 4, "CiliumIdentity": 0}, {"Pod": 1, "CiliumIdentity": 6}},
+		// Sums 5, 4, 7; Pod peaks at 4 in the second, CiliumIdentity at 6 in
+		// the third.
+		want:   &results.WatchConnectionsSummary{Peak: 7, Mean: 16.0 / 3, Samples: 3, ByResource: map[string]int64{"Pod": 4, "CiliumIdentity": 6}},
+		series: []float64{5, 4, 7},
+	}, {
+		name:   "a scrape without the family is not a sample of zero",
+		pages:  []map[string]int{{"Pod": 2}, nil, {"Pod": 4}},
+		want:   &results.WatchConnectionsSummary{Peak: 4, Mean: 3, Samples: 2, ByResource: map[string]int64{"Pod": 4}},
+		series: []float64{2, -1, 4},
+	}, {
+		name:   "no family at all",
+		pages:  []map[string]int{nil, nil},
+		series: []float64{-1, -1},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			api := &metricsServer{}
+			as := httptest.NewServer(api)
+			defer as.Close()
+			m := NewMeasurer(as.Client(), nil)
+			m.AddScrape("apiserver", as.URL+"/metrics", "admin")
+			t0 := time.Unix(1000, 0)
+			for i, p := range tc.pages {
+				page := apiPage(10*(i+1), 0, 0, 0, 0)
+				if p != nil {
+					page += watchersPage(p)
+				}
+				api.set(page)
+				row := m.Tick(context.Background(), t0.Add(time.Duration(i)*time.Second))
+				got, ok := row[results.SeriesAPIServerWatchConnections]
+				if want := tc.series[i]; (want < 0) == ok || (ok && got != want) {
+					t.Errorf("tick %d: series = %v (present %v), want %v", i, got, ok, want)
+				}
+			}
+			s := m.Summary(nil)
+			var got *results.WatchConnectionsSummary
+			if s.Watch != nil {
+				got = s.Watch.Connections
+			}
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+				t.Errorf("connections (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func meshAgentPage(failovers int, fallback float64) string {
+	return fmt.Sprintf(`# TYPE stampede_agent_mesh_failovers_total counter
+stampede_agent_mesh_failovers_total %d
+# TYPE stampede_agent_mesh_fallback_seconds_total counter
+stampede_agent_mesh_fallback_seconds_total %g
+`, failovers, fallback)
+}
+
+// TestMeasurerMeshSummary: summary.mesh carries the probe's lags and the
+// agents' failovers and fallback seconds over the mode, summed over
+// shards; without the agents' counters they are 0 and agentMetrics false.
+func TestMeasurerMeshSummary(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		first, last         [2]string
+		failovers           int64
+		fallback            float64
+		agentMetrics, probe bool
+	}{
+		{name: "counters", first: [2]string{meshAgentPage(1, 2), meshAgentPage(0, 0)}, last: [2]string{meshAgentPage(4, 12.5), meshAgentPage(2, 3)},
+			failovers: 5, fallback: 13.5, agentMetrics: true, probe: true},
+		{name: "no counters", first: [2]string{agentPage(1, 0, 0), agentPage(1, 0, 0)}, last: [2]string{agentPage(2, 0, 0), agentPage(2, 0, 0)}, probe: true},
+		{name: "no probe: no mesh", first: [2]string{meshAgentPage(1, 2), ""}, last: [2]string{meshAgentPage(4, 12.5), ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var shards [2]*metricsServer
+			m := NewMeasurer(http.DefaultClient, nil)
+			for i := range shards {
+				shards[i] = &metricsServer{}
+				srv := httptest.NewServer(shards[i])
+				defer srv.Close()
+				m.AddScrape(fmt.Sprintf("agents-%d", i), srv.URL+"/metrics", "admin")
+			}
+			if tc.probe {
+				mp := &MeshProbe{cfg: MeshProbeConfig{Replicas: []string{"r0", "r1"}}, lags: [][]float64{{0.1, 0.3}, {0.2}}, last: []float64{0.3}, errs: []int64{0, 1}, allErrs: 1, seen: []int64{4, 2}}
+				m.SetMeshProbe(mp)
+			}
+			for tick, pages := range [][2]string{tc.first, tc.last} {
+				for i := range shards {
+					shards[i].set(pages[i])
+				}
+				m.Tick(context.Background(), time.Unix(int64(1000+tick), 0))
+			}
+			got := m.Summary(nil).Mesh
+			if !tc.probe {
+				if got != nil {
+					t.Errorf("mesh = %+v without a probe", got)
+				}
+				return
+			}
+			want := &results.MeshSummary{
+				Replicas: 2, Failovers: tc.failovers, FallbackAgentSeconds: tc.fallback, AgentMetrics: tc.agentMetrics, ProbeEventsPerAgent: 4,
+				MirrorLag: results.MirrorLagSummary{
+					LagStats: results.LagStats{P50: 0.3, P90: 0.3, P99: 0.3, Max: 0.3, Count: 1, Errors: 1},
+					PerReplica: []results.ReplicaLag{
+						{Replica: 0, LagStats: results.LagStats{P50: 0.1, P90: 0.3, P99: 0.3, Max: 0.3, Count: 2}},
+						{Replica: 1, LagStats: results.LagStats{P50: 0.2, P90: 0.2, P99: 0.2, Max: 0.2, Count: 1, Errors: 1}},
+					},
+				},
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("mesh (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -38,7 +38,9 @@ func TestMeshSource(t *testing.T) {
 // replicas) through the harness against the fake API server: both modes
 // converge at every step, and the mesh mode measured its replicas' two
 // processes each while its agents received identities, the ipcache and
-// nodes from them.
+// nodes from them; the mirror-lag probe timed identities in each replica
+// (mesh only), and the API server's watch connections were counted in
+// both.
 func TestRelabelSmallMeshFake(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end run; -short")
@@ -110,6 +112,37 @@ func TestRelabelSmallMeshFake(t *testing.T) {
 			got := recv.Received[r].Bytes.P50 > 0
 			if want := m.Mode == scenarios.ModeMesh; got != want {
 				t.Errorf("mode %s: agents received %s: %v, want %v", m.Mode, r, got, want)
+			}
+		}
+		if w := s.Watch; w != nil && w.Connections != nil {
+			t.Logf("mode %s: API watch connections peak %d mean %.1f, API server watch events %d", m.Mode, w.Connections.Peak, w.Connections.Mean, w.APIServerEvents)
+		}
+		if ms := s.Mesh; ms != nil {
+			t.Logf("mode %s: mirror lag %+v, served %+v, probe events per agent %d, failovers %d (agent metrics %v)", m.Mode, ms.MirrorLag, ms.Served, ms.ProbeEventsPerAgent, ms.Failovers, ms.AgentMetrics)
+		}
+		// The API server's watch connections are measured in every mode.
+		if w := s.Watch; w == nil || w.Connections == nil || w.Connections.Peak <= 0 || w.Connections.ByResource["Pod"] <= 0 {
+			t.Errorf("mode %s: API watch connections %+v, want a peak > 0 with Pod watches", m.Mode, s.Watch)
+		}
+		// The mirror-lag probe timed identities in every replica, on the
+		// mesh read path only.
+		if m.Mode != scenarios.ModeMesh {
+			if s.Mesh != nil {
+				t.Errorf("mode %s: summary.mesh %+v without the mesh read path", m.Mode, s.Mesh)
+			}
+		} else if ms := s.Mesh; ms == nil {
+			t.Errorf("mode %s: no summary.mesh", m.Mode)
+		} else {
+			if ms.Replicas != sc.ControlPlane.Mesh.Replicas || ms.MirrorLag.Count == 0 || len(ms.MirrorLag.PerReplica) != ms.Replicas {
+				t.Errorf("mode %s: mesh %d replicas, mirror lag %+v; want %d replicas, probes timed in each", m.Mode, ms.Replicas, ms.MirrorLag, sc.ControlPlane.Mesh.Replicas)
+			}
+			for _, r := range ms.MirrorLag.PerReplica {
+				if r.Count == 0 {
+					t.Errorf("mode %s: replica %d: no probe arrived: %+v", m.Mode, r.Replica, r.LagStats)
+				}
+			}
+			if ms.Served.Events <= 0 || ms.Served.Bytes <= 0 || ms.ProbeEventsPerAgent <= 0 {
+				t.Errorf("mode %s: served %+v, probe events per agent %d; want both > 0", m.Mode, ms.Served, ms.ProbeEventsPerAgent)
 			}
 		}
 		_, watchedIDs := recv.Received["ciliumidentities"]

@@ -28,7 +28,8 @@ import (
 //     (mesh read path only) and the control plane;
 //  4. start the agent shards, concurrently, and watch every component:
 //     one that exits ends the mode;
-//  5. prepare the probe;
+//  5. prepare the probes (the API probe; the mirror-lag probe on the mesh
+//     read path);
 //  6. run the timeline while sampling and probing;
 //  7. summarize: identity census, summary and SLO verdicts.
 //
@@ -70,6 +71,7 @@ type modeRun struct {
 	agentURLs       []string
 	setupClient     *apiClient
 	probe           *Probe
+	meshProbe       *MeshProbe // mesh read path
 	conv            []results.ConvergenceSummary
 	timelineErr     error
 }
@@ -451,6 +453,31 @@ func (mr *modeRun) prepareProbe(ctx context.Context) error {
 	}
 	mr.meas.SetProbe(probe)
 	mr.probe = probe
+	return mr.prepareMeshProbe()
+}
+
+// prepareMeshProbe makes the mirror-lag probe (mesh read path): its own
+// client as the harness's user, so that its creates queue behind neither
+// the timeline's writes nor the API probe's.
+func (mr *modeRun) prepareMeshProbe() error {
+	if !mr.axes.HasMesh() {
+		return nil
+	}
+	c, err := newAPIClient(mr.api.URL, mr.api.CAFile, mr.admin.Token, 4)
+	if err != nil {
+		return failed(err)
+	}
+	mr.onCleanup(c.close)
+	mp, err := NewMeshProbe(MeshProbeConfig{
+		API:      kubeIdentityWriter{c: c, labels: mr.api.ObjectLabels},
+		Replicas: mr.meshURLs, Rate: mr.r.cfg.Scenario.Measure.MeshProbeRate, Log: mr.log,
+	})
+	if err != nil {
+		return failed(err)
+	}
+	mr.onCleanup(func() { _ = mp.Close() })
+	mr.meas.SetMeshProbe(mp)
+	mr.meshProbe = mp
 	return nil
 }
 
@@ -469,6 +496,10 @@ func (mr *modeRun) runTimeline(ctx context.Context) {
 	if mr.kvProbe != nil {
 		measWG.Add(1)
 		go func() { defer measWG.Done(); mr.kvProbe.Run(measCtx) }()
+	}
+	if mr.meshProbe != nil {
+		measWG.Add(1)
+		go func() { defer measWG.Done(); mr.meshProbe.Run(measCtx) }()
 	}
 	go func() { defer measWG.Done(); mr.r.sample(measCtx, mr.mode, mr.meas, mr.pr) }()
 
@@ -520,6 +551,9 @@ func (mr *modeRun) summarize(ctx context.Context) *results.Summary {
 	}
 	summary := mr.meas.Summary(census)
 	summary.AgentWork = mr.agentWork(ctx)
+	if summary.Mesh != nil {
+		summary.Mesh.Served = meshServed(summary.AgentWork)
+	}
 	summary.Convergence = mr.conv
 	summary.SLO = sloVerdicts(cfg.Scenario, summary)
 	if p := summary.Probe; p != nil && !p.HeldRate {

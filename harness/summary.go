@@ -29,6 +29,7 @@ func (m *Measurer) Summary(census *IdentityCensus) *results.Summary {
 	summarizeIdentities(s, first, last, census)
 	m.summarizeProcesses(s, first, last)
 	m.summarizeScrapes(s)
+	m.summarizeMesh(s, first, last)
 	return s
 }
 
@@ -111,7 +112,8 @@ func (m *Measurer) summarizeLatency(s *results.Summary, first, last map[string]M
 
 }
 
-// summarizeWatch adds the watch events and bytes the agents received.
+// summarizeWatch adds the watch events and bytes the agents received and
+// the API server's watch connections.
 func (m *Measurer) summarizeWatch(s *results.Summary, first, last map[string]Metrics) {
 	if ce, ok := eventsSum(last); ok {
 		fe, _ := eventsSum(first)
@@ -137,7 +139,27 @@ func (m *Measurer) summarizeWatch(s *results.Summary, first, last map[string]Met
 		}
 		s.Watch = w
 	}
-
+	if a, f := last["apiserver"], first["apiserver"]; a != nil && f != nil {
+		if c, ok := a.Sum(mAPIWatchEvents, nil); ok {
+			p, _ := f.Sum(mAPIWatchEvents, nil)
+			if n := int64(c - p); n > 0 {
+				if s.Watch == nil {
+					s.Watch = &results.WatchSummary{}
+				}
+				s.Watch.APIServerEvents = n
+			}
+		}
+	}
+	if c := m.conns; c.samples > 0 {
+		if s.Watch == nil {
+			s.Watch = &results.WatchSummary{}
+		}
+		wc := &results.WatchConnectionsSummary{Peak: int64(c.peak), Mean: c.sum / float64(c.samples), Samples: c.samples, ByResource: map[string]int64{}}
+		for k, v := range c.byKind {
+			wc.ByResource[k] = int64(v)
+		}
+		s.Watch.Connections = wc
+	}
 }
 
 // summarizeIdentities adds the identities created and left, the larger of
@@ -248,4 +270,25 @@ func (m *Measurer) summarizeScrapes(s *results.Summary) {
 		}
 		s.Scrapes = append(s.Scrapes, results.ScrapeSummary{Component: t.component, Answered: t.answered, Failed: t.failed, MaxGapSeconds: gap.Seconds()})
 	}
+}
+
+// summarizeMesh adds the mirror lag, the probe's share of the agents'
+// events and the agents' failovers and fallback time (mesh read path).
+// What the replicas served comes from the agents' reports, which the mode
+// adds later (meshServed).
+func (m *Measurer) summarizeMesh(s *results.Summary, first, last map[string]Metrics) {
+	if m.mesh == nil {
+		return
+	}
+	lag, probeEvents := m.mesh.Summary()
+	ms := &results.MeshSummary{Replicas: len(m.mesh.cfg.Replicas), MirrorLag: lag, ProbeEventsPerAgent: probeEvents}
+	if c, ok := agentsSum(last, mAgentMeshFailovers, nil); ok {
+		f, _ := agentsSum(first, mAgentMeshFailovers, nil)
+		ms.Failovers, ms.AgentMetrics = int64(max(c-f, 0)), true
+	}
+	if c, ok := agentsSum(last, mAgentMeshFallback, nil); ok {
+		f, _ := agentsSum(first, mAgentMeshFallback, nil)
+		ms.FallbackAgentSeconds, ms.AgentMetrics = max(c-f, 0), true
+	}
+	s.Mesh = ms
 }

@@ -130,6 +130,7 @@ func buildDocument(r *results.Results, figs []*Figure, failed map[string]error) 
 	latencyTable(d, r)
 	costTable(d, r)
 	agentWorkTable(d, r)
+	cfpSection(d, r)
 
 	d.H(2, "What did not run")
 	var notRun []string
@@ -293,8 +294,10 @@ func statusCell(m *results.ModeResult) string {
 	return "**" + string(m.Status) + "**"
 }
 
-// modesTable places each mode on the three axes: a mode is its name and
-// its axes, and two modes of one name with other axes are not the same.
+// modesTable places each mode on the three axes (a mode is its name and
+// its axes, and two modes of one name with other axes are not the same)
+// beside the API server's peak watch connections, the figure the read
+// paths differ in most.
 func modesTable(d *document.Document, r *results.Results) {
 	var rows [][]string
 	for i := range r.Modes {
@@ -303,9 +306,13 @@ func modesTable(d *document.Document, r *results.Results) {
 		if p, ok := scenarios.Preset(m.Mode); !ok || p.Axes != m.Axes {
 			kind = "own combination"
 		}
-		rows = append(rows, []string{string(m.Mode), string(m.Axes.Identity), string(m.Axes.Endpoints), string(m.Axes.ReadPath), kind})
+		conns := format.Missing
+		if s := m.Summary; s != nil && s.Watch != nil && s.Watch.Connections != nil {
+			conns = format.Int(s.Watch.Connections.Peak)
+		}
+		rows = append(rows, []string{string(m.Mode), string(m.Axes.Identity), string(m.Axes.Endpoints), string(m.Axes.ReadPath), kind, conns})
 	}
-	d.Table([]string{"mode", "identity allocation", "endpoint distribution", "read path", "kind"}, rows)
+	d.Table([]string{"mode", "identity allocation", "endpoint distribution", "read path", "kind", "API watch connections (peak)"}, rows)
 }
 
 func latencyTable(d *document.Document, r *results.Results) {
@@ -554,10 +561,20 @@ func modeSection(d *document.Document, r *results.Results, m *results.ModeResult
 		if w := s.AgentWork; w != nil {
 			agentWorkByResource(d, w)
 		}
+		if s.Mesh != nil {
+			meshSection(d, m)
+		}
 		var facts []string
 		if w := s.Watch; w != nil {
 			facts = append(facts, fmt.Sprintf("watch: %s events, %s delivered; peak %s events/s, %s/s%s", format.Int(w.Events), format.Bytes(float64(w.Bytes)),
 				format.Sig3(w.PeakEventsPerSecond), format.Bytes(w.PeakBytesPerSecond), countMapSuffix(w.EventsByResource)))
+			if c := w.Connections; c != nil {
+				facts = append(facts, fmt.Sprintf("API server watch connections (apiserver_registered_watchers): peak %s, mean %s over %s scrapes; each kind's peak%s",
+					format.Int(c.Peak), format.Sig3(c.Mean), format.Int(int64(c.Samples)), countMapSuffix(c.ByResource)))
+			}
+			if w.APIServerEvents > 0 {
+				facts = append(facts, "watch events the API server sent to all its watchers (apiserver_watch_events_total): "+format.Int(w.APIServerEvents))
+			}
 		}
 		if len(s.Writes) > 0 {
 			facts = append(facts, "API writes:"+countMapSuffix(s.Writes))

@@ -290,6 +290,9 @@ type Summary struct {
 	Harness *HarnessSummary `json:"harness,omitempty"`
 	// Probe says whether the API probe held its rate.
 	Probe *ProbeSummary `json:"probe,omitempty"`
+	// Mesh is what the ClusterMesh mirror replicas did for the agents
+	// (modes with the mesh read path only).
+	Mesh *MeshSummary `json:"mesh,omitempty"`
 	// Scrapes says how each component's /metrics answered the harness:
 	// one whose answers are far apart leaves gaps in its series (its
 	// totals, from the first and last answers, are exact).
@@ -442,6 +445,95 @@ type WatchSummary struct {
 	// which kube-apiserver and the fake both export); each one's client
 	// re-watches, and the events it missed are replayed to it.
 	TerminatedWatchers map[string]int64 `json:"terminatedWatchers,omitempty"`
+	// Connections are the API server's open watches
+	// (apiserver_registered_watchers, summed over kinds) as the
+	// harness's scrapes sampled them, in every mode: the figure
+	// CFP-44774 compares between read paths.
+	Connections *WatchConnectionsSummary `json:"connections,omitempty"`
+	// APIServerEvents is the watch events the API server says it sent
+	// over the mode to every watcher (apiserver_watch_events_total, as
+	// CFP-44774 counts them); omitted where the backend does not export it.
+	APIServerEvents int64 `json:"apiServerEvents,omitempty"`
+}
+
+// MeshSummary is a mode's ClusterMesh mirror replicas, as the harness's
+// mirror-lag probe and the agents saw them.
+type MeshSummary struct {
+	// Replicas is controlPlane.mesh.replicas: mirror and etcd pairs.
+	Replicas int `json:"replicas"`
+	// MirrorLag is the time from the API server's answer to the harness's
+	// create of a probe CiliumIdentity to its key's arrival in the
+	// replicas' etcd, as a watch of the harness on each saw it.
+	MirrorLag MirrorLagSummary `json:"mirrorLag"`
+	// Served is what the agents received from the replicas: watch events
+	// and bytes of the resources mesh-identities, mesh-ipcache and
+	// mesh-nodes, summed over agents.
+	Served TrafficSummary `json:"served"`
+	// ProbeEventsPerAgent is the probe's share of Served.Events for one
+	// agent: each probe identity's put and delete, as the replica that
+	// saw the most of them delivered them. Served.Events less Agents x
+	// ProbeEventsPerAgent is the mode's own traffic.
+	ProbeEventsPerAgent int64 `json:"probeEventsPerAgent"`
+	// Failovers counts agents' moves to another replica
+	// (stampede_agent_mesh_failovers_total over the mode); 0 when the
+	// agents do not export it.
+	Failovers int64 `json:"failovers"`
+	// FallbackAgentSeconds is the time agents spent reading from the API
+	// server because no replica answered, summed over agents
+	// (stampede_agent_mesh_fallback_seconds_total); 0 when not exported.
+	FallbackAgentSeconds float64 `json:"fallbackAgentSeconds"`
+	// AgentMetrics is false when the agents exported neither failover
+	// nor fallback counter, so Failovers and FallbackAgentSeconds are 0
+	// for want of a measurement.
+	AgentMetrics bool `json:"agentMetrics"`
+}
+
+// MirrorLagSummary is the mirror lag over every replica (a probe's lag
+// is its last replica's) and per replica.
+type MirrorLagSummary struct {
+	LagStats
+	PerReplica []ReplicaLag `json:"perReplica,omitempty"`
+}
+
+// ReplicaLag is one replica's mirror lag.
+type ReplicaLag struct {
+	Replica int `json:"replica"`
+	LagStats
+}
+
+// LagStats are nearest-rank quantiles and the maximum of lags in
+// seconds, how many were measured, and how many probes had none: the
+// create failed, or the key did not arrive within the probe's timeout
+// (for "all replicas": in at least one replica).
+type LagStats struct {
+	P50    float64 `json:"p50"`
+	P90    float64 `json:"p90"`
+	P99    float64 `json:"p99"`
+	Max    float64 `json:"max"`
+	Count  int64   `json:"count"`
+	Errors int64   `json:"errors"`
+}
+
+// TrafficSummary is events and bytes.
+type TrafficSummary struct {
+	Events int64 `json:"events"`
+	Bytes  int64 `json:"bytes"`
+}
+
+// WatchConnectionsSummary is the API server's registered watchers over a
+// mode's scrapes of it.
+type WatchConnectionsSummary struct {
+	// Peak and Mean are of the sum over kinds, per scrape.
+	Peak int64   `json:"peak"`
+	Mean float64 `json:"mean"`
+	// Samples is the number of scrapes of the API server that had the
+	// family.
+	Samples int `json:"samples"`
+	// ByResource is each kind's own peak (kube-apiserver and the fake
+	// label the gauge by kind: CiliumIdentity, Pod, ...). The peaks of
+	// different kinds may fall in different scrapes, so they can add up
+	// to more than Peak.
+	ByResource map[string]int64 `json:"byResource,omitempty"`
 }
 
 // ThrottlingSummary counts rate limiting.
