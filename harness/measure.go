@@ -610,7 +610,14 @@ func writeCounts(cur, prev map[string]float64) (all, rejected map[string]int64) 
 func gaugeRows(row map[string]float64, cur map[string]Metrics) {
 	n, ok := 0.0, false
 	if a := cur["apiserver"]; a != nil {
-		n, ok = a.Sum(mAPIObjects, map[string]string{"resource": "ciliumidentities"})
+		// kube-apiserver and the fake label apiserver_storage_objects with
+		// the group resource ("ciliumidentities.cilium.io"); the bare
+		// plural is accepted too.
+		for _, r := range []string{"ciliumidentities.cilium.io", "ciliumidentities"} {
+			if v, found := a.Sum(mAPIObjects, map[string]string{"resource": r}); found {
+				n, ok = n+v, true
+			}
+		}
 	}
 	if c, cok := agentsSum(cur, mCPIdentities, nil); cok && c > n {
 		n, ok = c, true

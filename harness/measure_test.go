@@ -320,7 +320,7 @@ func TestMeasurerLevelsFromALateAnswer(t *testing.T) {
 	m.AddScrape("apiserver", srv.URL+"/metrics", "admin")
 	page := func(ids int) string {
 		return apiPage(10, 0, 0, 1, 0) + fmt.Sprintf(`# TYPE apiserver_storage_objects gauge
-apiserver_storage_objects{resource="ciliumidentities"} %d
+apiserver_storage_objects{resource="ciliumidentities.cilium.io"} %d
 apiserver_storage_objects{resource="pods"} 20000
 `, ids)
 	}
