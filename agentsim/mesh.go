@@ -77,6 +77,51 @@ type meshClient struct {
 	replica   atomic.Int64 // replica in use, -1 while none
 	failovers atomic.Uint64
 	sessions  atomic.Uint64 // sessions that listed everything
+
+	// fallbackTime is the API server fallback's time, for the
+	// agent-seconds metric.
+	fallbackTime fallbackClock
+}
+
+// fallbackClock sums the periods spent on the API server fallback; one
+// lock, so that a scrape never sees a period both ended and not added.
+type fallbackClock struct {
+	mu    sync.Mutex
+	spent time.Duration
+	since time.Time // start of the running period; zero while none runs
+}
+
+func (c *fallbackClock) start(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.since.IsZero() {
+		c.since = now
+	}
+}
+
+func (c *fallbackClock) stop(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.since.IsZero() {
+		c.spent += max(0, now.Sub(c.since))
+		c.since = time.Time{}
+	}
+}
+
+// total is the time spent until now.
+func (c *fallbackClock) total(now time.Time) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.spent
+	if !c.since.IsZero() {
+		d += max(0, now.Sub(c.since))
+	}
+	return d
+}
+
+// fallbackSeconds is the time spent on the API server fallback until now.
+func (m *meshClient) fallbackSeconds(now time.Time) float64 {
+	return m.fallbackTime.total(now).Seconds()
 }
 
 // newMeshClient builds the mesh client of agent a. Run it with run; the
