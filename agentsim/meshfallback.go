@@ -121,8 +121,11 @@ func (f *meshFallback) apply(resource string, list bool, do func()) {
 	}
 }
 
-// running tells whether the reflectors run.
+// running tells whether the reflectors run (false without a fallback).
 func (f *meshFallback) running() bool {
+	if f == nil {
+		return false
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.cancel != nil

@@ -1,0 +1,403 @@
+package agentsim
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stampede-sim/stampede/fakeapi"
+	"github.com/stampede-sim/stampede/internal/access"
+	"github.com/stampede-sim/stampede/scenarios"
+)
+
+// replicaService is a stable address in front of one replica, as the
+// Kubernetes Service in front of a clustermesh-apiserver is: agents keep
+// its URL while the replica behind it dies and a new one (new etcd, new
+// cluster ID) takes its place. While no replica is behind it, it accepts
+// and closes connections at once.
+type replicaService struct {
+	ln net.Listener
+
+	mu      sync.Mutex
+	backend string // host:port, "" while down
+	conns   map[net.Conn]bool
+	wg      sync.WaitGroup
+}
+
+func startReplicaService(t *testing.T) *replicaService {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &replicaService{ln: ln, conns: map[net.Conn]bool{}}
+	s.wg.Add(1)
+	go s.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		s.down()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *replicaService) url() string { return "http://" + s.ln.Addr().String() }
+
+// up puts the replica whose etcd listens at clientURL behind the service.
+func (s *replicaService) up(clientURL string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.backend = strings.TrimPrefix(clientURL, "http://")
+}
+
+// down takes the replica away and cuts every connection to it.
+func (s *replicaService) down() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.backend = ""
+	for c := range s.conns {
+		c.Close()
+	}
+	clear(s.conns)
+}
+
+func (s *replicaService) serve() {
+	defer s.wg.Done()
+	for {
+		in, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		backend := s.backend
+		s.mu.Unlock()
+		var out net.Conn
+		if backend != "" {
+			out, _ = net.DialTimeout("tcp", backend, time.Second)
+		}
+		if out == nil {
+			in.Close()
+			continue
+		}
+		s.mu.Lock()
+		if s.backend != backend {
+			s.mu.Unlock()
+			in.Close()
+			out.Close()
+			continue
+		}
+		s.conns[in], s.conns[out] = true, true
+		s.mu.Unlock()
+		s.wg.Add(2)
+		pipe := func(dst, src net.Conn) {
+			defer s.wg.Done()
+			_, _ = io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+		}
+		go pipe(in, out)
+		go pipe(out, in)
+	}
+}
+
+// meshFallbackRun is mode mesh with replicas behind replicaServices.
+type meshFallbackRun struct {
+	c        *testCluster
+	services []*replicaService
+	mirrors  []*meshMirror
+	f        *Fleet
+	log      *requestLog
+	reg      *prometheus.Registry
+}
+
+// startMeshFallbackMode runs mode mesh on s with replicas mirrors, each
+// behind a replicaService, and the agents' API server fallback set to
+// fallback (replacing the scenario's knob).
+func startMeshFallbackMode(t *testing.T, ctx context.Context, s *scenarios.Scenario, replicas int, fallback bool) *meshFallbackRun { //nolint:revive // ctx bounds setup
+	t.Helper()
+	topo, err := s.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentTokens := map[string]string{}
+	var tokens []fakeapi.Token
+	for _, n := range topo.Nodes {
+		tok := "agent-" + n.Name
+		agentTokens[n.Name] = tok
+		tokens = append(tokens, fakeapi.Token{Token: tok, User: access.AgentUser(n.Name)})
+	}
+	tokens = append(tokens, fakeapi.Token{Token: meshTestToken, User: access.MeshUser})
+	c := startCluster(t, s, func(cfg *fakeapi.Config) { cfg.Tokens = tokens })
+	c.setup(ctx)
+	c.startControlPlane(t, scenarios.ModeMesh)
+
+	run := &meshFallbackRun{c: c, log: &requestLog{}, reg: prometheus.NewRegistry()}
+	urls := make([]string, replicas)
+	for i := range replicas {
+		svc := startReplicaService(t)
+		m := c.startMirror(t, i)
+		svc.up(m.r.srv.ClientURL())
+		run.services = append(run.services, svc)
+		run.mirrors = append(run.mirrors, m)
+		urls[i] = svc.url()
+	}
+	cfg := c.fleetConfig(scenarios.ModeMesh)
+	cfg.REST = run.log.wrap(cfg.REST)
+	cfg.Tokens = agentTokens
+	cfg.Mesh = urls
+	cfg.MeshProbeInterval = 200 * time.Millisecond
+	cfg.MeshAPIServerFallback = &fallback
+	cfg.Registerer = run.reg
+	run.f = runFleet(t, ctx, cfg)
+	return run
+}
+
+// stopReplica kills replica i: its mirror and etcd, and the connections.
+func (r *meshFallbackRun) stopReplica(i int) {
+	r.services[i].down()
+	r.mirrors[i].stop()
+}
+
+// restartReplica starts a new replica i (new etcd, new cluster ID, filled
+// from the API server) behind the same service.
+func (r *meshFallbackRun) restartReplica(t *testing.T, i int) {
+	t.Helper()
+	m := r.c.startMirror(t, i)
+	r.mirrors[i] = m
+	r.services[i].up(m.r.srv.ClientURL())
+}
+
+// agents are the fleet's agents in node order.
+func (r *meshFallbackRun) agents(t *testing.T) []*Agent {
+	t.Helper()
+	var out []*Agent
+	for _, n := range r.c.topo.Nodes {
+		a, ok := r.f.Agent(n.Name)
+		if !ok {
+			t.Fatalf("no agent for %s", n.Name)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// fallbackReads counts, per agent user, the API server's list and watch
+// requests of the resources the fallback reads (CiliumIdentities and
+// CiliumEndpointSlices, fakeapi's per-user accounting), and the agents'
+// lists and watches of every CiliumNode (the request log: the API server
+// counts the agents' reads of their own CiliumNode under the same
+// resource).
+type fallbackReads struct {
+	byUser         map[string]map[string]int64 // user -> "verb resource" -> n
+	allCiliumNodes int
+}
+
+func (r *meshFallbackRun) fallbackReads() fallbackReads {
+	out := fallbackReads{byUser: map[string]map[string]int64{}}
+	for k, n := range r.c.api.RequestCounts() {
+		if !strings.HasPrefix(k.User, access.AgentUserPrefix) || (k.Verb != "list" && k.Verb != "watch") {
+			continue
+		}
+		if k.Resource != "ciliumidentities" && k.Resource != "ciliumendpointslices" && k.Resource != "ciliumendpoints" {
+			continue
+		}
+		if out.byUser[k.User] == nil {
+			out.byUser[k.User] = map[string]int64{}
+		}
+		out.byUser[k.User][k.Verb+" "+k.Resource] += n
+	}
+	for _, q := range r.log.snapshot() {
+		if q.method == http.MethodGet && strings.HasSuffix(q.path, "/ciliumnodes") && !ownObject(q.query) {
+			out.allCiliumNodes++
+		}
+	}
+	return out
+}
+
+func (f fallbackReads) total() int64 {
+	n := int64(f.allCiliumNodes)
+	for _, m := range f.byUser {
+		for _, v := range m {
+			n += v
+		}
+	}
+	return n
+}
+
+// metric is the value of the shard's unlabelled counter name.
+func (r *meshFallbackRun) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not exported", name)
+	return 0
+}
+
+// deleteFirstPod deletes the topology's first pod from the API server and
+// the ground truth; it returns its ipcache key.
+func (c *testCluster) deleteFirstPod(ctx context.Context, t *testing.T) uint32 {
+	t.Helper()
+	victim := c.topo.Pods[0]
+	if _, err := c.admin.do(ctx, http.MethodDelete, "/api/v1/namespaces/"+victim.Namespace+"/pods/"+victim.Name, "", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.topo.RemovePod(victim)
+	c.st.Pods = c.topo.Pods
+	ip, ok := addrKey(victim.IP)
+	if !ok {
+		t.Fatalf("victim %s has no IPv4 address", victim.Name)
+	}
+	return ip
+}
+
+// TestMeshFallbackToAPIServer: every replica dies; the agents, once each
+// replica failed, read CiliumIdentities, CiliumEndpointSlices and every
+// CiliumNode from the API server (CFP-44774 bootstrap option 1), and a
+// relabel and a pod deletion made meanwhile reach them. A replica comes
+// back (a new etcd with a new cluster ID, filled by its mirror): the
+// agents list from it, stop their API server reflectors and still hold
+// exactly the ground truth, as they do after a later relabel that only
+// the replica carries to them.
+func TestMeshFallbackToAPIServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	run := startMeshFallbackMode(t, ctx, meshScenario(t, 4), 2, true)
+	c := run.c
+	c.waitConverged(ctx, run.f, "after setup")
+	if n := run.fallbackReads().total(); n != 0 {
+		t.Fatalf("agents read %d times from the API server what the replicas carry, before any replica died", n)
+	}
+
+	run.stopReplica(0)
+	run.stopReplica(1)
+	agents := run.agents(t)
+	waitMesh(t, "every agent on the API server fallback", func() error {
+		for _, a := range agents {
+			if !a.mesh.fb.running() {
+				return fmt.Errorf("%s is not on the fallback (failovers %d)", a.Node(), a.mesh.failovers.Load())
+			}
+		}
+		reads := run.fallbackReads()
+		for _, a := range agents {
+			u := access.AgentUser(a.Node())
+			for _, k := range []string{"list ciliumidentities", "watch ciliumidentities", "list ciliumendpointslices", "watch ciliumendpointslices"} {
+				if reads.byUser[u][k] == 0 {
+					return fmt.Errorf("%s: no %s request", u, k)
+				}
+			}
+		}
+		if reads.allCiliumNodes < len(agents) {
+			return fmt.Errorf("%d reads of every CiliumNode, want at least %d", reads.allCiliumNodes, len(agents))
+		}
+		return nil
+	})
+
+	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
+	gone := c.deleteFirstPod(ctx, t)
+	c.waitConverged(ctx, run.f, "on the fallback")
+	if got := run.metric(t, "stampede_agent_mesh_fallback_seconds_total"); got <= 0 {
+		t.Errorf("stampede_agent_mesh_fallback_seconds_total = %v after the fallback ran", got)
+	}
+	if got := run.metric(t, "stampede_agent_mesh_failovers_total"); got < float64(len(agents)) {
+		t.Errorf("stampede_agent_mesh_failovers_total = %v, want at least one per agent (%d)", got, len(agents))
+	}
+
+	run.restartReplica(t, 0)
+	waitMesh(t, "every agent back on replica 0", func() error {
+		for _, a := range agents {
+			if a.mesh.current() != 0 || a.mesh.fb.running() {
+				return fmt.Errorf("%s: replica %d, fallback running %v", a.Node(), a.mesh.current(), a.mesh.fb.running())
+			}
+		}
+		return nil
+	})
+	c.waitConverged(ctx, run.f, "back on a replica")
+	spent := run.metric(t, "stampede_agent_mesh_fallback_seconds_total")
+	before := run.fallbackReads()
+
+	// Only the replica carries this relabel to the agents now.
+	c.relabel(ctx, map[string]string{"version": "v10.47"})
+	c.waitConverged(ctx, run.f, "after a relabel on the replica")
+	if after := run.fallbackReads(); after.total() != before.total() {
+		t.Errorf("agents read from the API server %d more times after moving back to a replica", after.total()-before.total())
+	}
+	if got := run.metric(t, "stampede_agent_mesh_fallback_seconds_total"); got != spent {
+		t.Errorf("fallback seconds grew from %v to %v with a replica answering", spent, got)
+	}
+	for _, a := range agents {
+		a.mu.Lock()
+		_, held := a.ipc.entries[gone]
+		owners := 0
+		for _, e := range a.ipc.entries {
+			if e.owner != kvOwner {
+				owners++
+			}
+		}
+		slices := len(a.ipc.slices)
+		a.mu.Unlock()
+		if held {
+			t.Errorf("%s still holds the address of the deleted pod", a.Node())
+		}
+		if owners != 0 || slices != 0 {
+			t.Errorf("%s holds %d ipcache entries and %d slices of the fallback after moving back", a.Node(), owners, slices)
+		}
+	}
+}
+
+// TestMeshNoFallback: with controlPlane.mesh.apiServerFallback off, agents
+// whose replica died wait for one: no list or watch of CiliumIdentities,
+// CiliumEndpointSlices or every CiliumNode reaches the API server, and
+// they converge on a relabel made meanwhile once a replica is back.
+func TestMeshNoFallback(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	run := startMeshFallbackMode(t, ctx, meshScenario(t, 3), 1, false)
+	c := run.c
+	c.waitConverged(ctx, run.f, "after setup")
+
+	run.stopReplica(0)
+	agents := run.agents(t)
+	// Two failovers each: every agent has found the only replica gone
+	// and tried it again, where a fallback would have started.
+	waitMesh(t, "every agent failing over", func() error {
+		for _, a := range agents {
+			if a.mesh.failovers.Load() < 2 {
+				return fmt.Errorf("%s: %d failovers", a.Node(), a.mesh.failovers.Load())
+			}
+		}
+		return nil
+	})
+	c.relabel(ctx, map[string]string{"env": "staging", "version": "v10.46"})
+	if n := run.fallbackReads().total(); n != 0 {
+		t.Errorf("agents read %d times from the API server with the fallback off", n)
+	}
+	for _, a := range agents {
+		if a.mesh.fb != nil {
+			t.Errorf("%s has a fallback with the knob off", a.Node())
+		}
+	}
+	if got := run.metric(t, "stampede_agent_mesh_fallback_seconds_total"); got != 0 {
+		t.Errorf("stampede_agent_mesh_fallback_seconds_total = %v with the fallback off", got)
+	}
+
+	run.restartReplica(t, 0)
+	c.waitConverged(ctx, run.f, "after the replica came back")
+	if n := run.fallbackReads().total(); n != 0 {
+		t.Errorf("agents read %d times from the API server with the fallback off", n)
+	}
+}
