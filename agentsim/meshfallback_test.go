@@ -2,19 +2,23 @@ package agentsim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stampede-sim/stampede/fakeapi"
 	"github.com/stampede-sim/stampede/internal/access"
+	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -399,5 +403,92 @@ func TestMeshNoFallback(t *testing.T) {
 	c.waitConverged(ctx, run.f, "after the replica came back")
 	if n := run.fallbackReads().total(); n != 0 {
 		t.Errorf("agents read %d times from the API server with the fallback off", n)
+	}
+}
+
+// fakeFallback marks m's fallback as running with every group read from
+// the API server, without starting reflectors: the test feeds the gate.
+func fakeFallback(m *meshClient) {
+	f := m.fb
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.active = [meshGroups]bool{true, true, true}
+	f.cancel = func() {}
+}
+
+// sliceOf is a CiliumEndpointSlice carrying 10.0.0.<i> with identity
+// 70000+i for each i, as prepare leaves it.
+func sliceOf(name string, is ...int) slimCES {
+	var s slimCES
+	s.Metadata.Name = name
+	s.Namespace = "ns"
+	for _, i := range is {
+		s.entries = append(s.entries, sliceEntry{ip: uint32(10)<<24 | uint32(i), id: identity.ID(70000 + i), owner: ownerHash("ns", fmt.Sprint("p", i))})
+	}
+	return s
+}
+
+// TestMeshFallbackHandOver: the ipcache hand-over in both directions.
+// From the fallback to a replica, an address the fallback held and the
+// replica lacks (its pod went while the gate already dropped the
+// fallback's events) is dropped by the replica's list, and no slice of
+// the fallback stays behind; from a replica to the fallback, an address
+// the mirror held and no slice carries is dropped by the first slice
+// list.
+func TestMeshFallbackHandOver(t *testing.T) {
+	r0 := startMeshReplica(t, 0)
+	r0.fill(t, "c1", true) // 10.0.0.1-4
+	a := newMeshTestAgent(t)
+	m, err := newMeshClient(a, meshConfig{Replicas: []string{r0.srv.ClientURL()}, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: time.Second, APIServerFallback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakeFallback(m)
+	m.fb.apply("ciliumendpointslices", true, func() {
+		a.replaceSlices([]slimCES{sliceOf("s1", 1, 2), sliceOf("s2", 3, 4, 9)})
+	})
+	a.mu.Lock()
+	_, held := a.ipc.entries[uint32(10)<<24|9]
+	a.mu.Unlock()
+	if !held {
+		t.Fatal("the fallback's slice list did not reach the ipcache")
+	}
+
+	runMeshClient(t, m)
+	waitMesh(t, "the replica's content", sameState(a, r0, t))
+	waitMesh(t, "the fallback stopped", func() error {
+		if m.fb.running() {
+			return errors.New("still running")
+		}
+		return nil
+	})
+	a.mu.Lock()
+	slices := len(a.ipc.slices)
+	a.mu.Unlock()
+	if slices != 0 {
+		t.Errorf("%d slices of the fallback stay after the hand-over", slices)
+	}
+	// A late event of the stopped fallback is dropped by the gate.
+	late := sliceOf("s3", 9)
+	m.fb.apply("ciliumendpointslices", false, func() { a.onSlice(evAdded, &late) })
+	if err := sameState(a, r0, t)(); err != nil {
+		t.Errorf("after a late event of the fallback: %v", err)
+	}
+
+	// Back to the fallback: its first list carries 1-3 only.
+	fakeFallback(m)
+	m.fb.apply("ciliumendpointslices", true, func() {
+		a.replaceSlices([]slimCES{sliceOf("s1", 1, 2), sliceOf("s2", 3)})
+	})
+	a.mu.Lock()
+	var got []string
+	for ip, e := range a.ipc.entries {
+		got = append(got, fmt.Sprint(keyAddr(ip), "=", e.id))
+	}
+	a.mu.Unlock()
+	slices2 := []string{"10.0.0.1=70001", "10.0.0.2=70002", "10.0.0.3=70003"}
+	sort.Strings(got)
+	if d := cmp.Diff(slices2, got); d != "" {
+		t.Errorf("ipcache after the fallback's first list (-want +got):\n%s", d)
 	}
 }
