@@ -205,6 +205,11 @@ func (f *meshFallback) stop() {
 	}
 	cancel()
 	f.wg.Wait()
+	// The reflectors' stores are gone with them: the agent's work
+	// figures no longer count their objects as held.
+	for _, spec := range f.specs {
+		newObjectSizes(f.m.a.work.resource(spec.name)).publish()
+	}
 	f.m.fallbackTime.stop(f.m.a.now())
 	f.m.a.m.kvOps.WithLabelValues("mesh-fallback", "stop").Inc()
 	f.m.a.log.Info("mesh replica answers again; API server fallback stopped")

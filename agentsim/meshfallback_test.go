@@ -360,6 +360,11 @@ func TestMeshFallbackToAPIServer(t *testing.T) {
 		if owners != 0 || slices != 0 {
 			t.Errorf("%s holds %d ipcache entries and %d slices of the fallback after moving back", a.Node(), owners, slices)
 		}
+		for _, r := range []string{"ciliumidentities", "ciliumendpointslices", "ciliumnodes"} {
+			if n := a.work.resource(r).objects.Load(); n != 0 {
+				t.Errorf("%s counts %d %s held after the fallback stopped", a.Node(), n, r)
+			}
+		}
 	}
 }
 
