@@ -15,7 +15,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/rest"
 
+	"github.com/stampede-sim/stampede/datapath"
 	"github.com/stampede-sim/stampede/fakeapi"
 	"github.com/stampede-sim/stampede/internal/access"
 	"github.com/stampede-sim/stampede/internal/identity"
@@ -495,5 +497,45 @@ func TestMeshFallbackHandOver(t *testing.T) {
 	sort.Strings(got)
 	if d := cmp.Diff(slices2, got); d != "" {
 		t.Errorf("ipcache after the fallback's first list (-want +got):\n%s", d)
+	}
+}
+
+// TestMeshFallbackKnob: the scenario's controlPlane.mesh.apiServerFallback
+// reaches every agent unless the fleet's MeshAPIServerFallback (stampede
+// agents --mesh-api-server-fallback) replaces it.
+func TestMeshFallbackKnob(t *testing.T) {
+	yes, no := true, false
+	for _, tc := range []struct {
+		name            string
+		scenario, fleet *bool
+		want            bool
+	}{
+		{"scenario on", &yes, nil, true},
+		{"scenario off", &no, nil, false},
+		{"flag off", &yes, &no, false},
+		{"flag on", &no, &yes, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := meshScenario(t, 2)
+			s.ControlPlane.Mesh.APIServerFallback = tc.scenario
+			f, err := New(t.Context(), Config{
+				Scenario: s, Mode: scenarios.ModeMesh, REST: &rest.Config{Host: "http://127.0.0.1:1"},
+				Mesh: []string{"http://127.0.0.1:2"}, MeshAPIServerFallback: tc.fleet,
+				NewDatapath: func(ctx context.Context, node string) (datapath.Datapath, error) {
+					d, _, err := datapath.Open(ctx, datapath.SizeFor(datapath.KindMem, 100, 100, 1024), nil)
+					return d, err
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.closeAll()
+			for _, r := range f.agents {
+				a := r.(*Agent)
+				if got := a.mesh.fb != nil; got != tc.want {
+					t.Errorf("%s: fallback %v, want %v", a.Node(), got, tc.want)
+				}
+			}
+		})
 	}
 }
