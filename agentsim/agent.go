@@ -65,6 +65,10 @@ type AgentConfig struct {
 	// MeshProbeInterval, if set, replaces how often the mesh client checks
 	// its replica (meshConfig.ProbeInterval; tests shorten it).
 	MeshProbeInterval time.Duration
+	// MeshAPIServerFallback: while no mirror replica answers, the agent
+	// reads CiliumIdentities, its endpoint source and CiliumNodes from the
+	// API server (controlPlane.mesh.apiServerFallback; meshfallback.go).
+	MeshAPIServerFallback bool
 	// Datapath receives the agent's state; the agent closes it.
 	Datapath datapath.Datapath
 	// Interner shares immutable strings between the agents of a process.
@@ -271,7 +275,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	a.kc = kc
 	if cfg.Axes.HasMesh() {
-		m, err := newMeshClient(a, meshConfig{Replicas: cfg.Mesh, Index: cfg.Index, ProbeInterval: cfg.MeshProbeInterval})
+		m, err := newMeshClient(a, meshConfig{
+			Replicas: cfg.Mesh, Index: cfg.Index, ProbeInterval: cfg.MeshProbeInterval, APIServerFallback: cfg.MeshAPIServerFallback,
+		})
 		if err != nil {
 			kc.close()
 			return nil, fmt.Errorf("agent %s: %w", cfg.Node, err)

@@ -49,6 +49,9 @@ type Config struct {
 	Mesh []string
 	// MeshProbeInterval tunes every agent's mesh client (see AgentConfig).
 	MeshProbeInterval time.Duration
+	// MeshAPIServerFallback, if set, replaces the scenario's
+	// controlPlane.mesh.apiServerFallback for every agent.
+	MeshAPIServerFallback *bool
 	// NewDatapath opens one agent's datapath. Default: datapath.Open with
 	// the scenario's agent.datapath kind, sized for the scenario.
 	NewDatapath func(ctx context.Context, node string) (datapath.Datapath, error)
@@ -148,6 +151,10 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 			return d, err
 		}
 	}
+	meshFallback := s.ControlPlane.Mesh.APIServerFallback != nil && *s.ControlPlane.Mesh.APIServerFallback
+	if cfg.MeshAPIServerFallback != nil {
+		meshFallback = *cfg.MeshAPIServerFallback
+	}
 	f := &Fleet{cfg: cfg, byNode: map[string]runner{}}
 	f.m = newMetrics(cfg.Registerer, f)
 	interner := &identity.Interner{}
@@ -165,7 +172,8 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		ac := AgentConfig{
 			Node: n.Name, NodeIP: n.IP, PodCIDR: n.PodCIDR, Mode: cfg.Mode, Axes: spec.Axes, Cluster: s.Cluster.Name,
 			Knobs: s.Agent, Release: s.Release(), Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
-			KVStore: cfg.KVStore, Mesh: cfg.Mesh, Index: n.Index, MeshProbeInterval: cfg.MeshProbeInterval, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
+			KVStore: cfg.KVStore, Mesh: cfg.Mesh, Index: n.Index, MeshProbeInterval: cfg.MeshProbeInterval,
+			MeshAPIServerFallback: meshFallback, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
 			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers, NoCEPWrites: cfg.NoCEPWrites,
 			XDSStateOfTheWorld: s.ControlPlane.XDS.Delta != nil && !*s.ControlPlane.XDS.Delta,
 		}

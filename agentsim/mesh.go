@@ -43,6 +43,10 @@ type meshConfig struct {
 	// Stampede's choices; Cilium's etcd status check was not read).
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
+	// APIServerFallback: while no replica answers, read Cilium's
+	// resources from the API server (meshFallback); otherwise wait for a
+	// replica.
+	APIServerFallback bool
 }
 
 // meshClient is an agent's read-only client of the ClusterMesh etcd
@@ -65,7 +69,8 @@ type meshConfig struct {
 //     keys stale and drainKeys deletes those the new list did not carry
 //     (pkg/kvstore/store/watchstore.go).
 //
-// The API server fallback while no replica answers is not here.
+// With APIServerFallback, once every replica failed in a row the agent
+// reads from the API server until a replica answers (meshfallback.go).
 type meshClient struct {
 	a   *Agent
 	cfg meshConfig
@@ -73,10 +78,58 @@ type meshClient struct {
 	identitiesSynced chan struct{}
 	ipcacheSynced    chan struct{}
 	nodesSynced      chan struct{}
+	syncOnce         [meshGroups]sync.Once
+
+	fb *meshFallback // nil without APIServerFallback
 
 	replica   atomic.Int64 // replica in use, -1 while none
 	failovers atomic.Uint64
 	sessions  atomic.Uint64 // sessions that listed everything
+
+	// fallbackTime is the API server fallback's time, for the
+	// agent-seconds metric.
+	fallbackTime fallbackClock
+}
+
+// fallbackClock sums the periods spent on the API server fallback; one
+// lock, so that a scrape never sees a period both ended and not added.
+type fallbackClock struct {
+	mu    sync.Mutex
+	spent time.Duration
+	since time.Time // start of the running period; zero while none runs
+}
+
+func (c *fallbackClock) start(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.since.IsZero() {
+		c.since = now
+	}
+}
+
+func (c *fallbackClock) stop(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.since.IsZero() {
+		c.spent += max(0, now.Sub(c.since))
+		c.since = time.Time{}
+	}
+}
+
+// total is the time spent until now.
+func (c *fallbackClock) total(now time.Time) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.spent
+	if !c.since.IsZero() {
+		d += max(0, now.Sub(c.since))
+	}
+	return d
+}
+
+// fallbackSeconds is the time spent on the API server fallback until now.
+func (m *meshClient) fallbackSeconds(now time.Time) float64 {
+	return m.fallbackTime.total(now).Seconds()
 }
 
 // newMeshClient builds the mesh client of agent a. Run it with run; the
@@ -108,12 +161,21 @@ func newMeshClient(a *Agent, cfg meshConfig) (*meshClient, error) {
 		identitiesSynced: make(chan struct{}), ipcacheSynced: make(chan struct{}), nodesSynced: make(chan struct{}),
 	}
 	m.replica.Store(-1)
+	if cfg.APIServerFallback {
+		m.fb = newMeshFallback(m)
+	}
 	return m, nil
 }
 
 // synced are the channels closed once each prefix was first listed.
 func (m *meshClient) synced() []chan struct{} {
 	return []chan struct{}{m.identitiesSynced, m.ipcacheSynced, m.nodesSynced}
+}
+
+// markSynced closes group g's synced channel, once: a replica's first
+// list or the fallback's first list of it.
+func (m *meshClient) markSynced(g meshGroup) {
+	m.syncOnce[g].Do(func() { close(m.synced()[g]) })
 }
 
 // current is the replica in use, or -1.
@@ -125,6 +187,9 @@ func (m *meshClient) run(ctx context.Context) {
 	i := m.cfg.Index % n
 	b := newBackoff(200*time.Millisecond, 10*time.Second)
 	failedInRow := 0
+	if m.fb != nil {
+		defer m.fb.stop()
+	}
 	for ctx.Err() == nil {
 		listed, err := m.session(ctx, i)
 		if ctx.Err() != nil {
@@ -140,9 +205,16 @@ func (m *meshClient) run(ctx context.Context) {
 			b.reset()
 			continue
 		}
+		failedInRow++
+		// Every replica failed once in a row, or the fallback runs and a
+		// replica that had taken part of it over is gone again: read from
+		// the API server until a session lists everything.
+		if m.fb != nil && (failedInRow >= n || m.fb.running()) {
+			m.fb.start(ctx)
+		}
 		// A full round without a replica that answered: wait a little
 		// before the next round.
-		if failedInRow++; failedInRow%n == 0 {
+		if failedInRow%n == 0 {
 			select {
 			case <-ctx.Done():
 				return
@@ -195,8 +267,12 @@ func (m *meshClient) session(ctx context.Context, i int) (listed bool, err error
 	}
 
 	var wg sync.WaitGroup
-	var lists atomic.Int32
-	watch := func(canary string, run func(context.Context)) {
+	// listedNow are closed by this session's first list of each prefix.
+	var listedNow [meshGroups]chan struct{}
+	for g := range listedNow {
+		listedNow[g] = make(chan struct{})
+	}
+	watch := func(g meshGroup, canary string, run func(context.Context, chan struct{})) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -204,13 +280,38 @@ func (m *meshClient) session(ctx context.Context, i int) (listed bool, err error
 				cancel(err)
 				return
 			}
-			lists.Add(1)
-			run(sctx)
+			if m.fb != nil {
+				m.fb.handOver(g)
+			}
+			run(sctx, listedNow[g])
 		}()
 	}
-	watch(agentcontract.KVSyncedIdentities, func(ctx context.Context) { r.watchIdentities(ctx, meshIdentities, m.identitiesSynced) })
-	watch(agentcontract.KVSyncedIPCache, func(ctx context.Context) { r.watchIPCache(ctx, meshIPCache, m.ipcacheSynced) })
-	watch(agentcontract.KVSyncedNodes, func(ctx context.Context) { r.watchNodes(ctx, meshNodes, m.cfg.Cluster, m.nodesSynced) })
+	watch(groupIdentities, agentcontract.KVSyncedIdentities, func(ctx context.Context, synced chan struct{}) {
+		r.watchIdentities(ctx, meshIdentities, synced)
+	})
+	watch(groupIPCache, agentcontract.KVSyncedIPCache, func(ctx context.Context, synced chan struct{}) {
+		r.watchIPCache(ctx, meshIPCache, synced)
+	})
+	watch(groupNodes, agentcontract.KVSyncedNodes, func(ctx context.Context, synced chan struct{}) {
+		r.watchNodes(ctx, meshNodes, m.cfg.Cluster, synced)
+	})
+	// Each first list syncs the agent's caches; once all three are
+	// listed the replica carries everything and the fallback stops.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for g, ch := range listedNow {
+			select {
+			case <-sctx.Done():
+				return
+			case <-ch:
+				m.markSynced(meshGroup(g))
+			}
+		}
+		if m.fb != nil {
+			m.fb.stop()
+		}
+	}()
 
 	// The connection is checked by reading the cluster configuration
 	// every ProbeInterval: an etcd client's watches survive a dead
@@ -241,11 +342,19 @@ func (m *meshClient) session(ctx context.Context, i int) (listed bool, err error
 	}()
 	<-sctx.Done()
 	wg.Wait()
-	if lists.Load() == 3 {
-		m.sessions.Add(1)
-		return true, context.Cause(sctx)
+	for _, ch := range listedNow {
+		select {
+		case <-ch:
+		default:
+			return false, context.Cause(sctx)
+		}
 	}
-	return false, context.Cause(sctx)
+	m.sessions.Add(1)
+	if m.fb != nil {
+		// Listed, though sctx ended before the goroutine above saw it.
+		m.fb.stop()
+	}
+	return true, context.Cause(sctx)
 }
 
 // waitCanary returns once key exists (wsmSync: a prefix is watched only

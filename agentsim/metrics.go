@@ -155,6 +155,10 @@ var (
 		"Per agent, seconds since its ipcache or policy state last changed (histogram over agents).", nil, nil)
 	descLastChangeMax = prometheus.NewDesc("stampede_agent_last_change_timestamp_seconds",
 		"Latest state change of any agent, as Unix time.", nil, nil)
+	descMeshFailovers = prometheus.NewDesc("stampede_agent_mesh_failovers_total",
+		"Mesh read path: connections to a mirror replica lost or refused (each moves the agent to the next replica), summed over agents.", nil, nil)
+	descMeshFallback = prometheus.NewDesc("stampede_agent_mesh_fallback_seconds_total",
+		"Mesh read path: agent-seconds spent reading Cilium's resources from the API server because no replica answered (controlPlane.mesh.apiServerFallback), summed over agents.", nil, nil)
 )
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -165,6 +169,8 @@ func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descIPC
 	ch <- descLastChange
 	ch <- descLastChangeMax
+	ch <- descMeshFailovers
+	ch <- descMeshFallback
 }
 
 var lastChangeBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
@@ -178,7 +184,13 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := make(map[float64]uint64, len(lastChangeBuckets))
 	var sum float64
 	var n uint64
+	var failovers uint64
+	var fallback float64
 	for _, a := range agents {
+		if ag, ok := a.(*Agent); ok && ag.mesh != nil {
+			failovers += ag.mesh.failovers.Load()
+			fallback += ag.mesh.fallbackSeconds(now)
+		}
 		st, ok := a.datapathStats()
 		if ok {
 			upd += st.Updates
@@ -208,6 +220,10 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDPTime, prometheus.CounterValue, dpTime.Seconds())
 	ch <- prometheus.MustNewConstMetric(descIPC, prometheus.GaugeValue, float64(ipc))
 	ch <- prometheus.MustNewConstHistogram(descLastChange, n, sum, counts)
+	// Zero in modes without the mesh read path, so that readers need no
+	// special case.
+	ch <- prometheus.MustNewConstMetric(descMeshFailovers, prometheus.CounterValue, float64(failovers))
+	ch <- prometheus.MustNewConstMetric(descMeshFallback, prometheus.CounterValue, fallback)
 	if !latest.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descLastChangeMax, prometheus.GaugeValue, float64(latest.UnixNano())/1e9)
 	}

@@ -134,35 +134,62 @@ func agentWatches(r *scenarios.Release, axes scenarios.Axes, node string, disabl
 // and waits for its first list before the endpoint workers start.
 func (a *Agent) startWatches(start func(run func(context.Context), synced chan struct{})) {
 	for _, spec := range agentWatches(a.cfg.Release, a.cfg.Axes, a.cfg.Node, a.cfg.Knobs.DisableEndpointCRD) {
-		// Watches of the agent's own objects are its alone; the others
-		// carry the same frames to every agent of the shard.
-		frames := a.cfg.Frames
-		if spec.params["fieldSelector"] != "" {
-			frames = nil
-		}
-		switch spec.name {
-		case "pods":
-			startReflector(a, spec, handler[slimPod]{replace: a.replacePods, event: a.onPod}, frames, start)
-		case "namespaces":
-			startReflector(a, spec, handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}, frames, start)
-		case "nodes":
-			startReflector(a, spec, handler[slimNode]{replace: a.replaceNodes, event: a.onNode}, frames, start)
-		case "ciliumnetworkpolicies":
-			startReflector(a, spec, handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}, frames, start)
-		case "ciliumidentities":
-			startReflector(a, spec, handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}, frames, start)
-		case "ciliumendpoints":
-			startReflector(a, spec, handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}, frames, start)
-		case "ciliumendpointslices":
-			startReflector(a, spec, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}, frames, start)
-		default:
-			// Counted only: the reflector's work counters already hold
-			// what a cilium-agent would (events, objects and their sizes).
-			startReflector(a, spec, handler[slimObjectMeta]{
-				replace: func([]slimObjectMeta) {},
-				event:   func(string, *slimObjectMeta) { a.events.Add(1) },
-			}, frames, start)
-		}
+		a.startWatch(spec, start, nil)
+	}
+}
+
+// watchGate decides whether what a watch brings still reaches the agent:
+// the mesh client's API server fallback hands a resource over to a
+// replica, after which its reflector's lists and events are dropped.
+type watchGate interface {
+	// apply runs f (applying a list if list is set, an event otherwise)
+	// if the resource is still read from the API server, and keeps the
+	// resource from being handed over meanwhile.
+	apply(resource string, list bool, f func())
+}
+
+// startWatch starts the reflector of spec; gate, if set, stands between
+// the reflector and the agent.
+func (a *Agent) startWatch(spec resourceSpec, start func(run func(context.Context), synced chan struct{}), gate watchGate) {
+	// Watches of the agent's own objects are its alone; the others
+	// carry the same frames to every agent of the shard.
+	frames := a.cfg.Frames
+	if spec.params["fieldSelector"] != "" {
+		frames = nil
+	}
+	switch spec.name {
+	case "pods":
+		startReflector(a, spec, gated(spec.name, gate, handler[slimPod]{replace: a.replacePods, event: a.onPod}), frames, start)
+	case "namespaces":
+		startReflector(a, spec, gated(spec.name, gate, handler[slimNamespace]{replace: a.replaceNamespaces, event: a.onNamespace}), frames, start)
+	case "nodes":
+		startReflector(a, spec, gated(spec.name, gate, handler[slimNode]{replace: a.replaceNodes, event: a.onNode}), frames, start)
+	case "ciliumnetworkpolicies":
+		startReflector(a, spec, gated(spec.name, gate, handler[slimCNP]{replace: a.replacePolicies, event: a.onPolicy}), frames, start)
+	case "ciliumidentities":
+		startReflector(a, spec, gated(spec.name, gate, handler[slimCID]{replace: a.replaceCIDs, event: a.onCID}), frames, start)
+	case "ciliumendpoints":
+		startReflector(a, spec, gated(spec.name, gate, handler[slimCEP]{replace: a.replaceCEPs, event: a.onCEP}), frames, start)
+	case "ciliumendpointslices":
+		startReflector(a, spec, gated(spec.name, gate, handler[slimCES]{replace: a.replaceSlices, event: a.onSlice}), frames, start)
+	default:
+		// Counted only: the reflector's work counters already hold
+		// what a cilium-agent would (events, objects and their sizes).
+		startReflector(a, spec, gated(spec.name, gate, handler[slimObjectMeta]{
+			replace: func([]slimObjectMeta) {},
+			event:   func(string, *slimObjectMeta) { a.events.Add(1) },
+		}), frames, start)
+	}
+}
+
+// gated is h behind gate (h itself if gate is nil).
+func gated[T any](resource string, gate watchGate, h handler[T]) handler[T] {
+	if gate == nil {
+		return h
+	}
+	return handler[T]{
+		replace: func(items []T) { gate.apply(resource, true, func() { h.replace(items) }) },
+		event:   func(typ string, obj *T) { gate.apply(resource, false, func() { h.event(typ, obj) }) },
 	}
 }
 

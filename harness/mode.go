@@ -395,6 +395,7 @@ func (mr *modeRun) agentArgs(i int) []string {
 	}
 	if len(mr.meshURLs) > 0 {
 		args = append(args, "--mesh", strings.Join(mr.meshURLs, ","))
+		args = append(args, "--mesh-api-server-fallback="+strconv.FormatBool(mr.r.cfg.Scenario.ControlPlane.Mesh.APIServerFallback != nil && *mr.r.cfg.Scenario.ControlPlane.Mesh.APIServerFallback))
 	}
 	if mr.axes.HasXDS() && mr.xdsAddr != "" {
 		args = append(args, "--xds", mr.xdsAddr)

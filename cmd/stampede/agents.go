@@ -23,6 +23,7 @@ func newAgentsCmd(g *globals) *cobra.Command {
 		xds, readyFile, metricsListen, memLimit                 string
 		kvstore, mesh                                           []string
 		nice                                                    int
+		meshFallback                                            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agents",
@@ -66,6 +67,9 @@ convergence digests) on stdout and in --ready-file.`,
 				Scenario: s, Mode: scenarios.Mode(mode), Shard: i, Shards: n,
 				XDS: xds, KVStore: kvstore, Mesh: mesh, Log: log,
 			}
+			if cmd.Flags().Changed("mesh-api-server-fallback") {
+				cfg.MeshAPIServerFallback = &meshFallback
+			}
 			if cfg.Mode != scenarios.ModeXDS {
 				if apiURL == "" {
 					return fmt.Errorf("--api-url: required in mode %s", mode)
@@ -100,6 +104,7 @@ convergence digests) on stdout and in --ready-file.`,
 	f.StringVar(&token, "token", "", "bearer token of agents without a row in --token-auth-file")
 	f.StringSliceVar(&kvstore, "kvstore", nil, "etcd client URLs, comma separated (kvstore mode)")
 	f.StringSliceVar(&mesh, "mesh", nil, "etcd client URLs of the ClusterMesh mirror replicas in replica order, comma separated (modes with the mesh read path; node k starts on replica k mod n)")
+	f.BoolVar(&meshFallback, "mesh-api-server-fallback", true, "while no mesh replica answers, read CiliumIdentities, endpoints and CiliumNodes from the API server (default: the scenario's controlPlane.mesh.apiServerFallback)")
 	f.StringVar(&xds, "xds", "", "control plane gRPC address host:port (xds mode)")
 	f.StringVar(&readyFile, "ready-file", "", "write the ready announcement (JSON) to this path once serving")
 	f.StringVar(&metricsListen, "metrics-listen", daemon.DefaultMetricsListen, "metrics, pprof and /agents listen address")
