@@ -264,6 +264,11 @@ func (m *meshClient) session(ctx context.Context, i int) (listed bool, err error
 			m.a.m.kvLatency.WithLabelValues("mesh-" + op).Observe(time.Since(start).Seconds())
 		},
 		fail: func(err error) { cancel(err) },
+		// Each connection is an etcd client of its own with its own
+		// etcd.qps limiter, as the agent's clustermesh connections are
+		// kvstore clients built with the same options
+		// (pkg/clustermesh/common remoteCluster, pkg/kvstore newClient).
+		lim: newKVLimiter(m.a.cfg.Knobs.KVStoreQPS, m.a.m),
 	}
 
 	var wg sync.WaitGroup
