@@ -253,8 +253,9 @@ func TestKubeconfigTwoModesOnLocal(t *testing.T) {
 	sc.Cluster.Namespaces = sc.Cluster.Namespaces[:2]
 	sc.Cluster.Workloads.DeploymentsPerNamespace, sc.Cluster.Workloads.Replicas = 2, 5
 	start := time.Now()
+	kb := NewKubeconfigBackend(KubeconfigConfig{Path: cluster.Kubeconfig, RunID: runID})
 	res, err := Run(ctx, Config{
-		Scenario: sc, Backend: NewKubeconfigBackend(KubeconfigConfig{Path: cluster.Kubeconfig, RunID: runID}),
+		Scenario: sc, Backend: inspectBeforeStop{kb, func(ctx context.Context) { checkRunObjects(ctx, t, dyn, runID) }},
 		Modes: modes, Out: filepath.Join(t.TempDir(), "out"), Executable: exe,
 		Progress: testWriter{t}, Grace: 5 * time.Second, AgentNice: AgentNiceAuto,
 	})
@@ -332,6 +333,76 @@ func finalizeEmptyNamespaces(ctx context.Context, cs kubernetes.Interface, dyn d
 			}
 			ns.Spec.Finalizers = nil
 			_, _ = cs.CoreV1().Namespaces().Finalize(ctx, &ns, metav1.UpdateOptions{})
+		}
+	}
+}
+
+// inspectBeforeStop runs inspect at the end of each mode, before the
+// backend's clean-up.
+type inspectBeforeStop struct {
+	Backend
+	inspect func(context.Context)
+}
+
+func (b inspectBeforeStop) Stop(ctx context.Context) error {
+	b.inspect(ctx)
+	return b.Backend.Stop(ctx)
+}
+
+// checkRunObjects checks, at the end of a mode, that the objects the
+// agents and the control plane wrote are findable by the run's clean-up
+// and that the run label is in no identity: CiliumEndpoints carry the run
+// label (their pod's labels, as Cilium's endpoint synchroniser copies
+// them) and an owner reference to their pod; CiliumEndpointSlices the run
+// label; CiliumIdentities hold no stampede.io label.
+func checkRunObjects(ctx context.Context, t *testing.T, dyn dynamic.Interface, runID string) {
+	ceps, err := dyn.Resource(gvrOf("ciliumendpoints")).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Errorf("list CiliumEndpoints: %v", err)
+		return
+	}
+	if len(ceps.Items) == 0 {
+		t.Errorf("no CiliumEndpoints at the end of a mode")
+	}
+	for _, o := range ceps.Items {
+		owners := o.GetOwnerReferences()
+		if o.GetLabels()[RunLabel] != runID || len(owners) != 1 || owners[0].Kind != "Pod" || owners[0].Name != o.GetName() {
+			t.Errorf("CiliumEndpoint %s/%s: labels %v, owners %v; want %s=%s and its pod as owner", o.GetNamespace(), o.GetName(), o.GetLabels(), owners, RunLabel, runID)
+			break
+		}
+	}
+	slices, err := dyn.Resource(gvrOf("ciliumendpointslices")).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Errorf("list CiliumEndpointSlices: %v", err)
+		return
+	}
+	for _, o := range slices.Items {
+		if o.GetLabels()[RunLabel] != runID {
+			t.Errorf("CiliumEndpointSlice %s: labels %v, want %s=%s", o.GetName(), o.GetLabels(), RunLabel, runID)
+			break
+		}
+	}
+	ids, err := dyn.Resource(gvrOf("ciliumidentities")).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Errorf("list CiliumIdentities: %v", err)
+		return
+	}
+	if len(ids.Items) == 0 {
+		t.Errorf("no CiliumIdentities at the end of a mode")
+	}
+	for _, o := range ids.Items {
+		sec, _, _ := unstructured.NestedStringMap(o.Object, "security-labels")
+		for k := range sec {
+			if strings.Contains(k, "stampede.io") {
+				t.Errorf("CiliumIdentity %s has the identity label %s", o.GetName(), k)
+				return
+			}
+		}
+		for k := range o.GetLabels() {
+			if strings.Contains(k, "stampede.io") {
+				t.Errorf("CiliumIdentity %s is labelled %s", o.GetName(), k)
+				return
+			}
 		}
 	}
 }
