@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -216,7 +217,11 @@ func TestKubeconfigTwoModesOnLocal(t *testing.T) {
 	}
 	bin := requireKubeAPIServer(t)
 	exe := stampedeBinary(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	timeout := 4 * time.Minute
+	if os.Getenv("STAMPEDE_TEST_FULL_SIZE") != "" {
+		timeout = 15 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	// The kube-apiserver runs in a helper process: Run checks that its
 	// own process has no children left after each mode.
@@ -248,14 +253,17 @@ func TestKubeconfigTwoModesOnLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	// relabel-small's shape, cut to 4 nodes and 2 x 2 x 5 = 20 pods so
-	// that two modes fit the test's time on a shared machine.
-	sc.Cluster.Nodes = 4
-	sc.Cluster.Namespaces = sc.Cluster.Namespaces[:2]
-	sc.Cluster.Workloads.DeploymentsPerNamespace, sc.Cluster.Workloads.Replicas = 2, 5
+	// that two modes fit the test's time on a shared machine; the full
+	// size (20 nodes, 2,000 pods) with STAMPEDE_TEST_FULL_SIZE=1.
+	if os.Getenv("STAMPEDE_TEST_FULL_SIZE") == "" {
+		sc.Cluster.Nodes = 4
+		sc.Cluster.Namespaces = sc.Cluster.Namespaces[:2]
+		sc.Cluster.Workloads.DeploymentsPerNamespace, sc.Cluster.Workloads.Replicas = 2, 5
+	}
 	start := time.Now()
 	kb := NewKubeconfigBackend(KubeconfigConfig{Path: cluster.Kubeconfig, RunID: runID})
 	res, err := Run(ctx, Config{
-		Scenario: sc, Backend: inspectBeforeStop{kb, func(ctx context.Context) { checkRunObjects(ctx, t, dyn, runID) }},
+		Scenario: sc, Backend: inspectBeforeStop{kb, func(ctx context.Context) { checkRunObjects(ctx, t, dyn, runID) }, t.Logf},
 		Modes: modes, Out: filepath.Join(t.TempDir(), "out"), Executable: exe,
 		Progress: testWriter{t}, Grace: 5 * time.Second, AgentNice: AgentNiceAuto,
 	})
@@ -342,11 +350,15 @@ func finalizeEmptyNamespaces(ctx context.Context, cs kubernetes.Interface, dyn d
 type inspectBeforeStop struct {
 	Backend
 	inspect func(context.Context)
+	log     func(format string, args ...any)
 }
 
 func (b inspectBeforeStop) Stop(ctx context.Context) error {
 	b.inspect(ctx)
-	return b.Backend.Stop(ctx)
+	start := time.Now()
+	err := b.Backend.Stop(ctx)
+	b.log("clean-up took %v (err %v)", time.Since(start).Round(time.Millisecond), err)
+	return err
 }
 
 // checkRunObjects checks, at the end of a mode, that the objects the
