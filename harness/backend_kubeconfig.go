@@ -68,9 +68,11 @@ type KubeconfigConfig struct {
 // ServiceAccounts (admin is bound to cluster-admin), and, only when
 // allowed, the CRDs. Users get tokens from the TokenRequest API (a real
 // cluster has no static token file), returned in APIServer.Tokens.
-// Stop deletes exactly the objects that carry the run label
-// (namespaces, cluster-scoped objects of the cilium.io types, Nodes,
-// ClusterRoles, ClusterRoleBindings and CRDs) and nothing else.
+// Stop deletes what the run created and nothing else: the run-labelled
+// namespaces with everything in them, the run-labelled cluster-scoped
+// objects (cilium.io kinds, Nodes, ClusterRoles, ClusterRoleBindings,
+// CRDs), the CiliumNodes of the run's Nodes and the CiliumIdentities of
+// pods in the run's namespaces (cleanupLocked).
 type KubeconfigBackend struct {
 	cfg KubeconfigConfig
 

@@ -284,7 +284,7 @@ func TestKubeconfigTwoModesOnLocal(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("scaled-down relabel-small, %v, kubeconfig backend on a local kube-apiserver: %v", modes, time.Since(start).Round(time.Second))
+	t.Logf("relabel-small (%d nodes, %d pods), %v, kubeconfig backend on a local kube-apiserver: %v", sc.Cluster.Nodes, sc.PodCount(), modes, time.Since(start).Round(time.Second))
 
 	sel := metav1.ListOptions{LabelSelector: RunLabel + "=" + runID}
 	for _, gvr := range []schema.GroupVersionResource{namespacesGVR, podsGVR, saGVR, nodesGVR, crbGVR, crGVR} {
