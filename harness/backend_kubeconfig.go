@@ -212,6 +212,8 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 			"etcd.fsync":         "unknown (existing cluster)",
 			"apf":                "unknown (existing cluster)",
 			"run.label":          RunLabel + "=" + b.runID,
+			// What Stop may take to delete what the run creates.
+			"cleanup.budget": cleanupBudget(b.created).String(),
 		},
 	}, nil
 }

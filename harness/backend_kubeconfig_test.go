@@ -129,6 +129,9 @@ func TestKubeconfigBackendOnLocal(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	if got, want := api.Facts["cleanup.budget"], cleanupBudget(0).String(); got != want {
+		t.Errorf("fact cleanup.budget = %q, want %q (no scenario: nothing created)", got, want)
+	}
 	if len(api.Tokens) != len(users) || api.ObjectLabels[RunLabel] != "t2" {
 		t.Fatalf("Tokens %d (want %d), ObjectLabels %v", len(api.Tokens), len(users), api.ObjectLabels)
 	}
