@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -65,8 +66,9 @@ type ciliumEndpointSlice struct {
 }
 
 type cesMeta struct {
-	Name            string `json:"name"`
-	ResourceVersion string `json:"resourceVersion,omitempty"`
+	Name            string            `json:"name"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	ResourceVersion string            `json:"resourceVersion,omitempty"`
 }
 
 type cesConfig struct {
@@ -128,6 +130,11 @@ type cesController struct {
 	slices map[string]*slice
 	byNS   map[string][]string // slice names of a namespace, in creation order
 	dirty  map[string]bool
+	// runOf is the run label (identity.RunLabel) of a namespace's
+	// members, where they carry one: Cilium's slices have no labels and
+	// no owner, but on a cluster Stampede does not own its clean-up finds
+	// what the run created by that label, so slices get their members'.
+	runOf map[string]string
 
 	writes  *prometheus.CounterVec
 	nslices prometheus.Gauge
@@ -172,7 +179,7 @@ func newCESController(cfg cesConfig) (*cesController, error) {
 	c := &cesController{
 		cfg:     cfg,
 		limiter: rate.NewLimiter(rate.Limit(k.WriteQPS), k.WriteBurst),
-		ceps:    map[string]coreCEP{}, member: map[string]string{}, slices: map[string]*slice{}, byNS: map[string][]string{}, dirty: map[string]bool{},
+		ceps:    map[string]coreCEP{}, member: map[string]string{}, slices: map[string]*slice{}, byNS: map[string][]string{}, dirty: map[string]bool{}, runOf: map[string]string{},
 		writes:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stampede_ces_writes_total", Help: "CiliumEndpointSlice writes, by verb and outcome."}, []string{"verb", "outcome"}),
 		nslices: prometheus.NewGauge(prometheus.GaugeOpts{Name: "stampede_ces_slices", Help: "CiliumEndpointSlices managed."}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "stampede_ces_sync_lag_seconds", Help: "Time from a CiliumEndpoint change to the write of its slice.",
@@ -193,6 +200,14 @@ func newCESController(cfg cesConfig) (*cesController, error) {
 		c.src = cepSource{c}
 	}
 	return c, nil
+}
+
+// noteRunLocked records the run label of a member of namespace ns (c.mu
+// held).
+func (c *cesController) noteRunLocked(ns string, labels map[string]string) {
+	if run := labels[identity.RunLabel]; run != "" {
+		c.runOf[ns] = run
+	}
 }
 
 func cesName() string {
@@ -347,6 +362,9 @@ func (c *cesController) write(ctx context.Context, name string) error {
 	since := s.since
 	obj := ciliumEndpointSlice{APIVersion: "cilium.io/v2alpha1", Kind: "CiliumEndpointSlice", Metadata: cesMeta{Name: name, ResourceVersion: s.rv}, Namespace: s.ns,
 		Endpoints: []coreCEP{}}
+	if run := c.runOf[s.ns]; run != "" {
+		obj.Metadata.Labels = map[string]string{identity.RunLabel: run}
+	}
 	members := make([]string, 0, len(s.members))
 	for m := range s.members {
 		members = append(members, m)

@@ -45,8 +45,9 @@ func (s cepSource) endpointLocked(ns, name string) (coreCEP, bool) {
 // slimCEP is the part of a CiliumEndpoint the CES controller copies.
 type slimCEP struct {
 	Metadata struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
+		Name      string            `json:"name"`
+		Namespace string            `json:"namespace"`
+		Labels    map[string]string `json:"labels"`
 	} `json:"metadata"`
 	Status struct {
 		Identity *struct {
@@ -78,6 +79,7 @@ func (c *cesController) upsert(o any, now time.Time) {
 	defer c.mu.Unlock()
 	old, had := c.ceps[key]
 	c.ceps[key] = core
+	c.noteRunLocked(ns, cep.Metadata.Labels)
 	byIdentity := c.cfg.knobs.SliceMode == scenarios.SliceModeIdentity
 	if sn, ok := c.member[key]; ok {
 		if !byIdentity || c.slices[sn].id == core.ID {

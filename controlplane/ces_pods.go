@@ -187,6 +187,7 @@ func (s *podSource) onPod(o any) {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.noteRunLocked(p.Namespace, p.Labels)
 	s.indexLocked(k, key, node)
 	if sn, placed := c.member[k]; placed {
 		c.touch(sn, now)

@@ -28,12 +28,13 @@ import (
 
 	"github.com/stampede-sim/stampede/harness/manifests"
 	"github.com/stampede-sim/stampede/internal/access"
+	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
 // RunLabel is the label every object Stampede creates on a cluster it does
 // not own carries; its value is the run's ID.
-const RunLabel = "stampede.io/run"
+const RunLabel = identity.RunLabel
 
 // InstallCRDsFlag is the command-line flag that allows the kubeconfig
 // backend to install Stampede's CRDs on a cluster that lacks them.
@@ -67,9 +68,11 @@ type KubeconfigConfig struct {
 // ServiceAccounts (admin is bound to cluster-admin), and, only when
 // allowed, the CRDs. Users get tokens from the TokenRequest API (a real
 // cluster has no static token file), returned in APIServer.Tokens.
-// Stop deletes exactly the objects that carry the run label
-// (namespaces, cluster-scoped objects of the cilium.io types, Nodes,
-// ClusterRoles, ClusterRoleBindings and CRDs) and nothing else.
+// Stop deletes what the run created and nothing else: the run-labelled
+// namespaces with everything in them, the run-labelled cluster-scoped
+// objects (cilium.io kinds, Nodes, ClusterRoles, ClusterRoleBindings,
+// CRDs), the CiliumNodes of the run's Nodes and the CiliumIdentities of
+// pods in the run's namespaces (cleanupLocked).
 type KubeconfigBackend struct {
 	cfg KubeconfigConfig
 
@@ -80,6 +83,9 @@ type KubeconfigBackend struct {
 	// installedCRDs are the CRDs this run created.
 	installedCRDs []string
 	runID         string
+	// created is about how many objects the run creates (createdObjects),
+	// which sizes the clean-up's budget.
+	created int
 }
 
 // NewKubeconfigBackend returns a backend for the cluster of cfg.Path.
@@ -121,6 +127,7 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 	if err := b.identify(env); err != nil {
 		return nil, err
 	}
+	b.created = createdObjects(env.Scenario)
 	mode, err := env.modeSpec()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig backend: %w", err)
@@ -205,6 +212,8 @@ func (b *KubeconfigBackend) Start(ctx context.Context, env BackendEnv) (_ *APISe
 			"etcd.fsync":         "unknown (existing cluster)",
 			"apf":                "unknown (existing cluster)",
 			"run.label":          RunLabel + "=" + b.runID,
+			// What Stop may take to delete what the run creates.
+			"cleanup.budget": cleanupBudget(b.created).String(),
 		},
 	}, nil
 }
@@ -323,9 +332,10 @@ func (b *KubeconfigBackend) issueTokens(ctx context.Context, cs kubernetes.Inter
 	return tokens, issued, nil
 }
 
-// Stop implements Backend: it deletes the run's objects (by label) and
-// nothing else. Namespaces are deleted asynchronously by the cluster's
-// namespace controller.
+// Stop implements Backend: it deletes the run's objects and nothing else
+// (cleanupLocked), within a budget of its own (cleanupBudget): the
+// caller's deadline, meant for stopping processes, does not cut a slow
+// but progressing clean-up short; cancelling the caller's context does.
 func (b *KubeconfigBackend) Stop(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -336,59 +346,248 @@ func (b *KubeconfigBackend) Stop(ctx context.Context) error {
 	return b.cleanupLocked(ctx)
 }
 
-// cleanupLocked deletes every object carrying the run label from the
-// resources Stampede writes to.
+// cleanupBudget is how long clean-up may take for a run that created
+// objects objects: 30 s, plus 5 ms per object. kube-apiserver deletes a
+// collection one object at a time (one etcd transaction each, with
+// --delete-collection-workers in parallel), and the namespace controller
+// of a real cluster empties a namespace the same way; 5 ms per object
+// leaves room for a loaded etcd, and the 30 s for the namespace
+// controller's and the CRD finalizer's queues.
+func cleanupBudget(objects int) time.Duration {
+	return 30*time.Second + time.Duration(objects)*5*time.Millisecond
+}
+
+// createdObjects estimates how many objects a run of s creates on the
+// cluster: per pod the Pod, its CiliumEndpoint and at most one identity;
+// per node the Node, its CiliumNode and the agent's ServiceAccount; per
+// namespace the Namespace and its policies; plus a CiliumEndpointSlice
+// per 100 pods (the operator's default maximum slice size).
+func createdObjects(s *scenarios.Scenario) int {
+	if s == nil {
+		return 0
+	}
+	n := 3*s.PodCount() + 3*s.Cluster.Nodes + s.PodCount()/100 + 1
+	for range s.Cluster.Namespaces {
+		n += 1 + len(s.Policies)
+	}
+	return n
+}
+
+// cleanup kinds.
+var (
+	podsGVR       = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	saGVR         = schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}
+	configMapsGVR = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	nodesGVR      = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
+	namespacesGVR = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	crbGVR        = schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"}
+	crGVR         = schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"}
+)
+
+// cleanupLocked deletes what the run created, in few requests whatever
+// the run's size:
+//
+//  1. in each of the run's namespaces (those carrying the run label), one
+//     deletecollection per namespaced kind Stampede writes: Pods with a
+//     grace period of 0 (simulated pods have no kubelet to confirm their
+//     end), ServiceAccounts, ConfigMaps (the probe's), and the namespaced
+//     cilium.io kinds;
+//  2. the namespaces themselves;
+//  3. the CiliumNodes named as the run's Nodes, one deletecollection
+//     with the run's label selector per
+//     cluster-scoped kind (the cluster-scoped cilium.io kinds, Nodes,
+//     ClusterRoleBindings, ClusterRoles), and the CiliumIdentities of
+//     pods in the run's namespaces (selected by
+//     io.kubernetes.pod.namespace, which Cilium's CRD allocator puts in
+//     an identity's metadata.labels; the run label is no identity label);
+//  4. delete the CRDs the run installed (the API server deletes their
+//     remaining objects) and wait until the run's namespaces are gone;
+//  5. count what is left, by kind.
+//
+// It ends within cleanupBudget of what the run created; objects left are
+// reported in one error, by kind and count.
 func (b *KubeconfigBackend) cleanupLocked(ctx context.Context) error {
 	if b.rest == nil || b.runID == "" {
 		return nil
 	}
-	dyn, err := dynamic.NewForConfig(b.rest)
+	budget := cleanupBudget(b.created)
+	outer := ctx
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(outer), budget)
+	defer cancel()
+	stop := context.AfterFunc(outer, func() {
+		if !errors.Is(outer.Err(), context.DeadlineExceeded) {
+			cancel()
+		}
+	})
+	defer stop()
+	start := time.Now()
+	// Clean-up makes few requests but one per CiliumNode: a client limit
+	// above the run's keeps those within the budget.
+	rc := rest.CopyConfig(b.rest)
+	rc.QPS, rc.Burst = 200, 200
+	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("kubeconfig backend: clean-up: %w", err)
 	}
-	sel := metav1.ListOptions{LabelSelector: RunLabel + "=" + b.runID}
+	sel := RunLabel + "=" + b.runID
 	var errs []error
-	del := func(gvr schema.GroupVersionResource) {
-		list, err := dyn.Resource(gvr).List(ctx, sel)
-		if apierrors.IsNotFound(err) || meta404(err) {
-			return // the resource type is not served
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("list %s: %w", gvr.Resource, err))
-			return
-		}
-		for _, item := range list.Items {
-			var c dynamic.ResourceInterface = dyn.Resource(gvr)
-			if ns := item.GetNamespace(); ns != "" {
-				c = dyn.Resource(gvr).Namespace(ns)
-			}
-			if err := c.Delete(ctx, item.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("delete %s %s: %w", gvr.Resource, item.GetName(), err))
-			}
-		}
+	served := func(err error) bool { return !(apierrors.IsNotFound(err) || meta404(err)) }
+
+	nsList, err := dyn.Resource(namespacesGVR).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return fmt.Errorf("kubeconfig backend: clean-up of run %s: list namespaces: %w", b.runID, err)
 	}
-	// Objects of the cilium.io types (cluster-wide and in any namespace),
-	// then Nodes, Pods and ServiceAccounts, namespaces, RBAC, and last the
-	// CRDs this run installed.
+	var namespaces []string
+	for _, n := range nsList.Items {
+		namespaces = append(namespaces, n.GetName())
+	}
+
+	// 1. Empty the run's namespaces.
+	zero := int64(0)
+	namespaced := []schema.GroupVersionResource{podsGVR, saGVR, configMapsGVR}
 	for _, r := range manifests.Resources() {
-		del(r.GVR)
+		if r.Namespaced {
+			namespaced = append(namespaced, r.GVR)
+		}
 	}
-	for _, gvr := range []schema.GroupVersionResource{
-		{Version: "v1", Resource: "pods"},
-		{Version: "v1", Resource: "serviceaccounts"},
-		{Version: "v1", Resource: "nodes"},
-		{Version: "v1", Resource: "namespaces"},
-		{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
-		{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
-		manifests.CRDResource,
-	} {
-		del(gvr)
+	for _, ns := range namespaces {
+		for _, gvr := range namespaced {
+			opts := metav1.DeleteOptions{}
+			if gvr == podsGVR {
+				opts.GracePeriodSeconds = &zero
+			}
+			if err := dyn.Resource(gvr).Namespace(ns).DeleteCollection(ctx, opts, metav1.ListOptions{}); err != nil && served(err) {
+				errs = append(errs, fmt.Errorf("delete %s in %s: %w", gvr.Resource, ns, err))
+			}
+		}
+		// 2. The namespace.
+		if err := dyn.Resource(namespacesGVR).Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete namespace %s: %w", ns, err))
+		}
+	}
+
+	// 3. The CiliumNodes of the run's Nodes (an agent names its
+	// CiliumNode after its Node and, as Stampede's agents write it, gives
+	// it no labels), then the cluster-scoped kinds by label.
+	if nodes, err := dyn.Resource(nodesGVR).List(ctx, metav1.ListOptions{LabelSelector: sel}); err != nil {
+		errs = append(errs, fmt.Errorf("list nodes: %w", err))
+	} else {
+		for _, n := range nodes.Items {
+			if err := dyn.Resource(ciliumNodesGVR).Delete(ctx, n.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) && served(err) {
+				errs = append(errs, fmt.Errorf("delete ciliumnode %s: %w", n.GetName(), err))
+				break
+			}
+		}
+	}
+	// Cluster-scoped kinds, by label.
+	clusterScoped := []schema.GroupVersionResource{nodesGVR, crbGVR, crGVR}
+	for _, r := range manifests.Resources() {
+		if !r.Namespaced {
+			clusterScoped = append(clusterScoped, r.GVR)
+		}
+	}
+	for _, gvr := range clusterScoped {
+		if err := dyn.Resource(gvr).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel}); err != nil && served(err) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", gvr.Resource, err))
+		}
+	}
+	for _, s := range namespaceSelectors(identity.LabelPodNamespace, namespaces) {
+		if err := dyn.Resource(ciliumIdentitiesGVR).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: s}); err != nil && served(err) {
+			errs = append(errs, fmt.Errorf("delete ciliumidentities of the run's namespaces: %w", err))
+		}
+	}
+
+	// 4. The CRDs the run installed (the API server's CRD finalizer
+	// deletes what is left of their objects), then wait for the
+	// namespaces.
+	if len(b.installedCRDs) > 0 {
+		if err := dyn.Resource(manifests.CRDResource).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel}); err != nil {
+			errs = append(errs, fmt.Errorf("delete CRDs: %w", err))
+		}
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for len(namespaces) > 0 {
+		l, err := dyn.Resource(namespacesGVR).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err == nil && len(l.Items) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+
+	// 5. What is left.
+	left := b.leftovers(context.WithoutCancel(ctx), dyn, sel, namespaced, clusterScoped)
+	took := time.Since(start).Round(time.Millisecond)
+	if left != "" {
+		errs = append([]error{fmt.Errorf("left %s after %v (budget %v for about %d objects)", left, took, budget, b.created)}, errs...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kubeconfig backend: clean-up of run %s: %w", b.runID, err)
 	}
-	b.log.Info("kubeconfig backend: cleaned up", "run", b.runID)
+	b.log.Info("kubeconfig backend: cleaned up", "run", b.runID, "namespaces", len(namespaces), "took", took, "budget", budget)
 	return nil
+}
+
+var (
+	ciliumIdentitiesGVR = schema.GroupVersionResource{Group: "cilium.io", Version: "v2", Resource: "ciliumidentities"}
+	ciliumNodesGVR      = schema.GroupVersionResource{Group: "cilium.io", Version: "v2", Resource: "ciliumnodes"}
+)
+
+// namespaceSelectors are label selectors "key in (ns, ...)" for
+// namespaces, at most 50 namespaces each (a selector travels in the URL).
+func namespaceSelectors(key string, namespaces []string) []string {
+	var out []string
+	for i := 0; i < len(namespaces); i += 50 {
+		j := min(i+50, len(namespaces))
+		out = append(out, key+" in ("+strings.Join(namespaces[i:j], ",")+")")
+	}
+	return out
+}
+
+// leftovers counts the run's objects still present, by kind ("3 pods,
+// 1 namespaces"; "" if none), in one paginated List per kind.
+func (b *KubeconfigBackend) leftovers(ctx context.Context, dyn dynamic.Interface, sel string, namespaced, clusterScoped []schema.GroupVersionResource) string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	kinds := append([]schema.GroupVersionResource{namespacesGVR}, namespaced...)
+	kinds = append(kinds, clusterScoped...)
+	if len(b.installedCRDs) > 0 {
+		kinds = append(kinds, manifests.CRDResource)
+	}
+	var parts []string
+	for _, gvr := range kinds {
+		n, err := countLabelled(ctx, dyn.Resource(gvr), sel)
+		switch {
+		case err != nil && (apierrors.IsNotFound(err) || meta404(err)):
+		case err != nil:
+			parts = append(parts, fmt.Sprintf("unknown %s (%v)", gvr.Resource, err))
+		case n > 0:
+			parts = append(parts, fmt.Sprintf("%d %s", n, gvr.Resource))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// countLabelled counts the objects of c matching sel, in all namespaces.
+func countLabelled(ctx context.Context, c dynamic.NamespaceableResourceInterface, sel string) (int, error) {
+	n := 0
+	opts := metav1.ListOptions{LabelSelector: sel, Limit: 500}
+	for {
+		l, err := c.List(ctx, opts)
+		if err != nil {
+			return n, err
+		}
+		n += len(l.Items)
+		if l.GetContinue() == "" {
+			return n, nil
+		}
+		opts.Continue = l.GetContinue()
+	}
 }
 
 // meta404 reports a "the server could not find the requested resource"

@@ -3,6 +3,8 @@ package harness
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,11 +13,14 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/stampede-sim/stampede/harness/manifests"
 	"github.com/stampede-sim/stampede/internal/identity"
+	"github.com/stampede-sim/stampede/reports/results"
 	"github.com/stampede-sim/stampede/scenarios"
 )
 
@@ -100,6 +105,14 @@ func TestKubeconfigBackendOnLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	nsCtx, nsStop := context.WithCancel(ctx)
+	nsDone := make(chan struct{})
+	go func() {
+		defer close(nsDone)
+		finalizeEmptyNamespaces(nsCtx, cs, dyn)
+	}()
+	defer func() { nsStop(); <-nsDone }()
+
 	users := localUsers(scenarios.ModeCRD)
 	env := func() BackendEnv {
 		return BackendEnv{Dir: t.TempDir(), Mode: scenarios.ModeCRD, Users: users}
@@ -115,6 +128,9 @@ func TestKubeconfigBackendOnLocal(t *testing.T) {
 	api, err := kb.Start(ctx, env())
 	if err != nil {
 		t.Fatalf("Start: %v", err)
+	}
+	if got, want := api.Facts["cleanup.budget"], cleanupBudget(0).String(); got != want {
+		t.Errorf("fact cleanup.budget = %q, want %q (no scenario: nothing created)", got, want)
 	}
 	if len(api.Tokens) != len(users) || api.ObjectLabels[RunLabel] != "t2" {
 		t.Fatalf("Tokens %d (want %d), ObjectLabels %v", len(api.Tokens), len(users), api.ObjectLabels)
@@ -155,12 +171,16 @@ func TestKubeconfigBackendOnLocal(t *testing.T) {
 		}
 	}
 
-	if err := kb.Stop(ctx); err != nil {
-		t.Fatalf("Stop: %v", err)
+	// The mode's end gives Stop a deadline meant for stopping processes;
+	// the clean-up keeps its own budget, so even a passed deadline does
+	// not cut it short.
+	passed, cancelPassed := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancelPassed()
+	if err := kb.Stop(passed); err != nil {
+		t.Fatalf("Stop with a passed deadline: %v", err)
 	}
 
-	// The run's objects are gone (the namespace at least terminating: this
-	// server runs no namespace controller)...
+	// The run's objects are gone...
 	gone := func(what string, err error) {
 		t.Helper()
 		if !apierrors.IsNotFound(err) {
@@ -176,9 +196,10 @@ func TestKubeconfigBackendOnLocal(t *testing.T) {
 	_, err = cs.RbacV1().ClusterRoles().Get(ctx, "stampede-t2:agent", metav1.GetOptions{})
 	gone("ClusterRole stampede-t2:agent", err)
 	waitGone(ctx, t, crds, "ciliumnodes.cilium.io")
-	if n, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil && n.DeletionTimestamp == nil {
-		t.Errorf("namespace %s not being deleted after Stop", ns)
-	}
+	_, err = cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	gone("namespace "+ns, err)
+	_, err = dyn.Resource(gvrOf("ciliumendpoints")).Namespace(ns).Get(ctx, "pod-a", metav1.GetOptions{})
+	gone("CiliumEndpoint "+ns+"/pod-a", err)
 	// ... and nothing else is.
 	if _, err := dyn.Resource(cidGVR).Get(ctx, "90001", metav1.GetOptions{}); err != nil {
 		t.Errorf("unlabelled CiliumIdentity deleted: %v", err)
@@ -191,5 +212,217 @@ func TestKubeconfigBackendOnLocal(t *testing.T) {
 	}
 	if _, err := crds.Get(ctx, "ciliumendpoints.cilium.io", metav1.GetOptions{}); err != nil {
 		t.Errorf("CRD ciliumendpoints (not installed by the run) deleted: %v", err)
+	}
+}
+
+// TestKubeconfigTwoModesOnLocal runs relabel-small in two modes in a row
+// against one local kube-apiserver with Cilium's reference CRDs, through
+// the kubeconfig backend: both modes succeed (the second finds nothing of
+// the first in its way), and nothing of the run is left.
+func TestKubeconfigTwoModesOnLocal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run on a real kube-apiserver; -short")
+	}
+	bin := requireKubeAPIServer(t)
+	exe := stampedeBinary(t)
+	timeout := 4 * time.Minute
+	if os.Getenv("STAMPEDE_TEST_FULL_SIZE") != "" {
+		timeout = 15 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	// The kube-apiserver runs in a helper process: Run checks that its
+	// own process has no children left after each mode.
+	cluster := startDetachedLocal(ctx, t, bin, exe)
+	owner := restConfig(cluster, localUsers(scenarios.ModeCRD)[0].Token)
+	cs := kubernetes.NewForConfigOrDie(owner)
+	dyn := dynamic.NewForConfigOrDie(owner)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "crud"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	referenceCRDs(ctx, t, dyn)
+
+	// This server runs no controller manager: a stand-in for the
+	// namespace controller finalizes a terminating namespace once it holds
+	// no pods and no CiliumEndpoints. Whatever else the run left inside
+	// stays in etcd, where the checks below find it.
+	nsCtx, nsStop := context.WithCancel(ctx)
+	nsDone := make(chan struct{})
+	go func() {
+		defer close(nsDone)
+		finalizeEmptyNamespaces(nsCtx, cs, dyn)
+	}()
+	defer func() { nsStop(); <-nsDone }()
+
+	const runID = "e2e"
+	modes := []scenarios.Mode{scenarios.ModeCRD, scenarios.ModeCES}
+	sc, err := scenarios.Builtin("relabel-small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// relabel-small's shape, cut to 4 nodes and 2 x 2 x 5 = 20 pods so
+	// that two modes fit the test's time on a shared machine; the full
+	// size (20 nodes, 2,000 pods) with STAMPEDE_TEST_FULL_SIZE=1.
+	if os.Getenv("STAMPEDE_TEST_FULL_SIZE") == "" {
+		sc.Cluster.Nodes = 4
+		sc.Cluster.Namespaces = sc.Cluster.Namespaces[:2]
+		sc.Cluster.Workloads.DeploymentsPerNamespace, sc.Cluster.Workloads.Replicas = 2, 5
+	}
+	start := time.Now()
+	kb := NewKubeconfigBackend(KubeconfigConfig{Path: cluster.Kubeconfig, RunID: runID})
+	res, err := Run(ctx, Config{
+		Scenario: sc, Backend: inspectBeforeStop{kb, func(ctx context.Context) { checkRunObjects(ctx, t, dyn, runID) }, t.Logf},
+		Modes: modes, Out: filepath.Join(t.TempDir(), "out"), Executable: exe,
+		Progress: testWriter{t}, Grace: 5 * time.Second, AgentNice: AgentNiceAuto,
+	})
+	if err != nil {
+		t.Errorf("run: %v", err)
+	}
+	if res == nil || len(res.Modes) != len(modes) {
+		t.Fatalf("results %+v, want %d modes", res, len(modes))
+	}
+	for _, m := range res.Modes {
+		if m.Status != results.StatusOK {
+			t.Errorf("mode %s: %s: %s", m.Mode, m.Status, m.Reason)
+			continue
+		}
+		for _, c := range m.Summary.Convergence {
+			if c.Converged != c.Agents || c.Agents != sc.Cluster.Nodes {
+				t.Errorf("mode %s: step %d: converged %d/%d, want %d", m.Mode, c.Step, c.Converged, c.Agents, sc.Cluster.Nodes)
+			}
+		}
+	}
+	t.Logf("relabel-small (%d nodes, %d pods), %v, kubeconfig backend on a local kube-apiserver: %v", sc.Cluster.Nodes, sc.PodCount(), modes, time.Since(start).Round(time.Second))
+
+	sel := metav1.ListOptions{LabelSelector: RunLabel + "=" + runID}
+	for _, gvr := range []schema.GroupVersionResource{namespacesGVR, podsGVR, saGVR, nodesGVR, crbGVR, crGVR} {
+		if l, err := dyn.Resource(gvr).List(ctx, sel); err != nil || len(l.Items) > 0 {
+			t.Errorf("%s labelled with the run after it: %v", gvr.Resource, names(l, err))
+		}
+	}
+	// The cluster had no Cilium objects before the run: none may remain.
+	for _, r := range manifests.Resources() {
+		if l, err := dyn.Resource(r.GVR).List(ctx, metav1.ListOptions{}); err != nil || len(l.Items) > 0 {
+			t.Errorf("%s after the run: %v", r.GVR.Resource, names(l, err))
+		}
+	}
+}
+
+func names(l *unstructured.UnstructuredList, err error) any {
+	if err != nil {
+		return err
+	}
+	var out []string
+	for _, o := range l.Items {
+		out = append(out, o.GetNamespace()+"/"+o.GetName())
+	}
+	return out
+}
+
+// finalizeEmptyNamespaces does the namespace controller's last step until
+// ctx ends: a terminating namespace without pods and CiliumEndpoints has
+// its finalizers removed, and the API server deletes it.
+func finalizeEmptyNamespaces(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		l, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			continue
+		}
+		for _, ns := range l.Items {
+			if ns.DeletionTimestamp == nil || len(ns.Spec.Finalizers) == 0 {
+				continue
+			}
+			pods, err := cs.CoreV1().Pods(ns.Name).List(ctx, metav1.ListOptions{Limit: 1})
+			if err != nil || len(pods.Items) > 0 {
+				continue
+			}
+			ceps, err := dyn.Resource(gvrOf("ciliumendpoints")).Namespace(ns.Name).List(ctx, metav1.ListOptions{Limit: 1})
+			if err != nil || len(ceps.Items) > 0 {
+				continue
+			}
+			ns.Spec.Finalizers = nil
+			_, _ = cs.CoreV1().Namespaces().Finalize(ctx, &ns, metav1.UpdateOptions{})
+		}
+	}
+}
+
+// inspectBeforeStop runs inspect at the end of each mode, before the
+// backend's clean-up.
+type inspectBeforeStop struct {
+	Backend
+	inspect func(context.Context)
+	log     func(format string, args ...any)
+}
+
+func (b inspectBeforeStop) Stop(ctx context.Context) error {
+	b.inspect(ctx)
+	start := time.Now()
+	err := b.Backend.Stop(ctx)
+	b.log("clean-up took %v (err %v)", time.Since(start).Round(time.Millisecond), err)
+	return err
+}
+
+// checkRunObjects checks, at the end of a mode, that the objects the
+// agents and the control plane wrote are findable by the run's clean-up
+// and that the run label is in no identity: CiliumEndpoints carry the run
+// label (their pod's labels, as Cilium's endpoint synchroniser copies
+// them) and an owner reference to their pod; CiliumEndpointSlices the run
+// label; CiliumIdentities hold no stampede.io label.
+func checkRunObjects(ctx context.Context, t *testing.T, dyn dynamic.Interface, runID string) {
+	ceps, err := dyn.Resource(gvrOf("ciliumendpoints")).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Errorf("list CiliumEndpoints: %v", err)
+		return
+	}
+	if len(ceps.Items) == 0 {
+		t.Errorf("no CiliumEndpoints at the end of a mode")
+	}
+	for _, o := range ceps.Items {
+		owners := o.GetOwnerReferences()
+		if o.GetLabels()[RunLabel] != runID || len(owners) != 1 || owners[0].Kind != "Pod" || owners[0].Name != o.GetName() {
+			t.Errorf("CiliumEndpoint %s/%s: labels %v, owners %v; want %s=%s and its pod as owner", o.GetNamespace(), o.GetName(), o.GetLabels(), owners, RunLabel, runID)
+			break
+		}
+	}
+	slices, err := dyn.Resource(gvrOf("ciliumendpointslices")).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Errorf("list CiliumEndpointSlices: %v", err)
+		return
+	}
+	for _, o := range slices.Items {
+		if o.GetLabels()[RunLabel] != runID {
+			t.Errorf("CiliumEndpointSlice %s: labels %v, want %s=%s", o.GetName(), o.GetLabels(), RunLabel, runID)
+			break
+		}
+	}
+	ids, err := dyn.Resource(gvrOf("ciliumidentities")).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Errorf("list CiliumIdentities: %v", err)
+		return
+	}
+	if len(ids.Items) == 0 {
+		t.Errorf("no CiliumIdentities at the end of a mode")
+	}
+	for _, o := range ids.Items {
+		sec, _, _ := unstructured.NestedStringMap(o.Object, "security-labels")
+		for k := range sec {
+			if strings.Contains(k, "stampede.io") {
+				t.Errorf("CiliumIdentity %s has the identity label %s", o.GetName(), k)
+				return
+			}
+		}
+		for k := range o.GetLabels() {
+			if strings.Contains(k, "stampede.io") {
+				t.Errorf("CiliumIdentity %s is labelled %s", o.GetName(), k)
+				return
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/stampede-sim/stampede/harness/manifests"
 	"github.com/stampede-sim/stampede/reports/results"
 )
 
@@ -53,6 +54,7 @@ func summarizeAPIServer(s *results.Summary, first, last map[string]Metrics) {
 			s.ServerLatency = append(s.ServerLatency, histSummary("*", "*", all))
 		}
 		s.Writes, s.WritesRejected = writeCounts(a.SumBy(mAPIRequests, nil, "verb", "resource", "code"), f.SumBy(mAPIRequests, nil, "verb", "resource", "code"))
+		s.Writes, s.WritesRejected = runWritesOnly(s.Writes), runWritesOnly(s.WritesRejected)
 		if cur := a.SumBy(mModelledCPU, nil, "kind"); len(cur) > 0 {
 			prev := f.SumBy(mModelledCPU, nil, "kind")
 			ms := &results.APIServerModelSummary{ByKind: map[string]float64{}}
@@ -87,6 +89,37 @@ func summarizeAPIServer(s *results.Summary, first, last map[string]Metrics) {
 	}
 
 }
+
+// runWritesOnly keeps the counts of the resource types the run's own
+// clients write (runWriteResources): the API server counts every writer's
+// requests, its own too (kube-apiserver rewrites the kubernetes Service's
+// Endpoints, its identity Lease and its bootstrap objects, and on a real
+// cluster other controllers write as well).
+func runWritesOnly(m map[string]int64) map[string]int64 {
+	var out map[string]int64
+	for k, v := range m {
+		_, res := splitKey(k)
+		if !runWriteResources[res] {
+			continue
+		}
+		if out == nil {
+			out = map[string]int64{}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// runWriteResources are the resource types the harness, the agents and
+// the control plane write: the topology (nodes, namespaces, service
+// accounts, pods), the probe's configmap, and the cilium.io kinds.
+var runWriteResources = func() map[string]bool {
+	m := map[string]bool{"nodes": true, "namespaces": true, "serviceaccounts": true, "pods": true, "configmaps": true}
+	for _, r := range manifests.Resources() {
+		m[r.GVR.Resource] = true
+	}
+	return m
+}()
 
 // summarizeLatency adds the kvstore latency (as agents and the harness's
 // probe saw it) and the xDS push latency.

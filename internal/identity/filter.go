@@ -3,6 +3,7 @@ package identity
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -32,6 +33,28 @@ var DefaultFilterPatterns = []string{
 	`!controller-revision-hash`,
 	`!annotation.*`,
 	`!etcd_node`,
+}
+
+// RunLabel is the label Stampede puts on every object it creates on a
+// cluster it does not own (its value is the run's ID). It says which run
+// an object belongs to and nothing about the workload, so it must not
+// become an identity label: Cilium's default filter keeps it (no default
+// pattern excludes stampede.io), and then every run would get identities
+// of its own, unlike the same workload without Stampede.
+const RunLabel = "stampede.io/run"
+
+// RunLabelExclusions are the --labels patterns a user of Cilium would add
+// to keep RunLabel out of identities (pkg/labelsfilter/filter.go,
+// ParseLabelPrefixCfg, v1.17 to v1.19: a "!" pattern is appended to the
+// defaults and, unlike an include pattern, does not make the filter
+// inclusive): one for the pod's label, and one for the namespace's, which
+// reaches the pod as io.cilium.k8s.namespace.labels.stampede.io/run; that
+// one must be longer than the default include of the namespace-label
+// prefix, since the longest include wins over a shorter exclude. Patterns
+// match at the start of a key, so both end in "$".
+var RunLabelExclusions = []string{
+	SourceK8s + ":!" + regexp.QuoteMeta(RunLabel) + "$",
+	SourceK8s + ":!" + regexp.QuoteMeta(NamespaceLabelsPrefix+RunLabel) + "$",
 }
 
 // filterPrefix is one pattern: an optional source, a regular expression
@@ -66,13 +89,13 @@ func DefaultFilter() *Filter {
 	return f
 }
 
-// NewFilter is the default filter extended with user patterns in Cilium's
-// --labels syntax ("[source:][!]regexp"), which it appends to the defaults
-// as ParseLabelPrefixCfg does. Any user include pattern makes the filter
-// inclusive. Errors name the offending pattern.
+// NewFilter is the default filter extended with RunLabelExclusions and
+// user patterns in Cilium's --labels syntax ("[source:][!]regexp"), which
+// it appends to the defaults as ParseLabelPrefixCfg does. Any user include
+// pattern makes the filter inclusive. Errors name the offending pattern.
 func NewFilter(user []string) (*Filter, error) {
 	f := &Filter{}
-	for _, p := range DefaultFilterPatterns {
+	for _, p := range append(slices.Clone(DefaultFilterPatterns), RunLabelExclusions...) {
 		fp, err := parsePattern(p)
 		if err != nil {
 			return nil, fmt.Errorf("default label pattern %q: %w", p, err)
