@@ -28,10 +28,10 @@ type Metrics struct {
 	kvLatency       *prometheus.HistogramVec
 	// kvLimited and kvLimitWait count the etcd operations that passed the
 	// agents' kvstore rate limiter and the time they waited in it.
-	kvLimited   prometheus.Counter
-	kvLimitWait prometheus.Counter
-	cepWrites       *prometheus.CounterVec
-	eventLatency    *prometheus.HistogramVec
+	kvLimited    prometheus.Counter
+	kvLimitWait  prometheus.Counter
+	cepWrites    *prometheus.CounterVec
+	eventLatency *prometheus.HistogramVec
 	// sharedFrames counts watch frames found decoded by another agent of
 	// the shard (hit), decoded first (miss), or decoded again because
 	// another agent was still decoding them (busy).
