@@ -191,8 +191,8 @@ func TestAgentWatchesAsCilium(t *testing.T) {
 	}
 }
 
-// registeredWatchers sums the fake API server's
-// apiserver_registered_watchers.
+// registeredWatchers sums the fake API server's open watches,
+// apiserver_longrunning_requests{verb="WATCH"}.
 func (c *testCluster) registeredWatchers(ctx context.Context) int {
 	c.t.Helper()
 	raw, err := c.admin.do(ctx, http.MethodGet, "/metrics", "", nil, nil)
@@ -205,9 +205,13 @@ func (c *testCluster) registeredWatchers(ctx context.Context) int {
 		c.t.Fatal(err)
 	}
 	var n float64
-	if fam := fams["apiserver_registered_watchers"]; fam != nil {
+	if fam := fams["apiserver_longrunning_requests"]; fam != nil {
 		for _, m := range fam.GetMetric() {
-			n += m.GetGauge().GetValue()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "verb" && l.GetValue() == "WATCH" {
+					n += m.GetGauge().GetValue()
+				}
+			}
 		}
 	}
 	return int(n)

@@ -119,7 +119,7 @@ func TestCapacitySlowWatcherIsTerminated(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = resp.Body.Close() }()
-			waitFor(t, func() bool { return metricValue(t, s, "apiserver_registered_watchers", `kind="ConfigMap"`) == 1 })
+			waitFor(t, func() bool { return metricValue(t, s, "apiserver_longrunning_requests", `resource="configmaps"`) == 1 })
 			st := s.storeFor("", "v1", "configmaps")
 			appendN := func(from, n int) { appendConfigMaps(st, "c", from, n) }
 			// One event: with the model its delivery costs the watcher a

@@ -140,7 +140,8 @@
 // apiserver_request_duration_seconds{verb, dry_run, group, version,
 // resource, subresource, scope, component} (WATCH observed when the watch
 // ends), apiserver_current_inflight_requests{request_kind},
-// apiserver_registered_watchers{group, version, kind},
+// apiserver_longrunning_requests{verb="WATCH", group, version, resource,
+// subresource, scope, component} (open watches),
 // apiserver_watch_events_total and apiserver_watch_events_sizes{group,
 // version, resource} (per delivered event), apiserver_terminated_watchers_total{group,
 // resource}, apiserver_storage_objects{resource}. /metrics also serves

@@ -479,7 +479,7 @@ func TestSlowWatcherIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	waitFor(t, func() bool { return metricValue(t, s, "apiserver_registered_watchers", `kind="ConfigMap"`) == 1 })
+	waitFor(t, func() bool { return metricValue(t, s, "apiserver_longrunning_requests", `resource="configmaps"`) == 1 })
 	// Append 20 events while the watcher cannot run: it is then 20 behind.
 	st := s.storeFor("", "v1", "configmaps")
 	st.mu.Lock()

@@ -12,7 +12,7 @@ type metrics struct {
 	requests           *prometheus.CounterVec
 	latency            *prometheus.HistogramVec
 	inflight           *prometheus.GaugeVec
-	registeredWatchers *prometheus.GaugeVec
+	longRunning        *prometheus.GaugeVec
 	watchEvents        *prometheus.CounterVec
 	watchEventSizes    *prometheus.HistogramVec
 	terminatedWatchers *prometheus.CounterVec
@@ -36,10 +36,13 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 			Name: "apiserver_current_inflight_requests",
 			Help: "Number of requests currently executing in this apiserver per request kind (readOnly, mutating); watches excluded.",
 		}, []string{"request_kind"}),
-		registeredWatchers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "apiserver_registered_watchers",
-			Help: "Number of currently registered watchers for a given resource.",
-		}, []string{"group", "version", "kind"}),
+		// kube-apiserver v1.36 counts open watches here (k8s.io/apiserver
+		// v0.36.3 pkg/endpoints/metrics longRunningRequestsGauge, STABLE);
+		// it no longer has apiserver_registered_watchers.
+		longRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "apiserver_longrunning_requests",
+			Help: "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component. Not all requests are tracked this way.",
+		}, []string{"verb", "group", "version", "resource", "subresource", "scope", "component"}),
 		watchEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "apiserver_watch_events_total",
 			Help: "Number of events sent in watch clients.",
@@ -66,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 			Help: "Number of stored objects at the time of last check split by kind.",
 		}, []string{"resource"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.inflight, m.registeredWatchers, m.watchEvents, m.watchEventSizes, m.terminatedWatchers, m.byUser, m.panics, &objectsCollector{s: s, desc: prometheus.NewDesc("apiserver_storage_objects", "Number of stored objects split by resource.", []string{"resource"}, nil)}} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.inflight, m.longRunning, m.watchEvents, m.watchEventSizes, m.terminatedWatchers, m.byUser, m.panics, &objectsCollector{s: s, desc: prometheus.NewDesc("apiserver_storage_objects", "Number of stored objects split by resource.", []string{"resource"}, nil)}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

@@ -254,7 +254,10 @@ func string16(b []byte) (string, []byte, bool) {
 // there was none: a fresh state directory), then rewrites the log as one
 // record per live object and opens it for appending. Every store's watch
 // history starts empty at the restored resourceVersion, as kube-apiserver's
-// watch cache starts at etcd's current revision: a watch from an older
+// watch cache starts at the revision its first list from etcd read: until
+// it evicts an event, the oldest event it can deliver is that revision + 1
+// (k8s.io/apiserver v0.36.3 pkg/storage/cacher/watch_cache.go
+// getAllEventsSinceLocked, listResourceVersion), so a watch from an older
 // resourceVersion gets 410 Expired and its client lists again.
 func (s *Server) restoreState(dir string) (restored bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -205,7 +205,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, rq *request)
 		writeErrorEvent(w, tooOld)
 		return
 	}
-	gauge := s.metrics.registeredWatchers.WithLabelValues(res.group, res.version, res.kind)
+	gauge := s.metrics.longRunning.WithLabelValues("WATCH", res.group, res.version, res.name, rq.subresource, rq.scope(), "apiserver")
 	gauge.Inc()
 	defer gauge.Dec()
 	ww := &watchWriter{w: w, flusher: flusher, st: st,

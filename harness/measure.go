@@ -28,7 +28,8 @@ const (
 	mAPIWatchSizes   = "apiserver_watch_events_sizes"
 	mAPIObjects      = "apiserver_storage_objects"
 	mAPITerminated   = "apiserver_terminated_watchers_total"
-	mAPIWatchers     = "apiserver_registered_watchers"
+	mAPIWatchers     = "apiserver_longrunning_requests" // verb WATCH: open watches
+	mAPIWatchersOld  = "apiserver_registered_watchers"  // before kube-apiserver had the above
 	mAgentEvents     = "stampede_agent_watch_events_total"
 	mAgentBytes      = "stampede_agent_received_bytes_total"
 	mAgent429        = "stampede_agent_api_429_total"
@@ -125,8 +126,10 @@ type memPeaks struct {
 	samples   int
 }
 
-// watchConns accumulates apiserver_registered_watchers over the scrapes
-// of the API server: the sum over kinds and each kind's peak.
+// watchConns accumulates the API server's open watches over its scrapes:
+// apiserver_longrunning_requests{verb="WATCH"} (kube-apiserver v1.36 and
+// the fake), or apiserver_registered_watchers from a server that has it
+// instead; the sum over resources and each resource's peak.
 type watchConns struct {
 	peak, sum float64
 	samples   int
@@ -136,14 +139,12 @@ type watchConns struct {
 // sample adds one scrape of the API server and returns its sum over
 // kinds; ok is false (and nothing is added) without the family.
 func (w *watchConns) sample(a Metrics) (total float64, ok bool) {
-	byKind := a.SumBy(mAPIWatchers, nil, "kind")
+	byKind := a.SumBy(mAPIWatchers, map[string]string{"verb": "WATCH"}, "resource")
+	if byKind == nil {
+		byKind = a.SumBy(mAPIWatchersOld, nil, "kind")
+	}
 	if byKind == nil {
 		return 0, false
-	}
-	if _, unlabelled := byKind[""]; unlabelled && len(byKind) == 1 {
-		// kube-apiserver and the fake label by kind; a release that
-		// labels by resource instead is keyed by that.
-		byKind = a.SumBy(mAPIWatchers, nil, "resource")
 	}
 	if w.byKind == nil {
 		w.byKind = map[string]float64{}

@@ -340,7 +340,20 @@ apiserver_storage_objects{resource="pods"} 20000
 	}
 }
 
-func watchersPage(byKind map[string]int) string {
+// watchersPage is kube-apiserver v1.36's open watches by resource, beside
+// a long-running request of another verb that must not count.
+func watchersPage(byResource map[string]int) string {
+	s := "# TYPE apiserver_longrunning_requests gauge\n"
+	for _, r := range sortedKeys(byResource) {
+		s += fmt.Sprintf("apiserver_longrunning_requests{component=\"apiserver\",group=\"\",resource=%q,scope=\"cluster\",subresource=\"\",verb=\"WATCH\",version=\"v1\"} %d\n", r, byResource[r])
+	}
+	s += "apiserver_longrunning_requests{component=\"apiserver\",group=\"\",resource=\"pods\",scope=\"namespace\",subresource=\"exec\",verb=\"CONNECT\",version=\"v1\"} 9\n"
+	return s
+}
+
+// oldWatchersPage is apiserver_registered_watchers by kind, from a server
+// that has that gauge instead.
+func oldWatchersPage(byKind map[string]int) string {
 	s := "# TYPE apiserver_registered_watchers gauge\n"
 	for _, k := range sortedKeys(byKind) {
 		s += fmt.Sprintf("apiserver_registered_watchers{group=\"\",kind=%q,version=\"v1\"} %d\n", k, byKind[k])
@@ -352,19 +365,26 @@ func TestMeasurerWatchConnections(t *testing.T) {
 	tests := []struct {
 		name   string
 		pages  []map[string]int // nil: a page without the family
+		old    bool             // apiserver_registered_watchers by kind instead
 		want   *results.WatchConnectionsSummary
 		series []float64 // apiserver.watch.connections per tick (-1: absent)
 	}{{
-		name:  "peak, mean and each kind's peak",
-		pages: []map[string]int{{"Pod": 3, "CiliumIdentity": 2}, {"Pod": 4, "CiliumIdentity": 0}, {"Pod": 1, "CiliumIdentity": 6}},
-		// Sums 5, 4, 7; Pod peaks at 4 in the second, CiliumIdentity at 6 in
-		// the third.
-		want:   &results.WatchConnectionsSummary{Peak: 7, Mean: 16.0 / 3, Samples: 3, ByResource: map[string]int64{"Pod": 4, "CiliumIdentity": 6}},
+		name:  "peak, mean and each resource's peak",
+		pages: []map[string]int{{"pods": 3, "ciliumidentities": 2}, {"pods": 4, "ciliumidentities": 0}, {"pods": 1, "ciliumidentities": 6}},
+		// Sums 5, 4, 7 (the CONNECT requests left out); pods peaks at 4
+		// in the second, ciliumidentities at 6 in the third.
+		want:   &results.WatchConnectionsSummary{Peak: 7, Mean: 16.0 / 3, Samples: 3, ByResource: map[string]int64{"pods": 4, "ciliumidentities": 6}},
 		series: []float64{5, 4, 7},
 	}, {
+		name:   "a server with apiserver_registered_watchers by kind",
+		old:    true,
+		pages:  []map[string]int{{"Pod": 3, "CiliumIdentity": 2}},
+		want:   &results.WatchConnectionsSummary{Peak: 5, Mean: 5, Samples: 1, ByResource: map[string]int64{"Pod": 3, "CiliumIdentity": 2}},
+		series: []float64{5},
+	}, {
 		name:   "a scrape without the family is not a sample of zero",
-		pages:  []map[string]int{{"Pod": 2}, nil, {"Pod": 4}},
-		want:   &results.WatchConnectionsSummary{Peak: 4, Mean: 3, Samples: 2, ByResource: map[string]int64{"Pod": 4}},
+		pages:  []map[string]int{{"pods": 2}, nil, {"pods": 4}},
+		want:   &results.WatchConnectionsSummary{Peak: 4, Mean: 3, Samples: 2, ByResource: map[string]int64{"pods": 4}},
 		series: []float64{2, -1, 4},
 	}, {
 		name:   "no family at all",
@@ -381,7 +401,10 @@ func TestMeasurerWatchConnections(t *testing.T) {
 			t0 := time.Unix(1000, 0)
 			for i, p := range tc.pages {
 				page := apiPage(10*(i+1), 0, 0, 0, 0)
-				if p != nil {
+				switch {
+				case p != nil && tc.old:
+					page += oldWatchersPage(p)
+				case p != nil:
 					page += watchersPage(p)
 				}
 				api.set(page)

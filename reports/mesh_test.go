@@ -24,7 +24,7 @@ func meshRun() *results.Results {
 			Summary: &results.Summary{
 				APIServerModel: &results.APIServerModelSummary{CPUSeconds: cpu},
 				Watch: &results.WatchSummary{Events: events * 4, APIServerEvents: events,
-					Connections: &results.WatchConnectionsSummary{Peak: conns, Mean: float64(conns) - 2, Samples: 600, ByResource: map[string]int64{"Pod": 5}}},
+					Connections: &results.WatchConnectionsSummary{Peak: conns, Mean: float64(conns) - 2, Samples: 600, ByResource: map[string]int64{"pods": 5}}},
 			}}
 	}
 	r := &results.Results{SchemaVersion: results.SchemaVersion, Run: results.Run{Scenario: "relabel-small-mesh", Started: start, Complete: true,
@@ -57,7 +57,7 @@ func TestMeshReport(t *testing.T) {
 		"| API watch connections (peak) | 130 | 90 | 0.69 | 0.5 |",
 		"| API server watch events per minute | 2000 /min | 50.0 /min | 0.03 | < 0.05 |",
 		"modelled kube-apiserver + etcd",
-		"API server watch connections (apiserver_registered_watchers): peak 90",
+		"API server watch connections (apiserver_longrunning_requests{verb=\"WATCH\"}): peak 90",
 		// The mesh section.
 		"### Mesh replicas",
 		"| all replicas | 12.0 ms | 30.0 ms | 90.0 ms | 200 ms | 598 | 2 |",

@@ -569,7 +569,7 @@ func modeSection(d *document.Document, r *results.Results, m *results.ModeResult
 			facts = append(facts, fmt.Sprintf("watch: %s events, %s delivered; peak %s events/s, %s/s%s", format.Int(w.Events), format.Bytes(float64(w.Bytes)),
 				format.Sig3(w.PeakEventsPerSecond), format.Bytes(w.PeakBytesPerSecond), countMapSuffix(w.EventsByResource)))
 			if c := w.Connections; c != nil {
-				facts = append(facts, fmt.Sprintf("API server watch connections (apiserver_registered_watchers): peak %s, mean %s over %s scrapes; each kind's peak%s",
+				facts = append(facts, fmt.Sprintf("API server watch connections (apiserver_longrunning_requests{verb=\"WATCH\"}): peak %s, mean %s over %s scrapes; each resource's peak%s",
 					format.Int(c.Peak), format.Sig3(c.Mean), format.Int(int64(c.Samples)), countMapSuffix(c.ByResource)))
 			}
 			if w.APIServerEvents > 0 {

@@ -446,7 +446,8 @@ type WatchSummary struct {
 	// re-watches, and the events it missed are replayed to it.
 	TerminatedWatchers map[string]int64 `json:"terminatedWatchers,omitempty"`
 	// Connections are the API server's open watches
-	// (apiserver_registered_watchers, summed over kinds) as the
+	// (apiserver_longrunning_requests{verb="WATCH"}, summed over
+	// resources) as the
 	// harness's scrapes sampled them, in every mode: the figure
 	// CFP-44774 compares between read paths.
 	Connections *WatchConnectionsSummary `json:"connections,omitempty"`

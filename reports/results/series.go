@@ -237,8 +237,8 @@ const (
 	// Watch events/s and bytes/s the API server says it sent.
 	SeriesAPIServerWatchEventsRate = "apiserver.watch.events.rate"
 	SeriesAPIServerWatchBytesRate  = "apiserver.watch.bytes.rate"
-	// The API server's open watches (apiserver_registered_watchers summed
-	// over kinds), count.
+	// The API server's open watches (apiserver_longrunning_requests with
+	// verb WATCH summed over resources), count.
 	SeriesAPIServerWatchConnections = "apiserver.watch.connections"
 	// CPU (cores) the fake's capacity model charged per second: what a
 	// kube-apiserver with its etcd would have spent (apiServer.model
