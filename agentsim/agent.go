@@ -63,8 +63,12 @@ type AgentConfig struct {
 	Mesh  []string
 	Index int
 	// MeshProbeInterval, if set, replaces how often the mesh client checks
-	// its replica (meshConfig.ProbeInterval; tests shorten it).
+	// its replica, healthy or failing, and makes a check time out after
+	// a second (meshConfig; tests shorten them).
 	MeshProbeInterval time.Duration
+	// ClusterNodes is the cluster's node count (Cilium stretches its
+	// kvstore status checks by it).
+	ClusterNodes int
 	// MeshAPIServerFallback: while no mirror replica answers, the agent
 	// reads CiliumIdentities, its endpoint source and CiliumNodes from the
 	// API server (controlPlane.mesh.apiServerFallback; meshfallback.go).
@@ -275,9 +279,13 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	a.kc = kc
 	if cfg.Axes.HasMesh() {
-		m, err := newMeshClient(a, meshConfig{
-			Replicas: cfg.Mesh, Index: cfg.Index, ProbeInterval: cfg.MeshProbeInterval, APIServerFallback: cfg.MeshAPIServerFallback,
-		})
+		mc := meshConfig{
+			Replicas: cfg.Mesh, Index: cfg.Index, ClusterNodes: cfg.ClusterNodes, APIServerFallback: cfg.MeshAPIServerFallback,
+		}
+		if d := cfg.MeshProbeInterval; d > 0 {
+			mc.ProbeInterval, mc.ProbeIntervalFailing, mc.ProbeTimeout = d, d, time.Second
+		}
+		m, err := newMeshClient(a, mc)
 		if err != nil {
 			kc.close()
 			return nil, fmt.Errorf("agent %s: %w", cfg.Node, err)

@@ -172,7 +172,7 @@ func New(ctx context.Context, cfg Config) (*Fleet, error) {
 		ac := AgentConfig{
 			Node: n.Name, NodeIP: n.IP, PodCIDR: n.PodCIDR, Mode: cfg.Mode, Axes: spec.Axes, Cluster: s.Cluster.Name,
 			Knobs: s.Agent, Release: s.Release(), Filter: filter, REST: cfg.REST, Token: cfg.Tokens[n.Name],
-			KVStore: cfg.KVStore, Mesh: cfg.Mesh, Index: n.Index, MeshProbeInterval: cfg.MeshProbeInterval,
+			KVStore: cfg.KVStore, Mesh: cfg.Mesh, Index: n.Index, MeshProbeInterval: cfg.MeshProbeInterval, ClusterNodes: len(topo.Nodes),
 			MeshAPIServerFallback: meshFallback, Datapath: dp, Interner: interner, Frames: frames, DigestBudget: digests, Metrics: f.m,
 			Log: cfg.Log, Now: cfg.Now, RegenInterval: cfg.RegenInterval, Workers: cfg.Workers, NoCEPWrites: cfg.NoCEPWrites,
 			XDSStateOfTheWorld: s.ControlPlane.XDS.Delta != nil && !*s.ControlPlane.XDS.Delta,

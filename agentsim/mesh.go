@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,12 +38,19 @@ type meshConfig struct {
 	// Cluster is the cluster whose canaries it waits for (default: the
 	// agent's cluster).
 	Cluster string
-	// ProbeInterval and ProbeTimeout: how often the connection is checked
-	// with a read of the cluster configuration, and how long that read may
-	// take before the replica counts as lost (defaults 5s and 5s:
-	// Stampede's choices; Cilium's etcd status check was not read).
-	ProbeInterval time.Duration
-	ProbeTimeout  time.Duration
+	// The connection is checked with a read of the cluster configuration
+	// (see replicaCheck): every ProbeInterval while checks pass and every
+	// ProbeIntervalFailing after one failed; a check fails when the read
+	// takes longer than ProbeTimeout; the replica is lost after more than
+	// MaxConsecutiveErrors failed checks in a row. Defaults are Cilium's
+	// (checkPolicyFor); tests shorten them.
+	ProbeInterval        time.Duration
+	ProbeIntervalFailing time.Duration
+	ProbeTimeout         time.Duration
+	MaxConsecutiveErrors int
+	// ClusterNodes is the cluster's node count, which stretches Cilium's
+	// check intervals.
+	ClusterNodes int
 	// APIServerFallback: while no replica answers, read Cilium's
 	// resources from the API server (meshFallback); otherwise wait for a
 	// replica.
@@ -150,11 +158,18 @@ func newMeshClient(a *Agent, cfg meshConfig) (*meshClient, error) {
 	if cfg.Cluster == "" {
 		cfg.Cluster = a.cfg.Cluster
 	}
+	def := checkPolicyFor(cfg.ClusterNodes)
 	if cfg.ProbeInterval <= 0 {
-		cfg.ProbeInterval = 5 * time.Second
+		cfg.ProbeInterval = def.ProbeInterval
+	}
+	if cfg.ProbeIntervalFailing <= 0 {
+		cfg.ProbeIntervalFailing = min(def.ProbeIntervalFailing, cfg.ProbeInterval)
 	}
 	if cfg.ProbeTimeout <= 0 {
-		cfg.ProbeTimeout = 5 * time.Second
+		cfg.ProbeTimeout = def.ProbeTimeout
+	}
+	if cfg.MaxConsecutiveErrors <= 0 {
+		cfg.MaxConsecutiveErrors = def.MaxConsecutiveErrors
 	}
 	m := &meshClient{
 		a: a, cfg: cfg,
@@ -318,31 +333,28 @@ func (m *meshClient) session(ctx context.Context, i int) (listed bool, err error
 		}
 	}()
 
-	// The connection is checked by reading the cluster configuration
-	// every ProbeInterval: an etcd client's watches survive a dead
-	// server silently (they reconnect in the background), so only a
-	// failed read says the replica is gone.
+	// The connection is checked by reading the cluster configuration:
+	// an etcd client's watches survive a dead server silently (they
+	// reconnect in the background), so only failed reads say the
+	// replica is gone. A response from another etcd (cluster ID) ends
+	// the session at once, as Cilium's clusterLock errors do.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(m.cfg.ProbeInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-sctx.Done():
-				return
-			case <-t.C:
-			}
-			pctx, pcancel := context.WithTimeout(sctx, m.cfg.ProbeTimeout)
+		err := replicaCheck(sctx, m.cfg, func(ctx context.Context) error {
+			pctx, pcancel := context.WithTimeout(ctx, m.cfg.ProbeTimeout)
+			defer pcancel()
 			resp, err := cli.Get(pctx, configKey)
-			pcancel()
-			if err == nil {
-				err = check(resp.Header)
-			}
 			if err != nil {
-				cancel(fmt.Errorf("replica %d: %w", i, err))
-				return
+				return err
 			}
+			if err := check(resp.Header); err != nil {
+				return errFatalCheck{err}
+			}
+			return nil
+		}, time.After)
+		if err != nil {
+			cancel(fmt.Errorf("replica %d: %w", i, err))
 		}
 	}()
 	<-sctx.Done()
@@ -404,4 +416,72 @@ func (k *kvReader) watchNodes(ctx context.Context, name, cluster string, synced 
 	k.watchPrefix(ctx, name, agentcontract.KVNodesPrefix+cluster+"/", synced,
 		func([]kvPair) {},
 		func(bool, string, []byte) { k.a.events.Add(1) })
+}
+
+// checkPolicyFor is Cilium's etcd status checking for a cluster of nodes
+// nodes, as a clustermesh connection uses it:
+//   - a check every ExtraOptions.StatusCheckInterval: 30s while all is
+//     well and 5s while checks fail (pkg/kvstore/kvstore.go), each
+//     stretched by the cluster size: interval x ln(1+nodes), the base
+//     interval itself for 0 nodes (pkg/backoff/backoff.go
+//     ClusterSizeDependantInterval);
+//   - a check may take statusCheckTimeout, 10s (pkg/kvstore/etcd.go);
+//   - statusChecker reports an error only after more than
+//     KVstoreMaxConsecutiveQuorumErrors (pkg/defaults, 2) failed checks
+//     in a row, and remoteCluster.watchdog then reconnects
+//     (pkg/clustermesh/common/remote_cluster.go).
+//
+// Read at v1.16/v1.17-era revisions through the search tool; not re-read
+// for 1.20, whose mesh read path is a proposal (CFP-44774).
+func checkPolicyFor(nodes int) meshConfig {
+	stretch := 1.0
+	if nodes > 0 {
+		stretch = math.Log1p(float64(nodes))
+	}
+	return meshConfig{
+		ProbeInterval:        time.Duration(stretch * float64(30*time.Second)),
+		ProbeIntervalFailing: time.Duration(stretch * float64(5*time.Second)),
+		ProbeTimeout:         10 * time.Second,
+		MaxConsecutiveErrors: 2,
+	}
+}
+
+// errFatalCheck is a check failure that ends the session at once.
+type errFatalCheck struct{ err error }
+
+func (e errFatalCheck) Error() string { return e.err.Error() }
+func (e errFatalCheck) Unwrap() error { return e.err }
+
+// replicaCheck runs check on the schedule of cfg until the replica is
+// lost, returning the last error, or ctx ends (nil). after is time.After
+// (tests replace it).
+func replicaCheck(ctx context.Context, cfg meshConfig, check func(context.Context) error, after func(time.Duration) <-chan time.Time) error {
+	failed := 0
+	for {
+		wait := cfg.ProbeInterval
+		if failed > 0 {
+			wait = cfg.ProbeIntervalFailing
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-after(wait):
+		}
+		err := check(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fatal errFatalCheck
+		switch {
+		case err == nil:
+			failed = 0
+		case errors.As(err, &fatal):
+			return fatal.err
+		default:
+			failed++
+			if failed > cfg.MaxConsecutiveErrors {
+				return fmt.Errorf("%d failed checks in a row: %w", failed, err)
+			}
+		}
+	}
 }
