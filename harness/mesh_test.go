@@ -121,7 +121,7 @@ func TestRelabelSmallMeshFake(t *testing.T) {
 			t.Logf("mode %s: mirror lag %+v, served %+v, probe events per agent %d, failovers %d (agent metrics %v)", m.Mode, ms.MirrorLag, ms.Served, ms.ProbeEventsPerAgent, ms.Failovers, ms.AgentMetrics)
 		}
 		// The API server's watch connections are measured in every mode.
-		if w := s.Watch; w == nil || w.Connections == nil || w.Connections.Peak <= 0 || w.Connections.ByResource["Pod"] <= 0 {
+		if w := s.Watch; w == nil || w.Connections == nil || w.Connections.Peak <= 0 || w.Connections.ByResource["pods"] <= 0 {
 			t.Errorf("mode %s: API watch connections %+v, want a peak > 0 with Pod watches", m.Mode, s.Watch)
 		}
 		// The mirror-lag probe timed identities in every replica, on the
