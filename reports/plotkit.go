@@ -3,6 +3,7 @@ package reports
 import (
 	"bytes"
 	"fmt"
+	"hash/fnv"
 	"image/color"
 	"math"
 	"strings"
@@ -133,8 +134,13 @@ var (
 		"kvstore":  {44, 160, 44, 255},
 		"operator": {214, 39, 40, 255},
 		"xds":      {148, 103, 189, 255},
+		"ces-slim": {140, 86, 75, 255},
+		"mesh":     {227, 119, 194, 255},
 	}
-	palette = []color.RGBA{
+	// otherModeColors are for modes a scenario names itself, chosen by
+	// the name so that a mode keeps its colour from figure to figure.
+	otherModeColors = []color.RGBA{{188, 189, 34, 255}, {23, 190, 207, 255}, {127, 127, 127, 255}}
+	palette         = []color.RGBA{
 		{31, 119, 180, 255}, {255, 127, 14, 255}, {44, 160, 44, 255}, {214, 39, 40, 255},
 		{148, 103, 189, 255}, {140, 86, 75, 255}, {227, 119, 194, 255}, {127, 127, 127, 255},
 		{188, 189, 34, 255}, {23, 190, 207, 255},
@@ -153,7 +159,9 @@ func modeColor(m string) color.RGBA {
 	if c, ok := modeColors[m]; ok {
 		return c
 	}
-	return palette[7]
+	h := fnv.New32a()
+	h.Write([]byte(m))
+	return otherModeColors[h.Sum32()%uint32(len(otherModeColors))]
 }
 
 func colorAt(i int) color.RGBA { return palette[i%len(palette)] }

@@ -2,6 +2,7 @@ package reports
 
 import (
 	"bytes"
+	"image/color"
 	"math"
 	"os"
 	"path/filepath"
@@ -158,5 +159,26 @@ func TestAPIFiguresSayWhichAPIServer(t *testing.T) {
 		if w := sty.Width(l); w > 10*vg.Inch-vg.Points(24) && strings.Contains(l, " ") {
 			t.Errorf("line %q is %v wide, over the figure", l, w)
 		}
+	}
+}
+
+// TestPresetsHaveTheirOwnColours: every preset is drawn in a colour no
+// other preset has (ces-slim and mesh once shared the fallback grey), and
+// a mode a scenario names keeps its colour.
+func TestPresetsHaveTheirOwnColours(t *testing.T) {
+	seen := map[color.RGBA]string{}
+	for _, p := range scenarios.Presets() {
+		m := string(p.Name)
+		c := modeColor(m)
+		if other, ok := seen[c]; ok {
+			t.Errorf("modes %s and %s share the colour %v", other, m, c)
+		}
+		seen[c] = m
+	}
+	if len(seen) < 7 {
+		t.Errorf("%d presets coloured, want the seven", len(seen))
+	}
+	if modeColor("mesh-from-ces") != modeColor("mesh-from-ces") {
+		t.Error("a custom mode's colour changes between calls")
 	}
 }
