@@ -49,43 +49,40 @@ func TestUnknownTypeKeepsStream(t *testing.T) {
 			ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
 			node := &core.Node{Id: "node-0000"}
 
-			var got string
-			if tc.delta {
-				st, err := ads.DeltaAggregatedResources(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, typ := range []string{clusterType, xdsapi.TypeIdentity} {
-					if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
-						t.Fatalf("send %s: %v", typ, err)
+			// first subscribes to the unserved type, then to identities, on
+			// one stream, and returns the first response's type and size.
+			first := func() (string, int, error) {
+				if tc.delta {
+					st, err := ads.DeltaAggregatedResources(ctx)
+					if err != nil {
+						return "", 0, err
 					}
+					for _, typ := range []string{clusterType, xdsapi.TypeIdentity} {
+						if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
+							return "", 0, err
+						}
+					}
+					resp, err := st.Recv()
+					return resp.GetTypeUrl(), len(resp.GetResources()), err
 				}
-				resp, err := st.Recv()
-				if err != nil {
-					t.Fatalf("the stream ended after a subscription to %s: %v", clusterType, err)
-				}
-				got = resp.GetTypeUrl()
-				if len(resp.GetResources()) != 1 {
-					t.Errorf("identities in the response = %d, want 1", len(resp.GetResources()))
-				}
-			} else {
 				st, err := ads.StreamAggregatedResources(ctx)
 				if err != nil {
-					t.Fatal(err)
+					return "", 0, err
 				}
 				for _, typ := range []string{clusterType, xdsapi.TypeIdentity} {
 					if err := st.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
-						t.Fatalf("send %s: %v", typ, err)
+						return "", 0, err
 					}
 				}
 				resp, err := st.Recv()
-				if err != nil {
-					t.Fatalf("the stream ended after a subscription to %s: %v", clusterType, err)
-				}
-				got = resp.GetTypeUrl()
-				if len(resp.GetResources()) != 1 {
-					t.Errorf("identities in the response = %d, want 1", len(resp.GetResources()))
-				}
+				return resp.GetTypeUrl(), len(resp.GetResources()), err
+			}
+			got, n, err := first()
+			if err != nil {
+				t.Fatalf("the stream ended after a subscription to %s: %v", clusterType, err)
+			}
+			if n != 1 {
+				t.Errorf("identities in the response = %d, want 1", n)
 			}
 			if got != xdsapi.TypeIdentity {
 				t.Errorf("first response is of type %q, want %q", got, xdsapi.TypeIdentity)
