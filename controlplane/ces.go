@@ -307,10 +307,13 @@ func (c *cesController) run(ctx context.Context) error {
 	}
 }
 
-// adoptExisting deletes slices this controller did not create (left over
-// from a previous run): their endpoints have been packed anew.
+// adoptExisting deletes slices an earlier Stampede run left behind (their
+// endpoints have been packed anew): those that carry a run label
+// (identity.RunLabel) and that this controller did not create. A slice
+// without one is not Stampede's (on a kubeconfig cluster, Cilium's own
+// operator writes unlabelled slices) and is left alone.
 func (c *cesController) adoptExisting(ctx context.Context) error {
-	list, err := c.cfg.kube.dyn.Resource(gvrSlice).List(ctx, metav1.ListOptions{})
+	list, err := c.cfg.kube.dyn.Resource(gvrSlice).List(ctx, metav1.ListOptions{LabelSelector: identity.RunLabel})
 	if err != nil {
 		return err
 	}

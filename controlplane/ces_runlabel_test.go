@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/stampede-sim/stampede/internal/identity"
 	"github.com/stampede-sim/stampede/scenarios"
@@ -49,4 +51,44 @@ func TestCESCarriesRunLabel(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCESLeavesForeignSlices: at start the controller deletes the slices an
+// earlier run left (they carry a run label) but not a slice without one,
+// as Cilium's own operator writes on a kubeconfig cluster. The foreign
+// slice sorts first, so a controller that deleted every slice it did not
+// create would have deleted it before the leftover.
+func TestCESLeavesForeignSlices(t *testing.T) {
+	c := startCluster(t, "relabel-small", false)
+	c.sc.ControlPlane.CES.BatchInterval = scenarios.Duration{Duration: 200 * time.Millisecond}
+	slice := func(name string, labels map[string]string) *unstructured.Unstructured {
+		o := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumEndpointSlice",
+			"metadata":  map[string]any{"name": name},
+			"namespace": "ns-0",
+			"endpoints": []any{},
+		}}
+		o.SetLabels(labels)
+		return o
+	}
+	for _, o := range []*unstructured.Unstructured{
+		slice("ces-aaaaaaaaa-foreign", nil),
+		slice("ces-zzzzzzzzz-leftover", map[string]string{identity.RunLabel: "an-earlier-run"}),
+	} {
+		if _, err := c.dyn.Resource(gvrCES).Create(t.Context(), o, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stop := runControlplane(t, c, scenarios.ModeCES, "")
+	defer stop()
+	eventually(t, time.Minute, "the leftover slice deleted", func() error {
+		_, err := c.dyn.Resource(gvrCES).Get(t.Context(), "ces-zzzzzzzzz-leftover", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there (err %v)", err)
+	})
+	if _, err := c.dyn.Resource(gvrCES).Get(t.Context(), "ces-aaaaaaaaa-foreign", metav1.GetOptions{}); err != nil {
+		t.Errorf("the unlabelled slice: %v, want it left alone", err)
+	}
 }
